@@ -1,0 +1,2 @@
+//! MLS cipher suites (RFC 9420 §5.1).
+#![forbid(unsafe_code)]

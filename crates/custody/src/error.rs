@@ -1,0 +1,35 @@
+use crate::KeyPurpose;
+
+/// Errors of the custody layer. No variant ever carries private key bytes or
+/// a PIN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CustodyError {
+    /// A peer or stored public key is not a valid P-256 point.
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(&'static str),
+    /// An imported private key is not a valid P-256 scalar.
+    #[error("invalid private key: not a P-256 scalar in [1, n-1]")]
+    InvalidPrivateKey,
+    /// The key exists but was generated for another purpose.
+    #[error("{operation} needs a {expected} key, but this is a {actual} key")]
+    WrongPurpose {
+        operation: &'static str,
+        expected: KeyPurpose,
+        actual: KeyPurpose,
+    },
+    /// No key matches the reference (never existed, destroyed, or belongs to
+    /// another backend or token).
+    #[error("no key found for {0}")]
+    KeyNotFound(String),
+    /// A locator string that this backend cannot parse.
+    #[error("invalid key URI: {0}")]
+    InvalidUri(String),
+    /// The backend cannot hold keys for this purpose (e.g. a TPM token
+    /// without `C_DeriveKey` cannot hold HPKE keys).
+    #[error("this backend cannot hold {purpose} keys: {reason}")]
+    Unsupported {
+        purpose: KeyPurpose,
+        reason: String,
+    },
+}

@@ -1,0 +1,2 @@
+//! hsmls: the MLS protocol engine (RFC 9420), sans-IO.
+#![forbid(unsafe_code)]
