@@ -1,2 +1,4 @@
 //! hsmls: the MLS protocol engine (RFC 9420), sans-IO.
 #![forbid(unsafe_code)]
+
+pub mod tree_math;
