@@ -1,0 +1,185 @@
+//! crypto-basics.json (mlswg/mls-implementations test vectors): every case
+//! of cipher suite 0x0002.
+
+use hsmls_crypto::{CipherSuite, CryptoError, HpkeRecipient};
+use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Case {
+    cipher_suite: u16,
+    ref_hash: RefHash,
+    expand_with_label: ExpandWithLabel,
+    derive_secret: DeriveSecret,
+    derive_tree_secret: DeriveTreeSecret,
+    sign_with_label: SignWithLabel,
+    encrypt_with_label: EncryptWithLabel,
+}
+
+#[derive(Deserialize)]
+struct RefHash {
+    label: String,
+    #[serde(deserialize_with = "hex_bytes")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    out: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct ExpandWithLabel {
+    #[serde(deserialize_with = "hex_bytes")]
+    secret: Vec<u8>,
+    label: String,
+    #[serde(deserialize_with = "hex_bytes")]
+    context: Vec<u8>,
+    length: usize,
+    #[serde(deserialize_with = "hex_bytes")]
+    out: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct DeriveSecret {
+    #[serde(deserialize_with = "hex_bytes")]
+    secret: Vec<u8>,
+    label: String,
+    #[serde(deserialize_with = "hex_bytes")]
+    out: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct DeriveTreeSecret {
+    #[serde(deserialize_with = "hex_bytes")]
+    secret: Vec<u8>,
+    label: String,
+    generation: u32,
+    length: usize,
+    #[serde(deserialize_with = "hex_bytes")]
+    out: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct SignWithLabel {
+    #[serde(deserialize_with = "hex_bytes")]
+    r#priv: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    r#pub: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    content: Vec<u8>,
+    label: String,
+    #[serde(deserialize_with = "hex_bytes")]
+    signature: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct EncryptWithLabel {
+    #[serde(deserialize_with = "hex_bytes")]
+    r#priv: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    r#pub: Vec<u8>,
+    label: String,
+    #[serde(deserialize_with = "hex_bytes")]
+    context: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    plaintext: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    kem_output: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    ciphertext: Vec<u8>,
+}
+
+#[test]
+fn crypto_basics_vectors() {
+    let cases: Vec<Case> = load("crypto-basics.json");
+    let mut counter = CaseCounter::new("crypto-basics.json");
+    for case in cases {
+        let Ok(cs) = CipherSuite(case.cipher_suite).provider() else {
+            counter.skipped();
+            continue;
+        };
+
+        let r = &case.ref_hash;
+        let out = cs.ref_hash(r.label.as_bytes(), &r.value).unwrap();
+        assert_eq!(out.as_bytes(), r.out.as_slice(), "ref_hash");
+
+        let e = &case.expand_with_label;
+        let out = cs
+            .expand_with_label(&e.secret, e.label.as_bytes(), &e.context, e.length)
+            .unwrap();
+        assert_eq!(out.as_bytes(), e.out.as_slice(), "expand_with_label");
+
+        let d = &case.derive_secret;
+        let out = cs.derive_secret(&d.secret, d.label.as_bytes()).unwrap();
+        assert_eq!(out.as_bytes(), d.out.as_slice(), "derive_secret");
+
+        let t = &case.derive_tree_secret;
+        let out = cs
+            .derive_tree_secret(&t.secret, t.label.as_bytes(), t.generation, t.length)
+            .unwrap();
+        assert_eq!(out.as_bytes(), t.out.as_slice(), "derive_tree_secret");
+
+        // sign_with_label: the given signature verifies; so does our own
+        // signature made with the vector's private key in a custody backend.
+        let s = &case.sign_with_label;
+        let label = s.label.as_bytes();
+        cs.verify_with_label(&s.r#pub, label, &s.content, &s.signature)
+            .expect("vector signature verifies");
+        assert!(matches!(
+            cs.verify_with_label(&s.r#pub, b"other label", &s.content, &s.signature),
+            Err(CryptoError::InvalidSignature)
+        ));
+        let custody = SoftwareCustody::new();
+        let key = custody.import(KeyPurpose::Signature, &s.r#priv).unwrap();
+        assert_eq!(key.public_key().as_bytes(), s.r#pub.as_slice());
+        let sig = cs
+            .sign_with_label(&custody, &key, label, &s.content)
+            .unwrap();
+        cs.verify_with_label(&s.r#pub, label, &s.content, &sig)
+            .expect("own signature verifies");
+        let mut tampered = s.content.clone();
+        tampered[0] ^= 1;
+        assert!(matches!(
+            cs.verify_with_label(&s.r#pub, label, &tampered, &sig),
+            Err(CryptoError::InvalidSignature)
+        ));
+        let mut bad_der = s.signature.clone();
+        bad_der[0] = 0x31;
+        assert!(matches!(
+            cs.verify_with_label(&s.r#pub, label, &s.content, &bad_der),
+            Err(CryptoError::MalformedSignature)
+        ));
+        assert!(matches!(
+            cs.verify_with_label(&s.r#pub, label, &s.content, &[]),
+            Err(CryptoError::MalformedSignature)
+        ));
+
+        // encrypt_with_label: the given ciphertext opens with the vector's
+        // private key in a custody backend; so does our own.
+        let h = &case.encrypt_with_label;
+        let label = h.label.as_bytes();
+        let key = custody.import(KeyPurpose::Hpke, &h.r#priv).unwrap();
+        assert_eq!(key.public_key().as_bytes(), h.r#pub.as_slice());
+        let recipient = HpkeRecipient::Custody {
+            custody: &custody,
+            key: &key,
+        };
+        let pt = cs
+            .decrypt_with_label(&recipient, label, &h.context, &h.kem_output, &h.ciphertext)
+            .unwrap();
+        assert_eq!(pt, h.plaintext, "decrypt_with_label");
+        let (kem_output, ct) = cs
+            .encrypt_with_label(&h.r#pub, label, &h.context, &h.plaintext, None)
+            .unwrap();
+        let pt = cs
+            .decrypt_with_label(&recipient, label, &h.context, &kem_output, &ct)
+            .unwrap();
+        assert_eq!(pt, h.plaintext, "encrypt-then-decrypt");
+        assert!(matches!(
+            cs.decrypt_with_label(&recipient, b"other", &h.context, &kem_output, &ct),
+            Err(CryptoError::AeadOpen)
+        ));
+
+        counter.ran();
+    }
+    counter.finish(Some(1));
+}
