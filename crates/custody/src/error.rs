@@ -28,8 +28,23 @@ pub enum CustodyError {
     /// The backend cannot hold keys for this purpose (e.g. a TPM token
     /// without `C_DeriveKey` cannot hold HPKE keys).
     #[error("this backend cannot hold {purpose} keys: {reason}")]
-    Unsupported {
-        purpose: KeyPurpose,
+    Unsupported { purpose: KeyPurpose, reason: String },
+    /// The PKCS#11 configuration (file, PIN source) is missing or malformed.
+    #[error("PKCS#11 configuration: {0}")]
+    Config(String),
+    /// The PKCS#11 module (shared library) cannot be loaded or initialised.
+    #[error("cannot load PKCS#11 module {path}: {reason}")]
+    ModuleLoad { path: String, reason: String },
+    /// No slot holds a token with this label.
+    #[error("no PKCS#11 token with label {0:?}")]
+    TokenNotFound(String),
+    /// The token rejected the user PIN (the PIN itself is never reported).
+    #[error("the token rejected the user PIN")]
+    PinIncorrect,
+    /// The token failed an operation.
+    #[error("PKCS#11 {operation} failed: {reason}")]
+    Token {
+        operation: &'static str,
         reason: String,
     },
 }

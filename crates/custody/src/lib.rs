@@ -14,9 +14,11 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod pkcs11;
 pub mod software;
 
 pub use error::CustodyError;
+pub use pkcs11::{Pkcs11Config, Pkcs11Custody};
 pub use software::SoftwareCustody;
 
 use std::fmt;

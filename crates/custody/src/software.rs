@@ -112,6 +112,10 @@ impl KeyCustody for SoftwareCustody {
     }
 
     fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+        // Exactly 32 bytes: p256 would also accept (and pad) shorter slices.
+        if private_key.len() != 32 {
+            return Err(CustodyError::InvalidPrivateKey);
+        }
         let secret =
             SecretKey::from_slice(private_key).map_err(|_| CustodyError::InvalidPrivateKey)?;
         Ok(self.insert(purpose, secret))

@@ -1,0 +1,1205 @@
+//! The PKCS#11 backend: keys generated and used inside a token (an HSM, a
+//! TPM through tpm2-pkcs11, or SoftHSM2 in tests), through `cryptoki`.
+//!
+//! # What lives where
+//!
+//! * **Signature keys** are token objects (`CKA_TOKEN` true): a private key
+//!   with `CKA_SENSITIVE` true, `CKA_EXTRACTABLE` false, `CKA_SIGN` true and
+//!   nothing else, and its public key, sharing a random 16-byte `CKA_ID`.
+//!   They survive restarts and are found again by their PKCS#11 URI
+//!   (RFC 7512). Signing uses `CKM_ECDSA` over the SHA-256 digest; the raw
+//!   `r‖s` is converted to DER and normalised to low S.
+//! * **HPKE keys** (leaf and init keys, RFC 9420 §5.1.3) are needed in bulk,
+//!   one per KeyPackage, and a token object costs about 80 ms to create on
+//!   SoftHSM (it is written to disk). So an HPKE key is a **session object**
+//!   (`CKA_TOKEN` false, `CKA_SENSITIVE` true), generated in the token,
+//!   wrapped once with `CKM_AES_KEY_WRAP_PAD` (RFC 5649) under a
+//!   token-resident AES-256 key, and then made non-extractable with
+//!   `C_SetAttributeValue(CKA_EXTRACTABLE = false)` (PKCS#11 allows only the
+//!   change true → false). The wrapped blob travels in the key's URI
+//!   (`?x-hsmls-wrapped=…&x-hsmls-wrapping-key=…&x-hsmls-public=…`); after a
+//!   restart [`KeyCustody::find`] unwraps it (`C_UnwrapKey`, sensitive, not
+//!   extractable, session object) — the way TPMs keep key blobs outside the
+//!   chip. `ECDH` uses `CKM_ECDH1_DERIVE` with `CKD_NULL` into a 32-byte
+//!   `CKK_GENERIC_SECRET`, which is read into a `Zeroizing` buffer and
+//!   destroyed at once.
+//!
+//! # The trade-off of wrapped HPKE keys
+//!
+//! * Gained: key generation at session-object speed (thousands per second
+//!   instead of about 12 per second on SoftHSM), and no growth of the token's
+//!   storage with every KeyPackage. The plaintext private key never enters
+//!   process memory: it is generated, wrapped and used inside the token.
+//! * Lost: the HPKE private key is *extractable in wrapped form* for the
+//!   moment between generation and the `C_SetAttributeValue` call, and the
+//!   blob exists outside the token. The blob is safe only as long as the
+//!   wrapping key stays in the token, and a party holding the user PIN and a
+//!   blob can unwrap it with a template of its own choosing — including
+//!   `CKA_EXTRACTABLE` true — and so obtain the private key. A token-object
+//!   key would instead only be *usable* with the PIN, never extractable.
+//!   PKCS#11's answer is `CKA_UNWRAP_TEMPLATE` on the wrapping key; cryptoki
+//!   0.12 has no typed attribute for it, so hsmls does not set it yet.
+//!   `CKA_WRAP_WITH_TRUSTED` would restrict which keys may wrap the HPKE key,
+//!   but SoftHSM lets only the security officer set `CKA_TRUSTED`, and a key
+//!   the SO creates is a public object (usable without the user PIN), which
+//!   would weaken the wrapping key; since the HPKE key becomes
+//!   non-extractable right after its one wrap, hsmls does not use it.
+//! * Forward secrecy: [`KeyCustody::destroy`] destroys the live session
+//!   object and remembers the key as destroyed for the life of this
+//!   [`Pkcs11Custody`]; after a restart the blob could be unwrapped again, so
+//!   the application must also delete every stored copy of the key's URI.
+//! * Session objects die with their session, so the session pool never
+//!   closes a session while the custody lives; a key whose session did die is
+//!   unwrapped again on demand from its URI.
+//!
+//! # Capabilities
+//!
+//! [`Pkcs11Custody::open`] probes the token's mechanisms: signature keys need
+//! `CKM_EC_KEY_PAIR_GEN` and `CKM_ECDSA`; HPKE keys also `CKM_ECDH1_DERIVE`,
+//! `CKM_AES_KEY_GEN` and `CKM_AES_KEY_WRAP_PAD`. A token without them (e.g.
+//! Debian 12's tpm2-pkcs11, which has no `C_DeriveKey`) still holds signature
+//! keys; `generate(KeyPurpose::Hpke)` then returns
+//! [`CustodyError::Unsupported`].
+//!
+//! # Known limitation
+//!
+//! `cryptoki::Session::get_attributes` copies an attribute's value out of an
+//! internal buffer that it frees without zeroizing. The ECDH secret that
+//! hsmls reads is zeroized in hsmls's own buffers, but that freed copy is
+//! not; fixing it needs a change in cryptoki (this crate forbids `unsafe`).
+
+mod config;
+mod module;
+mod pool;
+pub mod uri;
+
+pub use config::{CONFIG_ENV, DEFAULT_POOL_SIZE, PinSource, Pkcs11Config};
+pub use uri::Pkcs11Uri;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use rand_core::{OsRng, RngCore};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::{
+    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, PublicKey, SharedSecret,
+    validate_p256_point,
+};
+use module::Module;
+use pool::{PooledSession, SessionPool};
+
+/// DER of the named curve P-256 (OID 1.2.840.10045.3.1.7), for `CKA_EC_PARAMS`.
+const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// Length of the random `CKA_ID` given to every key.
+const ID_LEN: usize = 16;
+
+pub(crate) fn token_err(operation: &'static str, e: Error) -> CustodyError {
+    CustodyError::Token {
+        operation,
+        reason: e.to_string(),
+    }
+}
+
+fn is_session_broken(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::DeviceError,
+            _
+        )
+    )
+}
+
+fn is_stale_handle(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)
+    )
+}
+
+/// Unwraps `CKA_EC_POINT`: a DER OCTET STRING holding the uncompressed point
+/// (some tokens return the bare point), then validates it.
+fn decode_ec_point(value: &[u8]) -> Result<PublicKey, CustodyError> {
+    let point = match value {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        [0x04, 0x81, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        raw if raw.len() == 65 => raw,
+        _ => {
+            return Err(CustodyError::InvalidPublicKey(
+                "CKA_EC_POINT is not a P-256 point",
+            ));
+        }
+    };
+    PublicKey::from_sec1(point)
+}
+
+fn encode_ec_point(public: &PublicKey) -> Vec<u8> {
+    let mut der = vec![0x04, 0x41];
+    der.extend_from_slice(public.as_bytes());
+    der
+}
+
+fn new_id() -> Vec<u8> {
+    let mut id = vec![0u8; ID_LEN];
+    OsRng.fill_bytes(&mut id);
+    id
+}
+
+fn label_for(purpose: KeyPurpose, id: &[u8]) -> String {
+    let kind = match purpose {
+        KeyPurpose::Signature => "sig",
+        KeyPurpose::Hpke => "hpke",
+    };
+    format!("hsmls-{kind}-{}", hex::encode(id.get(..8).unwrap_or(id)))
+}
+
+/// A private key object this custody has a handle for.
+#[derive(Clone, Copy)]
+struct LiveKey {
+    purpose: KeyPurpose,
+    handle: ObjectHandle,
+}
+
+#[derive(Clone)]
+struct WrappingKey {
+    id: Vec<u8>,
+    handle: ObjectHandle,
+}
+
+/// Key custody in a PKCS#11 token. See the [module documentation](self) for
+/// what is stored where.
+pub struct Pkcs11Custody {
+    module: Arc<Module>,
+    slot: Slot,
+    token_label: String,
+    pool: SessionPool,
+    capabilities: Capabilities,
+    /// The wrapping key new HPKE keys are wrapped under (None: no HPKE keys).
+    wrapping: Option<WrappingKey>,
+    /// Wrapping keys by `CKA_ID` (older blobs may name another one).
+    wrapping_keys: RwLock<HashMap<Vec<u8>, ObjectHandle>>,
+    /// Live private-key handles by `CKA_ID`.
+    keys: RwLock<HashMap<Vec<u8>, LiveKey>>,
+    /// `CKA_ID`s of wrapped keys destroyed through this instance.
+    destroyed: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl fmt::Debug for Pkcs11Custody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Custody")
+            .field("token_label", &self.token_label)
+            .field("slot", &self.slot.id())
+            .field("capabilities", &self.capabilities.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Pkcs11Custody {
+    fn drop(&mut self) {
+        // Closing the sessions destroys the session objects (HPKE keys).
+        self.module.release(self.slot, self.pool.drain());
+    }
+}
+
+impl Pkcs11Custody {
+    /// Opens the custody described by the file that `HSMLS_PKCS11_CONFIG`
+    /// names.
+    pub fn open_from_env() -> Result<Self, CustodyError> {
+        Self::open(&Pkcs11Config::from_env()?)
+    }
+
+    /// Loads the module, finds the token by label, logs in with the PIN from
+    /// the configured source, probes the mechanisms, and (if the token can
+    /// hold HPKE keys) finds or creates the wrapping key.
+    pub fn open(config: &Pkcs11Config) -> Result<Self, CustodyError> {
+        let module = Module::load(&config.module)?;
+        let slot = Self::find_slot(&module, &config.token_label)?;
+        let pin = config.pin.read()?;
+        let session = module
+            .pkcs11
+            .open_rw_session(slot)
+            .map_err(|e| token_err("C_OpenSession", e))?;
+        module.login(slot, &session, &pin)?;
+        drop(pin);
+        let pool = SessionPool::new(Arc::clone(&module), slot, config.pool_size, session);
+        let mut custody = Pkcs11Custody {
+            module,
+            slot,
+            token_label: config.token_label.clone(),
+            pool,
+            capabilities: Capabilities {
+                signature_keys: false,
+                hpke_keys: false,
+                summary: String::new(),
+            },
+            wrapping: None,
+            wrapping_keys: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+            destroyed: Mutex::new(HashSet::new()),
+        };
+        custody.probe(&config.wrapping_key_label)?;
+        tracing::info!(
+            token = %custody.token_label,
+            slot = slot.id(),
+            signature_keys = custody.capabilities.signature_keys,
+            hpke_keys = custody.capabilities.hpke_keys,
+            "{}",
+            custody.capabilities.summary
+        );
+        Ok(custody)
+    }
+
+    fn find_slot(module: &Module, label: &str) -> Result<Slot, CustodyError> {
+        let slots = module
+            .pkcs11
+            .get_slots_with_initialized_token()
+            .map_err(|e| token_err("C_GetSlotList", e))?;
+        for slot in slots {
+            let info = module
+                .pkcs11
+                .get_token_info(slot)
+                .map_err(|e| token_err("C_GetTokenInfo", e))?;
+            if info.label().trim_end() == label {
+                return Ok(slot);
+            }
+        }
+        Err(CustodyError::TokenNotFound(label.to_owned()))
+    }
+
+    fn probe(&mut self, wrapping_key_label: &str) -> Result<(), CustodyError> {
+        let pkcs11 = &self.module.pkcs11;
+        let mechanisms = pkcs11
+            .get_mechanism_list(self.slot)
+            .map_err(|e| token_err("C_GetMechanismList", e))?;
+        let has = |m: MechanismType| mechanisms.contains(&m);
+        let ec_256 = has(MechanismType::ECC_KEY_PAIR_GEN)
+            && pkcs11
+                .get_mechanism_info(self.slot, MechanismType::ECC_KEY_PAIR_GEN)
+                .map(|i| i.min_key_size() <= 256 && i.max_key_size() >= 256)
+                .unwrap_or(false);
+        let mut missing_sig = Vec::new();
+        if !ec_256 {
+            missing_sig.push("CKM_EC_KEY_PAIR_GEN (P-256)");
+        }
+        if !has(MechanismType::ECDSA) {
+            missing_sig.push("CKM_ECDSA");
+        }
+        let mut missing_hpke = missing_sig.clone();
+        for (m, name) in [
+            (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
+            (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+            (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
+        ] {
+            if !has(m) {
+                missing_hpke.push(name);
+            }
+        }
+        let info = pkcs11
+            .get_token_info(self.slot)
+            .map_err(|e| token_err("C_GetTokenInfo", e))?;
+        let mut hpke_note = if missing_hpke.is_empty() {
+            String::new()
+        } else {
+            format!("no ({} missing)", missing_hpke.join(", "))
+        };
+        if missing_hpke.is_empty() {
+            match self.wrapping_key(wrapping_key_label) {
+                Ok(w) => {
+                    hpke_note = format!(
+                        "yes (session objects wrapped under AES key {wrapping_key_label:?} id {})",
+                        hex::encode(&w.id)
+                    );
+                    self.wrapping = Some(w);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot provision the HPKE wrapping key");
+                    hpke_note = format!("no (wrapping key unavailable: {e})");
+                }
+            }
+        }
+        self.capabilities = Capabilities {
+            signature_keys: missing_sig.is_empty(),
+            hpke_keys: self.wrapping.is_some(),
+            summary: format!(
+                "PKCS#11 token {:?} ({} {}): signature keys: {}; HPKE keys: {}",
+                self.token_label,
+                info.manufacturer_id().trim_end(),
+                info.model().trim_end(),
+                if missing_sig.is_empty() {
+                    "yes (token objects)".to_owned()
+                } else {
+                    format!("no ({} missing)", missing_sig.join(", "))
+                },
+                hpke_note
+            ),
+        };
+        Ok(())
+    }
+
+    /// Finds the wrapping key by label (the one with the smallest `CKA_ID` if
+    /// concurrent first runs created several), or creates it.
+    fn wrapping_key(&self, label: &str) -> Result<WrappingKey, CustodyError> {
+        let s = self.pool.get()?;
+        if let Some(w) = Self::find_wrapping_key(&s, label)? {
+            self.remember_wrapping_key(&w);
+            return Ok(w);
+        }
+        let _guard = self
+            .module
+            .provisioning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = Self::find_wrapping_key(&s, label)? {
+            self.remember_wrapping_key(&w);
+            return Ok(w);
+        }
+        let id = new_id();
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Derive(false),
+            Attribute::Id(id),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        s.generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| token_err("C_GenerateKey (wrapping key)", e))?;
+        tracing::info!(label, "created the token-resident HPKE wrapping key");
+        let w = Self::find_wrapping_key(&s, label)?.ok_or_else(|| CustodyError::Token {
+            operation: "C_FindObjects (wrapping key)",
+            reason: "the new wrapping key is not found".into(),
+        })?;
+        self.remember_wrapping_key(&w);
+        Ok(w)
+    }
+
+    fn find_wrapping_key(s: &Session, label: &str) -> Result<Option<WrappingKey>, CustodyError> {
+        let handles = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(|e| token_err("C_FindObjects (wrapping key)", e))?;
+        let mut best: Option<WrappingKey> = None;
+        for handle in handles {
+            let id = Self::read_id(s, handle)?;
+            if best.as_ref().is_none_or(|b| id < b.id) {
+                best = Some(WrappingKey { id, handle });
+            }
+        }
+        Ok(best)
+    }
+
+    fn remember_wrapping_key(&self, w: &WrappingKey) {
+        self.wrapping_keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.id.clone(), w.handle);
+    }
+
+    fn wrapping_handle(&self, s: &Session, id: &[u8]) -> Result<ObjectHandle, CustodyError> {
+        if let Some(h) = self
+            .wrapping_keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Ok(*h);
+        }
+        let handles = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Id(id.to_vec()),
+            ])
+            .map_err(|e| token_err("C_FindObjects (wrapping key)", e))?;
+        match handles.as_slice() {
+            [h] => {
+                self.remember_wrapping_key(&WrappingKey {
+                    id: id.to_vec(),
+                    handle: *h,
+                });
+                Ok(*h)
+            }
+            [] => Err(CustodyError::KeyNotFound(format!(
+                "wrapping key with id {} is not in token {:?}",
+                hex::encode(id),
+                self.token_label
+            ))),
+            _ => Err(CustodyError::InvalidUri(format!(
+                "several wrapping keys have id {}",
+                hex::encode(id)
+            ))),
+        }
+    }
+
+    fn read_id(s: &Session, handle: ObjectHandle) -> Result<Vec<u8>, CustodyError> {
+        let attrs = s
+            .get_attributes(handle, &[AttributeType::Id])
+            .map_err(|e| token_err("C_GetAttributeValue (CKA_ID)", e))?;
+        attrs
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Id(id) => Some(id),
+                _ => None,
+            })
+            .ok_or_else(|| CustodyError::Token {
+                operation: "C_GetAttributeValue (CKA_ID)",
+                reason: "CKA_ID not readable".into(),
+            })
+    }
+
+    fn read_point(s: &Session, public: ObjectHandle) -> Result<PublicKey, CustodyError> {
+        let attrs = s
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(|e| token_err("C_GetAttributeValue (CKA_EC_POINT)", e))?;
+        // get_attributes silently drops unreadable attributes: check.
+        let value = attrs
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(p) => Some(p),
+                _ => None,
+            })
+            .ok_or_else(|| CustodyError::Token {
+                operation: "C_GetAttributeValue (CKA_EC_POINT)",
+                reason: "CKA_EC_POINT not readable".into(),
+            })?;
+        decode_ec_point(&value)
+    }
+
+    /// The purpose of a private key object, from `CKA_SIGN` / `CKA_DERIVE`.
+    fn read_purpose(s: &Session, handle: ObjectHandle) -> Result<KeyPurpose, CustodyError> {
+        let attrs = s
+            .get_attributes(handle, &[AttributeType::Sign, AttributeType::Derive])
+            .map_err(|e| token_err("C_GetAttributeValue (CKA_SIGN, CKA_DERIVE)", e))?;
+        let (mut sign, mut derive) = (None, None);
+        for a in attrs {
+            match a {
+                Attribute::Sign(b) => sign = Some(b),
+                Attribute::Derive(b) => derive = Some(b),
+                _ => {}
+            }
+        }
+        match (sign, derive) {
+            (Some(true), _) => Ok(KeyPurpose::Signature),
+            (_, Some(true)) => Ok(KeyPurpose::Hpke),
+            _ => Err(CustodyError::Unsupported {
+                purpose: KeyPurpose::Signature,
+                reason: "the object can neither sign nor derive".into(),
+            }),
+        }
+    }
+
+    fn token_uri(&self, label: &str, id: &[u8]) -> Pkcs11Uri {
+        Pkcs11Uri {
+            token: Some(self.token_label.clone()),
+            object: Some(label.to_owned()),
+            id: Some(id.to_vec()),
+            object_type: Some("private".into()),
+            ..Pkcs11Uri::default()
+        }
+    }
+
+    /// Checks that a URI names this custody's token.
+    fn check_token(&self, u: &Pkcs11Uri, uri: &str) -> Result<(), CustodyError> {
+        match &u.token {
+            Some(t) if *t != self.token_label => Err(CustodyError::KeyNotFound(format!(
+                "{uri} (names token {t:?}, this custody uses {:?})",
+                self.token_label
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn cache(&self, id: &[u8], key: LiveKey) {
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_vec(), key);
+    }
+
+    fn cached(&self, id: &[u8]) -> Option<LiveKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    fn forget(&self, id: &[u8]) -> Option<LiveKey> {
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
+    fn is_destroyed(&self, id: &[u8]) -> bool {
+        self.destroyed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    fn require(&self, purpose: KeyPurpose) -> Result<(), CustodyError> {
+        let ok = match purpose {
+            KeyPurpose::Signature => self.capabilities.signature_keys,
+            KeyPurpose::Hpke => self.capabilities.hpke_keys,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(CustodyError::Unsupported {
+                purpose,
+                reason: self.capabilities.summary.clone(),
+            })
+        }
+    }
+
+    /// Reports an error of an operation on a pooled session, closing the
+    /// session if it is broken.
+    fn fail(s: PooledSession<'_>, operation: &'static str, e: Error) -> CustodyError {
+        if is_session_broken(&e) {
+            s.discard();
+        }
+        token_err(operation, e)
+    }
+
+    // ---- key generation -------------------------------------------------
+
+    fn generate_signature(&self) -> Result<KeyRef, CustodyError> {
+        let id = new_id();
+        let label = label_for(KeyPurpose::Signature, &id);
+        let public_template = [
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Id(id.clone()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let private_template = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Derive(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Id(id.clone()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let s = self.pool.get()?;
+        let (public, private) = match s.generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &public_template,
+            &private_template,
+        ) {
+            Ok(pair) => pair,
+            Err(e) => return Err(Self::fail(s, "C_GenerateKeyPair", e)),
+        };
+        let point = match Self::read_point(&s, public) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = s.destroy_object(private);
+                let _ = s.destroy_object(public);
+                return Err(e);
+            }
+        };
+        self.cache(
+            &id,
+            LiveKey {
+                purpose: KeyPurpose::Signature,
+                handle: private,
+            },
+        );
+        tracing::debug!(object = %label, "generated a token signature key");
+        Ok(KeyRef::new(
+            KeyPurpose::Signature,
+            point,
+            self.token_uri(&label, &id).format(),
+        ))
+    }
+
+    fn generate_hpke(&self) -> Result<KeyRef, CustodyError> {
+        let id = new_id();
+        let label = label_for(KeyPurpose::Hpke, &id);
+        let public_template = [
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Token(false),
+            Attribute::Private(false),
+        ];
+        let private_template = [
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            // Only so that it can be wrapped once; cleared right after.
+            Attribute::Extractable(true),
+            Attribute::Derive(true),
+            Attribute::Sign(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Id(id.clone()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let s = self.pool.get()?;
+        let (public, private) = match s.generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &public_template,
+            &private_template,
+        ) {
+            Ok(pair) => pair,
+            Err(e) => return Err(Self::fail(s, "C_GenerateKeyPair", e)),
+        };
+        let point = Self::read_point(&s, public);
+        let _ = s.destroy_object(public);
+        let point = match point {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = s.destroy_object(private);
+                return Err(e);
+            }
+        };
+        self.seal_hpke(s, private, id, label, point)
+    }
+
+    /// Wraps a fresh extractable HPKE session key under the wrapping key,
+    /// then makes it non-extractable, and builds its URI.
+    fn seal_hpke(
+        &self,
+        s: PooledSession<'_>,
+        private: ObjectHandle,
+        id: Vec<u8>,
+        label: String,
+        point: PublicKey,
+    ) -> Result<KeyRef, CustodyError> {
+        let Some(wrapping) = self.wrapping.as_ref() else {
+            let _ = s.destroy_object(private);
+            return Err(CustodyError::Unsupported {
+                purpose: KeyPurpose::Hpke,
+                reason: self.capabilities.summary.clone(),
+            });
+        };
+        let wrapped = match s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping.handle, private) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = s.destroy_object(private);
+                return Err(Self::fail(s, "C_WrapKey", e));
+            }
+        };
+        if let Err(e) = s.update_attributes(private, &[Attribute::Extractable(false)]) {
+            let _ = s.destroy_object(private);
+            return Err(Self::fail(s, "C_SetAttributeValue (CKA_EXTRACTABLE)", e));
+        }
+        drop(s);
+        self.cache(
+            &id,
+            LiveKey {
+                purpose: KeyPurpose::Hpke,
+                handle: private,
+            },
+        );
+        let uri = Pkcs11Uri {
+            wrapped: Some(wrapped),
+            wrapping_key_id: Some(wrapping.id.clone()),
+            public: Some(point.as_bytes().to_vec()),
+            ..self.token_uri(&label, &id)
+        };
+        Ok(KeyRef::new(KeyPurpose::Hpke, point, uri.format()))
+    }
+
+    // ---- using keys -----------------------------------------------------
+
+    /// ECDH inside the token; the derived object is read and destroyed.
+    fn ecdh(s: &Session, key: ObjectHandle, peer: &[u8]) -> Result<SharedSecret, Error> {
+        let params = Ecdh1DeriveParams::new(EcKdf::null(), peer);
+        // SoftHSM returns the rightmost bytes for shorter lengths: always 32.
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ];
+        let derived = s.derive_key(&Mechanism::Ecdh1Derive(params), key, &template)?;
+        let value = s.get_attributes(derived, &[AttributeType::Value]);
+        let destroyed = s.destroy_object(derived);
+        let mut attrs = value?;
+        destroyed?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        let mut found = false;
+        for a in attrs.iter_mut() {
+            if let Attribute::Value(v) = a {
+                if v.len() == 32 {
+                    out.copy_from_slice(v);
+                    found = true;
+                }
+                v.zeroize();
+            }
+        }
+        if found {
+            Ok(out)
+        } else {
+            // get_attributes drops unreadable attributes: report it.
+            Err(Error::Pkcs11(
+                RvError::AttributeSensitive,
+                cryptoki::context::Function::GetAttributeValue,
+            ))
+        }
+    }
+
+    /// Unwraps a wrapped HPKE key from its URI into a session object and
+    /// checks it against the public key the URI states.
+    fn unwrap_hpke(
+        &self,
+        u: &Pkcs11Uri,
+        id: &[u8],
+        uri: &str,
+    ) -> Result<(ObjectHandle, PublicKey), CustodyError> {
+        let (Some(wrapped), Some(wrapping_id), Some(public)) =
+            (&u.wrapped, &u.wrapping_key_id, &u.public)
+        else {
+            return Err(CustodyError::InvalidUri(format!(
+                "a wrapped key needs x-hsmls-wrapped, x-hsmls-wrapping-key and x-hsmls-public: {uri}"
+            )));
+        };
+        let public = PublicKey::from_sec1(public)?;
+        let label = u
+            .object
+            .clone()
+            .unwrap_or_else(|| label_for(KeyPurpose::Hpke, id));
+        let s = self.pool.get()?;
+        let wrapping = self.wrapping_handle(&s, wrapping_id)?;
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(true),
+            Attribute::Sign(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Id(id.to_vec()),
+            Attribute::Label(label.into_bytes()),
+        ];
+        let handle = match s.unwrap_key(&Mechanism::AesKeyWrapPad, wrapping, wrapped, &template) {
+            Ok(h) => h,
+            Err(e) if is_session_broken(&e) => return Err(Self::fail(s, "C_UnwrapKey", e)),
+            Err(e) => {
+                return Err(CustodyError::InvalidUri(format!(
+                    "the token rejected the wrapped key ({e}): {}",
+                    uri.chars().take(120).collect::<String>()
+                )));
+            }
+        };
+        // The public key in the URI must belong to the unwrapped private key:
+        // ECDH with the base point gives the x-coordinate of d·G.
+        let generator = p256::AffinePoint::GENERATOR.to_encoded_point(false);
+        let x = match Self::ecdh(&s, handle, generator.as_bytes()) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = s.destroy_object(handle);
+                return Err(Self::fail(s, "C_DeriveKey (public key check)", e));
+            }
+        };
+        let matches = public
+            .as_bytes()
+            .get(1..33)
+            .is_some_and(|px| bool::from(px.ct_eq(&x[..])));
+        if !matches {
+            let _ = s.destroy_object(handle);
+            return Err(CustodyError::InvalidUri(
+                "x-hsmls-public does not match the wrapped private key".into(),
+            ));
+        }
+        // Another thread may have unwrapped the same key meanwhile.
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = keys.get(id) {
+            let _ = s.destroy_object(handle);
+            return Ok((existing.handle, public));
+        }
+        keys.insert(
+            id.to_vec(),
+            LiveKey {
+                purpose: KeyPurpose::Hpke,
+                handle,
+            },
+        );
+        tracing::debug!(id = %hex::encode(id), "unwrapped an HPKE key into a session object");
+        Ok((handle, public))
+    }
+
+    /// Finds a token-resident private key and its public key.
+    fn find_token_key(
+        &self,
+        u: &Pkcs11Uri,
+        uri: &str,
+    ) -> Result<(Vec<u8>, String, LiveKey, PublicKey), CustodyError> {
+        let mut template = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+        ];
+        if let Some(id) = &u.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        if let Some(label) = &u.object {
+            template.push(Attribute::Label(label.as_bytes().to_vec()));
+        }
+        let s = self.pool.get()?;
+        let handles = match s.find_objects(&template) {
+            Ok(h) => h,
+            Err(e) => return Err(Self::fail(s, "C_FindObjects", e)),
+        };
+        let handle = match handles.as_slice() {
+            [h] => *h,
+            [] => return Err(CustodyError::KeyNotFound(uri.to_owned())),
+            _ => {
+                return Err(CustodyError::InvalidUri(format!(
+                    "{uri} names {} keys; add id=",
+                    handles.len()
+                )));
+            }
+        };
+        let id = Self::read_id(&s, handle)?;
+        let attrs = s
+            .get_attributes(handle, &[AttributeType::Label])
+            .map_err(|e| token_err("C_GetAttributeValue (CKA_LABEL)", e))?;
+        let label = attrs
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let purpose = Self::read_purpose(&s, handle)?;
+        let publics = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Id(id.clone()),
+            ])
+            .map_err(|e| token_err("C_FindObjects (public key)", e))?;
+        let Some(public_handle) = publics.first() else {
+            return Err(CustodyError::KeyNotFound(format!(
+                "{uri} (the private key has no public key object with the same CKA_ID)"
+            )));
+        };
+        let public = Self::read_point(&s, *public_handle)?;
+        Ok((id, label, LiveKey { purpose, handle }, public))
+    }
+
+    /// The private-key handle for `key`, checked against `purpose`.
+    fn resolve(
+        &self,
+        key: &KeyRef,
+        purpose: KeyPurpose,
+        operation: &'static str,
+    ) -> Result<(Vec<u8>, ObjectHandle), CustodyError> {
+        key.expect_purpose(purpose, operation)?;
+        let uri = key.uri();
+        let u = Pkcs11Uri::parse(uri)?;
+        self.check_token(&u, uri)?;
+        let Some(id) = u.id.clone() else {
+            return Err(CustodyError::InvalidUri(format!("{uri} has no id")));
+        };
+        let live = match self.cached(&id) {
+            Some(live) => live,
+            None if u.wrapped.is_some() => {
+                if self.is_destroyed(&id) {
+                    return Err(CustodyError::KeyNotFound(uri.to_owned()));
+                }
+                let (handle, _) = self.unwrap_hpke(&u, &id, uri)?;
+                LiveKey {
+                    purpose: KeyPurpose::Hpke,
+                    handle,
+                }
+            }
+            None => {
+                let (id, _, live, _) = self.find_token_key(&u, uri)?;
+                self.cache(&id, live);
+                live
+            }
+        };
+        if live.purpose != purpose {
+            return Err(CustodyError::WrongPurpose {
+                operation,
+                expected: purpose,
+                actual: live.purpose,
+            });
+        }
+        Ok((id, live.handle))
+    }
+
+    /// Runs a raw cryptoki operation on a pooled, logged-in session of this
+    /// custody's token. For diagnostics and tests (e.g. reading a key's
+    /// attributes); it bypasses the custody's policies.
+    pub fn with_session<T>(&self, f: impl FnOnce(&Session) -> T) -> Result<T, CustodyError> {
+        let s = self.pool.get()?;
+        Ok(f(&s))
+    }
+
+    /// The private-key object handle of `key` (resolving it as
+    /// [`KeyCustody::find`] would), for use with [`Self::with_session`].
+    pub fn private_key_handle(&self, key: &KeyRef) -> Result<ObjectHandle, CustodyError> {
+        self.resolve(key, key.purpose(), "look up").map(|(_, h)| h)
+    }
+
+    /// The label of the token this custody uses.
+    pub fn token_label(&self) -> &str {
+        &self.token_label
+    }
+
+    /// Number of PKCS#11 sessions currently open by this custody.
+    pub fn open_sessions(&self) -> usize {
+        self.pool.open_sessions()
+    }
+}
+
+impl KeyCustody for Pkcs11Custody {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
+        self.require(purpose)?;
+        match purpose {
+            KeyPurpose::Signature => self.generate_signature(),
+            KeyPurpose::Hpke => self.generate_hpke(),
+        }
+    }
+
+    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+        self.require(purpose)?;
+        if private_key.len() != 32 {
+            return Err(CustodyError::InvalidPrivateKey);
+        }
+        let secret = p256::SecretKey::from_slice(private_key)
+            .map_err(|_| CustodyError::InvalidPrivateKey)?;
+        let point = PublicKey::from_sec1(secret.public_key().to_encoded_point(false).as_bytes())?;
+        drop(secret);
+        let id = new_id();
+        let label = label_for(purpose, &id);
+        let token = purpose == KeyPurpose::Signature;
+        let mut template = vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Value(private_key.to_vec()),
+            Attribute::Token(token),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            // HPKE keys: extractable only for their one wrap (see seal_hpke).
+            Attribute::Extractable(!token),
+            Attribute::Sign(purpose == KeyPurpose::Signature),
+            Attribute::Derive(purpose == KeyPurpose::Hpke),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Id(id.clone()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let s = self.pool.get()?;
+        let created = s.create_object(&template);
+        for a in template.iter_mut() {
+            if let Attribute::Value(v) = a {
+                v.zeroize();
+            }
+        }
+        let private = match created {
+            Ok(h) => h,
+            Err(e) => return Err(Self::fail(s, "C_CreateObject", e)),
+        };
+        match purpose {
+            KeyPurpose::Hpke => self.seal_hpke(s, private, id, label, point),
+            KeyPurpose::Signature => {
+                let public_template = [
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::EcParams(P256_PARAMS.to_vec()),
+                    Attribute::EcPoint(encode_ec_point(&point)),
+                    Attribute::Token(true),
+                    Attribute::Private(false),
+                    Attribute::Verify(true),
+                    Attribute::Id(id.clone()),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ];
+                if let Err(e) = s.create_object(&public_template) {
+                    let _ = s.destroy_object(private);
+                    return Err(Self::fail(s, "C_CreateObject (public key)", e));
+                }
+                self.cache(
+                    &id,
+                    LiveKey {
+                        purpose,
+                        handle: private,
+                    },
+                );
+                Ok(KeyRef::new(
+                    purpose,
+                    point,
+                    self.token_uri(&label, &id).format(),
+                ))
+            }
+        }
+    }
+
+    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
+        for attempt in 0..2 {
+            let (id, handle) = self.resolve(key, KeyPurpose::Signature, "sign")?;
+            let s = self.pool.get()?;
+            match s.sign(&Mechanism::Ecdsa, handle, digest) {
+                Ok(raw) => {
+                    let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
+                        CustodyError::Token {
+                            operation: "C_Sign",
+                            reason: format!("expected a 64-byte r‖s, got {} bytes", raw.len()),
+                        }
+                    })?;
+                    let sig = sig.normalize_s().unwrap_or(sig);
+                    return Ok(sig.to_der().as_bytes().to_vec());
+                }
+                Err(e) if is_stale_handle(&e) && attempt == 0 => {
+                    self.forget(&id);
+                }
+                Err(e) => return Err(Self::fail(s, "C_Sign", e)),
+            }
+        }
+        Err(CustodyError::KeyNotFound(key.uri().to_owned()))
+    }
+
+    fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
+        validate_p256_point(peer_public_key)?;
+        for attempt in 0..2 {
+            let (id, handle) = self.resolve(key, KeyPurpose::Hpke, "ECDH")?;
+            let s = self.pool.get()?;
+            match Self::ecdh(&s, handle, peer_public_key) {
+                Ok(secret) => return Ok(secret),
+                Err(e) if is_stale_handle(&e) && attempt == 0 => {
+                    self.forget(&id);
+                }
+                Err(e) => return Err(Self::fail(s, "C_DeriveKey (ECDH)", e)),
+            }
+        }
+        Err(CustodyError::KeyNotFound(key.uri().to_owned()))
+    }
+
+    fn destroy(&self, key: &KeyRef) -> Result<(), CustodyError> {
+        let uri = key.uri();
+        let u = Pkcs11Uri::parse(uri)?;
+        self.check_token(&u, uri)?;
+        let Some(id) = u.id.clone() else {
+            return Err(CustodyError::InvalidUri(format!("{uri} has no id")));
+        };
+        let s = self.pool.get()?;
+        if u.wrapped.is_some() {
+            let mut destroyed = self.destroyed.lock().unwrap_or_else(|e| e.into_inner());
+            if destroyed.contains(&id) {
+                return Err(CustodyError::KeyNotFound(uri.to_owned()));
+            }
+            if let Some(live) = self.forget(&id) {
+                match s.destroy_object(live.handle) {
+                    Ok(()) => {}
+                    Err(e) if is_stale_handle(&e) => {}
+                    Err(e) => return Err(Self::fail(s, "C_DestroyObject", e)),
+                }
+            }
+            destroyed.insert(id);
+            tracing::debug!(object = ?u.object, "destroyed a wrapped HPKE key");
+            return Ok(());
+        }
+        let mut handles = Vec::new();
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            match s.find_objects(&[Attribute::Class(class), Attribute::Id(id.clone())]) {
+                Ok(h) => handles.extend(h),
+                Err(e) => return Err(Self::fail(s, "C_FindObjects", e)),
+            }
+        }
+        self.forget(&id);
+        if handles.is_empty() {
+            return Err(CustodyError::KeyNotFound(uri.to_owned()));
+        }
+        for h in handles {
+            if let Err(e) = s.destroy_object(h) {
+                return Err(Self::fail(s, "C_DestroyObject", e));
+            }
+        }
+        tracing::debug!(object = ?u.object, "destroyed a token key");
+        Ok(())
+    }
+
+    fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
+        let u = Pkcs11Uri::parse(uri)?;
+        self.check_token(&u, uri)?;
+        if u.id.is_none() && u.object.is_none() {
+            return Err(CustodyError::InvalidUri(format!(
+                "{uri} names no key (give id= or object=)"
+            )));
+        }
+        if let Some(t) = &u.object_type
+            && t != "private"
+        {
+            return Err(CustodyError::InvalidUri(format!(
+                "{uri}: hsmls keys are found by their private key (type=private)"
+            )));
+        }
+        if u.wrapped.is_some() {
+            let Some(id) = u.id.clone() else {
+                return Err(CustodyError::InvalidUri(format!("{uri} has no id")));
+            };
+            if self.is_destroyed(&id) {
+                return Err(CustodyError::KeyNotFound(uri.to_owned()));
+            }
+            let public = match (self.cached(&id), &u.public) {
+                (Some(_), Some(p)) => PublicKey::from_sec1(p)?,
+                _ => self.unwrap_hpke(&u, &id, uri)?.1,
+            };
+            let label = u
+                .object
+                .clone()
+                .unwrap_or_else(|| label_for(KeyPurpose::Hpke, &id));
+            let canonical = Pkcs11Uri {
+                wrapped: u.wrapped.clone(),
+                wrapping_key_id: u.wrapping_key_id.clone(),
+                public: Some(public.as_bytes().to_vec()),
+                ..self.token_uri(&label, &id)
+            };
+            return Ok(KeyRef::new(KeyPurpose::Hpke, public, canonical.format()));
+        }
+        let (id, label, live, public) = self.find_token_key(&u, uri)?;
+        self.cache(&id, live);
+        Ok(KeyRef::new(
+            live.purpose,
+            public,
+            self.token_uri(&label, &id).format(),
+        ))
+    }
+}
