@@ -1,0 +1,397 @@
+//! Tests of the PKCS#11 backend against the real SoftHSM test token
+//! (`HSMLS_PKCS11_CONFIG`, set by `scripts/test.sh`): key attributes as the
+//! token reports them, restarts, wrapped HPKE keys, and bad input.
+
+mod common;
+
+use std::path::PathBuf;
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
+use hsmls_custody::pkcs11::{PinSource, Pkcs11Uri};
+use hsmls_custody::{CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use rand_core::{OsRng, RngCore};
+
+fn peer() -> (p256::SecretKey, Vec<u8>) {
+    let s = p256::SecretKey::random(&mut OsRng);
+    let p = s.public_key().to_encoded_point(false).as_bytes().to_vec();
+    (s, p)
+}
+
+fn software_dh(peer: &p256::SecretKey, key: &KeyRef) -> [u8; 32] {
+    let public = p256::PublicKey::from_sec1_bytes(key.public_key().as_bytes()).unwrap();
+    (*p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), public.as_affine()).raw_secret_bytes())
+        .into()
+}
+
+fn digest() -> [u8; 32] {
+    let mut d = [0u8; 32];
+    OsRng.fill_bytes(&mut d);
+    d
+}
+
+/// Reads boolean attributes of a key's private object straight from the
+/// token, failing if the token does not report one.
+fn bool_attrs(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool) {
+    let handle = c.private_key_handle(key).unwrap();
+    let attrs = c
+        .with_session(|s| {
+            s.get_attributes(
+                handle,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Token,
+                ],
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let (mut sensitive, mut extractable, mut token) = (None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(b) => sensitive = Some(b),
+            Attribute::Extractable(b) => extractable = Some(b),
+            Attribute::Token(b) => token = Some(b),
+            _ => {}
+        }
+    }
+    (
+        sensitive.expect("CKA_SENSITIVE not reported"),
+        extractable.expect("CKA_EXTRACTABLE not reported"),
+        token.expect("CKA_TOKEN not reported"),
+    )
+}
+
+#[test]
+fn capabilities_report_both_key_kinds_on_softhsm() {
+    let c = common::pkcs11_custody();
+    let caps = c.capabilities();
+    assert!(caps.signature_keys, "{}", caps.summary);
+    assert!(caps.hpke_keys, "{}", caps.summary);
+    assert!(caps.summary.contains("SoftHSM"), "{}", caps.summary);
+}
+
+#[test]
+fn private_keys_are_sensitive_not_extractable_and_unreadable() {
+    let c = common::pkcs11_custody();
+    for purpose in [KeyPurpose::Signature, KeyPurpose::Hpke] {
+        for key in [
+            c.generate(purpose).unwrap(),
+            c.import(purpose, &p256::SecretKey::random(&mut OsRng).to_bytes())
+                .unwrap(),
+        ] {
+            let (sensitive, extractable, token) = bool_attrs(&c, &key);
+            assert!(sensitive, "{purpose} key is not sensitive");
+            assert!(!extractable, "{purpose} key is extractable");
+            // Signature keys are token objects; HPKE keys session objects.
+            assert_eq!(token, purpose == KeyPurpose::Signature);
+
+            let handle = c.private_key_handle(&key).unwrap();
+            let info = c
+                .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
+                .unwrap()
+                .unwrap();
+            assert!(
+                matches!(info.as_slice(), [AttributeInfo::Sensitive]),
+                "CKA_VALUE is readable: {info:?}"
+            );
+            // get_attributes silently drops the unreadable CKA_VALUE.
+            let values = c
+                .with_session(|s| s.get_attributes(handle, &[AttributeType::Value]))
+                .unwrap()
+                .unwrap();
+            assert!(values.is_empty(), "CKA_VALUE was returned");
+            c.destroy(&key).unwrap();
+        }
+    }
+}
+
+#[test]
+fn hpke_key_cannot_be_wrapped_again() {
+    // The HPKE key was extractable for its one wrap; the token must now
+    // refuse to wrap it (CKA_EXTRACTABLE true → false was honoured).
+    let c = common::pkcs11_custody();
+    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let handle = c.private_key_handle(&key).unwrap();
+    let wrapping = c
+        .with_session(|s| {
+            s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Label(b"hsmls-hpke-wrap".to_vec()),
+            ])
+        })
+        .unwrap()
+        .unwrap();
+    assert!(!wrapping.is_empty(), "no wrapping key in the token");
+    let result = c
+        .with_session(|s| s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping[0], handle))
+        .unwrap();
+    assert!(
+        matches!(result, Err(Error::Pkcs11(RvError::KeyUnextractable, _))),
+        "{result:?}"
+    );
+    c.destroy(&key).unwrap();
+}
+
+#[test]
+fn signature_key_found_again_from_a_fresh_custody() {
+    let first = common::pkcs11_custody();
+    let key = first.generate(KeyPurpose::Signature).unwrap();
+    let uri = key.uri().to_owned();
+    drop(first);
+
+    let second = common::pkcs11_custody();
+    let found = second.find(&uri).unwrap();
+    assert_eq!(found.public_key(), key.public_key());
+    assert_eq!(found.purpose(), KeyPurpose::Signature);
+    let d = digest();
+    let der = second.sign_digest(&found, &d).unwrap();
+    common::assert_valid_low_s_der(key.public_key(), &d, &der);
+    // The old KeyRef works too.
+    let der = second.sign_digest(&key, &d).unwrap();
+    common::assert_valid_low_s_der(key.public_key(), &d, &der);
+    second.destroy(&found).unwrap();
+}
+
+#[test]
+fn signature_key_found_by_object_label_alone() {
+    let c = common::pkcs11_custody();
+    let key = c.generate(KeyPurpose::Signature).unwrap();
+    let label = Pkcs11Uri::parse(key.uri()).unwrap().object.unwrap();
+    let found = c
+        .find(&format!(
+            "pkcs11:token=hsmls-test;object={label};type=private"
+        ))
+        .unwrap();
+    assert_eq!(found.public_key(), key.public_key());
+    assert_eq!(found.uri(), key.uri());
+    c.destroy(&key).unwrap();
+}
+
+#[test]
+fn wrapped_hpke_key_survives_restart() {
+    let (peer_secret, peer_public) = peer();
+    let first = common::pkcs11_custody();
+    let key = first.generate(KeyPurpose::Hpke).unwrap();
+    let before = first.dh(&key, &peer_public).unwrap();
+    drop(first); // closes the sessions: the session object is gone
+
+    let second = common::pkcs11_custody();
+    let found = second.find(key.uri()).unwrap();
+    assert_eq!(found.public_key(), key.public_key());
+    let after = second.dh(&found, &peer_public).unwrap();
+    assert_eq!(*before, *after);
+    assert_eq!(*after, software_dh(&peer_secret, &key));
+    let (sensitive, extractable, token) = bool_attrs(&second, &found);
+    assert!(sensitive && !extractable && !token);
+    second.destroy(&found).unwrap();
+
+    // A third instance can use the KeyRef directly (unwraps on demand).
+    let third = common::pkcs11_custody();
+    assert_eq!(*third.dh(&key, &peer_public).unwrap(), *before);
+}
+
+#[test]
+fn tampered_wrapped_key_is_rejected() {
+    let c = common::pkcs11_custody();
+    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let other = c.generate(KeyPurpose::Hpke).unwrap();
+    let fresh = common::pkcs11_custody();
+
+    let mut u = Pkcs11Uri::parse(key.uri()).unwrap();
+    if let Some(w) = u.wrapped.as_mut() {
+        w[10] ^= 0x80;
+    }
+    assert!(matches!(
+        fresh.find(&u.format()),
+        Err(CustodyError::InvalidUri(_))
+    ));
+
+    // The right blob with another key's public key.
+    let mut u = Pkcs11Uri::parse(key.uri()).unwrap();
+    u.public = Some(other.public_key().as_bytes().to_vec());
+    assert!(matches!(
+        fresh.find(&u.format()),
+        Err(CustodyError::InvalidUri(_))
+    ));
+
+    // A wrapping key that is not in the token.
+    let mut u = Pkcs11Uri::parse(key.uri()).unwrap();
+    u.wrapping_key_id = Some(vec![0xee; 16]);
+    assert!(matches!(
+        fresh.find(&u.format()),
+        Err(CustodyError::KeyNotFound(_))
+    ));
+}
+
+#[test]
+fn session_pool_stays_within_its_size() {
+    let c = std::sync::Arc::new(common::pkcs11_custody());
+    let key = c.generate(KeyPurpose::Signature).unwrap();
+    let threads: Vec<_> = (0..12)
+        .map(|_| {
+            let (c, key) = (c.clone(), key.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    c.sign_digest(&key, &digest()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let open = c.open_sessions();
+    assert!(
+        (1..=common::pkcs11_config().pool_size).contains(&open),
+        "{open} sessions"
+    );
+    c.destroy(&key).unwrap();
+}
+
+// ---- bad input: one test each, each with its error variant ----------------
+
+#[test]
+fn wrong_pin_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("wrong.pin");
+    std::fs::write(&pin_file, "not-the-pin\n").unwrap();
+    let mut config = common::pkcs11_config();
+    config.pin = PinSource::File(pin_file);
+    let err = Pkcs11Custody::open(&config).unwrap_err();
+    assert!(matches!(err, CustodyError::PinIncorrect), "{err}");
+    assert!(!err.to_string().contains("not-the-pin"));
+}
+
+#[test]
+fn missing_pin_source_is_a_config_error() {
+    let mut config = common::pkcs11_config();
+    config.pin = PinSource::File(PathBuf::from("/nonexistent/hsmls/user.pin"));
+    assert!(matches!(
+        Pkcs11Custody::open(&config),
+        Err(CustodyError::Config(_))
+    ));
+    config.pin = PinSource::Env("HSMLS_TEST_PIN_THAT_IS_NEVER_SET".into());
+    assert!(matches!(
+        Pkcs11Custody::open(&config),
+        Err(CustodyError::Config(_))
+    ));
+}
+
+#[test]
+fn missing_module_is_rejected() {
+    let mut config = common::pkcs11_config();
+    config.module = PathBuf::from("/nonexistent/libpkcs11-missing.so");
+    let err = Pkcs11Custody::open(&config).unwrap_err();
+    assert!(matches!(err, CustodyError::ModuleLoad { .. }), "{err}");
+}
+
+#[test]
+fn a_file_that_is_no_module_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libfake.so");
+    std::fs::write(&fake, b"not a shared library").unwrap();
+    let mut config = common::pkcs11_config();
+    config.module = fake;
+    let err = Pkcs11Custody::open(&config).unwrap_err();
+    assert!(matches!(err, CustodyError::ModuleLoad { .. }), "{err}");
+}
+
+#[test]
+fn unknown_token_label_is_rejected() {
+    let mut config = common::pkcs11_config();
+    config.token_label = "no-such-token".into();
+    let err = Pkcs11Custody::open(&config).unwrap_err();
+    assert!(
+        matches!(&err, CustodyError::TokenNotFound(l) if l == "no-such-token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn uri_naming_no_key_is_not_found() {
+    let c = common::pkcs11_custody();
+    for uri in [
+        "pkcs11:token=hsmls-test;object=hsmls-no-such-key;type=private".to_owned(),
+        format!("pkcs11:token=hsmls-test;id={}", "%ab".repeat(16)),
+        // A key of another token.
+        "pkcs11:token=another-token;object=k;type=private".to_owned(),
+    ] {
+        let err = c.find(&uri).unwrap_err();
+        assert!(matches!(err, CustodyError::KeyNotFound(_)), "{uri}: {err}");
+    }
+    for uri in ["pkcs11:token=hsmls-test", "software:1", "pkcs11:id=%zz"] {
+        let err = c.find(uri).unwrap_err();
+        assert!(matches!(err, CustodyError::InvalidUri(_)), "{uri}: {err}");
+    }
+}
+
+#[test]
+fn off_curve_peer_point_is_rejected() {
+    let c = common::pkcs11_custody();
+    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let (_, mut point) = peer();
+    point[40] ^= 0x01;
+    let err = c.dh(&key, &point).unwrap_err();
+    assert!(matches!(err, CustodyError::InvalidPublicKey(_)), "{err}");
+    c.destroy(&key).unwrap();
+}
+
+#[test]
+fn key_used_for_the_wrong_purpose_is_refused_by_the_backend() {
+    // A KeyRef that lies about its purpose: the backend checks the object.
+    let c = common::pkcs11_custody();
+    let sig = c.generate(KeyPurpose::Signature).unwrap();
+    let hpke = c.generate(KeyPurpose::Hpke).unwrap();
+    let lying_sig = KeyRef::new(KeyPurpose::Hpke, sig.public_key().clone(), sig.uri().into());
+    let err = c.dh(&lying_sig, &peer().1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CustodyError::WrongPurpose {
+                actual: KeyPurpose::Signature,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let lying_hpke = KeyRef::new(
+        KeyPurpose::Signature,
+        hpke.public_key().clone(),
+        hpke.uri().into(),
+    );
+    let err = c.sign_digest(&lying_hpke, &digest()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CustodyError::WrongPurpose {
+                actual: KeyPurpose::Hpke,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The same through a fresh instance (no cached handles).
+    let fresh = common::pkcs11_custody();
+    let err = fresh.dh(&lying_sig, &peer().1).unwrap_err();
+    assert!(matches!(err, CustodyError::WrongPurpose { .. }), "{err}");
+    c.destroy(&sig).unwrap();
+    c.destroy(&hpke).unwrap();
+}
+
+#[test]
+fn debug_output_shows_no_pin() {
+    let config = common::pkcs11_config();
+    let c = Pkcs11Custody::open(&config).unwrap();
+    let pin = std::fs::read_to_string(match &config.pin {
+        PinSource::File(p) => p.clone(),
+        PinSource::Env(_) => return,
+    })
+    .unwrap();
+    let shown = format!("{c:?} {config:?}");
+    assert!(!shown.contains(pin.trim()), "{shown}");
+}
