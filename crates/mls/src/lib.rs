@@ -2,4 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod key_schedule;
+pub mod psk;
+pub mod secret_tree;
 pub mod tree_math;
