@@ -116,24 +116,63 @@ fn hpke_key_cannot_be_wrapped_again() {
     let c = common::pkcs11_custody();
     let key = c.generate(KeyPurpose::Hpke).unwrap();
     let handle = c.private_key_handle(&key).unwrap();
-    let wrapping = c
-        .with_session(|s| {
-            s.find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Label(b"hsmls-hpke-wrap".to_vec()),
-            ])
-        })
-        .unwrap()
-        .unwrap();
-    assert!(!wrapping.is_empty(), "no wrapping key in the token");
+    let wrapping = c.wrapping_key_handle().expect("no wrapping key");
     let result = c
-        .with_session(|s| s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping[0], handle))
+        .with_session(|s| s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, handle))
         .unwrap();
     assert!(
         matches!(result, Err(Error::Pkcs11(RvError::KeyUnextractable, _))),
         "{result:?}"
     );
+    c.destroy(&key).unwrap();
+}
+
+#[test]
+fn blob_cannot_be_unwrapped_as_extractable_even_with_the_pin() {
+    // An attacker holding the PIN and a blob tries to unwrap it with a
+    // template of their own; the wrapping key's CKA_UNWRAP_TEMPLATE refuses.
+    let c = common::pkcs11_custody();
+    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let blob = Pkcs11Uri::parse(key.uri()).unwrap().wrapped.unwrap();
+    let wrapping = c.wrapping_key_handle().unwrap();
+    let unwrap = |extractable: bool, sensitive: bool| {
+        c.with_session(|s| {
+            s.unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                wrapping,
+                &blob,
+                &[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(sensitive),
+                    Attribute::Extractable(extractable),
+                    Attribute::Derive(true),
+                ],
+            )
+        })
+        .unwrap()
+    };
+    for (extractable, sensitive) in [(true, true), (false, false), (true, false)] {
+        let r = unwrap(extractable, sensitive);
+        assert!(
+            matches!(r, Err(Error::Pkcs11(RvError::TemplateInconsistent, _))),
+            "unwrap extractable={extractable} sensitive={sensitive}: {r:?}"
+        );
+    }
+    // The policy's own template is accepted (the key is usable, not exportable).
+    let ok = unwrap(false, true).expect("unwrap with the policy template");
+    c.with_session(|s| s.destroy_object(ok)).unwrap().unwrap();
+
+    // The wrapping key cannot decrypt the blob, nor be modified.
+    let r = c
+        .with_session(|s| s.decrypt(&Mechanism::AesKeyWrapPad, wrapping, &blob))
+        .unwrap();
+    assert!(r.is_err(), "the wrapping key decrypted a blob");
+    let r = c
+        .with_session(|s| s.update_attributes(wrapping, &[Attribute::Decrypt(true)]))
+        .unwrap();
+    assert!(r.is_err(), "the wrapping key was modified");
     c.destroy(&key).unwrap();
 }
 

@@ -33,12 +33,15 @@
 //! * Lost: the HPKE private key is *extractable in wrapped form* for the
 //!   moment between generation and the `C_SetAttributeValue` call, and the
 //!   blob exists outside the token. The blob is safe only as long as the
-//!   wrapping key stays in the token, and a party holding the user PIN and a
-//!   blob can unwrap it with a template of its own choosing — including
-//!   `CKA_EXTRACTABLE` true — and so obtain the private key. A token-object
-//!   key would instead only be *usable* with the PIN, never extractable.
-//!   PKCS#11's answer is `CKA_UNWRAP_TEMPLATE` on the wrapping key; cryptoki
-//!   0.12 has no typed attribute for it, so hsmls does not set it yet.
+//!   wrapping key stays in the token. The wrapping key carries a
+//!   `CKA_UNWRAP_TEMPLATE` (EC private key, `CKA_SENSITIVE` true,
+//!   `CKA_EXTRACTABLE` false; SoftHSM 2.6.1 enforces it, a test checks), is
+//!   not modifiable, not copyable and cannot encrypt or decrypt, so a party
+//!   holding the user PIN and a blob can *use* the key in the token — as it
+//!   could a token-object key — but not unwrap it as extractable. cryptoki
+//!   0.12 has no typed attribute for the template, so it is passed as an
+//!   encoded `CK_ATTRIBUTE` array (Unix layout; on Windows no template is
+//!   set).
 //!   `CKA_WRAP_WITH_TRUSTED` would restrict which keys may wrap the HPKE key,
 //!   but SoftHSM lets only the security officer set `CKA_TRUSTED`, and a key
 //!   the SO creates is a public object (usable without the user PIN), which
@@ -83,7 +86,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -165,6 +170,77 @@ fn label_for(purpose: KeyPurpose, id: &[u8]) -> String {
         KeyPurpose::Hpke => "hpke",
     };
     format!("hsmls-{kind}-{}", hex::encode(id.get(..8).unwrap_or(id)))
+}
+
+/// `CKA_UNWRAP_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x212`), which cryptoki 0.12
+/// has no typed attribute for.
+const CKA_UNWRAP_TEMPLATE: CkUlong = 0x4000_0212;
+const CKA_CLASS: CkUlong = 0x000;
+const CKA_KEY_TYPE: CkUlong = 0x100;
+const CKA_SENSITIVE: CkUlong = 0x103;
+const CKA_EXTRACTABLE: CkUlong = 0x162;
+const CKO_PRIVATE_KEY: CkUlong = 3;
+const CKK_EC: CkUlong = 3;
+
+/// PKCS#11's `CK_ULONG`, C's `unsigned long`.
+type CkUlong = std::os::raw::c_ulong;
+
+/// The unwrap template is encoded as an array of `CK_ATTRIBUTE` structs
+/// (`{ CkUlong type; void *pValue; CkUlong ulValueLen; }`); on Unix
+/// `unsigned long` is pointer-sized, so the struct has no padding. Windows
+/// packs PKCS#11 structs differently; there hsmls sets no unwrap template.
+const UNWRAP_TEMPLATE_SUPPORTED: bool = cfg!(unix);
+
+/// The `CKA_UNWRAP_TEMPLATE` of the wrapping key: every key unwrapped with
+/// it must be an EC private key with `CKA_SENSITIVE` true and
+/// `CKA_EXTRACTABLE` false (PKCS#11 v2.40 §4.8). So a holder of the PIN and
+/// a blob can use the key in the token, but cannot unwrap it as extractable.
+///
+/// The array holds pointers (as integers) into the value buffers of this
+/// struct, which must therefore outlive the `C_GenerateKey` call.
+struct UnwrapTemplate {
+    class: Box<[u8]>,
+    key_type: Box<[u8]>,
+    yes: Box<[u8]>,
+    no: Box<[u8]>,
+}
+
+impl UnwrapTemplate {
+    const ENTRIES: usize = 4;
+    const ENTRY_LEN: usize = 2 * std::mem::size_of::<CkUlong>() + std::mem::size_of::<usize>();
+    const LEN: usize = Self::ENTRIES * Self::ENTRY_LEN;
+
+    fn new() -> Self {
+        UnwrapTemplate {
+            class: Box::new(CKO_PRIVATE_KEY.to_ne_bytes()),
+            key_type: Box::new(CKK_EC.to_ne_bytes()),
+            yes: Box::new([1u8]),
+            no: Box::new([0u8]),
+        }
+    }
+
+    /// The attribute to put in the wrapping key's template (None where
+    /// the encoding is not supported).
+    fn attribute(&self) -> Option<Attribute> {
+        if !UNWRAP_TEMPLATE_SUPPORTED {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(Self::LEN);
+        for (kind, value) in [
+            (CKA_CLASS, &self.class),
+            (CKA_KEY_TYPE, &self.key_type),
+            (CKA_SENSITIVE, &self.yes),
+            (CKA_EXTRACTABLE, &self.no),
+        ] {
+            bytes.extend_from_slice(&kind.to_ne_bytes());
+            bytes.extend_from_slice(&(value.as_ptr() as usize).to_ne_bytes());
+            bytes.extend_from_slice(&(value.len() as CkUlong).to_ne_bytes());
+        }
+        Some(Attribute::VendorDefined((
+            AttributeType::VendorDefined(CKA_UNWRAP_TEMPLATE),
+            bytes,
+        )))
+    }
 }
 
 /// A private key object this custody has a handle for.
@@ -264,33 +340,41 @@ impl Pkcs11Custody {
     }
 
     fn find_slot(module: &Module, label: &str) -> Result<Slot, CustodyError> {
-        let slots = module
-            .pkcs11
-            .get_slots_with_initialized_token()
-            .map_err(|e| token_err("C_GetSlotList", e))?;
-        for slot in slots {
-            let info = module
-                .pkcs11
-                .get_token_info(slot)
-                .map_err(|e| token_err("C_GetTokenInfo", e))?;
-            if info.label().trim_end() == label {
-                return Ok(slot);
+        // SoftHSM's file store can fail a read with CKR_GENERAL_ERROR while
+        // another process rewrites the token's files: retry a few times.
+        let mut attempt = 0;
+        loop {
+            match Self::find_slot_once(module, label) {
+                Ok(Some(slot)) => return Ok(slot),
+                Ok(None) => return Err(CustodyError::TokenNotFound(label.to_owned())),
+                Err(Error::Pkcs11(RvError::GeneralError, _)) if attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "token busy (CKR_GENERAL_ERROR); retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(25 * attempt));
+                }
+                Err(e) => return Err(token_err("C_GetSlotList/C_GetTokenInfo", e)),
             }
         }
-        Err(CustodyError::TokenNotFound(label.to_owned()))
+    }
+
+    fn find_slot_once(module: &Module, label: &str) -> Result<Option<Slot>, Error> {
+        for slot in module.pkcs11.get_slots_with_initialized_token()? {
+            if module.pkcs11.get_token_info(slot)?.label().trim_end() == label {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
     }
 
     fn probe(&mut self, wrapping_key_label: &str) -> Result<(), CustodyError> {
         let pkcs11 = &self.module.pkcs11;
-        let mechanisms = pkcs11
-            .get_mechanism_list(self.slot)
-            .map_err(|e| token_err("C_GetMechanismList", e))?;
-        let has = |m: MechanismType| mechanisms.contains(&m);
-        let ec_256 = has(MechanismType::ECC_KEY_PAIR_GEN)
-            && pkcs11
-                .get_mechanism_info(self.slot, MechanismType::ECC_KEY_PAIR_GEN)
-                .map(|i| i.min_key_size() <= 256 && i.max_key_size() >= 256)
-                .unwrap_or(false);
+        // C_GetMechanismInfo per mechanism (C_GetMechanismList would make
+        // cryptoki log every mechanism it has no name for).
+        let has = |m: MechanismType| pkcs11.get_mechanism_info(self.slot, m).is_ok();
+        let ec_256 = pkcs11
+            .get_mechanism_info(self.slot, MechanismType::ECC_KEY_PAIR_GEN)
+            .map(|i| i.min_key_size() <= 256 && i.max_key_size() >= 256)
+            .unwrap_or(false);
         let mut missing_sig = Vec::new();
         if !ec_256 {
             missing_sig.push("CKM_EC_KEY_PAIR_GEN (P-256)");
@@ -368,7 +452,8 @@ impl Pkcs11Custody {
             return Ok(w);
         }
         let id = new_id();
-        let template = [
+        let unwrap_template = UnwrapTemplate::new();
+        let mut template = vec![
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
             Attribute::ValueLen(32.into()),
@@ -376,6 +461,8 @@ impl Pkcs11Custody {
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
+            Attribute::Modifiable(false),
+            Attribute::Copyable(false),
             Attribute::Wrap(true),
             Attribute::Unwrap(true),
             Attribute::Encrypt(false),
@@ -386,8 +473,11 @@ impl Pkcs11Custody {
             Attribute::Id(id),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
+        template.extend(unwrap_template.attribute());
         s.generate_key(&Mechanism::AesKeyGen, &template)
             .map_err(|e| token_err("C_GenerateKey (wrapping key)", e))?;
+        drop(template);
+        drop(unwrap_template);
         tracing::info!(label, "created the token-resident HPKE wrapping key");
         let w = Self::find_wrapping_key(&s, label)?.ok_or_else(|| CustodyError::Token {
             operation: "C_FindObjects (wrapping key)",
@@ -407,12 +497,58 @@ impl Pkcs11Custody {
             .map_err(|e| token_err("C_FindObjects (wrapping key)", e))?;
         let mut best: Option<WrappingKey> = None;
         for handle in handles {
+            if !Self::is_hardened_wrapping_key(s, handle)? {
+                tracing::warn!(
+                    label,
+                    "ignoring a wrapping key without the hsmls unwrap policy"
+                );
+                continue;
+            }
             let id = Self::read_id(s, handle)?;
             if best.as_ref().is_none_or(|b| id < b.id) {
                 best = Some(WrappingKey { id, handle });
             }
         }
         Ok(best)
+    }
+
+    /// Whether a wrapping key carries the policy hsmls gives it: sensitive,
+    /// not extractable, not modifiable, no encrypt/decrypt, and an unwrap
+    /// template.
+    fn is_hardened_wrapping_key(s: &Session, handle: ObjectHandle) -> Result<bool, CustodyError> {
+        let attrs = s
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Modifiable,
+                    AttributeType::Decrypt,
+                    AttributeType::Encrypt,
+                ],
+            )
+            .map_err(|e| token_err("C_GetAttributeValue (wrapping key)", e))?;
+        let mut ok = 0;
+        for a in attrs {
+            match a {
+                Attribute::Sensitive(true)
+                | Attribute::Extractable(false)
+                | Attribute::Modifiable(false)
+                | Attribute::Decrypt(false)
+                | Attribute::Encrypt(false) => ok += 1,
+                _ => {}
+            }
+        }
+        if ok != 5 {
+            return Ok(false);
+        }
+        if !UNWRAP_TEMPLATE_SUPPORTED {
+            return Ok(true);
+        }
+        let info = s
+            .get_attribute_info(handle, &[AttributeType::VendorDefined(CKA_UNWRAP_TEMPLATE)])
+            .map_err(|e| token_err("C_GetAttributeValue (CKA_UNWRAP_TEMPLATE)", e))?;
+        Ok(matches!(info.as_slice(), [AttributeInfo::Available(n)] if *n == UnwrapTemplate::LEN))
     }
 
     fn remember_wrapping_key(&self, w: &WrappingKey) {
@@ -972,6 +1108,12 @@ impl Pkcs11Custody {
     /// [`KeyCustody::find`] would), for use with [`Self::with_session`].
     pub fn private_key_handle(&self, key: &KeyRef) -> Result<ObjectHandle, CustodyError> {
         self.resolve(key, key.purpose(), "look up").map(|(_, h)| h)
+    }
+
+    /// The handle of the wrapping key new HPKE keys are wrapped under (None
+    /// if the token cannot hold HPKE keys). For diagnostics and tests.
+    pub fn wrapping_key_handle(&self) -> Option<ObjectHandle> {
+        self.wrapping.as_ref().map(|w| w.handle)
     }
 
     /// The label of the token this custody uses.

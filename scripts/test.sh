@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every check of the project: SoftHSM token setup, formatting, clippy,
+# and the whole test suite (the PKCS#11 tests use the SoftHSM token).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+eval "$(bash scripts/setup-hsm.sh --env)"
+export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
+
+# rustfmt and clippy, only if missing.
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
