@@ -1,7 +1,7 @@
 //! Payloads of the extensions defined by RFC 9420 (§12.4.3.3, §11.1, §12.4.3.2,
 //! §12.1.8.1, §5.3.3). Each is the `extension_data` of an [`Extension`].
 
-use tls_codec::{DeserializeBytes, TlsDeserializeBytes, TlsSerialize, TlsSize};
+use tls_codec::{TlsDeserializeBytes, TlsSerialize, TlsSize};
 
 use super::tree::RatchetTree;
 use super::types::{
@@ -53,7 +53,7 @@ pub struct ExternalSenders(#[tls_codec(with = "vl_vec")] pub Vec<ExternalSender>
 pub type RatchetTreeExtension = RatchetTree;
 
 /// An extension payload type with its extension type.
-pub trait ExtensionData: Sized + DeserializeBytes + Encode {
+pub trait ExtensionData: Decode + Encode {
     /// The extension type whose data this is.
     const EXTENSION_TYPE: ExtensionType;
 }

@@ -81,20 +81,13 @@ impl From<tls_codec::Error> for CodecError {
 }
 
 /// Decoding a complete structure from untrusted bytes.
+///
+/// Implemented for the wire types of this module only (not for bare `Vec<T>`
+/// or integers, whose tls_codec decoders are not the bounded ones of
+/// [`vl`]).
 pub trait Decode: Sized {
     /// Decodes `bytes` as exactly one `Self`: trailing bytes are an error.
     fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
-}
-
-impl<T: DeserializeBytes> Decode for T {
-    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let (v, rest) = T::tls_deserialize_bytes(bytes)?;
-        if rest.is_empty() {
-            Ok(v)
-        } else {
-            Err(CodecError::TrailingData)
-        }
-    }
 }
 
 /// Encoding a structure to bytes.
@@ -103,10 +96,46 @@ pub trait Encode {
     fn encode(&self) -> Result<Vec<u8>, CodecError>;
 }
 
-impl<T: Serialize> Encode for T {
-    fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(self.tls_serialized_len());
-        self.tls_serialize(&mut out)?;
-        Ok(out)
+fn decode_exact<T: DeserializeBytes>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (v, rest) = T::tls_deserialize_bytes(bytes)?;
+    if rest.is_empty() {
+        Ok(v)
+    } else {
+        Err(CodecError::TrailingData)
     }
 }
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(v.tls_serialized_len());
+    v.tls_serialize(&mut out)?;
+    Ok(out)
+}
+
+macro_rules! wire_types {
+    (encode only: $($e:ty),* ; $($t:ty),* $(,)?) => {
+        $(impl Encode for $e {
+            fn encode(&self) -> Result<Vec<u8>, CodecError> { encode(self) }
+        })*
+        $(impl Decode for $t {
+            fn decode(bytes: &[u8]) -> Result<Self, CodecError> { decode_exact(bytes) }
+        }
+        impl Encode for $t {
+            fn encode(&self) -> Result<Vec<u8>, CodecError> { encode(self) }
+        })*
+    };
+}
+
+wire_types!(
+    encode only: FramedContentAuthData, PrivateMessageContent;
+    Add, ApplicationId, AuthenticatedContent, Capabilities, Certificate, CipherSuite, Commit,
+    ContentType, Credential, CredentialType, EncryptedGroupSecrets, Extension, ExtensionType,
+    ExternalInit, ExternalPub, ExternalSender, ExternalSenders, FramedContent,
+    FramedContentBody, GroupContext, GroupContextExtensions, GroupInfo, GroupSecrets,
+    HpkeCiphertext, HpkePublicKey, KeyPackage, KeyPackageRef, LeafNode, LeafNodeSource,
+    Lifetime, Mac, MlsMessage, MlsMessageBody, Node, NodeType, ParentNode, PathSecret,
+    PreSharedKey, PreSharedKeyId, PrivateContentAad, PrivateMessage, Proposal, ProposalOrRef,
+    ProposalRef, ProposalType, ProtocolVersion, Psk, PskLabel, PublicMessage, RatchetTree,
+    ReInit, Remove, RequiredCapabilities, ResumptionPsk, ResumptionPskUsage, Sender,
+    SenderData, SenderDataAad, SignaturePublicKey, Update, UpdatePath, UpdatePathNode, Welcome,
+    WireFormat,
+);

@@ -155,9 +155,18 @@ pub mod vl_vec {
 }
 
 /// A secret `opaque x<V>` (e.g. `joiner_secret`, `path_secret`): zeroized on
-/// drop, and its Debug output shows no value.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// drop, compared in constant time, and its Debug output shows no value.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SecretBytes(Vec<u8>);
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for SecretBytes {}
 
 impl SecretBytes {
     /// Wraps secret bytes.

@@ -1,0 +1,13 @@
+//! Decodes arbitrary bytes as an MLSMessage (RFC 9420 §6); whatever decodes
+//! must re-encode to the identical bytes (the encoding is canonical).
+#![no_main]
+
+use hsmls::codec::{Decode, Encode, MlsMessage};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(message) = MlsMessage::decode(data) {
+        let again = message.encode().expect("a decoded message re-encodes");
+        assert_eq!(again, data, "decode/encode round trip");
+    }
+});
