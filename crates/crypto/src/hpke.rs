@@ -6,6 +6,8 @@
 //! §5.1.3) and the secret export of the base-mode context (RFC 9420 §12.4.3.2,
 //! external init).
 
+use zeroize::Zeroizing;
+
 use crate::encoding::u16_be;
 use crate::{CipherSuiteProvider, CryptoError, HpkeRecipient, Secret};
 
@@ -183,7 +185,9 @@ pub fn seal_base<S: CipherSuiteProvider + ?Sized>(
     Ok((enc, buffer))
 }
 
-/// Single-shot `OpenBase(enc, skR, info, aad, ct)` (RFC 9180 §6.1).
+/// Single-shot `OpenBase(enc, skR, info, aad, ct)` (RFC 9180 §6.1). The
+/// plaintext is zeroized on drop: in MLS it is always secret (path secrets,
+/// GroupSecrets).
 pub fn open_base<S: CipherSuiteProvider + ?Sized>(
     cs: &S,
     recipient: &HpkeRecipient<'_>,
@@ -191,10 +195,10 @@ pub fn open_base<S: CipherSuiteProvider + ?Sized>(
     info: &[u8],
     aad: &[u8],
     ciphertext: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let shared_secret = cs.kem_decap(enc, recipient)?;
     let ctx = key_schedule(cs, shared_secret.as_bytes(), info)?;
-    let mut buffer = ciphertext.to_vec();
+    let mut buffer = Zeroizing::new(ciphertext.to_vec());
     cs.aead_open_in_place(
         ctx.key.as_bytes(),
         ctx.base_nonce.as_bytes(),

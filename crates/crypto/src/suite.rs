@@ -4,6 +4,7 @@ use std::fmt;
 
 use hsmls_custody::{KeyCustody, KeyRef};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::encoding::{VarintPrefix, u16_be};
 use crate::{CryptoError, Digest, MLS_LABEL_PREFIX, Secret, hpke};
@@ -422,7 +423,7 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
 
     /// `DecryptWithLabel(PrivateKey, Label, Context, KEMOutput, Ciphertext)`
     /// (RFC 9420 §5.1.3): HPKE `OpenBase(KEMOutput, PrivateKey,
-    /// EncryptContext, "", Ciphertext)`.
+    /// EncryptContext, "", Ciphertext)`. The plaintext is zeroized on drop.
     fn decrypt_with_label(
         &self,
         recipient: &HpkeRecipient<'_>,
@@ -430,7 +431,7 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
         context: &[u8],
         kem_output: &[u8],
         ciphertext: &[u8],
-    ) -> Result<Vec<u8>, CryptoError> {
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let info = encrypt_context(label, context)?;
         hpke::open_base(self, recipient, kem_output, &info, &[], ciphertext)
     }

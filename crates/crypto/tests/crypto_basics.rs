@@ -166,14 +166,14 @@ fn crypto_basics_vectors() {
         let pt = cs
             .decrypt_with_label(&recipient, label, &h.context, &h.kem_output, &h.ciphertext)
             .unwrap();
-        assert_eq!(pt, h.plaintext, "decrypt_with_label");
+        assert_eq!(*pt, h.plaintext, "decrypt_with_label");
         let (kem_output, ct) = cs
             .encrypt_with_label(&h.r#pub, label, &h.context, &h.plaintext, None)
             .unwrap();
         let pt = cs
             .decrypt_with_label(&recipient, label, &h.context, &kem_output, &ct)
             .unwrap();
-        assert_eq!(pt, h.plaintext, "encrypt-then-decrypt");
+        assert_eq!(*pt, h.plaintext, "encrypt-then-decrypt");
         assert!(matches!(
             cs.decrypt_with_label(&recipient, b"other", &h.context, &kem_output, &ct),
             Err(CryptoError::AeadOpen)

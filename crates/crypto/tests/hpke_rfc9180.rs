@@ -59,7 +59,7 @@ fn reference_seals_we_open() {
 
         let software = HpkeRecipient::Software(&recipient);
         let opened = ours::open_base(cs, &software, &enc, &info, &aad, &ct).unwrap();
-        assert_eq!(opened, pt);
+        assert_eq!(*opened, pt);
 
         let key = custody
             .import(KeyPurpose::Hpke, recipient.private_bytes().as_bytes())
@@ -69,7 +69,7 @@ fn reference_seals_we_open() {
             key: &key,
         };
         let opened = ours::open_base(cs, &in_custody, &enc, &info, &aad, &ct).unwrap();
-        assert_eq!(opened, pt);
+        assert_eq!(*opened, pt);
 
         let mut bad = ct.clone();
         bad[0] ^= 1;
@@ -111,7 +111,7 @@ fn we_seal_reference_opens() {
                 &aad,
             )
             .unwrap();
-            assert_eq!(opened, pt);
+            assert_eq!(*opened, pt);
         }
     }
 }
