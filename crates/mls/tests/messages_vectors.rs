@@ -149,3 +149,65 @@ fn messages_vectors() {
     println!("messages.json: {fields} fields decoded and re-encoded");
     assert_eq!(fields, ran * 17, "every field of every case");
 }
+
+/// Decodes `e`'s data as `T`, re-encodes it and checks the extension is
+/// unchanged.
+fn payload_round_trip<T: hsmls::codec::ExtensionData + Debug>(e: &hsmls::codec::Extension) {
+    let data = e
+        .data_as::<T>()
+        .expect("type matches")
+        .unwrap_or_else(|err| panic!("{:?} data: {err}", e.extension_type));
+    assert_eq!(
+        &hsmls::codec::Extension::from_data(&data).expect("encode"),
+        e
+    );
+}
+
+/// The extensions of the GroupInfos and KeyPackages in messages.json: each
+/// of a type defined by RFC 9420 decodes as its payload type and re-encodes
+/// identically. The vectors carry ratchet_tree, required_capabilities and
+/// external_pub in every GroupInfo.
+#[test]
+fn extension_payloads_in_vectors() {
+    use hsmls::codec::{
+        ApplicationId, Extension, ExtensionType, ExternalPub, ExternalSenders, RequiredCapabilities,
+    };
+    let cases: Vec<Case> = load("messages.json");
+    let mut counter = CaseCounter::new("messages.json (extensions)");
+    let mut known = std::collections::BTreeMap::<u16, usize>::new();
+    let mut check = |exts: &[Extension]| {
+        for e in exts {
+            match e.extension_type {
+                ExtensionType::APPLICATION_ID => payload_round_trip::<ApplicationId>(e),
+                ExtensionType::RATCHET_TREE => payload_round_trip::<RatchetTree>(e),
+                ExtensionType::REQUIRED_CAPABILITIES => {
+                    payload_round_trip::<RequiredCapabilities>(e)
+                }
+                ExtensionType::EXTERNAL_PUB => payload_round_trip::<ExternalPub>(e),
+                ExtensionType::EXTERNAL_SENDERS => payload_round_trip::<ExternalSenders>(e),
+                _ => continue,
+            }
+            *known.entry(e.extension_type.0).or_default() += 1;
+        }
+    };
+    for c in &cases {
+        let gi = MlsMessage::decode(&unhex(&c.mls_group_info)).expect("decode");
+        let MlsMessageBody::GroupInfo(gi) = &gi.body else {
+            panic!("not a GroupInfo");
+        };
+        check(&gi.extensions);
+        check(&gi.group_context.extensions);
+        let kp = MlsMessage::decode(&unhex(&c.mls_key_package)).expect("decode");
+        let MlsMessageBody::KeyPackage(kp) = &kp.body else {
+            panic!("not a KeyPackage");
+        };
+        check(&kp.extensions);
+        check(&kp.leaf_node.extensions);
+        counter.ran();
+    }
+    counter.finish(Some(300));
+    println!("known extension payloads decoded: {known:?}");
+    for t in [2u16, 3, 4] {
+        assert_eq!(known.get(&t), Some(&300), "extension type {t}");
+    }
+}
