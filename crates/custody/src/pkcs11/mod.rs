@@ -172,6 +172,32 @@ fn label_for(purpose: KeyPurpose, id: &[u8]) -> String {
     format!("hsmls-{kind}-{}", hex::encode(id.get(..8).unwrap_or(id)))
 }
 
+/// The mechanisms a token lacks for signature keys and for HPKE keys
+/// (`ec_256`: `CKM_EC_KEY_PAIR_GEN` offered for 256-bit keys).
+fn missing_mechanisms(
+    ec_256: bool,
+    has: &dyn Fn(MechanismType) -> bool,
+) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut missing_sig = Vec::new();
+    if !ec_256 {
+        missing_sig.push("CKM_EC_KEY_PAIR_GEN (P-256)");
+    }
+    if !has(MechanismType::ECDSA) {
+        missing_sig.push("CKM_ECDSA");
+    }
+    let mut missing_hpke = missing_sig.clone();
+    for (m, name) in [
+        (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
+        (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+        (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
+    ] {
+        if !has(m) {
+            missing_hpke.push(name);
+        }
+    }
+    (missing_sig, missing_hpke)
+}
+
 /// `CKA_UNWRAP_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x212`), which cryptoki 0.12
 /// has no typed attribute for.
 const CKA_UNWRAP_TEMPLATE: CkUlong = 0x4000_0212;
@@ -368,30 +394,19 @@ impl Pkcs11Custody {
 
     fn probe(&mut self, wrapping_key_label: &str) -> Result<(), CustodyError> {
         let pkcs11 = &self.module.pkcs11;
-        // C_GetMechanismInfo per mechanism (C_GetMechanismList would make
-        // cryptoki log every mechanism it has no name for).
-        let has = |m: MechanismType| pkcs11.get_mechanism_info(self.slot, m).is_ok();
-        let ec_256 = pkcs11
-            .get_mechanism_info(self.slot, MechanismType::ECC_KEY_PAIR_GEN)
-            .map(|i| i.min_key_size() <= 256 && i.max_key_size() >= 256)
-            .unwrap_or(false);
-        let mut missing_sig = Vec::new();
-        if !ec_256 {
-            missing_sig.push("CKM_EC_KEY_PAIR_GEN (P-256)");
-        }
-        if !has(MechanismType::ECDSA) {
-            missing_sig.push("CKM_ECDSA");
-        }
-        let mut missing_hpke = missing_sig.clone();
-        for (m, name) in [
-            (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
-            (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
-            (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
-        ] {
-            if !has(m) {
-                missing_hpke.push(name);
-            }
-        }
+        // The list is authoritative (SoftHSM's `slots.mechanisms` filters the
+        // list but not C_GetMechanismInfo). cryptoki logs, through the `log`
+        // crate, each listed mechanism it has no name for.
+        let mechanisms = pkcs11
+            .get_mechanism_list(self.slot)
+            .map_err(|e| token_err("C_GetMechanismList", e))?;
+        let has = |m: MechanismType| mechanisms.contains(&m);
+        let ec_256 = has(MechanismType::ECC_KEY_PAIR_GEN)
+            && pkcs11
+                .get_mechanism_info(self.slot, MechanismType::ECC_KEY_PAIR_GEN)
+                .map(|i| i.min_key_size() <= 256 && i.max_key_size() >= 256)
+                .unwrap_or(false);
+        let (missing_sig, missing_hpke) = missing_mechanisms(ec_256, &has);
         let info = pkcs11
             .get_token_info(self.slot)
             .map_err(|e| token_err("C_GetTokenInfo", e))?;
@@ -1343,5 +1358,39 @@ impl KeyCustody for Pkcs11Custody {
             public,
             self.token_uri(&label, &id).format(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_without_ecdh_holds_signature_keys_only() {
+        // The mechanisms of Debian 12's tpm2-pkcs11: no C_DeriveKey.
+        let tpm = [MechanismType::ECDSA, MechanismType::AES_KEY_GEN];
+        let (sig, hpke) = missing_mechanisms(true, &|m| tpm.contains(&m));
+        assert!(sig.is_empty());
+        assert_eq!(hpke, ["CKM_ECDH1_DERIVE", "CKM_AES_KEY_WRAP_PAD"]);
+        let (sig, hpke) = missing_mechanisms(false, &|_| true);
+        assert_eq!(sig, ["CKM_EC_KEY_PAIR_GEN (P-256)"]);
+        assert_eq!(hpke, sig);
+    }
+
+    #[test]
+    fn ec_point_encodings() {
+        let point = p256::SecretKey::from_slice(&[7u8; 32])
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false);
+        let public = PublicKey::from_sec1(point.as_bytes()).unwrap();
+        let der = encode_ec_point(&public);
+        assert_eq!(decode_ec_point(&der).unwrap(), public);
+        assert_eq!(decode_ec_point(point.as_bytes()).unwrap(), public);
+        let mut long_form = vec![0x04, 0x81, 0x41];
+        long_form.extend_from_slice(point.as_bytes());
+        assert_eq!(decode_ec_point(&long_form).unwrap(), public);
+        assert!(decode_ec_point(&der[..60]).is_err());
+        assert!(decode_ec_point(&[]).is_err());
     }
 }
