@@ -25,6 +25,10 @@ struct Entry {
     purpose: KeyPurpose,
     /// `p256::SecretKey` zeroizes its scalar on drop.
     secret: SecretKey,
+    /// For signature keys: the signing key, kept so that signing does not
+    /// recompute the public key (a second scalar multiplication) each time.
+    /// `SigningKey` zeroizes its scalar on drop.
+    signing: Option<SigningKey>,
 }
 
 /// Keys in process memory, zeroized when destroyed or dropped.
@@ -65,10 +69,14 @@ impl SoftwareCustody {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let point = secret.public_key().to_encoded_point(false);
         let public = PublicKey(point.as_bytes().to_vec());
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Entry { purpose, secret });
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(
+            id,
+            Entry {
+                purpose,
+                signing: (purpose == KeyPurpose::Signature).then(|| SigningKey::from(&secret)),
+                secret,
+            },
+        );
         KeyRef::new(purpose, public, format!("software:{id}"))
     }
 
@@ -83,7 +91,7 @@ impl SoftwareCustody {
         key: &KeyRef,
         purpose: KeyPurpose,
         operation: &'static str,
-        f: impl FnOnce(&SecretKey) -> T,
+        f: impl FnOnce(&Entry) -> T,
     ) -> Result<T, CustodyError> {
         key.expect_purpose(purpose, operation)?;
         let id = Self::id_of(key.uri())?;
@@ -98,7 +106,7 @@ impl SoftwareCustody {
                 actual: entry.purpose,
             });
         }
-        Ok(f(&entry.secret))
+        Ok(f(entry))
     }
 }
 
@@ -122,20 +130,24 @@ impl KeyCustody for SoftwareCustody {
     }
 
     fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
-        self.with_secret(key, KeyPurpose::Signature, "sign", |secret| {
-            let signing = SigningKey::from(secret);
-            let sig: Signature = signing
-                .sign_prehash(digest)
-                .expect("a 32-byte prehash is always accepted for P-256");
+        self.with_secret(key, KeyPurpose::Signature, "sign", |entry| {
+            let signed: Result<Signature, _> = match &entry.signing {
+                Some(signing) => signing.sign_prehash(digest),
+                None => SigningKey::from(&entry.secret).sign_prehash(digest),
+            };
+            let sig = signed.map_err(|_| CustodyError::Unsupported {
+                purpose: KeyPurpose::Signature,
+                reason: "ECDSA refused the digest".into(),
+            })?;
             let sig = sig.normalize_s().unwrap_or(sig);
-            sig.to_der().as_bytes().to_vec()
-        })
+            Ok(sig.to_der().as_bytes().to_vec())
+        })?
     }
 
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
         let peer = validate_p256_point(peer_public_key)?;
-        self.with_secret(key, KeyPurpose::Hpke, "ECDH", |secret| {
-            let scalar: NonZeroScalar = secret.to_nonzero_scalar();
+        self.with_secret(key, KeyPurpose::Hpke, "ECDH", |entry| {
+            let scalar: NonZeroScalar = entry.secret.to_nonzero_scalar();
             let shared = p256::ecdh::diffie_hellman(scalar, peer.as_affine());
             let mut out = Zeroizing::new([0u8; 32]);
             out.copy_from_slice(shared.raw_secret_bytes());
