@@ -94,7 +94,7 @@ pub enum RatchetType {
 /// `ratchet_key_[N]_[j]` and `ratchet_nonce_[N]_[j]` of one generation
 /// (RFC 9420 §9.1). Single use: drop it after encrypting or decrypting one
 /// message.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeyNonce {
     /// The generation `j`.
     pub generation: u32,
@@ -113,6 +113,7 @@ impl fmt::Debug for KeyNonce {
 }
 
 /// One sender ratchet (RFC 9420 §9.1).
+#[derive(Clone, PartialEq, Eq)]
 struct HashRatchet {
     /// `ratchet_secret_[N]_[next]`; `None` once all generations are used.
     secret: Option<Secret>,
@@ -120,6 +121,48 @@ struct HashRatchet {
     next: u32,
     /// Kept keys of skipped generations, oldest first.
     skipped: VecDeque<KeyNonce>,
+}
+
+/// How a receiver's ratchet yields the key of one generation, worked out
+/// without changing the ratchet; [`HashRatchet::apply`] makes it so.
+enum RatchetPlan {
+    /// The key is kept at this position of `skipped`.
+    Kept(usize),
+    /// The ratchet moves forward past the requested generation.
+    Forward {
+        /// The new ratchet secret (`None`: all generations used).
+        secret: Option<Secret>,
+        /// The new next generation.
+        next: u32,
+        /// Keys of skipped generations to keep, oldest first.
+        newly_kept: Vec<KeyNonce>,
+        /// The requested key.
+        key: KeyNonce,
+    },
+}
+
+/// `ratchet_key`, `ratchet_nonce` (if `with_key`) and the next ratchet
+/// secret (`None` after generation 2^32 - 1) of generation `j`.
+fn ratchet_step(
+    cs: &dyn CipherSuiteProvider,
+    secret: &[u8],
+    j: u32,
+    with_key: bool,
+) -> Result<(Option<KeyNonce>, Option<Secret>), SecretTreeError> {
+    let key = if with_key {
+        Some(KeyNonce {
+            generation: j,
+            key: cs.derive_tree_secret(secret, b"key", j, cs.aead_key_len())?,
+            nonce: cs.derive_tree_secret(secret, b"nonce", j, cs.aead_nonce_len())?,
+        })
+    } else {
+        None
+    };
+    let next = match j.checked_add(1) {
+        Some(_) => Some(cs.derive_tree_secret(secret, b"secret", j, cs.hash_len())?),
+        None => None,
+    };
+    Ok((key, next))
 }
 
 impl HashRatchet {
@@ -132,64 +175,44 @@ impl HashRatchet {
     }
 
     /// Derives the key and nonce of generation `self.next` and advances
-    /// the ratchet (deleting the old ratchet secret).
+    /// the ratchet (deleting the old ratchet secret). For senders.
     fn step(&mut self, cs: &dyn CipherSuiteProvider) -> Result<KeyNonce, SecretTreeError> {
         let secret = self
             .secret
-            .take()
+            .as_ref()
             .ok_or(SecretTreeError::RatchetExhausted)?;
         let j = self.next;
-        let s = secret.as_bytes();
-        let key = cs.derive_tree_secret(s, b"key", j, cs.aead_key_len())?;
-        let nonce = cs.derive_tree_secret(s, b"nonce", j, cs.aead_nonce_len())?;
+        let (key, next_secret) = ratchet_step(cs, secret.as_bytes(), j, true)?;
+        let key = key.ok_or(SecretTreeError::RatchetExhausted)?;
+        self.secret = next_secret;
         if let Some(next) = j.checked_add(1) {
-            self.secret = Some(cs.derive_tree_secret(s, b"secret", j, cs.hash_len())?);
             self.next = next;
         }
-        Ok(KeyNonce {
-            generation: j,
-            key,
-            nonce,
-        })
+        Ok(key)
     }
 
-    /// Advances the ratchet secret past generation `self.next` without
-    /// deriving its key and nonce.
-    fn skip(&mut self, cs: &dyn CipherSuiteProvider) -> Result<(), SecretTreeError> {
-        let secret = self
-            .secret
-            .take()
-            .ok_or(SecretTreeError::RatchetExhausted)?;
-        let j = self.next;
-        if let Some(next) = j.checked_add(1) {
-            self.secret =
-                Some(cs.derive_tree_secret(secret.as_bytes(), b"secret", j, cs.hash_len())?);
-            self.next = next;
-        }
-        Ok(())
-    }
-
-    /// The key and nonce for decrypting a message of `generation`.
-    fn get(
-        &mut self,
+    /// Works out the key for decrypting a message of `generation` without
+    /// changing the ratchet.
+    fn plan(
+        &self,
         cs: &dyn CipherSuiteProvider,
         generation: u32,
         config: &SecretTreeConfig,
-    ) -> Result<KeyNonce, SecretTreeError> {
-        if generation < self.next || self.secret.is_none() {
-            if let Some(pos) = self.skipped.iter().position(|k| k.generation == generation) {
-                return self
-                    .skipped
-                    .remove(pos)
-                    .ok_or(SecretTreeError::GenerationAlreadyUsed(generation));
+    ) -> Result<RatchetPlan, SecretTreeError> {
+        let current = match &self.secret {
+            Some(secret) if generation >= self.next => secret,
+            _ => {
+                if let Some(pos) = self.skipped.iter().position(|k| k.generation == generation) {
+                    return Ok(RatchetPlan::Kept(pos));
+                }
+                let window_start = self.next.saturating_sub(config.out_of_order_tolerance);
+                return Err(if generation >= window_start || self.secret.is_none() {
+                    SecretTreeError::GenerationAlreadyUsed(generation)
+                } else {
+                    SecretTreeError::GenerationExpired(generation)
+                });
             }
-            let window_start = self.next.saturating_sub(config.out_of_order_tolerance);
-            return Err(if generation >= window_start || self.secret.is_none() {
-                SecretTreeError::GenerationAlreadyUsed(generation)
-            } else {
-                SecretTreeError::GenerationExpired(generation)
-            });
-        }
+        };
         let distance = generation - self.next;
         if distance > config.max_forward_distance {
             return Err(SecretTreeError::GenerationTooFarAhead {
@@ -201,22 +224,67 @@ impl HashRatchet {
         // Keep keys only for the last `out_of_order_tolerance` skipped
         // generations; older ones are skipped without deriving keys.
         let tolerance = config.out_of_order_tolerance;
-        while self.next < generation {
-            if generation - self.next <= tolerance {
-                let kn = self.step(cs)?;
-                self.skipped.push_back(kn);
-            } else {
-                self.skip(cs)?;
+        let mut newly_kept = Vec::new();
+        let mut owned: Option<Secret> = None;
+        let mut j = self.next;
+        while j < generation {
+            let s = owned.as_ref().unwrap_or(current);
+            let (key, next_secret) =
+                ratchet_step(cs, s.as_bytes(), j, generation - j <= tolerance)?;
+            newly_kept.extend(key);
+            // j < generation <= u32::MAX, so j + 1 exists and so does the
+            // next secret.
+            owned = Some(next_secret.ok_or(SecretTreeError::RatchetExhausted)?);
+            j += 1;
+        }
+        let s = owned.as_ref().unwrap_or(current);
+        let (key, secret) = ratchet_step(cs, s.as_bytes(), generation, true)?;
+        let key = key.ok_or(SecretTreeError::RatchetExhausted)?;
+        Ok(RatchetPlan::Forward {
+            next: generation.checked_add(1).unwrap_or(generation),
+            secret,
+            newly_kept,
+            key,
+        })
+    }
+
+    /// The key a plan of this ratchet yields.
+    fn planned_key<'a>(&'a self, plan: &'a RatchetPlan) -> Result<&'a KeyNonce, SecretTreeError> {
+        match plan {
+            RatchetPlan::Kept(pos) => self
+                .skipped
+                .get(*pos)
+                .ok_or(SecretTreeError::RatchetExhausted),
+            RatchetPlan::Forward { key, .. } => Ok(key),
+        }
+    }
+
+    /// Carries out a plan of this ratchet: deletes the used key and
+    /// advances the ratchet.
+    fn apply(&mut self, plan: RatchetPlan, tolerance: u32) {
+        match plan {
+            RatchetPlan::Kept(pos) => {
+                self.skipped.remove(pos);
+            }
+            RatchetPlan::Forward {
+                secret,
+                next,
+                newly_kept,
+                key: _,
+            } => {
+                self.secret = secret;
+                self.next = next;
+                self.skipped.extend(newly_kept);
+                while self.skipped.len() > tolerance as usize {
+                    self.skipped.pop_front();
+                }
             }
         }
-        while self.skipped.len() > tolerance as usize {
-            self.skipped.pop_front();
-        }
-        self.step(cs)
     }
 }
 
 /// A sender's two ratchets.
+#[derive(Clone, PartialEq, Eq)]
 struct SenderRatchets {
     handshake: HashRatchet,
     application: HashRatchet,
@@ -231,8 +299,26 @@ impl SenderRatchets {
     }
 }
 
+/// The first use of a sender's leaf, worked out without changing the tree:
+/// the node secret consumed, the sibling secrets derived on the way down,
+/// and the leaf's fresh ratchets.
+struct PendingSender {
+    consumed: u32,
+    derived: Vec<(u32, Secret)>,
+    ratchets: SenderRatchets,
+}
+
 /// The secret tree of one epoch (RFC 9420 §9), rooted at the epoch's
 /// `encryption_secret`.
+///
+/// Receiving is transactional: [`SecretTree::with_decryption_key`] derives
+/// the key of a generation without changing the tree and deletes it (and
+/// advances the ratchet) only if the caller's decryption succeeds, so a
+/// forged message can neither burn a key nor move a ratchet.
+///
+/// `PartialEq` compares the whole state (secrets in constant time), so
+/// tests can check that a rejected message left the tree unchanged.
+#[derive(Clone)]
 pub struct SecretTree {
     cs: &'static dyn CipherSuiteProvider,
     n_leaves: u32,
@@ -242,6 +328,18 @@ pub struct SecretTree {
     /// The ratchets of senders whose leaf secret was consumed.
     senders: HashMap<u32, SenderRatchets>,
 }
+
+impl PartialEq for SecretTree {
+    fn eq(&self, other: &Self) -> bool {
+        self.cs.cipher_suite() == other.cs.cipher_suite()
+            && self.n_leaves == other.n_leaves
+            && self.config == other.config
+            && self.nodes == other.nodes
+            && self.senders == other.senders
+    }
+}
+
+impl Eq for SecretTree {}
 
 impl fmt::Debug for SecretTree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -275,6 +373,11 @@ impl SecretTree {
         })
     }
 
+    /// The cipher suite.
+    pub fn cipher_suite(&self) -> &'static dyn CipherSuiteProvider {
+        self.cs
+    }
+
     /// The number of leaves.
     pub fn n_leaves(&self) -> u32 {
         self.n_leaves
@@ -286,97 +389,163 @@ impl SecretTree {
     }
 
     /// The key and nonce for the sender at `leaf` to encrypt its next
-    /// message of the given type (RFC 9420 §6.3.1).
+    /// message of the given type (RFC 9420 §6.3.1). The ratchet advances
+    /// at once: a key handed out is never handed out again.
     pub fn next_encryption_key(
         &mut self,
         leaf: LeafIndex,
         ratchet: RatchetType,
     ) -> Result<KeyNonce, SecretTreeError> {
+        self.check_leaf(leaf)?;
+        if !self.senders.contains_key(&leaf.0) {
+            let pending = self.plan_sender(leaf)?;
+            self.apply_sender(leaf, pending);
+        }
         let cs = self.cs;
-        self.sender(leaf)?.get_mut(ratchet).step(cs)
+        self.senders
+            .get_mut(&leaf.0)
+            .ok_or(SecretTreeError::NodeSecretConsumed(
+                leaf.0.saturating_mul(2),
+            ))?
+            .get_mut(ratchet)
+            .step(cs)
+    }
+
+    /// Decrypts with the key and nonce of `generation` from the sender at
+    /// `leaf` (RFC 9420 §6.3.2), transactionally: the key is derived
+    /// without changing the tree and passed to `open`; only if `open`
+    /// succeeds is the key deleted and the ratchet advanced (RFC 9420
+    /// §9.2). If `open` fails, or the generation is refused, the tree is
+    /// unchanged.
+    pub fn with_decryption_key<T, E>(
+        &mut self,
+        leaf: LeafIndex,
+        ratchet: RatchetType,
+        generation: u32,
+        open: impl FnOnce(&KeyNonce) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<SecretTreeError>,
+    {
+        self.check_leaf(leaf)?;
+        let (cs, config) = (self.cs, self.config);
+        let tolerance = config.out_of_order_tolerance;
+        if let Some(sender) = self.senders.get_mut(&leaf.0) {
+            let r = sender.get_mut(ratchet);
+            let plan = r.plan(cs, generation, &config)?;
+            let out = open(r.planned_key(&plan)?)?;
+            r.apply(plan, tolerance);
+            Ok(out)
+        } else {
+            let mut pending = self.plan_sender(leaf)?;
+            let r = pending.ratchets.get_mut(ratchet);
+            let plan = r.plan(cs, generation, &config)?;
+            let out = open(r.planned_key(&plan)?)?;
+            r.apply(plan, tolerance);
+            self.apply_sender(leaf, pending);
+            Ok(out)
+        }
     }
 
     /// The key and nonce to decrypt a message of `generation` from the
-    /// sender at `leaf` (RFC 9420 §6.3.2). The key is deleted from the tree
-    /// when returned.
+    /// sender at `leaf`, deleted from the tree at once. Prefer
+    /// [`SecretTree::with_decryption_key`], which deletes it only after a
+    /// successful decryption.
     pub fn decryption_key(
         &mut self,
         leaf: LeafIndex,
         ratchet: RatchetType,
         generation: u32,
     ) -> Result<KeyNonce, SecretTreeError> {
-        let (cs, config) = (self.cs, self.config);
-        self.sender(leaf)?
-            .get_mut(ratchet)
-            .get(cs, generation, &config)
+        self.with_decryption_key(leaf, ratchet, generation, |kn| Ok(kn.clone()))
     }
 
-    /// The ratchets of `leaf`, deriving the path from the nearest derived
-    /// ancestor down to the leaf on first use.
-    fn sender(&mut self, leaf: LeafIndex) -> Result<&mut SenderRatchets, SecretTreeError> {
+    fn check_leaf(&self, leaf: LeafIndex) -> Result<(), SecretTreeError> {
         if leaf.0 >= self.n_leaves {
             return Err(SecretTreeError::LeafOutOfRange {
                 leaf: leaf.0,
                 n_leaves: self.n_leaves,
             });
         }
-        if !self.senders.contains_key(&leaf.0) {
-            let ratchets = self.derive_sender(leaf)?;
-            self.senders.insert(leaf.0, ratchets);
-        }
-        self.senders
-            .get_mut(&leaf.0)
-            .ok_or(SecretTreeError::LeafOutOfRange {
-                leaf: leaf.0,
-                n_leaves: self.n_leaves,
-            })
+        Ok(())
     }
 
-    fn derive_sender(&mut self, leaf: LeafIndex) -> Result<SenderRatchets, SecretTreeError> {
+    /// Derives the ratchets of `leaf` from the nearest derived ancestor
+    /// without changing the tree.
+    fn plan_sender(&self, leaf: LeafIndex) -> Result<PendingSender, SecretTreeError> {
         let cs = self.cs;
         let target = leaf.node_index()?;
         let mut node = tree_math::root(self.n_leaves)?;
-        // Walk down from the root. A node whose secret is present is
-        // consumed: its children's secrets are derived and it is deleted.
+        // Walk down from the root. The first node whose secret is present
+        // is consumed; below it, the path's secrets are derived here and
+        // the siblings' secrets are kept.
+        let mut consumed = None;
+        let mut current: Option<Secret> = None;
+        let mut derived = Vec::new();
         while node != target {
-            if let Some(secret) = self.nodes.remove(&node.0) {
-                let s = secret.as_bytes();
-                let left = tree_math::left(node)?;
-                let right = tree_math::right(node)?;
-                self.nodes.insert(
-                    left.0,
-                    cs.expand_with_label(s, b"tree", b"left", cs.hash_len())?,
-                );
-                self.nodes.insert(
-                    right.0,
-                    cs.expand_with_label(s, b"tree", b"right", cs.hash_len())?,
-                );
-            }
-            node = if target.0 < node.0 {
-                tree_math::left(node)?
-            } else {
-                tree_math::right(node)?
+            let left = tree_math::left(node)?;
+            let right = tree_math::right(node)?;
+            let go_left = target.0 < node.0;
+            let secret = match &current {
+                Some(s) => Some(s),
+                None => {
+                    let s = self.nodes.get(&node.0);
+                    if s.is_some() {
+                        consumed = Some(node.0);
+                    }
+                    s
+                }
             };
+            if let Some(secret) = secret {
+                let s = secret.as_bytes();
+                let l = cs.expand_with_label(s, b"tree", b"left", cs.hash_len())?;
+                let r = cs.expand_with_label(s, b"tree", b"right", cs.hash_len())?;
+                let (on_path, sibling) = if go_left {
+                    (l, (right.0, r))
+                } else {
+                    (r, (left.0, l))
+                };
+                derived.push(sibling);
+                current = Some(on_path);
+            }
+            node = if go_left { left } else { right };
         }
-        let leaf_secret = self
-            .nodes
-            .remove(&target.0)
-            .ok_or(SecretTreeError::NodeSecretConsumed(target.0))?;
+        let leaf_secret = match &current {
+            Some(s) => s,
+            None => {
+                consumed = Some(target.0);
+                self.nodes
+                    .get(&target.0)
+                    .ok_or(SecretTreeError::NodeSecretConsumed(target.0))?
+            }
+        };
         let s = leaf_secret.as_bytes();
-        Ok(SenderRatchets {
-            handshake: HashRatchet::new(cs.expand_with_label(
-                s,
-                b"handshake",
-                &[],
-                cs.hash_len(),
-            )?),
-            application: HashRatchet::new(cs.expand_with_label(
-                s,
-                b"application",
-                &[],
-                cs.hash_len(),
-            )?),
+        Ok(PendingSender {
+            consumed: consumed.ok_or(SecretTreeError::NodeSecretConsumed(target.0))?,
+            derived,
+            ratchets: SenderRatchets {
+                handshake: HashRatchet::new(cs.expand_with_label(
+                    s,
+                    b"handshake",
+                    &[],
+                    cs.hash_len(),
+                )?),
+                application: HashRatchet::new(cs.expand_with_label(
+                    s,
+                    b"application",
+                    &[],
+                    cs.hash_len(),
+                )?),
+            },
         })
+    }
+
+    /// Records a sender's first use: deletes the consumed node secret and
+    /// keeps the derived siblings and the leaf's ratchets.
+    fn apply_sender(&mut self, leaf: LeafIndex, pending: PendingSender) {
+        self.nodes.remove(&pending.consumed);
+        self.nodes.extend(pending.derived);
+        self.senders.insert(leaf.0, pending.ratchets);
     }
 }
 
@@ -393,4 +562,86 @@ pub fn sender_data_key_nonce(
     let key = cs.expand_with_label(s, b"key", sample, cs.aead_key_len())?;
     let nonce = cs.expand_with_label(s, b"nonce", sample, cs.aead_nonce_len())?;
     Ok((key, nonce))
+}
+
+#[cfg(test)]
+mod tests {
+    use hsmls_crypto::CipherSuite;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum OpenError {
+        Rejected,
+        Tree,
+    }
+
+    impl From<SecretTreeError> for OpenError {
+        fn from(_: SecretTreeError) -> Self {
+            OpenError::Tree
+        }
+    }
+
+    fn tree() -> SecretTree {
+        let cs = CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
+            .provider()
+            .unwrap();
+        let config = SecretTreeConfig {
+            max_forward_distance: 20,
+            out_of_order_tolerance: 3,
+        };
+        SecretTree::new(cs, Secret::from_slice(&[3; 32]), 5, config).unwrap()
+    }
+
+    /// A failed `open` leaves the tree unchanged: on a sender's first use,
+    /// when jumping ahead, and for a kept out-of-order key.
+    #[test]
+    fn rejected_open_changes_nothing() {
+        let app = RatchetType::Application;
+        let mut sender = tree();
+        let keys: Vec<KeyNonce> = (0..8)
+            .map(|_| sender.next_encryption_key(LeafIndex(4), app).unwrap())
+            .collect();
+
+        let mut t = tree();
+        for generation in [0, 5] {
+            let before = t.clone();
+            let r = t.with_decryption_key(LeafIndex(4), app, generation, |_| {
+                Err::<(), _>(OpenError::Rejected)
+            });
+            assert_eq!(r, Err(OpenError::Rejected));
+            assert!(
+                t == before,
+                "tree changed by a rejected generation {generation}"
+            );
+        }
+        // Genuine generation 5 (keeps 2, 3, 4).
+        let got = t
+            .with_decryption_key(LeafIndex(4), app, 5, |kn| Ok::<_, OpenError>(kn.clone()))
+            .unwrap();
+        assert!(got == keys[5]);
+        let after_5 = t.clone();
+        assert!(after_5 != tree());
+        // Rejected kept key 3, then genuine.
+        let r = t.with_decryption_key(LeafIndex(4), app, 3, |_| Err::<(), _>(OpenError::Rejected));
+        assert_eq!(r, Err(OpenError::Rejected));
+        assert!(t == after_5);
+        let got = t
+            .with_decryption_key(LeafIndex(4), app, 3, |kn| Ok::<_, OpenError>(kn.clone()))
+            .unwrap();
+        assert!(got == keys[3]);
+        // Used now.
+        let r = t.with_decryption_key(LeafIndex(4), app, 3, |kn| Ok::<_, OpenError>(kn.clone()));
+        assert!(matches!(r, Err(OpenError::Tree)));
+        // Refused generations change nothing either.
+        let before = t.clone();
+        let r = t.with_decryption_key(LeafIndex(4), app, 100, |kn| Ok::<_, OpenError>(kn.clone()));
+        assert!(matches!(r, Err(OpenError::Tree)));
+        assert!(t == before);
+        // Other leaves still derive after leaf 4 consumed its path.
+        let mut s2 = tree();
+        let k = s2.next_encryption_key(LeafIndex(1), app).unwrap();
+        let got = t.decryption_key(LeafIndex(1), app, 0).unwrap();
+        assert!(got == k);
+    }
 }
