@@ -5,4 +5,5 @@ pub mod codec;
 pub mod key_schedule;
 pub mod psk;
 pub mod secret_tree;
+pub mod transcript;
 pub mod tree_math;
