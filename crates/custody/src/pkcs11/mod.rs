@@ -42,11 +42,11 @@
 //!   0.12 has no typed attribute for the template, so it is passed as an
 //!   encoded `CK_ATTRIBUTE` array (Unix layout; on Windows no template is
 //!   set).
-//!   `CKA_WRAP_WITH_TRUSTED` would restrict which keys may wrap the HPKE key,
-//!   but SoftHSM lets only the security officer set `CKA_TRUSTED`, and a key
-//!   the SO creates is a public object (usable without the user PIN), which
-//!   would weaken the wrapping key; since the HPKE key becomes
-//!   non-extractable right after its one wrap, hsmls does not use it.
+//!   `CKA_WRAP_WITH_TRUSTED` would restrict which keys may wrap the HPKE key;
+//!   SoftHSM enforces it, but only the security officer may set `CKA_TRUSTED`
+//!   on the wrapping key (a user session gets `CKR_ATTRIBUTE_READ_ONLY`), and
+//!   since the HPKE key becomes non-extractable right after its one wrap,
+//!   hsmls does not use it.
 //! * Forward secrecy: [`KeyCustody::destroy`] destroys the live session
 //!   object and remembers the key as destroyed for the life of this
 //!   [`Pkcs11Custody`]; after a restart the blob could be unwrapped again, so
