@@ -121,6 +121,30 @@ fn tls_codec_mls_feature_checks_minimality() {
     assert!(hsmls::codec::vl::vl_vec::tls_deserialize_bytes::<u16>(&overrun).is_err());
 }
 
+/// Why hsmls does not use tls_codec's own vector decoders: in debug builds
+/// tls_codec 0.4 panics (a `debug_assert!`) on an eight-byte header and on a
+/// truncated `VLBytes`, where `codec::vl` returns an error.
+#[cfg(debug_assertions)]
+#[test]
+fn tls_codec_debug_asserts_where_codec_vl_returns_errors() {
+    use tls_codec::DeserializeBytes;
+    let eight = [0xc0u8, 0, 0, 0, 0, 0, 0, 1, 0xaa];
+    let r = std::panic::catch_unwind(|| tls_codec::VLBytes::tls_deserialize_bytes(&eight).is_err());
+    assert!(r.is_err(), "tls_codec no longer panics on an 8-byte header");
+    assert_eq!(
+        read_vl_header(&eight),
+        Err(tls_codec::Error::InvalidVectorLength)
+    );
+    let truncated = [0x05u8, 1, 2];
+    let r =
+        std::panic::catch_unwind(|| tls_codec::VLBytes::tls_deserialize_bytes(&truncated).is_err());
+    assert!(
+        r.is_err(),
+        "tls_codec no longer panics on a truncated VLBytes"
+    );
+    assert_eq!(split_vl(&truncated), Err(tls_codec::Error::EndOfStream));
+}
+
 #[test]
 fn unknown_version_and_wire_format_are_rejected() {
     let msg = key_package_message();
