@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod key_schedule;
+pub mod message_protection;
 pub mod psk;
 pub mod secret_tree;
 pub mod transcript;
