@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod credential;
+pub mod key_package;
 pub mod key_schedule;
 pub mod message_protection;
 pub mod psk;

@@ -1,0 +1,178 @@
+//! Credential validation (RFC 9420 §5.3, RFC 9750 §5.3.1).
+//!
+//! MLS binds a member's identity (its [`Credential`]) to its signature key,
+//! but leaves it to the application's Authentication Service to say whether
+//! that binding is acceptable. [`CredentialValidator`] is that seam: the
+//! engine calls it for every credential it meets (KeyPackages, LeafNodes in
+//! a received tree, Updates, commit paths, external joiners). The AS crate's
+//! X.509 validation implements it; [`BasicCredentialValidator`] accepts
+//! basic credentials and is meant for tests and demos.
+
+use std::fmt;
+use std::sync::Arc;
+
+use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef};
+
+use crate::codec::{Credential, CredentialType, SignaturePublicKey};
+
+/// A member's identity as a signer: its credential, its signature key in
+/// custody, and the custody backend that holds the key (and the member's
+/// HPKE keys). Holds no secret.
+#[derive(Clone)]
+pub struct Signer {
+    /// The backend holding the signature key and the member's HPKE keys.
+    pub custody: Arc<dyn KeyCustody>,
+    /// The signature key (purpose [`KeyPurpose::Signature`]).
+    pub signature_key: KeyRef,
+    /// The credential binding the member's identity to `signature_key`.
+    pub credential: Credential,
+}
+
+impl Signer {
+    /// A signer from an existing signature key.
+    pub fn new(
+        custody: Arc<dyn KeyCustody>,
+        signature_key: KeyRef,
+        credential: Credential,
+    ) -> Self {
+        Signer {
+            custody,
+            signature_key,
+            credential,
+        }
+    }
+
+    /// Generates a fresh signature key in `custody` for `credential`.
+    pub fn generate(
+        custody: Arc<dyn KeyCustody>,
+        credential: Credential,
+    ) -> Result<Self, hsmls_custody::CustodyError> {
+        let signature_key = custody.generate(KeyPurpose::Signature)?;
+        Ok(Signer::new(custody, signature_key, credential))
+    }
+
+    /// The public signature key as it appears in a LeafNode.
+    pub fn signature_public_key(&self) -> SignaturePublicKey {
+        SignaturePublicKey(self.signature_key.public_key().as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("signature_key", &self.signature_key)
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The validator does not accept this credential type.
+    #[error("credential type {0} is not accepted")]
+    UnsupportedType(u16),
+    /// The credential names no identity (e.g. an empty basic identity or
+    /// an empty certificate chain).
+    #[error("the credential is empty")]
+    Empty,
+    /// The Authentication Service refused the credential (chain, validity,
+    /// revocation, or the identity-to-key binding).
+    #[error("credential rejected: {0}")]
+    Rejected(String),
+}
+
+/// Decides whether a credential together with the signature key it
+/// claims is valid (RFC 9420 §5.3.1: "the Authentication Service ...
+/// verifies the binding between the identity and the signature key").
+pub trait CredentialValidator: Send + Sync + fmt::Debug {
+    /// Validates `credential` for `signature_key`. `Ok(())` means the
+    /// application accepts this identity with this key.
+    fn validate(
+        &self,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<(), CredentialError>;
+
+    /// Whether a member may replace its credential `old` by `new` in an
+    /// Update or a commit path (RFC 9420 §5.3.1: "the identity ... SHOULD
+    /// be the same"). The default requires the same credential type and,
+    /// for basic credentials, the same identity.
+    fn valid_successor(&self, old: &Credential, new: &Credential) -> bool {
+        match (old, new) {
+            (Credential::Basic(a), Credential::Basic(b)) => a == b,
+            _ => old.credential_type() == new.credential_type(),
+        }
+    }
+}
+
+/// Accepts basic credentials with a non-empty identity of at most
+/// `max_identity_len` bytes, bound to any signature key. Basic credentials
+/// carry no proof: use this for tests and demos only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BasicCredentialValidator {
+    /// The longest identity accepted.
+    pub max_identity_len: usize,
+}
+
+impl Default for BasicCredentialValidator {
+    fn default() -> Self {
+        BasicCredentialValidator {
+            max_identity_len: 1024,
+        }
+    }
+}
+
+impl CredentialValidator for BasicCredentialValidator {
+    fn validate(
+        &self,
+        credential: &Credential,
+        _signature_key: &SignaturePublicKey,
+    ) -> Result<(), CredentialError> {
+        match credential {
+            Credential::Basic(identity) if identity.is_empty() => Err(CredentialError::Empty),
+            Credential::Basic(identity) if identity.len() > self.max_identity_len => {
+                Err(CredentialError::Rejected(format!(
+                    "identity longer than {} bytes",
+                    self.max_identity_len
+                )))
+            }
+            Credential::Basic(_) => Ok(()),
+            other => Err(CredentialError::UnsupportedType(
+                CredentialType::from(other.credential_type()).0,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_validator() {
+        let v = BasicCredentialValidator::default();
+        let key = SignaturePublicKey(vec![4; 65]);
+        assert_eq!(
+            v.validate(&Credential::Basic(b"alice".to_vec()), &key),
+            Ok(())
+        );
+        assert_eq!(
+            v.validate(&Credential::Basic(Vec::new()), &key),
+            Err(CredentialError::Empty)
+        );
+        assert_eq!(
+            v.validate(&Credential::X509(Vec::new()), &key),
+            Err(CredentialError::UnsupportedType(2))
+        );
+        assert!(v.valid_successor(
+            &Credential::Basic(b"a".to_vec()),
+            &Credential::Basic(b"a".to_vec())
+        ));
+        assert!(!v.valid_successor(
+            &Credential::Basic(b"a".to_vec()),
+            &Credential::Basic(b"b".to_vec())
+        ));
+    }
+}
