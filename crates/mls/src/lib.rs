@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod credential;
+pub mod group;
 pub mod key_package;
 pub mod key_schedule;
 pub mod message_protection;
