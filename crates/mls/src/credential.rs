@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef};
 
-use crate::codec::{Credential, CredentialType, SignaturePublicKey};
+use crate::codec::{Credential, SignaturePublicKey};
 
 /// A member's identity as a signer: its credential, its signature key in
 /// custody, and the custody backend that holds the key (and the member's
@@ -140,7 +140,7 @@ impl CredentialValidator for BasicCredentialValidator {
             }
             Credential::Basic(_) => Ok(()),
             other => Err(CredentialError::UnsupportedType(
-                CredentialType::from(other.credential_type()).0,
+                other.credential_type().0,
             )),
         }
     }
