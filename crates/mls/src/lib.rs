@@ -10,4 +10,5 @@ pub mod message_protection;
 pub mod psk;
 pub mod secret_tree;
 pub mod transcript;
+pub mod tree;
 pub mod tree_math;

@@ -1,0 +1,174 @@
+//! Errors of the ratchet tree and TreeKEM. No variant carries secret bytes.
+
+use hsmls_crypto::CryptoError;
+use hsmls_custody::CustodyError;
+
+use crate::codec::CodecError;
+use crate::tree_math::{LeafIndex, NodeIndex, TreeMathError};
+
+/// Why a LeafNode is invalid (RFC 9420 §7.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeafNodeError {
+    /// The signature over LeafNodeTBS does not verify with `signature_key`.
+    #[error("the LeafNode signature does not verify")]
+    InvalidSignature,
+    /// `signature_key` is not a valid signature public key for the suite.
+    #[error("invalid signature_key")]
+    InvalidSignatureKey,
+    /// `encryption_key` is not a valid HPKE public key for the suite.
+    #[error("invalid encryption_key")]
+    InvalidEncryptionKey,
+    /// `leaf_node_source` is not the one its use requires (§7.3).
+    #[error("leaf_node_source is {actual}, expected {expected}")]
+    WrongSource {
+        /// The source required here.
+        expected: &'static str,
+        /// The source found.
+        actual: &'static str,
+    },
+    /// `capabilities.cipher_suites` lacks the group's cipher suite.
+    #[error("capabilities do not list the group's cipher suite 0x{0:04x}")]
+    CipherSuiteNotSupported(u16),
+    /// `capabilities.versions` lacks the group's protocol version.
+    #[error("capabilities do not list the group's protocol version {0}")]
+    VersionNotSupported(u16),
+    /// A type required by the group's `required_capabilities` (§11.1) is
+    /// missing from `capabilities`.
+    #[error("capabilities lack the required {kind} type {value}")]
+    MissingRequiredCapability {
+        /// "extension", "proposal" or "credential".
+        kind: &'static str,
+        /// The missing type.
+        value: u16,
+    },
+    /// The credential's type is not in the leaf's own `capabilities.credentials`.
+    #[error("credential type {0} is not listed in the leaf's capabilities")]
+    CredentialTypeNotInCapabilities(u16),
+    /// An extension of the LeafNode is not listed in its
+    /// `capabilities.extensions` (§7.3).
+    #[error("extension type {0} is not listed in the leaf's capabilities")]
+    ExtensionNotInCapabilities(u16),
+    /// The current time is outside the `lifetime` of a key_package leaf.
+    #[error("the current time {now} is outside the lifetime [{not_before}, {not_after}]")]
+    OutsideLifetime {
+        /// The time checked.
+        now: u64,
+        /// `lifetime.not_before`.
+        not_before: u64,
+        /// `lifetime.not_after`.
+        not_after: u64,
+    },
+}
+
+/// Errors of the ratchet tree and TreeKEM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// Encoding a structure failed.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// A cipher-suite operation failed (HPKE open, key derivation, ...).
+    #[error("crypto: {0}")]
+    Crypto(#[from] CryptoError),
+    /// A key-custody operation failed.
+    #[error("key custody: {0}")]
+    Custody(#[from] CustodyError),
+    /// A node or leaf index does not fit the tree.
+    #[error("tree math: {0}")]
+    TreeMath(#[from] TreeMathError),
+    /// A received tree has no nodes, or its last node is blank (§12.4.3.3).
+    #[error("malformed ratchet tree: {0}")]
+    MalformedTree(&'static str),
+    /// A node of the wrong type (a parent at an even index or a leaf at an
+    /// odd one).
+    #[error("node {0:?} has the wrong node type for its position")]
+    WrongNodeType(NodeIndex),
+    /// The tree would exceed the supported number of leaves.
+    #[error("the tree would exceed {0} leaves")]
+    TooManyLeaves(u32),
+    /// The leaf index is outside the tree.
+    #[error("leaf {0:?} is outside the tree")]
+    LeafOutOfRange(LeafIndex),
+    /// The leaf is blank where a member was expected.
+    #[error("leaf {0:?} is blank")]
+    BlankLeaf(LeafIndex),
+    /// A LeafNode is invalid (§7.3).
+    #[error("invalid LeafNode{}: {reason}", leaf.map(|l| format!(" at leaf {}", l.0)).unwrap_or_default())]
+    InvalidLeafNode {
+        /// The leaf, when in a tree.
+        leaf: Option<LeafIndex>,
+        /// Why.
+        reason: LeafNodeError,
+    },
+    /// Two leaves share a signature key, or two nodes an encryption key
+    /// (§7.3, §12.4.3.1).
+    #[error("duplicate {kind} at {node:?}")]
+    DuplicateKey {
+        /// "encryption_key" or "signature_key".
+        kind: &'static str,
+        /// A node holding the duplicate.
+        node: NodeIndex,
+    },
+    /// A leaf's credential type is not supported by every member, or the
+    /// leaf does not support a credential type in use (§7.3).
+    #[error("credential type {0} is not supported by every member")]
+    CredentialTypeNotShared(u16),
+    /// The tree hash differs from the expected one (§12.4.3.1).
+    #[error("tree hash mismatch")]
+    TreeHashMismatch,
+    /// A non-blank parent node is not parent-hash valid (§7.9.2).
+    #[error("parent node {0:?} is not parent-hash valid")]
+    ParentHashInvalid(NodeIndex),
+    /// A parent node's `unmerged_leaves` is inconsistent (§7.1, §12.4.3.1).
+    #[error("invalid unmerged_leaves at parent node {0:?}")]
+    InvalidUnmergedLeaves(NodeIndex),
+    /// The `parent_hash` of an UpdatePath's LeafNode does not match the
+    /// parent hash of the path (§7.9.2).
+    #[error("the UpdatePath leaf's parent_hash does not match the path")]
+    UpdatePathParentHashMismatch,
+    /// The UpdatePath does not have one node per filtered direct path node.
+    #[error("UpdatePath has {actual} nodes, the filtered direct path has {expected}")]
+    UpdatePathLength {
+        /// Length of the filtered direct path.
+        expected: usize,
+        /// Nodes in the UpdatePath.
+        actual: usize,
+    },
+    /// An UpdatePathNode does not have one ciphertext per node of the copath
+    /// child's resolution (§7.6).
+    #[error("UpdatePathNode for {node:?} has {actual} ciphertexts, expected {expected}")]
+    UpdatePathCiphertextCount {
+        /// The filtered direct path node.
+        node: NodeIndex,
+        /// Size of the resolution (excluding new leaves).
+        expected: usize,
+        /// Ciphertexts present.
+        actual: usize,
+    },
+    /// A public key derived from a decrypted path secret differs from the
+    /// one in the UpdatePath or tree (§7.5).
+    #[error("derived public key differs from the one at node {0:?}")]
+    PublicKeyMismatch(NodeIndex),
+    /// This member has no private key for any node that the UpdatePath
+    /// encrypts to (its state is out of sync with the group).
+    #[error("no private key to decrypt the UpdatePath")]
+    NoDecryptionKey,
+    /// The UpdatePath was sent by this member itself (apply the result of
+    /// the creation instead).
+    #[error("cannot process an UpdatePath sent by this member")]
+    OwnUpdatePath,
+    /// The path secret given for a node cannot be placed: the node is blank
+    /// or not an ancestor of this member's leaf.
+    #[error("node {0:?} is blank or not on this member's direct path")]
+    NotOnDirectPath(NodeIndex),
+    /// The merge result does not belong to this UpdatePath or tree.
+    #[error("the merged UpdatePath does not match: {0}")]
+    StaleMerge(&'static str),
+}
+
+impl TreeError {
+    pub(crate) fn leaf(leaf: Option<LeafIndex>, reason: LeafNodeError) -> Self {
+        TreeError::InvalidLeafNode { leaf, reason }
+    }
+}
