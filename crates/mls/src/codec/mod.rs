@@ -54,7 +54,7 @@ pub enum CodecError {
     /// An unknown or reserved value in a field that must reject it.
     #[error("unknown or reserved value {0}")]
     UnknownValue(u64),
-    /// Another syntax error (e.g. an optional<T> flag that is not 0 or 1,
+    /// Another syntax error (e.g. an `optional<T>` flag that is not 0 or 1,
     /// non-zero padding, a field inconsistent with its selector).
     #[error("malformed encoding: {0}")]
     Malformed(String),
