@@ -430,6 +430,17 @@ pub fn unprotect_public(
     membership_key: &Secret,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
+    unprotect_public_checked(cs, message, context, membership_key, signature_key)
+        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
+}
+
+fn unprotect_public_checked(
+    cs: &dyn CipherSuiteProvider,
+    message: PublicMessage,
+    context: &GroupContext,
+    membership_key: &Secret,
+    signature_key: &[u8],
+) -> Result<AuthenticatedContent, ProtectionError> {
     check_group_epoch(&message.content.group_id, message.content.epoch, context)?;
     let content_type = message.content.content_type();
     if content_type == ContentType::Application {
@@ -577,6 +588,25 @@ fn decode_private_content(
 /// The key is deleted from `secret_tree` (and its ratchet advanced) only
 /// if all of this succeeds; a rejected message leaves it unchanged.
 pub fn unprotect_private(
+    cs: &dyn CipherSuiteProvider,
+    message: &PrivateMessage,
+    secret_tree: &mut SecretTree,
+    sender_data_secret: &Secret,
+    context: &GroupContext,
+    members: &(impl MemberSignatureKeys + ?Sized),
+) -> Result<UnprotectedPrivateMessage, ProtectionError> {
+    unprotect_private_checked(
+        cs,
+        message,
+        secret_tree,
+        sender_data_secret,
+        context,
+        members,
+    )
+    .inspect_err(|e| tracing::debug!(error = %e, "PrivateMessage rejected"))
+}
+
+fn unprotect_private_checked(
     cs: &dyn CipherSuiteProvider,
     message: &PrivateMessage,
     secret_tree: &mut SecretTree,

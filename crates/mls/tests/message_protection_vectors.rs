@@ -897,3 +897,55 @@ fn out_of_order_and_handshake_ratchet() {
     .unwrap();
     assert_eq!((out.generation, out.content), (0, hs));
 }
+
+mod bit_flips {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any application data and padding round-trips, and no single bit
+        /// flip anywhere in the encoded MLSMessage is accepted; a rejected
+        /// message leaves the secret tree unchanged.
+        #[test]
+        fn no_bit_flip_is_accepted(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            block in 0u32..100,
+            flips in proptest::collection::vec(any::<prop::sample::Index>(), 8),
+        ) {
+            let f = fixture();
+            let ac = application(&f, &data);
+            let mut sender_tree = f.tree();
+            let m = protect_private(
+                f.cs,
+                &ac,
+                &mut sender_tree,
+                &f.sender_data_secret,
+                PaddingPolicy::multiple_of(block),
+                &mut OsRng,
+            )
+            .unwrap();
+            let bytes = MlsMessage { body: MlsMessageBody::PrivateMessage(m) }
+                .encode()
+                .unwrap();
+            let mut tree = f.tree();
+            for flip in &flips {
+                let bit = flip.index(bytes.len() * 8);
+                let mut forged = bytes.clone();
+                forged[bit / 8] ^= 1 << (bit % 8);
+                let Ok(msg) = MlsMessage::decode(&forged) else { continue };
+                let MlsMessageBody::PrivateMessage(pm) = msg.body else { continue };
+                let before = tree.clone();
+                let r = unprotect_private(
+                    f.cs, &pm, &mut tree, &f.sender_data_secret, &f.context, &f.members,
+                );
+                prop_assert!(r.is_err(), "bit {} flipped and accepted", bit);
+                prop_assert!(tree == before);
+            }
+            let out = f.unprotect_private_bytes(&mut tree, &bytes).unwrap();
+            prop_assert_eq!(out, ac);
+        }
+    }
+}
