@@ -1,9 +1,9 @@
-//! Array-based tree math (RFC 9420 §4.2 and Appendix C).
+//! Array-based tree math (RFC 9420 §4.1 and Appendix C).
 //!
 //! A ratchet tree with `n` leaves is stored in an array of
 //! `node_width(n) = 2n - 1` nodes; leaf `i` sits at node `2i`, parent nodes at
 //! odd indices. MLS trees are always full (`n` a power of two, RFC 9420
-//! §7.7), but these functions follow Appendix C for any `n`.
+//! §4.1: "every tree used in this protocol is a perfect binary tree"), but these functions follow Appendix C for any `n`.
 //!
 //! All functions are total: an index outside the tree, asking a leaf for its
 //! children or the root for its parent gives a [`TreeMathError`], never a
