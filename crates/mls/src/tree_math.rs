@@ -2,8 +2,9 @@
 //!
 //! A ratchet tree with `n` leaves is stored in an array of
 //! `node_width(n) = 2n - 1` nodes; leaf `i` sits at node `2i`, parent nodes at
-//! odd indices. MLS trees are always full (`n` a power of two, RFC 9420
-//! §4.1: "every tree used in this protocol is a perfect binary tree"), but these functions follow Appendix C for any `n`.
+//! odd indices. MLS trees are always full (`n` a power of two; RFC 9420
+//! §4.1: "every tree used in this protocol is a perfect binary tree"), but
+//! these functions follow Appendix C for any `n`.
 //!
 //! All functions are total: an index outside the tree, asking a leaf for its
 //! children or the root for its parent gives a [`TreeMathError`], never a
