@@ -12,3 +12,10 @@ pub mod secret_tree;
 pub mod transcript;
 pub mod tree;
 pub mod tree_math;
+
+pub use credential::{BasicCredentialValidator, CredentialValidator, Signer};
+pub use group::{
+    CommitOptions, CommitOutput, Group, GroupConfig, GroupError, HandshakeFraming, JoinOptions,
+    Member, ProcessedMessage, StagedCommit,
+};
+pub use key_package::{KeyPackage, KeyPackageBundle, KeyPackageConfig, KeyPackageIn};

@@ -10,6 +10,7 @@ use crate::message_protection::ProtectionError;
 use crate::psk::PskError;
 use crate::secret_tree::SecretTreeError;
 use crate::transcript::TranscriptError;
+use crate::tree::TreeError;
 
 /// Why a group operation failed. Every failure leaves the group state as it
 /// was before the call.
@@ -46,6 +47,9 @@ pub enum GroupError {
     /// A credential was refused.
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// The ratchet tree or TreeKEM refused the input.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
     /// The cipher suite is not implemented.
     #[error("unsupported cipher suite 0x{0:04x}")]
     UnsupportedCipherSuite(u16),

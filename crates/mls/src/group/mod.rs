@@ -1,7 +1,1035 @@
 //! The group state machine (RFC 9420 §8-§12), sans-IO: bytes in, events
 //! and bytes out.
+//!
+//! A [`Group`] is one member's view of one group. It is created by
+//! [`Group::create`], [`Group::join_from_welcome`] or
+//! [`Group::join_by_external_commit`]; it produces messages
+//! ([`Group::encrypt_application`], `propose_*`, [`Group::commit`]) and
+//! consumes them ([`Group::process_incoming`] returns a typed
+//! [`ProcessedMessage`]). Every operation either succeeds or returns a
+//! [`GroupError`] and leaves the state unchanged: commits are staged on
+//! copies and installed only by [`Group::merge_pending_commit`] /
+//! [`Group::merge_staged_commit`].
+//!
+//! Private keys never leave the member's [`hsmls_custody::KeyCustody`]:
+//! the signature key signs there, leaf and init HPKE keys decrypt there,
+//! and replaced leaf keys and used init keys are destroyed there (§9.2).
 
+mod commit;
+mod config;
 mod error;
+mod join;
+mod proposals;
+mod psk_store;
 pub mod welcome;
 
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use hsmls_crypto::{CipherSuiteProvider, Secret};
+use hsmls_custody::{KeyPurpose, KeyRef};
+use rand_core::OsRng;
+
+pub use commit::{CommitOutput, StagedCommit};
+pub use config::{CommitOptions, GroupConfig, HandshakeFraming};
 pub use error::GroupError;
+pub use join::JoinOptions;
+pub use proposals::{CachedProposal, ProposalEffects, ResolvedProposal};
+pub use psk_store::PskStore;
+
+use crate::codec::{
+    AuthenticatedContent, ContentType, Credential, Decode, Encode, ExternalPub,
+    FramedContent, FramedContentBody, GroupContext, GroupInfo, HpkePublicKey, LeafNode,
+    LeafNodeSource, Mac, MlsMessage, MlsMessageBody, PrivateMessage, Proposal, ProposalRef,
+    PublicMessage, Remove, Sender, SignaturePublicKey, Update, WireFormat,
+};
+use crate::credential::{CredentialValidator, Signer};
+use crate::key_package::KeyPackageIn;
+use crate::key_schedule::EpochSecrets;
+use crate::message_protection::{
+    MemberSignatureKeys, Membership, protect_private, protect_public, sign_content,
+    unprotect_private, unprotect_public,
+};
+use crate::secret_tree::SecretTree;
+use crate::tree::{RatchetTree, TreeKemPrivate};
+use crate::tree_math::LeafIndex;
+use proposals::{ValidationContext, suite_provider};
+
+/// A member of the group as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member's leaf index (stable while it stays in the group).
+    pub index: LeafIndex,
+    /// Its credential.
+    pub credential: Credential,
+    /// Its signature public key.
+    pub signature_key: SignaturePublicKey,
+    /// Its leaf HPKE public key.
+    pub encryption_key: HpkePublicKey,
+}
+
+impl Member {
+    fn from_leaf(index: LeafIndex, leaf: &LeafNode) -> Self {
+        Member {
+            index,
+            credential: leaf.credential.clone(),
+            signature_key: leaf.signature_key.clone(),
+            encryption_key: leaf.encryption_key.clone(),
+        }
+    }
+}
+
+/// What [`Group::process_incoming`] made of a message.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are moved once to the application"
+)]
+pub enum ProcessedMessage {
+    /// Application data from a member.
+    ApplicationMessage {
+        /// The sending member.
+        sender: LeafIndex,
+        /// The epoch the message was sent in (may be a past epoch).
+        epoch: u64,
+        /// The application data.
+        data: Vec<u8>,
+        /// The message's `authenticated_data`.
+        authenticated_data: Vec<u8>,
+    },
+    /// A proposal, now cached for the next commit.
+    Proposal {
+        /// Who proposed it.
+        sender: Sender,
+        /// The proposal.
+        proposal: Proposal,
+        /// Its reference.
+        reference: ProposalRef,
+    },
+    /// A commit, validated and staged: show its changes, then call
+    /// [`Group::merge_staged_commit`].
+    StagedCommit(StagedCommit),
+}
+
+/// The state of one epoch.
+#[derive(Clone)]
+pub(crate) struct EpochState {
+    pub(crate) context: GroupContext,
+    pub(crate) tree: RatchetTree,
+    pub(crate) private: TreeKemPrivate,
+    /// The epoch secrets; `encryption_secret` is consumed into
+    /// `secret_tree` and left empty.
+    pub(crate) secrets: EpochSecrets,
+    pub(crate) secret_tree: SecretTree,
+    pub(crate) interim_transcript_hash: Vec<u8>,
+    pub(crate) confirmation_tag: Mac,
+}
+
+impl EpochState {
+    fn own_leaf(&self) -> LeafIndex {
+        self.private.own_leaf()
+    }
+}
+
+/// What is kept of a past epoch to decrypt late application messages.
+#[derive(Clone, PartialEq, Eq)]
+struct PastEpoch {
+    context: GroupContext,
+    secret_tree: SecretTree,
+    sender_data_secret: Secret,
+    signature_keys: Vec<Option<SignaturePublicKey>>,
+}
+
+/// Tree leaves as the message-protection layer looks signature keys up.
+struct TreeKeys<'a>(&'a RatchetTree);
+
+impl MemberSignatureKeys for TreeKeys<'_> {
+    fn signature_key(&self, leaf: LeafIndex) -> Option<&[u8]> {
+        self.0.leaf(leaf).map(|l| l.signature_key.as_slice())
+    }
+}
+
+/// An own Update proposal not yet committed: the new leaf key in custody.
+#[derive(Clone, PartialEq, Eq)]
+struct OwnUpdate {
+    reference: ProposalRef,
+    leaf_node: LeafNode,
+    leaf_key: KeyRef,
+}
+
+/// One member's state of one MLS group.
+pub struct Group {
+    cs: &'static dyn CipherSuiteProvider,
+    config: GroupConfig,
+    signer: Signer,
+    validator: Arc<dyn CredentialValidator>,
+    state: EpochState,
+    past: VecDeque<PastEpoch>,
+    proposals: Vec<CachedProposal>,
+    own_updates: Vec<OwnUpdate>,
+    pending_commit: Option<Box<commit::PendingCommit>>,
+    psks: PskStore,
+    removed: bool,
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("group_id", &self.state.context.group_id)
+            .field("epoch", &self.state.context.epoch)
+            .field("own_leaf", &self.state.own_leaf())
+            .field("members", &self.state.tree.member_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A comparable snapshot of a group's whole state, for tests that check a
+/// rejected input changed nothing. Its Debug output shows no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroupStateSnapshot {
+    context: GroupContext,
+    tree: RatchetTree,
+    leaf_key: KeyRef,
+    parent_key_nodes: Vec<u32>,
+    epoch_authenticator: Secret,
+    init_secret: Secret,
+    secret_tree: SecretTree,
+    interim_transcript_hash: Vec<u8>,
+    past: Vec<PastEpoch>,
+    proposals: Vec<CachedProposal>,
+    own_updates: Vec<OwnUpdate>,
+    pending_commit: bool,
+    psks: PskStore,
+}
+
+impl fmt::Debug for GroupStateSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupStateSnapshot")
+            .field("epoch", &self.context.epoch)
+            .field("proposals", &self.proposals.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current time is needed only where lifetimes are checked; this
+/// names the parameter.
+pub type UnixTime = u64;
+
+impl Group {
+    /// Creates a one-member group (RFC 9420 §11) with `signer` at leaf 0.
+    /// The founder's leaf encryption key is generated in the signer's
+    /// custody.
+    pub fn create(
+        config: GroupConfig,
+        signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
+        group_id: Vec<u8>,
+        extensions: Vec<crate::codec::Extension>,
+        now: UnixTime,
+    ) -> Result<Self, GroupError> {
+        let cs = suite_provider(config.cipher_suite)?;
+        validator.validate(&signer.credential, &signer.signature_public_key())?;
+        let leaf_key = signer.custody.generate(KeyPurpose::Hpke)?;
+        let result = (|| {
+            let kp_config = crate::key_package::KeyPackageConfig {
+                cipher_suite: config.cipher_suite,
+                ..crate::key_package::KeyPackageConfig::new(now, 90 * 24 * 3600)
+            };
+            let mut leaf = LeafNode {
+                encryption_key: HpkePublicKey(leaf_key.public_key().as_bytes().to_vec()),
+                signature_key: signer.signature_public_key(),
+                credential: signer.credential.clone(),
+                capabilities: crate::key_package::default_capabilities(
+                    config.cipher_suite,
+                    signer.credential.credential_type(),
+                ),
+                leaf_node_source: LeafNodeSource::KeyPackage(kp_config.lifetime),
+                extensions: Vec::new(),
+                signature: Vec::new(),
+            };
+            crate::key_package::sign_leaf_node(cs, &signer, &mut leaf, None)?;
+            let mut tree = RatchetTree::new(cs, leaf);
+            let context = GroupContext {
+                version: crate::codec::ProtocolVersion::MLS10,
+                cipher_suite: config.cipher_suite,
+                group_id,
+                epoch: 0,
+                tree_hash: tree.tree_hash()?.to_vec(),
+                confirmed_transcript_hash: Vec::new(),
+                extensions,
+            };
+            // §8: epoch 0 uses a random init_secret and no commit secret.
+            let mut init = Secret::zero(cs.hash_len());
+            rand_core::RngCore::fill_bytes(&mut OsRng, init.as_mut_bytes());
+            let schedule = crate::key_schedule::KeySchedule::run(
+                cs,
+                &init,
+                None,
+                None,
+                &context.encode()?,
+            )?;
+            let private = TreeKemPrivate::new(LeafIndex(0), leaf_key.clone());
+            let mut secrets = schedule.epoch;
+            let secret_tree = commit::make_secret_tree(cs, &config, &mut secrets, 1)?;
+            // §8.2: epoch 0's interim transcript hash uses the confirmation
+            // tag over the empty confirmed transcript hash.
+            let confirmation_tag = crate::transcript::confirmation_tag(
+                cs,
+                &secrets.confirmation_key,
+                &context.confirmed_transcript_hash,
+            );
+            let interim = crate::transcript::TranscriptHashes::from_group_info(
+                cs,
+                &context.confirmed_transcript_hash,
+                &confirmation_tag,
+            )?
+            .interim;
+            Ok::<_, GroupError>(EpochState {
+                context,
+                tree,
+                private,
+                secrets,
+                secret_tree,
+                interim_transcript_hash: interim,
+                confirmation_tag,
+            })
+        })();
+        let state = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = signer.custody.destroy(&leaf_key);
+                return Err(e);
+            }
+        };
+        Ok(Group::from_state(cs, config, signer, validator, state, PskStore::default()))
+    }
+
+    fn from_state(
+        cs: &'static dyn CipherSuiteProvider,
+        config: GroupConfig,
+        signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
+        state: EpochState,
+        psks: PskStore,
+    ) -> Self {
+        let mut g = Group {
+            cs,
+            config,
+            signer,
+            validator,
+            state,
+            past: VecDeque::new(),
+            proposals: Vec::new(),
+            own_updates: Vec::new(),
+            pending_commit: None,
+            psks,
+            removed: false,
+        };
+        g.record_resumption_psk();
+        g
+    }
+
+    fn record_resumption_psk(&mut self) {
+        let keep = self.config.max_past_epochs.max(1) + 1;
+        self.psks.insert_resumption(
+            &self.state.context.group_id,
+            self.state.context.epoch,
+            self.state.secrets.resumption_psk.clone(),
+            keep,
+        );
+    }
+
+    // ----- accessors -----
+
+    /// Whether this member is still in the group (false once a commit
+    /// removing it was merged).
+    pub fn is_active(&self) -> bool {
+        !self.removed
+    }
+
+    fn check_active(&self) -> Result<(), GroupError> {
+        if self.removed {
+            Err(GroupError::Removed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The group id.
+    pub fn group_id(&self) -> &[u8] {
+        &self.state.context.group_id
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.state.context.epoch
+    }
+
+    /// The current GroupContext.
+    pub fn group_context(&self) -> &GroupContext {
+        &self.state.context
+    }
+
+    /// This member's leaf index.
+    pub fn own_leaf_index(&self) -> LeafIndex {
+        self.state.own_leaf()
+    }
+
+    /// The group's configuration.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Changes the configuration (framing, retention); the cipher suite
+    /// cannot change.
+    pub fn set_config(&mut self, mut config: GroupConfig) {
+        config.cipher_suite = self.config.cipher_suite;
+        self.config = config;
+    }
+
+    /// The members, in leaf order.
+    pub fn members(&self) -> Vec<Member> {
+        self.state
+            .tree
+            .leaves()
+            .map(|(i, l)| Member::from_leaf(i, l))
+            .collect()
+    }
+
+    /// The member at `index`, if any.
+    pub fn member(&self, index: LeafIndex) -> Option<Member> {
+        self.state
+            .tree
+            .leaf(index)
+            .map(|l| Member::from_leaf(index, l))
+    }
+
+    /// The tree hash of the current epoch (RFC 9420 §7.8).
+    pub fn tree_hash(&self) -> &[u8] {
+        &self.state.context.tree_hash
+    }
+
+    /// The ratchet tree, for sending out of band (RFC 9420 §12.4.3.3).
+    pub fn ratchet_tree(&self) -> crate::codec::RatchetTree {
+        self.state.tree.to_ratchet_tree()
+    }
+
+    /// The `epoch_authenticator` (RFC 9420 §8.7): equal at every member of
+    /// the epoch; compare it out of band to detect a split view.
+    pub fn epoch_authenticator(&self) -> &[u8] {
+        self.state.secrets.epoch_authenticator.as_bytes()
+    }
+
+    /// `MLS-Exporter(label, context, length)` (RFC 9420 §8.5).
+    pub fn export_secret(
+        &self,
+        label: &[u8],
+        context: &[u8],
+        length: usize,
+    ) -> Result<Secret, GroupError> {
+        Ok(self
+            .state
+            .secrets
+            .mls_exporter(self.cs, label, context, length)?)
+    }
+
+    /// The proposals cached in this epoch.
+    pub fn pending_proposals(&self) -> &[CachedProposal] {
+        &self.proposals
+    }
+
+    /// Whether a commit of this member awaits merging.
+    pub fn has_pending_commit(&self) -> bool {
+        self.pending_commit.is_some()
+    }
+
+    /// The PSK store (add external PSKs here before committing or
+    /// processing PreSharedKey proposals).
+    pub fn psk_store_mut(&mut self) -> &mut PskStore {
+        &mut self.psks
+    }
+
+    /// This member's signer.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// A snapshot of the whole state, for equality checks in tests.
+    pub fn state_snapshot(&self) -> GroupStateSnapshot {
+        GroupStateSnapshot {
+            context: self.state.context.clone(),
+            tree: self.state.tree.clone(),
+            leaf_key: self.state.private.leaf_key().clone(),
+            parent_key_nodes: self.state.private.parent_key_nodes().map(|x| x.0).collect(),
+            epoch_authenticator: self.state.secrets.epoch_authenticator.clone(),
+            init_secret: self.state.secrets.init_secret.clone(),
+            secret_tree: self.state.secret_tree.clone(),
+            interim_transcript_hash: self.state.interim_transcript_hash.clone(),
+            past: self.past.iter().cloned().collect(),
+            proposals: self.proposals.clone(),
+            own_updates: self.own_updates.clone(),
+            pending_commit: self.pending_commit.is_some(),
+            psks: self.psks.clone(),
+        }
+    }
+
+    /// The GroupInfo of the current epoch (RFC 9420 §12.4.3), signed, as
+    /// an `MLSMessage`: with `external_pub` (for external joins) and, per
+    /// the configuration, the ratchet tree.
+    pub fn group_info(&self) -> Result<Vec<u8>, GroupError> {
+        let gi = self.build_group_info(
+            &self.state,
+            self.config.ratchet_tree_in_group_info,
+            true,
+        )?;
+        Ok(MlsMessage {
+            body: MlsMessageBody::GroupInfo(gi),
+        }
+        .encode()?)
+    }
+
+    pub(crate) fn build_group_info(
+        &self,
+        state: &EpochState,
+        with_tree: bool,
+        with_external_pub: bool,
+    ) -> Result<GroupInfo, GroupError> {
+        let mut extensions = Vec::new();
+        if with_tree {
+            extensions.push(crate::codec::Extension::from_data(
+                &state.tree.to_ratchet_tree(),
+            )?);
+        }
+        if with_external_pub {
+            let external = state.secrets.external_key_pair(self.cs)?;
+            extensions.push(crate::codec::Extension::from_data(&ExternalPub {
+                external_pub: HpkePublicKey(external.public_key().as_bytes().to_vec()),
+            })?);
+        }
+        let mut gi = GroupInfo {
+            group_context: state.context.clone(),
+            extensions,
+            confirmation_tag: state.confirmation_tag.clone(),
+            signer: state.own_leaf(),
+            signature: Vec::new(),
+        };
+        welcome::sign_group_info(self.cs, &self.signer, &mut gi)?;
+        Ok(gi)
+    }
+
+    // ----- sending -----
+
+    fn handshake_wire_format(&self) -> WireFormat {
+        match self.config.handshake_framing {
+            HandshakeFraming::Private => WireFormat::PRIVATE_MESSAGE,
+            HandshakeFraming::Public => WireFormat::PUBLIC_MESSAGE,
+        }
+    }
+
+    fn member_content(&self, body: FramedContentBody, authenticated_data: Vec<u8>) -> FramedContent {
+        FramedContent {
+            group_id: self.state.context.group_id.clone(),
+            epoch: self.state.context.epoch,
+            sender: Sender::Member(self.state.own_leaf()),
+            authenticated_data,
+            body,
+        }
+    }
+
+    /// Frames signed content of the current epoch as an `MLSMessage`.
+    fn frame(&mut self, content: AuthenticatedContent) -> Result<Vec<u8>, GroupError> {
+        let body = if content.wire_format == WireFormat::PUBLIC_MESSAGE {
+            let msg = protect_public(
+                self.cs,
+                content,
+                Some(Membership {
+                    group_context: &self.state.context,
+                    membership_key: &self.state.secrets.membership_key,
+                }),
+            )?;
+            MlsMessageBody::PublicMessage(msg)
+        } else {
+            let msg = protect_private(
+                self.cs,
+                &content,
+                &mut self.state.secret_tree,
+                &self.state.secrets.sender_data_secret,
+                self.config.padding,
+                &mut OsRng,
+            )?;
+            MlsMessageBody::PrivateMessage(msg)
+        };
+        Ok(MlsMessage { body }.encode()?)
+    }
+
+    /// Encrypts application data as a PrivateMessage (RFC 9420 §6.3).
+    pub fn encrypt_application(&mut self, data: &[u8]) -> Result<Vec<u8>, GroupError> {
+        self.encrypt_application_with_aad(data, Vec::new())
+    }
+
+    /// Encrypts application data with `authenticated_data` (sent in clear,
+    /// authenticated).
+    pub fn encrypt_application_with_aad(
+        &mut self,
+        data: &[u8],
+        authenticated_data: Vec<u8>,
+    ) -> Result<Vec<u8>, GroupError> {
+        self.check_active()?;
+        if self.pending_commit.is_some() {
+            return Err(GroupError::PendingCommit);
+        }
+        let content = self.member_content(
+            FramedContentBody::Application(data.to_vec()),
+            authenticated_data,
+        );
+        let signed = sign_content(
+            self.cs,
+            self.signer.custody.as_ref(),
+            &self.signer.signature_key,
+            WireFormat::PRIVATE_MESSAGE,
+            content,
+            Some(&self.state.context),
+        )?;
+        self.frame(signed)
+    }
+
+    fn send_proposal(&mut self, proposal: Proposal) -> Result<(Vec<u8>, ProposalRef), GroupError> {
+        self.check_active()?;
+        if self.pending_commit.is_some() {
+            return Err(GroupError::PendingCommit);
+        }
+        let content = self.member_content(FramedContentBody::Proposal(proposal), Vec::new());
+        let signed = sign_content(
+            self.cs,
+            self.signer.custody.as_ref(),
+            &self.signer.signature_key,
+            self.handshake_wire_format(),
+            content,
+            Some(&self.state.context),
+        )?;
+        let cached = CachedProposal::from_content(self.cs, &signed)?;
+        let reference = cached.reference.clone();
+        let bytes = self.frame(signed)?;
+        self.proposals.push(cached);
+        Ok((bytes, reference))
+    }
+
+    /// Proposes adding the member of a KeyPackage (`MLSMessage` or bare).
+    pub fn propose_add(&mut self, key_package: &[u8], now: UnixTime) -> Result<Vec<u8>, GroupError> {
+        let kp = KeyPackageIn::from_bytes(key_package)?.validate(
+            self.config.cipher_suite,
+            self.validator.as_ref(),
+            now,
+        )?;
+        self.state
+            .tree
+            .check_leaves_fit(&[(None, kp.leaf_node())])?;
+        Ok(self
+            .send_proposal(Proposal::Add(crate::codec::Add {
+                key_package: kp.into_wire(),
+            }))?
+            .0)
+    }
+
+    /// Proposes removing the member at `leaf`.
+    pub fn propose_remove(&mut self, leaf: LeafIndex) -> Result<Vec<u8>, GroupError> {
+        if self.state.tree.leaf(leaf).is_none() {
+            return Err(GroupError::NotAMember(leaf.0));
+        }
+        Ok(self
+            .send_proposal(Proposal::Remove(Remove { removed: leaf }))?
+            .0)
+    }
+
+    /// Proposes removing this member (leaving the group, RFC 9420 §12.1.3):
+    /// another member must commit it.
+    pub fn leave(&mut self) -> Result<Vec<u8>, GroupError> {
+        let own = self.state.own_leaf();
+        self.propose_remove(own)
+    }
+
+    /// Proposes a self-update (RFC 9420 §12.1.2): a fresh leaf HPKE key
+    /// generated in custody. The key replaces the current one when a commit
+    /// including the proposal is merged.
+    pub fn propose_update(&mut self) -> Result<Vec<u8>, GroupError> {
+        let own = self.state.own_leaf();
+        let old = self
+            .state
+            .tree
+            .leaf(own)
+            .cloned()
+            .ok_or(GroupError::NotAMember(own.0))?;
+        let leaf_key = self.signer.custody.generate(KeyPurpose::Hpke)?;
+        let result = (|| {
+            let mut leaf = LeafNode {
+                encryption_key: HpkePublicKey(leaf_key.public_key().as_bytes().to_vec()),
+                signature_key: self.signer.signature_public_key(),
+                credential: self.signer.credential.clone(),
+                capabilities: old.capabilities.clone(),
+                leaf_node_source: LeafNodeSource::Update,
+                extensions: old.extensions.clone(),
+                signature: Vec::new(),
+            };
+            crate::key_package::sign_leaf_node(
+                self.cs,
+                &self.signer,
+                &mut leaf,
+                Some((&self.state.context.group_id, own)),
+            )?;
+            let (bytes, reference) = self.send_proposal(Proposal::Update(Update {
+                leaf_node: leaf.clone(),
+            }))?;
+            Ok::<_, GroupError>((bytes, reference, leaf))
+        })();
+        match result {
+            Ok((bytes, reference, leaf_node)) => {
+                self.own_updates.push(OwnUpdate {
+                    reference,
+                    leaf_node,
+                    leaf_key,
+                });
+                Ok(bytes)
+            }
+            Err(e) => {
+                let _ = self.signer.custody.destroy(&leaf_key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Proposes injecting a PSK (RFC 9420 §12.1.4). The PSK must be in this
+    /// member's store and in every member's.
+    pub fn propose_psk(&mut self, psk: crate::codec::PreSharedKeyId) -> Result<Vec<u8>, GroupError> {
+        if self.psks.get(&psk).is_none() {
+            return Err(GroupError::UnknownPsk);
+        }
+        Ok(self
+            .send_proposal(Proposal::PreSharedKey(crate::codec::PreSharedKey { psk }))?
+            .0)
+    }
+
+    /// Proposes new GroupContext extensions (RFC 9420 §12.1.7).
+    pub fn propose_group_context_extensions(
+        &mut self,
+        extensions: Vec<crate::codec::Extension>,
+    ) -> Result<Vec<u8>, GroupError> {
+        Ok(self
+            .send_proposal(Proposal::GroupContextExtensions(
+                crate::codec::GroupContextExtensions { extensions },
+            ))?
+            .0)
+    }
+
+    /// A fresh PSK id for an external PSK, with a random nonce.
+    pub fn external_psk_id(&self, psk_id: Vec<u8>) -> crate::codec::PreSharedKeyId {
+        let mut nonce = vec![0; self.cs.hash_len()];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+        crate::codec::PreSharedKeyId {
+            psk: crate::codec::Psk::External(psk_id),
+            psk_nonce: nonce,
+        }
+    }
+
+    /// A fresh PSK id for the resumption PSK of `epoch` of this group.
+    pub fn resumption_psk_id(&self, epoch: u64) -> crate::codec::PreSharedKeyId {
+        let mut nonce = vec![0; self.cs.hash_len()];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+        crate::codec::PreSharedKeyId {
+            psk: crate::codec::Psk::Resumption(crate::codec::ResumptionPsk {
+                usage: crate::codec::ResumptionPskUsage::Application,
+                psk_group_id: self.state.context.group_id.clone(),
+                psk_epoch: epoch,
+            }),
+            psk_nonce: nonce,
+        }
+    }
+
+    // ----- receiving -----
+
+    fn validation_context(&self, now: UnixTime) -> ValidationContext<'_> {
+        ValidationContext {
+            cs: self.cs,
+            context: &self.state.context,
+            validator: self.validator.as_ref(),
+            psks: &self.psks,
+            now,
+        }
+    }
+
+    /// Processes a message from the Delivery Service (an `MLSMessage`
+    /// carrying a PublicMessage or PrivateMessage of this group). On error
+    /// the state is unchanged.
+    pub fn process_incoming(
+        &mut self,
+        bytes: &[u8],
+        now: UnixTime,
+    ) -> Result<ProcessedMessage, GroupError> {
+        self.check_active()?;
+        let message = MlsMessage::decode(bytes).map_err(GroupError::Malformed)?;
+        match message.body {
+            MlsMessageBody::PublicMessage(m) => self.process_public(m, now),
+            MlsMessageBody::PrivateMessage(m) => self.process_private(m, now),
+            MlsMessageBody::Welcome(_) => Err(GroupError::UnexpectedMessage(
+                "a Welcome: use Group::join_from_welcome",
+            )),
+            MlsMessageBody::GroupInfo(_) => Err(GroupError::UnexpectedMessage("a GroupInfo")),
+            MlsMessageBody::KeyPackage(_) => Err(GroupError::UnexpectedMessage("a KeyPackage")),
+        }
+    }
+
+    fn process_public(
+        &mut self,
+        message: PublicMessage,
+        now: UnixTime,
+    ) -> Result<ProcessedMessage, GroupError> {
+        if message.content.group_id != self.state.context.group_id {
+            return Err(GroupError::WrongGroupId);
+        }
+        if message.content.epoch != self.state.context.epoch {
+            return Err(GroupError::WrongEpoch {
+                message: message.content.epoch,
+                current: self.state.context.epoch,
+            });
+        }
+        if !self.config.accept_public_handshakes {
+            return Err(GroupError::WireFormatPolicy);
+        }
+        let signature_key = match (&message.content.sender, &message.content.body) {
+            (Sender::Member(i), _) => self
+                .state
+                .tree
+                .leaf(*i)
+                .map(|l| l.signature_key.clone())
+                .ok_or(GroupError::NotAMember(i.0))?,
+            (Sender::NewMemberCommit, FramedContentBody::Commit(c)) => c
+                .path
+                .as_ref()
+                .map(|p| p.leaf_node.signature_key.clone())
+                .ok_or(GroupError::InvalidCommit("an external commit needs a path"))?,
+            (Sender::NewMemberProposal, FramedContentBody::Proposal(Proposal::Add(a))) => {
+                a.key_package.leaf_node.signature_key.clone()
+            }
+            _ => {
+                return Err(GroupError::UnexpectedMessage(
+                    "external senders are not supported",
+                ));
+            }
+        };
+        let content = unprotect_public(
+            self.cs,
+            message,
+            &self.state.context,
+            &self.state.secrets.membership_key,
+            signature_key.as_slice(),
+        )?;
+        self.process_content(content, None, now)
+    }
+
+    fn process_private(
+        &mut self,
+        message: PrivateMessage,
+        now: UnixTime,
+    ) -> Result<ProcessedMessage, GroupError> {
+        if message.group_id != self.state.context.group_id {
+            return Err(GroupError::WrongGroupId);
+        }
+        if message.epoch != self.state.context.epoch {
+            return self.process_past_epoch(&message);
+        }
+        if message.content_type != ContentType::Application && !self.config.accept_private_handshakes
+        {
+            return Err(GroupError::WireFormatPolicy);
+        }
+        let mut secret_tree = self.state.secret_tree.clone();
+        let unprotected = unprotect_private(
+            self.cs,
+            &message,
+            &mut secret_tree,
+            &self.state.secrets.sender_data_secret,
+            &self.state.context,
+            &TreeKeys(&self.state.tree),
+        )?;
+        self.process_content(unprotected.content, Some(secret_tree), now)
+    }
+
+    /// A late application message of a retained past epoch.
+    fn process_past_epoch(
+        &mut self,
+        message: &PrivateMessage,
+    ) -> Result<ProcessedMessage, GroupError> {
+        let current = self.state.context.epoch;
+        let wrong = GroupError::WrongEpoch {
+            message: message.epoch,
+            current,
+        };
+        if message.content_type != ContentType::Application {
+            return Err(wrong);
+        }
+        let Some(past) = self
+            .past
+            .iter_mut()
+            .find(|p| p.context.epoch == message.epoch)
+        else {
+            return Err(wrong);
+        };
+        let mut secret_tree = past.secret_tree.clone();
+        let unprotected = unprotect_private(
+            self.cs,
+            message,
+            &mut secret_tree,
+            &past.sender_data_secret,
+            &past.context,
+            &past.signature_keys,
+        )?;
+        let FramedContentBody::Application(data) = unprotected.content.content.body else {
+            return Err(GroupError::UnexpectedMessage(
+                "non-application content in a past epoch",
+            ));
+        };
+        past.secret_tree = secret_tree;
+        Ok(ProcessedMessage::ApplicationMessage {
+            sender: unprotected.leaf_index,
+            epoch: message.epoch,
+            data,
+            authenticated_data: unprotected.content.content.authenticated_data,
+        })
+    }
+
+    fn process_content(
+        &mut self,
+        content: AuthenticatedContent,
+        secret_tree: Option<SecretTree>,
+        now: UnixTime,
+    ) -> Result<ProcessedMessage, GroupError> {
+        let event = match &content.content.body {
+            FramedContentBody::Application(_) => {
+                let Sender::Member(sender) = content.content.sender else {
+                    return Err(GroupError::UnexpectedMessage(
+                        "application data from a non-member",
+                    ));
+                };
+                let FramedContentBody::Application(data) = content.content.body else {
+                    return Err(GroupError::UnexpectedMessage("application data"));
+                };
+                ProcessedMessage::ApplicationMessage {
+                    sender,
+                    epoch: content.content.epoch,
+                    data,
+                    authenticated_data: content.content.authenticated_data,
+                }
+            }
+            FramedContentBody::Proposal(proposal) => {
+                if content.content.sender == Sender::Member(self.state.own_leaf()) {
+                    return Err(GroupError::UnexpectedMessage("this member's own proposal"));
+                }
+                if self.proposals.len() >= self.config.max_pending_proposals {
+                    return Err(GroupError::InvalidProposal("too many pending proposals"));
+                }
+                self.check_proposal(&content.content.sender, proposal, now)?;
+                let cached = CachedProposal::from_content(self.cs, &content)?;
+                if self.proposals.iter().any(|p| p.reference == cached.reference) {
+                    return Err(GroupError::InvalidProposal("proposal received twice"));
+                }
+                let event = ProcessedMessage::Proposal {
+                    sender: cached.sender,
+                    proposal: cached.proposal.clone(),
+                    reference: cached.reference.clone(),
+                };
+                self.proposals.push(cached);
+                event
+            }
+            FramedContentBody::Commit(_) => {
+                let staged = self.stage_commit(&content, now)?;
+                ProcessedMessage::StagedCommit(staged)
+            }
+        };
+        if let Some(st) = secret_tree {
+            self.state.secret_tree = st;
+        }
+        Ok(event)
+    }
+
+    /// Checks a received proposal on its own (RFC 9420 §12.1).
+    fn check_proposal(
+        &self,
+        sender: &Sender,
+        proposal: &Proposal,
+        now: UnixTime,
+    ) -> Result<(), GroupError> {
+        let v = self.validation_context(now);
+        match proposal {
+            Proposal::Add(add) => {
+                let kp = KeyPackageIn(add.key_package.clone()).validate(
+                    self.config.cipher_suite,
+                    self.validator.as_ref(),
+                    now,
+                )?;
+                self.state
+                    .tree
+                    .check_leaves_fit(&[(None, kp.leaf_node())])?;
+            }
+            Proposal::Update(update) => {
+                let Sender::Member(i) = sender else {
+                    return Err(GroupError::InvalidProposal("an Update from a non-member"));
+                };
+                proposals::validate_update(&v, &self.state.tree, *i, &update.leaf_node)?;
+            }
+            Proposal::Remove(remove) => {
+                if self.state.tree.leaf(remove.removed).is_none() {
+                    return Err(GroupError::InvalidProposal("Remove names a blank leaf"));
+                }
+            }
+            Proposal::PreSharedKey(_) | Proposal::GroupContextExtensions(_) => {}
+            Proposal::ReInit(_) => {
+                return Err(GroupError::InvalidProposal("ReInit is not supported"));
+            }
+            Proposal::ExternalInit(_) => {
+                return Err(GroupError::InvalidProposal(
+                    "ExternalInit is only valid by value in an external commit",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves to `next`: retains the current epoch for late application
+    /// messages (bounded), destroys the replaced leaf key and unused own
+    /// update keys in custody (§9.2), clears the proposal cache.
+    fn install_epoch(&mut self, next: EpochState, used_update: Option<&KeyRef>) {
+        let old = std::mem::replace(&mut self.state, next);
+        if self.config.max_past_epochs > 0 {
+            let signature_keys = signature_keys(&old.tree);
+            self.past.push_back(PastEpoch {
+                context: old.context.clone(),
+                secret_tree: old.secret_tree.clone(),
+                sender_data_secret: old.secrets.sender_data_secret.clone(),
+                signature_keys,
+            });
+            while self.past.len() > self.config.max_past_epochs {
+                self.past.pop_front();
+            }
+        }
+        let custody = self.signer.custody.clone();
+        if let Err(e) = old.private.retire(&self.state.private, custody.as_ref()) {
+            tracing::warn!(error = %e, "could not destroy the replaced leaf key");
+        }
+        for u in self.own_updates.drain(..) {
+            if Some(&u.leaf_key) != used_update {
+                if let Err(e) = custody.destroy(&u.leaf_key) {
+                    tracing::warn!(error = %e, "could not destroy an unused update key");
+                }
+            }
+        }
+        self.proposals.clear();
+        self.record_resumption_psk();
+    }
+}
+
+/// Signature keys of a tree's members by leaf index (kept with a past
+/// epoch to check late messages).
+fn signature_keys(tree: &RatchetTree) -> Vec<Option<SignaturePublicKey>> {
+    (0..tree.leaf_count())
+        .map(|i| tree.leaf(LeafIndex(i)).map(|l| l.signature_key.clone()))
+        .collect()
+}

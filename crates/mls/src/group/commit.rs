@@ -1,0 +1,680 @@
+//! Commits (RFC 9420 §12.4): creation by a member, processing (staging)
+//! by the others, and merging.
+
+use hsmls_crypto::{CipherSuiteProvider, Secret};
+use hsmls_custody::KeyRef;
+
+use super::proposals::{ProposalEffects, ResolvedProposal, resolve, validate_and_apply};
+use super::welcome::{encrypt_group_info, encrypt_group_secrets};
+use super::{CommitOptions, EpochState, Group, GroupConfig, GroupError, Member, UnixTime};
+use crate::codec::{
+    Add, AuthenticatedContent, Commit, Encode, Extension, FramedContentBody, GroupContext,
+    GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey, PreSharedKeyId,
+    Proposal, ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
+};
+use crate::key_package::KeyPackageIn;
+use crate::key_schedule::{EpochSecrets, KeySchedule};
+use crate::message_protection::sign_content;
+use crate::psk::{PskInput, psk_secret};
+use crate::secret_tree::SecretTree;
+use crate::transcript::{
+    ConfirmedTranscriptHashInput, InterimTranscriptHashInput, confirmation_tag,
+    confirmed_transcript_hash, interim_transcript_hash, verify_confirmation_tag,
+};
+use crate::tree::{LeafNodeParams, decrypt_update_path, merge_update_path, prepare_update_path};
+use crate::tree_math::LeafIndex;
+
+/// Builds the secret tree of an epoch, consuming `encryption_secret`
+/// (RFC 9420 §9, §9.2).
+pub(crate) fn make_secret_tree(
+    cs: &'static dyn CipherSuiteProvider,
+    config: &GroupConfig,
+    secrets: &mut EpochSecrets,
+    n_leaves: u32,
+) -> Result<SecretTree, GroupError> {
+    let encryption_secret = std::mem::take(&mut secrets.encryption_secret);
+    Ok(SecretTree::new(
+        cs,
+        encryption_secret,
+        n_leaves,
+        config.secret_tree,
+    )?)
+}
+
+/// `psk_secret` of a list of PSK ids, with values from `store` (RFC 9420
+/// §8.4); `None` when there are none.
+pub(crate) fn compute_psk_secret(
+    cs: &dyn CipherSuiteProvider,
+    store: &super::PskStore,
+    ids: &[PreSharedKeyId],
+) -> Result<Option<Secret>, GroupError> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut inputs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let psk = store.get(id).ok_or(GroupError::UnknownPsk)?;
+        inputs.push(PskInput { id, psk });
+    }
+    Ok(Some(psk_secret(cs, &inputs)?))
+}
+
+/// The new epoch's state from the key schedule output (RFC 9420 §8):
+/// confirmation tag check or creation is the caller's.
+pub(crate) struct NextEpoch {
+    pub(crate) schedule: KeySchedule,
+    pub(crate) context: GroupContext,
+}
+
+/// Runs the key schedule for `context` (whose confirmed transcript hash is
+/// already set).
+pub(crate) fn run_key_schedule(
+    cs: &dyn CipherSuiteProvider,
+    init_secret: &Secret,
+    commit_secret: Option<&Secret>,
+    psk_secret: Option<&Secret>,
+    context: GroupContext,
+) -> Result<NextEpoch, GroupError> {
+    let schedule = KeySchedule::run(
+        cs,
+        init_secret,
+        commit_secret,
+        psk_secret,
+        &context.encode()?,
+    )?;
+    Ok(NextEpoch { schedule, context })
+}
+
+/// A commit of this member awaiting [`Group::merge_pending_commit`].
+pub(crate) struct PendingCommit {
+    pub(crate) state: EpochState,
+    pub(crate) from_epoch: u64,
+}
+
+/// What [`Group::commit`] produced.
+pub struct CommitOutput {
+    /// The Commit as an `MLSMessage` (PrivateMessage or PublicMessage per
+    /// the group's policy): send it to the group.
+    pub commit: Vec<u8>,
+    /// The Welcome (an `MLSMessage`) for the members it adds, if any.
+    pub welcome: Option<Vec<u8>>,
+    /// The GroupInfo of the new epoch (an `MLSMessage`, with
+    /// `external_pub`), for publishing to external joiners.
+    pub group_info: Vec<u8>,
+    /// The ratchet tree of the new epoch, for joiners that get it out of
+    /// band.
+    pub ratchet_tree: crate::codec::RatchetTree,
+    /// Members added (with their new leaf indices), removed and updated.
+    pub adds: Vec<Member>,
+    /// Members removed.
+    pub removes: Vec<Member>,
+}
+
+impl std::fmt::Debug for CommitOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitOutput")
+            .field("commit_len", &self.commit.len())
+            .field("welcome", &self.welcome.as_ref().map(Vec::len))
+            .field("adds", &self.adds)
+            .field("removes", &self.removes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated commit from another member, ready to merge with
+/// [`Group::merge_staged_commit`]. Its fields show what the commit does.
+pub struct StagedCommit {
+    /// Who committed.
+    pub sender: Sender,
+    /// Added members with their leaf indices.
+    pub adds: Vec<Member>,
+    /// Removed members (as they were).
+    pub removes: Vec<Member>,
+    /// Members whose leaf an Update proposal replaced (new leaf).
+    pub updates: Vec<Member>,
+    /// PSKs injected.
+    pub psks: Vec<PreSharedKeyId>,
+    /// New GroupContext extensions, if changed.
+    pub group_context_extensions: Option<Vec<Extension>>,
+    /// Whether the commit carried an UpdatePath.
+    pub has_path: bool,
+    /// Whether this commit removes this member from the group.
+    pub self_removed: bool,
+    /// The epoch the merge moves to.
+    pub new_epoch: u64,
+    pub(crate) from_epoch: u64,
+    pub(crate) group_id: Vec<u8>,
+    pub(crate) state: Option<Box<EpochState>>,
+    pub(crate) used_update: Option<KeyRef>,
+}
+
+impl std::fmt::Debug for StagedCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedCommit")
+            .field("sender", &self.sender)
+            .field("adds", &self.adds)
+            .field("removes", &self.removes)
+            .field("updates", &self.updates)
+            .field("has_path", &self.has_path)
+            .field("self_removed", &self.self_removed)
+            .field("new_epoch", &self.new_epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+fn members_of(list: &[(LeafIndex, crate::codec::LeafNode)]) -> Vec<Member> {
+    list.iter().map(|(i, l)| Member::from_leaf(*i, l)).collect()
+}
+
+fn added_members(effects: &ProposalEffects) -> Vec<Member> {
+    effects
+        .adds
+        .iter()
+        .map(|(i, kp)| Member::from_leaf(*i, &kp.leaf_node))
+        .collect()
+}
+
+impl Group {
+    /// Creates a commit (RFC 9420 §12.4.1) of the pending proposals (by
+    /// reference) and the proposals of `options` (by value), with an
+    /// UpdatePath when required or asked for. The group stays in its epoch
+    /// until [`Group::merge_pending_commit`] (call it once the Delivery
+    /// Service accepted the commit) or [`Group::discard_pending_commit`].
+    pub fn commit(&mut self, options: CommitOptions, now: UnixTime) -> Result<CommitOutput, GroupError> {
+        self.check_active()?;
+        if self.pending_commit.is_some() {
+            return Err(GroupError::PendingCommit);
+        }
+        let own = self.state.own_leaf();
+        let committer = Sender::Member(own);
+        let mut list = Vec::new();
+        let mut resolved = Vec::new();
+        if options.include_pending {
+            for c in &self.proposals {
+                // The committer's own Update is replaced by its path, and
+                // a Remove of the committer cannot be committed by it.
+                let own_update = c.sender == committer && matches!(c.proposal, Proposal::Update(_));
+                let removes_self =
+                    matches!(&c.proposal, Proposal::Remove(r) if r.removed == own);
+                if own_update || removes_self {
+                    continue;
+                }
+                list.push(ProposalOrRef::Reference(c.reference.clone()));
+                resolved.push(ResolvedProposal {
+                    proposal: c.proposal.clone(),
+                    sender: c.sender,
+                });
+            }
+        }
+        let mut by_value = Vec::new();
+        if let Some(extensions) = &options.group_context_extensions {
+            by_value.push(Proposal::GroupContextExtensions(
+                crate::codec::GroupContextExtensions {
+                    extensions: extensions.clone(),
+                },
+            ));
+        }
+        for r in &options.remove_leaves {
+            by_value.push(Proposal::Remove(Remove {
+                removed: LeafIndex(*r),
+            }));
+        }
+        for kp in &options.add_key_packages {
+            by_value.push(Proposal::Add(Add {
+                key_package: KeyPackageIn::from_bytes(kp)?.0,
+            }));
+        }
+        for psk in &options.psks {
+            by_value.push(Proposal::PreSharedKey(PreSharedKey { psk: psk.clone() }));
+        }
+        for p in by_value {
+            resolved.push(ResolvedProposal {
+                proposal: p.clone(),
+                sender: committer,
+            });
+            list.push(ProposalOrRef::Proposal(p));
+        }
+
+        let v = self.validation_context(now);
+        let mut tree = self.state.tree.clone();
+        let effects = validate_and_apply(&v, &mut tree, committer, &resolved, false)?;
+        let mut private = self.state.private.clone();
+        private.prune(&tree);
+        let mut provisional = self.state.context.clone();
+        provisional.epoch = provisional
+            .epoch
+            .checked_add(1)
+            .ok_or(GroupError::InvalidCommit("epoch overflow"))?;
+        if let Some(ext) = &effects.group_context_extensions {
+            provisional.extensions = ext.clone();
+        }
+        let added: Vec<LeafIndex> = effects.adds.iter().map(|(i, _)| *i).collect();
+        let with_path = effects.path_required || options.force_path;
+
+        let custody = self.signer.custody.clone();
+        let mut fresh_key = None;
+        let result = (|| {
+            let (path, commit_secret, path_secrets) = if with_path {
+                let own_leaf = tree.leaf(own).ok_or(GroupError::NotAMember(own.0))?;
+                let params = LeafNodeParams::from_leaf(own_leaf);
+                let prepared = prepare_update_path(
+                    &mut tree,
+                    own,
+                    &self.state.context.group_id,
+                    &params,
+                    custody.as_ref(),
+                    &self.signer.signature_key,
+                )?;
+                fresh_key = Some(prepared.leaf_key().clone());
+                provisional.tree_hash = tree.tree_hash()?.to_vec();
+                let created = prepared.encrypt(&tree, &provisional.encode()?, &added)?;
+                let secrets: Vec<(LeafIndex, Option<SecretBytes>)> = added
+                    .iter()
+                    .map(|j| {
+                        (
+                            *j,
+                            created
+                                .path_secret_for(*j)
+                                .map(|s| SecretBytes::new(s.as_bytes().to_vec())),
+                        )
+                    })
+                    .collect();
+                private = created.private;
+                (
+                    Some(created.update_path),
+                    Some(created.commit_secret),
+                    secrets,
+                )
+            } else {
+                provisional.tree_hash = tree.tree_hash()?.to_vec();
+                (None, None, Vec::new())
+            };
+
+            let content = self.member_content(
+                FramedContentBody::Commit(Commit {
+                    proposals: list,
+                    path,
+                }),
+                options.authenticated_data.clone(),
+            );
+            let mut signed = sign_content(
+                self.cs,
+                self.signer.custody.as_ref(),
+                &self.signer.signature_key,
+                self.handshake_wire_format(),
+                content,
+                Some(&self.state.context),
+            )?;
+            let confirmed = confirmed_transcript_hash(
+                self.cs,
+                &self.state.interim_transcript_hash,
+                &ConfirmedTranscriptHashInput {
+                    wire_format: signed.wire_format,
+                    content: &signed.content,
+                    signature: &signed.auth.signature,
+                },
+            )?;
+            let mut context = provisional.clone();
+            context.confirmed_transcript_hash = confirmed.to_vec();
+            let psk = compute_psk_secret(self.cs, &self.psks, &effects.psks)?;
+            let next = run_key_schedule(
+                self.cs,
+                &self.state.secrets.init_secret,
+                commit_secret.as_ref(),
+                psk.as_ref(),
+                context,
+            )?;
+            let tag = confirmation_tag(self.cs, &next.schedule.epoch.confirmation_key, &confirmed);
+            signed.auth.confirmation_tag = Some(tag.clone());
+            let interim = interim_transcript_hash(
+                self.cs,
+                &confirmed,
+                &InterimTranscriptHashInput {
+                    confirmation_tag: &tag,
+                },
+            )?;
+            let KeySchedule {
+                joiner_secret,
+                welcome_secret,
+                epoch: mut secrets,
+            } = next.schedule;
+            let secret_tree =
+                make_secret_tree(self.cs, &self.config, &mut secrets, tree.leaf_count())?;
+            let state = EpochState {
+                context: next.context,
+                tree,
+                private,
+                secrets,
+                secret_tree,
+                interim_transcript_hash: interim.to_vec(),
+                confirmation_tag: tag,
+            };
+
+            let welcome = if effects.adds.is_empty() {
+                None
+            } else {
+                let gi =
+                    self.build_group_info(&state, self.config.ratchet_tree_in_welcome, false)?;
+                let encrypted_group_info = encrypt_group_info(self.cs, &welcome_secret, &gi)?;
+                let mut secrets_out = Vec::with_capacity(effects.adds.len());
+                for (i, kp) in &effects.adds {
+                    let path_secret = path_secrets
+                        .iter()
+                        .find(|(j, _)| j == i)
+                        .and_then(|(_, s)| s.clone())
+                        .map(|path_secret| PathSecret { path_secret });
+                    let gs = GroupSecrets {
+                        joiner_secret: SecretBytes::new(
+                            joiner_secret.as_secret().as_bytes().to_vec(),
+                        ),
+                        path_secret,
+                        psks: effects.psks.clone(),
+                    };
+                    let reference = crate::codec::KeyPackageRef(
+                        self.cs.make_key_package_ref(&kp.encode()?)?.to_vec(),
+                    );
+                    secrets_out.push(encrypt_group_secrets(
+                        self.cs,
+                        reference,
+                        kp.init_key.as_slice(),
+                        &encrypted_group_info,
+                        &gs,
+                    )?);
+                }
+                Some(
+                    MlsMessage {
+                        body: MlsMessageBody::Welcome(Welcome {
+                            cipher_suite: self.config.cipher_suite,
+                            secrets: secrets_out,
+                            encrypted_group_info,
+                        }),
+                    }
+                    .encode()?,
+                )
+            };
+            let gi = self.build_group_info(&state, self.config.ratchet_tree_in_group_info, true)?;
+            let group_info = MlsMessage {
+                body: MlsMessageBody::GroupInfo(gi),
+            }
+            .encode()?;
+            Ok::<_, GroupError>((signed, state, welcome, group_info))
+        })();
+        let (signed, state, welcome, group_info) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(k) = fresh_key {
+                    let _ = custody.destroy(&k);
+                }
+                return Err(e);
+            }
+        };
+        let commit = match self.frame(signed) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(k) = fresh_key {
+                    let _ = custody.destroy(&k);
+                }
+                return Err(e);
+            }
+        };
+        let output = CommitOutput {
+            commit,
+            welcome,
+            group_info,
+            ratchet_tree: state.tree.to_ratchet_tree(),
+            adds: added_members(&effects),
+            removes: members_of(&effects.removes),
+        };
+        self.pending_commit = Some(Box::new(PendingCommit {
+            state,
+            from_epoch: self.state.context.epoch,
+        }));
+        Ok(output)
+    }
+
+    /// Installs this member's pending commit: the group moves to the new
+    /// epoch; the replaced leaf key is destroyed in custody (§9.2).
+    pub fn merge_pending_commit(&mut self) -> Result<(), GroupError> {
+        let pending = self.pending_commit.take().ok_or(GroupError::NoPendingCommit)?;
+        if pending.from_epoch != self.state.context.epoch {
+            return Err(GroupError::StaleStagedCommit);
+        }
+        self.install_epoch(pending.state, None);
+        Ok(())
+    }
+
+    /// Abandons this member's pending commit (e.g. the Delivery Service
+    /// accepted another commit first); its fresh leaf key is destroyed.
+    pub fn discard_pending_commit(&mut self) -> Result<(), GroupError> {
+        let pending = self.pending_commit.take().ok_or(GroupError::NoPendingCommit)?;
+        pending
+            .state
+            .private
+            .retire(&self.state.private, self.signer.custody.as_ref())?;
+        Ok(())
+    }
+
+    /// Validates a commit from another member (RFC 9420 §12.4.2) and
+    /// computes the next epoch without changing the group.
+    pub(crate) fn stage_commit(
+        &self,
+        content: &AuthenticatedContent,
+        now: UnixTime,
+    ) -> Result<StagedCommit, GroupError> {
+        let FramedContentBody::Commit(commit) = &content.content.body else {
+            return Err(GroupError::UnexpectedMessage("not a commit"));
+        };
+        let tag = content
+            .auth
+            .confirmation_tag
+            .as_ref()
+            .ok_or(GroupError::InvalidCommit("no confirmation tag"))?;
+        let own = self.state.own_leaf();
+        let committer = content.content.sender;
+        match committer {
+            Sender::Member(i) if i == own => {
+                return Err(GroupError::UnexpectedMessage(
+                    "this member's own commit: use merge_pending_commit",
+                ));
+            }
+            Sender::Member(i) => {
+                if self.state.tree.leaf(i).is_none() {
+                    return Err(GroupError::NotAMember(i.0));
+                }
+            }
+            Sender::NewMemberCommit => {}
+            _ => {
+                return Err(GroupError::InvalidCommit(
+                    "a commit from an external sender",
+                ));
+            }
+        }
+        let by_reference = commit
+            .proposals
+            .iter()
+            .any(|p| matches!(p, ProposalOrRef::Reference(_)));
+        let resolved = resolve(&commit.proposals, &self.proposals, committer)?;
+        let v = self.validation_context(now);
+        let mut tree = self.state.tree.clone();
+        let effects = validate_and_apply(&v, &mut tree, committer, &resolved, by_reference)?;
+        if effects.path_required && commit.path.is_none() {
+            return Err(GroupError::InvalidCommit("an UpdatePath is required"));
+        }
+        let mut private = self.state.private.clone();
+        let mut used_update = None;
+        for (i, leaf) in &effects.updates {
+            if *i == own {
+                let u = self
+                    .own_updates
+                    .iter()
+                    .find(|u| &u.leaf_node == leaf)
+                    .ok_or(GroupError::InvalidCommit(
+                        "an Update of this member's leaf that it did not propose",
+                    ))?;
+                private.replace_leaf_key(u.leaf_key.clone());
+                used_update = Some(u.leaf_key.clone());
+            }
+        }
+        let self_removed = effects.removes.iter().any(|(i, _)| *i == own);
+        let mut provisional = self.state.context.clone();
+        provisional.epoch = provisional
+            .epoch
+            .checked_add(1)
+            .ok_or(GroupError::InvalidCommit("epoch overflow"))?;
+        if let Some(ext) = &effects.group_context_extensions {
+            provisional.extensions = ext.clone();
+        }
+        let mut staged = StagedCommit {
+            sender: committer,
+            adds: added_members(&effects),
+            removes: members_of(&effects.removes),
+            updates: members_of(&effects.updates),
+            psks: effects.psks.clone(),
+            group_context_extensions: effects.group_context_extensions.clone(),
+            has_path: commit.path.is_some(),
+            self_removed,
+            new_epoch: provisional.epoch,
+            from_epoch: self.state.context.epoch,
+            group_id: self.state.context.group_id.clone(),
+            state: None,
+            used_update,
+        };
+        if self_removed {
+            return Ok(staged);
+        }
+        private.prune(&tree);
+        let added: Vec<LeafIndex> = effects.adds.iter().map(|(i, _)| *i).collect();
+        let commit_secret = match &commit.path {
+            Some(path) => {
+                let sender = match committer {
+                    Sender::Member(i) => {
+                        let old = self
+                            .state
+                            .tree
+                            .leaf(i)
+                            .ok_or(GroupError::NotAMember(i.0))?;
+                        self.validator
+                            .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
+                        if !self
+                            .validator
+                            .valid_successor(&old.credential, &path.leaf_node.credential)
+                        {
+                            return Err(GroupError::InvalidCommit(
+                                "the path's credential is not a valid successor",
+                            ));
+                        }
+                        i
+                    }
+                    _ => {
+                        self.validator
+                            .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
+                        tree.add_leaf(path.leaf_node.clone())?
+                    }
+                };
+                let merged =
+                    merge_update_path(&mut tree, sender, path, &v.group_params(), &added)?;
+                provisional.tree_hash = tree.tree_hash()?.to_vec();
+                let processed = decrypt_update_path(
+                    &tree,
+                    &merged,
+                    path,
+                    &private,
+                    self.signer.custody.as_ref(),
+                    &provisional.encode()?,
+                )?;
+                private = processed.private;
+                Some(processed.commit_secret)
+            }
+            None => {
+                if committer == Sender::NewMemberCommit {
+                    return Err(GroupError::InvalidCommit("an external commit needs a path"));
+                }
+                provisional.tree_hash = tree.tree_hash()?.to_vec();
+                None
+            }
+        };
+        let init_secret = match &effects.external_init {
+            Some(init) => self
+                .state
+                .secrets
+                .external_init_secret(self.cs, &init.kem_output)
+                .map_err(|_| GroupError::InvalidCommit("ExternalInit kem_output"))?,
+            None => self.state.secrets.init_secret.clone(),
+        };
+        let confirmed = confirmed_transcript_hash(
+            self.cs,
+            &self.state.interim_transcript_hash,
+            &ConfirmedTranscriptHashInput::new(content)?,
+        )?;
+        let mut context = provisional;
+        context.confirmed_transcript_hash = confirmed.to_vec();
+        let psk = compute_psk_secret(self.cs, &self.psks, &effects.psks)?;
+        let next = run_key_schedule(
+            self.cs,
+            &init_secret,
+            commit_secret.as_ref(),
+            psk.as_ref(),
+            context,
+        )?;
+        verify_confirmation_tag(
+            self.cs,
+            &next.schedule.epoch.confirmation_key,
+            &confirmed,
+            tag,
+        )
+        .map_err(|_| GroupError::InvalidConfirmationTag)?;
+        let interim = interim_transcript_hash(
+            self.cs,
+            &confirmed,
+            &InterimTranscriptHashInput {
+                confirmation_tag: tag,
+            },
+        )?;
+        let mut secrets = next.schedule.epoch;
+        let secret_tree = make_secret_tree(self.cs, &self.config, &mut secrets, tree.leaf_count())?;
+        staged.state = Some(Box::new(EpochState {
+            context: next.context,
+            tree,
+            private,
+            secrets,
+            secret_tree,
+            interim_transcript_hash: interim.to_vec(),
+            confirmation_tag: tag.clone(),
+        }));
+        Ok(staged)
+    }
+
+    /// Installs a commit staged by [`Group::process_incoming`]. If the
+    /// commit removed this member, the group becomes unusable and its leaf
+    /// key is destroyed.
+    pub fn merge_staged_commit(&mut self, staged: StagedCommit) -> Result<(), GroupError> {
+        if staged.from_epoch != self.state.context.epoch
+            || staged.group_id != self.state.context.group_id
+        {
+            return Err(GroupError::StaleStagedCommit);
+        }
+        if let Some(p) = self.pending_commit.take() {
+            // Another member's commit won: ours is void.
+            let _ = p
+                .state
+                .private
+                .retire(&self.state.private, self.signer.custody.as_ref());
+        }
+        match staged.state {
+            Some(state) => {
+                self.install_epoch(*state, staged.used_update.as_ref());
+                Ok(())
+            }
+            None => {
+                let custody = self.signer.custody.clone();
+                let _ = custody.destroy(self.state.private.leaf_key());
+                for u in self.own_updates.drain(..) {
+                    let _ = custody.destroy(&u.leaf_key);
+                }
+                self.removed = true;
+                Ok(())
+            }
+        }
+    }
+}
+

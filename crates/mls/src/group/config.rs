@@ -1,0 +1,95 @@
+//! Group configuration and the options of a commit.
+
+use crate::codec::{CipherSuite, Extension, PreSharedKeyId};
+use crate::message_protection::PaddingPolicy;
+use crate::secret_tree::SecretTreeConfig;
+
+/// How a group frames its handshake messages (RFC 9420 §6; RFC 9750
+/// recommends encrypting them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandshakeFraming {
+    /// Proposals and commits as PrivateMessage (the default).
+    #[default]
+    Private,
+    /// Proposals and commits as PublicMessage (readable by the Delivery
+    /// Service, authenticated by the membership tag).
+    Public,
+}
+
+/// Group policy: framing, out-of-order bounds, epoch retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// The cipher suite (0x0002 is implemented).
+    pub cipher_suite: CipherSuite,
+    /// How this member sends handshake messages.
+    pub handshake_framing: HandshakeFraming,
+    /// Whether handshakes received as PublicMessage are accepted.
+    pub accept_public_handshakes: bool,
+    /// Whether handshakes received as PrivateMessage are accepted.
+    pub accept_private_handshakes: bool,
+    /// Per-sender out-of-order window and forward-ratchet bound (RFC 9420
+    /// §9.1, §9.2).
+    pub secret_tree: SecretTreeConfig,
+    /// How many past epochs keep their secret trees for late application
+    /// messages (0: none; RFC 9420 §9.2 deletion schedule otherwise).
+    pub max_past_epochs: usize,
+    /// Padding of PrivateMessage content (RFC 9420 §6.3).
+    pub padding: PaddingPolicy,
+    /// Whether Welcomes carry the `ratchet_tree` extension in their
+    /// GroupInfo (RFC 9420 §12.4.3.3). Without it the tree goes out of band.
+    pub ratchet_tree_in_welcome: bool,
+    /// Whether GroupInfos published for external joiners carry the tree.
+    pub ratchet_tree_in_group_info: bool,
+    /// Most messages proposals pending per epoch before new ones are
+    /// refused (bounds memory on hostile input).
+    pub max_pending_proposals: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            cipher_suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+            handshake_framing: HandshakeFraming::Private,
+            accept_public_handshakes: true,
+            accept_private_handshakes: true,
+            secret_tree: SecretTreeConfig::default(),
+            max_past_epochs: 2,
+            padding: PaddingPolicy::NONE,
+            ratchet_tree_in_welcome: true,
+            ratchet_tree_in_group_info: true,
+            max_pending_proposals: 10_000,
+        }
+    }
+}
+
+/// What to put into a commit beyond the pending proposals.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// KeyPackages (as received, `MLSMessage` or bare) to add, by value.
+    pub add_key_packages: Vec<Vec<u8>>,
+    /// Members to remove, by leaf index, by value.
+    pub remove_leaves: Vec<u32>,
+    /// PSKs to inject by value (their values must be known to every
+    /// member: external PSKs in each member's store, resumption PSKs of
+    /// retained epochs).
+    pub psks: Vec<PreSharedKeyId>,
+    /// New GroupContext extensions, by value.
+    pub group_context_extensions: Option<Vec<Extension>>,
+    /// Whether to include the pending proposals received or sent in this
+    /// epoch, by reference (default true through [`CommitOptions::new`]).
+    pub include_pending: bool,
+    /// Always include an UpdatePath, even when not required.
+    pub force_path: bool,
+    /// Application-chosen `authenticated_data` of the commit message.
+    pub authenticated_data: Vec<u8>,
+}
+
+impl CommitOptions {
+    /// Commit the pending proposals, with a path when the RFC requires one.
+    pub fn new() -> Self {
+        CommitOptions {
+            include_pending: true,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Joining a group: from a Welcome (RFC 9420 §12.4.3.1) and by an external
+//! commit (§12.4.3.2).
+
+use std::sync::Arc;
+
+use hsmls_crypto::{HpkeRecipient, Secret};
+
+use super::commit::{make_secret_tree, run_key_schedule};
+use super::proposals::suite_provider;
+use super::welcome::{decrypt_group_info, decrypt_group_secrets, joiner_welcome_secret, verify_group_info};
+use super::{EpochState, Group, GroupConfig, GroupError, PskStore, UnixTime};
+use crate::codec::{
+    self, Commit, Decode, Encode, ExternalInit, ExternalPub, FramedContent, FramedContentBody,
+    GroupInfo, HpkePublicKey, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef, Sender,
+    WireFormat, find_extension,
+};
+use crate::credential::{CredentialValidator, Signer};
+use crate::key_package::KeyPackageBundle;
+use crate::key_schedule::{EpochSecrets, JoinerSecret, external_init};
+use crate::message_protection::{protect_public, sign_content};
+use crate::transcript::{
+    ConfirmedTranscriptHashInput, InterimTranscriptHashInput, TranscriptHashes, confirmation_tag,
+    confirmed_transcript_hash, interim_transcript_hash, verify_confirmation_tag,
+};
+use crate::tree::{
+    GroupParams, LeafNodeParams, RatchetTree, TreeKemPrivate, UnverifiedTree,
+    prepare_update_path,
+};
+use crate::tree_math;
+
+/// Inputs of a join beyond the group's own messages.
+#[derive(Debug, Default)]
+pub struct JoinOptions {
+    /// The ratchet tree, when the GroupInfo has no `ratchet_tree`
+    /// extension (given out of band, RFC 9420 §12.4.3.3).
+    pub ratchet_tree: Option<codec::RatchetTree>,
+    /// PSKs the Welcome may name (external PSKs, resumption PSKs of other
+    /// groups), and that the new group keeps.
+    pub psks: PskStore,
+    /// The current time (seconds since the Unix epoch) for lifetime checks
+    /// of the tree's KeyPackage leaves.
+    pub now: UnixTime,
+}
+
+fn group_params<'a>(gi: &'a GroupInfo, now: UnixTime) -> GroupParams<'a> {
+    GroupParams {
+        group_id: &gi.group_context.group_id,
+        cipher_suite: gi.group_context.cipher_suite,
+        version: gi.group_context.version,
+        required_capabilities: None,
+        now: Some(now),
+        max_lifetime: None,
+    }
+}
+
+/// Takes the tree from the GroupInfo's extension or the options, and
+/// validates it against the GroupContext (RFC 9420 §12.4.3.1).
+fn verified_tree(
+    cs: &'static dyn hsmls_crypto::CipherSuiteProvider,
+    gi: &GroupInfo,
+    given: Option<codec::RatchetTree>,
+    validator: &dyn CredentialValidator,
+    now: UnixTime,
+) -> Result<RatchetTree, GroupError> {
+    let wire = match find_extension::<codec::RatchetTree>(&gi.extensions) {
+        Some(t) => t.map_err(GroupError::Malformed)?,
+        None => given.ok_or(GroupError::MissingRatchetTree)?,
+    };
+    let tree = UnverifiedTree::new(cs, wire)?.verify(
+        &gi.group_context.tree_hash,
+        &group_params(gi, now),
+    )?;
+    for (_, leaf) in tree.leaves() {
+        validator.validate(&leaf.credential, &leaf.signature_key)?;
+    }
+    Ok(tree)
+}
+
+fn check_group_info_signer(
+    cs: &dyn hsmls_crypto::CipherSuiteProvider,
+    tree: &RatchetTree,
+    gi: &GroupInfo,
+) -> Result<(), GroupError> {
+    let signer = tree
+        .leaf(gi.signer)
+        .ok_or(GroupError::InvalidWelcome("GroupInfo signer is not a member"))?;
+    verify_group_info(cs, gi, signer.signature_key.as_slice())
+}
+
+impl Group {
+    /// Joins a group from a Welcome (RFC 9420 §12.4.3.1) addressed to the
+    /// KeyPackage of `bundle`: decrypts the GroupSecrets with the init key
+    /// in custody, decrypts and verifies the GroupInfo, validates the tree
+    /// (from the `ratchet_tree` extension or `options.ratchet_tree`),
+    /// derives the path keys from the path secret, checks the confirmation
+    /// tag, and then destroys the used init key in custody (§9.2).
+    pub fn join_from_welcome(
+        config: GroupConfig,
+        signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
+        bundle: &KeyPackageBundle,
+        welcome: &[u8],
+        options: JoinOptions,
+    ) -> Result<Self, GroupError> {
+        let welcome = match MlsMessage::decode(welcome).map_err(GroupError::Malformed)?.body {
+            MlsMessageBody::Welcome(w) => w,
+            _ => return Err(GroupError::UnexpectedMessage("not a Welcome")),
+        };
+        if welcome.cipher_suite != config.cipher_suite
+            || bundle.key_package.cipher_suite() != config.cipher_suite
+        {
+            return Err(GroupError::UnsupportedCipherSuite(welcome.cipher_suite.0));
+        }
+        let cs = suite_provider(config.cipher_suite)?;
+        let custody = signer.custody.clone();
+        let secrets = decrypt_group_secrets(
+            cs,
+            &welcome,
+            bundle.key_package.reference(),
+            &HpkeRecipient::Custody {
+                custody: custody.as_ref(),
+                key: &bundle.init_key,
+            },
+        )?;
+        let joiner = JoinerSecret::from_secret(
+            cs,
+            Secret::from_slice(secrets.joiner_secret.as_slice()),
+        )?;
+        let psk = super::commit::compute_psk_secret(cs, &options.psks, &secrets.psks)?;
+        let welcome_secret = joiner_welcome_secret(cs, &joiner, psk.as_ref())?;
+        let gi = decrypt_group_info(cs, &welcome_secret, &welcome.encrypted_group_info)?;
+        if gi.group_context.cipher_suite != config.cipher_suite {
+            return Err(GroupError::InvalidWelcome("GroupContext cipher suite"));
+        }
+        let tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref(), options.now)?;
+        check_group_info_signer(cs, &tree, &gi)?;
+        let own = tree
+            .find_leaf(bundle.key_package.leaf_node())
+            .ok_or(GroupError::InvalidWelcome("own leaf is not in the tree"))?;
+        let mut private = TreeKemPrivate::new(own, bundle.encryption_key.clone());
+        if let Some(ps) = &secrets.path_secret {
+            let lca = tree_math::common_ancestor(
+                own.node_index().map_err(crate::tree::TreeError::from)?,
+                gi.signer.node_index().map_err(crate::tree::TreeError::from)?,
+            );
+            private.join_at(&tree, lca, ps.path_secret.as_slice())?;
+        }
+        let context_bytes = gi.group_context.encode()?;
+        let epoch_secret = joiner
+            .member_secret(cs, psk.as_ref())
+            .epoch_secret(cs, &context_bytes)?;
+        let mut epoch = EpochSecrets::derive(cs, epoch_secret)?;
+        verify_confirmation_tag(
+            cs,
+            &epoch.confirmation_key,
+            &gi.group_context.confirmed_transcript_hash,
+            &gi.confirmation_tag,
+        )
+        .map_err(|_| GroupError::InvalidConfirmationTag)?;
+        let hashes = TranscriptHashes::from_group_info(
+            cs,
+            &gi.group_context.confirmed_transcript_hash,
+            &gi.confirmation_tag,
+        )?;
+        let secret_tree = make_secret_tree(cs, &config, &mut epoch, tree.leaf_count())?;
+        let state = EpochState {
+            context: gi.group_context,
+            tree,
+            private,
+            secrets: epoch,
+            secret_tree,
+            interim_transcript_hash: hashes.interim,
+            confirmation_tag: gi.confirmation_tag,
+        };
+        // §9.2: the init key is used once.
+        if let Err(e) = custody.destroy(&bundle.init_key) {
+            tracing::warn!(error = %e, "could not destroy the used init key");
+        }
+        Ok(Group::from_state(cs, config, signer, validator, state, options.psks))
+    }
+
+    /// Joins by an external commit (RFC 9420 §12.4.3.2) from a GroupInfo
+    /// with `external_pub` (an `MLSMessage` or bare). Returns the group, in
+    /// the new epoch, and the commit (a PublicMessage) to send. If the
+    /// Delivery Service refuses the commit, drop the group.
+    pub fn join_by_external_commit(
+        config: GroupConfig,
+        signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
+        group_info: &[u8],
+        options: JoinOptions,
+    ) -> Result<(Self, Vec<u8>), GroupError> {
+        let gi = match MlsMessage::decode(group_info) {
+            Ok(MlsMessage {
+                body: MlsMessageBody::GroupInfo(gi),
+            }) => gi,
+            Ok(_) => return Err(GroupError::UnexpectedMessage("not a GroupInfo")),
+            Err(_) => GroupInfo::decode(group_info).map_err(GroupError::Malformed)?,
+        };
+        if gi.group_context.cipher_suite != config.cipher_suite {
+            return Err(GroupError::UnsupportedCipherSuite(gi.group_context.cipher_suite.0));
+        }
+        let cs = suite_provider(config.cipher_suite)?;
+        validator.validate(&signer.credential, &signer.signature_public_key())?;
+        let mut tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref(), options.now)?;
+        check_group_info_signer(cs, &tree, &gi)?;
+        let external_pub = find_extension::<ExternalPub>(&gi.extensions)
+            .ok_or(GroupError::NoExternalPub)?
+            .map_err(GroupError::Malformed)?;
+        let (kem_output, init_secret) = external_init(cs, external_pub.external_pub.as_slice())?;
+        let current = gi.group_context.clone();
+        let interim_before = TranscriptHashes::from_group_info(
+            cs,
+            &current.confirmed_transcript_hash,
+            &gi.confirmation_tag,
+        )?
+        .interim;
+
+        // The joiner's leaf enters at the leftmost free position, then its
+        // UpdatePath replaces it and its direct path.
+        let params = LeafNodeParams {
+            credential: signer.credential.clone(),
+            capabilities: crate::key_package::default_capabilities(
+                config.cipher_suite,
+                signer.credential.credential_type(),
+            ),
+            extensions: Vec::new(),
+        };
+        let placeholder = crate::tree::sign_leaf_node(
+            cs,
+            signer.custody.as_ref(),
+            &signer.signature_key,
+            HpkePublicKey(external_pub.external_pub.0.clone()),
+            &params,
+            codec::LeafNodeSource::Update,
+            Some((&current.group_id, tree.free_leaf())),
+        )?;
+        let own = tree.add_leaf(placeholder)?;
+        let custody = signer.custody.clone();
+        let prepared = prepare_update_path(
+            &mut tree,
+            own,
+            &current.group_id,
+            &params,
+            custody.as_ref(),
+            &signer.signature_key,
+        )?;
+        let fresh_key = prepared.leaf_key().clone();
+        let result = (|| {
+            let mut provisional = current.clone();
+            provisional.epoch = provisional
+                .epoch
+                .checked_add(1)
+                .ok_or(GroupError::InvalidCommit("epoch overflow"))?;
+            provisional.tree_hash = tree.tree_hash()?.to_vec();
+            let created = prepared.encrypt(&tree, &provisional.encode()?, &[])?;
+            let content = FramedContent {
+                group_id: current.group_id.clone(),
+                epoch: current.epoch,
+                sender: Sender::NewMemberCommit,
+                authenticated_data: Vec::new(),
+                body: FramedContentBody::Commit(Commit {
+                    proposals: vec![ProposalOrRef::Proposal(Proposal::ExternalInit(
+                        ExternalInit { kem_output },
+                    ))],
+                    path: Some(created.update_path),
+                }),
+            };
+            let mut signed = sign_content(
+                cs,
+                custody.as_ref(),
+                &signer.signature_key,
+                WireFormat::PUBLIC_MESSAGE,
+                content,
+                Some(&current),
+            )?;
+            let confirmed = confirmed_transcript_hash(
+                cs,
+                &interim_before,
+                &ConfirmedTranscriptHashInput {
+                    wire_format: signed.wire_format,
+                    content: &signed.content,
+                    signature: &signed.auth.signature,
+                },
+            )?;
+            let mut context = provisional;
+            context.confirmed_transcript_hash = confirmed.to_vec();
+            let next = run_key_schedule(
+                cs,
+                &init_secret,
+                Some(&created.commit_secret),
+                None,
+                context,
+            )?;
+            let tag = confirmation_tag(cs, &next.schedule.epoch.confirmation_key, &confirmed);
+            signed.auth.confirmation_tag = Some(tag.clone());
+            let interim = interim_transcript_hash(
+                cs,
+                &confirmed,
+                &InterimTranscriptHashInput {
+                    confirmation_tag: &tag,
+                },
+            )?;
+            let message = protect_public(cs, signed, None)?;
+            let bytes = MlsMessage {
+                body: MlsMessageBody::PublicMessage(message),
+            }
+            .encode()?;
+            let mut secrets = next.schedule.epoch;
+            let secret_tree = make_secret_tree(cs, &config, &mut secrets, tree.leaf_count())?;
+            Ok::<_, GroupError>((
+                EpochState {
+                    context: next.context,
+                    tree,
+                    private: created.private,
+                    secrets,
+                    secret_tree,
+                    interim_transcript_hash: interim.to_vec(),
+                    confirmation_tag: tag,
+                },
+                bytes,
+            ))
+        })();
+        match result {
+            Ok((state, bytes)) => Ok((
+                Group::from_state(cs, config, signer, validator, state, options.psks),
+                bytes,
+            )),
+            Err(e) => {
+                let _ = custody.destroy(&fresh_key);
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Proposals (RFC 9420 §12.1): the per-epoch cache of received proposals,
+//! validation of a commit's proposal list (§12.2) and its application to
+//! the tree in the order of §12.3.
+
+use std::collections::HashSet;
+
+use hsmls_crypto::CipherSuiteProvider;
+
+use super::GroupError;
+use super::psk_store::PskStore;
+use crate::codec::{
+    AuthenticatedContent, CipherSuite, Encode, Extension, ExternalInit,
+    FramedContentBody, GroupContext, KeyPackage, LeafNode, PreSharedKeyId,
+    Proposal, ProposalOrRef, ProposalRef, Psk, ResumptionPskUsage, Sender,
+};
+use crate::credential::CredentialValidator;
+use crate::key_package::KeyPackageIn;
+use crate::tree::{GroupParams, LeafNodeUsage, RatchetTree, validate_leaf_node};
+use crate::tree_math::LeafIndex;
+
+/// A proposal received (or sent) in the current epoch, with its
+/// reference (RFC 9420 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedProposal {
+    /// `ProposalRef = RefHash("MLS 1.0 Proposal Reference", AuthenticatedContent)`.
+    pub reference: ProposalRef,
+    /// The proposal.
+    pub proposal: Proposal,
+    /// Who proposed it.
+    pub sender: Sender,
+}
+
+impl CachedProposal {
+    /// Caches the proposal carried by `content` (which must be a proposal).
+    pub fn from_content(
+        cs: &dyn CipherSuiteProvider,
+        content: &AuthenticatedContent,
+    ) -> Result<Self, GroupError> {
+        let FramedContentBody::Proposal(proposal) = &content.content.body else {
+            return Err(GroupError::UnexpectedMessage("not a proposal"));
+        };
+        let reference = ProposalRef(cs.make_proposal_ref(&content.encode()?)?.to_vec());
+        Ok(CachedProposal {
+            reference,
+            proposal: proposal.clone(),
+            sender: content.content.sender,
+        })
+    }
+}
+
+/// A proposal of a commit, by value or resolved from its reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedProposal {
+    /// The proposal.
+    pub proposal: Proposal,
+    /// Its sender (the committer for proposals by value).
+    pub sender: Sender,
+}
+
+/// Resolves a commit's `proposals` against the cache (RFC 9420 §12.4.2).
+pub fn resolve(
+    proposals: &[ProposalOrRef],
+    cache: &[CachedProposal],
+    committer: Sender,
+) -> Result<Vec<ResolvedProposal>, GroupError> {
+    proposals
+        .iter()
+        .map(|p| match p {
+            ProposalOrRef::Proposal(proposal) => Ok(ResolvedProposal {
+                proposal: proposal.clone(),
+                sender: committer,
+            }),
+            ProposalOrRef::Reference(r) => cache
+                .iter()
+                .find(|c| &c.reference == r)
+                .map(|c| ResolvedProposal {
+                    proposal: c.proposal.clone(),
+                    sender: c.sender,
+                })
+                .ok_or(GroupError::UnknownProposalRef),
+        })
+        .collect()
+}
+
+/// What a commit's proposals do, after they were applied to the tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProposalEffects {
+    /// Added members: their new leaf index and KeyPackage.
+    pub adds: Vec<(LeafIndex, KeyPackage)>,
+    /// Removed members: their former leaf index and LeafNode.
+    pub removes: Vec<(LeafIndex, LeafNode)>,
+    /// Members whose leaf an Update proposal replaced.
+    pub updates: Vec<(LeafIndex, LeafNode)>,
+    /// PSKs to inject, in commit order.
+    pub psks: Vec<PreSharedKeyId>,
+    /// New GroupContext extensions.
+    pub group_context_extensions: Option<Vec<Extension>>,
+    /// The ExternalInit of an external commit.
+    pub external_init: Option<ExternalInit>,
+    /// Whether the commit must carry an UpdatePath (RFC 9420 §12.4).
+    pub path_required: bool,
+}
+
+/// Inputs of proposal validation.
+#[derive(Clone, Copy)]
+pub struct ValidationContext<'a> {
+    /// The suite provider.
+    pub cs: &'static dyn CipherSuiteProvider,
+    /// The current GroupContext.
+    pub context: &'a GroupContext,
+    /// Credential validation.
+    pub validator: &'a dyn CredentialValidator,
+    /// PSKs this member knows.
+    pub psks: &'a PskStore,
+    /// The current time (seconds since the Unix epoch).
+    pub now: u64,
+}
+
+impl ValidationContext<'_> {
+    /// The tree module's view of the group parameters.
+    pub fn group_params(&self) -> GroupParams<'_> {
+        GroupParams {
+            group_id: &self.context.group_id,
+            cipher_suite: self.context.cipher_suite,
+            version: self.context.version,
+            required_capabilities: None,
+            now: Some(self.now),
+            max_lifetime: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ValidationContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidationContext")
+            .field("epoch", &self.context.epoch)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates an Update proposal's LeafNode from `sender` (RFC 9420
+/// §12.1.2, §7.3) against the tree.
+pub fn validate_update(
+    v: &ValidationContext<'_>,
+    tree: &RatchetTree,
+    sender: LeafIndex,
+    leaf: &LeafNode,
+) -> Result<(), GroupError> {
+    let old = tree.leaf(sender).ok_or(GroupError::NotAMember(sender.0))?;
+    validate_member_leaf(v, tree, LeafNodeUsage::Update(sender), sender, old, leaf)
+}
+
+/// Validates a LeafNode that replaces member `index`'s `old` leaf (Update
+/// or commit path): signature, capabilities, credential, key uniqueness.
+pub fn validate_member_leaf(
+    v: &ValidationContext<'_>,
+    tree: &RatchetTree,
+    usage: LeafNodeUsage,
+    index: LeafIndex,
+    old: &LeafNode,
+    leaf: &LeafNode,
+) -> Result<(), GroupError> {
+    validate_leaf_node(v.cs, leaf, usage, &v.group_params())?;
+    v.validator
+        .validate(&leaf.credential, &leaf.signature_key)?;
+    if !v.validator.valid_successor(&old.credential, &leaf.credential) {
+        return Err(GroupError::InvalidProposal(
+            "the new credential is not a valid successor of the old one",
+        ));
+    }
+    if leaf.encryption_key == old.encryption_key {
+        return Err(GroupError::InvalidProposal(
+            "the new leaf reuses the old encryption_key",
+        ));
+    }
+    tree.check_leaves_fit(&[(Some(index), leaf)])?;
+    Ok(())
+}
+
+fn check_psk_id(v: &ValidationContext<'_>, id: &PreSharedKeyId) -> Result<(), GroupError> {
+    if id.psk_nonce.len() != v.cs.hash_len() {
+        return Err(GroupError::InvalidProposal(
+            "psk_nonce length is not KDF.Nh",
+        ));
+    }
+    if let Psk::Resumption(r) = &id.psk {
+        if r.usage != ResumptionPskUsage::Application {
+            return Err(GroupError::InvalidProposal(
+                "resumption PSK usage must be application in a normal commit",
+            ));
+        }
+    }
+    if v.psks.get(id).is_none() {
+        return Err(GroupError::UnknownPsk);
+    }
+    Ok(())
+}
+
+fn sender_leaf(sender: &Sender) -> Option<LeafIndex> {
+    match sender {
+        Sender::Member(l) => Some(*l),
+        _ => None,
+    }
+}
+
+/// Validates the proposal list of a commit from `committer` (RFC 9420
+/// §12.2, §12.4.3.2 for external commits) and applies it to `tree` in the
+/// order of §12.3: GroupContextExtensions, Update, Remove, Add, then PSK
+/// and ExternalInit (which touch only the key schedule). `tree` is a
+/// staging copy: on error the caller drops it.
+pub fn validate_and_apply(
+    v: &ValidationContext<'_>,
+    tree: &mut RatchetTree,
+    committer: Sender,
+    proposals: &[ResolvedProposal],
+    by_reference: bool,
+) -> Result<ProposalEffects, GroupError> {
+    let external = matches!(committer, Sender::NewMemberCommit);
+    let committer_leaf = sender_leaf(&committer);
+    if !external && committer_leaf.is_none() {
+        return Err(GroupError::InvalidCommit(
+            "a commit is sent by a member or a new member",
+        ));
+    }
+    let mut effects = ProposalEffects {
+        path_required: proposals.is_empty(),
+        ..Default::default()
+    };
+    let mut touched: HashSet<LeafIndex> = HashSet::new();
+    let mut psk_ids: HashSet<Vec<u8>> = HashSet::new();
+    let mut add_sig_keys: HashSet<Vec<u8>> = HashSet::new();
+    let mut updates = Vec::new();
+    let mut removes = Vec::new();
+    let mut adds = Vec::new();
+    let mut n_external_init = 0usize;
+    for p in proposals {
+        match &p.proposal {
+            Proposal::Add(add) => {
+                if external {
+                    return Err(GroupError::InvalidProposal(
+                        "an external commit cannot add members",
+                    ));
+                }
+                let kp = KeyPackageIn(add.key_package.clone()).validate(
+                    v.context.cipher_suite,
+                    v.validator,
+                    v.now,
+                )?;
+                if !add_sig_keys.insert(kp.leaf_node().signature_key.0.clone()) {
+                    return Err(GroupError::InvalidProposal(
+                        "two Adds with the same signature key",
+                    ));
+                }
+                adds.push(kp.into_wire());
+            }
+            Proposal::Update(update) => {
+                let Some(sender) = sender_leaf(&p.sender) else {
+                    return Err(GroupError::InvalidProposal(
+                        "an Update must come from a member",
+                    ));
+                };
+                if Some(sender) == committer_leaf {
+                    return Err(GroupError::InvalidProposal(
+                        "a commit cannot include the committer's own Update",
+                    ));
+                }
+                if !touched.insert(sender) {
+                    return Err(GroupError::InvalidProposal(
+                        "several Update/Remove proposals for one leaf",
+                    ));
+                }
+                validate_update(v, tree, sender, &update.leaf_node)?;
+                updates.push((sender, update.leaf_node.clone()));
+                effects.path_required = true;
+            }
+            Proposal::Remove(remove) => {
+                if Some(remove.removed) == committer_leaf {
+                    return Err(GroupError::InvalidProposal(
+                        "a commit cannot remove the committer",
+                    ));
+                }
+                if tree.leaf(remove.removed).is_none() {
+                    return Err(GroupError::InvalidProposal(
+                        "Remove names a blank or absent leaf",
+                    ));
+                }
+                if !touched.insert(remove.removed) {
+                    return Err(GroupError::InvalidProposal(
+                        "several Update/Remove proposals for one leaf",
+                    ));
+                }
+                removes.push(remove.removed);
+                effects.path_required = true;
+            }
+            Proposal::PreSharedKey(psk) => {
+                check_psk_id(v, &psk.psk)?;
+                if !psk_ids.insert(psk.psk.encode()?) {
+                    return Err(GroupError::InvalidProposal(
+                        "two PreSharedKey proposals for one PSK",
+                    ));
+                }
+                effects.psks.push(psk.psk.clone());
+            }
+            Proposal::ReInit(_) => {
+                return Err(GroupError::InvalidProposal("ReInit is not supported"));
+            }
+            Proposal::ExternalInit(init) => {
+                if !external {
+                    return Err(GroupError::InvalidProposal(
+                        "ExternalInit in a member's commit",
+                    ));
+                }
+                n_external_init += 1;
+                effects.external_init = Some(init.clone());
+                effects.path_required = true;
+            }
+            Proposal::GroupContextExtensions(gce) => {
+                if external {
+                    return Err(GroupError::InvalidProposal(
+                        "an external commit cannot change GroupContext extensions",
+                    ));
+                }
+                if effects.group_context_extensions.is_some() {
+                    return Err(GroupError::InvalidProposal(
+                        "several GroupContextExtensions proposals",
+                    ));
+                }
+                let mut seen = HashSet::new();
+                if !gce.extensions.iter().all(|e| seen.insert(e.extension_type)) {
+                    return Err(GroupError::InvalidProposal(
+                        "duplicate extension type in GroupContextExtensions",
+                    ));
+                }
+                effects.group_context_extensions = Some(gce.extensions.clone());
+                effects.path_required = true;
+            }
+        }
+    }
+    if external {
+        if n_external_init != 1 {
+            return Err(GroupError::InvalidProposal(
+                "an external commit has exactly one ExternalInit",
+            ));
+        }
+        if removes.len() > 1 || !updates.is_empty() {
+            return Err(GroupError::InvalidProposal(
+                "an external commit has at most one Remove and no Update",
+            ));
+        }
+        if by_reference {
+            return Err(GroupError::InvalidProposal(
+                "an external commit cannot include proposals by reference",
+            ));
+        }
+    }
+    if let Some(exts) = &effects.group_context_extensions {
+        check_members_support(tree, exts, &removes)?;
+    }
+    // §12.3: Update, Remove, Add.
+    for (i, leaf) in &updates {
+        tree.update_leaf(*i, leaf.clone())?;
+    }
+    effects.updates = updates;
+    for i in &removes {
+        let leaf = tree.leaf(*i).cloned().ok_or(GroupError::NotAMember(i.0))?;
+        tree.remove_leaf(*i)?;
+        effects.removes.push((*i, leaf));
+    }
+    if !adds.is_empty() {
+        let batch: Vec<(Option<LeafIndex>, &LeafNode)> =
+            adds.iter().map(|kp| (None, &kp.leaf_node)).collect();
+        tree.check_leaves_fit(&batch)?;
+        for kp in adds {
+            let i = tree.add_leaf(kp.leaf_node.clone())?;
+            effects.adds.push((i, kp));
+        }
+    }
+    Ok(effects)
+}
+
+/// Every member that stays supports every non-default extension type of a
+/// GroupContextExtensions proposal (RFC 9420 §12.1.7).
+fn check_members_support(
+    tree: &RatchetTree,
+    extensions: &[Extension],
+    removed: &[LeafIndex],
+) -> Result<(), GroupError> {
+    for (i, leaf) in tree.leaves() {
+        if removed.contains(&i) {
+            continue;
+        }
+        for e in extensions {
+            if !crate::key_package::is_default_extension(e.extension_type)
+                && !leaf.capabilities.extensions.contains(&e.extension_type)
+            {
+                return Err(GroupError::InvalidProposal(
+                    "a member does not support a proposed GroupContext extension",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cipher suite id as the crypto crate names it.
+pub fn suite_provider(suite: CipherSuite) -> Result<&'static dyn CipherSuiteProvider, GroupError> {
+    hsmls_crypto::CipherSuite(suite.0)
+        .provider()
+        .map_err(|_| GroupError::UnsupportedCipherSuite(suite.0))
+}
