@@ -139,9 +139,7 @@ impl CredentialValidator for BasicCredentialValidator {
                 )))
             }
             Credential::Basic(_) => Ok(()),
-            other => Err(CredentialError::UnsupportedType(
-                other.credential_type().0,
-            )),
+            other => Err(CredentialError::UnsupportedType(other.credential_type().0)),
         }
     }
 }

@@ -9,8 +9,8 @@ use super::welcome::{encrypt_group_info, encrypt_group_secrets};
 use super::{CommitOptions, EpochState, Group, GroupConfig, GroupError, Member, UnixTime};
 use crate::codec::{
     Add, AuthenticatedContent, Commit, Encode, Extension, FramedContentBody, GroupContext,
-    GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey, PreSharedKeyId,
-    Proposal, ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
+    GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey, PreSharedKeyId, Proposal,
+    ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
 };
 use crate::key_package::KeyPackageIn;
 use crate::key_schedule::{EpochSecrets, KeySchedule};
@@ -180,7 +180,11 @@ impl Group {
     /// UpdatePath when required or asked for. The group stays in its epoch
     /// until [`Group::merge_pending_commit`] (call it once the Delivery
     /// Service accepted the commit) or [`Group::discard_pending_commit`].
-    pub fn commit(&mut self, options: CommitOptions, now: UnixTime) -> Result<CommitOutput, GroupError> {
+    pub fn commit(
+        &mut self,
+        options: CommitOptions,
+        now: UnixTime,
+    ) -> Result<CommitOutput, GroupError> {
         self.check_active()?;
         if self.pending_commit.is_some() {
             return Err(GroupError::PendingCommit);
@@ -194,8 +198,7 @@ impl Group {
                 // The committer's own Update is replaced by its path, and
                 // a Remove of the committer cannot be committed by it.
                 let own_update = c.sender == committer && matches!(c.proposal, Proposal::Update(_));
-                let removes_self =
-                    matches!(&c.proposal, Proposal::Remove(r) if r.removed == own);
+                let removes_self = matches!(&c.proposal, Proposal::Remove(r) if r.removed == own);
                 if own_update || removes_self {
                     continue;
                 }
@@ -435,7 +438,10 @@ impl Group {
     /// Installs this member's pending commit: the group moves to the new
     /// epoch; the replaced leaf key is destroyed in custody (§9.2).
     pub fn merge_pending_commit(&mut self) -> Result<(), GroupError> {
-        let pending = self.pending_commit.take().ok_or(GroupError::NoPendingCommit)?;
+        let pending = self
+            .pending_commit
+            .take()
+            .ok_or(GroupError::NoPendingCommit)?;
         if pending.from_epoch != self.state.context.epoch {
             return Err(GroupError::StaleStagedCommit);
         }
@@ -446,7 +452,10 @@ impl Group {
     /// Abandons this member's pending commit (e.g. the Delivery Service
     /// accepted another commit first); its fresh leaf key is destroyed.
     pub fn discard_pending_commit(&mut self) -> Result<(), GroupError> {
-        let pending = self.pending_commit.take().ok_or(GroupError::NoPendingCommit)?;
+        let pending = self
+            .pending_commit
+            .take()
+            .ok_or(GroupError::NoPendingCommit)?;
         pending
             .state
             .private
@@ -548,11 +557,7 @@ impl Group {
             Some(path) => {
                 let sender = match committer {
                     Sender::Member(i) => {
-                        let old = self
-                            .state
-                            .tree
-                            .leaf(i)
-                            .ok_or(GroupError::NotAMember(i.0))?;
+                        let old = self.state.tree.leaf(i).ok_or(GroupError::NotAMember(i.0))?;
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
                         if !self
@@ -568,11 +573,18 @@ impl Group {
                     _ => {
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
-                        tree.add_leaf(path.leaf_node.clone())?
+                        // The joiner's leaf enters at the leftmost free
+                        // position; a placeholder with a key foreign to the
+                        // tree (the external_pub) stands for it until the
+                        // UpdatePath replaces it, as on the joiner's side.
+                        let external = self.state.secrets.external_key_pair(self.cs)?;
+                        let mut placeholder = path.leaf_node.clone();
+                        placeholder.encryption_key =
+                            crate::codec::HpkePublicKey(external.public_key().as_bytes().to_vec());
+                        tree.add_leaf(placeholder)?
                     }
                 };
-                let merged =
-                    merge_update_path(&mut tree, sender, path, &v.group_params(), &added)?;
+                let merged = merge_update_path(&mut tree, sender, path, &v.group_params(), &added)?;
                 provisional.tree_hash = tree.tree_hash()?.to_vec();
                 let processed = decrypt_update_path(
                     &tree,
@@ -677,4 +689,3 @@ impl Group {
         }
     }
 }
-

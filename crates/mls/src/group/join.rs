@@ -7,7 +7,9 @@ use hsmls_crypto::{HpkeRecipient, Secret};
 
 use super::commit::{make_secret_tree, run_key_schedule};
 use super::proposals::suite_provider;
-use super::welcome::{decrypt_group_info, decrypt_group_secrets, joiner_welcome_secret, verify_group_info};
+use super::welcome::{
+    decrypt_group_info, decrypt_group_secrets, joiner_welcome_secret, verify_group_info,
+};
 use super::{EpochState, Group, GroupConfig, GroupError, PskStore, UnixTime};
 use crate::codec::{
     self, Commit, Decode, Encode, ExternalInit, ExternalPub, FramedContent, FramedContentBody,
@@ -23,8 +25,7 @@ use crate::transcript::{
     confirmed_transcript_hash, interim_transcript_hash, verify_confirmation_tag,
 };
 use crate::tree::{
-    GroupParams, LeafNodeParams, RatchetTree, TreeKemPrivate, UnverifiedTree,
-    prepare_update_path,
+    GroupParams, LeafNodeParams, RatchetTree, TreeKemPrivate, UnverifiedTree, prepare_update_path,
 };
 use crate::tree_math;
 
@@ -66,10 +67,8 @@ fn verified_tree(
         Some(t) => t.map_err(GroupError::Malformed)?,
         None => given.ok_or(GroupError::MissingRatchetTree)?,
     };
-    let tree = UnverifiedTree::new(cs, wire)?.verify(
-        &gi.group_context.tree_hash,
-        &group_params(gi, now),
-    )?;
+    let tree = UnverifiedTree::new(cs, wire)?
+        .verify(&gi.group_context.tree_hash, &group_params(gi, now))?;
     for (_, leaf) in tree.leaves() {
         validator.validate(&leaf.credential, &leaf.signature_key)?;
     }
@@ -81,9 +80,9 @@ fn check_group_info_signer(
     tree: &RatchetTree,
     gi: &GroupInfo,
 ) -> Result<(), GroupError> {
-    let signer = tree
-        .leaf(gi.signer)
-        .ok_or(GroupError::InvalidWelcome("GroupInfo signer is not a member"))?;
+    let signer = tree.leaf(gi.signer).ok_or(GroupError::InvalidWelcome(
+        "GroupInfo signer is not a member",
+    ))?;
     verify_group_info(cs, gi, signer.signature_key.as_slice())
 }
 
@@ -102,7 +101,10 @@ impl Group {
         welcome: &[u8],
         options: JoinOptions,
     ) -> Result<Self, GroupError> {
-        let welcome = match MlsMessage::decode(welcome).map_err(GroupError::Malformed)?.body {
+        let welcome = match MlsMessage::decode(welcome)
+            .map_err(GroupError::Malformed)?
+            .body
+        {
             MlsMessageBody::Welcome(w) => w,
             _ => return Err(GroupError::UnexpectedMessage("not a Welcome")),
         };
@@ -122,17 +124,21 @@ impl Group {
                 key: &bundle.init_key,
             },
         )?;
-        let joiner = JoinerSecret::from_secret(
-            cs,
-            Secret::from_slice(secrets.joiner_secret.as_slice()),
-        )?;
+        let joiner =
+            JoinerSecret::from_secret(cs, Secret::from_slice(secrets.joiner_secret.as_slice()))?;
         let psk = super::commit::compute_psk_secret(cs, &options.psks, &secrets.psks)?;
         let welcome_secret = joiner_welcome_secret(cs, &joiner, psk.as_ref())?;
         let gi = decrypt_group_info(cs, &welcome_secret, &welcome.encrypted_group_info)?;
         if gi.group_context.cipher_suite != config.cipher_suite {
             return Err(GroupError::InvalidWelcome("GroupContext cipher suite"));
         }
-        let tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref(), options.now)?;
+        let tree = verified_tree(
+            cs,
+            &gi,
+            options.ratchet_tree,
+            validator.as_ref(),
+            options.now,
+        )?;
         check_group_info_signer(cs, &tree, &gi)?;
         let own = tree
             .find_leaf(bundle.key_package.leaf_node())
@@ -141,7 +147,9 @@ impl Group {
         if let Some(ps) = &secrets.path_secret {
             let lca = tree_math::common_ancestor(
                 own.node_index().map_err(crate::tree::TreeError::from)?,
-                gi.signer.node_index().map_err(crate::tree::TreeError::from)?,
+                gi.signer
+                    .node_index()
+                    .map_err(crate::tree::TreeError::from)?,
             );
             private.join_at(&tree, lca, ps.path_secret.as_slice())?;
         }
@@ -176,7 +184,14 @@ impl Group {
         if let Err(e) = custody.destroy(&bundle.init_key) {
             tracing::warn!(error = %e, "could not destroy the used init key");
         }
-        Ok(Group::from_state(cs, config, signer, validator, state, options.psks))
+        Ok(Group::from_state(
+            cs,
+            config,
+            signer,
+            validator,
+            state,
+            options.psks,
+        ))
     }
 
     /// Joins by an external commit (RFC 9420 §12.4.3.2) from a GroupInfo
@@ -198,11 +213,19 @@ impl Group {
             Err(_) => GroupInfo::decode(group_info).map_err(GroupError::Malformed)?,
         };
         if gi.group_context.cipher_suite != config.cipher_suite {
-            return Err(GroupError::UnsupportedCipherSuite(gi.group_context.cipher_suite.0));
+            return Err(GroupError::UnsupportedCipherSuite(
+                gi.group_context.cipher_suite.0,
+            ));
         }
         let cs = suite_provider(config.cipher_suite)?;
         validator.validate(&signer.credential, &signer.signature_public_key())?;
-        let mut tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref(), options.now)?;
+        let mut tree = verified_tree(
+            cs,
+            &gi,
+            options.ratchet_tree,
+            validator.as_ref(),
+            options.now,
+        )?;
         check_group_info_signer(cs, &tree, &gi)?;
         let external_pub = find_extension::<ExternalPub>(&gi.extensions)
             .ok_or(GroupError::NoExternalPub)?

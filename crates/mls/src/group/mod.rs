@@ -39,10 +39,10 @@ pub use proposals::{CachedProposal, ProposalEffects, ResolvedProposal};
 pub use psk_store::PskStore;
 
 use crate::codec::{
-    AuthenticatedContent, ContentType, Credential, Decode, Encode, ExternalPub,
-    FramedContent, FramedContentBody, GroupContext, GroupInfo, HpkePublicKey, LeafNode,
-    LeafNodeSource, Mac, MlsMessage, MlsMessageBody, PrivateMessage, Proposal, ProposalRef,
-    PublicMessage, Remove, Sender, SignaturePublicKey, Update, WireFormat,
+    AuthenticatedContent, ContentType, Credential, Decode, Encode, ExternalPub, FramedContent,
+    FramedContentBody, GroupContext, GroupInfo, HpkePublicKey, LeafNode, LeafNodeSource, Mac,
+    MlsMessage, MlsMessageBody, PrivateMessage, Proposal, ProposalRef, PublicMessage, Remove,
+    Sender, SignaturePublicKey, Update, WireFormat,
 };
 use crate::credential::{CredentialValidator, Signer};
 use crate::key_package::KeyPackageIn;
@@ -262,13 +262,8 @@ impl Group {
             // §8: epoch 0 uses a random init_secret and no commit secret.
             let mut init = Secret::zero(cs.hash_len());
             rand_core::RngCore::fill_bytes(&mut OsRng, init.as_mut_bytes());
-            let schedule = crate::key_schedule::KeySchedule::run(
-                cs,
-                &init,
-                None,
-                None,
-                &context.encode()?,
-            )?;
+            let schedule =
+                crate::key_schedule::KeySchedule::run(cs, &init, None, None, &context.encode()?)?;
             let private = TreeKemPrivate::new(LeafIndex(0), leaf_key.clone());
             let mut secrets = schedule.epoch;
             let secret_tree = commit::make_secret_tree(cs, &config, &mut secrets, 1)?;
@@ -302,7 +297,14 @@ impl Group {
                 return Err(e);
             }
         };
-        Ok(Group::from_state(cs, config, signer, validator, state, PskStore::default()))
+        Ok(Group::from_state(
+            cs,
+            config,
+            signer,
+            validator,
+            state,
+            PskStore::default(),
+        ))
     }
 
     fn from_state(
@@ -478,11 +480,8 @@ impl Group {
     /// an `MLSMessage`: with `external_pub` (for external joins) and, per
     /// the configuration, the ratchet tree.
     pub fn group_info(&self) -> Result<Vec<u8>, GroupError> {
-        let gi = self.build_group_info(
-            &self.state,
-            self.config.ratchet_tree_in_group_info,
-            true,
-        )?;
+        let gi =
+            self.build_group_info(&self.state, self.config.ratchet_tree_in_group_info, true)?;
         Ok(MlsMessage {
             body: MlsMessageBody::GroupInfo(gi),
         }
@@ -527,7 +526,11 @@ impl Group {
         }
     }
 
-    fn member_content(&self, body: FramedContentBody, authenticated_data: Vec<u8>) -> FramedContent {
+    fn member_content(
+        &self,
+        body: FramedContentBody,
+        authenticated_data: Vec<u8>,
+    ) -> FramedContent {
         FramedContent {
             group_id: self.state.context.group_id.clone(),
             epoch: self.state.context.epoch,
@@ -616,7 +619,11 @@ impl Group {
     }
 
     /// Proposes adding the member of a KeyPackage (`MLSMessage` or bare).
-    pub fn propose_add(&mut self, key_package: &[u8], now: UnixTime) -> Result<Vec<u8>, GroupError> {
+    pub fn propose_add(
+        &mut self,
+        key_package: &[u8],
+        now: UnixTime,
+    ) -> Result<Vec<u8>, GroupError> {
         let kp = KeyPackageIn::from_bytes(key_package)?.validate(
             self.config.cipher_suite,
             self.validator.as_ref(),
@@ -700,7 +707,10 @@ impl Group {
 
     /// Proposes injecting a PSK (RFC 9420 §12.1.4). The PSK must be in this
     /// member's store and in every member's.
-    pub fn propose_psk(&mut self, psk: crate::codec::PreSharedKeyId) -> Result<Vec<u8>, GroupError> {
+    pub fn propose_psk(
+        &mut self,
+        psk: crate::codec::PreSharedKeyId,
+    ) -> Result<Vec<u8>, GroupError> {
         if self.psks.get(&psk).is_none() {
             return Err(GroupError::UnknownPsk);
         }
@@ -837,7 +847,8 @@ impl Group {
         if message.epoch != self.state.context.epoch {
             return self.process_past_epoch(&message);
         }
-        if message.content_type != ContentType::Application && !self.config.accept_private_handshakes
+        if message.content_type != ContentType::Application
+            && !self.config.accept_private_handshakes
         {
             return Err(GroupError::WireFormatPolicy);
         }
@@ -928,7 +939,11 @@ impl Group {
                 }
                 self.check_proposal(&content.content.sender, proposal, now)?;
                 let cached = CachedProposal::from_content(self.cs, &content)?;
-                if self.proposals.iter().any(|p| p.reference == cached.reference) {
+                if self
+                    .proposals
+                    .iter()
+                    .any(|p| p.reference == cached.reference)
+                {
                     return Err(GroupError::InvalidProposal("proposal received twice"));
                 }
                 let event = ProcessedMessage::Proposal {

@@ -9,9 +9,9 @@ use hsmls_crypto::CipherSuiteProvider;
 use super::GroupError;
 use super::psk_store::PskStore;
 use crate::codec::{
-    AuthenticatedContent, CipherSuite, Encode, Extension, ExternalInit,
-    FramedContentBody, GroupContext, KeyPackage, LeafNode, PreSharedKeyId,
-    Proposal, ProposalOrRef, ProposalRef, Psk, ResumptionPskUsage, Sender,
+    AuthenticatedContent, CipherSuite, Encode, Extension, ExternalInit, FramedContentBody,
+    GroupContext, KeyPackage, LeafNode, PreSharedKeyId, Proposal, ProposalOrRef, ProposalRef, Psk,
+    ResumptionPskUsage, Sender,
 };
 use crate::credential::CredentialValidator;
 use crate::key_package::KeyPackageIn;
@@ -164,7 +164,10 @@ pub fn validate_member_leaf(
     validate_leaf_node(v.cs, leaf, usage, &v.group_params())?;
     v.validator
         .validate(&leaf.credential, &leaf.signature_key)?;
-    if !v.validator.valid_successor(&old.credential, &leaf.credential) {
+    if !v
+        .validator
+        .valid_successor(&old.credential, &leaf.credential)
+    {
         return Err(GroupError::InvalidProposal(
             "the new credential is not a valid successor of the old one",
         ));

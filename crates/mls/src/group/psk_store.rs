@@ -7,7 +7,7 @@ use std::fmt;
 
 use hsmls_crypto::Secret;
 
-use crate::codec::{Psk, PreSharedKeyId, ResumptionPskUsage};
+use crate::codec::{PreSharedKeyId, Psk, ResumptionPskUsage};
 
 /// External PSKs by `psk_id`, and resumption PSKs by (group id, epoch).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -58,9 +58,9 @@ impl PskStore {
     pub fn get(&self, id: &PreSharedKeyId) -> Option<&Secret> {
         match &id.psk {
             Psk::External(psk_id) => self.external.get(psk_id),
-            Psk::Resumption(r) if r.usage == ResumptionPskUsage::Application => self
-                .resumption
-                .get(&(r.psk_group_id.clone(), r.psk_epoch)),
+            Psk::Resumption(r) if r.usage == ResumptionPskUsage::Application => {
+                self.resumption.get(&(r.psk_group_id.clone(), r.psk_epoch))
+            }
             Psk::Resumption(_) => None,
         }
     }

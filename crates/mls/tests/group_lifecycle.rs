@@ -1,0 +1,495 @@
+//! Group lifecycle through the public API: groups of 2, 3, 10 and 100
+//! members built by adds over Welcome, with removes, updates, application
+//! messages, an external join and PSKs. After every commit all members
+//! agree on epoch, tree hash, epoch authenticator and an exported secret.
+//! Rejected commits leave the state identical.
+
+use std::sync::Arc;
+
+use hsmls::codec::{Credential, Decode, Encode, MlsMessage, MlsMessageBody};
+use hsmls::group::GroupStateSnapshot;
+use hsmls::tree_math::LeafIndex;
+use hsmls::{
+    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
+    GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage, Signer,
+};
+use hsmls_crypto::Secret;
+use hsmls_custody::{KeyCustody, SoftwareCustody};
+
+const NOW: u64 = 1_750_000_000;
+
+fn validator() -> Arc<dyn CredentialValidator> {
+    Arc::new(BasicCredentialValidator::default())
+}
+
+fn signer(name: &str) -> Signer {
+    Signer::generate(
+        Arc::new(SoftwareCustody::new()),
+        Credential::Basic(name.as_bytes().to_vec()),
+    )
+    .unwrap()
+}
+
+fn key_package(s: &Signer) -> KeyPackageBundle {
+    KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), s).unwrap()
+}
+
+/// The members of one group, by leaf index (None once removed).
+struct Harness {
+    members: Vec<Option<Group>>,
+    config: GroupConfig,
+    next_id: usize,
+}
+
+impl Harness {
+    fn new(config: GroupConfig) -> Self {
+        let g = Group::create(
+            config.clone(),
+            signer("member-0"),
+            validator(),
+            b"lifecycle group".to_vec(),
+            Vec::new(),
+            NOW,
+        )
+        .unwrap();
+        Harness {
+            members: vec![Some(g)],
+            config,
+            next_id: 1,
+        }
+    }
+
+    fn group(&mut self, i: usize) -> &mut Group {
+        self.members[i].as_mut().unwrap()
+    }
+
+    fn active(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|i| self.members[*i].is_some())
+            .collect()
+    }
+
+    /// `committer` commits; every other member processes and merges; new
+    /// members join from the Welcome.
+    fn commit(
+        &mut self,
+        committer: usize,
+        options: CommitOptions,
+        joiners: Vec<(Signer, KeyPackageBundle)>,
+    ) -> CommitOutput {
+        let out = self.group(committer).commit(options, NOW).unwrap();
+        for i in self.active() {
+            if i == committer {
+                continue;
+            }
+            let g = self.group(i);
+            let ev = g.process_incoming(&out.commit, NOW).unwrap();
+            let ProcessedMessage::StagedCommit(staged) = ev else {
+                panic!("expected a staged commit");
+            };
+            let removed = staged.self_removed;
+            g.merge_staged_commit(staged).unwrap();
+            if removed {
+                assert!(!g.is_active());
+                self.members[i] = None;
+            }
+        }
+        self.group(committer).merge_pending_commit().unwrap();
+        for (s, bundle) in joiners {
+            let g = Group::join_from_welcome(
+                self.config.clone(),
+                s,
+                validator(),
+                &bundle,
+                out.welcome.as_ref().expect("welcome"),
+                JoinOptions {
+                    ratchet_tree: Some(out.ratchet_tree.clone()),
+                    now: NOW,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let idx = g.own_leaf_index().0 as usize;
+            if self.members.len() <= idx {
+                self.members.resize_with(idx + 1, || None);
+            }
+            assert!(self.members[idx].is_none());
+            self.members[idx] = Some(g);
+        }
+        self.check_agreement();
+        out
+    }
+
+    fn new_joiner(&mut self) -> (Signer, KeyPackageBundle) {
+        let s = signer(&format!("member-{}", self.next_id));
+        self.next_id += 1;
+        let kp = key_package(&s);
+        (s, kp)
+    }
+
+    /// `committer` adds `n` new members in one commit.
+    fn add(&mut self, committer: usize, n: usize) {
+        let joiners: Vec<_> = (0..n).map(|_| self.new_joiner()).collect();
+        let mut opts = CommitOptions::new();
+        opts.add_key_packages = joiners
+            .iter()
+            .map(|(_, kp)| kp.to_bytes().unwrap())
+            .collect();
+        self.commit(committer, opts, joiners);
+    }
+
+    fn check_agreement(&self) {
+        let groups: Vec<&Group> = self.members.iter().flatten().collect();
+        let first = groups[0];
+        let exported = first.export_secret(b"test", b"ctx", 32).unwrap();
+        for g in &groups {
+            assert_eq!(g.epoch(), first.epoch());
+            assert_eq!(g.tree_hash(), first.tree_hash());
+            assert_eq!(g.epoch_authenticator(), first.epoch_authenticator());
+            assert_eq!(g.export_secret(b"test", b"ctx", 32).unwrap(), exported);
+            assert_eq!(g.members().len(), groups.len());
+            assert_eq!(g.group_context(), first.group_context());
+        }
+    }
+
+    /// Every member sends one application message, every other member
+    /// reads it.
+    fn all_send(&mut self) {
+        for s in self.active() {
+            let data = format!("hello from {s}").into_bytes();
+            let msg = self.group(s).encrypt_application(&data).unwrap();
+            for r in self.active() {
+                if r == s {
+                    continue;
+                }
+                match self.group(r).process_incoming(&msg, NOW).unwrap() {
+                    ProcessedMessage::ApplicationMessage {
+                        sender, data: d, ..
+                    } => {
+                        assert_eq!(sender, LeafIndex(s as u32));
+                        assert_eq!(d, data);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+fn build(n: usize, config: GroupConfig) -> Harness {
+    let mut h = Harness::new(config);
+    // Grow in batches to exercise both single and multi-add Welcomes.
+    let mut committer = 0;
+    while h.active().len() < n {
+        let missing = n - h.active().len();
+        let batch = missing.min(1 + h.active().len() / 2).min(12);
+        h.add(committer, batch);
+        committer = (committer + 1) % h.active().len();
+        while h.members[committer].is_none() {
+            committer = (committer + 1) % h.members.len();
+        }
+    }
+    h
+}
+
+#[test]
+fn two_members() {
+    let mut h = build(2, GroupConfig::default());
+    assert_eq!(h.group(0).epoch(), 1);
+    h.all_send();
+    // Bob self-updates by an empty commit (path required).
+    h.commit(1, CommitOptions::new(), Vec::new());
+    h.all_send();
+    // Alice proposes an Update, Bob commits it.
+    let prop = h.group(0).propose_update().unwrap();
+    let ev = h.group(1).process_incoming(&prop, NOW).unwrap();
+    assert!(matches!(ev, ProcessedMessage::Proposal { .. }));
+    h.commit(1, CommitOptions::new(), Vec::new());
+    h.all_send();
+    // Bob leaves: his Remove proposal, committed by Alice.
+    let prop = h.group(1).leave().unwrap();
+    h.group(0).process_incoming(&prop, NOW).unwrap();
+    let out = h.commit(0, CommitOptions::new(), Vec::new());
+    assert_eq!(out.removes.len(), 1);
+    assert_eq!(h.active(), vec![0]);
+}
+
+#[test]
+fn three_members_public_handshakes() {
+    let config = GroupConfig {
+        handshake_framing: HandshakeFraming::Public,
+        ..GroupConfig::default()
+    };
+    let mut h = build(3, config);
+    h.all_send();
+    // Add-only commit with a forced path, then a remove by value.
+    let joiner = h.new_joiner();
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![joiner.1.to_bytes().unwrap()];
+    opts.force_path = true;
+    h.commit(2, opts, vec![joiner]);
+    let mut opts = CommitOptions::new();
+    opts.remove_leaves = vec![1];
+    let out = h.commit(0, opts, Vec::new());
+    assert_eq!(out.removes[0].index, LeafIndex(1));
+    h.all_send();
+    // The freed leaf is reused by the next add.
+    h.add(3, 1);
+    assert!(h.members[1].is_some());
+    h.all_send();
+}
+
+#[test]
+fn ten_members_updates_removes_messages() {
+    let mut h = build(10, GroupConfig::default());
+    h.all_send();
+    // Several members propose updates, one commits them by reference.
+    for i in [1usize, 4, 7] {
+        let prop = h.group(i).propose_update().unwrap();
+        for r in h.active() {
+            if r != i {
+                h.group(r).process_incoming(&prop, NOW).unwrap();
+            }
+        }
+    }
+    let out = h.commit(2, CommitOptions::new(), Vec::new());
+    let _ = out;
+    h.all_send();
+    // Remove three members in one commit.
+    let mut opts = CommitOptions::new();
+    opts.remove_leaves = vec![3, 5, 9];
+    h.commit(0, opts, Vec::new());
+    assert_eq!(h.active().len(), 7);
+    h.all_send();
+    // Out-of-order application messages within the window.
+    let m1 = h.group(6).encrypt_application(b"first").unwrap();
+    let m2 = h.group(6).encrypt_application(b"second").unwrap();
+    for (msg, want) in [(&m2, b"second".as_slice()), (&m1, b"first".as_slice())] {
+        match h.group(0).process_incoming(msg, NOW).unwrap() {
+            ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, want),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A message replayed is refused (its key was deleted, §9.2).
+    assert!(h.group(0).process_incoming(&m1, NOW).is_err());
+}
+
+#[test]
+fn hundred_members() {
+    let mut h = build(100, GroupConfig::default());
+    assert_eq!(h.active().len(), 100);
+    h.commit(57, CommitOptions::new(), Vec::new());
+    let mut opts = CommitOptions::new();
+    opts.remove_leaves = vec![10, 20, 30];
+    h.commit(99, opts, Vec::new());
+    let msg = h.group(42).encrypt_application(b"to all").unwrap();
+    for r in h.active() {
+        if r != 42 {
+            assert!(matches!(
+                h.group(r).process_incoming(&msg, NOW).unwrap(),
+                ProcessedMessage::ApplicationMessage { .. }
+            ));
+        }
+    }
+}
+
+#[test]
+fn external_join_and_psks() {
+    let mut h = build(3, GroupConfig::default());
+    // External join from the published GroupInfo.
+    let gi = h.group(1).group_info().unwrap();
+    let s = signer("external");
+    let (g, commit) = Group::join_by_external_commit(
+        GroupConfig::default(),
+        s,
+        validator(),
+        &gi,
+        JoinOptions {
+            now: NOW,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in h.active() {
+        let ev = h.group(i).process_incoming(&commit, NOW).unwrap();
+        let ProcessedMessage::StagedCommit(staged) = ev else {
+            panic!("expected commit");
+        };
+        h.group(i).merge_staged_commit(staged).unwrap();
+    }
+    let idx = g.own_leaf_index().0 as usize;
+    if h.members.len() <= idx {
+        h.members.resize_with(idx + 1, || None);
+    }
+    h.members[idx] = Some(g);
+    h.check_agreement();
+    h.all_send();
+
+    // External PSK known to every member, injected by value.
+    for i in h.active() {
+        h.group(i)
+            .psk_store_mut()
+            .insert_external(b"shared psk".to_vec(), Secret::from_slice(&[7; 32]));
+    }
+    let id = h.group(0).external_psk_id(b"shared psk".to_vec());
+    let mut opts = CommitOptions::new();
+    opts.psks = vec![id];
+    h.commit(0, opts, Vec::new());
+    // Resumption PSK of the previous epoch, by proposal.
+    let prev = h.group(2).epoch() - 1;
+    let id = h.group(2).resumption_psk_id(prev);
+    let prop = h.group(2).propose_psk(id).unwrap();
+    for r in h.active() {
+        if r != 2 {
+            h.group(r).process_incoming(&prop, NOW).unwrap();
+        }
+    }
+    h.commit(1, CommitOptions::new(), Vec::new());
+    h.all_send();
+    // A PSK a member does not know makes the commit fail there.
+    h.group(0)
+        .psk_store_mut()
+        .insert_external(b"only alice".to_vec(), Secret::from_slice(&[9; 32]));
+    let id = h.group(0).external_psk_id(b"only alice".to_vec());
+    let mut opts = CommitOptions::new();
+    opts.psks = vec![id];
+    let out = h.group(0).commit(opts, NOW).unwrap();
+    let before = h.group(1).state_snapshot();
+    assert!(matches!(
+        h.group(1).process_incoming(&out.commit, NOW),
+        Err(GroupError::UnknownPsk)
+    ));
+    assert_eq!(h.group(1).state_snapshot(), before);
+    h.group(0).discard_pending_commit().unwrap();
+}
+
+fn assert_rejected_unchanged(g: &mut Group, bytes: &[u8]) -> GroupError {
+    let before: GroupStateSnapshot = g.state_snapshot();
+    let err = g.process_incoming(bytes, NOW).unwrap_err();
+    assert_eq!(g.state_snapshot(), before, "state changed after {err}");
+    err
+}
+
+#[test]
+fn rejected_commits_leave_state_unchanged() {
+    for framing in [HandshakeFraming::Private, HandshakeFraming::Public] {
+        let config = GroupConfig {
+            handshake_framing: framing,
+            ..GroupConfig::default()
+        };
+        let mut h = build(3, config);
+        let out = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
+        // Tampered: flip one byte at a time over the message.
+        let mut rejected = 0;
+        for pos in (0..out.commit.len()).step_by(7) {
+            let mut bad = out.commit.clone();
+            bad[pos] ^= 0x01;
+            let before = h.group(1).state_snapshot();
+            match h.group(1).process_incoming(&bad, NOW) {
+                Err(_) => {
+                    assert_eq!(h.group(1).state_snapshot(), before);
+                    rejected += 1;
+                }
+                Ok(ev) => panic!("tampered commit accepted at byte {pos}: {ev:?}"),
+            }
+        }
+        assert!(rejected > 10);
+        // Truncated.
+        assert_rejected_unchanged(h.group(1), &out.commit[..out.commit.len() - 1]);
+        // Wrong epoch: re-encode a PublicMessage with another epoch, or
+        // deliver after the epoch moved on.
+        let msg = MlsMessage::decode(&out.commit).unwrap();
+        if let MlsMessageBody::PublicMessage(mut pm) = msg.body.clone() {
+            pm.content.epoch += 1;
+            let bytes = MlsMessage {
+                body: MlsMessageBody::PublicMessage(pm.clone()),
+            }
+            .encode()
+            .unwrap();
+            assert!(matches!(
+                assert_rejected_unchanged(h.group(1), &bytes),
+                GroupError::WrongEpoch { .. }
+            ));
+            // Bad signature (membership tag recomputed is not possible for
+            // an attacker; flip a signature bit).
+            pm.content.epoch -= 1;
+            pm.auth.signature[10] ^= 1;
+            let bytes = MlsMessage {
+                body: MlsMessageBody::PublicMessage(pm),
+            }
+            .encode()
+            .unwrap();
+            assert_rejected_unchanged(h.group(1), &bytes);
+        }
+        // The genuine commit still works afterwards.
+        let ev = h.group(1).process_incoming(&out.commit, NOW).unwrap();
+        let ProcessedMessage::StagedCommit(staged) = ev else {
+            panic!()
+        };
+        h.group(1).merge_staged_commit(staged).unwrap();
+        // Replaying it in the next epoch is refused.
+        assert!(matches!(
+            assert_rejected_unchanged(h.group(1), &out.commit),
+            GroupError::WrongEpoch { .. }
+        ));
+        // A commit by the removed... member's own commit is refused.
+        h.group(0).merge_pending_commit().unwrap();
+        h.group(2)
+            .process_incoming(&out.commit, NOW)
+            .map(|ev| match ev {
+                ProcessedMessage::StagedCommit(s) => h.group(2).merge_staged_commit(s).unwrap(),
+                _ => panic!(),
+            })
+            .unwrap();
+        h.check_agreement();
+    }
+}
+
+#[test]
+fn welcome_without_tree_needs_out_of_band_tree() {
+    let config = GroupConfig {
+        ratchet_tree_in_welcome: false,
+        ..GroupConfig::default()
+    };
+    let mut h = Harness::new(config.clone());
+    let (s, kp) = h.new_joiner();
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![kp.to_bytes().unwrap()];
+    let out = h.group(0).commit(opts, NOW).unwrap();
+    h.group(0).merge_pending_commit().unwrap();
+    let welcome = out.welcome.unwrap();
+    let err = Group::join_from_welcome(
+        config.clone(),
+        s.clone(),
+        validator(),
+        &kp,
+        &welcome,
+        JoinOptions {
+            now: NOW,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, GroupError::MissingRatchetTree));
+    let g = Group::join_from_welcome(
+        config,
+        s.clone(),
+        validator(),
+        &kp,
+        &welcome,
+        JoinOptions {
+            ratchet_tree: Some(out.ratchet_tree),
+            now: NOW,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(g.epoch_authenticator(), h.group(0).epoch_authenticator());
+    // The init key was destroyed in custody after use (§9.2).
+    assert!(
+        s.custody
+            .dh(&kp.init_key, kp.key_package.as_wire().init_key.as_slice())
+            .is_err()
+    );
+}
