@@ -105,7 +105,6 @@ impl Harness {
                 out.welcome.as_ref().expect("welcome"),
                 JoinOptions {
                     ratchet_tree: Some(out.ratchet_tree.clone()),
-                    now: NOW,
                     ..Default::default()
                 },
             )
@@ -273,6 +272,27 @@ fn ten_members_updates_removes_messages() {
     }
     // A message replayed is refused (its key was deleted, §9.2).
     assert!(h.group(0).process_incoming(&m1, NOW).is_err());
+    // A message of the previous epoch delivered after a commit is still
+    // readable (past epochs are retained, bounded by max_past_epochs).
+    let late = h.group(8).encrypt_application(b"late").unwrap();
+    let late_epoch = h.group(8).epoch();
+    h.commit(0, CommitOptions::new(), Vec::new());
+    match h.group(2).process_incoming(&late, NOW).unwrap() {
+        ProcessedMessage::ApplicationMessage { data, epoch, .. } => {
+            assert_eq!(data, b"late");
+            assert_eq!(epoch, late_epoch);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Beyond the retention bound it is refused.
+    let late = h.group(8).encrypt_application(b"too late").unwrap();
+    for _ in 0..=GroupConfig::default().max_past_epochs {
+        h.commit(0, CommitOptions::new(), Vec::new());
+    }
+    assert!(matches!(
+        h.group(2).process_incoming(&late, NOW),
+        Err(GroupError::WrongEpoch { .. })
+    ));
 }
 
 #[test]
@@ -306,7 +326,6 @@ fn external_join_and_psks() {
         validator(),
         &gi,
         JoinOptions {
-            now: NOW,
             ..Default::default()
         },
     )
@@ -466,7 +485,6 @@ fn welcome_without_tree_needs_out_of_band_tree() {
         &kp,
         &welcome,
         JoinOptions {
-            now: NOW,
             ..Default::default()
         },
     )
@@ -480,7 +498,6 @@ fn welcome_without_tree_needs_out_of_band_tree() {
         &welcome,
         JoinOptions {
             ratchet_tree: Some(out.ratchet_tree),
-            now: NOW,
             ..Default::default()
         },
     )

@@ -573,6 +573,15 @@ impl Group {
                     _ => {
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
+                        // §12.4.3.2: a Remove in an external commit removes
+                        // the joiner's own old leaf (resync).
+                        for (_, removed) in &effects.removes {
+                            if removed.credential != path.leaf_node.credential {
+                                return Err(GroupError::InvalidCommit(
+                                    "an external commit may only remove the joiner's old leaf",
+                                ));
+                            }
+                        }
                         // The joiner's leaf enters at the leftmost free
                         // position; a placeholder with a key foreign to the
                         // tree (the external_pub) stands for it until the

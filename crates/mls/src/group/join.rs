@@ -10,7 +10,7 @@ use super::proposals::suite_provider;
 use super::welcome::{
     decrypt_group_info, decrypt_group_secrets, joiner_welcome_secret, verify_group_info,
 };
-use super::{EpochState, Group, GroupConfig, GroupError, PskStore, UnixTime};
+use super::{EpochState, Group, GroupConfig, GroupError, PskStore};
 use crate::codec::{
     self, Commit, Decode, Encode, ExternalInit, ExternalPub, FramedContent, FramedContentBody,
     GroupInfo, HpkePublicKey, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef, Sender,
@@ -38,18 +38,19 @@ pub struct JoinOptions {
     /// PSKs the Welcome may name (external PSKs, resumption PSKs of other
     /// groups), and that the new group keeps.
     pub psks: PskStore,
-    /// The current time (seconds since the Unix epoch) for lifetime checks
-    /// of the tree's KeyPackage leaves.
-    pub now: UnixTime,
 }
 
-fn group_params<'a>(gi: &'a GroupInfo, now: UnixTime) -> GroupParams<'a> {
+/// The group parameters for validating a received tree. The lifetime of
+/// key_package leaves is not checked there: RFC 9420 §7.3 only recommends
+/// it for received trees, and a long-lived group's tree holds leaves whose
+/// KeyPackage lifetime ended long ago.
+fn group_params(gi: &GroupInfo) -> GroupParams<'_> {
     GroupParams {
         group_id: &gi.group_context.group_id,
         cipher_suite: gi.group_context.cipher_suite,
         version: gi.group_context.version,
         required_capabilities: None,
-        now: Some(now),
+        now: None,
         max_lifetime: None,
     }
 }
@@ -61,14 +62,13 @@ fn verified_tree(
     gi: &GroupInfo,
     given: Option<codec::RatchetTree>,
     validator: &dyn CredentialValidator,
-    now: UnixTime,
 ) -> Result<RatchetTree, GroupError> {
     let wire = match find_extension::<codec::RatchetTree>(&gi.extensions) {
         Some(t) => t.map_err(GroupError::Malformed)?,
         None => given.ok_or(GroupError::MissingRatchetTree)?,
     };
-    let tree = UnverifiedTree::new(cs, wire)?
-        .verify(&gi.group_context.tree_hash, &group_params(gi, now))?;
+    let tree =
+        UnverifiedTree::new(cs, wire)?.verify(&gi.group_context.tree_hash, &group_params(gi))?;
     for (_, leaf) in tree.leaves() {
         validator.validate(&leaf.credential, &leaf.signature_key)?;
     }
@@ -132,13 +132,7 @@ impl Group {
         if gi.group_context.cipher_suite != config.cipher_suite {
             return Err(GroupError::InvalidWelcome("GroupContext cipher suite"));
         }
-        let tree = verified_tree(
-            cs,
-            &gi,
-            options.ratchet_tree,
-            validator.as_ref(),
-            options.now,
-        )?;
+        let tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref())?;
         check_group_info_signer(cs, &tree, &gi)?;
         let own = tree
             .find_leaf(bundle.key_package.leaf_node())
@@ -219,13 +213,7 @@ impl Group {
         }
         let cs = suite_provider(config.cipher_suite)?;
         validator.validate(&signer.credential, &signer.signature_public_key())?;
-        let mut tree = verified_tree(
-            cs,
-            &gi,
-            options.ratchet_tree,
-            validator.as_ref(),
-            options.now,
-        )?;
+        let mut tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref())?;
         check_group_info_signer(cs, &tree, &gi)?;
         let external_pub = find_extension::<ExternalPub>(&gi.extensions)
             .ok_or(GroupError::NoExternalPub)?
