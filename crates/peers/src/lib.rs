@@ -1,0 +1,145 @@
+//! MLS peers for hsmls: openmls and mls-rs behind one byte-oriented trait.
+//!
+//! Every message crossing the [`Peer`] trait is the TLS encoding of an
+//! `MLSMessage` (RFC 9420 §6), or of a `ratchet_tree` (RFC 9420 §12.4.3.3),
+//! so that any implementation — openmls, mls-rs, and later hsmls — can be
+//! driven by the same interop tests and the same comparative benchmarks.
+//!
+//! All peers run cipher suite 0x0002
+//! (`MLS_128_DHKEMP256_AES128GCM_SHA256_P256`, RFC 9420 §17.1) with their
+//! RustCrypto providers and basic credentials, and protect handshake
+//! messages as PrivateMessage (RFC 9750 recommends it); every peer accepts
+//! both PublicMessage and PrivateMessage handshakes, so external commits
+//! (always PublicMessage, RFC 9420 §12.4.3.2) are processed too.
+#![forbid(unsafe_code)]
+
+pub mod mls_rs_peer;
+pub mod openmls_peer;
+
+pub use mls_rs_peer::MlsRsPeer;
+pub use openmls_peer::OpenMlsPeer;
+
+/// The cipher suite every peer runs: MLS_128_DHKEMP256_AES128GCM_SHA256_P256.
+pub const CIPHER_SUITE: u16 = 0x0002;
+
+/// An error of a peer, with the operation that failed.
+///
+/// `detail` is the peer library's own error message; neither library puts
+/// key material into its error messages.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer library rejected an operation or an input.
+    #[error("{implementation}: {operation} failed: {detail}")]
+    Library {
+        /// "openmls" or "mls-rs".
+        implementation: &'static str,
+        /// The trait operation, e.g. "process".
+        operation: &'static str,
+        /// The library's error message.
+        detail: String,
+    },
+    /// The member has no group yet (create or join one first).
+    #[error("{0}: no group")]
+    NoGroup(&'static str),
+    /// An input was a valid MLSMessage of the wrong kind.
+    #[error("{implementation}: expected {expected}")]
+    UnexpectedMessage {
+        /// "openmls" or "mls-rs".
+        implementation: &'static str,
+        /// What the operation expected, e.g. "a Welcome".
+        expected: &'static str,
+    },
+}
+
+/// What processing an incoming message produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An application message with its plaintext.
+    Application(Vec<u8>),
+    /// A proposal, kept for a later commit.
+    Proposal,
+    /// A commit, already merged: the member is now at `epoch`.
+    Commit {
+        /// The new epoch.
+        epoch: u64,
+    },
+}
+
+/// The messages a commit produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitMessages {
+    /// The Commit, as an MLSMessage (PrivateMessage or PublicMessage).
+    pub commit: Vec<u8>,
+    /// The Welcome for added members, as an MLSMessage, if any were added.
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// An MLS member (one client in one group) as the interop tests and the
+/// comparative benchmarks drive it. All messages are MLSMessage encodings.
+///
+/// Commits are staged: [`Peer::add_members`], [`Peer::remove_member`] and
+/// [`Peer::self_update`] leave a pending commit that
+/// [`Peer::merge_pending`] applies (after the delivery service accepted it)
+/// or [`Peer::discard_pending`] drops. [`Peer::process`] merges received
+/// commits at once.
+pub trait Peer: Sized {
+    /// The implementation's name, for reports.
+    const NAME: &'static str;
+
+    /// A new client with a fresh P-256 signature key and a basic credential
+    /// holding `identity`.
+    fn new(identity: &[u8]) -> Result<Self, PeerError>;
+    /// A fresh KeyPackage (RFC 9420 §10) as an MLSMessage; the client keeps
+    /// its private init and leaf keys.
+    fn key_package(&mut self) -> Result<Vec<u8>, PeerError>;
+    /// Creates a one-member group with the given group_id (RFC 9420 §11).
+    fn create_group(&mut self, group_id: &[u8]) -> Result<(), PeerError>;
+    /// Stages a commit adding the KeyPackages (MLSMessages); returns the
+    /// Commit and the Welcome (with the ratchet_tree extension).
+    fn add_members(&mut self, key_packages: &[Vec<u8>]) -> Result<CommitMessages, PeerError>;
+    /// Stages a commit removing the member at `leaf_index`.
+    fn remove_member(&mut self, leaf_index: u32) -> Result<CommitMessages, PeerError>;
+    /// Stages a commit with an UpdatePath and no proposals (a self-update).
+    fn self_update(&mut self) -> Result<CommitMessages, PeerError>;
+    /// Applies the pending commit.
+    fn merge_pending(&mut self) -> Result<(), PeerError>;
+    /// Drops the pending commit, staying in the current epoch.
+    fn discard_pending(&mut self) -> Result<(), PeerError>;
+    /// Joins from a Welcome (MLSMessage); `ratchet_tree` is the TLS-encoded
+    /// tree when the Welcome lacks the ratchet_tree extension.
+    fn join(&mut self, welcome: &[u8], ratchet_tree: Option<&[u8]>) -> Result<(), PeerError>;
+    /// Processes an incoming MLSMessage; a commit is merged at once.
+    fn process(&mut self, message: &[u8]) -> Result<Event, PeerError>;
+    /// Protects application data as a PrivateMessage (an MLSMessage).
+    fn encrypt(&mut self, application_data: &[u8]) -> Result<Vec<u8>, PeerError>;
+    /// The current epoch.
+    fn epoch(&self) -> Result<u64, PeerError>;
+    /// The current epoch_authenticator (RFC 9420 §8.7).
+    fn epoch_authenticator(&self) -> Result<Vec<u8>, PeerError>;
+    /// MLS-Exporter(label, context, length) (RFC 9420 §8.5).
+    fn export_secret(
+        &self,
+        label: &str,
+        context: &[u8],
+        length: usize,
+    ) -> Result<Vec<u8>, PeerError>;
+    /// This member's leaf index.
+    fn own_leaf_index(&self) -> Result<u32, PeerError>;
+    /// The number of members.
+    fn member_count(&self) -> Result<usize, PeerError>;
+    /// The TLS-encoded ratchet tree (RFC 9420 §12.4.3.3).
+    fn ratchet_tree(&self) -> Result<Vec<u8>, PeerError>;
+    /// A signed GroupInfo (MLSMessage) with the external_pub extension
+    /// (RFC 9420 §12.4.3.2), optionally with the ratchet_tree extension.
+    fn group_info(&mut self, with_ratchet_tree: bool) -> Result<Vec<u8>, PeerError>;
+    /// Joins by an external commit against `group_info` (an MLSMessage);
+    /// returns the Commit to send. The joiner is in the new epoch at once.
+    fn join_external(
+        &mut self,
+        group_info: &[u8],
+        ratchet_tree: Option<&[u8]>,
+    ) -> Result<Vec<u8>, PeerError>;
+    /// An independent copy of this member's whole state (client and group),
+    /// so that a benchmark can process the same commit again.
+    fn fork(&self) -> Result<Self, PeerError>;
+}

@@ -1,0 +1,294 @@
+//! Lifecycle tests for each peer and cross tests between peers, all through
+//! the byte-oriented [`Peer`] trait, so hsmls slots in with one line per test.
+
+use hsmls_peers::{Event, MlsRsPeer, OpenMlsPeer, Peer, PeerError};
+
+const EXPORTER_LABEL: &str = "hsmls interop";
+const EXPORTER_CONTEXT: &[u8] = b"exporter context";
+
+/// What members must agree on after every commit (RFC 9420 §8.5, §8.7).
+#[derive(Debug, PartialEq, Eq)]
+struct Agreement {
+    epoch: u64,
+    epoch_authenticator: Vec<u8>,
+    exported: Vec<u8>,
+}
+
+fn agreement<P: Peer>(p: &P) -> Result<Agreement, PeerError> {
+    Ok(Agreement {
+        epoch: p.epoch()?,
+        epoch_authenticator: p.epoch_authenticator()?,
+        exported: p.export_secret(EXPORTER_LABEL, EXPORTER_CONTEXT, 32)?,
+    })
+}
+
+fn expect_commit(event: Event, epoch: u64) {
+    assert_eq!(event, Event::Commit { epoch });
+}
+
+/// Sends `text` from `from` and checks that `to` decrypts it.
+fn message<A: Peer, B: Peer>(from: &mut A, to: &mut B, text: &[u8]) -> Result<(), PeerError> {
+    let ciphertext = from.encrypt(text)?;
+    assert!(
+        !ciphertext.windows(text.len()).any(|w| w == text),
+        "plaintext visible in the PrivateMessage"
+    );
+    assert_eq!(to.process(&ciphertext)?, Event::Application(text.to_vec()));
+    Ok(())
+}
+
+/// Three members of one implementation: create, add two by one Welcome,
+/// two self-updates, a remove, application messages, an external join, and a
+/// rejected (tampered) commit; all members agree after every commit.
+fn lifecycle<P: Peer>() -> Result<(), PeerError> {
+    let mut a = P::new(b"alice")?;
+    let mut b = P::new(b"bob")?;
+    let mut c = P::new(b"carol")?;
+    a.create_group(b"lifecycle group")?;
+    assert_eq!(a.epoch()?, 0);
+
+    let kps = vec![b.key_package()?, c.key_package()?];
+    let add = a.add_members(&kps)?;
+    a.merge_pending()?;
+    let welcome = add.welcome.as_deref().expect("an Add commit has a Welcome");
+    b.join(welcome, None)?;
+    c.join(welcome, None)?;
+    assert_eq!(a.member_count()?, 3);
+    let at_1 = agreement(&a)?;
+    assert_eq!(at_1.epoch, 1);
+    assert_eq!(agreement(&b)?, at_1);
+    assert_eq!(agreement(&c)?, at_1);
+
+    let update = b.self_update()?;
+    b.merge_pending()?;
+    expect_commit(a.process(&update.commit)?, 2);
+    expect_commit(c.process(&update.commit)?, 2);
+    let at_2 = agreement(&a)?;
+    assert_ne!(at_2.epoch_authenticator, at_1.epoch_authenticator);
+    assert_eq!(agreement(&b)?, at_2);
+    assert_eq!(agreement(&c)?, at_2);
+
+    // A tampered commit is rejected (on a fork: mls-rs burns the message
+    // key on a rejected PrivateMessage, see `rejected_private_message`).
+    let update = c.self_update()?;
+    let mut tampered = update.commit.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let mut a_fork = a.fork()?;
+    assert!(a_fork.process(&tampered).is_err());
+    assert_eq!(agreement(&a_fork)?, at_2);
+
+    c.merge_pending()?;
+    expect_commit(a.process(&update.commit)?, 3);
+    expect_commit(b.process(&update.commit)?, 3);
+    let at_3 = agreement(&a)?;
+    assert_eq!(agreement(&b)?, at_3);
+    assert_eq!(agreement(&c)?, at_3);
+
+    let remove = a.remove_member(c.own_leaf_index()?)?;
+    a.merge_pending()?;
+    expect_commit(b.process(&remove.commit)?, 4);
+    assert_eq!(a.member_count()?, 2);
+    assert_eq!(b.member_count()?, 2);
+    assert_eq!(agreement(&a)?, agreement(&b)?);
+
+    message(&mut a, &mut b, b"hello bob")?;
+    message(&mut b, &mut a, b"hello alice")?;
+
+    // External join (RFC 9420 §12.4.3.2) against a GroupInfo with the tree.
+    let mut d = P::new(b"dave")?;
+    let group_info = a.group_info(true)?;
+    let commit = d.join_external(&group_info, None)?;
+    expect_commit(a.process(&commit)?, 5);
+    expect_commit(b.process(&commit)?, 5);
+    assert_eq!(a.member_count()?, 3);
+    let at_5 = agreement(&a)?;
+    assert_eq!(agreement(&b)?, at_5);
+    assert_eq!(agreement(&d)?, at_5);
+    message(&mut d, &mut b, b"hello from dave")?;
+    Ok(())
+}
+
+/// `A` creates the group and adds a `B` member and an `A` member by one
+/// Welcome; both implementations commit (self-updates, a remove, an add by
+/// the `B` member, an external join), exchange messages, and agree on the
+/// epoch authenticator and an exported secret after every step.
+fn cross<A: Peer, B: Peer>() -> Result<(), PeerError> {
+    let mut a1 = A::new(b"a1")?;
+    let mut a2 = A::new(b"a2")?;
+    let mut b1 = B::new(b"b1")?;
+    a1.create_group(b"cross group")?;
+
+    let add = a1.add_members(&[b1.key_package()?, a2.key_package()?])?;
+    a1.merge_pending()?;
+    let welcome = add.welcome.as_deref().expect("an Add commit has a Welcome");
+    b1.join(welcome, None)?;
+    a2.join(welcome, None)?;
+    let check = |a1: &A, a2: &A, b1: &B| -> Result<Agreement, PeerError> {
+        let reference = agreement(a1)?;
+        assert_eq!(agreement(a2)?, reference, "{} members disagree", A::NAME);
+        assert_eq!(
+            agreement(b1)?,
+            reference,
+            "{} and {} disagree",
+            A::NAME,
+            B::NAME
+        );
+        Ok(reference)
+    };
+    assert_eq!(check(&a1, &a2, &b1)?.epoch, 1);
+
+    message(&mut a1, &mut b1, b"A to B")?;
+    message(&mut b1, &mut a2, b"B to A")?;
+
+    // B commits a self-update.
+    let update = b1.self_update()?;
+    b1.merge_pending()?;
+    expect_commit(a1.process(&update.commit)?, 2);
+    expect_commit(a2.process(&update.commit)?, 2);
+    check(&a1, &a2, &b1)?;
+
+    // A commits a self-update.
+    let update = a2.self_update()?;
+    a2.merge_pending()?;
+    expect_commit(a1.process(&update.commit)?, 3);
+    expect_commit(b1.process(&update.commit)?, 3);
+    check(&a1, &a2, &b1)?;
+    message(&mut a2, &mut b1, b"after updates")?;
+
+    // B adds a B member; the joiner uses a ratchet tree given out of band.
+    let mut b2 = B::new(b"b2")?;
+    let add = b1.add_members(&[b2.key_package()?])?;
+    b1.merge_pending()?;
+    expect_commit(a1.process(&add.commit)?, 4);
+    expect_commit(a2.process(&add.commit)?, 4);
+    let tree = a1.ratchet_tree()?;
+    b2.join(
+        add.welcome.as_deref().expect("an Add commit has a Welcome"),
+        Some(&tree),
+    )?;
+    let at_4 = check(&a1, &a2, &b1)?;
+    assert_eq!(agreement(&b2)?, at_4);
+    message(&mut b2, &mut a1, b"new B member")?;
+
+    // A removes the first B member.
+    let remove = a1.remove_member(b1.own_leaf_index()?)?;
+    a1.merge_pending()?;
+    expect_commit(a2.process(&remove.commit)?, 5);
+    expect_commit(b2.process(&remove.commit)?, 5);
+    let at_5 = agreement(&a1)?;
+    assert_eq!(agreement(&a2)?, at_5);
+    assert_eq!(agreement(&b2)?, at_5);
+    assert_eq!(b2.member_count()?, 3);
+
+    // A fresh B client joins by an external commit against A's GroupInfo.
+    let mut b3 = B::new(b"b3")?;
+    let group_info = a2.group_info(false)?;
+    let tree = a2.ratchet_tree()?;
+    let commit = b3.join_external(&group_info, Some(&tree))?;
+    expect_commit(a1.process(&commit)?, 6);
+    expect_commit(a2.process(&commit)?, 6);
+    expect_commit(b2.process(&commit)?, 6);
+    let at_6 = agreement(&a1)?;
+    assert_eq!(agreement(&a2)?, at_6);
+    assert_eq!(agreement(&b2)?, at_6);
+    assert_eq!(agreement(&b3)?, at_6);
+    message(&mut b3, &mut a1, b"external joiner")?;
+    message(&mut a1, &mut b3, b"welcome b3")?;
+    Ok(())
+}
+
+#[test]
+fn openmls_lifecycle() -> Result<(), PeerError> {
+    lifecycle::<OpenMlsPeer>()
+}
+
+#[test]
+fn mls_rs_lifecycle() -> Result<(), PeerError> {
+    lifecycle::<MlsRsPeer>()
+}
+
+#[test]
+fn openmls_creates_mls_rs_joins() -> Result<(), PeerError> {
+    cross::<OpenMlsPeer, MlsRsPeer>()
+}
+
+#[test]
+fn mls_rs_creates_openmls_joins() -> Result<(), PeerError> {
+    cross::<MlsRsPeer, OpenMlsPeer>()
+}
+
+/// `fork` gives an independent copy: both copies process the same commit
+/// and reach the same state, which the benchmarks rely on.
+fn fork_processes_same_commit<P: Peer>() -> Result<(), PeerError> {
+    let mut a = P::new(b"a")?;
+    let mut b = P::new(b"b")?;
+    a.create_group(b"fork group")?;
+    let add = a.add_members(&[b.key_package()?])?;
+    a.merge_pending()?;
+    b.join(add.welcome.as_deref().expect("Welcome"), None)?;
+    let update = a.self_update()?;
+    let mut copy = b.fork()?;
+    expect_commit(copy.process(&update.commit)?, 2);
+    assert_eq!(b.epoch()?, 1, "processing on the fork changed the original");
+    expect_commit(b.process(&update.commit)?, 2);
+    a.merge_pending()?;
+    assert_eq!(agreement(&copy)?, agreement(&a)?);
+    assert_eq!(agreement(&b)?, agreement(&a)?);
+    Ok(())
+}
+
+#[test]
+fn openmls_fork() -> Result<(), PeerError> {
+    fork_processes_same_commit::<OpenMlsPeer>()
+}
+
+#[test]
+fn mls_rs_fork() -> Result<(), PeerError> {
+    fork_processes_same_commit::<MlsRsPeer>()
+}
+
+/// Delivers a commit whose PrivateMessage AEAD tag is flipped, then the
+/// genuine commit; returns whether the genuine one was still accepted.
+fn genuine_after_tampered<P: Peer>() -> Result<bool, PeerError> {
+    let mut a = P::new(b"a")?;
+    let mut b = P::new(b"b")?;
+    a.create_group(b"tamper group")?;
+    let add = a.add_members(&[b.key_package()?])?;
+    a.merge_pending()?;
+    b.join(add.welcome.as_deref().expect("Welcome"), None)?;
+    let before = agreement(&b)?;
+    let update = a.self_update()?;
+    let mut tampered = update.commit.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    assert!(b.process(&tampered).is_err(), "tampered commit accepted");
+    assert_eq!(agreement(&b)?, before);
+    a.merge_pending()?;
+    match b.process(&update.commit) {
+        Ok(event) => {
+            expect_commit(event, 2);
+            assert_eq!(agreement(&b)?, agreement(&a)?);
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// openmls keeps the message key when a PrivateMessage fails to decrypt, so
+/// the genuine message still gets through.
+#[test]
+fn openmls_rejected_private_message_keeps_key() -> Result<(), PeerError> {
+    assert!(genuine_after_tampered::<OpenMlsPeer>()?);
+    Ok(())
+}
+
+/// Observed peer behaviour, recorded so interop tests account for it:
+/// mls-rs 0.57 deletes the message key of a PrivateMessage whose content
+/// fails to decrypt, so the genuine message with the same generation is
+/// then refused ("key not available, invalid generation 0").
+#[test]
+fn mls_rs_rejected_private_message_burns_key() -> Result<(), PeerError> {
+    assert!(!genuine_after_tampered::<MlsRsPeer>()?);
+    Ok(())
+}
