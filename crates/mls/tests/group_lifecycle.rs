@@ -104,7 +104,7 @@ impl Harness {
                 &bundle,
                 out.welcome.as_ref().expect("welcome"),
                 JoinOptions {
-                    ratchet_tree: Some(out.ratchet_tree.clone()),
+                    ratchet_tree: out.ratchet_tree.clone(),
                     ..Default::default()
                 },
             )
@@ -490,6 +490,41 @@ fn welcome_without_tree_needs_out_of_band_tree() {
     )
     .unwrap_err();
     assert!(matches!(err, GroupError::MissingRatchetTree));
+    // A tampered Welcome is refused and the init key is kept.
+    for pos in [welcome.len() - 1, welcome.len() / 2, 20] {
+        let mut bad = welcome.clone();
+        bad[pos] ^= 0x80;
+        assert!(
+            Group::join_from_welcome(
+                config.clone(),
+                s.clone(),
+                validator(),
+                &kp,
+                &bad,
+                JoinOptions {
+                    ratchet_tree: out.ratchet_tree.clone(),
+                    ..Default::default()
+                },
+            )
+            .is_err()
+        );
+    }
+    // A Welcome for another KeyPackage is refused.
+    let other = key_package(&s);
+    assert!(matches!(
+        Group::join_from_welcome(
+            config.clone(),
+            s.clone(),
+            validator(),
+            &other,
+            &welcome,
+            JoinOptions {
+                ratchet_tree: out.ratchet_tree.clone(),
+                ..Default::default()
+            },
+        ),
+        Err(GroupError::NotInWelcome)
+    ));
     let g = Group::join_from_welcome(
         config,
         s.clone(),
@@ -497,7 +532,7 @@ fn welcome_without_tree_needs_out_of_band_tree() {
         &kp,
         &welcome,
         JoinOptions {
-            ratchet_tree: Some(out.ratchet_tree),
+            ratchet_tree: out.ratchet_tree,
             ..Default::default()
         },
     )

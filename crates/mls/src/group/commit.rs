@@ -99,11 +99,12 @@ pub struct CommitOutput {
     /// The Welcome (an `MLSMessage`) for the members it adds, if any.
     pub welcome: Option<Vec<u8>>,
     /// The GroupInfo of the new epoch (an `MLSMessage`, with
-    /// `external_pub`), for publishing to external joiners.
-    pub group_info: Vec<u8>,
+    /// `external_pub`), for publishing to external joiners, if
+    /// [`CommitOptions::group_info`] asked for it.
+    pub group_info: Option<Vec<u8>>,
     /// The ratchet tree of the new epoch, for joiners that get it out of
-    /// band.
-    pub ratchet_tree: crate::codec::RatchetTree,
+    /// band (only when the commit adds members).
+    pub ratchet_tree: Option<crate::codec::RatchetTree>,
     /// Members added (with their new leaf indices), removed and updated.
     pub adds: Vec<Member>,
     /// Members removed.
@@ -395,11 +396,18 @@ impl Group {
                     .encode()?,
                 )
             };
-            let gi = self.build_group_info(&state, self.config.ratchet_tree_in_group_info, true)?;
-            let group_info = MlsMessage {
-                body: MlsMessageBody::GroupInfo(gi),
-            }
-            .encode()?;
+            let group_info = if options.group_info {
+                let gi =
+                    self.build_group_info(&state, self.config.ratchet_tree_in_group_info, true)?;
+                Some(
+                    MlsMessage {
+                        body: MlsMessageBody::GroupInfo(gi),
+                    }
+                    .encode()?,
+                )
+            } else {
+                None
+            };
             Ok::<_, GroupError>((signed, state, welcome, group_info))
         })();
         let (signed, state, welcome, group_info) = match result {
@@ -424,7 +432,7 @@ impl Group {
             commit,
             welcome,
             group_info,
-            ratchet_tree: state.tree.to_ratchet_tree(),
+            ratchet_tree: (!effects.adds.is_empty()).then(|| state.tree.to_ratchet_tree()),
             adds: added_members(&effects),
             removes: members_of(&effects.removes),
         };

@@ -82,6 +82,9 @@ pub struct CommitOptions {
     pub force_path: bool,
     /// Application-chosen `authenticated_data` of the commit message.
     pub authenticated_data: Vec<u8>,
+    /// Whether to produce the new epoch's signed GroupInfo (for external
+    /// joiners; costs a signature and, with the tree, an O(N) encoding).
+    pub group_info: bool,
 }
 
 impl CommitOptions {
@@ -89,6 +92,7 @@ impl CommitOptions {
     pub fn new() -> Self {
         CommitOptions {
             include_pending: true,
+            group_info: true,
             ..Default::default()
         }
     }

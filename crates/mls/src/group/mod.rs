@@ -138,7 +138,9 @@ struct PastEpoch {
     context: GroupContext,
     secret_tree: SecretTree,
     sender_data_secret: Secret,
-    signature_keys: Vec<Option<SignaturePublicKey>>,
+    /// The epoch's tree (cheap to keep: nodes are shared), for the
+    /// senders' signature keys.
+    tree: RatchetTree,
 }
 
 /// Tree leaves as the message-protection layer looks signature keys up.
@@ -891,7 +893,7 @@ impl Group {
             &mut secret_tree,
             &past.sender_data_secret,
             &past.context,
-            &past.signature_keys,
+            &TreeKeys(&past.tree),
         )?;
         let FramedContentBody::Application(data) = unprotected.content.content.body else {
             return Err(GroupError::UnexpectedMessage(
@@ -1014,12 +1016,11 @@ impl Group {
     fn install_epoch(&mut self, next: EpochState, used_update: Option<&KeyRef>) {
         let old = std::mem::replace(&mut self.state, next);
         if self.config.max_past_epochs > 0 {
-            let signature_keys = signature_keys(&old.tree);
             self.past.push_back(PastEpoch {
                 context: old.context.clone(),
                 secret_tree: old.secret_tree.clone(),
                 sender_data_secret: old.secrets.sender_data_secret.clone(),
-                signature_keys,
+                tree: old.tree.clone(),
             });
             while self.past.len() > self.config.max_past_epochs {
                 self.past.pop_front();
@@ -1039,12 +1040,4 @@ impl Group {
         self.proposals.clear();
         self.record_resumption_psk();
     }
-}
-
-/// Signature keys of a tree's members by leaf index (kept with a past
-/// epoch to check late messages).
-fn signature_keys(tree: &RatchetTree) -> Vec<Option<SignaturePublicKey>> {
-    (0..tree.leaf_count())
-        .map(|i| tree.leaf(LeafIndex(i)).map(|l| l.signature_key.clone()))
-        .collect()
 }
