@@ -545,3 +545,115 @@ fn welcome_without_tree_needs_out_of_band_tree() {
             .is_err()
     );
 }
+
+#[test]
+fn proposal_list_validation_and_context_extensions() {
+    let mut h = build(4, GroupConfig::default());
+    let before = h.group(0).state_snapshot();
+    // Invalid lists are refused at the committer, which stays unchanged.
+    let mut opts = CommitOptions::new();
+    opts.remove_leaves = vec![1, 1];
+    assert!(matches!(
+        h.group(0).commit(opts, NOW),
+        Err(GroupError::InvalidProposal(_))
+    ));
+    let mut opts = CommitOptions::new();
+    opts.remove_leaves = vec![0];
+    assert!(matches!(
+        h.group(0).commit(opts, NOW),
+        Err(GroupError::InvalidProposal(_))
+    ));
+    let mut opts = CommitOptions::new();
+    opts.remove_leaves = vec![17];
+    assert!(h.group(0).commit(opts, NOW).is_err());
+    let (_, kp) = h.new_joiner();
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![kp.to_bytes().unwrap(), kp.to_bytes().unwrap()];
+    assert!(matches!(
+        h.group(0).commit(opts, NOW),
+        Err(GroupError::InvalidProposal(_))
+    ));
+    // A KeyPackage of an existing member (same signature key) is refused.
+    let dup =
+        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), h.group(2).signer())
+            .unwrap();
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![dup.to_bytes().unwrap()];
+    assert!(h.group(0).commit(opts, NOW).is_err());
+    // An expired KeyPackage is refused.
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![kp.to_bytes().unwrap()];
+    assert!(h.group(0).commit(opts, NOW + 7200).is_err());
+    assert_eq!(h.group(0).state_snapshot(), before);
+    assert!(!h.group(0).has_pending_commit());
+
+    // Add by reference: a proposal, then a commit of the pending list.
+    let (s, kp) = h.new_joiner();
+    let prop = h
+        .group(1)
+        .propose_add(&kp.to_bytes().unwrap(), NOW)
+        .unwrap();
+    for r in [0usize, 2, 3] {
+        h.group(r).process_incoming(&prop, NOW).unwrap();
+    }
+    let out = h.commit(3, CommitOptions::new(), vec![(s, kp)]);
+    assert_eq!(out.adds.len(), 1);
+    assert!(out.welcome.is_some());
+
+    // GroupContextExtensions by value and by reference.
+    let rc = hsmls::codec::RequiredCapabilities {
+        extension_types: Vec::new(),
+        proposal_types: Vec::new(),
+        credential_types: vec![hsmls::codec::CredentialType::BASIC],
+    };
+    let ext = vec![hsmls::codec::Extension::from_data(&rc).unwrap()];
+    let mut opts = CommitOptions::new();
+    opts.group_context_extensions = Some(ext.clone());
+    h.commit(0, opts, Vec::new());
+    assert_eq!(h.group(4).group_context().extensions, ext);
+    let prop = h
+        .group(2)
+        .propose_group_context_extensions(Vec::new())
+        .unwrap();
+    for r in h.active() {
+        if r != 2 {
+            h.group(r).process_incoming(&prop, NOW).unwrap();
+        }
+    }
+    let out = h.group(1).commit(CommitOptions::new(), NOW).unwrap();
+    for r in h.active() {
+        if r == 1 {
+            continue;
+        }
+        let ProcessedMessage::StagedCommit(staged) =
+            h.group(r).process_incoming(&out.commit, NOW).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(staged.group_context_extensions, Some(Vec::new()));
+        assert!(staged.has_path);
+        h.group(r).merge_staged_commit(staged).unwrap();
+    }
+    h.group(1).merge_pending_commit().unwrap();
+    h.check_agreement();
+    assert!(h.group(0).group_context().extensions.is_empty());
+
+    // Two commits in one epoch: the loser discards its own.
+    let a = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
+    let _b = h.group(1).commit(CommitOptions::new(), NOW).unwrap();
+    for r in h.active() {
+        if r == 0 {
+            continue;
+        }
+        let ProcessedMessage::StagedCommit(staged) =
+            h.group(r).process_incoming(&a.commit, NOW).unwrap()
+        else {
+            panic!()
+        };
+        h.group(r).merge_staged_commit(staged).unwrap();
+    }
+    h.group(0).merge_pending_commit().unwrap();
+    assert!(!h.group(1).has_pending_commit());
+    h.check_agreement();
+    h.all_send();
+}
