@@ -19,6 +19,7 @@ mod error;
 mod hashes;
 mod private;
 mod ratchet_tree;
+mod store;
 mod treekem;
 mod validation;
 

@@ -1,6 +1,5 @@
 //! The public ratchet tree (RFC 9420 §4, §7.7, §7.8, Appendix C).
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,6 +7,7 @@ use hsmls_crypto::{CipherSuiteProvider, Digest};
 
 use super::TreeError;
 use super::hashes;
+use super::store::{NodeStore, fingerprint};
 use crate::codec::{self, CredentialType, LeafNode, Node, ParentNode};
 use crate::tree_math::{self, LeafIndex, NodeIndex};
 
@@ -22,17 +22,17 @@ pub const MAX_LEAVES: u32 = 1 << 31;
 /// change invalidates only the changed node and its direct path, and
 /// [`RatchetTree::tree_hash`] recomputes only invalidated nodes.
 ///
-/// `Clone` copies one pointer per node (the nodes themselves are shared and
-/// copied on write), so the group engine can stage a commit on a copy and
-/// drop it if the commit is rejected.
+/// `Clone` is cheap (one pointer per 256 nodes; storage is copied on
+/// write, see `store.rs`), so the group engine can stage a commit on a copy
+/// and drop it if the commit is rejected.
 #[derive(Clone)]
 pub struct RatchetTree {
     pub(super) provider: &'static dyn CipherSuiteProvider,
     pub(super) n_leaves: u32,
-    pub(super) nodes: Vec<Option<Arc<Node>>>,
-    /// The tree hash of each node; `None` when invalidated. Invariant: if a
-    /// node's entry is `None`, so are those of all its ancestors.
-    pub(super) hashes: Vec<Option<Digest>>,
+    /// The nodes and, per node, the cached tree hash (`None` when
+    /// invalidated). Invariant: if a node's hash is `None`, so are those of
+    /// all its ancestors.
+    pub(super) nodes: NodeStore,
 }
 
 impl fmt::Debug for RatchetTree {
@@ -52,8 +52,8 @@ impl PartialEq for RatchetTree {
             && self
                 .nodes
                 .iter()
-                .zip(&other.nodes)
-                .all(|(a, b)| a.as_deref() == b.as_deref())
+                .zip(other.nodes.iter())
+                .all(|(a, b)| a == b)
     }
 }
 
@@ -68,11 +68,12 @@ fn half_span(x: NodeIndex) -> u32 {
 impl RatchetTree {
     /// A one-member tree holding `leaf` at leaf 0 (group creation, §11).
     pub fn new(provider: &'static dyn CipherSuiteProvider, leaf: LeafNode) -> Self {
+        let mut nodes = NodeStore::blank(1);
+        nodes.set(0, Some(Arc::new(Node::Leaf(leaf))));
         RatchetTree {
             provider,
             n_leaves: 1,
-            nodes: vec![Some(Arc::new(Node::Leaf(leaf)))],
-            hashes: vec![None],
+            nodes,
         }
     }
 
@@ -100,20 +101,20 @@ impl RatchetTree {
         }
         let n_leaves = n_leaves as u32;
         let width = tree_math::node_width(n_leaves) as usize;
-        let mut out = Vec::with_capacity(width);
+        let mut out = NodeStore::blank(width);
         for (i, node) in nodes.into_iter().enumerate() {
             let x = NodeIndex(i as u32);
             match (&node, x.is_leaf()) {
                 (Some(Node::Leaf(_)), true) | (Some(Node::Parent(_)), false) | (None, _) => {}
                 _ => return Err(TreeError::WrongNodeType(x)),
             }
-            out.push(node.map(Arc::new));
+            if node.is_some() {
+                out.set(i, node.map(Arc::new));
+            }
         }
-        out.resize(width, None);
         Ok(RatchetTree {
             provider,
             n_leaves,
-            hashes: vec![None; width],
             nodes: out,
         })
     }
@@ -126,17 +127,11 @@ impl RatchetTree {
     /// The tree in the form of the `ratchet_tree` extension (§12.4.3.3):
     /// array order, blank nodes `None`, trailing blank nodes removed.
     pub fn to_ratchet_tree(&self) -> codec::RatchetTree {
-        let end = self
-            .nodes
-            .iter()
-            .rposition(Option::is_some)
+        let end = (0..self.nodes.len())
+            .rev()
+            .find(|&i| self.nodes.get(i).is_some())
             .map_or(0, |i| i + 1);
-        codec::RatchetTree(
-            self.nodes[..end]
-                .iter()
-                .map(|n| n.as_deref().cloned())
-                .collect(),
-        )
+        codec::RatchetTree(self.nodes.iter().take(end).map(|n| n.cloned()).collect())
     }
 
     /// The number of leaves, blank or not (a power of two).
@@ -151,7 +146,7 @@ impl RatchetTree {
 
     /// The number of non-blank leaves (members).
     pub fn member_count(&self) -> usize {
-        self.nodes.iter().step_by(2).filter(|n| n.is_some()).count()
+        self.nodes.iter().step_by(2).filter(Option::is_some).count()
     }
 
     /// The root node index.
@@ -162,7 +157,7 @@ impl RatchetTree {
 
     /// The node at `x`, `None` if blank or outside the tree.
     pub fn node(&self, x: NodeIndex) -> Option<&Node> {
-        self.nodes.get(x.0 as usize).and_then(|n| n.as_deref())
+        self.nodes.get(x.0 as usize)
     }
 
     /// The LeafNode at leaf `i`, `None` if blank or outside the tree.
@@ -195,7 +190,7 @@ impl RatchetTree {
             .iter()
             .step_by(2)
             .enumerate()
-            .filter_map(|(i, n)| match n.as_deref() {
+            .filter_map(|(i, n)| match n {
                 Some(Node::Leaf(l)) => Some((LeafIndex(i as u32), l)),
                 _ => None,
             })
@@ -213,7 +208,7 @@ impl RatchetTree {
         self.nodes
             .iter()
             .step_by(2)
-            .position(Option::is_none)
+            .position(|n| n.is_none())
             .map_or(LeafIndex(self.n_leaves), |i| LeafIndex(i as u32))
     }
 
@@ -249,10 +244,8 @@ impl RatchetTree {
     pub fn resolution_is_empty(&self, x: NodeIndex) -> bool {
         let s = half_span(x);
         let lo = (x.0 - s) as usize;
-        let hi = ((x.0 + s) as usize).min(self.nodes.len().saturating_sub(1));
-        self.nodes
-            .get(lo..=hi)
-            .is_none_or(|r| r.iter().all(Option::is_none))
+        let hi = x.0 as usize + s as usize;
+        !self.nodes.any_non_blank(lo, hi)
     }
 
     /// The resolution of node `x` (§4.1.1): the node itself and its
@@ -313,6 +306,75 @@ impl RatchetTree {
         Ok(())
     }
 
+    /// The size of the resolution of `x` without the leaves in `excluded`,
+    /// computed without building it.
+    pub fn resolution_len(&self, x: NodeIndex, excluded: &[LeafIndex]) -> usize {
+        let i = x.0 as usize;
+        if x.is_leaf() {
+            let present = self.nodes.is_present(i);
+            return usize::from(present && !x.leaf_index().is_some_and(|l| excluded.contains(&l)));
+        }
+        if let Some(p) = self.parent_node(x) {
+            return 1 + p
+                .unmerged_leaves
+                .iter()
+                .filter(|l| !excluded.contains(l))
+                .count();
+        }
+        if self.resolution_is_empty(x) {
+            return 0;
+        }
+        match (tree_math::left(x), tree_math::right(x)) {
+            (Ok(l), Ok(r)) => self.resolution_len(l, excluded) + self.resolution_len(r, excluded),
+            _ => 0,
+        }
+    }
+
+    /// The position of node `target` in the resolution of `x` without the
+    /// leaves in `excluded`, if it is in it; computed without building the
+    /// resolution.
+    pub fn resolution_position(
+        &self,
+        x: NodeIndex,
+        excluded: &[LeafIndex],
+        target: NodeIndex,
+    ) -> Option<usize> {
+        let s = half_span(x);
+        if target.0 < x.0 - s || target.0 > x.0.saturating_add(s) {
+            return None;
+        }
+        let is_excluded = |n: NodeIndex| n.leaf_index().is_some_and(|l| excluded.contains(&l));
+        if x.is_leaf() {
+            return (x == target && self.nodes.is_present(x.0 as usize) && !is_excluded(x))
+                .then_some(0);
+        }
+        if let Some(p) = self.parent_node(x) {
+            if x == target {
+                return Some(0);
+            }
+            let t = target.leaf_index()?;
+            if excluded.contains(&t) {
+                return None;
+            }
+            return p
+                .unmerged_leaves
+                .iter()
+                .filter(|l| !excluded.contains(l))
+                .position(|l| *l == t)
+                .map(|k| k + 1);
+        }
+        if x == target {
+            return None;
+        }
+        let (l, r) = (tree_math::left(x).ok()?, tree_math::right(x).ok()?);
+        if target < x {
+            self.resolution_position(l, excluded, target)
+        } else {
+            self.resolution_position(r, excluded, target)
+                .map(|k| k + self.resolution_len(l, excluded))
+        }
+    }
+
     /// The filtered direct path of leaf `i` (§4.1.2), from the bottom up,
     /// each node paired with its child on the copath of `i`: the direct path
     /// without the nodes whose copath child has an empty resolution.
@@ -350,9 +412,9 @@ impl RatchetTree {
     pub(super) fn invalidate(&mut self, x: NodeIndex) {
         let mut cur = x;
         loop {
-            match self.hashes.get_mut(cur.0 as usize) {
-                Some(h) => *h = None,
-                None => return,
+            // Ancestors of a node with no cached hash have none either.
+            if !self.nodes.set_hash(cur.0 as usize, None) {
+                return;
             }
             match tree_math::parent(cur, self.n_leaves) {
                 Ok(p) => cur = p,
@@ -364,8 +426,8 @@ impl RatchetTree {
     /// Sets node `x` (which must be inside the tree) and invalidates its
     /// hashes.
     pub(super) fn set_node(&mut self, x: NodeIndex, node: Option<Node>) {
-        if let Some(slot) = self.nodes.get_mut(x.0 as usize) {
-            *slot = node.map(Arc::new);
+        if (x.0 as usize) < self.nodes.len() {
+            self.nodes.set(x.0 as usize, node.map(Arc::new));
             self.invalidate(x);
         }
     }
@@ -388,8 +450,7 @@ impl RatchetTree {
         }
         self.n_leaves *= 2;
         let width = tree_math::node_width(self.n_leaves) as usize;
-        self.nodes.resize(width, None);
-        self.hashes.resize(width, None);
+        self.nodes.resize(width);
         Ok(())
     }
 
@@ -398,13 +459,12 @@ impl RatchetTree {
     fn truncate(&mut self) {
         while self.n_leaves > 1 {
             let half = self.n_leaves as usize / 2;
-            if self.nodes[2 * half..].iter().any(Option::is_some) {
+            if self.nodes.any_non_blank(2 * half, usize::MAX) {
                 break;
             }
             self.n_leaves /= 2;
             let width = tree_math::node_width(self.n_leaves) as usize;
-            self.nodes.truncate(width);
-            self.hashes.truncate(width);
+            self.nodes.resize(width);
         }
     }
 
@@ -421,15 +481,10 @@ impl RatchetTree {
         }
         let x = self.check_leaf(i)?;
         for p in tree_math::direct_path(x, self.n_leaves)? {
-            let Some(slot) = self.nodes.get_mut(p.0 as usize) else {
-                continue;
-            };
-            if let Some(node) = slot {
-                if let Node::Parent(parent) = Arc::make_mut(node) {
-                    let pos = parent.unmerged_leaves.partition_point(|l| *l < i);
-                    if parent.unmerged_leaves.get(pos) != Some(&i) {
-                        parent.unmerged_leaves.insert(pos, i);
-                    }
+            if let Some(Node::Parent(parent)) = self.nodes.get_mut(p.0 as usize) {
+                let pos = parent.unmerged_leaves.partition_point(|l| *l < i);
+                if parent.unmerged_leaves.get(pos) != Some(&i) {
+                    parent.unmerged_leaves.insert(pos, i);
                 }
             }
         }
@@ -468,8 +523,8 @@ impl RatchetTree {
 
     /// The tree hash of node `x` (§7.8).
     pub fn node_tree_hash(&mut self, x: NodeIndex) -> Result<Digest, TreeError> {
-        if let Some(Some(h)) = self.hashes.get(x.0 as usize) {
-            return Ok(*h);
+        if let Some(h) = self.nodes.hash(x.0 as usize) {
+            return Ok(h);
         }
         if x.0 as usize >= self.nodes.len() {
             return Err(tree_math::TreeMathError::OutOfTree {
@@ -485,7 +540,7 @@ impl RatchetTree {
             let r = self.node_tree_hash(tree_math::right(x)?)?;
             hashes::parent_tree_hash(self.provider, self.parent_node(x), &l, &r)?
         };
-        self.hashes[x.0 as usize] = Some(h);
+        self.nodes.set_hash(x.0 as usize, Some(h));
         Ok(h)
     }
 
@@ -496,7 +551,7 @@ impl RatchetTree {
 
     /// The cached tree hash of `x`, if fresh.
     pub(super) fn cached_hash(&self, x: NodeIndex) -> Option<Digest> {
-        self.hashes.get(x.0 as usize).copied().flatten()
+        self.nodes.hash(x.0 as usize)
     }
 
     pub(super) fn leaf_at(&self, x: NodeIndex) -> Option<&LeafNode> {
@@ -557,77 +612,89 @@ impl RatchetTree {
         &self,
         leaves: &[(Option<LeafIndex>, &LeafNode)],
     ) -> Result<(), TreeError> {
-        let mut enc: HashMap<&[u8], usize> = HashMap::with_capacity(leaves.len());
-        let mut sig: HashMap<&[u8], usize> = HashMap::with_capacity(leaves.len());
-        let mut replaced: HashMap<LeafIndex, usize> = HashMap::new();
-        let mut new_types: HashSet<CredentialType> = HashSet::new();
+        let dup = |kind, node| TreeError::DuplicateKey { kind, node };
+        let replaced_by = |x: usize| {
+            leaves
+                .iter()
+                .position(|(r, _)| r.is_some_and(|r| r.0 as usize * 2 == x))
+        };
         for (k, (rep, leaf)) in leaves.iter().enumerate() {
-            let node = rep
+            let at = rep
                 .and_then(|r| r.node_index().ok())
                 .unwrap_or(NodeIndex(u32::MAX));
-            if enc.insert(leaf.encryption_key.as_slice(), k).is_some() {
-                return Err(TreeError::DuplicateKey {
-                    kind: "encryption_key",
-                    node,
-                });
+            // Among the new leaves.
+            for (_, other) in &leaves[..k] {
+                if other.encryption_key == leaf.encryption_key {
+                    return Err(dup("encryption_key", at));
+                }
+                if other.signature_key == leaf.signature_key {
+                    return Err(dup("signature_key", at));
+                }
             }
-            if sig.insert(leaf.signature_key.as_slice(), k).is_some() {
-                return Err(TreeError::DuplicateKey {
-                    kind: "signature_key",
-                    node,
-                });
+            // Against the tree (fingerprint index, confirmed on the keys).
+            let enc = leaf.encryption_key.as_slice();
+            for x in self.nodes.with_encryption_fp(fingerprint(enc)) {
+                if self
+                    .encryption_key(NodeIndex(x as u32))
+                    .map(|e| e.as_slice())
+                    == Some(enc)
+                {
+                    return Err(dup("encryption_key", NodeIndex(x as u32)));
+                }
             }
-            if let Some(r) = rep {
-                replaced.insert(*r, k);
+            let sig = leaf.signature_key.as_slice();
+            for x in self.nodes.with_signature_fp(fingerprint(sig)) {
+                let same = match self.nodes.get(x) {
+                    Some(Node::Leaf(l)) => l.signature_key.as_slice() == sig,
+                    _ => false,
+                };
+                if same && replaced_by(x) != Some(k) {
+                    return Err(dup("signature_key", NodeIndex(x as u32)));
+                }
             }
-            new_types.insert(leaf.credential.credential_type());
         }
-        let mut types_in_use: HashSet<CredentialType> = new_types.clone();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let Some(node) = node.as_deref() else {
-                continue;
-            };
-            let x = NodeIndex(i as u32);
-            let key = match node {
-                Node::Leaf(l) => &l.encryption_key,
-                Node::Parent(p) => &p.encryption_key,
-            };
-            if enc.contains_key(key.as_slice()) {
-                return Err(TreeError::DuplicateKey {
-                    kind: "encryption_key",
-                    node: x,
-                });
-            }
-            let Node::Leaf(member) = node else {
-                continue;
-            };
-            let li = LeafIndex(x.0 / 2);
-            let replaced_by = replaced.get(&li).copied();
-            if let Some(&k) = sig.get(member.signature_key.as_slice())
-                && replaced_by != Some(k)
+
+        // Credential types in use once the replaced leaves are gone.
+        let mut in_use = self.nodes.credential_type_counts();
+        for (rep, _) in leaves {
+            if let Some(t) = rep.and_then(|r| self.nodes.credential_type(r.0 as usize * 2))
+                && let Some((_, n)) = in_use.iter_mut().find(|(u, _)| *u == t)
             {
-                return Err(TreeError::DuplicateKey {
-                    kind: "signature_key",
-                    node: x,
-                });
+                *n = n.saturating_sub(1);
             }
-            if replaced_by.is_some() {
-                continue;
-            }
-            types_in_use.insert(member.credential.credential_type());
-            if let Some(t) = new_types
-                .iter()
-                .find(|t| !member.capabilities.credentials.contains(t))
-            {
-                return Err(TreeError::CredentialTypeNotShared(t.0));
+        }
+        in_use.retain(|(_, n)| *n > 0);
+        let mut all_types: Vec<CredentialType> =
+            in_use.iter().map(|(t, _)| CredentialType(*t)).collect();
+        // Types no staying member uses yet: every staying member must
+        // support them (a type in use is supported by all, §7.3).
+        let mut new_types: Vec<CredentialType> = Vec::new();
+        for (_, leaf) in leaves {
+            let t = leaf.credential.credential_type();
+            if !all_types.contains(&t) {
+                all_types.push(t);
+                new_types.push(t);
             }
         }
         for (_, leaf) in leaves {
-            if let Some(t) = types_in_use
+            if let Some(t) = all_types
                 .iter()
                 .find(|t| !leaf.capabilities.credentials.contains(t))
             {
                 return Err(TreeError::CredentialTypeNotShared(t.0));
+            }
+        }
+        if !new_types.is_empty() {
+            for (i, member) in self.leaves() {
+                if replaced_by(i.0 as usize * 2).is_some() {
+                    continue;
+                }
+                if let Some(t) = new_types
+                    .iter()
+                    .find(|t| !member.capabilities.credentials.contains(t))
+                {
+                    return Err(TreeError::CredentialTypeNotShared(t.0));
+                }
             }
         }
         Ok(())

@@ -394,7 +394,7 @@ pub fn merge_update_path(
         provider
             .validate_hpke_public_key(upn.encryption_key.as_slice())
             .map_err(|_| TreeError::PublicKeyMismatch(node))?;
-        let expected = tree.resolution_excluding(s, added)?.len();
+        let expected = tree.resolution_len(s, added);
         if upn.encrypted_path_secret.len() != expected {
             return Err(TreeError::UpdatePathCiphertextCount {
                 node,
@@ -497,28 +497,30 @@ pub fn decrypt_update_path(
         })
         .ok_or(TreeError::NoDecryptionKey)?;
     let (node, s) = merged.path[start];
-    let resolution = tree.resolution_excluding(s, &merged.added)?;
+    // This member's keys in the copath subtree: its leaf and the parent
+    // nodes it holds keys for; exactly one of them is in the resolution.
     let mut found = None;
-    for (k, r) in resolution.iter().enumerate() {
-        let Some(pk) = tree.encryption_key(*r) else {
-            continue;
-        };
-        if *r == own {
-            if private.leaf_key().public_key().as_bytes() == pk.as_slice() {
-                found = Some((
-                    k,
-                    HpkeRecipient::Custody {
-                        custody,
-                        key: private.leaf_key(),
-                    },
-                ));
+    let leaf_matches = tree
+        .encryption_key(own)
+        .is_some_and(|pk| pk.as_slice() == private.leaf_key().public_key().as_bytes());
+    if leaf_matches && let Some(k) = tree.resolution_position(s, &merged.added, own) {
+        found = Some((
+            k,
+            HpkeRecipient::Custody {
+                custody,
+                key: private.leaf_key(),
+            },
+        ));
+    }
+    if found.is_none() {
+        for (x, key) in private.path_keys() {
+            let matches = tree
+                .encryption_key(*x)
+                .is_some_and(|pk| pk.as_slice() == key.public_key().as_bytes());
+            if matches && let Some(k) = tree.resolution_position(s, &merged.added, *x) {
+                found = Some((k, HpkeRecipient::Software(key)));
                 break;
             }
-        } else if let Some(key) = private.parent_key(*r)
-            && key.public_key().as_bytes() == pk.as_slice()
-        {
-            found = Some((k, HpkeRecipient::Software(key)));
-            break;
         }
     }
     let (k, recipient) = found.ok_or(TreeError::NoDecryptionKey)?;
@@ -526,9 +528,9 @@ pub fn decrypt_update_path(
         .nodes
         .get(start)
         .and_then(|n| n.encrypted_path_secret.get(k))
-        .ok_or(TreeError::UpdatePathCiphertextCount {
+        .ok_or_else(|| TreeError::UpdatePathCiphertextCount {
             node,
-            expected: resolution.len(),
+            expected: tree.resolution_len(s, &merged.added),
             actual: update_path
                 .nodes
                 .get(start)

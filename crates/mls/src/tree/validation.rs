@@ -293,7 +293,7 @@ impl UnverifiedTree {
 /// every non-blank node between the leaf and the parent.
 fn check_unmerged_leaves(tree: &RatchetTree) -> Result<(), TreeError> {
     for (i, node) in tree.nodes.iter().enumerate() {
-        let Some(Node::Parent(p)) = node.as_deref() else {
+        let Some(Node::Parent(p)) = node else {
             continue;
         };
         let x = NodeIndex(i as u32);
@@ -330,7 +330,7 @@ fn check_unique_keys(tree: &RatchetTree) -> Result<(), TreeError> {
     let mut sig: HashMap<&[u8], ()> = HashMap::with_capacity(tree.nodes.len() / 2 + 1);
     for (i, node) in tree.nodes.iter().enumerate() {
         let x = NodeIndex(i as u32);
-        let (e, s) = match node.as_deref() {
+        let (e, s) = match node {
             None => continue,
             Some(Node::Leaf(l)) => (&l.encryption_key, Some(&l.signature_key)),
             Some(Node::Parent(p)) => (&p.encryption_key, None),
@@ -383,7 +383,7 @@ fn verify_parent_hashes(tree: &RatchetTree) -> Result<(), TreeError> {
     let mut covered = vec![0u8; tree.nodes.len()];
     for (i, node) in tree.nodes.iter().enumerate() {
         let d = NodeIndex(i as u32);
-        let ph = match node.as_deref() {
+        let ph = match node {
             Some(Node::Leaf(l)) => match &l.leaf_node_source {
                 LeafNodeSource::Commit(ph) => ph,
                 _ => continue,
@@ -438,7 +438,7 @@ fn verify_parent_hashes(tree: &RatchetTree) -> Result<(), TreeError> {
         }
     }
     for (i, node) in tree.nodes.iter().enumerate() {
-        if matches!(node.as_deref(), Some(Node::Parent(_))) && covered[i] != 1 {
+        if matches!(node, Some(Node::Parent(_))) && covered.get(i) != Some(&1) {
             return Err(TreeError::ParentHashInvalid(NodeIndex(i as u32)));
         }
     }

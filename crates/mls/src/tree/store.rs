@@ -1,0 +1,285 @@
+//! Copy-on-write storage of the tree's nodes and cached tree hashes.
+//!
+//! The array of Appendix C is cut into chunks of [`CHUNK`] slots, each
+//! behind an `Arc`, and each node behind its own `Arc`: cloning a tree
+//! copies one pointer per chunk, and changing a node copies only its chunk
+//! (pointers, not nodes). A commit touches O(log N) chunks, so staging a
+//! commit on a copy of a 10,000-member tree costs microseconds, not a walk
+//! over every node.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use hsmls_crypto::Digest;
+
+use crate::codec::Node;
+
+/// A 64-bit fingerprint of a public key, to find equal keys without
+/// visiting every node (equal fingerprints are confirmed on the keys).
+/// `DefaultHasher::new()` is deterministic.
+pub(super) fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// What the membership checks need of a node, stored contiguously per
+/// chunk so that scanning a 10,000-member tree reads no node.
+#[derive(Clone, Copy, Default)]
+struct Meta {
+    /// 0 blank, 1 leaf, 2 parent.
+    kind: u8,
+    /// The leaf's credential type.
+    credential_type: u16,
+    /// Fingerprint of `encryption_key`.
+    enc_fp: u64,
+    /// Fingerprint of a leaf's `signature_key`.
+    sig_fp: u64,
+}
+
+impl Meta {
+    fn of(node: Option<&Node>) -> Meta {
+        match node {
+            None => Meta::default(),
+            Some(Node::Leaf(l)) => Meta {
+                kind: 1,
+                credential_type: l.credential.credential_type().0,
+                enc_fp: fingerprint(l.encryption_key.as_slice()),
+                sig_fp: fingerprint(l.signature_key.as_slice()),
+            },
+            Some(Node::Parent(p)) => Meta {
+                kind: 2,
+                credential_type: 0,
+                enc_fp: fingerprint(p.encryption_key.as_slice()),
+                sig_fp: 0,
+            },
+        }
+    }
+}
+
+/// Slots per chunk.
+const CHUNK: usize = 256;
+
+#[derive(Clone, Default)]
+struct Slot {
+    node: Option<Arc<Node>>,
+    hash: Option<Digest>,
+}
+
+#[derive(Clone)]
+struct Chunk {
+    slots: Vec<Slot>,
+    meta: Vec<Meta>,
+    /// Non-blank nodes in this chunk.
+    non_blank: usize,
+}
+
+/// The nodes of a ratchet tree in array order, blank = `None`, with a tree
+/// hash cache entry per node.
+#[derive(Clone, Default)]
+pub(super) struct NodeStore {
+    chunks: Vec<Arc<Chunk>>,
+    len: usize,
+}
+
+impl NodeStore {
+    /// `len` blank nodes.
+    pub(super) fn blank(len: usize) -> Self {
+        let mut s = NodeStore::default();
+        s.resize(len);
+        s
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn slot(&self, i: usize) -> Option<&Slot> {
+        if i >= self.len {
+            return None;
+        }
+        self.chunks.get(i / CHUNK)?.slots.get(i % CHUNK)
+    }
+
+    fn slot_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        if i >= self.len {
+            return None;
+        }
+        Arc::make_mut(self.chunks.get_mut(i / CHUNK)?)
+            .slots
+            .get_mut(i % CHUNK)
+    }
+
+    /// The node at `i`; `None` if blank or outside.
+    pub(super) fn get(&self, i: usize) -> Option<&Node> {
+        self.slot(i)?.node.as_deref()
+    }
+
+    /// Whether node `i` is non-blank (without reading the node).
+    pub(super) fn is_present(&self, i: usize) -> bool {
+        self.slot(i).is_some_and(|s| s.node.is_some())
+    }
+
+    /// Mutable access to the (non-blank) node at `i`, copied if shared.
+    /// Does not touch the hash cache. The caller must not change the
+    /// node's keys or credential (they are indexed).
+    pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut Node> {
+        self.slot_mut(i)?.node.as_mut().map(Arc::make_mut)
+    }
+
+    /// Sets the node at `i` (inside the store). Does not touch the hash
+    /// cache.
+    pub(super) fn set(&mut self, i: usize, node: Option<Arc<Node>>) {
+        if i >= self.len {
+            return;
+        }
+        let Some(chunk) = self.chunks.get_mut(i / CHUNK) else {
+            return;
+        };
+        let chunk = Arc::make_mut(chunk);
+        let Some(slot) = chunk.slots.get_mut(i % CHUNK) else {
+            return;
+        };
+        match (slot.node.is_some(), node.is_some()) {
+            (false, true) => chunk.non_blank += 1,
+            (true, false) => chunk.non_blank -= 1,
+            _ => {}
+        }
+        if let Some(m) = chunk.meta.get_mut(i % CHUNK) {
+            *m = Meta::of(node.as_deref());
+        }
+        slot.node = node;
+    }
+
+    /// The cached hash of node `i`.
+    pub(super) fn hash(&self, i: usize) -> Option<Digest> {
+        self.slot(i)?.hash
+    }
+
+    /// Sets the cached hash of node `i`. Returns whether there was a cached
+    /// value before.
+    pub(super) fn set_hash(&mut self, i: usize, hash: Option<Digest>) -> bool {
+        // Avoid copying a shared chunk just to clear an empty entry.
+        match self.slot(i) {
+            None => return false,
+            Some(s) if s.hash.is_none() && hash.is_none() => return false,
+            Some(_) => {}
+        }
+        match self.slot_mut(i) {
+            Some(s) => std::mem::replace(&mut s.hash, hash).is_some(),
+            None => false,
+        }
+    }
+
+    /// The nodes in array order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Option<&Node>> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.slots.iter())
+            .take(self.len)
+            .map(|s| s.node.as_deref())
+    }
+
+    /// Whether any node in `lo..=hi` (clamped to the store) is non-blank.
+    pub(super) fn any_non_blank(&self, lo: usize, hi: usize) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let hi = hi.min(self.len - 1);
+        let mut i = lo;
+        while i <= hi {
+            let Some(chunk) = self.chunks.get(i / CHUNK) else {
+                return false;
+            };
+            let start = i % CHUNK;
+            let end = (hi - (i - start)).min(CHUNK - 1);
+            if start == 0 && end == CHUNK - 1 {
+                if chunk.non_blank > 0 {
+                    return true;
+                }
+            } else if chunk
+                .slots
+                .get(start..=end)
+                .is_some_and(|s| s.iter().any(|s| s.node.is_some()))
+            {
+                return true;
+            }
+            i += end - start + 1;
+        }
+        false
+    }
+
+    /// Grows (with blank nodes) or shrinks to `len` nodes.
+    pub(super) fn resize(&mut self, len: usize) {
+        if len < self.len {
+            for i in len..self.len {
+                self.set(i, None);
+            }
+        }
+        let n_chunks = len.div_ceil(CHUNK);
+        self.chunks.truncate(n_chunks);
+        while self.chunks.len() < n_chunks {
+            self.chunks.push(Arc::new(Chunk {
+                slots: vec![Slot::default(); CHUNK],
+                meta: vec![Meta::default(); CHUNK],
+                non_blank: 0,
+            }));
+        }
+        // Slots past `len` in the last chunk are blank with no hash.
+        if len < self.len
+            && let Some(last) = self.chunks.last_mut()
+        {
+            let from = len % CHUNK;
+            if from != 0 {
+                let c = Arc::make_mut(last);
+                for s in &mut c.slots[from..] {
+                    s.hash = None;
+                }
+            }
+        }
+        self.len = len;
+    }
+
+    fn metas(&self) -> impl Iterator<Item = (usize, &Meta)> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.meta.iter())
+            .take(self.len)
+            .enumerate()
+    }
+
+    /// The non-blank nodes whose `encryption_key` has fingerprint `fp`.
+    pub(super) fn with_encryption_fp(&self, fp: u64) -> impl Iterator<Item = usize> + '_ {
+        self.metas()
+            .filter(move |(_, m)| m.kind != 0 && m.enc_fp == fp)
+            .map(|(i, _)| i)
+    }
+
+    /// The leaves whose `signature_key` has fingerprint `fp`.
+    pub(super) fn with_signature_fp(&self, fp: u64) -> impl Iterator<Item = usize> + '_ {
+        self.metas()
+            .filter(move |(_, m)| m.kind == 1 && m.sig_fp == fp)
+            .map(|(i, _)| i)
+    }
+
+    /// The credential type of the leaf at `i`, if non-blank.
+    pub(super) fn credential_type(&self, i: usize) -> Option<u16> {
+        if i >= self.len {
+            return None;
+        }
+        let m = self.chunks.get(i / CHUNK)?.meta.get(i % CHUNK)?;
+        (m.kind == 1).then_some(m.credential_type)
+    }
+
+    /// How many leaves use each credential type.
+    pub(super) fn credential_type_counts(&self) -> Vec<(u16, usize)> {
+        let mut out: Vec<(u16, usize)> = Vec::new();
+        for (_, m) in self.metas().filter(|(_, m)| m.kind == 1) {
+            match out.iter_mut().find(|(t, _)| *t == m.credential_type) {
+                Some((_, n)) => *n += 1,
+                None => out.push((m.credential_type, 1)),
+            }
+        }
+        out
+    }
+}
