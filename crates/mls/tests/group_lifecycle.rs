@@ -300,6 +300,13 @@ fn hundred_members() {
     let mut h = build(100, GroupConfig::default());
     assert_eq!(h.active().len(), 100);
     h.commit(57, CommitOptions::new(), Vec::new());
+    // self_update and remove_members shorthands.
+    let out = h.group(63).self_update(NOW).unwrap();
+    h.group(63).discard_pending_commit().unwrap();
+    assert!(out.welcome.is_none());
+    let out = h.group(5).remove_members(&[LeafIndex(6)], NOW).unwrap();
+    assert_eq!(out.removes[0].index, LeafIndex(6));
+    h.group(5).discard_pending_commit().unwrap();
     let mut opts = CommitOptions::new();
     opts.remove_leaves = vec![10, 20, 30];
     h.commit(99, opts, Vec::new());
@@ -473,9 +480,10 @@ fn welcome_without_tree_needs_out_of_band_tree() {
     };
     let mut h = Harness::new(config.clone());
     let (s, kp) = h.new_joiner();
-    let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kp.to_bytes().unwrap()];
-    let out = h.group(0).commit(opts, NOW).unwrap();
+    let out = h
+        .group(0)
+        .add_members(&[&kp.to_bytes().unwrap()], NOW)
+        .unwrap();
     h.group(0).merge_pending_commit().unwrap();
     let welcome = out.welcome.unwrap();
     let err = Group::join_from_welcome(

@@ -757,6 +757,37 @@ impl Group {
         }
     }
 
+    /// Adds the members of these KeyPackages in one commit (by value, with
+    /// any pending proposals): shorthand for [`Group::commit`].
+    pub fn add_members(
+        &mut self,
+        key_packages: &[&[u8]],
+        now: UnixTime,
+    ) -> Result<CommitOutput, GroupError> {
+        let mut options = CommitOptions::new();
+        options.add_key_packages = key_packages.iter().map(|k| k.to_vec()).collect();
+        self.commit(options, now)
+    }
+
+    /// Removes these members in one commit (by value).
+    pub fn remove_members(
+        &mut self,
+        leaves: &[LeafIndex],
+        now: UnixTime,
+    ) -> Result<CommitOutput, GroupError> {
+        let mut options = CommitOptions::new();
+        options.remove_leaves = leaves.iter().map(|l| l.0).collect();
+        self.commit(options, now)
+    }
+
+    /// Commits a fresh UpdatePath for this member (a self-update by
+    /// commit, RFC 9420 §12.4), with any pending proposals.
+    pub fn self_update(&mut self, now: UnixTime) -> Result<CommitOutput, GroupError> {
+        let mut options = CommitOptions::new();
+        options.force_path = true;
+        self.commit(options, now)
+    }
+
     // ----- receiving -----
 
     fn validation_context(&self, now: UnixTime) -> ValidationContext<'_> {
@@ -1014,20 +1045,29 @@ impl Group {
     /// messages (bounded), destroys the replaced leaf key and unused own
     /// update keys in custody (§9.2), clears the proposal cache.
     fn install_epoch(&mut self, next: EpochState, used_update: Option<&KeyRef>) {
-        let old = std::mem::replace(&mut self.state, next);
+        let EpochState {
+            context,
+            tree,
+            private,
+            mut secrets,
+            secret_tree,
+            ..
+        } = std::mem::replace(&mut self.state, next);
         if self.config.max_past_epochs > 0 {
             self.past.push_back(PastEpoch {
-                context: old.context.clone(),
-                secret_tree: old.secret_tree.clone(),
-                sender_data_secret: old.secrets.sender_data_secret.clone(),
-                tree: old.tree.clone(),
+                context,
+                secret_tree,
+                sender_data_secret: std::mem::take(&mut secrets.sender_data_secret),
+                tree,
             });
             while self.past.len() > self.config.max_past_epochs {
                 self.past.pop_front();
             }
         }
+        // The other secrets of the old epoch drop (and zeroize) here.
+        drop(secrets);
         let custody = self.signer.custody.clone();
-        if let Err(e) = old.private.retire(&self.state.private, custody.as_ref()) {
+        if let Err(e) = private.retire(&self.state.private, custody.as_ref()) {
             tracing::warn!(error = %e, "could not destroy the replaced leaf key");
         }
         for u in self.own_updates.drain(..) {
