@@ -20,6 +20,8 @@ mod hashes;
 mod private;
 mod ratchet_tree;
 mod store;
+#[cfg(test)]
+mod tests;
 mod treekem;
 mod validation;
 

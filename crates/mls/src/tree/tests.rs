@@ -1,0 +1,547 @@
+//! Unit tests of the tree module beyond the official vectors: the chunked
+//! store against a plain array, incremental tree hashes and resolutions of
+//! large trees against from-scratch computations, and TreeKEM with new
+//! members (unmerged leaves, excluded leaves, joining at the common
+//! ancestor, key deletion).
+
+use hsmls_crypto::{CipherSuite, CipherSuiteProvider};
+use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef, SoftwareCustody};
+use proptest::prelude::*;
+
+use super::store::NodeStore;
+use super::*;
+use crate::codec::{
+    self, Capabilities, CipherSuite as WireSuite, Credential, CredentialType, Encode, GroupContext,
+    HpkePublicKey, LeafNode, LeafNodeSource, Lifetime, Node, ParentNode, ProtocolVersion,
+    SignaturePublicKey,
+};
+use crate::tree_math::{LeafIndex, NodeIndex};
+
+fn provider() -> &'static dyn CipherSuiteProvider {
+    CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
+        .provider()
+        .expect("suite 2")
+}
+
+fn parent(k: u8) -> Node {
+    Node::Parent(ParentNode {
+        encryption_key: HpkePublicKey(vec![k]),
+        parent_hash: vec![],
+        unmerged_leaves: vec![],
+    })
+}
+
+fn capabilities() -> Capabilities {
+    Capabilities {
+        versions: vec![ProtocolVersion::MLS10],
+        cipher_suites: vec![WireSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256],
+        extensions: vec![],
+        proposals: vec![],
+        credentials: vec![CredentialType::BASIC],
+    }
+}
+
+/// An unsigned LeafNode with distinct (not necessarily valid) keys, for
+/// tests of the tree structure.
+fn dummy_leaf(i: u32) -> LeafNode {
+    LeafNode {
+        encryption_key: HpkePublicKey([b"enc".as_slice(), &i.to_be_bytes()].concat()),
+        signature_key: SignaturePublicKey([b"sig".as_slice(), &i.to_be_bytes()].concat()),
+        credential: Credential::Basic(i.to_be_bytes().to_vec()),
+        capabilities: capabilities(),
+        leaf_node_source: LeafNodeSource::KeyPackage(Lifetime {
+            not_before: 0,
+            not_after: u64::MAX,
+        }),
+        extensions: vec![],
+        signature: vec![],
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StoreOp {
+    Set(usize, Option<u8>),
+    Resize(usize),
+}
+
+fn store_op() -> impl Strategy<Value = StoreOp> {
+    prop_oneof![
+        4 => (0usize..1200, proptest::option::of(any::<u8>())).prop_map(|(i, k)| StoreOp::Set(i, k)),
+        1 => (0usize..1200).prop_map(StoreOp::Resize),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The chunked copy-on-write store behaves like a plain array, and a
+    /// clone is unaffected by later changes.
+    #[test]
+    fn store_matches_array(ops in proptest::collection::vec(store_op(), 1..60)) {
+        let mut store = NodeStore::blank(700);
+        let mut model: Vec<Option<Node>> = vec![None; 700];
+        let mut snapshots = Vec::new();
+        for op in ops {
+            snapshots.push((store.clone(), model.clone()));
+            match op {
+                StoreOp::Set(i, k) => {
+                    let node = k.map(parent);
+                    store.set(i, node.clone().map(std::sync::Arc::new));
+                    if let Some(slot) = model.get_mut(i) {
+                        *slot = node;
+                    }
+                }
+                StoreOp::Resize(n) => {
+                    store.resize(n);
+                    model.resize(n, None);
+                }
+            }
+            prop_assert_eq!(store.len(), model.len());
+            for (a, b) in store.iter().zip(&model) {
+                prop_assert_eq!(a, b.as_ref());
+            }
+            for lo in (0..model.len()).step_by(97) {
+                for hi in [lo, lo + 3, lo + 300, lo + 1000] {
+                    let expected = model
+                        .iter()
+                        .enumerate()
+                        .any(|(i, n)| i >= lo && i <= hi && n.is_some());
+                    prop_assert_eq!(store.any_non_blank(lo, hi), expected, "{}..={}", lo, hi);
+                }
+            }
+        }
+        for (store, model) in snapshots {
+            prop_assert_eq!(store.len(), model.len());
+            for (a, b) in store.iter().zip(&model) {
+                prop_assert_eq!(a, b.as_ref());
+            }
+        }
+    }
+}
+
+fn fresh_hash(tree: &RatchetTree) -> hsmls_crypto::Digest {
+    let mut fresh = UnverifiedTree::new(tree.provider(), tree.to_ratchet_tree())
+        .expect("well formed")
+        .trusted_without_validation();
+    fresh.tree_hash().expect("hash")
+}
+
+/// The resolution helpers agree with the resolution.
+fn check_resolutions(tree: &RatchetTree) {
+    let excluded = [LeafIndex(3), LeafIndex(600)];
+    for x in 0..tree.node_count() {
+        let x = NodeIndex(x);
+        let res = tree.resolution_excluding(x, &excluded).expect("resolution");
+        assert_eq!(tree.resolution_len(x, &excluded), res.len(), "{x:?}");
+        assert_eq!(
+            tree.resolution_is_empty(x),
+            tree.resolution(x).expect("resolution").is_empty()
+        );
+        for (k, r) in res.iter().enumerate() {
+            assert_eq!(tree.resolution_position(x, &excluded, *r), Some(k));
+        }
+    }
+}
+
+/// Adds, removes and updates over a multi-chunk tree: the incrementally
+/// kept tree hash equals a from-scratch one after every change, and the
+/// resolution helpers agree with the resolution.
+#[test]
+fn large_tree_incremental_hashes_and_resolutions() {
+    let p = provider();
+    let mut tree = RatchetTree::new(p, dummy_leaf(0));
+    for i in 1..600 {
+        tree.add_leaf(dummy_leaf(i)).expect("add");
+    }
+    assert_eq!(tree.leaf_count(), 1024);
+    assert_eq!(tree.tree_hash().expect("hash"), fresh_hash(&tree));
+    // Non-blank parents with unmerged leaves: set some parents by hand.
+    for (k, x) in [(1u8, 511u32), (2, 255), (3, 767), (4, 1023)] {
+        tree.set_node(NodeIndex(x), Some(parent(k)));
+    }
+    tree.add_leaf(dummy_leaf(1000)).expect("add after parents");
+    assert_eq!(tree.tree_hash().expect("hash"), fresh_hash(&tree));
+    // The new leaf is unmerged at every non-blank parent above it.
+    for x in tree.direct_path(LeafIndex(600)).expect("path") {
+        if let Some(p) = tree.parent_node(x) {
+            assert_eq!(p.unmerged_leaves, vec![LeafIndex(600)], "{x:?}");
+        }
+    }
+    assert!(tree.parent_node(NodeIndex(1023)).is_some());
+    check_resolutions(&tree);
+    let mut next = 1001;
+    for step in 0..40u32 {
+        let victim = LeafIndex((step * 37) % tree.leaf_count());
+        if tree.leaf(victim).is_some() && tree.member_count() > 1 {
+            tree.remove_leaf(victim).expect("remove");
+        }
+        if step % 3 == 0 {
+            let i = tree.add_leaf(dummy_leaf(next)).expect("add");
+            next += 1;
+            assert_eq!(tree.leaf(i), Some(&dummy_leaf(next - 1)));
+        }
+        if step % 5 == 0 {
+            let (i, _) = tree.leaves().nth(step as usize).expect("a member");
+            tree.update_leaf(i, dummy_leaf(next)).expect("update");
+            next += 1;
+        }
+        assert_eq!(
+            tree.tree_hash().expect("hash"),
+            fresh_hash(&tree),
+            "step {step}"
+        );
+    }
+    check_resolutions(&tree);
+    // Removing everything but leaf 0 truncates back to one leaf.
+    let members: Vec<LeafIndex> = tree.leaves().map(|(i, _)| i).collect();
+    let keep = members[0];
+    for i in members.into_iter().skip(1) {
+        tree.remove_leaf(i).expect("remove");
+    }
+    assert_eq!(tree.member_count(), 1);
+    // §7.7: 2^d leaves for the smallest d with 2^d > L.
+    assert_eq!(tree.leaf_count(), (keep.0 + 1).next_power_of_two());
+    assert_eq!(tree.tree_hash().expect("hash"), fresh_hash(&tree));
+}
+
+/// Membership checks: duplicate keys and credential types.
+#[test]
+fn check_leaves_fit_rejects_duplicates() {
+    let p = provider();
+    let mut tree = RatchetTree::new(p, dummy_leaf(0));
+    for i in 1..300 {
+        tree.add_leaf(dummy_leaf(i)).expect("add");
+    }
+    tree.check_leaves_fit(&[(None, &dummy_leaf(500))])
+        .expect("fresh leaf fits");
+    let mut same_enc = dummy_leaf(501);
+    same_enc.encryption_key = dummy_leaf(299).encryption_key;
+    assert!(matches!(
+        tree.check_leaves_fit(&[(None, &same_enc)]),
+        Err(TreeError::DuplicateKey {
+            kind: "encryption_key",
+            ..
+        })
+    ));
+    let mut same_sig = dummy_leaf(502);
+    same_sig.signature_key = dummy_leaf(7).signature_key;
+    assert!(matches!(
+        tree.check_leaves_fit(&[(None, &same_sig)]),
+        Err(TreeError::DuplicateKey {
+            kind: "signature_key",
+            ..
+        })
+    ));
+    // A member may keep its signature key but not its encryption key.
+    tree.check_leaves_fit(&[(Some(LeafIndex(7)), &same_sig)])
+        .expect("own signature key");
+    let mut same_own_enc = dummy_leaf(503);
+    same_own_enc.encryption_key = dummy_leaf(7).encryption_key;
+    assert!(
+        tree.check_leaves_fit(&[(Some(LeafIndex(7)), &same_own_enc)])
+            .is_err()
+    );
+    // Two new leaves with the same key.
+    assert!(
+        tree.check_leaves_fit(&[(None, &dummy_leaf(600)), (None, &dummy_leaf(600))])
+            .is_err()
+    );
+    // A credential type the members do not support.
+    let mut x509 = dummy_leaf(700);
+    x509.credential = Credential::X509(vec![]);
+    x509.capabilities.credentials.push(CredentialType::X509);
+    assert!(matches!(
+        tree.check_leaves_fit(&[(None, &x509)]),
+        Err(TreeError::CredentialTypeNotShared(2))
+    ));
+    // A leaf that does not support the type in use.
+    let mut no_basic = dummy_leaf(701);
+    no_basic.capabilities.credentials = vec![CredentialType::X509];
+    assert!(tree.check_leaves_fit(&[(None, &no_basic)]).is_err());
+}
+
+struct TestMember {
+    private: TreeKemPrivate,
+    signature_key: KeyRef,
+}
+
+fn signed_member(
+    p: &'static dyn CipherSuiteProvider,
+    custody: &SoftwareCustody,
+    name: &str,
+) -> (LeafNode, KeyRef, KeyRef) {
+    let sig = custody.generate(KeyPurpose::Signature).expect("keygen");
+    let enc = custody.generate(KeyPurpose::Hpke).expect("keygen");
+    let params = LeafNodeParams {
+        credential: Credential::Basic(name.as_bytes().to_vec()),
+        capabilities: capabilities(),
+        extensions: vec![],
+    };
+    let leaf = sign_leaf_node(
+        p,
+        custody,
+        &sig,
+        HpkePublicKey(enc.public_key().as_bytes().to_vec()),
+        &params,
+        LeafNodeSource::KeyPackage(Lifetime {
+            not_before: 100,
+            not_after: 200,
+        }),
+        None,
+    )
+    .expect("sign");
+    (leaf, sig, enc)
+}
+
+fn gc(tree_hash: &[u8], epoch: u64) -> Vec<u8> {
+    GroupContext {
+        version: ProtocolVersion::MLS10,
+        cipher_suite: WireSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+        group_id: b"g".to_vec(),
+        epoch,
+        tree_hash: tree_hash.to_vec(),
+        confirmed_transcript_hash: vec![],
+        extensions: vec![],
+    }
+    .encode()
+    .expect("encode")
+}
+
+const PARAMS: GroupParams<'static> = GroupParams {
+    group_id: b"g",
+    cipher_suite: WireSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+    version: ProtocolVersion::MLS10,
+    required_capabilities: None,
+    now: Some(150),
+    max_lifetime: Some(1000),
+};
+
+/// A commit that adds a member and carries a path: the new member is an
+/// unmerged leaf, excluded from the path encryption, joins with the path
+/// secret of the common ancestor; every member ends with the same commit
+/// secret and tree; replaced leaf keys are destroyed at merge.
+#[test]
+fn treekem_with_new_members() {
+    let p = provider();
+    let custody = SoftwareCustody::new();
+    let mut members = Vec::new();
+    let mut tree: Option<RatchetTree> = None;
+    for i in 0..6 {
+        let (leaf, sig, enc) = signed_member(p, &custody, &format!("m{i}"));
+        validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &PARAMS).expect("valid");
+        let index = match &mut tree {
+            None => {
+                tree = Some(RatchetTree::new(p, leaf));
+                LeafIndex(0)
+            }
+            Some(t) => {
+                t.check_leaves_fit(&[(None, &leaf)]).expect("fits");
+                t.add_leaf(leaf).expect("add")
+            }
+        };
+        members.push(TestMember {
+            private: TreeKemPrivate::new(index, enc),
+            signature_key: sig,
+        });
+    }
+    let mut tree = tree.expect("tree");
+    let mut epoch = 1;
+
+    // Each member commits in turn; everyone else processes.
+    let commit = |tree: &mut RatchetTree,
+                  members: &mut Vec<TestMember>,
+                  sender: usize,
+                  added: &[LeafIndex],
+                  epoch: u64| {
+        let mut staged = tree.clone();
+        let s = members[sender].private.own_leaf();
+        let params = LeafNodeParams::from_leaf(staged.leaf(s).expect("leaf"));
+        let prepared = prepare_update_path(
+            &mut staged,
+            s,
+            b"g",
+            &params,
+            &custody,
+            &members[sender].signature_key,
+        )
+        .expect("prepare");
+        let th = staged.tree_hash().expect("hash");
+        let created = prepared
+            .encrypt(&staged, &gc(th.as_bytes(), epoch), added)
+            .expect("encrypt");
+        let total: usize = created
+            .update_path
+            .nodes
+            .iter()
+            .map(|n| n.encrypted_path_secret.len())
+            .sum();
+        let mut results = Vec::new();
+        for (m, member) in members.iter().enumerate() {
+            if m == sender || added.contains(&member.private.own_leaf()) {
+                continue;
+            }
+            let mut t = tree.clone();
+            let merged =
+                merge_update_path(&mut t, s, &created.update_path, &PARAMS, added).expect("merge");
+            assert_eq!(t, staged);
+            let out = decrypt_update_path(
+                &t,
+                &merged,
+                &created.update_path,
+                &member.private,
+                &custody,
+                &gc(th.as_bytes(), epoch),
+            )
+            .expect("decrypt");
+            assert_eq!(out.commit_secret, created.commit_secret);
+            results.push((m, out.private));
+        }
+        *tree = staged;
+        for (m, next) in results {
+            let old = std::mem::replace(&mut members[m].private, next);
+            old.retire(&members[m].private, &custody).expect("retire");
+        }
+        let old = std::mem::replace(&mut members[sender].private, created.private.clone());
+        let old_key = old.leaf_key().clone();
+        old.retire(&members[sender].private, &custody)
+            .expect("retire");
+        assert!(
+            custody.find(old_key.uri()).is_err(),
+            "replaced leaf key destroyed"
+        );
+        (created, total)
+    };
+
+    let (_, total) = commit(&mut tree, &mut members, 0, &[], epoch);
+    assert_eq!(total, 5, "first path encrypts to every other leaf");
+    epoch += 1;
+    commit(&mut tree, &mut members, 3, &[], epoch);
+    epoch += 1;
+
+    // Add a member, then commit with a path in the same commit.
+    let (leaf, sig, enc) = signed_member(p, &custody, "joiner");
+    let mut staged = tree.clone();
+    let j = staged.add_leaf(leaf).expect("add");
+    assert_eq!(j, LeafIndex(6));
+    assert!(
+        (0..staged.node_count())
+            .filter_map(|x| staged.parent_node(NodeIndex(x)))
+            .any(|p| p.unmerged_leaves.contains(&j)),
+        "the joiner is unmerged at a non-blank ancestor"
+    );
+    tree = staged;
+    members.push(TestMember {
+        private: TreeKemPrivate::new(j, enc),
+        signature_key: sig,
+    });
+    let (created, _) = commit(&mut tree, &mut members, 1, &[j], epoch);
+    for n in &created.update_path.nodes {
+        assert!(n.encrypted_path_secret.len() <= 6);
+    }
+    // The joiner: path secret of the common ancestor of 1 and 6.
+    let secret = created.path_secret_for(j).expect("path secret");
+    let lca = crate::tree_math::common_ancestor(
+        LeafIndex(1).node_index().expect("node"),
+        j.node_index().expect("node"),
+    );
+    members[6]
+        .private
+        .join_at(&tree, lca, secret.as_bytes())
+        .expect("join");
+    assert!(members[6].private.parent_key(lca).is_some());
+    assert!(members[6].private.parent_key(tree.root()).is_some());
+    epoch += 1;
+
+    // The joiner commits; everybody (including the joiner's keys) works.
+    commit(&mut tree, &mut members, 6, &[], epoch);
+    epoch += 1;
+    commit(&mut tree, &mut members, 5, &[], epoch);
+
+    // The final tree validates as a whole.
+    let th = tree.tree_hash().expect("hash");
+    let verified = UnverifiedTree::new(p, tree.to_ratchet_tree())
+        .expect("well formed")
+        .verify(th.as_bytes(), &PARAMS)
+        .expect("valid tree");
+    assert_eq!(verified, tree);
+
+    // A wrong path secret for joining is rejected.
+    let mut bad = TreeKemPrivate::new(LeafIndex(6), members[6].private.leaf_key().clone());
+    assert!(bad.join_at(&tree, tree.root(), &[7u8; 32]).is_err());
+
+    // Debug output shows no private key material.
+    let debug = format!("{:?}", members[6].private);
+    assert!(debug.contains("path_key_nodes"));
+    let key = members[6]
+        .private
+        .parent_key(tree.root())
+        .expect("root key");
+    let private_hex: String = key
+        .private_bytes()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!debug.contains(&private_hex));
+}
+
+/// LeafNode validation rejects what §7.3 rejects.
+#[test]
+fn leaf_node_validation() {
+    let p = provider();
+    let custody = SoftwareCustody::new();
+    let (leaf, _, _) = signed_member(p, &custody, "a");
+    validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &PARAMS).expect("valid");
+    // Wrong source for the use.
+    assert!(validate_leaf_node(p, &leaf, LeafNodeUsage::Update(LeafIndex(0)), &PARAMS).is_err());
+    // Lifetime.
+    let late = GroupParams {
+        now: Some(201),
+        ..PARAMS
+    };
+    assert!(matches!(
+        validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &late),
+        Err(TreeError::InvalidLeafNode {
+            reason: LeafNodeError::OutsideLifetime { .. },
+            ..
+        })
+    ));
+    let short = GroupParams {
+        max_lifetime: Some(50),
+        ..PARAMS
+    };
+    assert!(validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &short).is_err());
+    // Signature.
+    let mut bad = leaf.clone();
+    bad.credential = Credential::Basic(b"b".to_vec());
+    assert!(matches!(
+        validate_leaf_node(p, &bad, LeafNodeUsage::KeyPackage, &PARAMS),
+        Err(TreeError::InvalidLeafNode {
+            reason: LeafNodeError::InvalidSignature,
+            ..
+        })
+    ));
+    // Cipher suite not listed.
+    let other_suite = GroupParams {
+        cipher_suite: WireSuite(7),
+        ..PARAMS
+    };
+    assert!(validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &other_suite).is_err());
+    // Required capabilities.
+    let req = codec::RequiredCapabilities {
+        extension_types: vec![codec::ExtensionType(0xff00)],
+        proposal_types: vec![],
+        credential_types: vec![],
+    };
+    let required = GroupParams {
+        required_capabilities: Some(&req),
+        ..PARAMS
+    };
+    assert!(matches!(
+        validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &required),
+        Err(TreeError::InvalidLeafNode {
+            reason: LeafNodeError::MissingRequiredCapability { .. },
+            ..
+        })
+    ));
+}
