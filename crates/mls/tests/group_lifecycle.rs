@@ -197,6 +197,14 @@ fn two_members() {
     let mut h = build(2, GroupConfig::default());
     assert_eq!(h.group(0).epoch(), 1);
     h.all_send();
+    // Debug output of events and groups shows no application data or secret.
+    let msg = h.group(0).encrypt_application(b"SECRET-PLAINTEXT").unwrap();
+    let ev = h.group(1).process_incoming(&msg, NOW).unwrap();
+    assert!(!format!("{ev:?}").contains("SECRET"));
+    assert!(!format!("{ev:?}").contains(&format!("{:?}", b"SECRET-PLAINTEXT")));
+    let auth = format!("{:02x?}", h.group(0).epoch_authenticator());
+    assert!(!format!("{:?}", h.group(0)).contains(&auth));
+    assert!(!format!("{:?}", h.group(0).state_snapshot()).contains(&auth));
     // Bob self-updates by an empty commit (path required).
     h.commit(1, CommitOptions::new(), Vec::new());
     h.all_send();

@@ -14,6 +14,48 @@
 //! Private keys never leave the member's [`hsmls_custody::KeyCustody`]:
 //! the signature key signs there, leaf and init HPKE keys decrypt there,
 //! and replaced leaf keys and used init keys are destroyed there (§9.2).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use hsmls::codec::Credential;
+//! use hsmls::{
+//!     BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
+//!     KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+//! };
+//! use hsmls_custody::SoftwareCustody;
+//!
+//! let now = 1_750_000_000;
+//! let validator: Arc<dyn CredentialValidator> = Arc::new(BasicCredentialValidator::default());
+//! let alice = Signer::generate(Arc::new(SoftwareCustody::new()), Credential::Basic(b"alice".to_vec()))?;
+//! let bob = Signer::generate(Arc::new(SoftwareCustody::new()), Credential::Basic(b"bob".to_vec()))?;
+//!
+//! // Bob publishes a KeyPackage; Alice creates a group and adds him.
+//! let bob_kp = KeyPackageBundle::generate(&KeyPackageConfig::new(now, 86_400), &bob)?;
+//! let mut a = Group::create(GroupConfig::default(), alice, validator.clone(), b"chat".to_vec(), vec![], now)?;
+//! let out = a.add_members(&[&bob_kp.to_bytes()?], now)?;
+//! a.merge_pending_commit()?; // once the Delivery Service accepted out.commit
+//! let mut b = Group::join_from_welcome(
+//!     GroupConfig::default(), bob, validator, &bob_kp, &out.welcome.unwrap(), JoinOptions::default(),
+//! )?;
+//! assert_eq!(a.epoch_authenticator(), b.epoch_authenticator());
+//!
+//! // Application messages.
+//! let msg = a.encrypt_application(b"hi bob")?;
+//! match b.process_incoming(&msg, now)? {
+//!     ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, b"hi bob"),
+//!     other => panic!("{other:?}"),
+//! }
+//!
+//! // Bob updates his keys; Alice sees the staged commit, then merges it.
+//! let out = b.self_update(now)?;
+//! b.merge_pending_commit()?;
+//! if let ProcessedMessage::StagedCommit(staged) = a.process_incoming(&out.commit, now)? {
+//!     assert!(staged.has_path);
+//!     a.merge_staged_commit(staged)?;
+//! }
+//! assert_eq!(a.export_secret(b"label", b"", 32)?, b.export_secret(b"label", b"", 32)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod commit;
 mod config;
@@ -80,8 +122,8 @@ impl Member {
     }
 }
 
-/// What [`Group::process_incoming`] made of a message.
-#[derive(Debug)]
+/// What [`Group::process_incoming`] made of a message. Its Debug output
+/// shows the length of application data, not the data.
 #[allow(
     clippy::large_enum_variant,
     reason = "events are moved once to the application"
@@ -110,6 +152,33 @@ pub enum ProcessedMessage {
     /// A commit, validated and staged: show its changes, then call
     /// [`Group::merge_staged_commit`].
     StagedCommit(StagedCommit),
+}
+
+impl fmt::Debug for ProcessedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessedMessage::ApplicationMessage {
+                sender,
+                epoch,
+                data,
+                authenticated_data,
+            } => f
+                .debug_struct("ApplicationMessage")
+                .field("sender", sender)
+                .field("epoch", epoch)
+                .field("data_len", &data.len())
+                .field("authenticated_data_len", &authenticated_data.len())
+                .finish(),
+            ProcessedMessage::Proposal {
+                sender, reference, ..
+            } => f
+                .debug_struct("Proposal")
+                .field("sender", sender)
+                .field("reference", reference)
+                .finish_non_exhaustive(),
+            ProcessedMessage::StagedCommit(s) => f.debug_tuple("StagedCommit").field(s).finish(),
+        }
+    }
 }
 
 /// The state of one epoch.
