@@ -13,9 +13,10 @@ use hsmls_custody::{CustodyError, KeyPurpose, KeyRef};
 use crate::codec::{
     self, Capabilities, CipherSuite, CodecError, CredentialType, Decode, Encode, Extension,
     ExtensionType, HpkePublicKey, KeyPackageRef, LeafNode, LeafNodeSource, Lifetime, MlsMessage,
-    MlsMessageBody, ProposalType, ProtocolVersion,
+    MlsMessageBody, ProtocolVersion,
 };
 use crate::credential::{CredentialError, CredentialValidator, Signer};
+use crate::tree::{GroupParams, LeafNodeUsage, validate_leaf_node};
 use crate::tree_math::LeafIndex;
 
 /// `SignWithLabel` label of a KeyPackage (RFC 9420 §10).
@@ -44,6 +45,9 @@ pub enum KeyPackageError {
     /// The LeafNode is invalid (RFC 9420 §7.3).
     #[error("invalid leaf node: {0}")]
     InvalidLeafNode(&'static str),
+    /// The LeafNode failed the tree module's validation (RFC 9420 §7.3).
+    #[error("invalid leaf node: {0}")]
+    LeafNode(#[source] crate::tree::TreeError),
     /// `init_key` equals the leaf's `encryption_key` (RFC 9420 §10.1).
     #[error("init_key equals the leaf encryption_key")]
     InitKeyEqualsEncryptionKey,
@@ -72,23 +76,6 @@ pub enum KeyPackageError {
     /// The custody backend failed.
     #[error(transparent)]
     Custody(#[from] CustodyError),
-}
-
-/// Checks a leaf node's signature (RFC 9420 §7.2), with `group` the group
-/// id and leaf index for `update` and `commit` leaves.
-pub fn verify_leaf_node_signature(
-    cs: &dyn CipherSuiteProvider,
-    leaf: &LeafNode,
-    group: Option<(&[u8], LeafIndex)>,
-) -> Result<(), KeyPackageError> {
-    let tbs = leaf.to_be_signed(group)?;
-    cs.verify_with_label(
-        leaf.signature_key.as_slice(),
-        LEAF_NODE_TBS,
-        &tbs,
-        &leaf.signature,
-    )
-    .map_err(|_| KeyPackageError::InvalidLeafNode("signature does not verify"))
 }
 
 /// Signs `leaf` in place (RFC 9420 §7.2) with the signer's key.
@@ -320,8 +307,6 @@ impl KeyPackageIn {
                 "leaf_node_source of a KeyPackage must be key_package",
             ));
         };
-        verify_leaf_node_signature(cs, leaf, None)?;
-        check_leaf_capabilities(leaf, cipher_suite)?;
         if now < lifetime.not_before || now > lifetime.not_after {
             return Err(KeyPackageError::Expired {
                 not_before: lifetime.not_before,
@@ -329,6 +314,22 @@ impl KeyPackageIn {
                 now,
             });
         }
+        // §7.3 through the tree module: source, keys, signature,
+        // capabilities (suite, version, own credential type, extensions).
+        validate_leaf_node(
+            cs,
+            leaf,
+            LeafNodeUsage::KeyPackage,
+            &GroupParams {
+                group_id: &[],
+                cipher_suite,
+                version: ProtocolVersion::MLS10,
+                required_capabilities: None,
+                now: None,
+                max_lifetime: None,
+            },
+        )
+        .map_err(KeyPackageError::LeafNode)?;
         if kp.init_key == leaf.encryption_key {
             return Err(KeyPackageError::InitKeyEqualsEncryptionKey);
         }
@@ -337,53 +338,10 @@ impl KeyPackageIn {
     }
 }
 
-/// Capability checks of a leaf on its own (RFC 9420 §7.3): it supports
-/// MLS 1.0, the group's suite and its own credential type, and lists every
-/// non-default extension type it carries.
-pub fn check_leaf_capabilities(
-    leaf: &LeafNode,
-    cipher_suite: CipherSuite,
-) -> Result<(), KeyPackageError> {
-    let caps = &leaf.capabilities;
-    if !caps.versions.contains(&ProtocolVersion::MLS10) {
-        return Err(KeyPackageError::InvalidLeafNode(
-            "capabilities do not list MLS 1.0",
-        ));
-    }
-    if !caps.cipher_suites.contains(&cipher_suite) {
-        return Err(KeyPackageError::InvalidLeafNode(
-            "capabilities do not list the group's cipher suite",
-        ));
-    }
-    if !caps
-        .credentials
-        .contains(&leaf.credential.credential_type())
-    {
-        return Err(KeyPackageError::InvalidLeafNode(
-            "capabilities do not list the leaf's own credential type",
-        ));
-    }
-    for ext in &leaf.extensions {
-        if !is_default_extension(ext.extension_type)
-            && !caps.extensions.contains(&ext.extension_type)
-        {
-            return Err(KeyPackageError::InvalidLeafNode(
-                "leaf carries an extension its capabilities do not list",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Extension types every implementation supports (RFC 9420 §7.2, "default"
 /// values of the registry).
 pub fn is_default_extension(t: ExtensionType) -> bool {
     (1..=5).contains(&t.0)
-}
-
-/// Proposal types every implementation supports (RFC 9420 §7.2).
-pub fn is_default_proposal(t: ProposalType) -> bool {
-    (1..=7).contains(&t.0)
 }
 
 /// A validated KeyPackage, with its `KeyPackageRef` (RFC 9420 §5.2).
