@@ -627,6 +627,19 @@ fn proposal_list_validation_and_context_extensions() {
     opts.group_context_extensions = Some(ext.clone());
     h.commit(0, opts, Vec::new());
     assert_eq!(h.group(4).group_context().extensions, ext);
+    // Requiring a capability no member has is refused.
+    let rc_bad = hsmls::codec::RequiredCapabilities {
+        extension_types: vec![hsmls::codec::ExtensionType(0xff00)],
+        proposal_types: Vec::new(),
+        credential_types: Vec::new(),
+    };
+    let mut opts = CommitOptions::new();
+    opts.group_context_extensions =
+        Some(vec![hsmls::codec::Extension::from_data(&rc_bad).unwrap()]);
+    assert!(matches!(
+        h.group(0).commit(opts, NOW),
+        Err(GroupError::InvalidProposal(_))
+    ));
     let prop = h
         .group(2)
         .propose_group_context_extensions(Vec::new())

@@ -866,6 +866,13 @@ impl Group {
             validator: self.validator.as_ref(),
             psks: &self.psks,
             now,
+            // A malformed extension cannot be in an accepted GroupContext
+            // (it is checked when proposed); treat it as absent.
+            required_capabilities:
+                crate::codec::find_extension::<crate::codec::RequiredCapabilities>(
+                    &self.state.context.extensions,
+                )
+                .and_then(Result::ok),
         }
     }
 

@@ -11,7 +11,7 @@ use super::psk_store::PskStore;
 use crate::codec::{
     AuthenticatedContent, CipherSuite, Encode, Extension, ExternalInit, FramedContentBody,
     GroupContext, KeyPackage, LeafNode, PreSharedKeyId, Proposal, ProposalOrRef, ProposalRef, Psk,
-    ResumptionPskUsage, Sender,
+    RequiredCapabilities, ResumptionPskUsage, Sender,
 };
 use crate::credential::CredentialValidator;
 use crate::key_package::KeyPackageIn;
@@ -102,7 +102,7 @@ pub struct ProposalEffects {
 }
 
 /// Inputs of proposal validation.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ValidationContext<'a> {
     /// The suite provider.
     pub cs: &'static dyn CipherSuiteProvider,
@@ -114,6 +114,8 @@ pub struct ValidationContext<'a> {
     pub psks: &'a PskStore,
     /// The current time (seconds since the Unix epoch).
     pub now: u64,
+    /// The group's `required_capabilities` (RFC 9420 §11.1), if any.
+    pub required_capabilities: Option<RequiredCapabilities>,
 }
 
 impl ValidationContext<'_> {
@@ -123,7 +125,7 @@ impl ValidationContext<'_> {
             group_id: &self.context.group_id,
             cipher_suite: self.context.cipher_suite,
             version: self.context.version,
-            required_capabilities: None,
+            required_capabilities: self.required_capabilities.as_ref(),
             now: Some(self.now),
             max_lifetime: None,
         }
@@ -250,6 +252,9 @@ pub fn validate_and_apply(
                     v.validator,
                     v.now,
                 )?;
+                if let Some(rc) = &v.required_capabilities {
+                    check_required_capabilities(kp.leaf_node(), rc)?;
+                }
                 if !add_sig_keys.insert(kp.leaf_node().signature_key.0.clone()) {
                     return Err(GroupError::InvalidProposal(
                         "two Adds with the same signature key",
@@ -359,6 +364,19 @@ pub fn validate_and_apply(
     }
     if let Some(exts) = &effects.group_context_extensions {
         check_members_support(tree, exts, &removes)?;
+        // §12.1.7: new required_capabilities must be met by every member
+        // that stays and every member added.
+        if let Some(rc) = crate::codec::find_extension::<RequiredCapabilities>(exts) {
+            let rc = rc.map_err(GroupError::Malformed)?;
+            for (i, leaf) in tree.leaves() {
+                if !removes.contains(&i) {
+                    check_required_capabilities(leaf, &rc)?;
+                }
+            }
+            for kp in &adds {
+                check_required_capabilities(&kp.leaf_node, &rc)?;
+            }
+        }
     }
     // §12.3: Update, Remove, Add.
     for (i, leaf) in &updates {
@@ -411,4 +429,32 @@ pub fn suite_provider(suite: CipherSuite) -> Result<&'static dyn CipherSuiteProv
     hsmls_crypto::CipherSuite(suite.0)
         .provider()
         .map_err(|_| GroupError::UnsupportedCipherSuite(suite.0))
+}
+
+/// Whether a leaf's capabilities meet `required_capabilities` (RFC 9420
+/// §11.1; default extension and proposal types need not be listed).
+pub fn check_required_capabilities(
+    leaf: &LeafNode,
+    rc: &RequiredCapabilities,
+) -> Result<(), GroupError> {
+    let caps = &leaf.capabilities;
+    let ok = rc
+        .extension_types
+        .iter()
+        .all(|t| crate::key_package::is_default_extension(*t) || caps.extensions.contains(t))
+        && rc
+            .proposal_types
+            .iter()
+            .all(|t| (1..=7).contains(&t.0) || caps.proposals.contains(t))
+        && rc
+            .credential_types
+            .iter()
+            .all(|t| caps.credentials.contains(t));
+    if ok {
+        Ok(())
+    } else {
+        Err(GroupError::InvalidProposal(
+            "a member does not meet the group's required_capabilities",
+        ))
+    }
 }
