@@ -161,6 +161,36 @@ fn bench_process(c: &mut Criterion) {
                 black_box((staged, out.commit_secret))
             })
         });
+        // The parts: merge (LeafNode signature and checks, parent hashes)
+        // plus tree hash, and decryption plus key derivation.
+        g.bench_function(format!("merge/{n}"), |b| {
+            b.iter(|| {
+                let mut staged = tree.clone();
+                merge_update_path(&mut staged, LeafIndex(0), &path, &group_params, &[])
+                    .expect("merge");
+                black_box(staged.tree_hash().expect("hash"))
+            })
+        });
+        let mut merged_tree = tree.clone();
+        let merged = merge_update_path(&mut merged_tree, LeafIndex(0), &path, &group_params, &[])
+            .expect("merge");
+        let merged_gc = group_context(merged_tree.tree_hash().expect("hash").as_bytes());
+        g.bench_function(format!("decrypt/{n}"), |b| {
+            b.iter(|| {
+                black_box(
+                    decrypt_update_path(
+                        &merged_tree,
+                        &merged,
+                        &path,
+                        receiver,
+                        &custody,
+                        &merged_gc,
+                    )
+                    .expect("decrypt")
+                    .commit_secret,
+                )
+            })
+        });
         g.bench_function(format!("stage_copy/{n}"), |b| {
             b.iter_batched(|| (), |()| black_box(tree.clone()), BatchSize::SmallInput)
         });
@@ -168,5 +198,39 @@ fn bench_process(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_process);
+/// UpdatePath creation (both phases) for a first self-update in a fresh
+/// group of 1,000: one HPKE seal per other member, spread over the cores.
+fn bench_create(c: &mut Criterion) {
+    let provider = CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
+        .provider()
+        .expect("suite 2");
+    let mut g = c.benchmark_group("update_path");
+    g.sample_size(10);
+    let n = 1_000;
+    let custody = SoftwareCustody::new();
+    let (tree, _, sig_keys) = group(provider, &custody, n);
+    g.bench_function(format!("create/{n}"), |b| {
+        b.iter(|| {
+            let mut staged = tree.clone();
+            let prepared = prepare_update_path(
+                &mut staged,
+                LeafIndex(0),
+                GROUP_ID,
+                &params(),
+                &custody,
+                &sig_keys[0],
+            )
+            .expect("prepare");
+            let gc = group_context(staged.tree_hash().expect("hash").as_bytes());
+            let created = prepared.encrypt(&staged, &gc, &[]).expect("encrypt");
+            custody
+                .destroy(created.private.leaf_key())
+                .expect("destroy");
+            black_box(created.update_path)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_process, bench_create);
 criterion_main!(benches);

@@ -19,6 +19,10 @@ use crate::tree_math::{self, LeafIndex, NodeIndex};
 /// The HPKE label of path secret encryption (§7.6).
 const UPDATE_PATH_NODE: &[u8] = b"UpdatePathNode";
 
+/// From this many HPKE seals on, UpdatePath encryption uses several
+/// threads.
+const PARALLEL_SEALS: usize = 64;
+
 /// The fields of a member's new LeafNode that the member chooses (§7.2);
 /// the keys, source and signature are filled in when it is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,30 +298,68 @@ impl PreparedUpdatePath {
         added: &[LeafIndex],
     ) -> Result<CreatedUpdatePath, TreeError> {
         let provider = tree.provider();
-        let mut nodes = Vec::with_capacity(self.path.len());
-        for p in &self.path {
-            let resolution = tree.resolution_excluding(p.copath_child, added)?;
-            let mut cts = Vec::with_capacity(resolution.len());
-            for r in resolution {
+        // Every (path node, recipient key) pair; the seals are independent,
+        // so large batches (a first commit in a fresh group encrypts to
+        // about N leaves) are spread over the available cores.
+        let mut jobs: Vec<(usize, &[u8])> = Vec::new();
+        for (k, p) in self.path.iter().enumerate() {
+            for r in tree.resolution_excluding(p.copath_child, added)? {
                 let pk = tree
                     .encryption_key(r)
                     .ok_or(TreeError::StaleMerge("blank node in a resolution"))?;
-                let (kem_output, ciphertext) = provider.encrypt_with_label(
-                    pk.as_slice(),
-                    UPDATE_PATH_NODE,
-                    group_context,
-                    p.path_secret.as_bytes(),
-                    None,
-                )?;
-                cts.push(HpkeCiphertext {
-                    kem_output,
-                    ciphertext,
-                });
+                jobs.push((k, pk.as_slice()));
             }
-            nodes.push(UpdatePathNode {
+        }
+        let seal = |&(k, pk): &(usize, &[u8])| -> Result<HpkeCiphertext, TreeError> {
+            let secret = self
+                .path
+                .get(k)
+                .map(|p| p.path_secret.as_bytes())
+                .ok_or(TreeError::StaleMerge("path index"))?;
+            let (kem_output, ciphertext) =
+                provider.encrypt_with_label(pk, UPDATE_PATH_NODE, group_context, secret, None)?;
+            Ok(HpkeCiphertext {
+                kem_output,
+                ciphertext,
+            })
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let sealed: Vec<Result<HpkeCiphertext, TreeError>> = if threads > 1
+            && jobs.len() >= PARALLEL_SEALS
+        {
+            let per = jobs.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .chunks(per)
+                    .map(|chunk| scope.spawn(move || chunk.iter().map(seal).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(TreeError::StaleMerge("an encryption thread panicked"))]
+                        })
+                    })
+                    .collect()
+            })
+        } else {
+            jobs.iter().map(seal).collect()
+        };
+        let mut nodes: Vec<UpdatePathNode> = self
+            .path
+            .iter()
+            .map(|p| UpdatePathNode {
                 encryption_key: HpkePublicKey(p.key.public_key().as_bytes().to_vec()),
-                encrypted_path_secret: cts,
-            });
+                encrypted_path_secret: Vec::new(),
+            })
+            .collect();
+        if sealed.len() != jobs.len() {
+            return Err(TreeError::StaleMerge("an encryption thread panicked"));
+        }
+        for ((k, _), ct) in jobs.iter().zip(sealed) {
+            if let Some(n) = nodes.get_mut(*k) {
+                n.encrypted_path_secret.push(ct?);
+            }
         }
         let mut path_secrets = Vec::with_capacity(self.path.len());
         let mut path_keys = Vec::with_capacity(self.path.len());
