@@ -205,13 +205,29 @@ fn two_members() {
     let auth = format!("{:02x?}", h.group(0).epoch_authenticator());
     assert!(!format!("{:?}", h.group(0)).contains(&auth));
     assert!(!format!("{:?}", h.group(0).state_snapshot()).contains(&auth));
-    // Bob self-updates by an empty commit (path required).
+    // Bob self-updates by an empty commit (path required); his replaced
+    // leaf key is destroyed in custody at merge (§9.2).
+    let old_key = h.group(1).own_leaf_key().clone();
+    let peer = h.group(0).own_leaf_key().public_key().as_bytes().to_vec();
+    let custody = h.group(1).signer().custody.clone();
+    assert!(custody.dh(&old_key, &peer).is_ok());
     h.commit(1, CommitOptions::new(), Vec::new());
+    assert_ne!(h.group(1).own_leaf_key(), &old_key);
+    assert!(custody.dh(&old_key, &peer).is_err());
+    assert!(custody.dh(h.group(1).own_leaf_key(), &peer).is_ok());
     h.all_send();
-    // Alice proposes an Update, Bob commits it.
+    // Alice proposes an Update, Bob commits it; Alice's old leaf key is
+    // destroyed, the proposed one becomes her leaf key.
+    let old_key = h.group(0).own_leaf_key().clone();
     let prop = h.group(0).propose_update().unwrap();
     let ev = h.group(1).process_incoming(&prop, NOW).unwrap();
     assert!(matches!(ev, ProcessedMessage::Proposal { .. }));
+    h.commit(1, CommitOptions::new(), Vec::new());
+    let custody = h.group(0).signer().custody.clone();
+    assert!(custody.dh(&old_key, &peer).is_err());
+    assert!(custody.dh(h.group(0).own_leaf_key(), &peer).is_ok());
+    // An Update proposed but superseded by another commit is destroyed too.
+    let _ = h.group(0).propose_update().unwrap();
     h.commit(1, CommitOptions::new(), Vec::new());
     h.all_send();
     // Bob leaves: his Remove proposal, committed by Alice.
@@ -683,6 +699,77 @@ fn proposal_list_validation_and_context_extensions() {
     }
     h.group(0).merge_pending_commit().unwrap();
     assert!(!h.group(1).has_pending_commit());
+    h.check_agreement();
+    h.all_send();
+}
+
+#[test]
+fn welcome_with_psk() {
+    let mut h = build(2, GroupConfig::default());
+    for i in h.active() {
+        h.group(i)
+            .psk_store_mut()
+            .insert_external(b"team psk".to_vec(), Secret::from_slice(&[3; 32]));
+    }
+    let (s, kp) = h.new_joiner();
+    let id = h.group(0).external_psk_id(b"team psk".to_vec());
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![kp.to_bytes().unwrap()];
+    opts.psks = vec![id];
+    let out = h.group(0).commit(opts, NOW).unwrap();
+    let welcome = out.welcome.clone().unwrap();
+    // Without the PSK the joiner cannot join.
+    assert!(matches!(
+        Group::join_from_welcome(
+            GroupConfig::default(),
+            s.clone(),
+            validator(),
+            &kp,
+            &welcome,
+            JoinOptions::default(),
+        ),
+        Err(GroupError::UnknownPsk)
+    ));
+    // With a wrong PSK value the GroupInfo does not decrypt.
+    let mut wrong = hsmls::group::PskStore::default();
+    wrong.insert_external(b"team psk".to_vec(), Secret::from_slice(&[4; 32]));
+    assert!(
+        Group::join_from_welcome(
+            GroupConfig::default(),
+            s.clone(),
+            validator(),
+            &kp,
+            &welcome,
+            JoinOptions {
+                psks: wrong,
+                ..Default::default()
+            },
+        )
+        .is_err()
+    );
+    let ProcessedMessage::StagedCommit(staged) =
+        h.group(1).process_incoming(&out.commit, NOW).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(staged.psks.len(), 1);
+    h.group(1).merge_staged_commit(staged).unwrap();
+    h.group(0).merge_pending_commit().unwrap();
+    let mut psks = hsmls::group::PskStore::default();
+    psks.insert_external(b"team psk".to_vec(), Secret::from_slice(&[3; 32]));
+    let g = Group::join_from_welcome(
+        GroupConfig::default(),
+        s,
+        validator(),
+        &kp,
+        &welcome,
+        JoinOptions {
+            psks,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    h.members.push(Some(g));
     h.check_agreement();
     h.all_send();
 }

@@ -449,6 +449,12 @@ impl Group {
         self.state.own_leaf()
     }
 
+    /// The custody reference of this member's current leaf HPKE key (for
+    /// audits: the key lives in the signer's custody backend).
+    pub fn own_leaf_key(&self) -> &KeyRef {
+        self.state.private.leaf_key()
+    }
+
     /// The group's configuration.
     pub fn config(&self) -> &GroupConfig {
         &self.config
