@@ -193,6 +193,13 @@ fn build(n: usize, config: GroupConfig) -> Harness {
 }
 
 #[test]
+fn group_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Group>();
+    assert_send::<hsmls::StagedCommit>();
+}
+
+#[test]
 fn two_members() {
     let mut h = build(2, GroupConfig::default());
     assert_eq!(h.group(0).epoch(), 1);
@@ -618,6 +625,22 @@ fn proposal_list_validation_and_context_extensions() {
     assert!(h.group(0).commit(opts, NOW + 7200).is_err());
     assert_eq!(h.group(0).state_snapshot(), before);
     assert!(!h.group(0).has_pending_commit());
+    // A cached proposal that would make the commit invalid can be dropped.
+    let expiring = key_package(&signer("short-lived"));
+    let prop = h
+        .group(2)
+        .propose_add(&expiring.to_bytes().unwrap(), NOW)
+        .unwrap();
+    h.group(0).process_incoming(&prop, NOW).unwrap();
+    assert!(h.group(0).commit(CommitOptions::new(), NOW + 7200).is_err());
+    let reference = h.group(0).pending_proposals()[0].reference.clone();
+    assert!(h.group(0).discard_proposal(&reference));
+    let mut opts = CommitOptions::new();
+    opts.force_path = true;
+    let out = h.group(0).commit(opts, NOW + 7200).unwrap();
+    assert!(out.adds.is_empty());
+    h.group(0).discard_pending_commit().unwrap();
+    h.group(2).discard_proposal(&reference);
 
     // Add by reference: a proposal, then a commit of the pending list.
     let (s, kp) = h.new_joiner();

@@ -518,6 +518,25 @@ impl Group {
         &self.proposals
     }
 
+    /// Drops a cached proposal (e.g. one the application does not want to
+    /// commit). If it is this member's own Update, its key is destroyed.
+    pub fn discard_proposal(&mut self, reference: &ProposalRef) -> bool {
+        let before = self.proposals.len();
+        self.proposals.retain(|p| &p.reference != reference);
+        let custody = self.signer.custody.clone();
+        self.own_updates.retain(|u| {
+            if &u.reference == reference {
+                if let Err(e) = custody.destroy(&u.leaf_key) {
+                    tracing::warn!(error = %e, "could not destroy a discarded update key");
+                }
+                false
+            } else {
+                true
+            }
+        });
+        self.proposals.len() != before
+    }
+
     /// Whether a commit of this member awaits merging.
     pub fn has_pending_commit(&self) -> bool {
         self.pending_commit.is_some()
