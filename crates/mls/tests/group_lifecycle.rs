@@ -452,6 +452,17 @@ fn rejected_commits_leave_state_unchanged() {
             }
         }
         assert!(rejected > 10);
+        // Tampered application messages too.
+        let app = h.group(2).encrypt_application(b"payload").unwrap();
+        for pos in (0..app.len()).step_by(5) {
+            let mut bad = app.clone();
+            bad[pos] ^= 0x04;
+            assert_rejected_unchanged(h.group(1), &bad);
+        }
+        assert!(matches!(
+            h.group(1).process_incoming(&app, NOW).unwrap(),
+            ProcessedMessage::ApplicationMessage { .. }
+        ));
         // Truncated.
         assert_rejected_unchanged(h.group(1), &out.commit[..out.commit.len() - 1]);
         // Wrong epoch: re-encode a PublicMessage with another epoch, or

@@ -986,6 +986,22 @@ impl Group {
         {
             return Err(GroupError::WireFormatPolicy);
         }
+        if message.content_type == ContentType::Application {
+            // Decryption is transactional (the key is consumed only if the
+            // message opens and verifies) and nothing can fail after it:
+            // no copy of the secret tree is needed.
+            let unprotected = unprotect_private(
+                self.cs,
+                &message,
+                &mut self.state.secret_tree,
+                &self.state.secrets.sender_data_secret,
+                &self.state.context,
+                &TreeKeys(&self.state.tree),
+            )?;
+            return self.process_content(unprotected.content, None, now);
+        }
+        // Handshakes are validated after decryption: stage the secret tree
+        // and keep it only if the whole message is accepted.
         let mut secret_tree = self.state.secret_tree.clone();
         let unprotected = unprotect_private(
             self.cs,
@@ -1018,11 +1034,11 @@ impl Group {
         else {
             return Err(wrong);
         };
-        let mut secret_tree = past.secret_tree.clone();
+        // Transactional decryption; the content type was checked above.
         let unprotected = unprotect_private(
             self.cs,
             message,
-            &mut secret_tree,
+            &mut past.secret_tree,
             &past.sender_data_secret,
             &past.context,
             &TreeKeys(&past.tree),
@@ -1032,7 +1048,6 @@ impl Group {
                 "non-application content in a past epoch",
             ));
         };
-        past.secret_tree = secret_tree;
         Ok(ProcessedMessage::ApplicationMessage {
             sender: unprotected.leaf_index,
             epoch: message.epoch,
