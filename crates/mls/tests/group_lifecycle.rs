@@ -360,7 +360,7 @@ fn external_join_and_psks() {
     let s = signer("external");
     let (g, commit) = Group::join_by_external_commit(
         GroupConfig::default(),
-        s,
+        s.clone(),
         validator(),
         &gi,
         JoinOptions {
@@ -382,6 +382,61 @@ fn external_join_and_psks() {
     h.members[idx] = Some(g);
     h.check_agreement();
     h.all_send();
+
+    // The external member loses its state and re-joins (resync): its
+    // external commit removes its old leaf.
+    let gi = h.group(0).group_info().unwrap();
+    // Without removing the old leaf, its signature key collides.
+    let (_, dup) = Group::join_by_external_commit(
+        GroupConfig::default(),
+        s.clone(),
+        validator(),
+        &gi,
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let before = h.group(0).state_snapshot();
+    assert!(h.group(0).process_incoming(&dup, NOW).is_err());
+    assert_eq!(h.group(0).state_snapshot(), before);
+    let (g, commit) = Group::rejoin_by_external_commit(
+        GroupConfig::default(),
+        s,
+        validator(),
+        &gi,
+        JoinOptions::default(),
+        LeafIndex(idx as u32),
+    )
+    .unwrap();
+    h.members[idx] = None;
+    for i in h.active() {
+        let ProcessedMessage::StagedCommit(staged) =
+            h.group(i).process_incoming(&commit, NOW).unwrap()
+        else {
+            panic!("expected commit");
+        };
+        assert_eq!(staged.removes.len(), 1);
+        h.group(i).merge_staged_commit(staged).unwrap();
+    }
+    let idx = g.own_leaf_index().0 as usize;
+    if h.members.len() <= idx {
+        h.members.resize_with(idx + 1, || None);
+    }
+    h.members[idx] = Some(g);
+    h.check_agreement();
+    h.all_send();
+    // Removing another member's leaf by external commit is refused.
+    let gi = h.group(0).group_info().unwrap();
+    assert!(
+        Group::rejoin_by_external_commit(
+            GroupConfig::default(),
+            signer("intruder"),
+            validator(),
+            &gi,
+            JoinOptions::default(),
+            LeafIndex(1),
+        )
+        .is_err()
+    );
 
     // External PSK known to every member, injected by value.
     for i in h.active() {

@@ -199,6 +199,38 @@ impl Group {
         group_info: &[u8],
         options: JoinOptions,
     ) -> Result<(Self, Vec<u8>), GroupError> {
+        Self::external_commit(config, signer, validator, group_info, options, None)
+    }
+
+    /// Re-joins by an external commit that also removes this member's old
+    /// leaf `old_leaf` (resync, RFC 9420 §12.4.3.2), e.g. after losing the
+    /// group state. The old leaf must hold the same credential.
+    pub fn rejoin_by_external_commit(
+        config: GroupConfig,
+        signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
+        group_info: &[u8],
+        options: JoinOptions,
+        old_leaf: crate::tree_math::LeafIndex,
+    ) -> Result<(Self, Vec<u8>), GroupError> {
+        Self::external_commit(
+            config,
+            signer,
+            validator,
+            group_info,
+            options,
+            Some(old_leaf),
+        )
+    }
+
+    fn external_commit(
+        config: GroupConfig,
+        signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
+        group_info: &[u8],
+        options: JoinOptions,
+        remove_old_leaf: Option<crate::tree_math::LeafIndex>,
+    ) -> Result<(Self, Vec<u8>), GroupError> {
         let gi = match MlsMessage::decode(group_info) {
             Ok(MlsMessage {
                 body: MlsMessageBody::GroupInfo(gi),
@@ -227,6 +259,21 @@ impl Group {
         )?
         .interim;
 
+        let mut proposals = vec![ProposalOrRef::Proposal(Proposal::ExternalInit(
+            ExternalInit { kem_output },
+        ))];
+        if let Some(old) = remove_old_leaf {
+            let leaf = tree.leaf(old).ok_or(GroupError::NotAMember(old.0))?;
+            if leaf.credential != signer.credential {
+                return Err(GroupError::InvalidProposal(
+                    "a resync may only remove a leaf with the joiner's credential",
+                ));
+            }
+            tree.remove_leaf(old)?;
+            proposals.push(ProposalOrRef::Proposal(Proposal::Remove(codec::Remove {
+                removed: old,
+            })));
+        }
         // The joiner's leaf enters at the leftmost free position, then its
         // UpdatePath replaces it and its direct path.
         let params = LeafNodeParams {
@@ -271,9 +318,7 @@ impl Group {
                 sender: Sender::NewMemberCommit,
                 authenticated_data: Vec::new(),
                 body: FramedContentBody::Commit(Commit {
-                    proposals: vec![ProposalOrRef::Proposal(Proposal::ExternalInit(
-                        ExternalInit { kem_output },
-                    ))],
+                    proposals,
                     path: Some(created.update_path),
                 }),
             };
