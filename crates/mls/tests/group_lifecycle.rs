@@ -862,3 +862,34 @@ fn welcome_with_psk() {
     h.check_agreement();
     h.all_send();
 }
+
+#[test]
+fn handshake_framing_policy() {
+    // Bob accepts only encrypted handshakes; Alice sends public ones.
+    let public = GroupConfig {
+        handshake_framing: HandshakeFraming::Public,
+        ..GroupConfig::default()
+    };
+    let mut h = build(2, public);
+    let strict = GroupConfig {
+        accept_public_handshakes: false,
+        ..h.group(1).config().clone()
+    };
+    h.group(1).set_config(strict);
+    let out = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
+    assert!(matches!(
+        assert_rejected_unchanged(h.group(1), &out.commit),
+        GroupError::WireFormatPolicy
+    ));
+    h.group(0).discard_pending_commit().unwrap();
+    // A Welcome or KeyPackage is not a group message.
+    let kp = key_package(&signer("x")).to_bytes().unwrap();
+    assert!(matches!(
+        assert_rejected_unchanged(h.group(1), &kp),
+        GroupError::UnexpectedMessage(_)
+    ));
+    assert!(matches!(
+        assert_rejected_unchanged(h.group(1), b"garbage"),
+        GroupError::Malformed(_)
+    ));
+}

@@ -436,6 +436,13 @@ impl Group {
             adds: added_members(&effects),
             removes: members_of(&effects.removes),
         };
+        tracing::debug!(
+            epoch = self.state.context.epoch,
+            adds = output.adds.len(),
+            removes = output.removes.len(),
+            with_path,
+            "created a commit"
+        );
         self.pending_commit = Some(Box::new(PendingCommit {
             state,
             from_epoch: self.state.context.epoch,

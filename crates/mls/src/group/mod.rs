@@ -1195,5 +1195,10 @@ impl Group {
         }
         self.proposals.clear();
         self.record_resumption_psk();
+        tracing::debug!(
+            epoch = self.state.context.epoch,
+            members = self.state.tree.member_count(),
+            "moved to a new epoch"
+        );
     }
 }
