@@ -48,7 +48,7 @@ impl Harness {
             config.clone(),
             signer("member-0"),
             validator(),
-            b"lifecycle group".to_vec(),
+            hsmls::group::random_group_id(),
             Vec::new(),
             NOW,
         )

@@ -284,8 +284,19 @@ impl fmt::Debug for GroupStateSnapshot {
 }
 
 /// The current time is needed only where lifetimes are checked; this
-/// names the parameter.
+/// names the parameter (seconds since the Unix epoch).
 pub type UnixTime = u64;
+
+/// Lifetime of the founder's leaf (90 days).
+const FOUNDER_LEAF_LIFETIME: u64 = 90 * 24 * 3600;
+
+/// A fresh random group id (32 bytes): RFC 9420 §11 asks for group ids
+/// that honest creators do not generate twice, e.g. random ones.
+pub fn random_group_id() -> Vec<u8> {
+    let mut id = vec![0; 32];
+    rand_core::RngCore::fill_bytes(&mut OsRng, &mut id);
+    id
+}
 
 impl Group {
     /// Creates a one-member group (RFC 9420 §11) with `signer` at leaf 0.
@@ -303,9 +314,11 @@ impl Group {
         validator.validate(&signer.credential, &signer.signature_public_key())?;
         let leaf_key = signer.custody.generate(KeyPurpose::Hpke)?;
         let result = (|| {
-            let kp_config = crate::key_package::KeyPackageConfig {
-                cipher_suite: config.cipher_suite,
-                ..crate::key_package::KeyPackageConfig::new(now, 90 * 24 * 3600)
+            // The founder's leaf has source key_package (§11) with a
+            // lifetime starting now.
+            let lifetime = crate::codec::Lifetime {
+                not_before: now,
+                not_after: now.saturating_add(FOUNDER_LEAF_LIFETIME),
             };
             let mut leaf = LeafNode {
                 encryption_key: HpkePublicKey(leaf_key.public_key().as_bytes().to_vec()),
@@ -315,7 +328,7 @@ impl Group {
                     config.cipher_suite,
                     signer.credential.credential_type(),
                 ),
-                leaf_node_source: LeafNodeSource::KeyPackage(kp_config.lifetime),
+                leaf_node_source: LeafNodeSource::KeyPackage(lifetime),
                 extensions: Vec::new(),
                 signature: Vec::new(),
             };
