@@ -61,8 +61,14 @@ impl Eq for RatchetTree {}
 
 /// The number of nodes of the subtree rooted at `x` on each side of `x`:
 /// the subtree spans the node indices `x - s ..= x + s`.
-fn half_span(x: NodeIndex) -> u32 {
-    (1u32 << x.level()) - 1
+pub(super) fn half_span(x: NodeIndex) -> u32 {
+    1u32.checked_shl(x.level()).map_or(u32::MAX, |v| v - 1)
+}
+
+/// Whether node `y` is in the subtree rooted at `x` (or is `x`).
+pub(super) fn in_subtree(x: NodeIndex, y: NodeIndex) -> bool {
+    let s = half_span(x);
+    y.0 >= x.0.saturating_sub(s) && y.0 <= x.0.saturating_add(s)
 }
 
 impl RatchetTree {
@@ -240,10 +246,13 @@ impl RatchetTree {
     }
 
     /// Whether the resolution of `x` is empty, i.e. the subtree under `x`
-    /// is entirely blank.
+    /// is entirely blank (true for a node outside the tree).
     pub fn resolution_is_empty(&self, x: NodeIndex) -> bool {
+        if x.0 as usize >= self.nodes.len() {
+            return true;
+        }
         let s = half_span(x);
-        let lo = (x.0 - s) as usize;
+        let lo = x.0.saturating_sub(s) as usize;
         let hi = x.0 as usize + s as usize;
         !self.nodes.any_non_blank(lo, hi)
     }
@@ -339,8 +348,7 @@ impl RatchetTree {
         excluded: &[LeafIndex],
         target: NodeIndex,
     ) -> Option<usize> {
-        let s = half_span(x);
-        if target.0 < x.0 - s || target.0 > x.0.saturating_add(s) {
+        if x.0 as usize >= self.nodes.len() || !in_subtree(x, target) {
             return None;
         }
         let is_excluded = |n: NodeIndex| n.leaf_index().is_some_and(|l| excluded.contains(&l));
@@ -571,7 +579,7 @@ impl RatchetTree {
         excluded: &[LeafIndex],
     ) -> Result<Digest, TreeError> {
         let s = half_span(x);
-        let (lo, hi) = (x.0 - s, x.0.saturating_add(s));
+        let (lo, hi) = (x.0.saturating_sub(s), x.0.saturating_add(s));
         let touched = excluded
             .iter()
             .any(|l| l.node_index().is_ok_and(|n| n.0 >= lo && n.0 <= hi));

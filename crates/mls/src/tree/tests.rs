@@ -545,3 +545,91 @@ fn leaf_node_validation() {
         })
     ));
 }
+
+/// Malformed trees and out-of-range indices give typed errors, never a
+/// panic.
+#[test]
+fn malformed_input_is_rejected() {
+    let p = provider();
+    assert!(matches!(
+        UnverifiedTree::new(p, codec::RatchetTree(vec![])),
+        Err(TreeError::MalformedTree(_))
+    ));
+    assert!(matches!(
+        UnverifiedTree::new(
+            p,
+            codec::RatchetTree(vec![Some(Node::Leaf(dummy_leaf(0))), None])
+        ),
+        Err(TreeError::MalformedTree(_))
+    ));
+    assert!(matches!(
+        UnverifiedTree::new(p, codec::RatchetTree(vec![Some(parent(1))])),
+        Err(TreeError::WrongNodeType(NodeIndex(0)))
+    ));
+    assert!(matches!(
+        UnverifiedTree::new(
+            p,
+            codec::RatchetTree(vec![
+                Some(Node::Leaf(dummy_leaf(0))),
+                Some(Node::Leaf(dummy_leaf(1)))
+            ])
+        ),
+        Err(TreeError::WrongNodeType(NodeIndex(1)))
+    ));
+    // Three nodes given for a two-leaf tree; five are padded to seven.
+    let t = UnverifiedTree::new(
+        p,
+        codec::RatchetTree(vec![
+            Some(Node::Leaf(dummy_leaf(0))),
+            None,
+            None,
+            None,
+            Some(Node::Leaf(dummy_leaf(2))),
+        ]),
+    )
+    .expect("well formed");
+    assert_eq!(t.tree().leaf_count(), 4);
+    assert_eq!(t.tree().node_count(), 7);
+    // An unverified tree with an unsigned leaf does not validate.
+    let mut t = t;
+    let h = t.tree_hash().expect("hash");
+    assert!(t.verify(h.as_bytes(), &PARAMS).is_err());
+
+    let mut tree = RatchetTree::new(p, dummy_leaf(0));
+    tree.add_leaf(dummy_leaf(1)).expect("add");
+    for x in [NodeIndex(3), NodeIndex(1 << 31), NodeIndex(u32::MAX)] {
+        assert!(tree.resolution(x).is_err());
+        assert!(tree.resolution_is_empty(x));
+        assert_eq!(tree.resolution_len(x, &[]), 0);
+        assert_eq!(tree.resolution_position(x, &[], NodeIndex(0)), None);
+        assert!(tree.node_tree_hash(x).is_err());
+        assert!(tree.node(x).is_none());
+    }
+    for i in [LeafIndex(2), LeafIndex(u32::MAX)] {
+        assert!(tree.filtered_direct_path(i).is_err());
+        assert!(tree.remove_leaf(i).is_err());
+        assert!(tree.update_leaf(i, dummy_leaf(9)).is_err());
+        assert!(tree.leaf(i).is_none());
+    }
+    tree.remove_leaf(LeafIndex(1)).expect("remove");
+    assert_eq!(tree.leaf_count(), 1);
+    assert!(matches!(
+        tree.update_leaf(LeafIndex(1), dummy_leaf(9)),
+        Err(TreeError::LeafOutOfRange(_))
+    ));
+    let mut private = TreeKemPrivate::new(
+        LeafIndex(0),
+        SoftwareCustody::new()
+            .generate(KeyPurpose::Hpke)
+            .expect("keygen"),
+    );
+    assert!(matches!(
+        private.set_path_secret(&tree, NodeIndex(1), &[0; 32]),
+        Err(TreeError::NotOnDirectPath(_))
+    ));
+    assert!(
+        private
+            .join_at(&tree, NodeIndex(u32::MAX), &[0; 32])
+            .is_err()
+    );
+}

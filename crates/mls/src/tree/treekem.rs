@@ -7,7 +7,7 @@ use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef};
 use rand_core::{OsRng, RngCore};
 
 use super::private::{TreeKemPrivate, derive_node_key};
-use super::ratchet_tree::RatchetTree;
+use super::ratchet_tree::{RatchetTree, in_subtree};
 use super::validation::{GroupParams, LeafNodeUsage, validate_leaf_node};
 use super::{TreeError, hashes};
 use crate::codec::{
@@ -533,10 +533,7 @@ pub fn decrypt_update_path(
     let start = merged
         .path
         .iter()
-        .position(|&(_, s)| {
-            let half = (1u32 << s.level()) - 1;
-            own.0 >= s.0 - half && own.0 <= s.0.saturating_add(half)
-        })
+        .position(|&(_, s)| in_subtree(s, own))
         .ok_or(TreeError::NoDecryptionKey)?;
     let (node, s) = merged.path[start];
     // This member's keys in the copath subtree: its leaf and the parent

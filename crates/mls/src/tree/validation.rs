@@ -6,7 +6,7 @@ use std::fmt;
 
 use hsmls_crypto::CipherSuiteProvider;
 
-use super::ratchet_tree::RatchetTree;
+use super::ratchet_tree::{RatchetTree, in_subtree};
 use super::{LeafNodeError, TreeError, hashes};
 use crate::codec::{
     self, CipherSuite, ExtensionType, LeafNode, LeafNodeSource, Node, ProposalType,
@@ -420,13 +420,11 @@ fn verify_parent_hashes(tree: &RatchetTree) -> Result<(), TreeError> {
         // P.unmerged_leaves ∩ subtree(C) must equal resolution(C) \ {D}.
         let mut res = tree.resolution(c)?;
         res.retain(|r| *r != d);
-        let half = (1u32 << c.level()) - 1;
-        let (lo, hi) = (c.0 - half, c.0 + half);
         let unmerged_in_c: Vec<NodeIndex> = pn
             .unmerged_leaves
             .iter()
             .filter_map(|l| l.node_index().ok())
-            .filter(|x| x.0 >= lo && x.0 <= hi)
+            .filter(|x| in_subtree(c, *x))
             .collect();
         let mut res_sorted = res;
         res_sorted.sort();
