@@ -182,7 +182,7 @@ fn build(n: usize, config: GroupConfig) -> Harness {
     let mut committer = 0;
     while h.active().len() < n {
         let missing = n - h.active().len();
-        let batch = missing.min(1 + h.active().len() / 2).min(12);
+        let batch = missing.min(1 + h.active().len()).min(40);
         h.add(committer, batch);
         committer = (committer + 1) % h.active().len();
         while h.members[committer].is_none() {
