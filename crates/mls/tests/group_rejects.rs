@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use hsmls::codec::{Credential, Decode, Encode, MlsMessage, MlsMessageBody, Sender};
 use hsmls::group::GroupStateSnapshot;
+use hsmls::message_protection::ProtectionError;
 use hsmls::tree_math::LeafIndex;
 use hsmls::{
     BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
@@ -562,4 +563,106 @@ fn welcome_not_for_us() {
         Group::join_from_welcome(cfg, s, validator(), &kp, &welcome, JoinOptions::default())
             .unwrap();
     assert_eq!(joined.epoch_authenticator(), g[0].epoch_authenticator());
+}
+
+#[test]
+fn public_message_framing_violations() {
+    let public = config(HandshakeFraming::Public);
+    let mut g = group_of(3, &public, b"framing");
+    let out = g[0].self_update(NOW).unwrap();
+    let MlsMessageBody::PublicMessage(pm) = MlsMessage::decode(&out.commit).unwrap().body else {
+        panic!("a public commit");
+    };
+    let edit = |f: &dyn Fn(&mut hsmls::codec::PublicMessage)| {
+        let mut m = pm.clone();
+        f(&mut m);
+        reencode(MlsMessageBody::PublicMessage(m))
+    };
+    // A wrong membership tag.
+    let err = rejected(
+        &mut g[1],
+        &edit(&|m| {
+            if let Some(tag) = &mut m.membership_tag {
+                tag.0[0] ^= 1;
+            }
+        }),
+    );
+    assert!(
+        matches!(
+            err,
+            GroupError::Protection(ProtectionError::InvalidMembershipTag)
+        ),
+        "{err:?}"
+    );
+    // Another sender kind for a member's commit.
+    for sender in [Sender::External(0), Sender::NewMemberProposal] {
+        // (Non-member senders carry no membership tag, RFC 9420 §6.2.)
+        let err = rejected(
+            &mut g[1],
+            &edit(&|m| {
+                m.content.sender = sender;
+                m.membership_tag = None;
+            }),
+        );
+        assert!(
+            matches!(
+                err,
+                GroupError::UnexpectedMessage(_) | GroupError::Protection(_)
+            ),
+            "{sender:?}: {err:?}"
+        );
+    }
+    let err = rejected(
+        &mut g[1],
+        &edit(&|m| {
+            m.content.sender = Sender::NewMemberCommit;
+            m.membership_tag = None;
+        }),
+    );
+    assert!(
+        matches!(
+            err,
+            GroupError::Protection(_) | GroupError::InvalidCommit(_)
+        ),
+        "{err:?}"
+    );
+    // A sender leaf beyond the tree.
+    let err = rejected(
+        &mut g[1],
+        &edit(&|m| m.content.sender = Sender::Member(LeafIndex(1000))),
+    );
+    assert!(matches!(err, GroupError::NotAMember(1000)), "{err:?}");
+    // Application data in a PublicMessage.
+    let err = rejected(
+        &mut g[1],
+        &edit(&|m| {
+            m.content.body = hsmls::codec::FramedContentBody::Application(b"x".to_vec());
+            m.auth.confirmation_tag = None;
+        }),
+    );
+    assert!(
+        matches!(
+            err,
+            GroupError::Protection(ProtectionError::ApplicationInPublicMessage)
+        ),
+        "{err:?}"
+    );
+    // Authenticated data added after signing.
+    let err = rejected(
+        &mut g[1],
+        &edit(&|m| m.content.authenticated_data = b"injected".to_vec()),
+    );
+    assert!(matches!(err, GroupError::Protection(_)), "{err:?}");
+    // A member whose policy refuses public handshakes.
+    g[2].set_config(GroupConfig {
+        accept_public_handshakes: false,
+        ..public.clone()
+    });
+    assert!(matches!(
+        rejected(&mut g[2], &out.commit),
+        GroupError::WireFormatPolicy
+    ));
+    g[2].set_config(public);
+    deliver(&mut g, 0, &out, &[1, 2]);
+    assert_eq!(g[1].epoch_authenticator(), g[0].epoch_authenticator());
 }
