@@ -1,0 +1,1179 @@
+//! The `mls_client.MLSClient` service over the hsmls engine.
+//!
+//! The harness names objects by `u32` ids: group states (one member's
+//! view of one group), transactions (a KeyPackage awaiting its Welcome)
+//! and external signers. All three share one id space, since `StorePSK`
+//! takes a "state or transaction" id.
+//!
+//! Private keys stay in the [`KeyCustody`] backend: the `*_priv` fields of
+//! `CreateKeyPackageResponse` and `NewMemberAddProposalResponse` (meant
+//! for passive-client test vectors) are always empty.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hsmls::codec::{
+    self, Credential, CredentialType, Decode, Encode, ExtensionType, ExternalSender,
+    ExternalSenders, FramedContent, FramedContentBody, GroupInfo, MlsMessage, MlsMessageBody,
+    Proposal, Sender, WireFormat,
+};
+use hsmls::group::PskStore;
+use hsmls::key_package::KeyPackageIn;
+use hsmls::message_protection::{protect_public, sign_content};
+use hsmls::tree_math::LeafIndex;
+use hsmls::{
+    BasicCredentialValidator, CommitOptions, CredentialValidator, Group, GroupConfig,
+    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+};
+use hsmls_crypto::{CipherSuite as SuiteId, CipherSuiteProvider, Secret};
+use hsmls_custody::KeyCustody;
+use rand_core::{OsRng, RngCore};
+use tonic::{Request, Response, Status};
+
+use crate::error::{InteropError, MissingFeature};
+use crate::proto::mls_client_server::MlsClient;
+use crate::proto::*;
+
+/// The one cipher suite hsmls implements.
+pub const SUPPORTED_SUITE: u16 = 0x0002;
+
+/// How long generated KeyPackages are valid (90 days).
+const KEY_PACKAGE_VALIDITY: u64 = 90 * 24 * 3600;
+
+/// Past epochs kept (for late application messages and resumption PSKs):
+/// harness scripts refer to a few epochs back.
+const MAX_PAST_EPOCHS: usize = 8;
+
+/// Most bytes an exporter request may ask for (HKDF-Expand's limit with
+/// SHA-256 is 255 * 32).
+const MAX_EXPORT_LEN: u32 = 255 * 32;
+
+/// One member's group state, with the handshake messages it already knows
+/// in the current epoch (its own proposals and those it processed), so a
+/// by-reference list that repeats them is not processed twice.
+struct GroupState {
+    group: Group,
+    known_epoch: u64,
+    known: HashSet<Vec<u8>>,
+}
+
+impl GroupState {
+    fn new(group: Group) -> Self {
+        GroupState {
+            known_epoch: group.epoch(),
+            group,
+            known: HashSet::new(),
+        }
+    }
+
+    fn known_set(&mut self) -> &mut HashSet<Vec<u8>> {
+        if self.known_epoch != self.group.epoch() {
+            self.known.clear();
+            self.known_epoch = self.group.epoch();
+        }
+        &mut self.known
+    }
+
+    /// Processes proposals received by reference (skipping ones already
+    /// known) so that they are cached for the commit.
+    fn absorb_proposals(&mut self, proposals: &[Vec<u8>], now: u64) -> Result<(), InteropError> {
+        for p in proposals {
+            if self.known_set().contains(p) {
+                continue;
+            }
+            match self.group.process_incoming(p, now)? {
+                ProcessedMessage::Proposal { .. } => {
+                    self.known_set().insert(p.clone());
+                }
+                _ => return Err(InteropError::UnexpectedMessage("not a proposal")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one of this member's proposals and remembers it.
+    fn sent(&mut self, proposal: Vec<u8>) -> Response<ProposalResponse> {
+        self.known_set().insert(proposal.clone());
+        Response::new(ProposalResponse { proposal })
+    }
+}
+
+/// A KeyPackage awaiting a Welcome: its private keys in custody and the
+/// PSKs stored for the join.
+struct Transaction {
+    signer: Signer,
+    bundle: KeyPackageBundle,
+    psks: PskStore,
+}
+
+/// What an id names.
+enum Entry {
+    Group(Box<GroupState>),
+    Transaction(Box<Transaction>),
+    ExternalSigner(Signer),
+}
+
+struct Registry {
+    next_id: u32,
+    entries: HashMap<u32, Entry>,
+}
+
+impl Registry {
+    fn insert(&mut self, entry: Entry) -> u32 {
+        // Ids start at 1 (0 is what an unset proto field reads as).
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        while self.entries.contains_key(&self.next_id) {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+        }
+        self.entries.insert(self.next_id, entry);
+        self.next_id
+    }
+
+    fn group(&mut self, id: u32) -> Result<&mut GroupState, InteropError> {
+        match self.entries.get_mut(&id) {
+            Some(Entry::Group(g)) => Ok(g),
+            Some(_) => Err(InteropError::WrongKind {
+                id,
+                expected: "group state",
+            }),
+            None => Err(InteropError::UnknownId(id)),
+        }
+    }
+
+    fn take_transaction(&mut self, id: u32) -> Result<Transaction, InteropError> {
+        match self.entries.remove(&id) {
+            Some(Entry::Transaction(t)) => Ok(*t),
+            Some(other) => {
+                self.entries.insert(id, other);
+                Err(InteropError::WrongKind {
+                    id,
+                    expected: "transaction",
+                })
+            }
+            None => Err(InteropError::UnknownId(id)),
+        }
+    }
+
+    fn external_signer(&self, id: u32) -> Result<&Signer, InteropError> {
+        match self.entries.get(&id) {
+            Some(Entry::ExternalSigner(s)) => Ok(s),
+            Some(_) => Err(InteropError::WrongKind {
+                id,
+                expected: "external signer",
+            }),
+            None => Err(InteropError::UnknownId(id)),
+        }
+    }
+}
+
+/// The interop client: group states by id over one key custody backend.
+pub struct InteropClient {
+    custody: Arc<dyn KeyCustody>,
+    validator: Arc<dyn CredentialValidator>,
+    registry: Mutex<Registry>,
+}
+
+impl std::fmt::Debug for InteropClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InteropClient")
+            .field("custody", &self.custody)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn check_suite(suite: u32) -> Result<codec::CipherSuite, InteropError> {
+    if suite == u32::from(SUPPORTED_SUITE) {
+        Ok(codec::CipherSuite(SUPPORTED_SUITE))
+    } else {
+        Err(InteropError::UnsupportedCipherSuite(suite))
+    }
+}
+
+fn provider() -> Result<&'static dyn CipherSuiteProvider, InteropError> {
+    Ok(SuiteId(SUPPORTED_SUITE).provider()?)
+}
+
+fn group_config(encrypt_handshake: bool) -> GroupConfig {
+    GroupConfig {
+        handshake_framing: if encrypt_handshake {
+            HandshakeFraming::Private
+        } else {
+            HandshakeFraming::Public
+        },
+        max_past_epochs: MAX_PAST_EPOCHS,
+        ..GroupConfig::default()
+    }
+}
+
+/// Checks a KeyPackage's suite and credential type before the engine sees
+/// it, so that these answer with a clear INVALID_ARGUMENT.
+fn check_key_package(bytes: &[u8]) -> Result<(), InteropError> {
+    let kp = KeyPackageIn::from_bytes(bytes)?;
+    check_suite(u32::from(kp.0.cipher_suite.0))?;
+    check_credential(&kp.0.leaf_node.credential)
+}
+
+fn check_credential(credential: &Credential) -> Result<(), InteropError> {
+    let t = credential.credential_type();
+    if t == CredentialType::BASIC {
+        Ok(())
+    } else {
+        Err(InteropError::UnsupportedCredentialType(t.0))
+    }
+}
+
+fn extensions_from_proto(list: &[Extension]) -> Result<Vec<codec::Extension>, InteropError> {
+    list.iter()
+        .map(|e| {
+            let t = u16::try_from(e.extension_type).map_err(|_| {
+                InteropError::InvalidArgument(format!(
+                    "extension type {} does not fit in 16 bits",
+                    e.extension_type
+                ))
+            })?;
+            Ok(codec::Extension {
+                extension_type: ExtensionType(t),
+                extension_data: e.extension_data.clone(),
+            })
+        })
+        .collect()
+}
+
+fn decode_group_info(bytes: &[u8]) -> Result<GroupInfo, InteropError> {
+    match MlsMessage::decode(bytes) {
+        Ok(MlsMessage {
+            body: MlsMessageBody::GroupInfo(gi),
+        }) => Ok(gi),
+        Ok(_) => Err(InteropError::UnexpectedMessage("not a GroupInfo")),
+        Err(_) => Ok(GroupInfo::decode(bytes)?),
+    }
+}
+
+fn decode_tree(bytes: &[u8]) -> Result<Option<codec::RatchetTree>, InteropError> {
+    if bytes.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(codec::RatchetTree::decode(bytes)?))
+    }
+}
+
+/// The leaf holding the basic credential `identity`, in a tree given as
+/// the `ratchet_tree` array (leaves at even node indices).
+fn leaf_with_identity(tree: &codec::RatchetTree, identity: &[u8]) -> Option<LeafIndex> {
+    tree.0
+        .iter()
+        .step_by(2)
+        .enumerate()
+        .find_map(|(i, node)| match node {
+            Some(codec::Node::Leaf(leaf))
+                if leaf.credential == Credential::Basic(identity.to_vec()) =>
+            {
+                u32::try_from(i).ok().map(LeafIndex)
+            }
+            _ => None,
+        })
+}
+
+fn member_with_identity(group: &Group, identity: &[u8]) -> Result<LeafIndex, InteropError> {
+    group
+        .members()
+        .into_iter()
+        .find(|m| m.credential == Credential::Basic(identity.to_vec()))
+        .map(|m| m.index)
+        .ok_or_else(|| InteropError::NoSuchMember(String::from_utf8_lossy(identity).into_owned()))
+}
+
+fn random_nonce(cs: &dyn CipherSuiteProvider) -> Vec<u8> {
+    let mut nonce = vec![0; cs.hash_len()];
+    OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
+/// A `ProposalDescription` of the harness, parsed.
+enum Description {
+    Add(Vec<u8>),
+    Remove(Vec<u8>),
+    ExternalPsk(Vec<u8>),
+    ResumptionPsk(u64),
+    GroupContextExtensions(Vec<codec::Extension>),
+    ReInit {
+        group_id: Vec<u8>,
+        cipher_suite: codec::CipherSuite,
+        extensions: Vec<codec::Extension>,
+    },
+}
+
+impl Description {
+    fn parse(d: &ProposalDescription) -> Result<Self, InteropError> {
+        Ok(match d.proposal_type.as_slice() {
+            b"add" => {
+                check_key_package(&d.key_package)?;
+                Description::Add(d.key_package.clone())
+            }
+            b"remove" => Description::Remove(d.removed_id.clone()),
+            b"externalPSK" => Description::ExternalPsk(d.psk_id.clone()),
+            b"resumptionPSK" => Description::ResumptionPsk(d.epoch_id),
+            b"groupContextExtensions" => {
+                Description::GroupContextExtensions(extensions_from_proto(&d.extensions)?)
+            }
+            b"reinit" => Description::ReInit {
+                group_id: d.group_id.clone(),
+                cipher_suite: check_suite(d.cipher_suite)?,
+                extensions: extensions_from_proto(&d.extensions)?,
+            },
+            other => {
+                return Err(InteropError::InvalidArgument(format!(
+                    "unknown proposal type {:?}",
+                    String::from_utf8_lossy(other)
+                )));
+            }
+        })
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+impl InteropClient {
+    /// A client whose members' keys live in `custody`.
+    pub fn new(custody: Arc<dyn KeyCustody>) -> Self {
+        InteropClient {
+            custody,
+            validator: Arc::new(BasicCredentialValidator::default()),
+            registry: Mutex::new(Registry {
+                next_id: 0,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The gRPC service of this client.
+    pub fn into_service(self) -> crate::proto::mls_client_server::MlsClientServer<Self> {
+        crate::proto::mls_client_server::MlsClientServer::new(self)
+    }
+
+    fn registry(&self) -> Result<MutexGuard<'_, Registry>, InteropError> {
+        self.registry.lock().map_err(|_| InteropError::Poisoned)
+    }
+
+    fn signer(&self, identity: &[u8]) -> Result<Signer, InteropError> {
+        if identity.is_empty() {
+            return Err(InteropError::InvalidArgument("empty identity".into()));
+        }
+        Ok(Signer::generate(
+            self.custody.clone(),
+            Credential::Basic(identity.to_vec()),
+        )?)
+    }
+
+    /// Destroys what an entry holds in custody (best effort: failures are
+    /// logged).
+    fn destroy_entry(&self, entry: Entry) {
+        let result = match entry {
+            Entry::Group(g) => {
+                let signer = g.group.signer();
+                let leaf = self.custody.destroy(g.group.own_leaf_key());
+                leaf.and(signer.custody.destroy(&signer.signature_key))
+            }
+            Entry::Transaction(t) => t
+                .bundle
+                .destroy(&t.signer)
+                .and(t.signer.custody.destroy(&t.signer.signature_key)),
+            Entry::ExternalSigner(s) => s.custody.destroy(&s.signature_key),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not destroy the keys of a freed state");
+        }
+    }
+
+    fn new_member_add_proposal_inner(
+        &self,
+        req: NewMemberAddProposalRequest,
+    ) -> Result<NewMemberAddProposalResponse, InteropError> {
+        let gi = decode_group_info(&req.group_info)?;
+        check_suite(u32::from(gi.group_context.cipher_suite.0))?;
+        let cs = provider()?;
+        let signer = self.signer(&req.identity)?;
+        let bundle = KeyPackageBundle::generate(
+            &KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY),
+            &signer,
+        )?;
+        let content = FramedContent {
+            group_id: gi.group_context.group_id.clone(),
+            epoch: gi.group_context.epoch,
+            sender: Sender::NewMemberProposal,
+            authenticated_data: Vec::new(),
+            body: FramedContentBody::Proposal(Proposal::Add(codec::Add {
+                key_package: bundle.key_package.as_wire().clone(),
+            })),
+        };
+        let signed = sign_content(
+            cs,
+            signer.custody.as_ref(),
+            &signer.signature_key,
+            WireFormat::PUBLIC_MESSAGE,
+            content,
+            Some(&gi.group_context),
+        )?;
+        let message = protect_public(cs, signed, None)?;
+        let proposal = MlsMessage {
+            body: MlsMessageBody::PublicMessage(message),
+        }
+        .encode()?;
+        let transaction_id = self
+            .registry()?
+            .insert(Entry::Transaction(Box::new(Transaction {
+                signer,
+                bundle,
+                psks: PskStore::default(),
+            })));
+        Ok(NewMemberAddProposalResponse {
+            transaction_id,
+            proposal,
+            init_priv: Vec::new(),
+            encryption_priv: Vec::new(),
+            signature_priv: Vec::new(),
+        })
+    }
+
+    fn external_signer_proposal_inner(
+        &self,
+        req: ExternalSignerProposalRequest,
+    ) -> Result<ProposalResponse, InteropError> {
+        let signer = self.registry()?.external_signer(req.signer_id)?.clone();
+        let gi = decode_group_info(&req.group_info)?;
+        check_suite(u32::from(gi.group_context.cipher_suite.0))?;
+        let cs = provider()?;
+        let description = req
+            .description
+            .as_ref()
+            .ok_or_else(|| InteropError::InvalidArgument("missing description".into()))?;
+        let tree = match decode_tree(&req.ratchet_tree)? {
+            Some(t) => Some(t),
+            None => codec::find_extension::<codec::RatchetTree>(&gi.extensions).transpose()?,
+        };
+        let proposal = match Description::parse(description)? {
+            Description::Add(kp) => Proposal::Add(codec::Add {
+                key_package: KeyPackageIn::from_bytes(&kp)?.0,
+            }),
+            Description::Remove(identity) => {
+                let tree = tree.ok_or(InteropError::InvalidArgument(
+                    "a remove needs the ratchet tree".into(),
+                ))?;
+                let removed = leaf_with_identity(&tree, &identity).ok_or_else(|| {
+                    InteropError::NoSuchMember(String::from_utf8_lossy(&identity).into_owned())
+                })?;
+                Proposal::Remove(codec::Remove { removed })
+            }
+            Description::ExternalPsk(psk_id) => Proposal::PreSharedKey(codec::PreSharedKey {
+                psk: codec::PreSharedKeyId {
+                    psk: codec::Psk::External(psk_id),
+                    psk_nonce: random_nonce(cs),
+                },
+            }),
+            Description::ResumptionPsk(epoch) => Proposal::PreSharedKey(codec::PreSharedKey {
+                psk: codec::PreSharedKeyId {
+                    psk: codec::Psk::Resumption(codec::ResumptionPsk {
+                        usage: codec::ResumptionPskUsage::Application,
+                        psk_group_id: gi.group_context.group_id.clone(),
+                        psk_epoch: epoch,
+                    }),
+                    psk_nonce: random_nonce(cs),
+                },
+            }),
+            Description::GroupContextExtensions(extensions) => {
+                Proposal::GroupContextExtensions(codec::GroupContextExtensions { extensions })
+            }
+            Description::ReInit {
+                group_id,
+                cipher_suite,
+                extensions,
+            } => Proposal::ReInit(codec::ReInit {
+                group_id,
+                version: codec::ProtocolVersion::MLS10,
+                cipher_suite,
+                extensions,
+            }),
+        };
+        let content = FramedContent {
+            group_id: gi.group_context.group_id.clone(),
+            epoch: gi.group_context.epoch,
+            sender: Sender::External(req.signer_index),
+            authenticated_data: Vec::new(),
+            body: FramedContentBody::Proposal(proposal),
+        };
+        let signed = sign_content(
+            cs,
+            signer.custody.as_ref(),
+            &signer.signature_key,
+            WireFormat::PUBLIC_MESSAGE,
+            content,
+            Some(&gi.group_context),
+        )?;
+        let message = protect_public(cs, signed, None)?;
+        Ok(ProposalResponse {
+            proposal: MlsMessage {
+                body: MlsMessageBody::PublicMessage(message),
+            }
+            .encode()?,
+        })
+    }
+}
+
+/// Runs `f` and converts its error to a gRPC status.
+fn answer<T>(f: impl FnOnce() -> Result<T, InteropError>) -> RpcResult<T> {
+    f().map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl MlsClient for InteropClient {
+    async fn name(&self, _: Request<NameRequest>) -> RpcResult<NameResponse> {
+        Ok(Response::new(NameResponse {
+            name: format!("hsmls {}", env!("CARGO_PKG_VERSION")),
+        }))
+    }
+
+    async fn supported_ciphersuites(
+        &self,
+        _: Request<SupportedCiphersuitesRequest>,
+    ) -> RpcResult<SupportedCiphersuitesResponse> {
+        Ok(Response::new(SupportedCiphersuitesResponse {
+            ciphersuites: vec![u32::from(SUPPORTED_SUITE)],
+        }))
+    }
+
+    async fn create_group(
+        &self,
+        req: Request<CreateGroupRequest>,
+    ) -> RpcResult<CreateGroupResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            check_suite(req.cipher_suite)?;
+            let signer = self.signer(&req.identity)?;
+            let group = Group::create(
+                group_config(req.encrypt_handshake),
+                signer,
+                self.validator.clone(),
+                req.group_id,
+                Vec::new(),
+                now(),
+            )?;
+            let state_id = self
+                .registry()?
+                .insert(Entry::Group(Box::new(GroupState::new(group))));
+            Ok(CreateGroupResponse { state_id })
+        })
+    }
+
+    async fn create_key_package(
+        &self,
+        req: Request<CreateKeyPackageRequest>,
+    ) -> RpcResult<CreateKeyPackageResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            check_suite(req.cipher_suite)?;
+            let signer = self.signer(&req.identity)?;
+            let bundle = KeyPackageBundle::generate(
+                &KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY),
+                &signer,
+            )?;
+            let key_package = bundle.to_bytes()?;
+            let transaction_id =
+                self.registry()?
+                    .insert(Entry::Transaction(Box::new(Transaction {
+                        signer,
+                        bundle,
+                        psks: PskStore::default(),
+                    })));
+            Ok(CreateKeyPackageResponse {
+                transaction_id,
+                key_package,
+                // The private keys never leave custody.
+                init_priv: Vec::new(),
+                encryption_priv: Vec::new(),
+                signature_priv: Vec::new(),
+            })
+        })
+    }
+
+    async fn join_group(&self, req: Request<JoinGroupRequest>) -> RpcResult<JoinGroupResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let ratchet_tree = decode_tree(&req.ratchet_tree)?;
+            let mut reg = self.registry()?;
+            let tx = reg.take_transaction(req.transaction_id)?;
+            let joined = Group::join_from_welcome(
+                group_config(req.encrypt_handshake),
+                tx.signer.clone(),
+                self.validator.clone(),
+                &tx.bundle,
+                &req.welcome,
+                JoinOptions {
+                    ratchet_tree,
+                    psks: tx.psks.clone(),
+                },
+            );
+            match joined {
+                Ok(group) => {
+                    let epoch_authenticator = group.epoch_authenticator().to_vec();
+                    let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+                    Ok(JoinGroupResponse {
+                        state_id,
+                        epoch_authenticator,
+                    })
+                }
+                Err(e) => {
+                    // Keep the KeyPackage for another attempt.
+                    reg.entries
+                        .insert(req.transaction_id, Entry::Transaction(Box::new(tx)));
+                    Err(e.into())
+                }
+            }
+        })
+    }
+
+    async fn external_join(
+        &self,
+        req: Request<ExternalJoinRequest>,
+    ) -> RpcResult<ExternalJoinResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            if !req.psks.is_empty() {
+                return Err(InteropError::Missing(MissingFeature::ExternalCommitPsks));
+            }
+            let gi = decode_group_info(&req.group_info)?;
+            check_suite(u32::from(gi.group_context.cipher_suite.0))?;
+            let ratchet_tree = decode_tree(&req.ratchet_tree)?;
+            let signer = self.signer(&req.identity)?;
+            let config = group_config(req.encrypt_handshake);
+            let prior = if req.remove_prior {
+                let tree = match &ratchet_tree {
+                    Some(t) => t.clone(),
+                    None => codec::find_extension::<codec::RatchetTree>(&gi.extensions)
+                        .ok_or(InteropError::Group(hsmls::GroupError::MissingRatchetTree))??,
+                };
+                Some(leaf_with_identity(&tree, &req.identity).ok_or_else(|| {
+                    InteropError::NoSuchMember(String::from_utf8_lossy(&req.identity).into_owned())
+                })?)
+            } else {
+                None
+            };
+            let options = JoinOptions {
+                ratchet_tree,
+                psks: PskStore::default(),
+            };
+            let result = match prior {
+                Some(old) => Group::rejoin_by_external_commit(
+                    config,
+                    signer.clone(),
+                    self.validator.clone(),
+                    &req.group_info,
+                    options,
+                    old,
+                ),
+                None => Group::join_by_external_commit(
+                    config,
+                    signer.clone(),
+                    self.validator.clone(),
+                    &req.group_info,
+                    options,
+                ),
+            };
+            let (group, commit) = match result {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Err(d) = signer.custody.destroy(&signer.signature_key) {
+                        tracing::warn!(error = %d, "could not destroy an unused signature key");
+                    }
+                    return Err(e.into());
+                }
+            };
+            let epoch_authenticator = group.epoch_authenticator().to_vec();
+            let state_id = self
+                .registry()?
+                .insert(Entry::Group(Box::new(GroupState::new(group))));
+            Ok(ExternalJoinResponse {
+                state_id,
+                commit,
+                epoch_authenticator,
+            })
+        })
+    }
+
+    async fn group_info(&self, req: Request<GroupInfoRequest>) -> RpcResult<GroupInfoResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = &mut reg.group(req.state_id)?.group;
+            let saved = g.config().clone();
+            let mut config = saved.clone();
+            config.ratchet_tree_in_group_info = !req.external_tree;
+            g.set_config(config);
+            let group_info = g.group_info();
+            g.set_config(saved);
+            let ratchet_tree = if req.external_tree {
+                g.ratchet_tree().encode()?
+            } else {
+                Vec::new()
+            };
+            Ok(GroupInfoResponse {
+                group_info: group_info?,
+                ratchet_tree,
+            })
+        })
+    }
+
+    async fn state_auth(&self, req: Request<StateAuthRequest>) -> RpcResult<StateAuthResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = &reg.group(req.state_id)?.group;
+            Ok(StateAuthResponse {
+                state_auth_secret: g.epoch_authenticator().to_vec(),
+            })
+        })
+    }
+
+    async fn export(&self, req: Request<ExportRequest>) -> RpcResult<ExportResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            if req.key_length > MAX_EXPORT_LEN {
+                return Err(InteropError::InvalidArgument(format!(
+                    "key_length {} exceeds {MAX_EXPORT_LEN}",
+                    req.key_length
+                )));
+            }
+            let mut reg = self.registry()?;
+            let g = &reg.group(req.state_id)?.group;
+            let len = usize::try_from(req.key_length)
+                .map_err(|_| InteropError::InvalidArgument("key_length".into()))?;
+            let secret = g.export_secret(req.label.as_bytes(), &req.context, len)?;
+            Ok(ExportResponse {
+                exported_secret: secret.as_bytes().to_vec(),
+            })
+        })
+    }
+
+    async fn protect(&self, req: Request<ProtectRequest>) -> RpcResult<ProtectResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = &mut reg.group(req.state_id)?.group;
+            let ciphertext =
+                g.encrypt_application_with_aad(&req.plaintext, req.authenticated_data)?;
+            Ok(ProtectResponse { ciphertext })
+        })
+    }
+
+    async fn unprotect(&self, req: Request<UnprotectRequest>) -> RpcResult<UnprotectResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = &mut reg.group(req.state_id)?.group;
+            match g.process_incoming(&req.ciphertext, now())? {
+                ProcessedMessage::ApplicationMessage {
+                    data,
+                    authenticated_data,
+                    ..
+                } => Ok(UnprotectResponse {
+                    authenticated_data,
+                    plaintext: data,
+                }),
+                _ => Err(InteropError::UnexpectedMessage(
+                    "not an application message",
+                )),
+            }
+        })
+    }
+
+    async fn store_psk(&self, req: Request<StorePskRequest>) -> RpcResult<StorePskResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            if req.psk_id.is_empty() {
+                return Err(InteropError::InvalidArgument("empty psk_id".into()));
+            }
+            let secret = Secret::from_slice(&req.psk_secret);
+            let mut reg = self.registry()?;
+            match reg.entries.get_mut(&req.state_or_transaction_id) {
+                Some(Entry::Group(g)) => {
+                    g.group.psk_store_mut().insert_external(req.psk_id, secret)
+                }
+                Some(Entry::Transaction(t)) => t.psks.insert_external(req.psk_id, secret),
+                Some(Entry::ExternalSigner(_)) => {
+                    return Err(InteropError::WrongKind {
+                        id: req.state_or_transaction_id,
+                        expected: "group state or transaction",
+                    });
+                }
+                None => return Err(InteropError::UnknownId(req.state_or_transaction_id)),
+            }
+            Ok(StorePskResponse {})
+        })
+    }
+
+    async fn add_proposal(&self, req: Request<AddProposalRequest>) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            check_key_package(&req.key_package)?;
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let p = g.group.propose_add(&req.key_package, now())?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn update_proposal(
+        &self,
+        req: Request<UpdateProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let p = g.group.propose_update()?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn remove_proposal(
+        &self,
+        req: Request<RemoveProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let leaf = member_with_identity(&g.group, &req.removed_id)?;
+            let p = g.group.propose_remove(leaf)?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn external_psk_proposal(
+        &self,
+        req: Request<ExternalPskProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let id = g.group.external_psk_id(req.psk_id);
+            let p = g.group.propose_psk(id)?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn resumption_psk_proposal(
+        &self,
+        req: Request<ResumptionPskProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let id = g.group.resumption_psk_id(req.epoch_id);
+            let p = g.group.propose_psk(id)?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn group_context_extensions_proposal(
+        &self,
+        req: Request<GroupContextExtensionsProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let extensions = extensions_from_proto(&req.extensions)?;
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let p = g.group.propose_group_context_extensions(extensions)?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn commit(&self, req: Request<CommitRequest>) -> RpcResult<CommitResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let descriptions = req
+                .by_value
+                .iter()
+                .map(Description::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let now = now();
+            g.absorb_proposals(&req.by_reference, now)?;
+            let mut options = CommitOptions::new();
+            options.force_path = req.force_path;
+            for d in descriptions {
+                match d {
+                    Description::Add(kp) => options.add_key_packages.push(kp),
+                    Description::Remove(identity) => options
+                        .remove_leaves
+                        .push(member_with_identity(&g.group, &identity)?.0),
+                    Description::ExternalPsk(id) => options.psks.push(g.group.external_psk_id(id)),
+                    Description::ResumptionPsk(epoch) => {
+                        options.psks.push(g.group.resumption_psk_id(epoch))
+                    }
+                    Description::GroupContextExtensions(ext) => {
+                        if options.group_context_extensions.is_some() {
+                            return Err(InteropError::InvalidArgument(
+                                "two GroupContextExtensions proposals by value".into(),
+                            ));
+                        }
+                        options.group_context_extensions = Some(ext);
+                    }
+                    Description::ReInit { .. } => {
+                        return Err(InteropError::Missing(MissingFeature::ReInit));
+                    }
+                }
+            }
+            let saved = g.group.config().clone();
+            let mut config = saved.clone();
+            config.ratchet_tree_in_welcome = !req.external_tree;
+            g.group.set_config(config);
+            let out = g.group.commit(options, now);
+            g.group.set_config(saved);
+            let out = out?;
+            let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
+                (Some(t), true) => t.encode()?,
+                _ => Vec::new(),
+            };
+            Ok(CommitResponse {
+                commit: out.commit,
+                welcome: out.welcome.unwrap_or_default(),
+                ratchet_tree,
+            })
+        })
+    }
+
+    async fn handle_commit(
+        &self,
+        req: Request<HandleCommitRequest>,
+    ) -> RpcResult<HandleCommitResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let now = now();
+            g.absorb_proposals(&req.proposal, now)?;
+            let staged = match g.group.process_incoming(&req.commit, now)? {
+                ProcessedMessage::StagedCommit(s) => s,
+                _ => return Err(InteropError::UnexpectedMessage("not a commit")),
+            };
+            g.group.merge_staged_commit(staged)?;
+            Ok(HandleCommitResponse {
+                state_id: req.state_id,
+                epoch_authenticator: g.group.epoch_authenticator().to_vec(),
+            })
+        })
+    }
+
+    async fn handle_pending_commit(
+        &self,
+        req: Request<HandlePendingCommitRequest>,
+    ) -> RpcResult<HandleCommitResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            g.group.merge_pending_commit()?;
+            Ok(HandleCommitResponse {
+                state_id: req.state_id,
+                epoch_authenticator: g.group.epoch_authenticator().to_vec(),
+            })
+        })
+    }
+
+    // ----- ReInit (RFC 9420 §11.2): needs engine support -----
+
+    async fn re_init_proposal(
+        &self,
+        req: Request<ReInitProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            check_suite(req.cipher_suite)?;
+            extensions_from_proto(&req.extensions)?;
+            self.registry()?.group(req.state_id)?;
+            Err(InteropError::Missing(MissingFeature::ReInit))
+        })
+    }
+
+    async fn re_init_commit(&self, req: Request<CommitRequest>) -> RpcResult<CommitResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            self.registry()?.group(req.state_id)?;
+            Err(InteropError::Missing(MissingFeature::ReInit))
+        })
+    }
+
+    async fn handle_pending_re_init_commit(
+        &self,
+        req: Request<HandlePendingCommitRequest>,
+    ) -> RpcResult<HandleReInitCommitResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            self.registry()?.group(req.state_id)?;
+            Err(InteropError::Missing(MissingFeature::ReInit))
+        })
+    }
+
+    async fn handle_re_init_commit(
+        &self,
+        req: Request<HandleCommitRequest>,
+    ) -> RpcResult<HandleReInitCommitResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            self.registry()?.group(req.state_id)?;
+            Err(InteropError::Missing(MissingFeature::ReInit))
+        })
+    }
+
+    async fn re_init_welcome(
+        &self,
+        req: Request<ReInitWelcomeRequest>,
+    ) -> RpcResult<CreateSubgroupResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            // A reinit id would come from HandleReInitCommit, which the
+            // engine cannot produce yet.
+            let _ = req.reinit_id;
+            Err(InteropError::Missing(MissingFeature::ReInit))
+        })
+    }
+
+    async fn handle_re_init_welcome(
+        &self,
+        req: Request<HandleReInitWelcomeRequest>,
+    ) -> RpcResult<JoinGroupResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let _ = req.reinit_id;
+            Err(InteropError::Missing(MissingFeature::ReInit))
+        })
+    }
+
+    // ----- Branching (RFC 9420 §11.3): needs engine support -----
+
+    async fn create_branch(
+        &self,
+        req: Request<CreateBranchRequest>,
+    ) -> RpcResult<CreateSubgroupResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            extensions_from_proto(&req.extensions)?;
+            for kp in &req.key_packages {
+                check_key_package(kp)?;
+            }
+            self.registry()?.group(req.state_id)?;
+            Err(InteropError::Missing(MissingFeature::Branch))
+        })
+    }
+
+    async fn handle_branch(
+        &self,
+        req: Request<HandleBranchRequest>,
+    ) -> RpcResult<HandleBranchResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let mut reg = self.registry()?;
+            reg.group(req.state_id)?;
+            match reg.entries.get(&req.transaction_id) {
+                Some(Entry::Transaction(_)) => {}
+                Some(_) => {
+                    return Err(InteropError::WrongKind {
+                        id: req.transaction_id,
+                        expected: "transaction",
+                    });
+                }
+                None => return Err(InteropError::UnknownId(req.transaction_id)),
+            }
+            Err(InteropError::Missing(MissingFeature::Branch))
+        })
+    }
+
+    // ----- External proposals (RFC 9420 §12.1.8) -----
+
+    async fn new_member_add_proposal(
+        &self,
+        req: Request<NewMemberAddProposalRequest>,
+    ) -> RpcResult<NewMemberAddProposalResponse> {
+        let req = req.into_inner();
+        answer(|| self.new_member_add_proposal_inner(req))
+    }
+
+    async fn create_external_signer(
+        &self,
+        req: Request<CreateExternalSignerRequest>,
+    ) -> RpcResult<CreateExternalSignerResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            check_suite(req.cipher_suite)?;
+            let signer = self.signer(&req.identity)?;
+            let external_sender = ExternalSender {
+                signature_key: signer.signature_public_key(),
+                credential: signer.credential.clone(),
+            }
+            .encode()?;
+            let signer_id = self.registry()?.insert(Entry::ExternalSigner(signer));
+            Ok(CreateExternalSignerResponse {
+                signer_id,
+                external_sender,
+            })
+        })
+    }
+
+    async fn add_external_signer(
+        &self,
+        req: Request<AddExternalSignerRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let sender = ExternalSender::decode(&req.external_sender)?;
+            check_credential(&sender.credential)?;
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            // A GroupContextExtensions proposal replaces the whole list:
+            // keep the other extensions, append to external_senders.
+            let mut extensions = g.group.group_context().extensions.clone();
+            let mut senders = match codec::find_extension::<ExternalSenders>(&extensions) {
+                Some(list) => list?.0,
+                None => Vec::new(),
+            };
+            senders.push(sender);
+            extensions.retain(|e| e.extension_type != ExtensionType::EXTERNAL_SENDERS);
+            extensions.push(codec::Extension::from_data(&ExternalSenders(senders))?);
+            let p = g.group.propose_group_context_extensions(extensions)?;
+            Ok(g.sent(p).into_inner())
+        })
+    }
+
+    async fn external_signer_proposal(
+        &self,
+        req: Request<ExternalSignerProposalRequest>,
+    ) -> RpcResult<ProposalResponse> {
+        let req = req.into_inner();
+        answer(|| self.external_signer_proposal_inner(req))
+    }
+
+    async fn free(&self, req: Request<FreeRequest>) -> RpcResult<FreeResponse> {
+        let req = req.into_inner();
+        answer(|| {
+            let entry = self
+                .registry()?
+                .entries
+                .remove(&req.state_id)
+                .ok_or(InteropError::UnknownId(req.state_id))?;
+            self.destroy_entry(entry);
+            Ok(FreeResponse {})
+        })
+    }
+}
