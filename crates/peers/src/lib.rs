@@ -13,9 +13,11 @@
 //! (always PublicMessage, RFC 9420 §12.4.3.2) are processed too.
 #![forbid(unsafe_code)]
 
+pub mod hsmls_peer;
 pub mod mls_rs_peer;
 pub mod openmls_peer;
 
+pub use hsmls_peer::HsmlsPeer;
 pub use mls_rs_peer::MlsRsPeer;
 pub use openmls_peer::OpenMlsPeer;
 

@@ -1,0 +1,298 @@
+//! The hsmls peer: hsmls's own [`Group`] with software custody.
+//!
+//! Settings: cipher suite 0x0002, basic credentials, [`GroupConfig`]'s
+//! defaults (handshakes sent as PrivateMessage, both forms accepted, the
+//! ratchet_tree extension in Welcome). Self-updates are commits with
+//! `force_path` and without a GroupInfo, as the peers make them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hsmls::codec::{Credential, Decode as _, Encode as _, RatchetTree};
+use hsmls::group::UnixTime;
+use hsmls::tree_math::LeafIndex;
+use hsmls::{
+    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
+    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+};
+use hsmls_custody::SoftwareCustody;
+
+use crate::{CommitMessages, Event, Peer, PeerError};
+
+const NAME: &str = "hsmls";
+/// KeyPackage validity (RFC 9420 §10: lifetime).
+const KEY_PACKAGE_VALIDITY: u64 = 90 * 24 * 3600;
+
+fn lib<E: fmt::Display>(operation: &'static str) -> impl FnOnce(E) -> PeerError {
+    move |e| PeerError::Library {
+        implementation: NAME,
+        operation,
+        detail: e.to_string(),
+    }
+}
+
+fn now() -> UnixTime {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_tree(bytes: Option<&[u8]>) -> Result<Option<RatchetTree>, PeerError> {
+    bytes
+        .map(|b| RatchetTree::decode(b).map_err(lib("ratchet tree")))
+        .transpose()
+}
+
+fn commit_messages(output: CommitOutput) -> CommitMessages {
+    CommitMessages {
+        commit: output.commit,
+        welcome: output.welcome,
+    }
+}
+
+/// An hsmls client with at most one group; its keys are in a
+/// [`SoftwareCustody`].
+pub struct HsmlsPeer {
+    signer: Signer,
+    validator: Arc<dyn CredentialValidator>,
+    config: GroupConfig,
+    key_packages: Vec<KeyPackageBundle>,
+    group: Option<Group>,
+}
+
+impl fmt::Debug for HsmlsPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HsmlsPeer")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HsmlsPeer {
+    fn group(&self) -> Result<&Group, PeerError> {
+        self.group.as_ref().ok_or(PeerError::NoGroup(NAME))
+    }
+
+    fn group_mut(&mut self) -> Result<&mut Group, PeerError> {
+        self.group.as_mut().ok_or(PeerError::NoGroup(NAME))
+    }
+}
+
+impl Peer for HsmlsPeer {
+    const NAME: &'static str = NAME;
+
+    fn new(identity: &[u8]) -> Result<Self, PeerError> {
+        let signer = Signer::generate(
+            Arc::new(SoftwareCustody::new()),
+            Credential::Basic(identity.to_vec()),
+        )
+        .map_err(lib("signature key"))?;
+        Ok(Self {
+            signer,
+            validator: Arc::new(BasicCredentialValidator::default()),
+            config: GroupConfig::default(),
+            key_packages: Vec::new(),
+            group: None,
+        })
+    }
+
+    fn key_package(&mut self) -> Result<Vec<u8>, PeerError> {
+        let bundle = KeyPackageBundle::generate(
+            &KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY),
+            &self.signer,
+        )
+        .map_err(lib("key package"))?;
+        let bytes = bundle.to_bytes().map_err(lib("encode key package"))?;
+        self.key_packages.push(bundle);
+        Ok(bytes)
+    }
+
+    fn create_group(&mut self, group_id: &[u8]) -> Result<(), PeerError> {
+        let group = Group::create(
+            self.config.clone(),
+            self.signer.clone(),
+            self.validator.clone(),
+            group_id.to_vec(),
+            Vec::new(),
+            now(),
+        )
+        .map_err(lib("create group"))?;
+        self.group = Some(group);
+        Ok(())
+    }
+
+    fn add_members(&mut self, key_packages: &[Vec<u8>]) -> Result<CommitMessages, PeerError> {
+        let kps: Vec<&[u8]> = key_packages.iter().map(Vec::as_slice).collect();
+        let output = self
+            .group_mut()?
+            .add_members(&kps, now())
+            .map_err(lib("add members"))?;
+        Ok(commit_messages(output))
+    }
+
+    fn remove_member(&mut self, leaf_index: u32) -> Result<CommitMessages, PeerError> {
+        let output = self
+            .group_mut()?
+            .remove_members(&[LeafIndex(leaf_index)], now())
+            .map_err(lib("remove member"))?;
+        Ok(commit_messages(output))
+    }
+
+    fn self_update(&mut self) -> Result<CommitMessages, PeerError> {
+        let options = CommitOptions {
+            force_path: true,
+            group_info: false,
+            ..CommitOptions::new()
+        };
+        let output = self
+            .group_mut()?
+            .commit(options, now())
+            .map_err(lib("self update"))?;
+        Ok(commit_messages(output))
+    }
+
+    fn merge_pending(&mut self) -> Result<(), PeerError> {
+        self.group_mut()?
+            .merge_pending_commit()
+            .map_err(lib("merge pending commit"))
+    }
+
+    fn discard_pending(&mut self) -> Result<(), PeerError> {
+        self.group_mut()?
+            .discard_pending_commit()
+            .map_err(lib("discard pending commit"))
+    }
+
+    fn join(&mut self, welcome: &[u8], ratchet_tree: Option<&[u8]>) -> Result<(), PeerError> {
+        let tree = parse_tree(ratchet_tree)?;
+        let mut last_error = None;
+        for (i, bundle) in self.key_packages.iter().enumerate() {
+            let options = JoinOptions {
+                ratchet_tree: tree.clone(),
+                ..JoinOptions::default()
+            };
+            match Group::join_from_welcome(
+                self.config.clone(),
+                self.signer.clone(),
+                self.validator.clone(),
+                bundle,
+                welcome,
+                options,
+            ) {
+                Ok(group) => {
+                    self.key_packages.remove(i);
+                    self.group = Some(group);
+                    return Ok(());
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(match last_error {
+            Some(e) => lib("join from welcome")(e),
+            None => lib("join from welcome")("no KeyPackage generated"),
+        })
+    }
+
+    fn process(&mut self, message: &[u8]) -> Result<Event, PeerError> {
+        let group = self.group_mut()?;
+        match group
+            .process_incoming(message, now())
+            .map_err(lib("process"))?
+        {
+            ProcessedMessage::ApplicationMessage { data, .. } => Ok(Event::Application(data)),
+            ProcessedMessage::Proposal { .. } => Ok(Event::Proposal),
+            ProcessedMessage::StagedCommit(staged) => {
+                group
+                    .merge_staged_commit(staged)
+                    .map_err(lib("merge commit"))?;
+                Ok(Event::Commit {
+                    epoch: group.epoch(),
+                })
+            }
+        }
+    }
+
+    fn encrypt(&mut self, application_data: &[u8]) -> Result<Vec<u8>, PeerError> {
+        self.group_mut()?
+            .encrypt_application(application_data)
+            .map_err(lib("encrypt"))
+    }
+
+    fn epoch(&self) -> Result<u64, PeerError> {
+        Ok(self.group()?.epoch())
+    }
+
+    fn epoch_authenticator(&self) -> Result<Vec<u8>, PeerError> {
+        Ok(self.group()?.epoch_authenticator().to_vec())
+    }
+
+    fn export_secret(
+        &self,
+        label: &str,
+        context: &[u8],
+        length: usize,
+    ) -> Result<Vec<u8>, PeerError> {
+        Ok(self
+            .group()?
+            .export_secret(label.as_bytes(), context, length)
+            .map_err(lib("export secret"))?
+            .as_bytes()
+            .to_vec())
+    }
+
+    fn own_leaf_index(&self) -> Result<u32, PeerError> {
+        Ok(self.group()?.own_leaf_index().0)
+    }
+
+    fn member_count(&self) -> Result<usize, PeerError> {
+        Ok(self.group()?.members().len())
+    }
+
+    fn ratchet_tree(&self) -> Result<Vec<u8>, PeerError> {
+        self.group()?
+            .ratchet_tree()
+            .encode()
+            .map_err(lib("encode ratchet tree"))
+    }
+
+    fn group_info(&mut self, with_ratchet_tree: bool) -> Result<Vec<u8>, PeerError> {
+        let group = self.group_mut()?;
+        let config = group.config().clone();
+        group.set_config(GroupConfig {
+            ratchet_tree_in_group_info: with_ratchet_tree,
+            ..config.clone()
+        });
+        let group_info = group.group_info();
+        group.set_config(config);
+        group_info.map_err(lib("group info"))
+    }
+
+    fn join_external(
+        &mut self,
+        group_info: &[u8],
+        ratchet_tree: Option<&[u8]>,
+    ) -> Result<Vec<u8>, PeerError> {
+        let options = JoinOptions {
+            ratchet_tree: parse_tree(ratchet_tree)?,
+            ..JoinOptions::default()
+        };
+        let (group, commit) = Group::join_by_external_commit(
+            self.config.clone(),
+            self.signer.clone(),
+            self.validator.clone(),
+            group_info,
+            options,
+        )
+        .map_err(lib("external commit"))?;
+        self.group = Some(group);
+        Ok(commit)
+    }
+
+    /// hsmls's [`Group`] is not `Clone` (its keys are in custody), so the
+    /// process benchmark cannot fork an hsmls receiver yet.
+    fn fork(&self) -> Result<Self, PeerError> {
+        Err(lib("fork")("hsmls Group has no Clone"))
+    }
+}
