@@ -893,3 +893,85 @@ fn handshake_framing_policy() {
         GroupError::Malformed(_)
     ));
 }
+
+#[test]
+fn external_senders_and_new_member_proposals() {
+    // The group lists a Delivery Service key as external sender 0.
+    let ds = signer("delivery service");
+    let senders = hsmls::codec::ExternalSenders(vec![hsmls::codec::ExternalSender {
+        signature_key: ds.signature_public_key(),
+        credential: ds.credential.clone(),
+    }]);
+    let config = GroupConfig {
+        handshake_framing: HandshakeFraming::Public,
+        ..GroupConfig::default()
+    };
+    let g = Group::create(
+        config.clone(),
+        signer("member-0"),
+        validator(),
+        b"with ds".to_vec(),
+        vec![hsmls::codec::Extension::from_data(&senders).unwrap()],
+        NOW,
+    )
+    .unwrap();
+    let mut h = Harness {
+        members: vec![Some(g)],
+        config,
+        next_id: 1,
+    };
+    h.add(0, 3);
+    let (group_id, epoch) = (h.group(0).group_id().to_vec(), h.group(0).epoch());
+    let suite = h.group(0).config().cipher_suite;
+
+    // The DS proposes removing member 2; member 1 commits it by reference.
+    let prop = hsmls::group::external_proposal(
+        &ds,
+        suite,
+        &group_id,
+        epoch,
+        0,
+        hsmls::codec::Proposal::Remove(hsmls::codec::Remove {
+            removed: LeafIndex(2),
+        }),
+    )
+    .unwrap();
+    for i in h.active() {
+        match h.group(i).process_incoming(&prop, NOW).unwrap() {
+            ProcessedMessage::Proposal { sender, .. } => {
+                assert_eq!(sender, hsmls::codec::Sender::External(0))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // An unknown external sender index or a forged key is refused.
+    let bad = hsmls::group::external_proposal(
+        &signer("not the ds"),
+        suite,
+        &group_id,
+        epoch,
+        0,
+        hsmls::codec::Proposal::Remove(hsmls::codec::Remove {
+            removed: LeafIndex(1),
+        }),
+    )
+    .unwrap();
+    assert_rejected_unchanged(h.group(0), &bad);
+    let out = h.commit(1, CommitOptions::new(), Vec::new());
+    assert_eq!(out.removes[0].index, LeafIndex(2));
+
+    // A new member proposes its own Add; member 0 commits it.
+    let (s, kp) = h.new_joiner();
+    let epoch = h.group(0).epoch();
+    let prop =
+        hsmls::group::new_member_add_proposal(&s, &kp.key_package, &group_id, epoch).unwrap();
+    for i in h.active() {
+        assert!(matches!(
+            h.group(i).process_incoming(&prop, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
+    }
+    let out = h.commit(0, CommitOptions::new(), vec![(s, kp)]);
+    assert_eq!(out.adds.len(), 1);
+    h.all_send();
+}

@@ -60,6 +60,7 @@
 mod commit;
 mod config;
 mod error;
+mod external;
 mod join;
 mod proposals;
 mod psk_store;
@@ -76,6 +77,7 @@ use rand_core::OsRng;
 pub use commit::{CommitOutput, StagedCommit};
 pub use config::{CommitOptions, GroupConfig, HandshakeFraming};
 pub use error::GroupError;
+pub use external::{external_proposal, new_member_add_proposal};
 pub use join::JoinOptions;
 pub use proposals::{CachedProposal, ProposalEffects, ResolvedProposal};
 pub use psk_store::PskStore;
@@ -967,9 +969,26 @@ impl Group {
             (Sender::NewMemberProposal, FramedContentBody::Proposal(Proposal::Add(a))) => {
                 a.key_package.leaf_node.signature_key.clone()
             }
+            // §12.1.8.1: a sender listed in the external_senders extension.
+            (Sender::External(i), FramedContentBody::Proposal(_)) => {
+                let senders = crate::codec::find_extension::<crate::codec::ExternalSenders>(
+                    &self.state.context.extensions,
+                )
+                .ok_or(GroupError::UnexpectedMessage(
+                    "an external sender, but the group has no external_senders",
+                ))?
+                .map_err(GroupError::Malformed)?;
+                senders
+                    .0
+                    .get(*i as usize)
+                    .map(|s| s.signature_key.clone())
+                    .ok_or(GroupError::UnexpectedMessage(
+                        "unknown external sender index",
+                    ))?
+            }
             _ => {
                 return Err(GroupError::UnexpectedMessage(
-                    "external senders are not supported",
+                    "this sender cannot send this content",
                 ));
             }
         };
