@@ -633,3 +633,39 @@ fn malformed_input_is_rejected() {
             .is_err()
     );
 }
+
+/// Tree validation of a tree large enough to check leaves on several
+/// threads: a valid tree passes, one bad leaf signature fails.
+#[test]
+fn parallel_leaf_validation() {
+    let p = provider();
+    let custody = SoftwareCustody::new();
+    let (first, _, _) = signed_member(p, &custody, "m0");
+    let mut tree = RatchetTree::new(p, first);
+    for i in 1..70 {
+        let (leaf, _, _) = signed_member(p, &custody, &format!("m{i}"));
+        tree.add_leaf(leaf).expect("add");
+    }
+    let th = tree.tree_hash().expect("hash");
+    let wire = tree.to_ratchet_tree();
+    let verified = UnverifiedTree::new(p, wire.clone())
+        .expect("well formed")
+        .verify(th.as_bytes(), &PARAMS)
+        .expect("valid");
+    assert_eq!(verified, tree);
+    let mut bad = wire;
+    if let Some(Some(Node::Leaf(l))) = bad.0.get_mut(100) {
+        if let Some(b) = l.signature.last_mut() {
+            *b ^= 1;
+        }
+    }
+    let mut u = UnverifiedTree::new(p, bad).expect("well formed");
+    let h = u.tree_hash().expect("hash");
+    assert!(matches!(
+        u.verify(h.as_bytes(), &PARAMS),
+        Err(TreeError::InvalidLeafNode {
+            leaf: Some(LeafIndex(50)),
+            ..
+        })
+    ));
+}

@@ -280,13 +280,43 @@ impl UnverifiedTree {
         }
         check_unmerged_leaves(tree)?;
         check_unique_keys(tree)?;
-        for (i, leaf) in tree.leaves() {
-            validate_leaf_node(tree.provider, leaf, LeafNodeUsage::InTree(i), params)?;
-        }
+        validate_leaves(tree, params)?;
         check_credential_types(tree)?;
         verify_parent_hashes(tree)?;
         Ok(self.tree)
     }
+}
+
+/// From this many leaves on, tree validation checks leaf signatures on
+/// several threads.
+const PARALLEL_LEAVES: usize = 64;
+
+/// Validates every leaf (§7.3); the signature checks are independent and
+/// spread over the available cores for large trees.
+fn validate_leaves(tree: &RatchetTree, params: &GroupParams<'_>) -> Result<(), TreeError> {
+    let leaves: Vec<(LeafIndex, &LeafNode)> = tree.leaves().collect();
+    let check = |chunk: &[(LeafIndex, &LeafNode)]| -> Result<(), TreeError> {
+        for (i, leaf) in chunk {
+            validate_leaf_node(tree.provider, leaf, LeafNodeUsage::InTree(*i), params)?;
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || leaves.len() < PARALLEL_LEAVES {
+        return check(&leaves);
+    }
+    let per = leaves.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = leaves
+            .chunks(per)
+            .map(|chunk| scope.spawn(move || check(chunk)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or(Err(TreeError::MalformedTree(
+                "a validation thread panicked",
+            )))
+        })
+    })
 }
 
 /// §12.4.3.1: `unmerged_leaves` sorted, non-blank descendants, present in
