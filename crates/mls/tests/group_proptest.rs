@@ -5,7 +5,8 @@
 //! agree on the epoch, the GroupContext (tree hash, confirmed transcript
 //! hash), the epoch authenticator, an exported secret and the member list;
 //! every application message decrypts at every other member to what was
-//! sent, from the right sender.
+//! sent, from the right sender. Each member frames its handshakes as
+//! PublicMessage or PrivateMessage independently, changing per step.
 
 use std::sync::Arc;
 
@@ -230,6 +231,23 @@ impl World {
         Ok((s, kp))
     }
 
+    /// Gives each member its own handshake framing (bit `leaf % 8` of
+    /// `mask`: 1 = PublicMessage), so one epoch mixes both wire formats.
+    fn set_framings(&mut self, mask: u8) {
+        for i in self.active() {
+            let framing = if mask >> (i % 8) & 1 == 1 {
+                HandshakeFraming::Public
+            } else {
+                HandshakeFraming::Private
+            };
+            let config = GroupConfig {
+                handshake_framing: framing,
+                ..self.config.clone()
+            };
+            self.group(i).set_config(config);
+        }
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match op {
             Op::Add { committer, count } => {
@@ -372,7 +390,7 @@ fn fail<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> TestCaseError
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 16,
+        cases: 48,
         max_shrink_iters: 64,
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -381,7 +399,7 @@ proptest! {
     #[test]
     fn members_agree_after_every_commit(
         public in any::<bool>(),
-        ops in proptest::collection::vec(op(), 1..=12),
+        ops in proptest::collection::vec((op(), any::<u8>()), 1..=12),
     ) {
         let config = GroupConfig {
             handshake_framing: if public {
@@ -392,7 +410,8 @@ proptest! {
             ..GroupConfig::default()
         };
         let mut world = World::new(config)?;
-        for op in &ops {
+        for (op, framings) in &ops {
+            world.set_framings(*framings);
             world.apply(op)?;
             prop_assert!(world.active().len() <= MAX_MEMBERS);
         }
