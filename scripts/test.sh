@@ -7,6 +7,8 @@ cd "$ROOT"
 
 eval "$(bash scripts/setup-hsm.sh --env)"
 export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
+# The official MLS test vectors sit beside the clone (shared/test-vectors).
+export HSMLS_TEST_VECTORS="${HSMLS_TEST_VECTORS:-$(cd "$ROOT/.." && pwd)/shared/test-vectors}"
 
 # rustfmt and clippy, only if missing.
 for component in rustfmt clippy; do

@@ -12,13 +12,26 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 
 /// The directory holding the vector files.
+///
+/// Found at run time, never baked in at compile time (a shared target
+/// directory may serve several clones): `HSMLS_TEST_VECTORS` if set, else the
+/// first `shared/test-vectors` beside an ancestor of the working directory
+/// (cargo runs tests in the package directory, inside the project root).
 pub fn vectors_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HSMLS_TEST_VECTORS") {
         return PathBuf::from(dir);
     }
-    // crates/test-vectors -> project root -> its parent -> shared/test-vectors
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.join("../shared/test-vectors")
+    let start = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    start
+        .ancestors()
+        .map(|a| a.join("shared/test-vectors"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/test-vectors found above {}; set HSMLS_TEST_VECTORS",
+                start.display()
+            )
+        })
 }
 
 /// Reads and parses a vector file (e.g. `"tree-math.json"`) into cases of
