@@ -14,6 +14,31 @@
 //! - TreeKEM (§7.4–§7.6): [`prepare_update_path`] / [`PreparedUpdatePath::encrypt`]
 //!   to create an UpdatePath, [`merge_update_path`] / [`decrypt_update_path`]
 //!   to process one, and [`TreeKemPrivate`], a member's private keys.
+//!
+//! # Use by the group engine
+//!
+//! Creating a commit with a path (§12.4.1), on a staged copy `t` of the
+//! tree with the proposals applied (Update/Remove/Add through
+//! [`RatchetTree::update_leaf`], [`RatchetTree::remove_leaf`],
+//! [`RatchetTree::add_leaf`]):
+//! 1. `let prep = prepare_update_path(&mut t, me, group_id, &params, custody, sig_key)?`;
+//! 2. `provisional.tree_hash = t.tree_hash()?`, encode the provisional
+//!    GroupContext;
+//! 3. `let created = prep.encrypt(&t, &gc_bytes, &added_leaves)?` gives the
+//!    UpdatePath, `commit_secret`, the new [`TreeKemPrivate`], and
+//!    [`CreatedUpdatePath::path_secret_for`] each new member's Welcome.
+//!
+//! Processing one (§12.4.2), on a staged copy `t`:
+//! 1. `let merged = merge_update_path(&mut t, sender, &path, &group_params, &added)?`;
+//! 2. `provisional.tree_hash = t.tree_hash()?`, encode the GroupContext;
+//! 3. `let out = decrypt_update_path(&t, &merged, &path, &private, custody, &gc_bytes)?`.
+//!
+//! When the staged commit is merged: `old_private.retire(&new_private,
+//! custody)` destroys the replaced leaf key (§9.2); when it is discarded:
+//! `new_private.retire(&old_private, custody)`. Joining (§12.4.3.1):
+//! [`UnverifiedTree::new`] + [`UnverifiedTree::verify`], then
+//! [`TreeKemPrivate::new`] and [`TreeKemPrivate::join_at`] with the Welcome's
+//! path secret at the lowest common ancestor of the joiner and the signer.
 
 mod error;
 mod hashes;

@@ -419,6 +419,18 @@ pub fn merge_update_path(
     params: &GroupParams<'_>,
     added: &[LeafIndex],
 ) -> Result<MergedUpdatePath, TreeError> {
+    merge(tree, sender, update_path, params, added).inspect_err(|e| {
+        tracing::debug!(sender = sender.0, error = %e, "UpdatePath rejected");
+    })
+}
+
+fn merge(
+    tree: &mut RatchetTree,
+    sender: LeafIndex,
+    update_path: &UpdatePath,
+    params: &GroupParams<'_>,
+    added: &[LeafIndex],
+) -> Result<MergedUpdatePath, TreeError> {
     let provider = tree.provider();
     let leaf_x = tree.check_member(sender)?;
     let leaf = &update_path.leaf_node;
@@ -513,6 +525,19 @@ impl fmt::Debug for ProcessedUpdatePath {
 /// `tree` is the tree after [`merge_update_path`]; `group_context` is the
 /// encoded provisional GroupContext.
 pub fn decrypt_update_path(
+    tree: &RatchetTree,
+    merged: &MergedUpdatePath,
+    update_path: &UpdatePath,
+    private: &TreeKemPrivate,
+    custody: &dyn KeyCustody,
+    group_context: &[u8],
+) -> Result<ProcessedUpdatePath, TreeError> {
+    decrypt(tree, merged, update_path, private, custody, group_context).inspect_err(|e| {
+        tracing::debug!(sender = merged.sender.0, error = %e, "UpdatePath decryption failed");
+    })
+}
+
+fn decrypt(
     tree: &RatchetTree,
     merged: &MergedUpdatePath,
     update_path: &UpdatePath,

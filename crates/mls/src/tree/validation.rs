@@ -267,6 +267,15 @@ impl UnverifiedTree {
     /// - `unmerged_leaves` are sorted, name non-blank leaves below the node,
     ///   and each appears in every non-blank node between leaf and node.
     pub fn verify(
+        self,
+        expected_tree_hash: &[u8],
+        params: &GroupParams<'_>,
+    ) -> Result<RatchetTree, TreeError> {
+        self.verify_inner(expected_tree_hash, params)
+            .inspect_err(|e| tracing::debug!(error = %e, "ratchet tree rejected"))
+    }
+
+    fn verify_inner(
         mut self,
         expected_tree_hash: &[u8],
         params: &GroupParams<'_>,
