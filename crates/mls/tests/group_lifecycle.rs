@@ -975,3 +975,38 @@ fn external_senders_and_new_member_proposals() {
     assert_eq!(out.adds.len(), 1);
     h.all_send();
 }
+
+#[test]
+fn commit_with_unknown_proposal_reference_is_rejected() {
+    for framing in [HandshakeFraming::Private, HandshakeFraming::Public] {
+        let mut h = build(
+            3,
+            GroupConfig {
+                handshake_framing: framing,
+                ..GroupConfig::default()
+            },
+        );
+        // Member 1's Update reaches member 0 but not member 2.
+        let prop = h.group(1).propose_update().unwrap();
+        h.group(0).process_incoming(&prop, NOW).unwrap();
+        let out = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
+        assert!(matches!(
+            assert_rejected_unchanged(h.group(2), &out.commit),
+            GroupError::UnknownProposalRef
+        ));
+        // Once the proposal arrives, the same commit is accepted.
+        h.group(2).process_incoming(&prop, NOW).unwrap();
+        for i in [1usize, 2] {
+            let ProcessedMessage::StagedCommit(staged) =
+                h.group(i).process_incoming(&out.commit, NOW).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(staged.updates.len(), 1);
+            h.group(i).merge_staged_commit(staged).unwrap();
+        }
+        h.group(0).merge_pending_commit().unwrap();
+        h.check_agreement();
+        h.all_send();
+    }
+}
