@@ -9,7 +9,9 @@
 //! `ratchet_tree` when the vector gives one, and the vector's external
 //! PSKs). The `initial_epoch_authenticator` must match; then for each
 //! epoch the client processes the proposals and the commit as a passive
-//! member (RFC 9420 §12.4.2) and the `epoch_authenticator` must match.
+//! member (RFC 9420 §12.4.2) and the `epoch_authenticator` must match; a
+//! tampered copy of each commit is refused first and leaves the state as it
+//! was.
 //!
 //! passive-client-random.json holds suite 0x0001 cases only (the README of
 //! the vector folder says so) and is therefore not run here.
@@ -171,6 +173,20 @@ fn run_case(case: &Case) -> Result<(), String> {
                 }
                 Err(e) => return Err(format!("epoch {n} proposal {p}: {e}")),
             }
+        }
+        // A copy of the commit with its last byte altered (inside the
+        // signature, membership tag or AEAD tag) is refused and changes
+        // nothing.
+        let mut tampered = epoch.commit.clone();
+        if let Some(b) = tampered.last_mut() {
+            *b ^= 0x01;
+        }
+        let before = group.state_snapshot();
+        if group.process_incoming(&tampered, now).is_ok() {
+            return Err(format!("epoch {n}: a tampered commit was accepted"));
+        }
+        if group.state_snapshot() != before {
+            return Err(format!("epoch {n}: a rejected commit changed the state"));
         }
         let staged = match group.process_incoming(&epoch.commit, now) {
             Ok(ProcessedMessage::StagedCommit(s)) => s,
