@@ -5,7 +5,8 @@
 //! agree on the epoch, the GroupContext (tree hash, confirmed transcript
 //! hash), the epoch authenticator, an exported secret and the member list;
 //! every application message decrypts at every other member to what was
-//! sent, from the right sender. Each member frames its handshakes as
+//! sent, from the right sender, also when delivered after the next commit
+//! (from the retained past epoch). Each member frames its handshakes as
 //! PublicMessage or PrivateMessage independently, changing per step.
 
 use std::sync::Arc;
@@ -46,6 +47,13 @@ enum Op {
     ProposeUpdate { proposer: u8, committer: u8 },
     /// `sender` sends `data` as an application message.
     Message { sender: u8, data: Vec<u8> },
+    /// `sender` sends `data`, then `committer` self-updates, then the
+    /// message is delivered: read from the retained past epoch (§9.2).
+    LateMessage {
+        sender: u8,
+        committer: u8,
+        data: Vec<u8>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -60,6 +68,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(proposer, committer)| Op::ProposeUpdate { proposer, committer }),
         3 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(sender, data)| Op::Message { sender, data }),
+        1 => (any::<u8>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(sender, committer, data)| Op::LateMessage { sender, committer, data }),
     ]
 }
 
@@ -348,31 +358,60 @@ impl World {
                     .group(sender)
                     .encrypt_application(data)
                     .map_err(fail("encrypt"))?;
-                for r in self.active() {
-                    if r == sender {
-                        continue;
-                    }
-                    let epoch = self.group(r).epoch();
-                    match self.group(r).process_incoming(&bytes, NOW) {
-                        Ok(ProcessedMessage::ApplicationMessage {
-                            sender: from,
-                            epoch: e,
-                            data: d,
-                            ..
-                        }) => {
-                            prop_assert_eq!(from, LeafIndex(sender as u32));
-                            prop_assert_eq!(e, epoch);
-                            prop_assert_eq!(&d, data);
-                        }
-                        Ok(other) => {
-                            return Err(TestCaseError::fail(format!("message gave {other:?}")));
-                        }
-                        Err(e) => return Err(TestCaseError::fail(format!("message at {r}: {e}"))),
-                    }
-                }
-                Ok(())
+                let epoch = self.group(sender).epoch();
+                self.deliver_message(sender, epoch, &bytes, data)
+            }
+            Op::LateMessage {
+                sender,
+                committer,
+                data,
+            } => {
+                let sender = self.pick(*sender);
+                let committer = self.pick(*committer);
+                let bytes = self
+                    .group(sender)
+                    .encrypt_application(data)
+                    .map_err(fail("encrypt"))?;
+                let epoch = self.group(sender).epoch();
+                let mut options = CommitOptions::new();
+                options.force_path = true;
+                self.commit(committer, options, Vec::new())?;
+                self.deliver_message(sender, epoch, &bytes, data)
             }
         }
+    }
+
+    /// Every active member but `sender` reads `bytes`: `data` from `sender`
+    /// in `epoch`.
+    fn deliver_message(
+        &mut self,
+        sender: usize,
+        epoch: u64,
+        bytes: &[u8],
+        data: &[u8],
+    ) -> Result<(), TestCaseError> {
+        for r in self.active() {
+            if r == sender {
+                continue;
+            }
+            match self.group(r).process_incoming(bytes, NOW) {
+                Ok(ProcessedMessage::ApplicationMessage {
+                    sender: from,
+                    epoch: e,
+                    data: d,
+                    ..
+                }) => {
+                    prop_assert_eq!(from, LeafIndex(sender as u32));
+                    prop_assert_eq!(e, epoch);
+                    prop_assert_eq!(&d[..], data);
+                }
+                Ok(other) => {
+                    return Err(TestCaseError::fail(format!("message gave {other:?}")));
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("message at {r}: {e}"))),
+            }
+        }
+        Ok(())
     }
 }
 
