@@ -666,3 +666,46 @@ fn public_message_framing_violations() {
     deliver(&mut g, 0, &out, &[1, 2]);
     assert_eq!(g[1].epoch_authenticator(), g[0].epoch_authenticator());
 }
+
+#[test]
+fn out_of_order_bounds() {
+    use hsmls::secret_tree::SecretTreeConfig;
+    let cfg = GroupConfig {
+        secret_tree: SecretTreeConfig {
+            max_forward_distance: 20,
+            out_of_order_tolerance: 3,
+        },
+        ..GroupConfig::default()
+    };
+    let mut g = group_of(2, &cfg, b"out of order");
+    let messages: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            g[0].encrypt_application(format!("m{i}").as_bytes())
+                .unwrap()
+        })
+        .collect();
+    // Too far ahead of the receiver's ratchet (generation 25 > 20).
+    let err = rejected(&mut g[1], &messages[25]);
+    assert!(is_protection(&err), "{err:?}");
+    // Within the bound, out of order: 10, then 9, 8 and 7 (kept), but not
+    // 0 (more than 3 skipped keys back).
+    for i in [10usize, 9, 8, 7] {
+        match g[1].process_incoming(&messages[i], NOW).unwrap() {
+            ProcessedMessage::ApplicationMessage { data, .. } => {
+                assert_eq!(data, format!("m{i}").into_bytes());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for i in [0usize, 10, 9] {
+        let err = rejected(&mut g[1], &messages[i]);
+        assert!(is_protection(&err), "message {i}: {err:?}");
+    }
+    // The ratchet went on: 11 and then 25 (now within 20 of it) read fine.
+    for i in [11usize, 25] {
+        assert!(matches!(
+            g[1].process_incoming(&messages[i], NOW).unwrap(),
+            ProcessedMessage::ApplicationMessage { .. }
+        ));
+    }
+}
