@@ -604,6 +604,21 @@ impl RatchetTree {
 
     // ----- membership checks -----
 
+    /// The non-blank nodes whose `encryption_key` is one of `keys`, found
+    /// with one pass over the key fingerprints.
+    pub(super) fn nodes_with_any_encryption_key(&self, keys: &[&[u8]]) -> Vec<NodeIndex> {
+        let mut fps: Vec<u64> = keys.iter().map(|k| fingerprint(k)).collect();
+        fps.sort_unstable();
+        self.nodes
+            .with_any_encryption_fp(&fps)
+            .map(|i| NodeIndex(i as u32))
+            .filter(|x| {
+                self.encryption_key(*x)
+                    .is_some_and(|e| keys.contains(&e.as_slice()))
+            })
+            .collect()
+    }
+
     /// Checks LeafNodes about to enter the tree against its members (§7.3):
     /// each `(replacing, leaf)` pair is a LeafNode that will replace member
     /// `replacing` (Update, Commit) or be added (`None`).

@@ -255,6 +255,17 @@ impl NodeStore {
             .map(|(i, _)| i)
     }
 
+    /// The non-blank nodes whose `encryption_key` fingerprint is in
+    /// `sorted_fps`.
+    pub(super) fn with_any_encryption_fp<'a>(
+        &'a self,
+        sorted_fps: &'a [u64],
+    ) -> impl Iterator<Item = usize> + 'a {
+        self.metas()
+            .filter(move |(_, m)| m.kind != 0 && sorted_fps.binary_search(&m.enc_fp).is_ok())
+            .map(|(i, _)| i)
+    }
+
     /// The leaves whose `signature_key` has fingerprint `fp`.
     pub(super) fn with_signature_fp(&self, fp: u64) -> impl Iterator<Item = usize> + '_ {
         self.metas()

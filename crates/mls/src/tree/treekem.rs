@@ -457,6 +457,7 @@ fn merge(
             });
         }
     }
+    check_path_keys_unique(tree, leaf_x, update_path)?;
     let keys: Vec<&HpkePublicKey> = update_path
         .nodes
         .iter()
@@ -489,6 +490,41 @@ fn merge(
         path: fdp,
         added: added.to_vec(),
     })
+}
+
+/// The UpdatePath's parent-node keys are distinct from each other, from the
+/// new leaf key and from every node that stays in the tree (§12.4.3.1
+/// requires it of every tree a joiner receives; checking on merge keeps a
+/// committer from planting duplicates). One pass over the key index.
+fn check_path_keys_unique(
+    tree: &RatchetTree,
+    leaf_x: NodeIndex,
+    update_path: &UpdatePath,
+) -> Result<(), TreeError> {
+    let nodes = &update_path.nodes;
+    for (k, n) in nodes.iter().enumerate() {
+        let dup = nodes[..k]
+            .iter()
+            .any(|m| m.encryption_key == n.encryption_key)
+            || n.encryption_key == update_path.leaf_node.encryption_key;
+        if dup {
+            return Err(TreeError::DuplicateKey {
+                kind: "encryption_key",
+                node: leaf_x,
+            });
+        }
+    }
+    let keys: Vec<&[u8]> = nodes.iter().map(|n| n.encryption_key.as_slice()).collect();
+    let replaced = tree_math::direct_path(leaf_x, tree.leaf_count())?;
+    for x in tree.nodes_with_any_encryption_key(&keys) {
+        if x != leaf_x && !replaced.contains(&x) {
+            return Err(TreeError::DuplicateKey {
+                kind: "encryption_key",
+                node: x,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The result of [`decrypt_update_path`].
