@@ -289,10 +289,4 @@ impl Peer for HsmlsPeer {
         self.group = Some(group);
         Ok(commit)
     }
-
-    /// hsmls's [`Group`] is not `Clone` (its keys are in custody), so the
-    /// process benchmark cannot fork an hsmls receiver yet.
-    fn fork(&self) -> Result<Self, PeerError> {
-        Err(lib("fork")("hsmls Group has no Clone"))
-    }
 }

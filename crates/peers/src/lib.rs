@@ -141,7 +141,4 @@ pub trait Peer: Sized {
         group_info: &[u8],
         ratchet_tree: Option<&[u8]>,
     ) -> Result<Vec<u8>, PeerError>;
-    /// An independent copy of this member's whole state (client and group),
-    /// so that a benchmark can process the same commit again.
-    fn fork(&self) -> Result<Self, PeerError>;
 }

@@ -64,7 +64,6 @@ fn commit_messages(output: mls_rs::group::CommitOutput) -> Result<CommitMessages
 }
 
 /// An mls-rs client with at most one group.
-#[derive(Clone)]
 pub struct MlsRsPeer {
     client: Client<Config>,
     group: Option<Group<Config>>,
@@ -289,9 +288,5 @@ impl Peer for MlsRsPeer {
         let (group, commit) = builder.build(group_info).map_err(lib("external commit"))?;
         self.group = Some(group);
         commit.to_bytes().map_err(lib("encode external commit"))
-    }
-
-    fn fork(&self) -> Result<Self, PeerError> {
-        Ok(self.clone())
     }
 }

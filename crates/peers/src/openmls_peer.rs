@@ -340,36 +340,4 @@ impl Peer for OpenMlsPeer {
         self.group = Some(group);
         Ok(commit)
     }
-
-    fn fork(&self) -> Result<Self, PeerError> {
-        let provider = OpenMlsRustCrypto::default();
-        {
-            let source = self
-                .provider
-                .storage()
-                .values
-                .read()
-                .map_err(|_| lib("fork")("storage lock poisoned"))?;
-            let mut target = provider
-                .storage()
-                .values
-                .write()
-                .map_err(|_| lib("fork")("storage lock poisoned"))?;
-            *target = source.clone();
-        }
-        let group = match &self.group {
-            Some(g) => Some(
-                MlsGroup::load(provider.storage(), g.group_id())
-                    .map_err(lib("fork: load group"))?
-                    .ok_or(PeerError::NoGroup(NAME))?,
-            ),
-            None => None,
-        };
-        Ok(Self {
-            provider,
-            signer: self.signer.clone(),
-            credential: self.credential.clone(),
-            group,
-        })
-    }
 }

@@ -234,36 +234,6 @@ fn mls_rs_creates_openmls_joins() -> Result<(), PeerError> {
     cross::<MlsRsPeer, OpenMlsPeer>()
 }
 
-/// `fork` gives an independent copy: both copies process the same commit
-/// and reach the same state, which the benchmarks rely on.
-fn fork_processes_same_commit<P: Peer>() -> Result<(), PeerError> {
-    let mut a = P::new(b"a")?;
-    let mut b = P::new(b"b")?;
-    a.create_group(b"fork group")?;
-    let add = a.add_members(&[b.key_package()?])?;
-    a.merge_pending()?;
-    b.join(add.welcome.as_deref().expect("Welcome"), None)?;
-    let update = a.self_update()?;
-    let mut copy = b.fork()?;
-    expect_commit(copy.process(&update.commit)?, 2);
-    assert_eq!(b.epoch()?, 1, "processing on the fork changed the original");
-    expect_commit(b.process(&update.commit)?, 2);
-    a.merge_pending()?;
-    assert_eq!(agreement(&copy)?, agreement(&a)?);
-    assert_eq!(agreement(&b)?, agreement(&a)?);
-    Ok(())
-}
-
-#[test]
-fn openmls_fork() -> Result<(), PeerError> {
-    fork_processes_same_commit::<OpenMlsPeer>()
-}
-
-#[test]
-fn mls_rs_fork() -> Result<(), PeerError> {
-    fork_processes_same_commit::<MlsRsPeer>()
-}
-
 /// Delivers a commit whose PrivateMessage AEAD tag is flipped, then the
 /// genuine commit; returns whether the genuine one was still accepted.
 fn genuine_after_tampered<P: Peer>() -> Result<bool, PeerError> {
