@@ -40,7 +40,7 @@ pub struct GroupConfig {
     pub ratchet_tree_in_welcome: bool,
     /// Whether GroupInfos published for external joiners carry the tree.
     pub ratchet_tree_in_group_info: bool,
-    /// Most messages proposals pending per epoch before new ones are
+    /// Most proposals cached per epoch before new ones are
     /// refused (bounds memory on hostile input).
     pub max_pending_proposals: usize,
 }
