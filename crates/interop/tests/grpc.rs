@@ -1,0 +1,1100 @@
+//! Drives three hsmls interop clients (three in-process gRPC servers on
+//! 127.0.0.1) through real gRPC connections the way the public test runner
+//! does, and checks that every method of `mls_client.MLSClient` was called.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hsmls::codec::{
+    AuthenticatedContent, Certificate, Credential, Decode, ExternalSender, MlsMessage,
+    MlsMessageBody, Proposal, Sender, WireFormat,
+};
+use hsmls::message_protection::verify_content_signature;
+use hsmls::{KeyPackageBundle, KeyPackageConfig, Signer};
+use hsmls_custody::SoftwareCustody;
+use hsmls_interop::InteropClient;
+use hsmls_interop::proto::mls_client_client::MlsClientClient;
+use hsmls_interop::proto::*;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+type Client = MlsClientClient<Channel>;
+type Seen = Arc<Mutex<BTreeSet<String>>>;
+
+/// One running interop client (its own server and custody).
+struct Server {
+    client: Client,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts a server on 127.0.0.1:0 whose transport records every request
+/// path into `seen`, and connects a tonic client to it.
+async fn start(seen: &Seen) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let seen = seen.clone();
+    let record =
+        tower::ServiceBuilder::new().map_request(move |req: http::Request<tonic::body::Body>| {
+            seen.lock().unwrap().insert(req.uri().path().to_owned());
+            req
+        });
+    let service = InteropClient::new(Arc::new(SoftwareCustody::new())).into_service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(record)
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+    });
+    let client = MlsClientClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    Server {
+        client,
+        _stop: stop,
+    }
+}
+
+/// A member as the runner tracks it: its client and state id.
+#[derive(Clone)]
+struct Member {
+    client: Client,
+    state: u32,
+}
+
+async fn state_auth(m: &mut Member) -> Vec<u8> {
+    m.client
+        .state_auth(StateAuthRequest { state_id: m.state })
+        .await
+        .unwrap()
+        .into_inner()
+        .state_auth_secret
+}
+
+async fn export(m: &mut Member, label: &str) -> Vec<u8> {
+    m.client
+        .export(ExportRequest {
+            state_id: m.state,
+            label: label.into(),
+            context: b"ctx".to_vec(),
+            key_length: 32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exported_secret
+}
+
+/// Every member has the same state authenticator and exported secret.
+async fn assert_agree(members: &mut [&mut Member], expected_auth: &[u8]) {
+    let mut exports = BTreeSet::new();
+    for m in members.iter_mut() {
+        assert_eq!(state_auth(m).await, expected_auth, "state auth differs");
+        let e = export(m, "interop").await;
+        assert_eq!(e.len(), 32);
+        exports.insert(e);
+    }
+    assert_eq!(exports.len(), 1, "exported secrets differ");
+}
+
+/// `m` sends application data that every other member opens.
+async fn message_round(m: &mut Member, others: &mut [&mut Member], text: &[u8]) {
+    let ct = m
+        .client
+        .protect(ProtectRequest {
+            state_id: m.state,
+            authenticated_data: b"aad".to_vec(),
+            plaintext: text.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    assert!(!ct.windows(text.len()).any(|w| w == text));
+    for o in others.iter_mut() {
+        let pt = o
+            .client
+            .unprotect(UnprotectRequest {
+                state_id: o.state,
+                ciphertext: ct.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(pt.plaintext, text);
+        assert_eq!(pt.authenticated_data, b"aad");
+    }
+}
+
+async fn key_package(client: &mut Client, identity: &str) -> (u32, Vec<u8>) {
+    let r = client
+        .create_key_package(CreateKeyPackageRequest {
+            cipher_suite: 2,
+            identity: identity.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The private keys stay in custody.
+    assert!(r.init_priv.is_empty() && r.encryption_priv.is_empty() && r.signature_priv.is_empty());
+    (r.transaction_id, r.key_package)
+}
+
+/// The committer applies its commit; every other member handles it (with
+/// the proposals by reference) and must reach the same authenticator.
+async fn finish_commit(
+    committer: &mut Member,
+    others: &mut [&mut Member],
+    proposals: &[Vec<u8>],
+    commit: &[u8],
+) -> Vec<u8> {
+    let r = committer
+        .client
+        .handle_pending_commit(HandlePendingCommitRequest {
+            state_id: committer.state,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state_id, committer.state);
+    let auth = r.epoch_authenticator;
+    for o in others.iter_mut() {
+        let r = o
+            .client
+            .handle_commit(HandleCommitRequest {
+                state_id: o.state,
+                proposal: proposals.to_vec(),
+                commit: commit.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, auth, "member disagrees after commit");
+        o.state = r.state_id;
+    }
+    auth
+}
+
+fn commit_req(state_id: u32, by_reference: Vec<Vec<u8>>) -> CommitRequest {
+    CommitRequest {
+        state_id,
+        by_reference,
+        by_value: vec![],
+        force_path: false,
+        external_tree: false,
+    }
+}
+
+fn by_value(kind: &str) -> ProposalDescription {
+    ProposalDescription {
+        proposal_type: kind.into(),
+        ..Default::default()
+    }
+}
+
+fn expect_status(r: Result<impl std::fmt::Debug, Status>, code: Code, needle: &str) {
+    let e = r.expect_err("the call must fail");
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(
+        e.message().contains(needle),
+        "message {:?} lacks {needle:?}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_through_grpc() {
+    let seen: Seen = Arc::default();
+    let mut a = start(&seen).await;
+    let mut b = start(&seen).await;
+    let mut c = start(&seen).await;
+
+    // Name and suites, as the runner asks at connection time.
+    for s in [&mut a, &mut b, &mut c] {
+        let name = s
+            .client
+            .name(NameRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        assert!(name.starts_with("hsmls"));
+        let suites = s
+            .client
+            .supported_ciphersuites(SupportedCiphersuitesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphersuites;
+        assert_eq!(suites, vec![2]);
+    }
+
+    // alice creates the group (encrypted handshakes).
+    let state = a
+        .client
+        .create_group(CreateGroupRequest {
+            group_id: b"c3a1b1e8-interop-group".to_vec(),
+            cipher_suite: 2,
+            encrypt_handshake: true,
+            identity: b"alice".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state_id;
+    let mut alice = Member {
+        client: a.client.clone(),
+        state,
+    };
+
+    // bob: KeyPackage, added by an Add proposal committed by reference.
+    let (bob_tx, bob_kp) = key_package(&mut b.client, "bob").await;
+    let add = alice
+        .client
+        .add_proposal(AddProposalRequest {
+            state_id: alice.state,
+            key_package: bob_kp,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let out = alice
+        .client
+        .commit(commit_req(alice.state, vec![add]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!out.welcome.is_empty());
+    assert!(
+        out.ratchet_tree.is_empty(),
+        "no external tree was asked for"
+    );
+    let auth = finish_commit(&mut alice, &mut [], &[], &out.commit).await;
+    let joined = b
+        .client
+        .join_group(JoinGroupRequest {
+            transaction_id: bob_tx,
+            welcome: out.welcome,
+            encrypt_handshake: true,
+            identity: b"bob".to_vec(),
+            ratchet_tree: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.epoch_authenticator, auth);
+    let mut bob = Member {
+        client: b.client.clone(),
+        state: joined.state_id,
+    };
+    assert_agree(&mut [&mut alice, &mut bob], &auth).await;
+    message_round(&mut alice, &mut [&mut bob], b"hello bob").await;
+    message_round(&mut bob, &mut [&mut alice], b"hello alice").await;
+
+    // charlie: added by value by bob, with the tree out of band and a path.
+    let (charlie_tx, charlie_kp) = key_package(&mut c.client, "charlie").await;
+    let mut add_charlie = by_value("add");
+    add_charlie.key_package = charlie_kp;
+    let out = bob
+        .client
+        .commit(CommitRequest {
+            state_id: bob.state,
+            by_reference: vec![],
+            by_value: vec![add_charlie],
+            force_path: true,
+            external_tree: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!out.ratchet_tree.is_empty());
+    let auth = finish_commit(&mut bob, &mut [&mut alice], &[], &out.commit).await;
+    let joined = c
+        .client
+        .join_group(JoinGroupRequest {
+            transaction_id: charlie_tx,
+            welcome: out.welcome,
+            encrypt_handshake: true,
+            identity: b"charlie".to_vec(),
+            ratchet_tree: out.ratchet_tree,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.epoch_authenticator, auth);
+    let mut charlie = Member {
+        client: c.client.clone(),
+        state: joined.state_id,
+    };
+    assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
+    message_round(&mut charlie, &mut [&mut alice, &mut bob], b"hi all").await;
+
+    // bob proposes an update; alice commits it by reference.
+    let upd = bob
+        .client
+        .update_proposal(UpdateProposalRequest {
+            state_id: bob.state,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let out = alice
+        .client
+        .commit(commit_req(alice.state, vec![upd.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(
+        &mut alice,
+        &mut [&mut bob, &mut charlie],
+        &[upd],
+        &out.commit,
+    )
+    .await;
+    assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
+    let epoch_with_update = 3u64; // epochs: 0 create, 1 bob, 2 charlie, 3 update
+
+    // External PSK stored at all three; charlie proposes it, bob commits it
+    // together with a resumption PSK by value.
+    let (psk_id, psk_secret) = (b"psk-1".to_vec(), vec![0x42; 32]);
+    for m in [&mut alice, &mut bob, &mut charlie] {
+        m.client
+            .store_psk(StorePskRequest {
+                state_or_transaction_id: m.state,
+                psk_id: psk_id.clone(),
+                psk_secret: psk_secret.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let psk_p = charlie
+        .client
+        .external_psk_proposal(ExternalPskProposalRequest {
+            state_id: charlie.state,
+            psk_id: psk_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let mut res = by_value("resumptionPSK");
+    res.epoch_id = epoch_with_update - 1;
+    let out = bob
+        .client
+        .commit(CommitRequest {
+            state_id: bob.state,
+            by_reference: vec![psk_p.clone()],
+            by_value: vec![res],
+            force_path: false,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(
+        &mut bob,
+        &mut [&mut alice, &mut charlie],
+        &[psk_p],
+        &out.commit,
+    )
+    .await;
+    assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
+
+    // alice proposes a resumption PSK and new GroupContext extensions
+    // (required_capabilities with empty lists); charlie commits both.
+    let res_p = alice
+        .client
+        .resumption_psk_proposal(ResumptionPskProposalRequest {
+            state_id: alice.state,
+            epoch_id: epoch_with_update,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let gce_p = alice
+        .client
+        .group_context_extensions_proposal(GroupContextExtensionsProposalRequest {
+            state_id: alice.state,
+            extensions: vec![Extension {
+                extension_type: 3,
+                extension_data: vec![0, 0, 0],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let refs = vec![res_p, gce_p];
+    let out = charlie
+        .client
+        .commit(commit_req(charlie.state, refs.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(
+        &mut charlie,
+        &mut [&mut alice, &mut bob],
+        &refs,
+        &out.commit,
+    )
+    .await;
+    assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
+
+    // dave joins by external commit from alice's GroupInfo (tree inside).
+    let gi = alice
+        .client
+        .group_info(GroupInfoRequest {
+            state_id: alice.state,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gi.ratchet_tree.is_empty());
+    let ej = b
+        .client
+        .external_join(ExternalJoinRequest {
+            group_info: gi.group_info.clone(),
+            ratchet_tree: vec![],
+            encrypt_handshake: true,
+            identity: b"dave".to_vec(),
+            remove_prior: false,
+            psks: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut dave = Member {
+        client: b.client.clone(),
+        state: ej.state_id,
+    };
+    for m in [&mut alice, &mut bob, &mut charlie] {
+        let r = m
+            .client
+            .handle_commit(HandleCommitRequest {
+                state_id: m.state,
+                proposal: vec![],
+                commit: ej.commit.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
+    }
+    assert_agree(
+        &mut [&mut alice, &mut bob, &mut charlie, &mut dave],
+        &ej.epoch_authenticator,
+    )
+    .await;
+    message_round(&mut dave, &mut [&mut alice, &mut charlie], b"dave here").await;
+
+    // dave re-joins (resync) with the tree out of band, removing his old leaf.
+    let gi = charlie
+        .client
+        .group_info(GroupInfoRequest {
+            state_id: charlie.state,
+            external_tree: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!gi.ratchet_tree.is_empty());
+    let ej = c
+        .client
+        .external_join(ExternalJoinRequest {
+            group_info: gi.group_info.clone(),
+            ratchet_tree: gi.ratchet_tree.clone(),
+            encrypt_handshake: true,
+            identity: b"dave".to_vec(),
+            remove_prior: true,
+            psks: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for m in [&mut alice, &mut bob, &mut charlie] {
+        let r = m
+            .client
+            .handle_commit(HandleCommitRequest {
+                state_id: m.state,
+                proposal: vec![],
+                commit: ej.commit.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
+    }
+    // The old dave state is gone from the group: free it.
+    dave.client
+        .free(FreeRequest {
+            state_id: dave.state,
+        })
+        .await
+        .unwrap();
+    expect_status(
+        dave.client
+            .state_auth(StateAuthRequest {
+                state_id: dave.state,
+            })
+            .await,
+        Code::NotFound,
+        "unknown",
+    );
+    let mut dave = Member {
+        client: c.client.clone(),
+        state: ej.state_id,
+    };
+    assert_agree(
+        &mut [&mut alice, &mut bob, &mut charlie, &mut dave],
+        &ej.epoch_authenticator,
+    )
+    .await;
+
+    // erin asks to join with a new-member Add proposal; alice commits it.
+    let gi = alice
+        .client
+        .group_info(GroupInfoRequest {
+            state_id: alice.state,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let nm = a
+        .client
+        .new_member_add_proposal(NewMemberAddProposalRequest {
+            group_info: gi.group_info,
+            identity: b"erin".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match MlsMessage::decode(&nm.proposal).unwrap().body {
+        MlsMessageBody::PublicMessage(m) => {
+            assert_eq!(m.content.sender, Sender::NewMemberProposal)
+        }
+        other => panic!("not a PublicMessage: {other:?}"),
+    }
+    let refs = vec![nm.proposal.clone()];
+    let out = bob
+        .client
+        .commit(commit_req(bob.state, refs.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(
+        &mut bob,
+        &mut [&mut alice, &mut charlie, &mut dave],
+        &refs,
+        &out.commit,
+    )
+    .await;
+    let joined = a
+        .client
+        .join_group(JoinGroupRequest {
+            transaction_id: nm.transaction_id,
+            welcome: out.welcome,
+            encrypt_handshake: true,
+            identity: b"erin".to_vec(),
+            ratchet_tree: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.epoch_authenticator, auth);
+    let mut erin = Member {
+        client: a.client.clone(),
+        state: joined.state_id,
+    };
+    assert_agree(
+        &mut [&mut alice, &mut bob, &mut charlie, &mut dave, &mut erin],
+        &auth,
+    )
+    .await;
+
+    // An external signer "ds" is added to the group's external_senders.
+    let signer = c
+        .client
+        .create_external_signer(CreateExternalSignerRequest {
+            cipher_suite: 2,
+            identity: b"ds".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ext_sender = ExternalSender::decode(&signer.external_sender).unwrap();
+    assert_eq!(ext_sender.credential, Credential::Basic(b"ds".to_vec()));
+    let aes = alice
+        .client
+        .add_external_signer(AddExternalSignerRequest {
+            state_id: alice.state,
+            external_sender: signer.external_sender.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let refs = vec![aes];
+    let out = alice
+        .client
+        .commit(commit_req(alice.state, refs.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(
+        &mut alice,
+        &mut [&mut bob, &mut charlie, &mut dave, &mut erin],
+        &refs,
+        &out.commit,
+    )
+    .await;
+    assert_agree(
+        &mut [&mut alice, &mut bob, &mut charlie, &mut dave, &mut erin],
+        &auth,
+    )
+    .await;
+
+    // The external signer proposes removing dave; the proposal is signed
+    // by the signer's key over the group's current context.
+    let gi = alice
+        .client
+        .group_info(GroupInfoRequest {
+            state_id: alice.state,
+            external_tree: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut remove_dave = by_value("remove");
+    remove_dave.removed_id = b"dave".to_vec();
+    let ext_p = c
+        .client
+        .external_signer_proposal(ExternalSignerProposalRequest {
+            signer_id: signer.signer_id,
+            signer_index: 0,
+            group_info: gi.group_info.clone(),
+            ratchet_tree: gi.ratchet_tree.clone(),
+            description: Some(remove_dave),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let gi_msg = match MlsMessage::decode(&gi.group_info).unwrap().body {
+        MlsMessageBody::GroupInfo(g) => g,
+        other => panic!("not a GroupInfo: {other:?}"),
+    };
+    match MlsMessage::decode(&ext_p).unwrap().body {
+        MlsMessageBody::PublicMessage(m) => {
+            assert_eq!(m.content.sender, Sender::External(0));
+            assert!(matches!(
+                m.content.body,
+                hsmls::codec::FramedContentBody::Proposal(Proposal::Remove(_))
+            ));
+            let content = AuthenticatedContent {
+                wire_format: WireFormat::PUBLIC_MESSAGE,
+                content: m.content,
+                auth: m.auth,
+            };
+            let cs = hsmls_crypto::CipherSuite(2).provider().unwrap();
+            verify_content_signature(
+                cs,
+                &content,
+                &gi_msg.group_context,
+                ext_sender.signature_key.as_slice(),
+            )
+            .expect("signed by the external signer");
+        }
+        other => panic!("not a PublicMessage: {other:?}"),
+    }
+
+    // Removes: bob proposes removing erin; charlie commits it by
+    // reference and removes dave by value.
+    let rm = bob
+        .client
+        .remove_proposal(RemoveProposalRequest {
+            state_id: bob.state,
+            removed_id: b"erin".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let mut rm_dave = by_value("remove");
+    rm_dave.removed_id = b"dave".to_vec();
+    let out = charlie
+        .client
+        .commit(CommitRequest {
+            state_id: charlie.state,
+            by_reference: vec![rm.clone()],
+            by_value: vec![rm_dave],
+            force_path: false,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(
+        &mut charlie,
+        &mut [&mut alice, &mut bob],
+        std::slice::from_ref(&rm),
+        &out.commit,
+    )
+    .await;
+    // The removed members process the commit and learn they left.
+    for m in [&mut dave, &mut erin] {
+        m.client
+            .handle_commit(HandleCommitRequest {
+                state_id: m.state,
+                proposal: vec![rm.clone()],
+                commit: out.commit.clone(),
+            })
+            .await
+            .unwrap();
+        expect_status(
+            m.client
+                .protect(ProtectRequest {
+                    state_id: m.state,
+                    authenticated_data: vec![],
+                    plaintext: b"x".to_vec(),
+                })
+                .await,
+            Code::FailedPrecondition,
+            "group",
+        );
+    }
+    assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
+    message_round(&mut bob, &mut [&mut alice, &mut charlie], b"three again").await;
+
+    // ReInit and branching: the engine lacks them; the RPCs say so.
+    expect_status(
+        alice
+            .client
+            .re_init_proposal(ReInitProposalRequest {
+                state_id: alice.state,
+                cipher_suite: 2,
+                group_id: b"new".to_vec(),
+                extensions: vec![],
+            })
+            .await,
+        Code::Unimplemented,
+        "ReInit",
+    );
+    expect_status(
+        alice
+            .client
+            .re_init_commit(commit_req(alice.state, vec![]))
+            .await,
+        Code::Unimplemented,
+        "ReInit",
+    );
+    expect_status(
+        alice
+            .client
+            .handle_pending_re_init_commit(HandlePendingCommitRequest {
+                state_id: alice.state,
+            })
+            .await,
+        Code::Unimplemented,
+        "ReInit",
+    );
+    expect_status(
+        bob.client
+            .handle_re_init_commit(HandleCommitRequest {
+                state_id: bob.state,
+                proposal: vec![],
+                commit: vec![],
+            })
+            .await,
+        Code::Unimplemented,
+        "ReInit",
+    );
+    expect_status(
+        alice
+            .client
+            .re_init_welcome(ReInitWelcomeRequest {
+                reinit_id: 1,
+                key_package: vec![],
+                force_path: false,
+                external_tree: false,
+            })
+            .await,
+        Code::Unimplemented,
+        "ReInit",
+    );
+    expect_status(
+        bob.client
+            .handle_re_init_welcome(HandleReInitWelcomeRequest {
+                reinit_id: 1,
+                welcome: vec![],
+                ratchet_tree: vec![],
+            })
+            .await,
+        Code::Unimplemented,
+        "ReInit",
+    );
+    let (bob_branch_tx, bob_branch_kp) = key_package(&mut b.client, "bob").await;
+    expect_status(
+        alice
+            .client
+            .create_branch(CreateBranchRequest {
+                state_id: alice.state,
+                group_id: b"branch".to_vec(),
+                extensions: vec![],
+                key_packages: vec![bob_branch_kp],
+                force_path: false,
+                external_tree: false,
+            })
+            .await,
+        Code::Unimplemented,
+        "branching",
+    );
+    expect_status(
+        bob.client
+            .handle_branch(HandleBranchRequest {
+                state_id: bob.state,
+                transaction_id: bob_branch_tx,
+                welcome: vec![],
+                ratchet_tree: vec![],
+            })
+            .await,
+        Code::Unimplemented,
+        "branching",
+    );
+
+    // Error cases: unsupported suite, unknown ids, unsupported credential
+    // type, external commit with PSKs.
+    expect_status(
+        a.client
+            .create_group(CreateGroupRequest {
+                group_id: b"g".to_vec(),
+                cipher_suite: 1,
+                encrypt_handshake: false,
+                identity: b"x".to_vec(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "cipher suite 0x0001 is not supported",
+    );
+    expect_status(
+        a.client
+            .create_key_package(CreateKeyPackageRequest {
+                cipher_suite: 3,
+                identity: b"x".to_vec(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "cipher suite 0x0003",
+    );
+    expect_status(
+        a.client
+            .create_external_signer(CreateExternalSignerRequest {
+                cipher_suite: 0x10000,
+                identity: b"x".to_vec(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "cipher suite",
+    );
+    expect_status(
+        a.client
+            .state_auth(StateAuthRequest { state_id: 999_999 })
+            .await,
+        Code::NotFound,
+        "999999",
+    );
+    expect_status(
+        a.client
+            .store_psk(StorePskRequest {
+                state_or_transaction_id: 999_999,
+                psk_id: b"p".to_vec(),
+                psk_secret: vec![1; 32],
+            })
+            .await,
+        Code::NotFound,
+        "999999",
+    );
+    let x509 = Signer::generate(
+        Arc::new(SoftwareCustody::new()),
+        Credential::X509(vec![Certificate {
+            cert_data: vec![0x30, 0x00],
+        }]),
+    )
+    .unwrap();
+    let x509_kp = KeyPackageBundle::generate(&KeyPackageConfig::new(1_750_000_000, 1 << 40), &x509)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    expect_status(
+        alice
+            .client
+            .add_proposal(AddProposalRequest {
+                state_id: alice.state,
+                key_package: x509_kp,
+            })
+            .await,
+        Code::InvalidArgument,
+        "credential type 0x0002 is not supported",
+    );
+    expect_status(
+        c.client
+            .external_join(ExternalJoinRequest {
+                group_info: gi.group_info,
+                ratchet_tree: gi.ratchet_tree,
+                encrypt_handshake: false,
+                identity: b"frank".to_vec(),
+                remove_prior: false,
+                psks: vec![PreSharedKey { psk_id, psk_secret }],
+            })
+            .await,
+        Code::Unimplemented,
+        "external commit",
+    );
+
+    // Cleanup.
+    for m in [&mut alice, &mut bob, &mut charlie, &mut dave, &mut erin] {
+        m.client
+            .free(FreeRequest { state_id: m.state })
+            .await
+            .unwrap();
+    }
+    expect_status(
+        alice
+            .client
+            .free(FreeRequest {
+                state_id: alice.state,
+            })
+            .await,
+        Code::NotFound,
+        "unknown",
+    );
+
+    // Every method of the service went over the wire at least once.
+    let expected: BTreeSet<String> = hsmls_interop::proto::METHODS
+        .iter()
+        .map(|m| format!("/mls_client.MLSClient/{m}"))
+        .collect();
+    assert_eq!(expected.len(), 34, "the proto's method count");
+    let seen = seen.lock().unwrap().clone();
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    assert!(missing.is_empty(), "RPCs never called: {missing:?}");
+    assert!(seen.is_subset(&expected), "unexpected paths: {seen:?}");
+}
+
+/// The binary's handshake mode: public handshakes (encrypt_handshake =
+/// false) between two clients, with a plain commit and messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_handshakes() {
+    let seen: Seen = Arc::default();
+    let mut a = start(&seen).await;
+    let mut b = start(&seen).await;
+    let state = a
+        .client
+        .create_group(CreateGroupRequest {
+            group_id: b"public".to_vec(),
+            cipher_suite: 2,
+            encrypt_handshake: false,
+            identity: b"alice".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state_id;
+    let mut alice = Member {
+        client: a.client.clone(),
+        state,
+    };
+    let (tx, kp) = key_package(&mut b.client, "bob").await;
+    let mut add = by_value("add");
+    add.key_package = kp;
+    let out = alice
+        .client
+        .commit(CommitRequest {
+            state_id: alice.state,
+            by_reference: vec![],
+            by_value: vec![add],
+            force_path: false,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(&mut alice, &mut [], &[], &out.commit).await;
+    let joined = b
+        .client
+        .join_group(JoinGroupRequest {
+            transaction_id: tx,
+            welcome: out.welcome,
+            encrypt_handshake: false,
+            identity: b"bob".to_vec(),
+            ratchet_tree: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bob = Member {
+        client: b.client.clone(),
+        state: joined.state_id,
+    };
+    // A self-update with a path from bob, as a PublicMessage.
+    let out = bob
+        .client
+        .commit(CommitRequest {
+            state_id: bob.state,
+            by_reference: vec![],
+            by_value: vec![],
+            force_path: true,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        MlsMessage::decode(&out.commit).unwrap().body,
+        MlsMessageBody::PublicMessage(_)
+    ));
+    let auth2 = finish_commit(&mut bob, &mut [&mut alice], &[], &out.commit).await;
+    assert_ne!(auth, auth2);
+    assert_agree(&mut [&mut alice, &mut bob], &auth2).await;
+    message_round(&mut alice, &mut [&mut bob], b"public framing").await;
+    // A tampered commit is refused and changes nothing.
+    let out = alice
+        .client
+        .commit(CommitRequest {
+            state_id: alice.state,
+            by_reference: vec![],
+            by_value: vec![],
+            force_path: true,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bad = out.commit.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let r = bob
+        .client
+        .handle_commit(HandleCommitRequest {
+            state_id: bob.state,
+            proposal: vec![],
+            commit: bad,
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::InvalidArgument);
+    let auth3 = finish_commit(&mut alice, &mut [&mut bob], &[], &out.commit).await;
+    assert_agree(&mut [&mut alice, &mut bob], &auth3).await;
+}
