@@ -174,10 +174,20 @@ impl Peer for OpenMlsPeer {
     }
 
     fn self_update(&mut self) -> Result<CommitMessages, PeerError> {
-        let (provider, signer) = (&self.provider, &self.signer);
+        let provider = &self.provider;
         let group = self.group.as_mut().ok_or(PeerError::NoGroup(NAME))?;
+        // As `MlsGroup::self_update`, but without the signed GroupInfo that
+        // openmls otherwise makes for every commit when the ratchet_tree
+        // extension is on (the other peers make none for a self-update).
         let bundle = group
-            .self_update(provider, signer, LeafNodeParameters::default())
+            .commit_builder()
+            .consume_proposal_store(true)
+            .load_psks(provider.storage())
+            .map_err(lib("self update"))?
+            .create_group_info(false)
+            .build(provider.rand(), provider.crypto(), &self.signer, |_| true)
+            .map_err(lib("self update"))?
+            .stage_commit(provider)
             .map_err(lib("self update"))?;
         commit_messages(bundle.commit(), None)
     }
