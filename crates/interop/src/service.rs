@@ -56,6 +56,9 @@ struct GroupState {
     group: Group,
     known_epoch: u64,
     known: HashSet<Vec<u8>>,
+    /// The commit message of this member's pending commit, so that a
+    /// HandleCommit of it (as older runners send) merges it.
+    pending_commit: Option<Vec<u8>>,
 }
 
 impl GroupState {
@@ -64,6 +67,7 @@ impl GroupState {
             known_epoch: group.epoch(),
             group,
             known: HashSet::new(),
+            pending_commit: None,
         }
     }
 
@@ -942,6 +946,7 @@ impl MlsClient for InteropClient {
             let out = g.group.commit(options, now);
             g.group.set_config(saved);
             let out = out?;
+            g.pending_commit = Some(out.commit.clone());
             let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
                 (Some(t), true) => t.encode()?,
                 _ => Vec::new(),
@@ -963,6 +968,16 @@ impl MlsClient for InteropClient {
             let mut reg = self.registry()?;
             let g = reg.group(req.state_id)?;
             let now = now();
+            if g.group.has_pending_commit() && g.pending_commit.as_deref() == Some(&req.commit[..])
+            {
+                // The committer handling its own commit.
+                g.group.merge_pending_commit()?;
+                g.pending_commit = None;
+                return Ok(HandleCommitResponse {
+                    state_id: req.state_id,
+                    epoch_authenticator: g.group.epoch_authenticator().to_vec(),
+                });
+            }
             g.absorb_proposals(&req.proposal, now)?;
             let staged = match g.group.process_incoming(&req.commit, now)? {
                 ProcessedMessage::StagedCommit(s) => s,
@@ -985,6 +1000,7 @@ impl MlsClient for InteropClient {
             let mut reg = self.registry()?;
             let g = reg.group(req.state_id)?;
             g.group.merge_pending_commit()?;
+            g.pending_commit = None;
             Ok(HandleCommitResponse {
                 state_id: req.state_id,
                 epoch_authenticator: g.group.epoch_authenticator().to_vec(),

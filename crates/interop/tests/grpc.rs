@@ -1095,6 +1095,24 @@ async fn public_handshakes() {
         })
         .await;
     assert_eq!(r.unwrap_err().code(), Code::InvalidArgument);
-    let auth3 = finish_commit(&mut alice, &mut [&mut bob], &[], &out.commit).await;
-    assert_agree(&mut [&mut alice, &mut bob], &auth3).await;
+    // The committer applies its own commit with HandleCommit (as the
+    // runner's older "stateProperties" step does); bob handles it too.
+    let mut auths = Vec::new();
+    for m in [&mut alice, &mut bob] {
+        auths.push(
+            m.client
+                .handle_commit(HandleCommitRequest {
+                    state_id: m.state,
+                    proposal: vec![],
+                    commit: out.commit.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .epoch_authenticator,
+        );
+    }
+    assert_eq!(auths[0], auths[1]);
+    assert_ne!(auths[0], auth2);
+    assert_agree(&mut [&mut alice, &mut bob], &auths[0]).await;
 }
