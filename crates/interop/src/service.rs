@@ -8,6 +8,18 @@
 //! Private keys stay in the [`KeyCustody`] backend: the `*_priv` fields of
 //! `CreateKeyPackageResponse` and `NewMemberAddProposalResponse` (meant
 //! for passive-client test vectors) are always empty.
+//!
+//! Engine features still missing answer `UNIMPLEMENTED` through
+//! [`MissingFeature`]: ReInit (the six `*ReInit*` RPCs and a `reinit`
+//! proposal by value in `Commit`), branching (`CreateBranch`,
+//! `HandleBranch`) and PSKs in an external commit (`ExternalJoin.psks`).
+//! To fill ReInit in: add an `Entry::ReInit` (the suspended group and the
+//! new KeyPackage's [`Transaction`]) whose id `HandleReInitCommit` /
+//! `HandlePendingReInitCommit` return and `ReInitWelcome` /
+//! `HandleReInitWelcome` consume. Branching needs the same shape with the
+//! existing group kept. Proposals from external senders are produced by
+//! `ExternalSignerProposal` and received through `Group::process_incoming`
+//! like any other proposal.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
