@@ -88,6 +88,7 @@ pub(crate) fn run_key_schedule(
 /// A commit of this member awaiting [`Group::merge_pending_commit`].
 pub(crate) struct PendingCommit {
     pub(crate) state: EpochState,
+    pub(crate) reinit: Option<crate::codec::ReInit>,
     pub(crate) from_epoch: u64,
 }
 
@@ -147,6 +148,8 @@ pub struct StagedCommit {
     pub(crate) group_id: Vec<u8>,
     pub(crate) state: Option<Box<EpochState>>,
     pub(crate) used_update: Option<KeyRef>,
+    /// The committed ReInit, if any: merging closes the group (§11.2).
+    pub reinit: Option<crate::codec::ReInit>,
 }
 
 impl std::fmt::Debug for StagedCommit {
@@ -230,6 +233,9 @@ impl Group {
         }
         for psk in &options.psks {
             by_value.push(Proposal::PreSharedKey(PreSharedKey { psk: psk.clone() }));
+        }
+        if let Some(reinit) = &options.reinit {
+            by_value.push(Proposal::ReInit(reinit.clone()));
         }
         for p in by_value {
             resolved.push(ResolvedProposal {
@@ -445,6 +451,7 @@ impl Group {
         );
         self.pending_commit = Some(Box::new(PendingCommit {
             state,
+            reinit: effects.reinit.clone(),
             from_epoch: self.state.context.epoch,
         }));
         Ok(output)
@@ -461,6 +468,7 @@ impl Group {
             return Err(GroupError::StaleStagedCommit);
         }
         self.install_epoch(pending.state, None);
+        self.reinit = pending.reinit;
         Ok(())
     }
 
@@ -562,6 +570,7 @@ impl Group {
             group_id: self.state.context.group_id.clone(),
             state: None,
             used_update,
+            reinit: effects.reinit.clone(),
         };
         if self_removed {
             return Ok(staged);
@@ -699,6 +708,7 @@ impl Group {
         match staged.state {
             Some(state) => {
                 self.install_epoch(*state, staged.used_update.as_ref());
+                self.reinit = staged.reinit;
                 Ok(())
             }
             None => {

@@ -80,6 +80,9 @@ pub struct CommitOptions {
     pub include_pending: bool,
     /// Always include an UpdatePath, even when not required.
     pub force_path: bool,
+    /// A ReInit by value (RFC 9420 §12.1.5): it must be the commit's only
+    /// proposal; merging the commit closes the group.
+    pub reinit: Option<crate::codec::ReInit>,
     /// Application-chosen `authenticated_data` of the commit message.
     pub authenticated_data: Vec<u8>,
     /// Whether to produce the new epoch's signed GroupInfo (for external

@@ -115,6 +115,14 @@ pub enum GroupError {
     /// This member was removed from the group.
     #[error("this member is no longer in the group")]
     Removed,
+    /// A commit with a ReInit proposal was merged: the group is closed and
+    /// lives on as the reinitialized group (RFC 9420 §11.2).
+    #[error("the group was reinitialized: use the new group")]
+    ReInitialized,
+    /// No ReInit was committed in this group, or the new group does not
+    /// match it / the old group (RFC 9420 §11.2, §11.3, §12.4.3.1).
+    #[error("reinit/branch: {0}")]
+    ReInit(&'static str),
     /// The operation needs external_pub in the GroupInfo.
     #[error("the GroupInfo has no external_pub extension")]
     NoExternalPub,

@@ -132,6 +132,9 @@ impl Group {
         if gi.group_context.cipher_suite != config.cipher_suite {
             return Err(GroupError::InvalidWelcome("GroupContext cipher suite"));
         }
+        // §12.4.3.1: at most one resumption PSK of usage reinit or branch,
+        // and then the new group is at epoch 1.
+        let linked_psk = super::reinit::linked_psk_of(&secrets.psks, gi.group_context.epoch)?;
         let tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref())?;
         check_group_info_signer(cs, &tree, &gi)?;
         let own = tree
@@ -178,14 +181,9 @@ impl Group {
         if let Err(e) = custody.destroy(&bundle.init_key) {
             tracing::warn!(error = %e, "could not destroy the used init key");
         }
-        Ok(Group::from_state(
-            cs,
-            config,
-            signer,
-            validator,
-            state,
-            options.psks,
-        ))
+        let mut group = Group::from_state(cs, config, signer, validator, state, options.psks);
+        group.linked_psk = linked_psk;
+        Ok(group)
     }
 
     /// Joins by an external commit (RFC 9420 §12.4.3.2) from a GroupInfo

@@ -64,6 +64,7 @@ mod external;
 mod join;
 mod proposals;
 mod psk_store;
+mod reinit;
 pub mod welcome;
 
 use std::collections::VecDeque;
@@ -244,6 +245,10 @@ pub struct Group {
     pending_commit: Option<Box<commit::PendingCommit>>,
     psks: PskStore,
     removed: bool,
+    /// The ReInit of the last merged commit: the group is closed (§11.2).
+    reinit: Option<crate::codec::ReInit>,
+    /// The reinit or branch resumption PSK this member joined with.
+    linked_psk: Option<crate::codec::ResumptionPsk>,
 }
 
 impl fmt::Debug for Group {
@@ -413,6 +418,8 @@ impl Group {
             pending_commit: None,
             psks,
             removed: false,
+            reinit: None,
+            linked_psk: None,
         };
         g.record_resumption_psk();
         g
@@ -439,6 +446,8 @@ impl Group {
     fn check_active(&self) -> Result<(), GroupError> {
         if self.removed {
             Err(GroupError::Removed)
+        } else if self.reinit.is_some() {
+            Err(GroupError::ReInitialized)
         } else {
             Ok(())
         }
@@ -1177,9 +1186,7 @@ impl Group {
                 }
             }
             Proposal::PreSharedKey(_) | Proposal::GroupContextExtensions(_) => {}
-            Proposal::ReInit(_) => {
-                return Err(GroupError::InvalidProposal("ReInit is not supported"));
-            }
+            Proposal::ReInit(reinit) => proposals::check_reinit(&v, reinit)?,
             Proposal::ExternalInit(_) => {
                 return Err(GroupError::InvalidProposal(
                     "ExternalInit is only valid by value in an external commit",

@@ -99,6 +99,8 @@ pub struct ProposalEffects {
     pub external_init: Option<ExternalInit>,
     /// Whether the commit must carry an UpdatePath (RFC 9420 §12.4).
     pub path_required: bool,
+    /// The ReInit proposal of the commit, if any (RFC 9420 §12.1.5).
+    pub reinit: Option<crate::codec::ReInit>,
 }
 
 /// Inputs of proposal validation.
@@ -190,7 +192,11 @@ fn check_psk_id(v: &ValidationContext<'_>, id: &PreSharedKeyId) -> Result<(), Gr
         ));
     }
     if let Psk::Resumption(r) = &id.psk {
-        if r.usage != ResumptionPskUsage::Application {
+        // §11.2, §11.3, §12.1.4: usage reinit or branch only in the
+        // initial commit (epoch 0 to 1) that sets up a reinitialized or
+        // branched group, and only with a value the application put there
+        // through `Group::reinit_group` / `Group::branch`.
+        if r.usage != ResumptionPskUsage::Application && v.context.epoch != 0 {
             return Err(GroupError::InvalidProposal(
                 "resumption PSK usage must be application in a normal commit",
             ));
@@ -310,8 +316,16 @@ pub fn validate_and_apply(
                 }
                 effects.psks.push(psk.psk.clone());
             }
-            Proposal::ReInit(_) => {
-                return Err(GroupError::InvalidProposal("ReInit is not supported"));
+            Proposal::ReInit(reinit) => {
+                // §12.1.5, §12.2: a ReInit stands alone, never in an
+                // external commit, and does not lower the version.
+                if external || proposals.len() != 1 {
+                    return Err(GroupError::InvalidProposal(
+                        "a ReInit must be the only proposal of a member's commit",
+                    ));
+                }
+                check_reinit(v, reinit)?;
+                effects.reinit = Some(reinit.clone());
             }
             Proposal::ExternalInit(init) => {
                 if !external {
@@ -398,6 +412,21 @@ pub fn validate_and_apply(
         }
     }
     Ok(effects)
+}
+
+/// A ReInit proposal on its own (RFC 9420 §12.1.5): the version is not
+/// lower than the group's; the new suite is one this engine implements.
+pub fn check_reinit(
+    v: &ValidationContext<'_>,
+    reinit: &crate::codec::ReInit,
+) -> Result<(), GroupError> {
+    if reinit.version.0 < v.context.version.0 {
+        return Err(GroupError::InvalidProposal(
+            "ReInit lowers the protocol version",
+        ));
+    }
+    suite_provider(reinit.cipher_suite)?;
+    Ok(())
 }
 
 /// Every member that stays supports every non-default extension type of a

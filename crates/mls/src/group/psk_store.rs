@@ -14,6 +14,9 @@ use crate::codec::{PreSharedKeyId, Psk, ResumptionPskUsage};
 pub struct PskStore {
     external: HashMap<Vec<u8>, Secret>,
     resumption: BTreeMap<(Vec<u8>, u64), Secret>,
+    /// Resumption PSKs of usage reinit or branch, put here only by the
+    /// reinit and branch flows (§11.2, §11.3).
+    linked: BTreeMap<(u8, Vec<u8>, u64), Secret>,
 }
 
 impl fmt::Debug for PskStore {
@@ -61,7 +64,37 @@ impl PskStore {
             Psk::Resumption(r) if r.usage == ResumptionPskUsage::Application => {
                 self.resumption.get(&(r.psk_group_id.clone(), r.psk_epoch))
             }
-            Psk::Resumption(_) => None,
+            Psk::Resumption(r) => {
+                self.linked
+                    .get(&(r.usage as u8, r.psk_group_id.clone(), r.psk_epoch))
+            }
         }
+    }
+
+    /// Records a resumption PSK of usage reinit or branch (the reinit and
+    /// branch flows only; §11.2, §11.3).
+    pub(crate) fn insert_linked(
+        &mut self,
+        usage: ResumptionPskUsage,
+        group_id: &[u8],
+        epoch: u64,
+        psk: Secret,
+    ) {
+        self.linked
+            .insert((usage as u8, group_id.to_vec(), epoch), psk);
+    }
+
+    /// The recorded `resumption_psk` of `epoch` of group `group_id`.
+    pub(crate) fn resumption(&self, group_id: &[u8], epoch: u64) -> Option<&Secret> {
+        self.resumption.get(&(group_id.to_vec(), epoch))
+    }
+
+    /// The epochs of `group_id` whose resumption PSK is recorded.
+    pub(crate) fn resumption_epochs(&self, group_id: &[u8]) -> Vec<u64> {
+        self.resumption
+            .keys()
+            .filter(|(g, _)| g.as_slice() == group_id)
+            .map(|(_, e)| *e)
+            .collect()
     }
 }

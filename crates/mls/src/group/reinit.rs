@@ -1,0 +1,382 @@
+//! Reinitialization (RFC 9420 §11.2) and subgroup branching (§11.3): a new
+//! group linked to an old one by a resumption PSK of usage `reinit` or
+//! `branch`.
+//!
+//! Reinit: a member proposes ([`Group::propose_reinit`]) or commits
+//! ([`Group::commit_reinit`]) a ReInit; once that commit is merged the old
+//! group refuses further use ([`GroupError::ReInitialized`]). Any member
+//! then creates the new group with [`Group::reinit_group`] (the ReInit's
+//! group id, version, suite and extensions; every other member's fresh
+//! KeyPackage; a `reinit` PSK of the old group's last epoch) and the
+//! others join with [`Group::join_reinit`], which checks the Welcome
+//! against the ReInit and the old membership (§12.4.3.1).
+//!
+//! Branch: [`Group::branch`] creates a group of a subset of the members
+//! with a `branch` PSK of the current epoch; [`Group::join_branch`] checks
+//! version, suite, epoch 1 and that every new member was an old one.
+//!
+//! "The same member" is decided by the group's
+//! [`CredentialValidator::valid_successor`] (RFC 9420 leaves it to the
+//! application).
+
+use hsmls_crypto::Secret;
+use rand_core::OsRng;
+
+use super::{CommitOptions, CommitOutput, Group, GroupConfig, GroupError, JoinOptions};
+use crate::codec::{
+    Credential, PreSharedKeyId, Proposal, ProtocolVersion, Psk, ReInit, ResumptionPsk,
+    ResumptionPskUsage,
+};
+use crate::credential::{CredentialValidator, Signer};
+use crate::key_package::{KeyPackageBundle, KeyPackageIn};
+
+use super::UnixTime;
+
+/// The reinit/branch resumption PSK among a Welcome's PSKs, if any
+/// (RFC 9420 §12.4.3.1): at most one, and only for a group at epoch 1.
+pub(crate) fn linked_psk_of(
+    psks: &[PreSharedKeyId],
+    epoch: u64,
+) -> Result<Option<ResumptionPsk>, GroupError> {
+    let mut linked = psks.iter().filter_map(|id| match &id.psk {
+        Psk::Resumption(r) if r.usage != ResumptionPskUsage::Application => Some(r),
+        _ => None,
+    });
+    let first = linked.next().cloned();
+    if linked.next().is_some() {
+        return Err(GroupError::InvalidWelcome(
+            "more than one resumption PSK of usage reinit or branch",
+        ));
+    }
+    if first.is_some() && epoch != 1 {
+        return Err(GroupError::InvalidWelcome(
+            "a reinit or branch Welcome must be for epoch 1",
+        ));
+    }
+    Ok(first)
+}
+
+/// Whether every credential of `required` has a match in `present`.
+fn all_matched(
+    validator: &dyn CredentialValidator,
+    required: &[Credential],
+    present: &[Credential],
+) -> bool {
+    required
+        .iter()
+        .all(|r| present.iter().any(|p| validator.valid_successor(r, p)))
+}
+
+impl Group {
+    /// Proposes reinitializing the group (RFC 9420 §12.1.5).
+    pub fn propose_reinit(&mut self, reinit: ReInit) -> Result<Vec<u8>, GroupError> {
+        super::proposals::check_reinit(&self.validation_context(0), &reinit)?;
+        Ok(self.send_proposal(Proposal::ReInit(reinit))?.0)
+    }
+
+    /// Commits a ReInit by value, alone (RFC 9420 §11.2 steps 1 and 2).
+    /// Once merged, the group is closed.
+    pub fn commit_reinit(
+        &mut self,
+        reinit: ReInit,
+        now: UnixTime,
+    ) -> Result<CommitOutput, GroupError> {
+        let options = CommitOptions {
+            reinit: Some(reinit),
+            include_pending: false,
+            ..CommitOptions::new()
+        };
+        self.commit(options, now)
+    }
+
+    /// The ReInit of the last merged commit, once the group is closed by it.
+    pub fn committed_reinit(&self) -> Option<&ReInit> {
+        self.reinit.as_ref()
+    }
+
+    /// The reinit or branch resumption PSK this member joined with, if any.
+    pub fn linked_psk(&self) -> Option<&ResumptionPsk> {
+        self.linked_psk.as_ref()
+    }
+
+    /// Creates the reinitialized group (RFC 9420 §11.2 step 3): the
+    /// ReInit's group id, version, suite and extensions, with `signer` at
+    /// leaf 0, and one commit adding `key_packages` (one for every other
+    /// member of the old group) with a `reinit` PSK of the old group's last
+    /// epoch. The new group is returned at epoch 1 (no one else can commit
+    /// at its epoch 0) with the commit output, whose Welcome goes to the
+    /// members.
+    pub fn reinit_group(
+        &self,
+        config: GroupConfig,
+        signer: Signer,
+        key_packages: &[&[u8]],
+        now: UnixTime,
+    ) -> Result<(Group, CommitOutput), GroupError> {
+        let reinit = self
+            .reinit
+            .clone()
+            .ok_or(GroupError::ReInit("no ReInit was committed in this group"))?;
+        if reinit.version != ProtocolVersion::MLS10 {
+            return Err(GroupError::ReInit(
+                "the ReInit's protocol version is not implemented",
+            ));
+        }
+        if config.cipher_suite != reinit.cipher_suite {
+            return Err(GroupError::ReInit("the config's suite is not the ReInit's"));
+        }
+        let mut present = vec![signer.credential.clone()];
+        for kp in key_packages {
+            present.push(KeyPackageIn::from_bytes(kp)?.0.leaf_node.credential);
+        }
+        let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
+        if !all_matched(self.validator.as_ref(), &old, &present) {
+            return Err(GroupError::ReInit(
+                "the new group must hold every member of the old group",
+            ));
+        }
+        self.linked_group(
+            config,
+            signer,
+            reinit.group_id,
+            reinit.extensions,
+            ResumptionPskUsage::Reinit,
+            key_packages,
+            now,
+        )
+    }
+
+    /// Branches a subgroup (RFC 9420 §11.3): a new group `group_id` with
+    /// this group's version and suite, `signer` at leaf 0, adding
+    /// `key_packages` (fresh ones of some members) with a `branch` PSK of
+    /// the current epoch. Returned at epoch 1 with the commit output.
+    pub fn branch(
+        &self,
+        signer: Signer,
+        group_id: Vec<u8>,
+        extensions: Vec<crate::codec::Extension>,
+        key_packages: &[&[u8]],
+        now: UnixTime,
+    ) -> Result<(Group, CommitOutput), GroupError> {
+        let mut present = vec![signer.credential.clone()];
+        for kp in key_packages {
+            present.push(KeyPackageIn::from_bytes(kp)?.0.leaf_node.credential);
+        }
+        let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
+        if !all_matched(self.validator.as_ref(), &present, &old) {
+            return Err(GroupError::ReInit(
+                "a branch may only hold members of the old group",
+            ));
+        }
+        self.linked_group(
+            self.config.clone(),
+            signer,
+            group_id,
+            extensions,
+            ResumptionPskUsage::Branch,
+            key_packages,
+            now,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linked_group(
+        &self,
+        config: GroupConfig,
+        signer: Signer,
+        group_id: Vec<u8>,
+        extensions: Vec<crate::codec::Extension>,
+        usage: ResumptionPskUsage,
+        key_packages: &[&[u8]],
+        now: UnixTime,
+    ) -> Result<(Group, CommitOutput), GroupError> {
+        let epoch = self.state.context.epoch;
+        let old_id = self.state.context.group_id.clone();
+        let psk = self
+            .psks
+            .resumption(&old_id, epoch)
+            .cloned()
+            .ok_or(GroupError::UnknownPsk)?;
+        let mut g = Group::create(
+            config,
+            signer,
+            self.validator.clone(),
+            group_id,
+            extensions,
+            now,
+        )?;
+        g.psks.insert_linked(usage, &old_id, epoch, psk);
+        // §11.3: a random psk_nonce of length KDF.Nh.
+        let mut psk_nonce = vec![0; g.cs.hash_len()];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut psk_nonce);
+        let id = PreSharedKeyId {
+            psk: Psk::Resumption(ResumptionPsk {
+                usage,
+                psk_group_id: old_id,
+                psk_epoch: epoch,
+            }),
+            psk_nonce,
+        };
+        let options = CommitOptions {
+            add_key_packages: key_packages.iter().map(|k| k.to_vec()).collect(),
+            psks: vec![id],
+            ..CommitOptions::new()
+        };
+        let result = g.commit(options, now).and_then(|out| {
+            g.merge_pending_commit()?;
+            Ok(out)
+        });
+        match result {
+            Ok(out) => Ok((g, out)),
+            Err(e) => {
+                let _ = g.signer.custody.destroy(g.state.private.leaf_key());
+                Err(e)
+            }
+        }
+    }
+
+    /// Joins the reinitialized group from its Welcome (RFC 9420 §11.2,
+    /// §12.4.3.1): this (closed) group supplies the `reinit` PSK; the new
+    /// group must be at epoch 1, match the committed ReInit, have been
+    /// keyed with this group's last-epoch `reinit` PSK, and hold every
+    /// member of this group.
+    pub fn join_reinit(
+        &self,
+        config: GroupConfig,
+        signer: Signer,
+        bundle: &KeyPackageBundle,
+        welcome: &[u8],
+        options: JoinOptions,
+    ) -> Result<Group, GroupError> {
+        let reinit = self
+            .reinit
+            .as_ref()
+            .ok_or(GroupError::ReInit("no ReInit was committed in this group"))?;
+        let g = self.join_linked(
+            ResumptionPskUsage::Reinit,
+            config,
+            signer,
+            bundle,
+            welcome,
+            options,
+        )?;
+        let ctx = &g.state.context;
+        let checks = if ctx.group_id != reinit.group_id
+            || ctx.version != reinit.version
+            || ctx.cipher_suite != reinit.cipher_suite
+            || ctx.extensions != reinit.extensions
+        {
+            Err(GroupError::ReInit(
+                "the new group does not match the ReInit",
+            ))
+        } else {
+            let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
+            let new: Vec<Credential> = g.members().into_iter().map(|m| m.credential).collect();
+            if all_matched(self.validator.as_ref(), &old, &new) {
+                Ok(())
+            } else {
+                Err(GroupError::ReInit("a member of the old group is missing"))
+            }
+        };
+        g.keep_if(checks)
+    }
+
+    /// Joins a branched subgroup from its Welcome (RFC 9420 §11.3): this
+    /// group supplies the `branch` PSK (any retained epoch); the new group
+    /// must be at epoch 1, have this group's version and suite, and hold
+    /// only members of this group.
+    pub fn join_branch(
+        &self,
+        config: GroupConfig,
+        signer: Signer,
+        bundle: &KeyPackageBundle,
+        welcome: &[u8],
+        options: JoinOptions,
+    ) -> Result<Group, GroupError> {
+        let g = self.join_linked(
+            ResumptionPskUsage::Branch,
+            config,
+            signer,
+            bundle,
+            welcome,
+            options,
+        )?;
+        let ctx = &g.state.context;
+        let checks = if ctx.version != self.state.context.version
+            || ctx.cipher_suite != self.state.context.cipher_suite
+        {
+            Err(GroupError::ReInit(
+                "a branch keeps the version and cipher suite",
+            ))
+        } else {
+            let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
+            let new: Vec<Credential> = g.members().into_iter().map(|m| m.credential).collect();
+            if all_matched(self.validator.as_ref(), &new, &old) {
+                Ok(())
+            } else {
+                Err(GroupError::ReInit(
+                    "a member of the branch was not in this group",
+                ))
+            }
+        };
+        g.keep_if(checks)
+    }
+
+    /// Joins with this group's resumption PSKs offered under `usage`, and
+    /// checks the Welcome used one of them.
+    fn join_linked(
+        &self,
+        usage: ResumptionPskUsage,
+        config: GroupConfig,
+        signer: Signer,
+        bundle: &KeyPackageBundle,
+        welcome: &[u8],
+        mut options: JoinOptions,
+    ) -> Result<Group, GroupError> {
+        let old_id = &self.state.context.group_id;
+        let epochs = match usage {
+            // §11.2: the epoch after the commit covering the ReInit.
+            ResumptionPskUsage::Reinit => vec![self.state.context.epoch],
+            _ => self.psks.resumption_epochs(old_id),
+        };
+        for e in &epochs {
+            let psk: Secret = self
+                .psks
+                .resumption(old_id, *e)
+                .cloned()
+                .ok_or(GroupError::UnknownPsk)?;
+            options.psks.insert_linked(usage, old_id, *e, psk);
+        }
+        let g = Group::join_from_welcome(
+            config,
+            signer,
+            self.validator.clone(),
+            bundle,
+            welcome,
+            options,
+        )?;
+        let used = g.linked_psk.as_ref().is_some_and(|r| {
+            r.usage == usage && &r.psk_group_id == old_id && epochs.contains(&r.psk_epoch)
+        });
+        let check = if used {
+            Ok(())
+        } else {
+            Err(GroupError::ReInit(
+                "the Welcome does not carry this group's resumption PSK with the expected usage",
+            ))
+        };
+        g.keep_if(check)
+    }
+
+    /// Returns the group if `check` passed; otherwise destroys its leaf key
+    /// and returns the error.
+    fn keep_if(self, check: Result<(), GroupError>) -> Result<Group, GroupError> {
+        match check {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                let _ = self.signer.custody.destroy(self.state.private.leaf_key());
+                Err(e)
+            }
+        }
+    }
+}
