@@ -1116,3 +1116,341 @@ async fn public_handshakes() {
     assert_ne!(auths[0], auth2);
     assert_agree(&mut [&mut alice, &mut bob], &auths[0]).await;
 }
+
+// ----- scripts of the public runner's interop/configs/commit.json -----
+
+async fn create_group(client: &Client, identity: &str) -> Member {
+    let mut client = client.clone();
+    let state = client
+        .create_group(CreateGroupRequest {
+            group_id: format!("group-of-{identity}").into_bytes(),
+            cipher_suite: 2,
+            encrypt_handshake: true,
+            identity: identity.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state_id;
+    Member { client, state }
+}
+
+/// The runner's `externalJoin`: GroupInfo from `actor`, external commit
+/// by `joiner`, handled by `actor` and `members`.
+async fn external_join(
+    actor: &mut Member,
+    members: &mut [&mut Member],
+    joiner: &Client,
+    identity: &str,
+) -> Member {
+    let gi = actor
+        .client
+        .group_info(GroupInfoRequest {
+            state_id: actor.state,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = joiner.clone();
+    let ej = client
+        .external_join(ExternalJoinRequest {
+            group_info: gi.group_info,
+            ratchet_tree: gi.ratchet_tree,
+            encrypt_handshake: true,
+            identity: identity.into(),
+            remove_prior: false,
+            psks: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for m in members.iter_mut().map(|m| &mut **m).chain([actor]) {
+        let r = m
+            .client
+            .handle_commit(HandleCommitRequest {
+                state_id: m.state,
+                proposal: vec![],
+                commit: ej.commit.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
+    }
+    Member {
+        client,
+        state: ej.state_id,
+    }
+}
+
+/// The runner's `fullCommit`; returns the joiners' states.
+async fn full_commit(
+    committer: &mut Member,
+    members: &mut [&mut Member],
+    by_reference: Vec<Vec<u8>>,
+    by_value: Vec<ProposalDescription>,
+    joiners: Vec<(Client, u32)>,
+) -> Vec<Member> {
+    let out = committer
+        .client
+        .commit(CommitRequest {
+            state_id: committer.state,
+            by_reference: by_reference.clone(),
+            by_value,
+            force_path: false,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let auth = finish_commit(committer, members, &by_reference, &out.commit).await;
+    let mut joined = Vec::new();
+    for (mut client, tx) in joiners {
+        let r = client
+            .join_group(JoinGroupRequest {
+                transaction_id: tx,
+                welcome: out.welcome.clone(),
+                encrypt_handshake: true,
+                identity: vec![],
+                ratchet_tree: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, auth);
+        joined.push(Member {
+            client,
+            state: r.state_id,
+        });
+    }
+    let mut all: Vec<&mut Member> = members.iter_mut().map(|m| &mut **m).collect();
+    all.push(committer);
+    assert_agree(&mut all, &auth).await;
+    joined
+}
+
+async fn install_psk(members: &mut [&mut Member], n: u8) -> Vec<u8> {
+    let id = vec![b'p', n];
+    for m in members.iter_mut() {
+        m.client
+            .store_psk(StorePskRequest {
+                state_or_transaction_id: m.state,
+                psk_id: id.clone(),
+                psk_secret: vec![n; 32],
+            })
+            .await
+            .unwrap();
+    }
+    id
+}
+
+/// `resumption_psk` and `group_context_extensions` of commit.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_resumption_psk_and_extensions() {
+    let seen: Seen = Arc::default();
+    let a = start(&seen).await;
+    let b = start(&seen).await;
+    let mut alice = create_group(&a.client, "alice").await;
+    let mut bob = external_join(&mut alice, &mut [], &b.client, "bob").await;
+    full_commit(&mut alice, &mut [&mut bob], vec![], vec![], vec![]).await;
+    full_commit(&mut alice, &mut [&mut bob], vec![], vec![], vec![]).await;
+    for (e1, e2, e3) in [(1, 2, 3), (2, 3, 4)] {
+        let p1 = alice
+            .client
+            .resumption_psk_proposal(ResumptionPskProposalRequest {
+                state_id: alice.state,
+                epoch_id: e1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal;
+        let p2 = bob
+            .client
+            .resumption_psk_proposal(ResumptionPskProposalRequest {
+                state_id: bob.state,
+                epoch_id: e2,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal;
+        let mut v = by_value("resumptionPSK");
+        v.epoch_id = e3;
+        full_commit(&mut alice, &mut [&mut bob], vec![p1, p2], vec![v], vec![]).await;
+    }
+
+    // GroupContextExtensions: required_capabilities and an empty
+    // external_senders list, then none, then by value.
+    let gce = |m: &Member, extensions: Vec<Extension>| {
+        let mut client = m.client.clone();
+        let state_id = m.state;
+        async move {
+            client
+                .group_context_extensions_proposal(GroupContextExtensionsProposalRequest {
+                    state_id,
+                    extensions,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .proposal
+        }
+    };
+    let two = vec![
+        Extension {
+            extension_type: 3,
+            extension_data: vec![0, 0, 0],
+        },
+        Extension {
+            extension_type: 5,
+            extension_data: vec![0],
+        },
+    ];
+    let p = gce(&alice, two).await;
+    full_commit(&mut alice, &mut [&mut bob], vec![p], vec![], vec![]).await;
+    let p = gce(&bob, vec![]).await;
+    full_commit(&mut alice, &mut [&mut bob], vec![p], vec![], vec![]).await;
+    let mut v = by_value("groupContextExtensions");
+    v.extensions = vec![Extension {
+        extension_type: 3,
+        extension_data: vec![0, 0, 0],
+    }];
+    full_commit(&mut alice, &mut [&mut bob], vec![], vec![v], vec![]).await;
+}
+
+/// `all_together_bob_proposes` of commit.json: one commit with proposals
+/// of every kind by reference (from the other member) and by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_all_together_bob_proposes() {
+    let seen: Seen = Arc::default();
+    let mut a = start(&seen).await;
+    let mut b = start(&seen).await;
+    let mut alice = create_group(&a.client, "alice").await;
+    let mut bob = external_join(&mut alice, &mut [], &b.client, "bob").await;
+    let (t1, k1) = key_package(&mut a.client, "charlie1").await;
+    let (t2, k2) = key_package(&mut b.client, "charlie2").await;
+    let mut refs = Vec::new();
+    for kp in [k1, k2] {
+        refs.push(
+            alice
+                .client
+                .add_proposal(AddProposalRequest {
+                    state_id: alice.state,
+                    key_package: kp,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .proposal,
+        );
+    }
+    let charlies = full_commit(
+        &mut alice,
+        &mut [&mut bob],
+        refs,
+        vec![],
+        vec![(a.client.clone(), t1), (b.client.clone(), t2)],
+    )
+    .await;
+    let psk7 = install_psk(&mut [&mut alice, &mut bob], 7).await;
+    let psk8 = install_psk(&mut [&mut alice, &mut bob], 8).await;
+    let (_, k3) = key_package(&mut a.client, "charlie3").await;
+    let mut refs = vec![
+        bob.client
+            .add_proposal(AddProposalRequest {
+                state_id: bob.state,
+                key_package: k3,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal,
+    ];
+    refs.push(
+        bob.client
+            .remove_proposal(RemoveProposalRequest {
+                state_id: bob.state,
+                removed_id: b"charlie1".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal,
+    );
+    refs.push(
+        bob.client
+            .group_context_extensions_proposal(GroupContextExtensionsProposalRequest {
+                state_id: bob.state,
+                extensions: vec![
+                    Extension {
+                        extension_type: 3,
+                        extension_data: vec![0, 0, 0],
+                    },
+                    Extension {
+                        extension_type: 5,
+                        extension_data: vec![0],
+                    },
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal,
+    );
+    refs.push(
+        bob.client
+            .external_psk_proposal(ExternalPskProposalRequest {
+                state_id: bob.state,
+                psk_id: psk7,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal,
+    );
+    refs.push(
+        bob.client
+            .resumption_psk_proposal(ResumptionPskProposalRequest {
+                state_id: bob.state,
+                epoch_id: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal,
+    );
+    refs.push(
+        bob.client
+            .update_proposal(UpdateProposalRequest {
+                state_id: bob.state,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .proposal,
+    );
+    let (_, k4) = key_package(&mut b.client, "charlie4").await;
+    let mut add4 = by_value("add");
+    add4.key_package = k4;
+    let mut rm2 = by_value("remove");
+    rm2.removed_id = b"charlie2".to_vec();
+    let mut ext8 = by_value("externalPSK");
+    ext8.psk_id = psk8;
+    let mut res2 = by_value("resumptionPSK");
+    res2.epoch_id = 2;
+    // As in the runner, only bob handles it: the charlies it removes are
+    // left behind, and those it adds do not join (the Welcome names PSKs
+    // they do not hold).
+    let joined = full_commit(
+        &mut alice,
+        &mut [&mut bob],
+        refs,
+        vec![add4, rm2, ext8, res2],
+        vec![],
+    )
+    .await;
+    assert!(joined.is_empty());
+    assert_eq!(charlies.len(), 2);
+}
