@@ -518,10 +518,23 @@ impl InteropClient {
                 extensions,
             }),
         };
+        // The runner does not send `signer_index`: take the signer's
+        // position in the group's external_senders extension, else the
+        // index given.
+        let own_key = signer.signature_public_key();
+        let listed = match codec::find_extension::<ExternalSenders>(&gi.group_context.extensions) {
+            Some(list) => list?
+                .0
+                .iter()
+                .position(|s| s.signature_key == own_key)
+                .and_then(|i| u32::try_from(i).ok()),
+            None => None,
+        };
+        let signer_index = listed.unwrap_or(req.signer_index);
         let content = FramedContent {
             group_id: gi.group_context.group_id.clone(),
             epoch: gi.group_context.epoch,
-            sender: Sender::External(req.signer_index),
+            sender: Sender::External(signer_index),
             authenticated_data: Vec::new(),
             body: FramedContentBody::Proposal(proposal),
         };

@@ -684,7 +684,8 @@ async fn every_rpc_through_grpc() {
         .client
         .external_signer_proposal(ExternalSignerProposalRequest {
             signer_id: signer.signer_id,
-            signer_index: 0,
+            // Not what the runner sends (nothing): the listed position wins.
+            signer_index: 7,
             group_info: gi.group_info.clone(),
             ratchet_tree: gi.ratchet_tree.clone(),
             description: Some(remove_dave),
