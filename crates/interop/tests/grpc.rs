@@ -1034,6 +1034,45 @@ async fn public_handshakes() {
         .unwrap()
         .into_inner();
     let auth = finish_commit(&mut alice, &mut [], &[], &out.commit).await;
+    // A truncated Welcome, and a group state id in place of a transaction
+    // id, are refused; the transaction stays usable.
+    expect_status(
+        b.client
+            .join_group(JoinGroupRequest {
+                transaction_id: tx,
+                welcome: out.welcome[..out.welcome.len() / 2].to_vec(),
+                encrypt_handshake: false,
+                identity: b"bob".to_vec(),
+                ratchet_tree: vec![],
+            })
+            .await,
+        Code::InvalidArgument,
+        "",
+    );
+    expect_status(
+        a.client
+            .join_group(JoinGroupRequest {
+                transaction_id: alice.state,
+                welcome: out.welcome.clone(),
+                encrypt_handshake: false,
+                identity: b"bob".to_vec(),
+                ratchet_tree: vec![],
+            })
+            .await,
+        Code::InvalidArgument,
+        "is not a transaction",
+    );
+    // A commit is not application data.
+    expect_status(
+        a.client
+            .unprotect(UnprotectRequest {
+                state_id: alice.state,
+                ciphertext: out.commit.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "",
+    );
     let joined = b
         .client
         .join_group(JoinGroupRequest {
