@@ -1,0 +1,496 @@
+//! Secret-handling audit (issue: no private signature or leaf/init HPKE key
+//! of hsmls ever exists outside the token).
+//!
+//! A group scenario (create, three joins by Welcome, a self-update commit,
+//! an Update proposal, a remove, application messages, an external join)
+//! runs with every member's keys in the SoftHSM test token through
+//! [`Pkcs11Custody`] (`HSMLS_PKCS11_CONFIG`, set by `scripts/test.sh`),
+//! each wrapped in an [`Audit`] custody that records every call. The test
+//! asserts:
+//!
+//! - `import` is never called: no private key enters the token from
+//!   software;
+//! - every `KeyRef` given to `sign_digest`, `dh` or `destroy` was produced
+//!   by `generate` of that same custody;
+//! - every generated key object has `CKA_SENSITIVE` true,
+//!   `CKA_EXTRACTABLE` false and an unreadable `CKA_VALUE`, checked right
+//!   after generation and again at the end for keys still alive;
+//! - every signature key, every KeyPackage init and leaf key, and the leaf
+//!   key of every member after every commit (including the committer's
+//!   fresh UpdatePath leaf key and the external joiner's) is the public
+//!   key of a `KeyRef` its member's custody generated: no leaf or init
+//!   private key was derived in software.
+//!
+//! By design (RFC 9420 §7.4, and issue "The group engine": "parent-node
+//! keys are derived in software and zeroized") the HPKE keys of *parent*
+//! nodes are derived from path secrets in software and never touch the
+//! custody; this test does not cover them.
+
+use std::sync::{Arc, Mutex};
+
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
+use hsmls::codec::Credential;
+use hsmls::{
+    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
+    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+};
+use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
+use hsmls_custody::{
+    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
+};
+
+const NOW: u64 = 1_750_000_000;
+
+/// The SoftHSM test token's configuration; fails (never skips) without it.
+fn pkcs11_config() -> Pkcs11Config {
+    if std::env::var_os(CONFIG_ENV).is_none() {
+        panic!(
+            "{CONFIG_ENV} is not set: this test needs the SoftHSM test token. \
+             Run `bash scripts/test.sh` (it runs scripts/setup-hsm.sh and exports \
+             SOFTHSM2_CONF and {CONFIG_ENV})."
+        );
+    }
+    Pkcs11Config::from_env().unwrap_or_else(|e| panic!("bad {CONFIG_ENV}: {e}"))
+}
+
+/// One recorded custody call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Generate(KeyPurpose, KeyRef),
+    Import(KeyPurpose),
+    SignDigest(KeyRef),
+    Dh(KeyRef),
+    Destroy(KeyRef),
+    Find(String),
+}
+
+/// A custody on the token that records every call and checks each
+/// generated key's attributes in the token as soon as it exists.
+#[derive(Debug)]
+struct Audit {
+    inner: Pkcs11Custody,
+    calls: Mutex<Vec<Call>>,
+}
+
+/// The protection attributes of a key's private object, read from the
+/// token: (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_VALUE readable).
+fn protection(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool) {
+    let handle = c.private_key_handle(key).expect("key object in the token");
+    let attrs = c
+        .with_session(|s| {
+            s.get_attributes(
+                handle,
+                &[AttributeType::Sensitive, AttributeType::Extractable],
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let (mut sensitive, mut extractable) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(b) => sensitive = Some(b),
+            Attribute::Extractable(b) => extractable = Some(b),
+            _ => {}
+        }
+    }
+    let info = c
+        .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
+        .unwrap()
+        .unwrap();
+    let value_readable = !matches!(info.as_slice(), [AttributeInfo::Sensitive]);
+    (
+        sensitive.expect("CKA_SENSITIVE not reported"),
+        extractable.expect("CKA_EXTRACTABLE not reported"),
+        value_readable,
+    )
+}
+
+fn assert_protected(c: &Pkcs11Custody, key: &KeyRef, when: &str) {
+    let (sensitive, extractable, readable) = protection(c, key);
+    assert!(
+        sensitive,
+        "{when}: {} key is not CKA_SENSITIVE",
+        key.purpose()
+    );
+    assert!(
+        !extractable,
+        "{when}: {} key is CKA_EXTRACTABLE",
+        key.purpose()
+    );
+    assert!(
+        !readable,
+        "{when}: {} key's CKA_VALUE is readable",
+        key.purpose()
+    );
+}
+
+impl Audit {
+    fn open(config: &Pkcs11Config) -> Arc<Self> {
+        let inner = Pkcs11Custody::open(config).unwrap_or_else(|e| {
+            panic!("cannot open the SoftHSM test token: {e} (run `bash scripts/test.sh`)")
+        });
+        Arc::new(Audit {
+            inner,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn generated(&self) -> Vec<KeyRef> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Generate(_, k) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn destroyed(&self) -> Vec<KeyRef> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Destroy(k) => Some(k),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `public` (SEC1) is the public key of a key this custody
+    /// generated for `purpose`.
+    fn generated_public(&self, purpose: KeyPurpose, public: &[u8]) -> bool {
+        self.generated()
+            .iter()
+            .any(|k| k.purpose() == purpose && k.public_key().as_bytes() == public)
+    }
+}
+
+impl KeyCustody for Audit {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
+        let key = self.inner.generate(purpose)?;
+        assert_protected(&self.inner, &key, "just generated");
+        self.record(Call::Generate(purpose, key.clone()));
+        Ok(key)
+    }
+    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+        self.record(Call::Import(purpose));
+        self.inner.import(purpose, private_key)
+    }
+    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
+        self.record(Call::SignDigest(key.clone()));
+        self.inner.sign_digest(key, digest)
+    }
+    fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
+        self.record(Call::Dh(key.clone()));
+        self.inner.dh(key, peer_public_key)
+    }
+    fn destroy(&self, key: &KeyRef) -> Result<(), CustodyError> {
+        self.record(Call::Destroy(key.clone()));
+        self.inner.destroy(key)
+    }
+    fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
+        self.record(Call::Find(uri.to_owned()));
+        self.inner.find(uri)
+    }
+}
+
+struct Member {
+    name: &'static str,
+    custody: Arc<Audit>,
+    signer: Signer,
+    group: Option<Group>,
+}
+
+fn validator() -> Arc<dyn CredentialValidator> {
+    Arc::new(BasicCredentialValidator::default())
+}
+
+fn member(config: &Pkcs11Config, name: &'static str) -> Member {
+    let custody = Audit::open(config);
+    let signer = Signer::generate(
+        custody.clone() as Arc<dyn KeyCustody>,
+        Credential::Basic(name.as_bytes().to_vec()),
+    )
+    .unwrap_or_else(|e| panic!("signature key for {name} in the token: {e}"));
+    Member {
+        name,
+        custody,
+        signer,
+        group: None,
+    }
+}
+
+impl Member {
+    fn group(&mut self) -> &mut Group {
+        self.group.as_mut().expect("member of the group")
+    }
+}
+
+/// The committer merges; every other member processes and merges.
+fn deliver_commit(members: &mut [Member], committer: usize, out: &CommitOutput) {
+    for (i, m) in members.iter_mut().enumerate() {
+        if i == committer || m.group.is_none() {
+            continue;
+        }
+        let g = m.group();
+        let staged = match g.process_incoming(&out.commit, NOW) {
+            Ok(ProcessedMessage::StagedCommit(s)) => s,
+            other => panic!("{}: expected a staged commit, got {other:?}", m.name),
+        };
+        let removed = staged.self_removed;
+        g.merge_staged_commit(staged).unwrap();
+        if removed {
+            m.group = None;
+        }
+    }
+    members[committer].group().merge_pending_commit().unwrap();
+}
+
+/// All members agree, and every leaf of the tree (signature and HPKE key)
+/// is a key its own member's custody generated; every member's own leaf
+/// KeyRef is one its custody generated.
+fn check(members: &[Member], step: &str) {
+    let groups: Vec<&Group> = members.iter().filter_map(|m| m.group.as_ref()).collect();
+    let first = groups[0];
+    for g in &groups {
+        assert_eq!(
+            g.epoch_authenticator(),
+            first.epoch_authenticator(),
+            "{step}"
+        );
+        assert_eq!(g.tree_hash(), first.tree_hash(), "{step}");
+    }
+    for leaf in first.members() {
+        let m = members
+            .iter()
+            .find(|m| {
+                m.group
+                    .as_ref()
+                    .is_some_and(|g| g.own_leaf_index() == leaf.index)
+            })
+            .unwrap_or_else(|| panic!("{step}: no member at leaf {:?}", leaf.index));
+        assert!(
+            m.custody
+                .generated_public(KeyPurpose::Signature, leaf.signature_key.as_slice()),
+            "{step}: {}'s signature key was not generated in its custody",
+            m.name
+        );
+        assert!(
+            m.custody
+                .generated_public(KeyPurpose::Hpke, leaf.encryption_key.as_slice()),
+            "{step}: {}'s leaf HPKE key was not generated in its custody",
+            m.name
+        );
+        let own = m.group.as_ref().map(|g| g.own_leaf_key().clone());
+        let own = own.expect("group");
+        assert!(
+            m.custody.generated().contains(&own),
+            "{step}: {}'s own leaf KeyRef was not generated by its custody",
+            m.name
+        );
+        assert_eq!(own.public_key().as_bytes(), leaf.encryption_key.as_slice());
+    }
+}
+
+fn all_send(members: &mut [Member]) {
+    for s in 0..members.len() {
+        if members[s].group.is_none() {
+            continue;
+        }
+        let text = format!("from {}", members[s].name).into_bytes();
+        let msg = members[s].group().encrypt_application(&text).unwrap();
+        for (r, m) in members.iter_mut().enumerate() {
+            if r == s || m.group.is_none() {
+                continue;
+            }
+            match m.group().process_incoming(&msg, NOW).unwrap() {
+                ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, text),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn no_private_key_of_hsmls_exists_outside_the_token() {
+    let config = pkcs11_config();
+    let gconfig = GroupConfig::default();
+    let mut members: Vec<Member> = ["alice", "bob", "carol", "dave"]
+        .into_iter()
+        .map(|n| member(&config, n))
+        .collect();
+
+    members[0].group = Some(
+        Group::create(
+            gconfig.clone(),
+            members[0].signer.clone(),
+            validator(),
+            b"audited group".to_vec(),
+            Vec::new(),
+            NOW,
+        )
+        .unwrap(),
+    );
+    check(&members, "create");
+
+    // Three joins by Welcome.
+    let bundles: Vec<KeyPackageBundle> = members[1..]
+        .iter()
+        .map(|m| KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &m.signer))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (m, b) in members[1..].iter().zip(&bundles) {
+        let kp = b.key_package.leaf_node();
+        assert!(
+            m.custody.generated().contains(&b.init_key),
+            "{}: init key",
+            m.name
+        );
+        assert!(
+            m.custody.generated().contains(&b.encryption_key),
+            "{}: leaf key",
+            m.name
+        );
+        assert_eq!(
+            b.encryption_key.public_key().as_bytes(),
+            kp.encryption_key.as_slice()
+        );
+        assert!(
+            m.custody.generated_public(
+                KeyPurpose::Hpke,
+                b.key_package.as_wire().init_key.as_slice()
+            ),
+            "{}: KeyPackage init_key not generated in custody",
+            m.name
+        );
+    }
+    let kps: Vec<Vec<u8>> = bundles.iter().map(|b| b.to_bytes().unwrap()).collect();
+    let kp_refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
+    let out = members[0].group().add_members(&kp_refs, NOW).unwrap();
+    members[0].group().merge_pending_commit().unwrap();
+    let welcome = out.welcome.clone().expect("a Welcome");
+    for (m, bundle) in members[1..].iter_mut().zip(&bundles) {
+        m.group = Some(
+            Group::join_from_welcome(
+                gconfig.clone(),
+                m.signer.clone(),
+                validator(),
+                bundle,
+                &welcome,
+                JoinOptions::default(),
+            )
+            .unwrap(),
+        );
+        // The Welcome was opened with the init key inside the token.
+        assert!(
+            m.custody
+                .calls()
+                .contains(&Call::Dh(bundle.init_key.clone())),
+            "{}: Welcome not decrypted with the init key in custody",
+            m.name
+        );
+    }
+    check(&members, "joins");
+    all_send(&mut members);
+
+    // Bob self-updates by commit (a fresh leaf key from the token).
+    let out = members[1].group().self_update(NOW).unwrap();
+    deliver_commit(&mut members, 1, &out);
+    check(&members, "self-update");
+
+    // Carol proposes an Update, Alice commits it.
+    let proposal = members[2].group().propose_update().unwrap();
+    for r in [0, 1, 3] {
+        members[r].group().process_incoming(&proposal, NOW).unwrap();
+    }
+    let out = members[0]
+        .group()
+        .commit(CommitOptions::new(), NOW)
+        .unwrap();
+    deliver_commit(&mut members, 0, &out);
+    check(&members, "update proposal");
+    all_send(&mut members);
+
+    // Alice removes Dave.
+    let dave = members[3].group().own_leaf_index();
+    let out = members[0].group().remove_members(&[dave], NOW).unwrap();
+    deliver_commit(&mut members, 0, &out);
+    assert!(members[3].group.is_none());
+    check(&members, "remove");
+
+    // Erin joins by external commit.
+    let mut erin = member(&config, "erin");
+    let group_info = members[1].group().group_info().unwrap();
+    let (g, commit) = Group::join_by_external_commit(
+        gconfig.clone(),
+        erin.signer.clone(),
+        validator(),
+        &group_info,
+        JoinOptions::default(),
+    )
+    .unwrap();
+    erin.group = Some(g);
+    for m in members.iter_mut().filter(|m| m.group.is_some()) {
+        let g = m.group();
+        let ProcessedMessage::StagedCommit(staged) = g.process_incoming(&commit, NOW).unwrap()
+        else {
+            panic!("expected the external commit");
+        };
+        g.merge_staged_commit(staged).unwrap();
+    }
+    members.push(erin);
+    check(&members, "external join");
+    all_send(&mut members);
+
+    // The audit over every member's whole history.
+    for m in &members {
+        let calls = m.custody.calls();
+        let generated = m.custody.generated();
+        assert!(!generated.is_empty(), "{}: nothing generated", m.name);
+        let mut signs = 0;
+        let mut dhs = 0;
+        for c in &calls {
+            match c {
+                Call::Import(p) => panic!("{}: import({p}) was called", m.name),
+                Call::SignDigest(k) | Call::Dh(k) | Call::Destroy(k) => {
+                    assert!(
+                        generated.contains(k),
+                        "{}: {c:?} uses a key its custody did not generate",
+                        m.name
+                    );
+                    if matches!(c, Call::SignDigest(_)) {
+                        signs += 1;
+                        assert_eq!(k.purpose(), KeyPurpose::Signature);
+                    }
+                    if matches!(c, Call::Dh(_)) {
+                        dhs += 1;
+                        assert_eq!(k.purpose(), KeyPurpose::Hpke);
+                    }
+                }
+                Call::Generate(..) | Call::Find(_) => {}
+            }
+        }
+        assert!(signs > 0, "{}: never signed in the token", m.name);
+        // The Welcome joiners decrypted their Welcome with the init key in
+        // the token (the founder and the external joiner need no HPKE
+        // decryption with a leaf or init key in this scenario).
+        if ["bob", "carol", "dave"].contains(&m.name) {
+            assert!(dhs > 0, "{}: never used an HPKE key in the token", m.name);
+        }
+        // Keys still alive keep their protection to the end.
+        let destroyed = m.custody.destroyed();
+        for k in generated.iter().filter(|k| !destroyed.contains(k)) {
+            assert_protected(&m.custody.inner, k, m.name);
+        }
+    }
+}
