@@ -11,10 +11,6 @@ use tonic::{Code, Status};
 /// it answer `UNIMPLEMENTED` with the feature's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingFeature {
-    /// ReInit proposals and the reinit flow (RFC 9420 §11.2).
-    ReInit,
-    /// Subgroup branching with a `branch` resumption PSK (RFC 9420 §11.3).
-    Branch,
     /// PreSharedKey proposals inside an external commit (RFC 9420 §12.4.3.2).
     ExternalCommitPsks,
 }
@@ -22,8 +18,6 @@ pub enum MissingFeature {
 impl MissingFeature {
     fn describe(self) -> &'static str {
         match self {
-            MissingFeature::ReInit => "ReInit (RFC 9420 §11.2)",
-            MissingFeature::Branch => "subgroup branching (RFC 9420 §11.3)",
             MissingFeature::ExternalCommitPsks => {
                 "PreSharedKey proposals in an external commit (RFC 9420 §12.4.3.2)"
             }

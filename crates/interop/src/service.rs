@@ -9,17 +9,16 @@
 //! `CreateKeyPackageResponse` and `NewMemberAddProposalResponse` (meant
 //! for passive-client test vectors) are always empty.
 //!
-//! Engine features still missing answer `UNIMPLEMENTED` through
-//! [`MissingFeature`]: ReInit (the six `*ReInit*` RPCs and a `reinit`
-//! proposal by value in `Commit`), branching (`CreateBranch`,
-//! `HandleBranch`) and PSKs in an external commit (`ExternalJoin.psks`).
-//! To fill ReInit in: add an `Entry::ReInit` (the suspended group and the
-//! new KeyPackage's [`Transaction`]) whose id `HandleReInitCommit` /
-//! `HandlePendingReInitCommit` return and `ReInitWelcome` /
-//! `HandleReInitWelcome` consume. Branching needs the same shape with the
-//! existing group kept. Proposals from external senders are produced by
-//! `ExternalSignerProposal` and received through `Group::process_incoming`
-//! like any other proposal.
+//! ReInit (RFC 9420 §11.2): `HandleReInitCommit` / `HandlePendingReInitCommit`
+//! move the closed group under a "reinit id" with a fresh KeyPackage,
+//! which `ReInitWelcome` / `HandleReInitWelcome` consume. Branching (§11.3)
+//! keeps the old group and adds the branch as a new state.
+//!
+//! Still missing in the engine, answered `UNIMPLEMENTED` through
+//! [`MissingFeature`]: PSKs in an external commit (`ExternalJoin.psks`).
+//! Proposals from external senders are produced by `ExternalSignerProposal`
+//! and received through `Group::process_incoming` like any other proposal
+//! (accepted once the engine supports external senders).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -128,6 +127,15 @@ enum Entry {
     Group(Box<GroupState>),
     Transaction(Box<Transaction>),
     ExternalSigner(Signer),
+    ReInit(Box<ReInitState>),
+}
+
+/// A member between a merged ReInit commit and the new group: the closed
+/// old group (it supplies the `reinit` PSK) and a fresh KeyPackage for the
+/// new group.
+struct ReInitState {
+    old: GroupState,
+    tx: Transaction,
 }
 
 struct Registry {
@@ -165,6 +173,20 @@ impl Registry {
                 Err(InteropError::WrongKind {
                     id,
                     expected: "transaction",
+                })
+            }
+            None => Err(InteropError::UnknownId(id)),
+        }
+    }
+
+    fn take_reinit(&mut self, id: u32) -> Result<ReInitState, InteropError> {
+        match self.entries.remove(&id) {
+            Some(Entry::ReInit(r)) => Ok(*r),
+            Some(other) => {
+                self.entries.insert(id, other);
+                Err(InteropError::WrongKind {
+                    id,
+                    expected: "reinit id",
                 })
             }
             None => Err(InteropError::UnknownId(id)),
@@ -389,6 +411,53 @@ impl InteropClient {
         )?)
     }
 
+    /// A fresh signer with the same credential as `like`.
+    fn signer_like(&self, like: &Signer) -> Result<Signer, InteropError> {
+        Ok(Signer::generate(
+            self.custody.clone(),
+            like.credential.clone(),
+        )?)
+    }
+
+    /// After a ReInit commit was merged at `state_id`: moves the closed
+    /// group under a new reinit id with a fresh KeyPackage for the new
+    /// group (RFC 9420 §11.2).
+    fn suspend_for_reinit(
+        &self,
+        state_id: u32,
+        epoch_authenticator: Vec<u8>,
+    ) -> Result<HandleReInitCommitResponse, InteropError> {
+        let mut reg = self.registry()?;
+        let g = reg.group(state_id)?;
+        let Some(reinit) = g.group.committed_reinit() else {
+            return Err(InteropError::UnexpectedMessage(
+                "the commit holds no ReInit",
+            ));
+        };
+        let suite = reinit.cipher_suite;
+        let signer = self.signer_like(g.group.signer())?;
+        let mut config = KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY);
+        config.cipher_suite = suite;
+        let bundle = KeyPackageBundle::generate(&config, &signer)?;
+        let key_package = bundle.to_bytes()?;
+        let Some(Entry::Group(old)) = reg.entries.remove(&state_id) else {
+            return Err(InteropError::UnknownId(state_id));
+        };
+        let reinit_id = reg.insert(Entry::ReInit(Box::new(ReInitState {
+            old: *old,
+            tx: Transaction {
+                signer,
+                bundle,
+                psks: PskStore::default(),
+            },
+        })));
+        Ok(HandleReInitCommitResponse {
+            reinit_id,
+            key_package,
+            epoch_authenticator,
+        })
+    }
+
     /// Destroys what an entry holds in custody (best effort: failures are
     /// logged).
     fn destroy_entry(&self, entry: Entry) {
@@ -403,10 +472,122 @@ impl InteropClient {
                 .destroy(&t.signer)
                 .and(t.signer.custody.destroy(&t.signer.signature_key)),
             Entry::ExternalSigner(s) => s.custody.destroy(&s.signature_key),
+            Entry::ReInit(r) => {
+                let signer = r.old.group.signer();
+                let old = signer.custody.destroy(&signer.signature_key);
+                let tx = r.tx.bundle.destroy(&r.tx.signer);
+                old.and(tx)
+                    .and(r.tx.signer.custody.destroy(&r.tx.signer.signature_key))
+            }
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not destroy the keys of a freed state");
         }
+    }
+
+    fn commit_inner(&self, req: CommitRequest) -> Result<CommitResponse, InteropError> {
+        let descriptions = req
+            .by_value
+            .iter()
+            .map(Description::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reg = self.registry()?;
+        let g = reg.group(req.state_id)?;
+        let now = now();
+        g.absorb_proposals(&req.by_reference, now)?;
+        let mut options = CommitOptions::new();
+        options.force_path = req.force_path;
+        for d in descriptions {
+            match d {
+                Description::Add(kp) => options.add_key_packages.push(kp),
+                Description::Remove(identity) => options
+                    .remove_leaves
+                    .push(member_with_identity(&g.group, &identity)?.0),
+                Description::ExternalPsk(id) => options.psks.push(g.group.external_psk_id(id)),
+                Description::ResumptionPsk(epoch) => {
+                    options.psks.push(g.group.resumption_psk_id(epoch))
+                }
+                Description::GroupContextExtensions(ext) => {
+                    if options.group_context_extensions.is_some() {
+                        return Err(InteropError::InvalidArgument(
+                            "two GroupContextExtensions proposals by value".into(),
+                        ));
+                    }
+                    options.group_context_extensions = Some(ext);
+                }
+                Description::ReInit {
+                    group_id,
+                    cipher_suite,
+                    extensions,
+                } => {
+                    options.reinit = Some(codec::ReInit {
+                        group_id,
+                        version: codec::ProtocolVersion::MLS10,
+                        cipher_suite,
+                        extensions,
+                    });
+                }
+            }
+        }
+        let saved = g.group.config().clone();
+        let mut config = saved.clone();
+        config.ratchet_tree_in_welcome = !req.external_tree;
+        g.group.set_config(config);
+        let out = g.group.commit(options, now);
+        g.group.set_config(saved);
+        let out = out?;
+        g.pending_commit = Some(out.commit.clone());
+        let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
+            (Some(t), true) => t.encode()?,
+            _ => Vec::new(),
+        };
+        Ok(CommitResponse {
+            commit: out.commit,
+            welcome: out.welcome.unwrap_or_default(),
+            ratchet_tree,
+        })
+    }
+
+    fn handle_commit_inner(
+        &self,
+        req: HandleCommitRequest,
+    ) -> Result<HandleCommitResponse, InteropError> {
+        let mut reg = self.registry()?;
+        let g = reg.group(req.state_id)?;
+        let now = now();
+        if g.group.has_pending_commit() && g.pending_commit.as_deref() == Some(&req.commit[..]) {
+            // The committer handling its own commit.
+            g.group.merge_pending_commit()?;
+            g.pending_commit = None;
+            return Ok(HandleCommitResponse {
+                state_id: req.state_id,
+                epoch_authenticator: g.group.epoch_authenticator().to_vec(),
+            });
+        }
+        g.absorb_proposals(&req.proposal, now)?;
+        let staged = match g.group.process_incoming(&req.commit, now)? {
+            ProcessedMessage::StagedCommit(s) => s,
+            _ => return Err(InteropError::UnexpectedMessage("not a commit")),
+        };
+        g.group.merge_staged_commit(staged)?;
+        Ok(HandleCommitResponse {
+            state_id: req.state_id,
+            epoch_authenticator: g.group.epoch_authenticator().to_vec(),
+        })
+    }
+
+    fn handle_pending_commit_inner(
+        &self,
+        req: HandlePendingCommitRequest,
+    ) -> Result<HandleCommitResponse, InteropError> {
+        let mut reg = self.registry()?;
+        let g = reg.group(req.state_id)?;
+        g.group.merge_pending_commit()?;
+        g.pending_commit = None;
+        Ok(HandleCommitResponse {
+            state_id: req.state_id,
+            epoch_authenticator: g.group.epoch_authenticator().to_vec(),
+        })
     }
 
     fn new_member_add_proposal_inner(
@@ -835,6 +1016,7 @@ impl MlsClient for InteropClient {
                     g.group.psk_store_mut().insert_external(req.psk_id, secret)
                 }
                 Some(Entry::Transaction(t)) => t.psks.insert_external(req.psk_id, secret),
+                Some(Entry::ReInit(r)) => r.tx.psks.insert_external(req.psk_id, secret),
                 Some(Entry::ExternalSigner(_)) => {
                     return Err(InteropError::WrongKind {
                         id: req.state_or_transaction_id,
@@ -929,59 +1111,7 @@ impl MlsClient for InteropClient {
 
     async fn commit(&self, req: Request<CommitRequest>) -> RpcResult<CommitResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let descriptions = req
-                .by_value
-                .iter()
-                .map(Description::parse)
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
-            let now = now();
-            g.absorb_proposals(&req.by_reference, now)?;
-            let mut options = CommitOptions::new();
-            options.force_path = req.force_path;
-            for d in descriptions {
-                match d {
-                    Description::Add(kp) => options.add_key_packages.push(kp),
-                    Description::Remove(identity) => options
-                        .remove_leaves
-                        .push(member_with_identity(&g.group, &identity)?.0),
-                    Description::ExternalPsk(id) => options.psks.push(g.group.external_psk_id(id)),
-                    Description::ResumptionPsk(epoch) => {
-                        options.psks.push(g.group.resumption_psk_id(epoch))
-                    }
-                    Description::GroupContextExtensions(ext) => {
-                        if options.group_context_extensions.is_some() {
-                            return Err(InteropError::InvalidArgument(
-                                "two GroupContextExtensions proposals by value".into(),
-                            ));
-                        }
-                        options.group_context_extensions = Some(ext);
-                    }
-                    Description::ReInit { .. } => {
-                        return Err(InteropError::Missing(MissingFeature::ReInit));
-                    }
-                }
-            }
-            let saved = g.group.config().clone();
-            let mut config = saved.clone();
-            config.ratchet_tree_in_welcome = !req.external_tree;
-            g.group.set_config(config);
-            let out = g.group.commit(options, now);
-            g.group.set_config(saved);
-            let out = out?;
-            g.pending_commit = Some(out.commit.clone());
-            let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
-                (Some(t), true) => t.encode()?,
-                _ => Vec::new(),
-            };
-            Ok(CommitResponse {
-                commit: out.commit,
-                welcome: out.welcome.unwrap_or_default(),
-                ratchet_tree,
-            })
-        })
+        answer(|| self.commit_inner(req))
     }
 
     async fn handle_commit(
@@ -989,31 +1119,7 @@ impl MlsClient for InteropClient {
         req: Request<HandleCommitRequest>,
     ) -> RpcResult<HandleCommitResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
-            let now = now();
-            if g.group.has_pending_commit() && g.pending_commit.as_deref() == Some(&req.commit[..])
-            {
-                // The committer handling its own commit.
-                g.group.merge_pending_commit()?;
-                g.pending_commit = None;
-                return Ok(HandleCommitResponse {
-                    state_id: req.state_id,
-                    epoch_authenticator: g.group.epoch_authenticator().to_vec(),
-                });
-            }
-            g.absorb_proposals(&req.proposal, now)?;
-            let staged = match g.group.process_incoming(&req.commit, now)? {
-                ProcessedMessage::StagedCommit(s) => s,
-                _ => return Err(InteropError::UnexpectedMessage("not a commit")),
-            };
-            g.group.merge_staged_commit(staged)?;
-            Ok(HandleCommitResponse {
-                state_id: req.state_id,
-                epoch_authenticator: g.group.epoch_authenticator().to_vec(),
-            })
-        })
+        answer(|| self.handle_commit_inner(req))
     }
 
     async fn handle_pending_commit(
@@ -1021,19 +1127,10 @@ impl MlsClient for InteropClient {
         req: Request<HandlePendingCommitRequest>,
     ) -> RpcResult<HandleCommitResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
-            g.group.merge_pending_commit()?;
-            g.pending_commit = None;
-            Ok(HandleCommitResponse {
-                state_id: req.state_id,
-                epoch_authenticator: g.group.epoch_authenticator().to_vec(),
-            })
-        })
+        answer(|| self.handle_pending_commit_inner(req))
     }
 
-    // ----- ReInit (RFC 9420 §11.2): needs engine support -----
+    // ----- ReInit (RFC 9420 §11.2) -----
 
     async fn re_init_proposal(
         &self,
@@ -1041,19 +1138,23 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<ProposalResponse> {
         let req = req.into_inner();
         answer(|| {
-            check_suite(req.cipher_suite)?;
-            extensions_from_proto(&req.extensions)?;
-            self.registry()?.group(req.state_id)?;
-            Err(InteropError::Missing(MissingFeature::ReInit))
+            let cipher_suite = check_suite(req.cipher_suite)?;
+            let extensions = extensions_from_proto(&req.extensions)?;
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let p = g.group.propose_reinit(codec::ReInit {
+                group_id: req.group_id,
+                version: codec::ProtocolVersion::MLS10,
+                cipher_suite,
+                extensions,
+            })?;
+            Ok(g.sent(p).into_inner())
         })
     }
 
     async fn re_init_commit(&self, req: Request<CommitRequest>) -> RpcResult<CommitResponse> {
         let req = req.into_inner();
-        answer(|| {
-            self.registry()?.group(req.state_id)?;
-            Err(InteropError::Missing(MissingFeature::ReInit))
-        })
+        answer(|| self.commit_inner(req))
     }
 
     async fn handle_pending_re_init_commit(
@@ -1062,8 +1163,9 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<HandleReInitCommitResponse> {
         let req = req.into_inner();
         answer(|| {
-            self.registry()?.group(req.state_id)?;
-            Err(InteropError::Missing(MissingFeature::ReInit))
+            let state_id = req.state_id;
+            let r = self.handle_pending_commit_inner(req)?;
+            self.suspend_for_reinit(state_id, r.epoch_authenticator)
         })
     }
 
@@ -1073,8 +1175,9 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<HandleReInitCommitResponse> {
         let req = req.into_inner();
         answer(|| {
-            self.registry()?.group(req.state_id)?;
-            Err(InteropError::Missing(MissingFeature::ReInit))
+            let state_id = req.state_id;
+            let r = self.handle_commit_inner(req)?;
+            self.suspend_for_reinit(state_id, r.epoch_authenticator)
         })
     }
 
@@ -1084,10 +1187,50 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<CreateSubgroupResponse> {
         let req = req.into_inner();
         answer(|| {
-            // A reinit id would come from HandleReInitCommit, which the
-            // engine cannot produce yet.
-            let _ = req.reinit_id;
-            Err(InteropError::Missing(MissingFeature::ReInit))
+            for kp in &req.key_package {
+                check_key_package(kp)?;
+            }
+            let mut reg = self.registry()?;
+            let r = reg.take_reinit(req.reinit_id)?;
+            let mut config = r.old.group.config().clone();
+            if let Some(reinit) = r.old.group.committed_reinit() {
+                config.cipher_suite = reinit.cipher_suite;
+            }
+            config.ratchet_tree_in_welcome = !req.external_tree;
+            let kps: Vec<&[u8]> = req.key_package.iter().map(Vec::as_slice).collect();
+            // The new group's founder commit adds the members; it has a
+            // path only if the engine requires one (`force_path` unused).
+            let created = r
+                .old
+                .group
+                .reinit_group(config, r.tx.signer.clone(), &kps, now());
+            let (mut group, out) = match created {
+                Ok(x) => x,
+                Err(e) => {
+                    reg.entries
+                        .insert(req.reinit_id, Entry::ReInit(Box::new(r)));
+                    return Err(e.into());
+                }
+            };
+            // The welcomer's own new KeyPackage is not used.
+            if let Err(e) = r.tx.bundle.destroy(&r.tx.signer) {
+                tracing::warn!(error = %e, "could not destroy an unused KeyPackage's keys");
+            }
+            let mut config = group.config().clone();
+            config.ratchet_tree_in_welcome = true;
+            group.set_config(config);
+            let epoch_authenticator = group.epoch_authenticator().to_vec();
+            let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
+                (Some(t), true) => t.encode()?,
+                _ => Vec::new(),
+            };
+            let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+            Ok(CreateSubgroupResponse {
+                state_id,
+                welcome: out.welcome.unwrap_or_default(),
+                ratchet_tree,
+                epoch_authenticator,
+            })
         })
     }
 
@@ -1097,12 +1240,42 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<JoinGroupResponse> {
         let req = req.into_inner();
         answer(|| {
-            let _ = req.reinit_id;
-            Err(InteropError::Missing(MissingFeature::ReInit))
+            let ratchet_tree = decode_tree(&req.ratchet_tree)?;
+            let mut reg = self.registry()?;
+            let r = reg.take_reinit(req.reinit_id)?;
+            let mut config = r.old.group.config().clone();
+            if let Some(reinit) = r.old.group.committed_reinit() {
+                config.cipher_suite = reinit.cipher_suite;
+            }
+            let joined = r.old.group.join_reinit(
+                config,
+                r.tx.signer.clone(),
+                &r.tx.bundle,
+                &req.welcome,
+                JoinOptions {
+                    ratchet_tree,
+                    psks: r.tx.psks.clone(),
+                },
+            );
+            match joined {
+                Ok(group) => {
+                    let epoch_authenticator = group.epoch_authenticator().to_vec();
+                    let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+                    Ok(JoinGroupResponse {
+                        state_id,
+                        epoch_authenticator,
+                    })
+                }
+                Err(e) => {
+                    reg.entries
+                        .insert(req.reinit_id, Entry::ReInit(Box::new(r)));
+                    Err(e.into())
+                }
+            }
         })
     }
 
-    // ----- Branching (RFC 9420 §11.3): needs engine support -----
+    // ----- Subgroup branching (RFC 9420 §11.3) -----
 
     async fn create_branch(
         &self,
@@ -1110,12 +1283,46 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<CreateSubgroupResponse> {
         let req = req.into_inner();
         answer(|| {
-            extensions_from_proto(&req.extensions)?;
+            let extensions = extensions_from_proto(&req.extensions)?;
             for kp in &req.key_packages {
                 check_key_package(kp)?;
             }
-            self.registry()?.group(req.state_id)?;
-            Err(InteropError::Missing(MissingFeature::Branch))
+            let mut reg = self.registry()?;
+            let g = reg.group(req.state_id)?;
+            let signer = self.signer_like(g.group.signer())?;
+            let kps: Vec<&[u8]> = req.key_packages.iter().map(Vec::as_slice).collect();
+            // The branch takes this group's configuration: set the Welcome's
+            // tree policy for it, then restore.
+            let saved = g.group.config().clone();
+            let mut config = saved.clone();
+            config.ratchet_tree_in_welcome = !req.external_tree;
+            g.group.set_config(config);
+            let created = g
+                .group
+                .branch(signer.clone(), req.group_id, extensions, &kps, now());
+            g.group.set_config(saved.clone());
+            let (mut group, out) = match created {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Err(d) = signer.custody.destroy(&signer.signature_key) {
+                        tracing::warn!(error = %d, "could not destroy an unused signature key");
+                    }
+                    return Err(e.into());
+                }
+            };
+            group.set_config(saved);
+            let epoch_authenticator = group.epoch_authenticator().to_vec();
+            let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
+                (Some(t), true) => t.encode()?,
+                _ => Vec::new(),
+            };
+            let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+            Ok(CreateSubgroupResponse {
+                state_id,
+                welcome: out.welcome.unwrap_or_default(),
+                ratchet_tree,
+                epoch_authenticator,
+            })
         })
     }
 
@@ -1125,19 +1332,36 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<HandleBranchResponse> {
         let req = req.into_inner();
         answer(|| {
+            let ratchet_tree = decode_tree(&req.ratchet_tree)?;
             let mut reg = self.registry()?;
             reg.group(req.state_id)?;
-            match reg.entries.get(&req.transaction_id) {
-                Some(Entry::Transaction(_)) => {}
-                Some(_) => {
-                    return Err(InteropError::WrongKind {
-                        id: req.transaction_id,
-                        expected: "transaction",
-                    });
+            let tx = reg.take_transaction(req.transaction_id)?;
+            let g = reg.group(req.state_id)?;
+            let joined = g.group.join_branch(
+                g.group.config().clone(),
+                tx.signer.clone(),
+                &tx.bundle,
+                &req.welcome,
+                JoinOptions {
+                    ratchet_tree,
+                    psks: tx.psks.clone(),
+                },
+            );
+            match joined {
+                Ok(group) => {
+                    let epoch_authenticator = group.epoch_authenticator().to_vec();
+                    let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+                    Ok(HandleBranchResponse {
+                        state_id,
+                        epoch_authenticator,
+                    })
                 }
-                None => return Err(InteropError::UnknownId(req.transaction_id)),
+                Err(e) => {
+                    reg.entries
+                        .insert(req.transaction_id, Entry::Transaction(Box::new(tx)));
+                    Err(e.into())
+                }
             }
-            Err(InteropError::Missing(MissingFeature::Branch))
         })
     }
 

@@ -780,101 +780,151 @@ async fn every_rpc_through_grpc() {
     assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
     message_round(&mut bob, &mut [&mut alice, &mut charlie], b"three again").await;
 
-    // ReInit and branching: the engine lacks them; the RPCs say so.
-    expect_status(
-        alice
-            .client
-            .re_init_proposal(ReInitProposalRequest {
-                state_id: alice.state,
-                cipher_suite: 2,
-                group_id: b"new".to_vec(),
-                extensions: vec![],
-            })
-            .await,
-        Code::Unimplemented,
-        "ReInit",
-    );
-    expect_status(
-        alice
-            .client
-            .re_init_commit(commit_req(alice.state, vec![]))
-            .await,
-        Code::Unimplemented,
-        "ReInit",
-    );
-    expect_status(
-        alice
-            .client
-            .handle_pending_re_init_commit(HandlePendingCommitRequest {
-                state_id: alice.state,
-            })
-            .await,
-        Code::Unimplemented,
-        "ReInit",
-    );
-    expect_status(
-        bob.client
-            .handle_re_init_commit(HandleCommitRequest {
-                state_id: bob.state,
-                proposal: vec![],
-                commit: vec![],
-            })
-            .await,
-        Code::Unimplemented,
-        "ReInit",
-    );
-    expect_status(
-        alice
-            .client
-            .re_init_welcome(ReInitWelcomeRequest {
-                reinit_id: 1,
-                key_package: vec![],
-                force_path: false,
-                external_tree: false,
-            })
-            .await,
-        Code::Unimplemented,
-        "ReInit",
-    );
-    expect_status(
-        bob.client
-            .handle_re_init_welcome(HandleReInitWelcomeRequest {
-                reinit_id: 1,
-                welcome: vec![],
-                ratchet_tree: vec![],
-            })
-            .await,
-        Code::Unimplemented,
-        "ReInit",
-    );
+    // Branch: alice branches a subgroup with bob (tree out of band).
     let (bob_branch_tx, bob_branch_kp) = key_package(&mut b.client, "bob").await;
+    let br = alice
+        .client
+        .create_branch(CreateBranchRequest {
+            state_id: alice.state,
+            group_id: b"branch".to_vec(),
+            extensions: vec![],
+            key_packages: vec![bob_branch_kp],
+            force_path: false,
+            external_tree: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!br.ratchet_tree.is_empty());
+    let hb = bob
+        .client
+        .handle_branch(HandleBranchRequest {
+            state_id: bob.state,
+            transaction_id: bob_branch_tx,
+            welcome: br.welcome,
+            ratchet_tree: br.ratchet_tree,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hb.epoch_authenticator, br.epoch_authenticator);
+    let mut alice_branch = Member {
+        client: a.client.clone(),
+        state: br.state_id,
+    };
+    let mut bob_branch = Member {
+        client: b.client.clone(),
+        state: hb.state_id,
+    };
+    assert_agree(
+        &mut [&mut alice_branch, &mut bob_branch],
+        &br.epoch_authenticator,
+    )
+    .await;
+    message_round(&mut bob_branch, &mut [&mut alice_branch], b"in the branch").await;
+    // The original group goes on.
+    assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
+    message_round(&mut alice, &mut [&mut bob, &mut charlie], b"main group").await;
+
+    // ReInit: bob proposes, alice commits by reference, everyone moves to
+    // the new group through bob's Welcome (tree out of band).
+    let reinit_p = bob
+        .client
+        .re_init_proposal(ReInitProposalRequest {
+            state_id: bob.state,
+            cipher_suite: 2,
+            group_id: b"c3a1b1e8-interop-group++".to_vec(),
+            extensions: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .proposal;
+    let out = alice
+        .client
+        .re_init_commit(commit_req(alice.state, vec![reinit_p.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ra = alice
+        .client
+        .handle_pending_re_init_commit(HandlePendingCommitRequest {
+            state_id: alice.state,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut reinit_ids = vec![(a.client.clone(), ra.reinit_id)];
+    let mut key_packages = vec![ra.key_package];
+    let mut bob_reinit = 0;
+    for (is_bob, m) in [(true, &mut bob), (false, &mut charlie)] {
+        let r = m
+            .client
+            .handle_re_init_commit(HandleCommitRequest {
+                state_id: m.state,
+                proposal: vec![reinit_p.clone()],
+                commit: out.commit.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, ra.epoch_authenticator);
+        if is_bob {
+            bob_reinit = r.reinit_id;
+        } else {
+            reinit_ids.push((m.client.clone(), r.reinit_id));
+            key_packages.push(r.key_package);
+        }
+    }
+    // The old state ids are closed.
     expect_status(
         alice
             .client
-            .create_branch(CreateBranchRequest {
+            .state_auth(StateAuthRequest {
                 state_id: alice.state,
-                group_id: b"branch".to_vec(),
-                extensions: vec![],
-                key_packages: vec![bob_branch_kp],
-                force_path: false,
-                external_tree: false,
             })
             .await,
-        Code::Unimplemented,
-        "branching",
+        Code::NotFound,
+        "unknown",
     );
-    expect_status(
-        bob.client
-            .handle_branch(HandleBranchRequest {
-                state_id: bob.state,
-                transaction_id: bob_branch_tx,
-                welcome: vec![],
-                ratchet_tree: vec![],
+    let welcome = b
+        .client
+        .re_init_welcome(ReInitWelcomeRequest {
+            reinit_id: bob_reinit,
+            key_package: key_packages,
+            force_path: false,
+            external_tree: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut new_members = vec![Member {
+        client: b.client.clone(),
+        state: welcome.state_id,
+    }];
+    for (mut client, reinit_id) in reinit_ids {
+        let r = client
+            .handle_re_init_welcome(HandleReInitWelcomeRequest {
+                reinit_id,
+                welcome: welcome.welcome.clone(),
+                ratchet_tree: welcome.ratchet_tree.clone(),
             })
-            .await,
-        Code::Unimplemented,
-        "branching",
-    );
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.epoch_authenticator, welcome.epoch_authenticator);
+        new_members.push(Member {
+            client,
+            state: r.state_id,
+        });
+    }
+    let [mut bob, mut alice, mut charlie]: [Member; 3] = new_members.try_into().ok().unwrap();
+    assert_agree(
+        &mut [&mut alice, &mut bob, &mut charlie],
+        &welcome.epoch_authenticator,
+    )
+    .await;
+    message_round(&mut charlie, &mut [&mut alice, &mut bob], b"after reinit").await;
 
     // Error cases: unsupported suite, unknown ids, unsupported credential
     // type, external commit with PSKs.
@@ -966,7 +1016,15 @@ async fn every_rpc_through_grpc() {
     );
 
     // Cleanup.
-    for m in [&mut alice, &mut bob, &mut charlie, &mut dave, &mut erin] {
+    for m in [
+        &mut alice,
+        &mut bob,
+        &mut charlie,
+        &mut dave,
+        &mut erin,
+        &mut alice_branch,
+        &mut bob_branch,
+    ] {
         m.client
             .free(FreeRequest { state_id: m.state })
             .await
@@ -1155,6 +1213,76 @@ async fn public_handshakes() {
     assert_eq!(auths[0], auths[1]);
     assert_ne!(auths[0], auth2);
     assert_agree(&mut [&mut alice, &mut bob], &auths[0]).await;
+
+    // ReInit by value (public framing), alice welcomes bob into the new
+    // group with the tree inside the Welcome.
+    let mut reinit = by_value("reinit");
+    reinit.group_id = b"public++".to_vec();
+    reinit.cipher_suite = 2;
+    let out = alice
+        .client
+        .re_init_commit(CommitRequest {
+            state_id: alice.state,
+            by_reference: vec![],
+            by_value: vec![reinit],
+            force_path: false,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ra = alice
+        .client
+        .handle_pending_re_init_commit(HandlePendingCommitRequest {
+            state_id: alice.state,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rb = bob
+        .client
+        .handle_re_init_commit(HandleCommitRequest {
+            state_id: bob.state,
+            proposal: vec![],
+            commit: out.commit,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ra.epoch_authenticator, rb.epoch_authenticator);
+    let w = alice
+        .client
+        .re_init_welcome(ReInitWelcomeRequest {
+            reinit_id: ra.reinit_id,
+            key_package: vec![rb.key_package],
+            force_path: true,
+            external_tree: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(w.ratchet_tree.is_empty());
+    let jb = bob
+        .client
+        .handle_re_init_welcome(HandleReInitWelcomeRequest {
+            reinit_id: rb.reinit_id,
+            welcome: w.welcome,
+            ratchet_tree: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(jb.epoch_authenticator, w.epoch_authenticator);
+    let mut alice = Member {
+        client: a.client.clone(),
+        state: w.state_id,
+    };
+    let mut bob = Member {
+        client: b.client.clone(),
+        state: jb.state_id,
+    };
+    assert_agree(&mut [&mut alice, &mut bob], &w.epoch_authenticator).await;
+    message_round(&mut bob, &mut [&mut alice], b"reinitialized").await;
 }
 
 // ----- scripts of the public runner's interop/configs/commit.json -----
