@@ -123,7 +123,43 @@ pub struct KeyPackageConfig {
     pub extensions: Vec<Extension>,
 }
 
+/// The `last_resort` KeyPackage extension type (draft-ietf-mls-extensions,
+/// `struct {} LastResort`, registered as 0x000A; openmls and mls-rs use
+/// it). A last-resort KeyPackage may be used by several Welcomes: its init
+/// key is not destroyed on join (RFC 9420 §16.8).
+pub const LAST_RESORT: ExtensionType = ExtensionType(0x000A);
+
 impl KeyPackageConfig {
+    /// Marks the KeyPackage as last resort (adds the empty `last_resort`
+    /// extension). Its init key survives joins; its leaf key is shared by
+    /// every group joined with it until each group's first update of it,
+    /// so rotate it soon (RFC 9750 §8.3.2 recommendations).
+    pub fn last_resort(mut self) -> Self {
+        if !self
+            .extensions
+            .iter()
+            .any(|e| e.extension_type == LAST_RESORT)
+        {
+            self.extensions.push(Extension {
+                extension_type: LAST_RESORT,
+                extension_data: Vec::new(),
+            });
+        }
+        self
+    }
+
+    /// Sets the LeafNode's `application_id` extension (RFC 9420 §5.3.3).
+    pub fn application_id(mut self, id: Vec<u8>) -> Result<Self, CodecError> {
+        let data = codec::ApplicationId(id).encode()?;
+        self.leaf_extensions
+            .retain(|e| e.extension_type != ExtensionType::APPLICATION_ID);
+        self.leaf_extensions.push(Extension {
+            extension_type: ExtensionType::APPLICATION_ID,
+            extension_data: data,
+        });
+        Ok(self)
+    }
+
     /// Suite 0x0002, valid from `now` for `validity_seconds`.
     pub fn new(now: u64, validity_seconds: u64) -> Self {
         KeyPackageConfig {
@@ -202,9 +238,18 @@ impl KeyPackageBundle {
         init_key: &KeyRef,
         encryption_key: &KeyRef,
     ) -> Result<KeyPackage, KeyPackageError> {
-        let capabilities = config.capabilities.clone().unwrap_or_else(|| {
+        let mut capabilities = config.capabilities.clone().unwrap_or_else(|| {
             default_capabilities(config.cipher_suite, signer.credential.credential_type())
         });
+        // The leaf lists the non-default extension types it carries
+        // (RFC 9420 §7.2), and those of its KeyPackage (last_resort).
+        for e in config.leaf_extensions.iter().chain(&config.extensions) {
+            if !is_default_extension(e.extension_type)
+                && !capabilities.extensions.contains(&e.extension_type)
+            {
+                capabilities.extensions.push(e.extension_type);
+            }
+        }
         let mut leaf_node = LeafNode {
             encryption_key: HpkePublicKey(encryption_key.public_key().as_bytes().to_vec()),
             signature_key: signer.signature_public_key(),
@@ -231,6 +276,15 @@ impl KeyPackageBundle {
             &tbs,
         )?;
         KeyPackage::from_trusted(cs, kp)
+    }
+
+    /// Whether the KeyPackage carries the `last_resort` extension.
+    pub fn is_last_resort(&self) -> bool {
+        self.key_package
+            .as_wire()
+            .extensions
+            .iter()
+            .any(|e| e.extension_type == LAST_RESORT)
     }
 
     /// The KeyPackage as an `MLSMessage` (wire format `mls_key_package`),
@@ -342,6 +396,11 @@ impl KeyPackageIn {
 /// values of the registry).
 pub fn is_default_extension(t: ExtensionType) -> bool {
     (1..=5).contains(&t.0)
+}
+
+/// The `application_id` of a LeafNode (RFC 9420 §5.3.3), if it has one.
+pub fn application_id(leaf: &LeafNode) -> Option<Result<Vec<u8>, CodecError>> {
+    codec::find_extension::<codec::ApplicationId>(&leaf.extensions).map(|r| r.map(|a| a.0))
 }
 
 /// A validated KeyPackage, with its `KeyPackageRef` (RFC 9420 §5.2).

@@ -124,6 +124,25 @@ pub struct GroupContextExtensions {
     pub extensions: Vec<Extension>,
 }
 
+/// The `proposal_type` hsmls uses for SelfRemove (draft-ietf-mls-extensions,
+/// `struct {} SelfRemove`). The two peers disagree: openmls 0.9 uses
+/// 0x000A, the value the MLS extensions draft asks IANA to register for
+/// `self_remove`; mls-rs 0.57 (feature `self_remove_proposal`) uses 0xF003
+/// from the private-use range. hsmls follows the draft's registration
+/// (0x000A); change this constant to 0xF003 to talk SelfRemove with mls-rs.
+pub const SELF_REMOVE_PROPOSAL_TYPE: u16 = 0x000A;
+
+impl ProposalType {
+    /// `self_remove` (draft-ietf-mls-extensions), see
+    /// [`SELF_REMOVE_PROPOSAL_TYPE`].
+    pub const SELF_REMOVE: ProposalType = ProposalType(SELF_REMOVE_PROPOSAL_TYPE);
+}
+
+/// `SelfRemove` (draft-ietf-mls-extensions): no body; the sender asks to be
+/// removed by the next commit of another member.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, TlsSize, TlsSerialize, TlsDeserializeBytes)]
+pub struct SelfRemove {}
+
 /// `Proposal` (RFC 9420 §12.1). Unknown proposal types are a decoding error
 /// ([`super::CodecError::UnknownValue`]): their body cannot be delimited, and
 /// §13.5 says an unsupported proposal type rejects the message.
@@ -151,6 +170,10 @@ pub enum Proposal {
     /// `group_context_extensions(7)`
     #[tls_codec(discriminant = 7)]
     GroupContextExtensions(GroupContextExtensions),
+    /// `self_remove` (draft-ietf-mls-extensions; codepoint
+    /// [`SELF_REMOVE_PROPOSAL_TYPE`]).
+    #[tls_codec(discriminant = "SELF_REMOVE_PROPOSAL_TYPE")]
+    SelfRemove(SelfRemove),
 }
 
 impl Proposal {
@@ -164,6 +187,7 @@ impl Proposal {
             Proposal::ReInit(_) => ProposalType::REINIT,
             Proposal::ExternalInit(_) => ProposalType::EXTERNAL_INIT,
             Proposal::GroupContextExtensions(_) => ProposalType::GROUP_CONTEXT_EXTENSIONS,
+            Proposal::SelfRemove(_) => ProposalType::SELF_REMOVE,
         }
     }
 }

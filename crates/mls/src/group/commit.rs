@@ -202,7 +202,8 @@ impl Group {
                 // The committer's own Update is replaced by its path, and
                 // a Remove of the committer cannot be committed by it.
                 let own_update = c.sender == committer && matches!(c.proposal, Proposal::Update(_));
-                let removes_self = matches!(&c.proposal, Proposal::Remove(r) if r.removed == own);
+                let removes_self = matches!(&c.proposal, Proposal::Remove(r) if r.removed == own)
+                    || (c.sender == committer && matches!(c.proposal, Proposal::SelfRemove(_)));
                 if own_update || removes_self {
                     continue;
                 }

@@ -177,9 +177,12 @@ impl Group {
             interim_transcript_hash: hashes.interim,
             confirmation_tag: gi.confirmation_tag,
         };
-        // §9.2: the init key is used once.
-        if let Err(e) = custody.destroy(&bundle.init_key) {
-            tracing::warn!(error = %e, "could not destroy the used init key");
+        // §9.2: the init key is used once, unless the KeyPackage is a
+        // last-resort one (§16.8, draft-ietf-mls-extensions last_resort).
+        if !bundle.is_last_resort() {
+            if let Err(e) = custody.destroy(&bundle.init_key) {
+                tracing::warn!(error = %e, "could not destroy the used init key");
+            }
         }
         let mut group = Group::from_state(cs, config, signer, validator, state, options.psks);
         group.linked_psk = linked_psk;

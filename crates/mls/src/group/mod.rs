@@ -62,9 +62,11 @@ mod config;
 mod error;
 mod external;
 mod join;
+mod leaf_ext;
 mod proposals;
 mod psk_store;
 mod reinit;
+mod self_remove;
 pub mod welcome;
 
 use std::collections::VecDeque;
@@ -1186,6 +1188,13 @@ impl Group {
                 }
             }
             Proposal::PreSharedKey(_) | Proposal::GroupContextExtensions(_) => {}
+            Proposal::SelfRemove(_) => {
+                if !matches!(sender, Sender::Member(_)) {
+                    return Err(GroupError::InvalidProposal(
+                        "a SelfRemove from a non-member",
+                    ));
+                }
+            }
             Proposal::ReInit(reinit) => proposals::check_reinit(&v, reinit)?,
             Proposal::ExternalInit(_) => {
                 return Err(GroupError::InvalidProposal(

@@ -307,6 +307,30 @@ pub fn validate_and_apply(
                 removes.push(remove.removed);
                 effects.path_required = true;
             }
+            Proposal::SelfRemove(_) => {
+                // draft-ietf-mls-extensions: the sender leaves; it cannot
+                // commit its own SelfRemove.
+                let Some(sender) = sender_leaf(&p.sender) else {
+                    return Err(GroupError::InvalidProposal(
+                        "a SelfRemove must come from a member",
+                    ));
+                };
+                if Some(sender) == committer_leaf {
+                    return Err(GroupError::InvalidProposal(
+                        "a commit cannot include the committer's own SelfRemove",
+                    ));
+                }
+                if tree.leaf(sender).is_none() {
+                    return Err(GroupError::NotAMember(sender.0));
+                }
+                if !touched.insert(sender) {
+                    return Err(GroupError::InvalidProposal(
+                        "several Update/Remove proposals for one leaf",
+                    ));
+                }
+                removes.push(sender);
+                effects.path_required = true;
+            }
             Proposal::PreSharedKey(psk) => {
                 check_psk_id(v, &psk.psk)?;
                 if !psk_ids.insert(psk.psk.encode()?) {

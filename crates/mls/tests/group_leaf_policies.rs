@@ -1,0 +1,334 @@
+//! KeyPackage and leaf policies: the `last_resort` KeyPackage extension
+//! (its init key survives joins; other init keys are destroyed, RFC 9420
+//! §9.2), the `application_id` leaf extension (§5.3.3), KeyPackage
+//! lifetimes checked against `now` (§7.2, §10.1), `required_capabilities`
+//! (§11.1) and the PrivateMessage padding policy of the group config
+//! (§6.3.1).
+
+use std::sync::Arc;
+
+use hsmls::codec::{
+    Credential, Decode, Extension, ExtensionType, MlsMessage, MlsMessageBody, RequiredCapabilities,
+};
+use hsmls::key_package::{KeyPackageError, LAST_RESORT};
+use hsmls::message_protection::PaddingPolicy;
+use hsmls::{
+    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
+    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+};
+use hsmls_custody::{KeyCustody, SoftwareCustody};
+
+const NOW: u64 = 1_750_000_000;
+
+fn validator() -> Arc<dyn CredentialValidator> {
+    Arc::new(BasicCredentialValidator::default())
+}
+
+fn signer(name: &str) -> Signer {
+    Signer::generate(
+        Arc::new(SoftwareCustody::new()),
+        Credential::Basic(name.as_bytes().to_vec()),
+    )
+    .unwrap()
+}
+
+fn create(name: &str, extensions: Vec<Extension>) -> Group {
+    Group::create(
+        GroupConfig::default(),
+        signer(name),
+        validator(),
+        hsmls::group::random_group_id(),
+        extensions,
+        NOW,
+    )
+    .unwrap()
+}
+
+/// Whether the custody can still use `key` (ECDH with its own public key).
+fn usable(custody: &dyn KeyCustody, key: &hsmls_custody::KeyRef) -> bool {
+    custody.dh(key, key.public_key().as_bytes()).is_ok()
+}
+
+#[test]
+fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
+    let bob = signer("bob");
+    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600).last_resort(), &bob)
+        .unwrap();
+    assert!(kp.is_last_resort());
+    let wire = kp.key_package.as_wire();
+    assert!(
+        wire.extensions
+            .iter()
+            .any(|e| e.extension_type == LAST_RESORT && e.extension_data.is_empty())
+    );
+    assert!(
+        wire.leaf_node
+            .capabilities
+            .extensions
+            .contains(&LAST_RESORT)
+    );
+    let bytes = kp.to_bytes().unwrap();
+
+    for founder in ["alice", "carol"] {
+        let mut g = create(founder, vec![]);
+        let out = g.add_members(&[&bytes], NOW).unwrap();
+        g.merge_pending_commit().unwrap();
+        let b = Group::join_from_welcome(
+            GroupConfig::default(),
+            bob.clone(),
+            validator(),
+            &kp,
+            &out.welcome.unwrap(),
+            JoinOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(b.epoch_authenticator(), g.epoch_authenticator());
+        assert!(
+            usable(bob.custody.as_ref(), &kp.init_key),
+            "the last-resort init key was destroyed"
+        );
+    }
+
+    // An ordinary KeyPackage's init key is destroyed on join (§9.2).
+    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
+    assert!(!kp.is_last_resort());
+    let mut g = create("dave", vec![]);
+    let out = g.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    g.merge_pending_commit().unwrap();
+    let welcome = out.welcome.unwrap();
+    assert!(usable(bob.custody.as_ref(), &kp.init_key));
+    Group::join_from_welcome(
+        GroupConfig::default(),
+        bob.clone(),
+        validator(),
+        &kp,
+        &welcome,
+        JoinOptions::default(),
+    )
+    .unwrap();
+    assert!(!usable(bob.custody.as_ref(), &kp.init_key));
+    // ... so the same Welcome cannot be used twice.
+    assert!(
+        Group::join_from_welcome(
+            GroupConfig::default(),
+            bob.clone(),
+            validator(),
+            &kp,
+            &welcome,
+            JoinOptions::default(),
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn application_id_is_set_and_read() {
+    let bob = signer("bob");
+    let kp = KeyPackageBundle::generate(
+        &KeyPackageConfig::new(NOW - 10, 3600)
+            .application_id(b"bob's phone".to_vec())
+            .unwrap(),
+        &bob,
+    )
+    .unwrap();
+    let mut a = create("alice", vec![]);
+    let out = a.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    a.merge_pending_commit().unwrap();
+    let mut b = Group::join_from_welcome(
+        GroupConfig::default(),
+        bob,
+        validator(),
+        &kp,
+        &out.welcome.unwrap(),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let bi = b.own_leaf_index();
+    let ai = a.own_leaf_index();
+    assert_eq!(
+        a.application_id(bi).unwrap().as_deref(),
+        Some(&b"bob's phone"[..])
+    );
+    assert_eq!(
+        b.application_id(bi).unwrap().as_deref(),
+        Some(&b"bob's phone"[..])
+    );
+    assert_eq!(b.application_id(ai).unwrap(), None);
+    // The leaf keeps it across a self-update by commit.
+    let out = b.self_update(NOW).unwrap();
+    b.merge_pending_commit().unwrap();
+    let ProcessedMessage::StagedCommit(s) = a.process_incoming(&out.commit, NOW).unwrap() else {
+        panic!("expected a commit");
+    };
+    a.merge_staged_commit(s).unwrap();
+    assert_eq!(
+        a.application_id(bi).unwrap().as_deref(),
+        Some(&b"bob's phone"[..])
+    );
+    assert!(matches!(
+        a.application_id(hsmls::tree_math::LeafIndex(7)),
+        Err(GroupError::NotAMember(7))
+    ));
+}
+
+#[test]
+fn key_packages_outside_their_lifetime_are_rejected() {
+    let bob = signer("bob");
+    // Valid for [NOW + 100, NOW + 200].
+    let future = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW + 100, 100), &bob).unwrap();
+    // Valid for [NOW - 200, NOW - 100].
+    let expired = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 200, 100), &bob).unwrap();
+    let mut a = create("alice", vec![]);
+    for kp in [&future, &expired] {
+        let before = a.state_snapshot();
+        let r = a.add_members(&[&kp.to_bytes().unwrap()], NOW);
+        assert!(
+            matches!(
+                r,
+                Err(GroupError::KeyPackage(KeyPackageError::Expired {
+                    now: NOW,
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
+        assert!(a.state_snapshot() == before);
+        assert!(matches!(
+            a.propose_add(&kp.to_bytes().unwrap(), NOW),
+            Err(GroupError::KeyPackage(KeyPackageError::Expired { .. }))
+        ));
+    }
+    // Within the lifetime it is accepted.
+    assert!(
+        a.add_members(&[&future.to_bytes().unwrap()], NOW + 150)
+            .is_ok()
+    );
+    a.discard_pending_commit().unwrap();
+
+    // A receiver checks the lifetime against its own `now`: a commit adding
+    // a KeyPackage valid at the committer's time but expired at the
+    // receiver's is refused with the receiver's state unchanged.
+    let carol = signer("carol");
+    let kc = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &carol).unwrap();
+    let out = a.add_members(&[&kc.to_bytes().unwrap()], NOW).unwrap();
+    a.merge_pending_commit().unwrap();
+    let mut c = Group::join_from_welcome(
+        GroupConfig::default(),
+        carol,
+        validator(),
+        &kc,
+        &out.welcome.unwrap(),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let dave = signer("dave");
+    let kd = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 100), &dave).unwrap();
+    let out = a.add_members(&[&kd.to_bytes().unwrap()], NOW).unwrap();
+    let before = c.state_snapshot();
+    let r = c.process_incoming(&out.commit, NOW + 1000);
+    assert!(
+        matches!(
+            r,
+            Err(GroupError::KeyPackage(KeyPackageError::Expired { .. }))
+        ),
+        "{r:?}"
+    );
+    assert!(c.state_snapshot() == before);
+    assert!(matches!(
+        c.process_incoming(&out.commit, NOW).unwrap(),
+        ProcessedMessage::StagedCommit(_)
+    ));
+}
+
+#[test]
+fn required_capabilities_gate_adds() {
+    let rc = RequiredCapabilities {
+        extension_types: vec![ExtensionType(0xff01)],
+        proposal_types: vec![],
+        credential_types: vec![],
+    };
+    let data = hsmls::codec::Encode::encode(&rc).unwrap();
+    // The founder's own leaf must support it too: give it through the
+    // leaf-capabilities-free create and check the add path only.
+    let mut a = create(
+        "alice",
+        vec![Extension {
+            extension_type: ExtensionType::REQUIRED_CAPABILITIES,
+            extension_data: data,
+        }],
+    );
+    let bob = signer("bob");
+    let plain = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
+    let r = a.add_members(&[&plain.to_bytes().unwrap()], NOW);
+    assert!(matches!(r, Err(GroupError::InvalidProposal(_))), "{r:?}");
+    let mut config = KeyPackageConfig::new(NOW - 10, 3600);
+    let mut caps = hsmls::key_package::default_capabilities(
+        config.cipher_suite,
+        bob.credential.credential_type(),
+    );
+    caps.extensions.push(ExtensionType(0xff01));
+    config.capabilities = Some(caps);
+    let able = KeyPackageBundle::generate(&config, &bob).unwrap();
+    assert!(a.add_members(&[&able.to_bytes().unwrap()], NOW).is_ok());
+}
+
+/// The encoded length of a PrivateMessage's ciphertext.
+fn ciphertext_len(message: &[u8]) -> usize {
+    match MlsMessage::decode(message).unwrap().body {
+        MlsMessageBody::PrivateMessage(pm) => pm.ciphertext.len(),
+        _ => panic!("not a PrivateMessage"),
+    }
+}
+
+#[test]
+fn padding_policy_of_the_group_config() {
+    let mut a = create("alice", vec![]);
+    let bob = signer("bob");
+    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
+    let out = a.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    a.merge_pending_commit().unwrap();
+    let mut b = Group::join_from_welcome(
+        GroupConfig::default(),
+        bob,
+        validator(),
+        &kp,
+        &out.welcome.unwrap(),
+        JoinOptions::default(),
+    )
+    .unwrap();
+
+    // Without padding, lengths differ with the content.
+    let short = a.encrypt_application(b"a").unwrap();
+    let long = a.encrypt_application(&[7u8; 40]).unwrap();
+    assert_ne!(ciphertext_len(&short), ciphertext_len(&long));
+
+    // With 256-byte blocks, both fit one block (plus the 16-byte AEAD tag).
+    let mut config = a.config().clone();
+    config.padding = PaddingPolicy::multiple_of(256);
+    a.set_config(config);
+    assert_eq!(a.config().padding.block(), 256);
+    let mut sizes = Vec::new();
+    for data in [&b"a"[..], &[7u8; 40][..], &[9u8; 150][..]] {
+        let m = a.encrypt_application(data).unwrap();
+        let n = ciphertext_len(&m);
+        assert_eq!((n - 16) % 256, 0, "ciphertext of {n} bytes is not padded");
+        sizes.push(n);
+        match b.process_incoming(&m, NOW).unwrap() {
+            ProcessedMessage::ApplicationMessage { data: got, .. } => assert_eq!(got, data),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(sizes.iter().all(|s| *s == sizes[0]));
+    // A longer message takes more blocks.
+    let m = a.encrypt_application(&[1u8; 600]).unwrap();
+    let n = ciphertext_len(&m);
+    assert_eq!((n - 16) % 256, 0);
+    assert!(n > sizes[0]);
+    // Handshakes are padded too.
+    let p = a.propose_update().unwrap();
+    assert_eq!((ciphertext_len(&p) - 16) % 256, 0);
+    assert!(matches!(
+        b.process_incoming(&p, NOW).unwrap(),
+        ProcessedMessage::Proposal { .. }
+    ));
+}
