@@ -15,6 +15,9 @@
 //!   token ([`Pkcs11Custody`], `HSMLS_PKCS11_CONFIG` from
 //!   `scripts/test.sh`) in groups with openmls and mls-rs, in both
 //!   directions (hsmls creates, the peer creates).
+//! - `self_remove_with_openmls`: SelfRemove (draft-ietf-mls-extensions)
+//!   at codepoint 0x000A, shared by hsmls and openmls, both ways. (mls-rs
+//!   uses 0xF003 behind a feature the peer does not enable.)
 
 use std::sync::Arc;
 
@@ -214,6 +217,20 @@ struct Om {
     signer: openmls_basic_credential::SignatureKeyPair,
     credential: openmls::prelude::CredentialWithKey,
     group: Option<openmls::prelude::MlsGroup>,
+    /// Send handshakes as PublicMessage (openmls sends SelfRemove only so).
+    plaintext_handshakes: bool,
+}
+
+/// openmls leaf capabilities: suite 0x0002, basic credentials, SelfRemove.
+fn self_remove_capabilities() -> openmls::prelude::Capabilities {
+    use openmls::prelude::*;
+    Capabilities::new(
+        None,
+        Some(&[Ciphersuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256]),
+        None,
+        Some(&[ProposalType::SelfRemove]),
+        Some(&[CredentialType::Basic]),
+    )
 }
 
 impl Om {
@@ -232,13 +249,70 @@ impl Om {
             signer,
             credential,
             group: None,
+            plaintext_handshakes: false,
         }
+    }
+
+    /// Creates a group whose founder supports SelfRemove.
+    fn create(&mut self, group_id: &[u8]) {
+        use openmls::prelude::*;
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(Ciphersuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256)
+            .use_ratchet_tree_extension(true)
+            .capabilities(self_remove_capabilities())
+            .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .build();
+        self.group = Some(
+            MlsGroup::new_with_group_id(
+                &self.provider,
+                &self.signer,
+                &config,
+                GroupId::from_slice(group_id),
+                self.credential.clone(),
+            )
+            .unwrap(),
+        );
+    }
+
+    /// Adds KeyPackages (MLSMessages) and merges; returns the Welcome.
+    fn add(&mut self, key_packages: &[Vec<u8>]) -> Vec<u8> {
+        use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+        use openmls::prelude::*;
+        let kps: Vec<KeyPackage> = key_packages
+            .iter()
+            .map(
+                |b| match MlsMessageIn::tls_deserialize_exact(b).unwrap().extract() {
+                    MlsMessageBodyIn::KeyPackage(kp) => kp
+                        .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+                        .unwrap(),
+                    _ => panic!("not a KeyPackage"),
+                },
+            )
+            .collect();
+        let group = self.group.as_mut().unwrap();
+        let (_, welcome, _) = group
+            .add_members(&self.provider, &self.signer, &kps)
+            .unwrap();
+        group.merge_pending_commit(&self.provider).unwrap();
+        welcome.tls_serialize_detached().unwrap()
+    }
+
+    /// openmls's SelfRemove proposal.
+    fn propose_self_remove(&mut self) -> Vec<u8> {
+        use openmls::prelude::tls_codec::Serialize as _;
+        let group = self.group.as_mut().unwrap();
+        group
+            .leave_group_via_self_remove(&self.provider, &self.signer)
+            .unwrap()
+            .tls_serialize_detached()
+            .unwrap()
     }
 
     fn key_package(&self) -> Vec<u8> {
         use openmls::prelude::tls_codec::Serialize as _;
         use openmls::prelude::*;
         let bundle = KeyPackage::builder()
+            .leaf_node_capabilities(self_remove_capabilities())
             .build(
                 Ciphersuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
                 &self.provider,
@@ -256,7 +330,11 @@ impl Om {
         use openmls::prelude::*;
         let config = MlsGroupJoinConfig::builder()
             .use_ratchet_tree_extension(true)
-            .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .wire_format_policy(if self.plaintext_handshakes {
+                MIXED_PLAINTEXT_WIRE_FORMAT_POLICY
+            } else {
+                MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY
+            })
             .number_of_resumption_psks(8)
             .build();
         let MlsMessageBodyIn::Welcome(welcome) = MlsMessageIn::tls_deserialize_exact(welcome)
@@ -514,4 +592,66 @@ fn softhsm_hsmls_with_openmls_and_mls_rs() {
         );
         assert_keys_in_token(&mut h);
     }
+}
+
+/// SelfRemove (draft-ietf-mls-extensions) with openmls, which uses the same
+/// codepoint as hsmls (0x000A): hsmls self-removes and openmls commits;
+/// an openmls member self-removes and hsmls commits.
+#[test]
+fn self_remove_with_openmls() {
+    use hsmls::codec::ProposalType;
+    let mut o = Om::new(b"olivia");
+    let mut o2 = Om::new(b"oscar");
+    o2.plaintext_handshakes = true;
+    let mut h = Hs::new(Arc::new(SoftwareCustody::new()), "henry");
+    // hsmls's KeyPackage lists SelfRemove in its capabilities (openmls
+    // requires every member to support a proposal type it processes).
+    let mut config = KeyPackageConfig::new(now() - 60, 86_400);
+    let mut caps = hsmls::key_package::default_capabilities(
+        config.cipher_suite,
+        h.signer.credential.credential_type(),
+    );
+    caps.proposals.push(ProposalType::SELF_REMOVE);
+    config.capabilities = Some(caps);
+    let bundle = KeyPackageBundle::generate(&config, &h.signer).unwrap();
+    let kp = bundle.to_bytes().unwrap();
+    h.bundles.push(bundle);
+
+    o.create(b"self remove group");
+    let welcome = o.add(&[kp, o2.key_package()]);
+    h.join(&welcome);
+    o2.join(&welcome);
+    assert_eq!(h.agreement(), o.agreement());
+    assert_eq!(o2.agreement(), o.agreement());
+
+    // oscar (openmls) self-removes; hsmls commits; olivia processes.
+    let oscar = LeafIndex(o2.group.as_ref().unwrap().own_leaf_index().u32());
+    let proposal = o2.propose_self_remove();
+    assert_eq!(proposal.get(..2), Some(&[0u8, 1][..]), "an MLSMessage");
+    assert_eq!(h.process(&proposal), None);
+    assert!(matches!(
+        h.g().pending_proposals().last().map(|p| &p.proposal),
+        Some(hsmls::codec::Proposal::SelfRemove(_))
+    ));
+    assert_eq!(o.process(&proposal), Event::Proposal);
+    let out = h.commit(CommitOptions::new());
+    assert_eq!(out.removes.len(), 1);
+    assert_eq!(out.removes[0].index, oscar);
+    assert!(matches!(o.process(&out.commit), Event::Commit { .. }));
+    assert!(matches!(o2.process(&out.commit), Event::Commit { .. }));
+    assert_eq!(h.agreement(), o.agreement());
+    assert_eq!(h.g().members().len(), 2);
+
+    // henry (hsmls) self-removes; olivia (openmls) commits it.
+    let proposal = h.g().propose_self_remove().unwrap();
+    assert_eq!(o.process(&proposal), Event::Proposal);
+    let commit = o.commit_pending();
+    let ProcessedMessage::StagedCommit(staged) = h.g().process_incoming(&commit, now()).unwrap()
+    else {
+        panic!("expected a commit");
+    };
+    assert!(staged.self_removed);
+    h.g().merge_staged_commit(staged).unwrap();
+    assert!(!h.g().is_active());
+    assert_eq!(o.group.as_ref().unwrap().members().count(), 1);
 }
