@@ -18,6 +18,8 @@
 //! - `self_remove_with_openmls`: SelfRemove (draft-ietf-mls-extensions)
 //!   at codepoint 0x000A, shared by hsmls and openmls, both ways. (mls-rs
 //!   uses 0xF003 behind a feature the peer does not enable.)
+//! - `last_resort_key_package_with_openmls_and_mls_rs`: one last-resort
+//!   KeyPackage of hsmls joins an openmls group and an mls-rs group.
 
 use std::sync::Arc;
 
@@ -654,4 +656,64 @@ fn self_remove_with_openmls() {
     h.g().merge_staged_commit(staged).unwrap();
     assert!(!h.g().is_active());
     assert_eq!(o.group.as_ref().unwrap().members().count(), 1);
+}
+
+/// A last-resort KeyPackage of hsmls (the `last_resort` extension,
+/// 0x000A) used by an openmls group and then by an mls-rs group: hsmls
+/// joins both from the same KeyPackage, its init key surviving the first
+/// join (RFC 9420 §16.8).
+#[test]
+fn last_resort_key_package_with_openmls_and_mls_rs() {
+    let custody = Arc::new(SoftwareCustody::new());
+    let signer = Signer::generate(custody.clone(), Credential::Basic(b"lena".to_vec())).unwrap();
+    let bundle = KeyPackageBundle::generate(
+        &KeyPackageConfig::new(now() - 60, 86_400).last_resort(),
+        &signer,
+    )
+    .unwrap();
+    let kp = bundle.to_bytes().unwrap();
+    let join = |welcome: &[u8]| {
+        Group::join_from_welcome(
+            GroupConfig::default(),
+            signer.clone(),
+            validator(),
+            &bundle,
+            welcome,
+            JoinOptions::default(),
+        )
+        .unwrap()
+    };
+
+    let mut o = OpenMlsPeer::new(b"olivia").unwrap();
+    o.create_group(b"first").unwrap();
+    let out = o.add_members(std::slice::from_ref(&kp)).unwrap();
+    o.merge_pending().unwrap();
+    let mut g1 = join(out.welcome.as_deref().unwrap());
+    assert_eq!(g1.epoch_authenticator(), o.epoch_authenticator().unwrap());
+    assert!(
+        custody
+            .dh(&bundle.init_key, bundle.init_key.public_key().as_bytes())
+            .is_ok(),
+        "the last-resort init key survives the join"
+    );
+
+    let mut r = MlsRsPeer::new(b"rhea").unwrap();
+    r.create_group(b"second").unwrap();
+    let out = r.add_members(&[kp]).unwrap();
+    r.merge_pending().unwrap();
+    let g2 = join(out.welcome.as_deref().unwrap());
+    assert_eq!(g2.epoch_authenticator(), r.epoch_authenticator().unwrap());
+
+    // Both groups work.
+    let m = o.encrypt(b"to lena, group 1").unwrap();
+    match g1.process_incoming(&m, now()).unwrap() {
+        ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, b"to lena, group 1"),
+        other => panic!("{other:?}"),
+    }
+    let m = r.encrypt(b"to lena, group 2").unwrap();
+    let mut g2 = g2;
+    match g2.process_incoming(&m, now()).unwrap() {
+        ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, b"to lena, group 2"),
+        other => panic!("{other:?}"),
+    }
 }
