@@ -20,7 +20,10 @@
 //!   generations, which receivers would refuse beyond their forward window.
 //!
 //! Sizes come from `PEERS_BENCH_SIZES` (default `2,100,1000`), e.g.
-//! `PEERS_BENCH_SIZES=10000 cargo bench -p hsmls-peers --bench commit`.
+//! `PEERS_BENCH_SIZES=10000 cargo bench -p hsmls-peers --bench commit`;
+//! `PEERS_BENCH_IMPLS=hsmls,mls-rs` selects implementations. hsmls spreads
+//! UpdatePath encryption and tree validation over the cores; mls-rs does so
+//! with `--features mls-rs-rayon`; openmls runs on one thread.
 //! To add an implementation, implement `Peer` for it and add one
 //! `bench_peer::<ItsPeer>(c, n)` line in `commit_benches`.
 
@@ -187,11 +190,25 @@ fn sizes() -> Vec<usize> {
         .unwrap_or_else(|| vec![2, 100, 1000])
 }
 
+/// Whether `PEERS_BENCH_IMPLS` (a comma-separated list of names, default
+/// all) selects the implementation.
+fn selected<P: Peer>() -> bool {
+    std::env::var("PEERS_BENCH_IMPLS")
+        .map(|list| list.split(',').any(|name| name.trim() == P::NAME))
+        .unwrap_or(true)
+}
+
 fn commit_benches(c: &mut Criterion) {
     for n in sizes() {
-        bench_peer::<HsmlsPeer>(c, n);
-        bench_peer::<OpenMlsPeer>(c, n);
-        bench_peer::<MlsRsPeer>(c, n);
+        if selected::<HsmlsPeer>() {
+            bench_peer::<HsmlsPeer>(c, n);
+        }
+        if selected::<OpenMlsPeer>() {
+            bench_peer::<OpenMlsPeer>(c, n);
+        }
+        if selected::<MlsRsPeer>() {
+            bench_peer::<MlsRsPeer>(c, n);
+        }
     }
 }
 

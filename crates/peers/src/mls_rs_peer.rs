@@ -6,8 +6,8 @@
 //! PublicMessage) and no padding (as openmls's default). mls-rs always
 //! accepts both forms. Default commit options: the ratchet_tree extension in
 //! Welcome, one Welcome for all new members, a path only when required
-//! (RFC 9420 §12.4). Built without the `rayon` feature, so it runs on one
-//! thread like the other implementations.
+//! (RFC 9420 §12.4). Built without mls-rs's default `rayon` feature (one
+//! thread) unless this crate's `mls-rs-rayon` feature is on.
 
 use std::fmt;
 
