@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! hsmls [--config FILE] demo
+//! hsmls [--config FILE] custody-demo
+//! hsmls [--config FILE] group-demo
 //! hsmls [--config FILE] probe
 //! hsmls [--config FILE] key generate (signature|hpke)
 //! hsmls [--config FILE] key sign URI MESSAGE
@@ -12,6 +14,8 @@
 //! `HSMLS_PKCS11_CONFIG`; the PIN comes from the file or environment variable
 //! that configuration names, never from the command line.
 #![forbid(unsafe_code)]
+
+mod group_demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +33,8 @@ enum CliError {
     Usage(String),
     #[error(transparent)]
     Custody(#[from] CustodyError),
+    #[error("MLS: {0}")]
+    Mls(String),
     #[error("check failed: {0}")]
     Check(String),
 }
@@ -36,7 +42,9 @@ enum CliError {
 const USAGE: &str = "usage: hsmls [--config FILE] <command>
 
 commands:
-  demo                          generate keys in the token, sign, verify, ECDH
+  demo                          custody-demo, then group-demo
+  custody-demo                  generate keys in the token, sign, verify, ECDH
+  group-demo                    an MLS group of alice, bob and carol, keys in the token
   probe                         show what the token can hold
   key generate signature|hpke   generate a key; prints its URI and public key
   key sign URI MESSAGE          sign SHA-256(MESSAGE); prints the DER signature (hex)
@@ -68,12 +76,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(config: Option<PathBuf>) -> Result<Pkcs11Custody, CliError> {
-    let config = match config {
+fn load(config: Option<PathBuf>) -> Result<Pkcs11Config, CliError> {
+    Ok(match config {
         Some(path) => Pkcs11Config::from_file(&path)?,
         None => Pkcs11Config::from_env()?,
-    };
-    Ok(Pkcs11Custody::open(&config)?)
+    })
+}
+
+fn open(config: Option<PathBuf>) -> Result<Pkcs11Custody, CliError> {
+    Ok(Pkcs11Custody::open(&load(config)?)?)
 }
 
 fn run(args: Vec<String>) -> Result<(), CliError> {
@@ -97,7 +108,14 @@ fn run(args: Vec<String>) -> Result<(), CliError> {
     }
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     match rest.as_slice() {
-        ["demo"] => demo(&open(config)?),
+        ["demo"] => {
+            let config = load(config)?;
+            demo(&Pkcs11Custody::open(&config)?)?;
+            println!("\n");
+            group_demo::group_demo(&config)
+        }
+        ["custody-demo"] => demo(&open(config)?),
+        ["group-demo"] => group_demo::group_demo(&load(config)?),
         ["probe"] => {
             let custody = open(config)?;
             println!("{}", custody.capabilities().summary);

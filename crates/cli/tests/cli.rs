@@ -81,3 +81,64 @@ fn pin_is_not_accepted_on_the_command_line() {
     let out = hsmls(&["--pin", "1234", "probe"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The group demo through the binary: three members with keys in the
+/// token agree after every step (the demo exits non-zero on any
+/// disagreement), and every application message is received.
+#[test]
+fn group_demo_members_agree_and_receive() {
+    let text = stdout_ok(&hsmls(&["group-demo"]));
+    for epoch in 1..=3 {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("agree: epoch ") && l.contains(&format!("epoch {epoch},"))),
+            "no agreement line for epoch {epoch}\n{text}"
+        );
+    }
+    assert!(
+        text.contains("=> alice, bob, carol agree: epoch 2,"),
+        "{text}"
+    );
+    assert!(text.contains("=> alice, bob agree: epoch 3,"), "{text}");
+    for line in [
+        "bob received from alice: \"hello bob and carol\"",
+        "carol received from alice: \"hello bob and carol\"",
+        "alice received from bob: \"hi alice, bob here\"",
+        "bob received from carol: \"carol says hi\"",
+        "carol received from bob: \"bob, with fresh keys\"",
+        "bob received from alice: \"just the two of us\"",
+        "carol processed the commit: removed from the group",
+    ] {
+        assert!(text.contains(line), "missing {line:?}\n{text}");
+    }
+    // The printed epoch_authenticators of one epoch are all equal.
+    for epoch in 1..=3 {
+        let auths: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                l.split_once(&format!(" epoch {epoch}  epoch_authenticator "))
+                    .map(|(_, a)| a.trim())
+            })
+            .collect();
+        assert!(auths.len() >= 2, "epoch {epoch}: {auths:?}\n{text}");
+        assert!(
+            auths.iter().all(|a| *a == auths[0]),
+            "epoch {epoch}: {auths:?}"
+        );
+    }
+    // Carol's used init key is gone from the token, and so are the demo's
+    // signature keys.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("carol init key pkcs11:token=hsmls-test;")
+                && l.ends_with("find by URI fails: no key found")),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("signature key: find by URI fails: no key found"))
+            .count(),
+        3,
+        "{text}"
+    );
+}
