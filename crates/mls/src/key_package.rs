@@ -134,6 +134,11 @@ impl KeyPackageConfig {
     /// extension). Its init key survives joins; its leaf key is shared by
     /// every group joined with it until each group's first update of it,
     /// so rotate it soon (RFC 9750 §8.3.2 recommendations).
+    ///
+    /// No group destroys these shared keys (not on join, not when its own
+    /// commit replaces the leaf key, not when it is left): the application
+    /// destroys them with [`KeyPackageBundle::destroy`] when it rotates its
+    /// last-resort KeyPackage.
     pub fn last_resort(mut self) -> Self {
         if !self
             .extensions
@@ -178,6 +183,10 @@ impl KeyPackageConfig {
 /// A KeyPackage this client generated, with the references to its private
 /// keys in custody. The application publishes [`KeyPackageBundle::to_bytes`]
 /// and stores the bundle to join from the Welcome that uses it.
+///
+/// A last-resort bundle ([`KeyPackageConfig::last_resort`]) may join several
+/// groups, which then share its leaf key; the groups never destroy its keys.
+/// The application calls [`KeyPackageBundle::destroy`] when it rotates it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyPackageBundle {
     /// The signed KeyPackage.
@@ -293,8 +302,11 @@ impl KeyPackageBundle {
         self.key_package.to_message_bytes()
     }
 
-    /// Destroys both private keys in custody (a KeyPackage withdrawn
-    /// before use).
+    /// Destroys both private keys in custody: a KeyPackage withdrawn
+    /// before use, or a last-resort KeyPackage being rotated (its keys stay
+    /// in custody after joins, shared by the groups joined with it; after
+    /// this, those groups that have not yet replaced their leaf key can no
+    /// longer decrypt to it).
     pub fn destroy(&self, signer: &Signer) -> Result<(), CustodyError> {
         signer.custody.destroy(&self.init_key)?;
         signer.custody.destroy(&self.encryption_key)

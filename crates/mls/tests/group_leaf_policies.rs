@@ -121,6 +121,88 @@ fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
     );
 }
 
+/// A last-resort KeyPackage's leaf key is shared by every group joined
+/// with it: a group replacing it (here by a self-update) must not destroy
+/// it, or the other groups could no longer decrypt a path to it. The
+/// application destroys it with the bundle.
+#[test]
+fn last_resort_leaf_key_survives_an_update_in_another_group() {
+    let bob = signer("bob");
+    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600).last_resort(), &bob)
+        .unwrap();
+    let bytes = kp.to_bytes().unwrap();
+    let join = |founder: &mut Group| {
+        let out = founder.add_members(&[&bytes], NOW).unwrap();
+        founder.merge_pending_commit().unwrap();
+        Group::join_from_welcome(
+            GroupConfig::default(),
+            bob.clone(),
+            validator(),
+            &kp,
+            &out.welcome.unwrap(),
+            JoinOptions::default(),
+        )
+        .unwrap()
+    };
+    let mut alice = create("alice", vec![]);
+    let mut carol = create("carol", vec![]);
+    let mut bob_a = join(&mut alice);
+    let mut bob_b = join(&mut carol);
+    assert_eq!(bob_a.own_leaf_key(), &kp.encryption_key);
+    assert_eq!(bob_b.own_leaf_key(), &kp.encryption_key);
+
+    // Group A: Bob replaces the shared leaf key by a commit with a path.
+    let out = bob_a.self_update(NOW).unwrap();
+    bob_a.merge_pending_commit().unwrap();
+    let ProcessedMessage::StagedCommit(s) = alice.process_incoming(&out.commit, NOW).unwrap()
+    else {
+        panic!("expected a commit");
+    };
+    alice.merge_staged_commit(s).unwrap();
+    assert_eq!(alice.epoch_authenticator(), bob_a.epoch_authenticator());
+    assert_ne!(bob_a.own_leaf_key(), &kp.encryption_key);
+    assert!(
+        usable(bob.custody.as_ref(), &kp.encryption_key),
+        "group A destroyed the shared last-resort leaf key"
+    );
+
+    // Group B: Carol commits with a path, whose path secret is encrypted
+    // to Bob's leaf, i.e. to the shared key.
+    let out = carol.self_update(NOW).unwrap();
+    carol.merge_pending_commit().unwrap();
+    let ProcessedMessage::StagedCommit(s) = bob_b.process_incoming(&out.commit, NOW).unwrap()
+    else {
+        panic!("expected a commit");
+    };
+    bob_b.merge_staged_commit(s).unwrap();
+    assert_eq!(bob_b.epoch_authenticator(), carol.epoch_authenticator());
+    let m = carol.encrypt_application(b"still here").unwrap();
+    match bob_b.process_incoming(&m, NOW).unwrap() {
+        ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, b"still here"),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Bob's own update in group B does not destroy the shared key either.
+    let out = bob_b.self_update(NOW).unwrap();
+    bob_b.merge_pending_commit().unwrap();
+    let ProcessedMessage::StagedCommit(s) = carol.process_incoming(&out.commit, NOW).unwrap()
+    else {
+        panic!("expected a commit");
+    };
+    carol.merge_staged_commit(s).unwrap();
+    assert_eq!(bob_b.epoch_authenticator(), carol.epoch_authenticator());
+    assert!(usable(bob.custody.as_ref(), &kp.encryption_key));
+    // The keys that replaced it are the groups' own and stay usable.
+    assert!(usable(bob.custody.as_ref(), bob_a.own_leaf_key()));
+    assert!(usable(bob.custody.as_ref(), bob_b.own_leaf_key()));
+
+    // Rotating the last-resort KeyPackage destroys its keys.
+    kp.destroy(&bob).unwrap();
+    assert!(!usable(bob.custody.as_ref(), &kp.encryption_key));
+    assert!(!usable(bob.custody.as_ref(), &kp.init_key));
+    assert!(usable(bob.custody.as_ref(), bob_a.own_leaf_key()));
+}
+
 #[test]
 fn application_id_is_set_and_read() {
     let bob = signer("bob");

@@ -714,7 +714,7 @@ impl Group {
             }
             None => {
                 let custody = self.signer.custody.clone();
-                let _ = custody.destroy(self.state.private.leaf_key());
+                let _ = self.state.private.destroy_leaf_key(custody.as_ref());
                 for u in self.own_updates.drain(..) {
                     let _ = custody.destroy(&u.leaf_key);
                 }

@@ -141,6 +141,11 @@ impl Group {
             .find_leaf(bundle.key_package.leaf_node())
             .ok_or(GroupError::InvalidWelcome("own leaf is not in the tree"))?;
         let mut private = TreeKemPrivate::new(own, bundle.encryption_key.clone());
+        if bundle.is_last_resort() {
+            // The leaf key is shared by every group joined with this
+            // KeyPackage: the application destroys it with the bundle.
+            private.mark_leaf_key_shared();
+        }
         if let Some(ps) = &secrets.path_secret {
             let lca = tree_math::common_ancestor(
                 own.node_index().map_err(crate::tree::TreeError::from)?,

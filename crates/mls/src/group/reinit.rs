@@ -229,7 +229,7 @@ impl Group {
         match result {
             Ok(out) => Ok((g, out)),
             Err(e) => {
-                let _ = g.signer.custody.destroy(g.state.private.leaf_key());
+                let _ = g.state.private.destroy_leaf_key(g.signer.custody.as_ref());
                 Err(e)
             }
         }
@@ -374,7 +374,10 @@ impl Group {
         match check {
             Ok(()) => Ok(self),
             Err(e) => {
-                let _ = self.signer.custody.destroy(self.state.private.leaf_key());
+                let _ = self
+                    .state
+                    .private
+                    .destroy_leaf_key(self.signer.custody.as_ref());
                 Err(e)
             }
         }

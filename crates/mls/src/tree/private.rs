@@ -19,10 +19,17 @@ use crate::tree_math::{self, LeafIndex, NodeIndex};
 /// [`TreeKemPrivate::retire`] on the old state to destroy the leaf key that
 /// was replaced (§9.2); when it discards a staged commit it calls `retire`
 /// on the staged state to destroy the fresh key.
+///
+/// A leaf key marked shared ([`TreeKemPrivate::mark_leaf_key_shared`], the
+/// key of a last-resort KeyPackage joined into several groups) is never
+/// destroyed by the group: its owner destroys it with the KeyPackageBundle.
 #[derive(Clone)]
 pub struct TreeKemPrivate {
     own_leaf: LeafIndex,
     leaf_key: KeyRef,
+    /// `leaf_key` is shared with other groups (a last-resort KeyPackage's
+    /// leaf key): the group must not destroy it.
+    leaf_key_shared: bool,
     /// Parent-node keys, at most one per node of the direct path.
     path_keys: Vec<(NodeIndex, HpkePrivateKey)>,
 }
@@ -32,6 +39,7 @@ impl fmt::Debug for TreeKemPrivate {
         f.debug_struct("TreeKemPrivate")
             .field("own_leaf", &self.own_leaf)
             .field("leaf_key", &self.leaf_key)
+            .field("leaf_key_shared", &self.leaf_key_shared)
             .field(
                 "path_key_nodes",
                 &self.path_keys.iter().map(|(x, _)| x.0).collect::<Vec<_>>(),
@@ -48,7 +56,31 @@ impl TreeKemPrivate {
         TreeKemPrivate {
             own_leaf,
             leaf_key,
+            leaf_key_shared: false,
             path_keys: Vec::new(),
+        }
+    }
+
+    /// Marks the current leaf key as shared with other groups (the leaf
+    /// key of a last-resort KeyPackage, RFC 9420 §16.8): [`Self::retire`]
+    /// and [`Self::destroy_leaf_key`] leave it in custody. The mark goes
+    /// with the key: a state with a new leaf key is unmarked.
+    pub fn mark_leaf_key_shared(&mut self) {
+        self.leaf_key_shared = true;
+    }
+
+    /// Whether the current leaf key is shared with other groups.
+    pub fn leaf_key_is_shared(&self) -> bool {
+        self.leaf_key_shared
+    }
+
+    /// The same leaf key (and its shared mark) with parent keys `path_keys`.
+    pub(super) fn with_parent_keys(&self, path_keys: Vec<(NodeIndex, HpkePrivateKey)>) -> Self {
+        TreeKemPrivate {
+            own_leaf: self.own_leaf,
+            leaf_key: self.leaf_key.clone(),
+            leaf_key_shared: self.leaf_key_shared,
+            path_keys,
         }
     }
 
@@ -60,6 +92,7 @@ impl TreeKemPrivate {
         TreeKemPrivate {
             own_leaf,
             leaf_key,
+            leaf_key_shared: false,
             path_keys,
         }
     }
@@ -164,15 +197,26 @@ impl TreeKemPrivate {
     /// Update blanked. Returns the old leaf key, to destroy at merge time.
     pub fn replace_leaf_key(&mut self, leaf_key: KeyRef) -> KeyRef {
         self.path_keys.clear();
+        self.leaf_key_shared = false;
         std::mem::replace(&mut self.leaf_key, leaf_key)
     }
 
     /// Destroys, in `custody`, this state's leaf key unless `kept` still
     /// uses it (§9.2): call `old.retire(&new, ..)` when merging a commit,
     /// `staged.retire(&current, ..)` when discarding one. Parent keys are
-    /// software keys and are zeroized when `self` drops.
+    /// software keys and are zeroized when `self` drops. A shared leaf key
+    /// is left in custody.
     pub fn retire(self, kept: &TreeKemPrivate, custody: &dyn KeyCustody) -> Result<(), TreeError> {
-        if self.leaf_key != kept.leaf_key {
+        if self.leaf_key != kept.leaf_key && !self.leaf_key_shared {
+            custody.destroy(&self.leaf_key)?;
+        }
+        Ok(())
+    }
+
+    /// Destroys the leaf key in `custody` (the member left the group or
+    /// the group is dropped), unless it is shared with other groups.
+    pub fn destroy_leaf_key(&self, custody: &dyn KeyCustody) -> Result<(), TreeError> {
+        if !self.leaf_key_shared {
             custody.destroy(&self.leaf_key)?;
         }
         Ok(())

@@ -668,8 +668,7 @@ fn decrypt(
         .cloned()
         .collect();
     keys.extend(new_keys);
-    let mut next =
-        TreeKemPrivate::with_path_keys(private.own_leaf(), private.leaf_key().clone(), keys);
+    let mut next = private.with_parent_keys(keys);
     next.prune(tree);
     Ok(ProcessedUpdatePath {
         commit_secret,
