@@ -7,10 +7,11 @@ use aes_gcm::{Aes128Gcm, Nonce};
 use hkdf::{Hkdf, HkdfExtract};
 use hmac::{Hmac, Mac};
 use hsmls_custody::{KeyCustody, KeyRef, validate_p256_point};
-use p256::SecretKey;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::elliptic_curve::subtle::{ConditionallySelectable, ConstantTimeEq};
+use p256::{NonZeroScalar, ProjectivePoint, SecretKey};
 use rand_core::OsRng;
 use sha2::{Digest as _, Sha256};
 use zeroize::{Zeroize, Zeroizing};
@@ -46,13 +47,65 @@ fn parse_point(bytes: &[u8]) -> Result<p256::PublicKey, CryptoError> {
     })
 }
 
-fn serialize_point(pk: &p256::PublicKey) -> Vec<u8> {
-    pk.to_encoded_point(false).as_bytes().to_vec()
+/// Fixed-base table for the generator `G`: row `i`, entry `j` holds
+/// `j · 16^i · G` (entry 0 is the identity), one row per 4-bit
+/// window of a scalar.
+struct GeneratorTable(Vec<[ProjectivePoint; 16]>);
+
+/// Built once per process with 1,024 point additions (about 1 ms).
+fn generator_table() -> &'static GeneratorTable {
+    static TABLE: std::sync::OnceLock<GeneratorTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut rows = Vec::with_capacity(64);
+        let mut base = ProjectivePoint::GENERATOR;
+        for _ in 0..64 {
+            let mut row = [ProjectivePoint::IDENTITY; 16];
+            let mut multiple = ProjectivePoint::IDENTITY;
+            for entry in row.iter_mut() {
+                *entry = multiple;
+                multiple += base;
+            }
+            // `multiple` is now 16 · base.
+            base = multiple;
+            rows.push(row);
+        }
+        GeneratorTable(rows)
+    })
+}
+
+/// `k · G` in constant time: one table entry per 4-bit window of `k`,
+/// selected by scanning the whole row, and 64 complete additions
+/// (no doublings). p256 0.13 multiplies by the generator with the generic
+/// variable-base ladder (256 doublings), which is several times slower.
+fn mul_by_generator(k: &NonZeroScalar) -> ProjectivePoint {
+    let bytes = Zeroizing::new(k.to_bytes());
+    let table = generator_table();
+    let mut acc = ProjectivePoint::IDENTITY;
+    for (i, row) in table.0.iter().enumerate() {
+        // Window i (little-endian nibbles) of the big-endian encoding.
+        let byte = bytes[31 - i / 2];
+        let nibble = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        let mut entry = ProjectivePoint::IDENTITY;
+        for (j, candidate) in (0u8..).zip(row.iter()) {
+            entry.conditional_assign(candidate, j.ct_eq(&nibble));
+        }
+        acc += entry;
+    }
+    acc
+}
+
+/// `pk(sk)` encoded as an uncompressed SEC1 point (`SerializePublicKey`).
+fn public_key_bytes(sk: &SecretKey) -> Vec<u8> {
+    mul_by_generator(&sk.to_nonzero_scalar())
+        .to_affine()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec()
 }
 
 fn key_pair_from_secret(sk: &SecretKey) -> HpkePrivateKey {
     let private = Secret::from_slice(&sk.to_bytes());
-    let public = HpkePublicKey::from_vec(serialize_point(&sk.public_key()));
+    let public = HpkePublicKey::from_vec(public_key_bytes(sk));
     HpkePrivateKey::from_parts(private, public)
 }
 
@@ -220,11 +273,18 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         ikm_e: Option<&[u8]>,
     ) -> Result<(Secret, Vec<u8>), CryptoError> {
         let peer = parse_point(pk_r)?;
-        let sk_e = match ikm_e {
-            Some(ikm) => secret_key(self.kem_derive_key_pair(ikm)?.private_bytes().as_bytes())?,
-            None => SecretKey::random(&mut OsRng),
+        let (sk_e, enc) = match ikm_e {
+            Some(ikm) => {
+                let pair = self.kem_derive_key_pair(ikm)?;
+                let sk_e = secret_key(pair.private_bytes().as_bytes())?;
+                (sk_e, pair.public_key().as_bytes().to_vec())
+            }
+            None => {
+                let sk_e = SecretKey::random(&mut OsRng);
+                let enc = public_key_bytes(&sk_e);
+                (sk_e, enc)
+            }
         };
-        let enc = serialize_point(&sk_e.public_key());
         let dh = dh(&sk_e, &peer);
         let shared_secret = extract_and_expand(self, dh.as_slice(), &enc, pk_r)?;
         Ok((shared_secret, enc))
@@ -281,5 +341,50 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn validate_signature_public_key(&self, public_key: &[u8]) -> Result<(), CryptoError> {
         parse_point(public_key).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use p256::elliptic_curve::Field;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::{NonZeroScalar, ProjectivePoint, Scalar};
+    use rand_core::OsRng;
+
+    use super::mul_by_generator;
+
+    fn check(k: Scalar) {
+        let Some(nz) = Option::<NonZeroScalar>::from(NonZeroScalar::new(k)) else {
+            panic!("test scalar must be non-zero");
+        };
+        let expected = (ProjectivePoint::GENERATOR * k).to_affine();
+        let got = mul_by_generator(&nz).to_affine();
+        assert_eq!(
+            got.to_encoded_point(false),
+            expected.to_encoded_point(false),
+            "k = {:?}",
+            k.to_bytes()
+        );
+    }
+
+    /// The fixed-base table agrees with p256's generic multiplication on
+    /// edge scalars (single windows, all-ones nibbles, n − 1) and random ones.
+    #[test]
+    fn mul_by_generator_matches_generic_multiplication() {
+        for small in [1u64, 2, 15, 16, 17, 255, 256, 0xffff_ffff_ffff_ffff] {
+            check(Scalar::from(small));
+        }
+        check(-Scalar::ONE);
+        check(-Scalar::from(16u64));
+        // 16^i for every window i: exercises each row's entry 1.
+        let mut k = Scalar::ONE;
+        for _ in 0..64 {
+            check(k);
+            check(k * Scalar::from(15u64));
+            k *= Scalar::from(16u64);
+        }
+        for _ in 0..200 {
+            check(Scalar::random(&mut OsRng));
+        }
     }
 }
