@@ -7,24 +7,6 @@ use hsmls::message_protection::ProtectionError;
 use hsmls_custody::CustodyError;
 use tonic::{Code, Status};
 
-/// A protocol feature the hsmls engine does not offer yet. RPCs that need
-/// it answer `UNIMPLEMENTED` with the feature's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingFeature {
-    /// PreSharedKey proposals inside an external commit (RFC 9420 §12.4.3.2).
-    ExternalCommitPsks,
-}
-
-impl MissingFeature {
-    fn describe(self) -> &'static str {
-        match self {
-            MissingFeature::ExternalCommitPsks => {
-                "PreSharedKey proposals in an external commit (RFC 9420 §12.4.3.2)"
-            }
-        }
-    }
-}
-
 /// Why an RPC failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InteropError {
@@ -56,9 +38,6 @@ pub enum InteropError {
     /// The message was not of the expected kind.
     #[error("unexpected message: {0}")]
     UnexpectedMessage(&'static str),
-    /// The engine lacks a feature.
-    #[error("not supported by the hsmls engine yet: {}", .0.describe())]
-    Missing(MissingFeature),
     /// The group engine refused.
     #[error("group: {0}")]
     Group(#[from] GroupError),
@@ -96,7 +75,6 @@ impl InteropError {
             | InteropError::Codec(_)
             | InteropError::Protection(_)
             | InteropError::KeyPackage(_) => Code::InvalidArgument,
-            InteropError::Missing(_) => Code::Unimplemented,
             InteropError::Group(e) => match e {
                 GroupError::UnsupportedCipherSuite(_) => Code::InvalidArgument,
                 GroupError::PendingCommit

@@ -9,7 +9,7 @@
 pub mod error;
 pub mod service;
 
-pub use error::{InteropError, MissingFeature};
+pub use error::InteropError;
 pub use service::{InteropClient, SUPPORTED_SUITE};
 
 /// The generated protobuf types, server and client of `mls_client.proto`.

@@ -14,8 +14,10 @@
 //! which `ReInitWelcome` / `HandleReInitWelcome` consume. Branching (§11.3)
 //! keeps the old group and adds the branch as a new state.
 //!
-//! Still missing in the engine, answered `UNIMPLEMENTED` through
-//! [`MissingFeature`]: PSKs in an external commit (`ExternalJoin.psks`).
+//! `ExternalJoin.psks` carry each PSK by value (id and secret): the
+//! external commit injects them as PreSharedKey proposals (RFC 9420
+//! §12.4.3.2), and the members that handle it must have the same PSKs
+//! from `StorePSK`.
 //! Proposals from external senders are produced by `ExternalSignerProposal`
 //! and received through `Group::process_incoming` like any other proposal
 //! (accepted once the engine supports external senders).
@@ -42,7 +44,7 @@ use hsmls_custody::KeyCustody;
 use rand_core::{OsRng, RngCore};
 use tonic::{Request, Response, Status};
 
-use crate::error::{InteropError, MissingFeature};
+use crate::error::InteropError;
 use crate::proto::mls_client_server::MlsClient;
 use crate::proto::*;
 
@@ -828,6 +830,7 @@ impl MlsClient for InteropClient {
                 JoinOptions {
                     ratchet_tree,
                     psks: tx.psks.clone(),
+                    ..JoinOptions::default()
                 },
             );
             match joined {
@@ -855,8 +858,17 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<ExternalJoinResponse> {
         let req = req.into_inner();
         answer(|| {
-            if !req.psks.is_empty() {
-                return Err(InteropError::Missing(MissingFeature::ExternalCommitPsks));
+            // The PSKs come by value (id and secret); the joiner injects
+            // each as an external PreSharedKey proposal (RFC 9420
+            // §12.4.3.2) and the new group keeps them in its store.
+            let mut psks = PskStore::default();
+            let mut external_commit_psks = Vec::with_capacity(req.psks.len());
+            for psk in &req.psks {
+                if psk.psk_id.is_empty() {
+                    return Err(InteropError::InvalidArgument("empty psk_id".into()));
+                }
+                psks.insert_external(psk.psk_id.clone(), Secret::from_slice(&psk.psk_secret));
+                external_commit_psks.push(codec::Psk::External(psk.psk_id.clone()));
             }
             let gi = decode_group_info(&req.group_info)?;
             check_suite(u32::from(gi.group_context.cipher_suite.0))?;
@@ -877,7 +889,8 @@ impl MlsClient for InteropClient {
             };
             let options = JoinOptions {
                 ratchet_tree,
-                psks: PskStore::default(),
+                psks,
+                external_commit_psks,
             };
             let result = match prior {
                 Some(old) => Group::rejoin_by_external_commit(
@@ -1255,6 +1268,7 @@ impl MlsClient for InteropClient {
                 JoinOptions {
                     ratchet_tree,
                     psks: r.tx.psks.clone(),
+                    ..JoinOptions::default()
                 },
             );
             match joined {
@@ -1345,6 +1359,7 @@ impl MlsClient for InteropClient {
                 JoinOptions {
                     ratchet_tree,
                     psks: tx.psks.clone(),
+                    ..JoinOptions::default()
                 },
             );
             match joined {

@@ -1008,11 +1008,14 @@ async fn every_rpc_through_grpc() {
                 encrypt_handshake: false,
                 identity: b"frank".to_vec(),
                 remove_prior: false,
-                psks: vec![PreSharedKey { psk_id, psk_secret }],
+                psks: vec![PreSharedKey {
+                    psk_id: Vec::new(),
+                    psk_secret,
+                }],
             })
             .await,
-        Code::Unimplemented,
-        "external commit",
+        Code::InvalidArgument,
+        "empty psk_id",
     );
 
     // Cleanup.
@@ -1411,6 +1414,80 @@ async fn install_psk(members: &mut [&mut Member], n: u8) -> Vec<u8> {
             .unwrap();
     }
     id
+}
+
+/// An external join whose commit injects an external PSK (RFC 9420
+/// §12.4.3.2): the members holding the PSK (`StorePSK`) agree with the
+/// joiner; a member without it refuses the commit and, once given the PSK,
+/// handles the same commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_join_with_a_psk() {
+    let seen: Seen = Arc::default();
+    let a = start(&seen).await;
+    let b = start(&seen).await;
+    let c = start(&seen).await;
+    let mut alice = create_group(&a.client, "alice").await;
+    let mut bob = external_join(&mut alice, &mut [], &b.client, "bob").await;
+    let mut dave = external_join(&mut alice, &mut [&mut bob], &c.client, "dave").await;
+    let psk_id = install_psk(&mut [&mut alice, &mut bob], 9).await;
+    let gi = alice
+        .client
+        .group_info(GroupInfoRequest {
+            state_id: alice.state,
+            external_tree: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = c.client.clone();
+    let ej = client
+        .external_join(ExternalJoinRequest {
+            group_info: gi.group_info,
+            ratchet_tree: gi.ratchet_tree,
+            encrypt_handshake: true,
+            identity: b"carol".to_vec(),
+            remove_prior: false,
+            psks: vec![PreSharedKey {
+                psk_id: psk_id.clone(),
+                psk_secret: vec![9; 32],
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut carol = Member {
+        client,
+        state: ej.state_id,
+    };
+    let handle = |m: &Member| {
+        let mut client = m.client.clone();
+        let req = HandleCommitRequest {
+            state_id: m.state,
+            proposal: vec![],
+            commit: ej.commit.clone(),
+        };
+        async move { client.handle_commit(req).await }
+    };
+    // Dave lacks the PSK.
+    let before = state_auth(&mut dave).await;
+    expect_status(handle(&dave).await, Code::InvalidArgument, "unknown PSK");
+    assert_eq!(state_auth(&mut dave).await, before);
+    install_psk(&mut [&mut dave], 9).await;
+    for m in [&alice, &bob, &dave] {
+        let r = handle(m).await.unwrap().into_inner();
+        assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
+    }
+    assert_agree(
+        &mut [&mut alice, &mut bob, &mut dave, &mut carol],
+        &ej.epoch_authenticator,
+    )
+    .await;
+    message_round(
+        &mut carol,
+        &mut [&mut alice, &mut bob, &mut dave],
+        b"psk joined",
+    )
+    .await;
 }
 
 /// `resumption_psk` and `group_context_extensions` of commit.json.

@@ -149,6 +149,7 @@ fn run_case(case: &Case) -> Result<(), String> {
         JoinOptions {
             ratchet_tree,
             psks: psk_store(&case.external_psks),
+            ..Default::default()
         },
     )
     .map_err(|e| format!("join_from_welcome: {e}"))?;

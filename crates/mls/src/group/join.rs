@@ -38,6 +38,12 @@ pub struct JoinOptions {
     /// PSKs the Welcome may name (external PSKs, resumption PSKs of other
     /// groups), and that the new group keeps.
     pub psks: PskStore,
+    /// For an external commit: PSKs to inject as PreSharedKey proposals by
+    /// value (RFC 9420 §12.4.3.2 allows them beside ExternalInit), each
+    /// with a fresh `psk_nonce`. Their values must be in `psks` (external
+    /// PSKs, or resumption PSKs of usage application the joiner kept);
+    /// every member must know them too. Ignored by Welcome joins.
+    pub external_commit_psks: Vec<codec::Psk>,
 }
 
 /// The group parameters for validating a received tree. The lifetime of
@@ -197,7 +203,9 @@ impl Group {
     /// Joins by an external commit (RFC 9420 §12.4.3.2) from a GroupInfo
     /// with `external_pub` (an `MLSMessage` or bare). Returns the group, in
     /// the new epoch, and the commit (a PublicMessage) to send. If the
-    /// Delivery Service refuses the commit, drop the group.
+    /// Delivery Service refuses the commit, drop the group. The commit
+    /// carries a PreSharedKey proposal for each PSK of
+    /// [`JoinOptions::external_commit_psks`].
     pub fn join_by_external_commit(
         config: GroupConfig,
         signer: Signer,
@@ -280,6 +288,33 @@ impl Group {
                 removed: old,
             })));
         }
+        // §12.4.3.2: PreSharedKey proposals by value may join the
+        // ExternalInit; their psk_secret enters the key schedule.
+        let mut psk_ids: Vec<codec::PreSharedKeyId> = Vec::new();
+        for psk in &options.external_commit_psks {
+            if let codec::Psk::Resumption(r) = psk {
+                if r.usage != codec::ResumptionPskUsage::Application {
+                    return Err(GroupError::InvalidProposal(
+                        "resumption PSK usage must be application in a normal commit",
+                    ));
+                }
+            }
+            if psk_ids.iter().any(|id| &id.psk == psk) {
+                return Err(GroupError::InvalidProposal(
+                    "two PreSharedKey proposals for one PSK",
+                ));
+            }
+            let mut psk_nonce = vec![0; cs.hash_len()];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut psk_nonce);
+            psk_ids.push(codec::PreSharedKeyId {
+                psk: psk.clone(),
+                psk_nonce,
+            });
+        }
+        let psk_secret = super::commit::compute_psk_secret(cs, &options.psks, &psk_ids)?;
+        proposals.extend(psk_ids.into_iter().map(|psk| {
+            ProposalOrRef::Proposal(Proposal::PreSharedKey(codec::PreSharedKey { psk }))
+        }));
         // The joiner's leaf enters at the leftmost free position, then its
         // UpdatePath replaces it and its direct path.
         let params = LeafNodeParams {
@@ -351,7 +386,7 @@ impl Group {
                 cs,
                 &init_secret,
                 Some(&created.commit_secret),
-                None,
+                psk_secret.as_ref(),
                 context,
             )?;
             let tag = confirmation_tag(cs, &next.schedule.epoch.confirmation_key, &confirmed);
