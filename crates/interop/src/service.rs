@@ -167,6 +167,31 @@ impl Registry {
         }
     }
 
+    /// Stores a group that has just been joined and returns its state id and
+    /// epoch_authenticator; on failure puts `kept` (the consumed
+    /// transaction or ReInit state) back under `id` for another attempt.
+    fn store_joined(
+        &mut self,
+        joined: Result<Group, hsmls::GroupError>,
+        id: u32,
+        kept: Entry,
+    ) -> Result<(u32, Vec<u8>), InteropError> {
+        match joined {
+            Ok(group) => {
+                let epoch_authenticator = group.epoch_authenticator().to_vec();
+                Ok((self.insert_group(group), epoch_authenticator))
+            }
+            Err(e) => {
+                self.entries.insert(id, kept);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn insert_group(&mut self, group: Group) -> u32 {
+        self.insert(Entry::Group(Box::new(GroupState::new(group))))
+    }
+
     fn take_transaction(&mut self, id: u32) -> Result<Transaction, InteropError> {
         match self.entries.remove(&id) {
             Some(Entry::Transaction(t)) => Ok(*t),
@@ -777,9 +802,7 @@ impl MlsClient for InteropClient {
                 Vec::new(),
                 now(),
             )?;
-            let state_id = self
-                .registry()?
-                .insert(Entry::Group(Box::new(GroupState::new(group))));
+            let state_id = self.registry()?.insert_group(group);
             Ok(CreateGroupResponse { state_id })
         })
     }
@@ -833,22 +856,12 @@ impl MlsClient for InteropClient {
                     ..JoinOptions::default()
                 },
             );
-            match joined {
-                Ok(group) => {
-                    let epoch_authenticator = group.epoch_authenticator().to_vec();
-                    let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
-                    Ok(JoinGroupResponse {
-                        state_id,
-                        epoch_authenticator,
-                    })
-                }
-                Err(e) => {
-                    // Keep the KeyPackage for another attempt.
-                    reg.entries
-                        .insert(req.transaction_id, Entry::Transaction(Box::new(tx)));
-                    Err(e.into())
-                }
-            }
+            let (state_id, epoch_authenticator) =
+                reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
+            Ok(JoinGroupResponse {
+                state_id,
+                epoch_authenticator,
+            })
         })
     }
 
@@ -919,9 +932,7 @@ impl MlsClient for InteropClient {
                 }
             };
             let epoch_authenticator = group.epoch_authenticator().to_vec();
-            let state_id = self
-                .registry()?
-                .insert(Entry::Group(Box::new(GroupState::new(group))));
+            let state_id = self.registry()?.insert_group(group);
             Ok(ExternalJoinResponse {
                 state_id,
                 commit,
@@ -1237,7 +1248,7 @@ impl MlsClient for InteropClient {
                 (Some(t), true) => t.encode()?,
                 _ => Vec::new(),
             };
-            let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+            let state_id = reg.insert_group(group);
             Ok(CreateSubgroupResponse {
                 state_id,
                 welcome: out.welcome.unwrap_or_default(),
@@ -1271,21 +1282,12 @@ impl MlsClient for InteropClient {
                     ..JoinOptions::default()
                 },
             );
-            match joined {
-                Ok(group) => {
-                    let epoch_authenticator = group.epoch_authenticator().to_vec();
-                    let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
-                    Ok(JoinGroupResponse {
-                        state_id,
-                        epoch_authenticator,
-                    })
-                }
-                Err(e) => {
-                    reg.entries
-                        .insert(req.reinit_id, Entry::ReInit(Box::new(r)));
-                    Err(e.into())
-                }
-            }
+            let (state_id, epoch_authenticator) =
+                reg.store_joined(joined, req.reinit_id, Entry::ReInit(Box::new(r)))?;
+            Ok(JoinGroupResponse {
+                state_id,
+                epoch_authenticator,
+            })
         })
     }
 
@@ -1330,7 +1332,7 @@ impl MlsClient for InteropClient {
                 (Some(t), true) => t.encode()?,
                 _ => Vec::new(),
             };
-            let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
+            let state_id = reg.insert_group(group);
             Ok(CreateSubgroupResponse {
                 state_id,
                 welcome: out.welcome.unwrap_or_default(),
@@ -1362,21 +1364,12 @@ impl MlsClient for InteropClient {
                     ..JoinOptions::default()
                 },
             );
-            match joined {
-                Ok(group) => {
-                    let epoch_authenticator = group.epoch_authenticator().to_vec();
-                    let state_id = reg.insert(Entry::Group(Box::new(GroupState::new(group))));
-                    Ok(HandleBranchResponse {
-                        state_id,
-                        epoch_authenticator,
-                    })
-                }
-                Err(e) => {
-                    reg.entries
-                        .insert(req.transaction_id, Entry::Transaction(Box::new(tx)));
-                    Err(e.into())
-                }
-            }
+            let (state_id, epoch_authenticator) =
+                reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
+            Ok(HandleBranchResponse {
+                state_id,
+                epoch_authenticator,
+            })
         })
     }
 
