@@ -26,32 +26,21 @@
 //! nodes are derived from path secrets in software and never touch the
 //! custody; this test does not cover them.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
-use hsmls::codec::Credential;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage,
 };
-use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
+use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{
     Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
 };
 
-const NOW: u64 = 1_750_000_000;
-
-/// The SoftHSM test token's configuration; fails (never skips) without it.
-fn pkcs11_config() -> Pkcs11Config {
-    if std::env::var_os(CONFIG_ENV).is_none() {
-        panic!(
-            "{CONFIG_ENV} is not set: this test needs the SoftHSM test token. \
-             Run `bash scripts/test.sh` (it runs scripts/setup-hsm.sh and exports \
-             SOFTHSM2_CONF and {CONFIG_ENV})."
-        );
-    }
-    Pkcs11Config::from_env().unwrap_or_else(|e| panic!("bad {CONFIG_ENV}: {e}"))
-}
+use common::{Member, NOW, all_send, deliver_commit, member, pkcs11_config, validator};
 
 /// One recorded custody call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,62 +193,10 @@ impl KeyCustody for Audit {
     }
 }
 
-struct Member {
-    name: &'static str,
-    custody: Arc<Audit>,
-    signer: Signer,
-    group: Option<Group>,
-}
-
-fn validator() -> Arc<dyn CredentialValidator> {
-    Arc::new(BasicCredentialValidator::default())
-}
-
-fn member(config: &Pkcs11Config, name: &'static str) -> Member {
-    let custody = Audit::open(config);
-    let signer = Signer::generate(
-        custody.clone() as Arc<dyn KeyCustody>,
-        Credential::Basic(name.as_bytes().to_vec()),
-    )
-    .unwrap_or_else(|e| panic!("signature key for {name} in the token: {e}"));
-    Member {
-        name,
-        custody,
-        signer,
-        group: None,
-    }
-}
-
-impl Member {
-    fn group(&mut self) -> &mut Group {
-        self.group.as_mut().expect("member of the group")
-    }
-}
-
-/// The committer merges; every other member processes and merges.
-fn deliver_commit(members: &mut [Member], committer: usize, out: &CommitOutput) {
-    for (i, m) in members.iter_mut().enumerate() {
-        if i == committer || m.group.is_none() {
-            continue;
-        }
-        let g = m.group();
-        let staged = match g.process_incoming(&out.commit, NOW) {
-            Ok(ProcessedMessage::StagedCommit(s)) => s,
-            other => panic!("{}: expected a staged commit, got {other:?}", m.name),
-        };
-        let removed = staged.self_removed;
-        g.merge_staged_commit(staged).unwrap();
-        if removed {
-            m.group = None;
-        }
-    }
-    members[committer].group().merge_pending_commit().unwrap();
-}
-
 /// All members agree, and every leaf of the tree (signature and HPKE key)
 /// is a key its own member's custody generated; every member's own leaf
 /// KeyRef is one its custody generated.
-fn check(members: &[Member], step: &str) {
+fn check(members: &[Member<Audit>], step: &str) {
     let groups: Vec<&Group> = members.iter().filter_map(|m| m.group.as_ref()).collect();
     let first = groups[0];
     for g in &groups {
@@ -302,32 +239,13 @@ fn check(members: &[Member], step: &str) {
     }
 }
 
-fn all_send(members: &mut [Member]) {
-    for s in 0..members.len() {
-        if members[s].group.is_none() {
-            continue;
-        }
-        let text = format!("from {}", members[s].name).into_bytes();
-        let msg = members[s].group().encrypt_application(&text).unwrap();
-        for (r, m) in members.iter_mut().enumerate() {
-            if r == s || m.group.is_none() {
-                continue;
-            }
-            match m.group().process_incoming(&msg, NOW).unwrap() {
-                ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, text),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-}
-
 #[test]
 fn no_private_key_of_hsmls_exists_outside_the_token() {
     let config = pkcs11_config();
     let gconfig = GroupConfig::default();
-    let mut members: Vec<Member> = ["alice", "bob", "carol", "dave"]
+    let mut members: Vec<Member<Audit>> = ["alice", "bob", "carol", "dave"]
         .into_iter()
-        .map(|n| member(&config, n))
+        .map(|n| member(Audit::open(&config), n))
         .collect();
 
     members[0].group = Some(
@@ -429,7 +347,7 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
     check(&members, "remove");
 
     // Erin joins by external commit.
-    let mut erin = member(&config, "erin");
+    let mut erin = member(Audit::open(&config), "erin");
     let group_info = members[1].group().group_info().unwrap();
     let (g, commit) = Group::join_by_external_commit(
         gconfig.clone(),
@@ -484,13 +402,13 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
         // The Welcome joiners decrypted their Welcome with the init key in
         // the token (the founder and the external joiner need no HPKE
         // decryption with a leaf or init key in this scenario).
-        if ["bob", "carol", "dave"].contains(&m.name) {
+        if ["bob", "carol", "dave"].contains(&m.name.as_str()) {
             assert!(dhs > 0, "{}: never used an HPKE key in the token", m.name);
         }
         // Keys still alive keep their protection to the end.
         let destroyed = m.custody.destroyed();
         for k in generated.iter().filter(|k| !destroyed.contains(k)) {
-            assert_protected(&m.custody.inner, k, m.name);
+            assert_protected(&m.custody.inner, k, &m.name);
         }
     }
 }

@@ -12,33 +12,21 @@
 //! the used init keys and the replaced leaf keys were destroyed in the
 //! token (RFC 9420 §9.2): neither usable for ECDH nor found by URI.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
-use hsmls::codec::Credential;
 use hsmls::tree_math::LeafIndex;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage,
 };
-use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config, Pkcs11Uri};
+use hsmls_custody::pkcs11::{Pkcs11Config, Pkcs11Uri};
 use hsmls_custody::{
     Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
 };
 
-const NOW: u64 = 1_750_000_000;
-
-/// The SoftHSM test token's configuration. Fails (never skips) when the
-/// environment does not name one.
-fn pkcs11_config() -> Pkcs11Config {
-    if std::env::var_os(CONFIG_ENV).is_none() {
-        panic!(
-            "{CONFIG_ENV} is not set: this test needs the SoftHSM test token. \
-             Run `bash scripts/test.sh` (it runs scripts/setup-hsm.sh and exports \
-             SOFTHSM2_CONF and {CONFIG_ENV})."
-        );
-    }
-    Pkcs11Config::from_env().unwrap_or_else(|e| panic!("bad {CONFIG_ENV}: {e}"))
-}
+use common::{Member, NOW, all_send, deliver_commit, member, pkcs11_config, validator};
 
 /// A member's custody on the token: delegates every call to a
 /// [`Pkcs11Custody`] and records the keys generated, imported and
@@ -107,62 +95,7 @@ impl KeyCustody for Recorded {
     }
 }
 
-/// A member: its group (once joined) and its custody.
-struct Member {
-    name: String,
-    custody: Arc<Recorded>,
-    signer: Signer,
-    group: Option<Group>,
-}
-
-fn validator() -> Arc<dyn CredentialValidator> {
-    Arc::new(BasicCredentialValidator::default())
-}
-
-fn member(config: &Pkcs11Config, name: &str) -> Member {
-    let custody = Recorded::open(config);
-    let signer = Signer::generate(
-        custody.clone() as Arc<dyn KeyCustody>,
-        Credential::Basic(name.as_bytes().to_vec()),
-    )
-    .unwrap_or_else(|e| panic!("signature key for {name} in the token: {e}"));
-    Member {
-        name: name.to_owned(),
-        custody,
-        signer,
-        group: None,
-    }
-}
-
-impl Member {
-    fn group(&mut self) -> &mut Group {
-        self.group.as_mut().expect("member of the group")
-    }
-}
-
-/// Delivers a commit of `committer` to every other member in the group,
-/// which merge it; the committer merges its pending commit.
-fn deliver_commit(members: &mut [Member], committer: usize, out: &CommitOutput) {
-    for (i, m) in members.iter_mut().enumerate() {
-        if i == committer || m.group.is_none() {
-            continue;
-        }
-        let g = m.group();
-        let staged = match g.process_incoming(&out.commit, NOW) {
-            Ok(ProcessedMessage::StagedCommit(s)) => s,
-            other => panic!("{}: expected a staged commit, got {other:?}", m.name),
-        };
-        let removed = staged.self_removed;
-        g.merge_staged_commit(staged).unwrap();
-        if removed {
-            assert!(!g.is_active());
-            m.group = None;
-        }
-    }
-    members[committer].group().merge_pending_commit().unwrap();
-}
-
-fn check_agreement(members: &[Member]) {
+fn check_agreement(members: &[Member<Recorded>]) {
     let groups: Vec<&Group> = members.iter().filter_map(|m| m.group.as_ref()).collect();
     let first = groups[0];
     let exported = first.export_secret(b"softhsm", b"", 32).unwrap();
@@ -177,32 +110,8 @@ fn check_agreement(members: &[Member]) {
     assert_eq!(first.members().len(), groups.len());
 }
 
-/// Every member in the group sends a message; every other member reads it.
-fn all_send(members: &mut [Member]) {
-    for s in 0..members.len() {
-        if members[s].group.is_none() {
-            continue;
-        }
-        let text = format!("hello from {}", members[s].name).into_bytes();
-        let from = members[s].group().own_leaf_index();
-        let msg = members[s].group().encrypt_application(&text).unwrap();
-        for (r, m) in members.iter_mut().enumerate() {
-            if r == s || m.group.is_none() {
-                continue;
-            }
-            match m.group().process_incoming(&msg, NOW).unwrap() {
-                ProcessedMessage::ApplicationMessage { sender, data, .. } => {
-                    assert_eq!(sender, from);
-                    assert_eq!(data, text);
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-}
-
 /// The key is gone from the token: no ECDH with it, not found by its URI.
-fn assert_destroyed(m: &Member, key: &KeyRef, what: &str) {
+fn assert_destroyed(m: &Member<Recorded>, key: &KeyRef, what: &str) {
     assert!(
         m.custody.was_destroyed(key),
         "{}: {what} not destroyed",
@@ -223,7 +132,7 @@ fn assert_destroyed(m: &Member, key: &KeyRef, what: &str) {
 
 /// The key lives in the test token: a `pkcs11:` URI naming the token, and
 /// found again by that URI with the same public key.
-fn assert_in_token(m: &Member, key: &KeyRef, token: &str) {
+fn assert_in_token(m: &Member<Recorded>, key: &KeyRef, token: &str) {
     let uri = key.uri();
     assert!(
         uri.starts_with("pkcs11:"),
@@ -247,9 +156,9 @@ fn assert_in_token(m: &Member, key: &KeyRef, token: &str) {
 fn full_scenario_with_keys_in_softhsm() {
     let config = pkcs11_config();
     let gconfig = GroupConfig::default();
-    let mut members: Vec<Member> = ["alice", "bob", "carol", "dave"]
+    let mut members: Vec<Member<Recorded>> = ["alice", "bob", "carol", "dave"]
         .iter()
-        .map(|n| member(&config, n))
+        .map(|n| member(Recorded::open(&config), n))
         .collect();
 
     // Alice creates the group and adds Bob, Carol and Dave by Welcome.
@@ -334,7 +243,7 @@ fn full_scenario_with_keys_in_softhsm() {
     check_agreement(&members);
 
     // Erin joins by an external commit from Bob's GroupInfo.
-    let mut erin = member(&config, "erin");
+    let mut erin = member(Recorded::open(&config), "erin");
     let group_info = members[1].group().group_info().unwrap();
     let (g, commit) = Group::join_by_external_commit(
         gconfig.clone(),

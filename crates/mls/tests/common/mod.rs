@@ -1,0 +1,107 @@
+//! Shared by the SoftHSM group scenarios (`custody_audit.rs`,
+//! `group_softhsm.rs`): the test token's configuration, a member whose keys
+//! live in a (wrapped) custody on the token, and commit and message delivery
+//! between the members.
+
+use std::sync::Arc;
+
+use hsmls::codec::Credential;
+use hsmls::{
+    BasicCredentialValidator, CommitOutput, CredentialValidator, Group, ProcessedMessage, Signer,
+};
+use hsmls_custody::KeyCustody;
+use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
+
+pub const NOW: u64 = 1_750_000_000;
+
+/// The SoftHSM test token's configuration. Fails (never skips) when the
+/// environment does not name one.
+pub fn pkcs11_config() -> Pkcs11Config {
+    if std::env::var_os(CONFIG_ENV).is_none() {
+        panic!(
+            "{CONFIG_ENV} is not set: this test needs the SoftHSM test token. \
+             Run `bash scripts/test.sh` (it runs scripts/setup-hsm.sh and exports \
+             SOFTHSM2_CONF and {CONFIG_ENV})."
+        );
+    }
+    Pkcs11Config::from_env().unwrap_or_else(|e| panic!("bad {CONFIG_ENV}: {e}"))
+}
+
+/// A member: its group (once joined) and its custody `C`.
+pub struct Member<C> {
+    pub name: String,
+    pub custody: Arc<C>,
+    pub signer: Signer,
+    pub group: Option<Group>,
+}
+
+pub fn validator() -> Arc<dyn CredentialValidator> {
+    Arc::new(BasicCredentialValidator::default())
+}
+
+/// A member named `name` with a signature key generated in `custody`.
+pub fn member<C: KeyCustody + 'static>(custody: Arc<C>, name: &str) -> Member<C> {
+    let signer = Signer::generate(
+        custody.clone() as Arc<dyn KeyCustody>,
+        Credential::Basic(name.as_bytes().to_vec()),
+    )
+    .unwrap_or_else(|e| panic!("signature key for {name} in the token: {e}"));
+    Member {
+        name: name.to_owned(),
+        custody,
+        signer,
+        group: None,
+    }
+}
+
+impl<C> Member<C> {
+    pub fn group(&mut self) -> &mut Group {
+        self.group.as_mut().expect("member of the group")
+    }
+}
+
+/// Delivers a commit of `committer` to every other member in the group,
+/// which merge it; the committer merges its pending commit.
+pub fn deliver_commit<C>(members: &mut [Member<C>], committer: usize, out: &CommitOutput) {
+    for (i, m) in members.iter_mut().enumerate() {
+        if i == committer || m.group.is_none() {
+            continue;
+        }
+        let g = m.group();
+        let staged = match g.process_incoming(&out.commit, NOW) {
+            Ok(ProcessedMessage::StagedCommit(s)) => s,
+            other => panic!("{}: expected a staged commit, got {other:?}", m.name),
+        };
+        let removed = staged.self_removed;
+        g.merge_staged_commit(staged).unwrap();
+        if removed {
+            assert!(!g.is_active());
+            m.group = None;
+        }
+    }
+    members[committer].group().merge_pending_commit().unwrap();
+}
+
+/// Every member in the group sends a message; every other member reads it.
+pub fn all_send<C>(members: &mut [Member<C>]) {
+    for s in 0..members.len() {
+        if members[s].group.is_none() {
+            continue;
+        }
+        let text = format!("hello from {}", members[s].name).into_bytes();
+        let from = members[s].group().own_leaf_index();
+        let msg = members[s].group().encrypt_application(&text).unwrap();
+        for (r, m) in members.iter_mut().enumerate() {
+            if r == s || m.group.is_none() {
+                continue;
+            }
+            match m.group().process_incoming(&msg, NOW).unwrap() {
+                ProcessedMessage::ApplicationMessage { sender, data, .. } => {
+                    assert_eq!(sender, from);
+                    assert_eq!(data, text);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
