@@ -184,6 +184,31 @@ async fn finish_commit(
     auth
 }
 
+/// `m` commits the proposals `by_reference` and `by_value`.
+async fn commit(
+    m: &mut Member,
+    by_reference: Vec<Vec<u8>>,
+    by_value: Vec<ProposalDescription>,
+    force_path: bool,
+    external_tree: bool,
+) -> CommitResponse {
+    m.client
+        .commit(CommitRequest {
+            state_id: m.state,
+            by_reference,
+            by_value,
+            force_path,
+            external_tree,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn join(client: &mut Client, req: JoinGroupRequest) -> JoinGroupResponse {
+    client.join_group(req).await.unwrap().into_inner()
+}
+
 fn commit_req(state_id: u32, by_reference: Vec<Vec<u8>>) -> CommitRequest {
     CommitRequest {
         state_id,
@@ -280,18 +305,17 @@ async fn every_rpc_through_grpc() {
         "no external tree was asked for"
     );
     let auth = finish_commit(&mut alice, &mut [], &[], &out.commit).await;
-    let joined = b
-        .client
-        .join_group(JoinGroupRequest {
+    let joined = join(
+        &mut b.client,
+        JoinGroupRequest {
             transaction_id: bob_tx,
             welcome: out.welcome,
             encrypt_handshake: true,
             identity: b"bob".to_vec(),
             ratchet_tree: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(joined.epoch_authenticator, auth);
     let mut bob = Member {
         client: b.client.clone(),
@@ -305,32 +329,20 @@ async fn every_rpc_through_grpc() {
     let (charlie_tx, charlie_kp) = key_package(&mut c.client, "charlie").await;
     let mut add_charlie = by_value("add");
     add_charlie.key_package = charlie_kp;
-    let out = bob
-        .client
-        .commit(CommitRequest {
-            state_id: bob.state,
-            by_reference: vec![],
-            by_value: vec![add_charlie],
-            force_path: true,
-            external_tree: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut bob, vec![], vec![add_charlie], true, true).await;
     assert!(!out.ratchet_tree.is_empty());
     let auth = finish_commit(&mut bob, &mut [&mut alice], &[], &out.commit).await;
-    let joined = c
-        .client
-        .join_group(JoinGroupRequest {
+    let joined = join(
+        &mut c.client,
+        JoinGroupRequest {
             transaction_id: charlie_tx,
             welcome: out.welcome,
             encrypt_handshake: true,
             identity: b"charlie".to_vec(),
             ratchet_tree: out.ratchet_tree,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(joined.epoch_authenticator, auth);
     let mut charlie = Member {
         client: c.client.clone(),
@@ -390,18 +402,7 @@ async fn every_rpc_through_grpc() {
         .proposal;
     let mut res = by_value("resumptionPSK");
     res.epoch_id = epoch_with_update - 1;
-    let out = bob
-        .client
-        .commit(CommitRequest {
-            state_id: bob.state,
-            by_reference: vec![psk_p.clone()],
-            by_value: vec![res],
-            force_path: false,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut bob, vec![psk_p.clone()], vec![res], false, false).await;
     let auth = finish_commit(
         &mut bob,
         &mut [&mut alice, &mut charlie],
@@ -602,18 +603,17 @@ async fn every_rpc_through_grpc() {
         &out.commit,
     )
     .await;
-    let joined = a
-        .client
-        .join_group(JoinGroupRequest {
+    let joined = join(
+        &mut a.client,
+        JoinGroupRequest {
             transaction_id: nm.transaction_id,
             welcome: out.welcome,
             encrypt_handshake: true,
             identity: b"erin".to_vec(),
             ratchet_tree: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(joined.epoch_authenticator, auth);
     let mut erin = Member {
         client: a.client.clone(),
@@ -736,18 +736,7 @@ async fn every_rpc_through_grpc() {
         .proposal;
     let mut rm_dave = by_value("remove");
     rm_dave.removed_id = b"dave".to_vec();
-    let out = charlie
-        .client
-        .commit(CommitRequest {
-            state_id: charlie.state,
-            by_reference: vec![rm.clone()],
-            by_value: vec![rm_dave],
-            force_path: false,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut charlie, vec![rm.clone()], vec![rm_dave], false, false).await;
     let auth = finish_commit(
         &mut charlie,
         &mut [&mut alice, &mut bob],
@@ -1082,18 +1071,7 @@ async fn public_handshakes() {
     let (tx, kp) = key_package(&mut b.client, "bob").await;
     let mut add = by_value("add");
     add.key_package = kp;
-    let out = alice
-        .client
-        .commit(CommitRequest {
-            state_id: alice.state,
-            by_reference: vec![],
-            by_value: vec![add],
-            force_path: false,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut alice, vec![], vec![add], false, false).await;
     let auth = finish_commit(&mut alice, &mut [], &[], &out.commit).await;
     // A truncated Welcome, and a group state id in place of a transaction
     // id, are refused; the transaction stays usable.
@@ -1134,35 +1112,23 @@ async fn public_handshakes() {
         Code::InvalidArgument,
         "",
     );
-    let joined = b
-        .client
-        .join_group(JoinGroupRequest {
+    let joined = join(
+        &mut b.client,
+        JoinGroupRequest {
             transaction_id: tx,
             welcome: out.welcome,
             encrypt_handshake: false,
             identity: b"bob".to_vec(),
             ratchet_tree: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     let mut bob = Member {
         client: b.client.clone(),
         state: joined.state_id,
     };
     // A self-update with a path from bob, as a PublicMessage.
-    let out = bob
-        .client
-        .commit(CommitRequest {
-            state_id: bob.state,
-            by_reference: vec![],
-            by_value: vec![],
-            force_path: true,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut bob, vec![], vec![], true, false).await;
     assert!(matches!(
         MlsMessage::decode(&out.commit).unwrap().body,
         MlsMessageBody::PublicMessage(_)
@@ -1172,18 +1138,7 @@ async fn public_handshakes() {
     assert_agree(&mut [&mut alice, &mut bob], &auth2).await;
     message_round(&mut alice, &mut [&mut bob], b"public framing").await;
     // A tampered commit is refused and changes nothing.
-    let out = alice
-        .client
-        .commit(CommitRequest {
-            state_id: alice.state,
-            by_reference: vec![],
-            by_value: vec![],
-            force_path: true,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut alice, vec![], vec![], true, false).await;
     let mut bad = out.commit.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
@@ -1363,32 +1318,21 @@ async fn full_commit(
     by_value: Vec<ProposalDescription>,
     joiners: Vec<(Client, u32)>,
 ) -> Vec<Member> {
-    let out = committer
-        .client
-        .commit(CommitRequest {
-            state_id: committer.state,
-            by_reference: by_reference.clone(),
-            by_value,
-            force_path: false,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(committer, by_reference.clone(), by_value, false, false).await;
     let auth = finish_commit(committer, members, &by_reference, &out.commit).await;
     let mut joined = Vec::new();
     for (mut client, tx) in joiners {
-        let r = client
-            .join_group(JoinGroupRequest {
+        let r = join(
+            &mut client,
+            JoinGroupRequest {
                 transaction_id: tx,
                 welcome: out.welcome.clone(),
                 encrypt_handshake: true,
                 identity: vec![],
                 ratchet_tree: vec![],
-            })
-            .await
-            .unwrap()
-            .into_inner();
+            },
+        )
+        .await;
         assert_eq!(r.epoch_authenticator, auth);
         joined.push(Member {
             client,
