@@ -264,22 +264,7 @@ async fn every_rpc_through_grpc() {
     }
 
     // alice creates the group (encrypted handshakes).
-    let state = a
-        .client
-        .create_group(CreateGroupRequest {
-            group_id: b"c3a1b1e8-interop-group".to_vec(),
-            cipher_suite: 2,
-            encrypt_handshake: true,
-            identity: b"alice".to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .state_id;
-    let mut alice = Member {
-        client: a.client.clone(),
-        state,
-    };
+    let mut alice = new_group(&a.client, b"c3a1b1e8-interop-group".to_vec(), true, "alice").await;
 
     // bob: KeyPackage, added by an Add proposal committed by reference.
     let (bob_tx, bob_kp) = key_package(&mut b.client, "bob").await;
@@ -1052,22 +1037,7 @@ async fn public_handshakes() {
     let seen: Seen = Arc::default();
     let mut a = start(&seen).await;
     let mut b = start(&seen).await;
-    let state = a
-        .client
-        .create_group(CreateGroupRequest {
-            group_id: b"public".to_vec(),
-            cipher_suite: 2,
-            encrypt_handshake: false,
-            identity: b"alice".to_vec(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .state_id;
-    let mut alice = Member {
-        client: a.client.clone(),
-        state,
-    };
+    let mut alice = new_group(&a.client, b"public".to_vec(), false, "alice").await;
     let (tx, kp) = key_package(&mut b.client, "bob").await;
     let mut add = by_value("add");
     add.key_package = kp;
@@ -1246,12 +1216,23 @@ async fn public_handshakes() {
 // ----- scripts of the public runner's interop/configs/commit.json -----
 
 async fn create_group(client: &Client, identity: &str) -> Member {
+    let group_id = format!("group-of-{identity}").into_bytes();
+    new_group(client, group_id, true, identity).await
+}
+
+/// A new group of `identity` with suite 2 (RFC 9420 §17.1).
+async fn new_group(
+    client: &Client,
+    group_id: Vec<u8>,
+    encrypt_handshake: bool,
+    identity: &str,
+) -> Member {
     let mut client = client.clone();
     let state = client
         .create_group(CreateGroupRequest {
-            group_id: format!("group-of-{identity}").into_bytes(),
+            group_id,
             cipher_suite: 2,
-            encrypt_handshake: true,
+            encrypt_handshake,
             identity: identity.into(),
         })
         .await
