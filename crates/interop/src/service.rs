@@ -428,6 +428,16 @@ impl InteropClient {
         self.registry.lock().map_err(|_| InteropError::Poisoned)
     }
 
+    /// Answers an RPC with `f` run on the group state `state_id`, the
+    /// registry locked meanwhile.
+    fn with_group<T>(
+        &self,
+        state_id: u32,
+        f: impl FnOnce(&mut GroupState) -> Result<T, InteropError>,
+    ) -> RpcResult<T> {
+        answer(|| f(self.registry()?.group(state_id)?))
+    }
+
     fn signer(&self, identity: &[u8]) -> Result<Signer, InteropError> {
         if identity.is_empty() {
             return Err(InteropError::InvalidArgument("empty identity".into()));
@@ -943,9 +953,8 @@ impl MlsClient for InteropClient {
 
     async fn group_info(&self, req: Request<GroupInfoRequest>) -> RpcResult<GroupInfoResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = &mut reg.group(req.state_id)?.group;
+        self.with_group(req.state_id, |g| {
+            let g = &mut g.group;
             let saved = g.config().clone();
             let mut config = saved.clone();
             config.ratchet_tree_in_group_info = !req.external_tree;
@@ -966,11 +975,9 @@ impl MlsClient for InteropClient {
 
     async fn state_auth(&self, req: Request<StateAuthRequest>) -> RpcResult<StateAuthResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = &reg.group(req.state_id)?.group;
+        self.with_group(req.state_id, |g| {
             Ok(StateAuthResponse {
-                state_auth_secret: g.epoch_authenticator().to_vec(),
+                state_auth_secret: g.group.epoch_authenticator().to_vec(),
             })
         })
     }
@@ -997,21 +1004,18 @@ impl MlsClient for InteropClient {
 
     async fn protect(&self, req: Request<ProtectRequest>) -> RpcResult<ProtectResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = &mut reg.group(req.state_id)?.group;
-            let ciphertext =
-                g.encrypt_application_with_aad(&req.plaintext, req.authenticated_data)?;
+        self.with_group(req.state_id, |g| {
+            let ciphertext = g
+                .group
+                .encrypt_application_with_aad(&req.plaintext, req.authenticated_data)?;
             Ok(ProtectResponse { ciphertext })
         })
     }
 
     async fn unprotect(&self, req: Request<UnprotectRequest>) -> RpcResult<UnprotectResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = &mut reg.group(req.state_id)?.group;
-            match g.process_incoming(&req.ciphertext, now())? {
+        self.with_group(req.state_id, |g| {
+            match g.group.process_incoming(&req.ciphertext, now())? {
                 ProcessedMessage::ApplicationMessage {
                     data,
                     authenticated_data,
@@ -1069,9 +1073,7 @@ impl MlsClient for InteropClient {
         req: Request<UpdateProposalRequest>,
     ) -> RpcResult<ProposalResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
+        self.with_group(req.state_id, |g| {
             let p = g.group.propose_update()?;
             Ok(g.sent(p).into_inner())
         })
@@ -1082,9 +1084,7 @@ impl MlsClient for InteropClient {
         req: Request<RemoveProposalRequest>,
     ) -> RpcResult<ProposalResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
+        self.with_group(req.state_id, |g| {
             let leaf = member_with_identity(&g.group, &req.removed_id)?;
             let p = g.group.propose_remove(leaf)?;
             Ok(g.sent(p).into_inner())
@@ -1096,9 +1096,7 @@ impl MlsClient for InteropClient {
         req: Request<ExternalPskProposalRequest>,
     ) -> RpcResult<ProposalResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
+        self.with_group(req.state_id, |g| {
             let id = g.group.external_psk_id(req.psk_id);
             let p = g.group.propose_psk(id)?;
             Ok(g.sent(p).into_inner())
@@ -1110,9 +1108,7 @@ impl MlsClient for InteropClient {
         req: Request<ResumptionPskProposalRequest>,
     ) -> RpcResult<ProposalResponse> {
         let req = req.into_inner();
-        answer(|| {
-            let mut reg = self.registry()?;
-            let g = reg.group(req.state_id)?;
+        self.with_group(req.state_id, |g| {
             let id = g.group.resumption_psk_id(req.epoch_id);
             let p = g.group.propose_psk(id)?;
             Ok(g.sent(p).into_inner())
