@@ -192,6 +192,28 @@ impl Registry {
         self.insert(Entry::Group(Box::new(GroupState::new(group))))
     }
 
+    /// Stores a new ReInit or branch group at epoch 1 and answers with its
+    /// Welcome (and its tree, when asked for out of band).
+    fn insert_subgroup(
+        &mut self,
+        group: Group,
+        out: hsmls::CommitOutput,
+        external_tree: bool,
+    ) -> Result<CreateSubgroupResponse, InteropError> {
+        let epoch_authenticator = group.epoch_authenticator().to_vec();
+        let ratchet_tree = match (&out.ratchet_tree, external_tree) {
+            (Some(t), true) => t.encode()?,
+            _ => Vec::new(),
+        };
+        let state_id = self.insert_group(group);
+        Ok(CreateSubgroupResponse {
+            state_id,
+            welcome: out.welcome.unwrap_or_default(),
+            ratchet_tree,
+            epoch_authenticator,
+        })
+    }
+
     fn take_transaction(&mut self, id: u32) -> Result<Transaction, InteropError> {
         match self.entries.remove(&id) {
             Some(Entry::Transaction(t)) => Ok(*t),
@@ -1239,18 +1261,7 @@ impl MlsClient for InteropClient {
             let mut config = group.config().clone();
             config.ratchet_tree_in_welcome = true;
             group.set_config(config);
-            let epoch_authenticator = group.epoch_authenticator().to_vec();
-            let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
-                (Some(t), true) => t.encode()?,
-                _ => Vec::new(),
-            };
-            let state_id = reg.insert_group(group);
-            Ok(CreateSubgroupResponse {
-                state_id,
-                welcome: out.welcome.unwrap_or_default(),
-                ratchet_tree,
-                epoch_authenticator,
-            })
+            reg.insert_subgroup(group, out, req.external_tree)
         })
     }
 
@@ -1323,18 +1334,7 @@ impl MlsClient for InteropClient {
                 }
             };
             group.set_config(saved);
-            let epoch_authenticator = group.epoch_authenticator().to_vec();
-            let ratchet_tree = match (&out.ratchet_tree, req.external_tree) {
-                (Some(t), true) => t.encode()?,
-                _ => Vec::new(),
-            };
-            let state_id = reg.insert_group(group);
-            Ok(CreateSubgroupResponse {
-                state_id,
-                welcome: out.welcome.unwrap_or_default(),
-                ratchet_tree,
-                epoch_authenticator,
-            })
+            reg.insert_subgroup(group, out, req.external_tree)
         })
     }
 
