@@ -31,16 +31,15 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
-use hsmls::{
-    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
-    ProcessedMessage,
-};
+use hsmls::{CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig};
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{
     Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
 };
 
-use common::{Member, NOW, all_send, deliver_commit, member, pkcs11_config, validator};
+use common::{
+    Member, NOW, all_send, deliver_commit, external_join, member, pkcs11_config, validator,
+};
 
 /// One recorded custody call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,24 +347,7 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
 
     // Erin joins by external commit.
     let mut erin = member(Audit::open(&config), "erin");
-    let group_info = members[1].group().group_info().unwrap();
-    let (g, commit) = Group::join_by_external_commit(
-        gconfig.clone(),
-        erin.signer.clone(),
-        validator(),
-        &group_info,
-        JoinOptions::default(),
-    )
-    .unwrap();
-    erin.group = Some(g);
-    for m in members.iter_mut().filter(|m| m.group.is_some()) {
-        let g = m.group();
-        let ProcessedMessage::StagedCommit(staged) = g.process_incoming(&commit, NOW).unwrap()
-        else {
-            panic!("expected the external commit");
-        };
-        g.merge_staged_commit(staged).unwrap();
-    }
+    external_join(&mut members, &mut erin, 1, &gconfig);
     members.push(erin);
     check(&members, "external join");
     all_send(&mut members);

@@ -26,7 +26,9 @@ use hsmls_custody::{
     Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
 };
 
-use common::{Member, NOW, all_send, deliver_commit, member, pkcs11_config, validator};
+use common::{
+    Member, NOW, all_send, deliver_commit, external_join, member, pkcs11_config, validator,
+};
 
 /// A member's custody on the token: delegates every call to a
 /// [`Pkcs11Custody`] and records the keys generated, imported and
@@ -244,25 +246,7 @@ fn full_scenario_with_keys_in_softhsm() {
 
     // Erin joins by an external commit from Bob's GroupInfo.
     let mut erin = member(Recorded::open(&config), "erin");
-    let group_info = members[1].group().group_info().unwrap();
-    let (g, commit) = Group::join_by_external_commit(
-        gconfig.clone(),
-        erin.signer.clone(),
-        validator(),
-        &group_info,
-        JoinOptions::default(),
-    )
-    .unwrap();
-    erin.group = Some(g);
-    for m in members.iter_mut().filter(|m| m.group.is_some()) {
-        let g = m.group();
-        let ProcessedMessage::StagedCommit(staged) = g.process_incoming(&commit, NOW).unwrap()
-        else {
-            panic!("expected the external commit");
-        };
-        assert_eq!(staged.sender, hsmls::codec::Sender::NewMemberCommit);
-        g.merge_staged_commit(staged).unwrap();
-    }
+    external_join(&mut members, &mut erin, 1, &gconfig);
     members.push(erin);
     check_agreement(&members);
     all_send(&mut members);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use hsmls::codec::Credential;
 use hsmls::{
-    BasicCredentialValidator, CommitOutput, CredentialValidator, Group, ProcessedMessage, Signer,
+    BasicCredentialValidator, CommitOutput, CredentialValidator, Group, GroupConfig, JoinOptions,
+    ProcessedMessage, Signer,
 };
 use hsmls_custody::KeyCustody;
 use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
@@ -103,5 +104,34 @@ pub fn all_send<C>(members: &mut [Member<C>]) {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+}
+
+/// `joiner` joins by an external commit (RFC 9420 §12.4.3.2) from the
+/// GroupInfo of `members[from]`; every member in the group merges it.
+pub fn external_join<C>(
+    members: &mut [Member<C>],
+    joiner: &mut Member<C>,
+    from: usize,
+    gconfig: &GroupConfig,
+) {
+    let group_info = members[from].group().group_info().unwrap();
+    let (g, commit) = Group::join_by_external_commit(
+        gconfig.clone(),
+        joiner.signer.clone(),
+        validator(),
+        &group_info,
+        JoinOptions::default(),
+    )
+    .unwrap();
+    joiner.group = Some(g);
+    for m in members.iter_mut().filter(|m| m.group.is_some()) {
+        let g = m.group();
+        let ProcessedMessage::StagedCommit(staged) = g.process_incoming(&commit, NOW).unwrap()
+        else {
+            panic!("expected the external commit");
+        };
+        assert_eq!(staged.sender, hsmls::codec::Sender::NewMemberCommit);
+        g.merge_staged_commit(staged).unwrap();
     }
 }
