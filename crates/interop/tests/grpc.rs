@@ -278,12 +278,7 @@ async fn every_rpc_through_grpc() {
         .unwrap()
         .into_inner()
         .proposal;
-    let out = alice
-        .client
-        .commit(commit_req(alice.state, vec![add]))
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut alice, vec![add], vec![], false, false).await;
     assert!(!out.welcome.is_empty());
     assert!(
         out.ratchet_tree.is_empty(),
@@ -346,12 +341,7 @@ async fn every_rpc_through_grpc() {
         .unwrap()
         .into_inner()
         .proposal;
-    let out = alice
-        .client
-        .commit(commit_req(alice.state, vec![upd.clone()]))
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut alice, vec![upd.clone()], vec![], false, false).await;
     let auth = finish_commit(
         &mut alice,
         &mut [&mut bob, &mut charlie],
@@ -423,12 +413,7 @@ async fn every_rpc_through_grpc() {
         .into_inner()
         .proposal;
     let refs = vec![res_p, gce_p];
-    let out = charlie
-        .client
-        .commit(commit_req(charlie.state, refs.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut charlie, refs.clone(), vec![], false, false).await;
     let auth = finish_commit(
         &mut charlie,
         &mut [&mut alice, &mut bob],
@@ -575,12 +560,7 @@ async fn every_rpc_through_grpc() {
         other => panic!("not a PublicMessage: {other:?}"),
     }
     let refs = vec![nm.proposal.clone()];
-    let out = bob
-        .client
-        .commit(commit_req(bob.state, refs.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut bob, refs.clone(), vec![], false, false).await;
     let auth = finish_commit(
         &mut bob,
         &mut [&mut alice, &mut charlie, &mut dave],
@@ -633,12 +613,7 @@ async fn every_rpc_through_grpc() {
         .into_inner()
         .proposal;
     let refs = vec![aes];
-    let out = alice
-        .client
-        .commit(commit_req(alice.state, refs.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let out = commit(&mut alice, refs.clone(), vec![], false, false).await;
     let auth = finish_commit(
         &mut alice,
         &mut [&mut bob, &mut charlie, &mut dave, &mut erin],
