@@ -209,6 +209,30 @@ async fn join(client: &mut Client, req: JoinGroupRequest) -> JoinGroupResponse {
     client.join_group(req).await.unwrap().into_inner()
 }
 
+async fn group_info(m: &mut Member, external_tree: bool) -> GroupInfoResponse {
+    m.client
+        .group_info(GroupInfoRequest {
+            state_id: m.state,
+            external_tree,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `m` handles a commit that needs no proposals by reference.
+async fn handle_commit(m: &mut Member, commit: Vec<u8>) -> HandleCommitResponse {
+    m.client
+        .handle_commit(HandleCommitRequest {
+            state_id: m.state,
+            proposal: vec![],
+            commit,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 fn commit_req(state_id: u32, by_reference: Vec<Vec<u8>>) -> CommitRequest {
     CommitRequest {
         state_id,
@@ -424,15 +448,7 @@ async fn every_rpc_through_grpc() {
     assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
 
     // dave joins by external commit from alice's GroupInfo (tree inside).
-    let gi = alice
-        .client
-        .group_info(GroupInfoRequest {
-            state_id: alice.state,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gi = group_info(&mut alice, false).await;
     assert!(gi.ratchet_tree.is_empty());
     let ej = b
         .client
@@ -452,16 +468,7 @@ async fn every_rpc_through_grpc() {
         state: ej.state_id,
     };
     for m in [&mut alice, &mut bob, &mut charlie] {
-        let r = m
-            .client
-            .handle_commit(HandleCommitRequest {
-                state_id: m.state,
-                proposal: vec![],
-                commit: ej.commit.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = handle_commit(m, ej.commit.clone()).await;
         assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
     }
     assert_agree(
@@ -472,15 +479,7 @@ async fn every_rpc_through_grpc() {
     message_round(&mut dave, &mut [&mut alice, &mut charlie], b"dave here").await;
 
     // dave re-joins (resync) with the tree out of band, removing his old leaf.
-    let gi = charlie
-        .client
-        .group_info(GroupInfoRequest {
-            state_id: charlie.state,
-            external_tree: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gi = group_info(&mut charlie, true).await;
     assert!(!gi.ratchet_tree.is_empty());
     let ej = c
         .client
@@ -496,16 +495,7 @@ async fn every_rpc_through_grpc() {
         .unwrap()
         .into_inner();
     for m in [&mut alice, &mut bob, &mut charlie] {
-        let r = m
-            .client
-            .handle_commit(HandleCommitRequest {
-                state_id: m.state,
-                proposal: vec![],
-                commit: ej.commit.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = handle_commit(m, ej.commit.clone()).await;
         assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
     }
     // The old dave state is gone from the group: free it.
@@ -535,15 +525,7 @@ async fn every_rpc_through_grpc() {
     .await;
 
     // erin asks to join with a new-member Add proposal; alice commits it.
-    let gi = alice
-        .client
-        .group_info(GroupInfoRequest {
-            state_id: alice.state,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gi = group_info(&mut alice, false).await;
     let nm = a
         .client
         .new_member_add_proposal(NewMemberAddProposalRequest {
@@ -629,15 +611,7 @@ async fn every_rpc_through_grpc() {
 
     // The external signer proposes removing dave; the proposal is signed
     // by the signer's key over the group's current context.
-    let gi = alice
-        .client
-        .group_info(GroupInfoRequest {
-            state_id: alice.state,
-            external_tree: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gi = group_info(&mut alice, true).await;
     let mut remove_dave = by_value("remove");
     remove_dave.removed_id = b"dave".to_vec();
     let ext_p = c
@@ -1225,15 +1199,7 @@ async fn external_join(
     joiner: &Client,
     identity: &str,
 ) -> Member {
-    let gi = actor
-        .client
-        .group_info(GroupInfoRequest {
-            state_id: actor.state,
-            external_tree: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gi = group_info(actor, false).await;
     let mut client = joiner.clone();
     let ej = client
         .external_join(ExternalJoinRequest {
@@ -1248,16 +1214,7 @@ async fn external_join(
         .unwrap()
         .into_inner();
     for m in members.iter_mut().map(|m| &mut **m).chain([actor]) {
-        let r = m
-            .client
-            .handle_commit(HandleCommitRequest {
-                state_id: m.state,
-                proposal: vec![],
-                commit: ej.commit.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = handle_commit(m, ej.commit.clone()).await;
         assert_eq!(r.epoch_authenticator, ej.epoch_authenticator);
     }
     Member {
@@ -1330,15 +1287,7 @@ async fn external_join_with_a_psk() {
     let mut bob = external_join(&mut alice, &mut [], &b.client, "bob").await;
     let mut dave = external_join(&mut alice, &mut [&mut bob], &c.client, "dave").await;
     let psk_id = install_psk(&mut [&mut alice, &mut bob], 9).await;
-    let gi = alice
-        .client
-        .group_info(GroupInfoRequest {
-            state_id: alice.state,
-            external_tree: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gi = group_info(&mut alice, true).await;
     let mut client = c.client.clone();
     let ej = client
         .external_join(ExternalJoinRequest {
