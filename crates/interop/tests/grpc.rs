@@ -233,6 +233,17 @@ async fn handle_commit(m: &mut Member, commit: Vec<u8>) -> HandleCommitResponse 
         .into_inner()
 }
 
+/// A member joined by `req` through `client`, checked to agree on `auth`.
+async fn join_member(client: &Client, req: JoinGroupRequest, auth: &[u8]) -> Member {
+    let mut client = client.clone();
+    let joined = join(&mut client, req).await;
+    assert_eq!(joined.epoch_authenticator, auth);
+    Member {
+        client,
+        state: joined.state_id,
+    }
+}
+
 fn commit_req(state_id: u32, by_reference: Vec<Vec<u8>>) -> CommitRequest {
     CommitRequest {
         state_id,
@@ -309,8 +320,8 @@ async fn every_rpc_through_grpc() {
         "no external tree was asked for"
     );
     let auth = finish_commit(&mut alice, &mut [], &[], &out.commit).await;
-    let joined = join(
-        &mut b.client,
+    let mut bob = join_member(
+        &b.client,
         JoinGroupRequest {
             transaction_id: bob_tx,
             welcome: out.welcome,
@@ -318,13 +329,9 @@ async fn every_rpc_through_grpc() {
             identity: b"bob".to_vec(),
             ratchet_tree: vec![],
         },
+        &auth,
     )
     .await;
-    assert_eq!(joined.epoch_authenticator, auth);
-    let mut bob = Member {
-        client: b.client.clone(),
-        state: joined.state_id,
-    };
     assert_agree(&mut [&mut alice, &mut bob], &auth).await;
     message_round(&mut alice, &mut [&mut bob], b"hello bob").await;
     message_round(&mut bob, &mut [&mut alice], b"hello alice").await;
@@ -336,8 +343,8 @@ async fn every_rpc_through_grpc() {
     let out = commit(&mut bob, vec![], vec![add_charlie], true, true).await;
     assert!(!out.ratchet_tree.is_empty());
     let auth = finish_commit(&mut bob, &mut [&mut alice], &[], &out.commit).await;
-    let joined = join(
-        &mut c.client,
+    let mut charlie = join_member(
+        &c.client,
         JoinGroupRequest {
             transaction_id: charlie_tx,
             welcome: out.welcome,
@@ -345,13 +352,9 @@ async fn every_rpc_through_grpc() {
             identity: b"charlie".to_vec(),
             ratchet_tree: out.ratchet_tree,
         },
+        &auth,
     )
     .await;
-    assert_eq!(joined.epoch_authenticator, auth);
-    let mut charlie = Member {
-        client: c.client.clone(),
-        state: joined.state_id,
-    };
     assert_agree(&mut [&mut alice, &mut bob, &mut charlie], &auth).await;
     message_round(&mut charlie, &mut [&mut alice, &mut bob], b"hi all").await;
 
@@ -550,8 +553,8 @@ async fn every_rpc_through_grpc() {
         &out.commit,
     )
     .await;
-    let joined = join(
-        &mut a.client,
+    let mut erin = join_member(
+        &a.client,
         JoinGroupRequest {
             transaction_id: nm.transaction_id,
             welcome: out.welcome,
@@ -559,13 +562,9 @@ async fn every_rpc_through_grpc() {
             identity: b"erin".to_vec(),
             ratchet_tree: vec![],
         },
+        &auth,
     )
     .await;
-    assert_eq!(joined.epoch_authenticator, auth);
-    let mut erin = Member {
-        client: a.client.clone(),
-        state: joined.state_id,
-    };
     assert_agree(
         &mut [&mut alice, &mut bob, &mut charlie, &mut dave, &mut erin],
         &auth,
@@ -1234,23 +1233,15 @@ async fn full_commit(
     let out = commit(committer, by_reference.clone(), by_value, false, false).await;
     let auth = finish_commit(committer, members, &by_reference, &out.commit).await;
     let mut joined = Vec::new();
-    for (mut client, tx) in joiners {
-        let r = join(
-            &mut client,
-            JoinGroupRequest {
-                transaction_id: tx,
-                welcome: out.welcome.clone(),
-                encrypt_handshake: true,
-                identity: vec![],
-                ratchet_tree: vec![],
-            },
-        )
-        .await;
-        assert_eq!(r.epoch_authenticator, auth);
-        joined.push(Member {
-            client,
-            state: r.state_id,
-        });
+    for (client, tx) in joiners {
+        let req = JoinGroupRequest {
+            transaction_id: tx,
+            welcome: out.welcome.clone(),
+            encrypt_handshake: true,
+            identity: vec![],
+            ratchet_tree: vec![],
+        };
+        joined.push(join_member(&client, req, &auth).await);
     }
     let mut all: Vec<&mut Member> = members.iter_mut().map(|m| &mut **m).collect();
     all.push(committer);
