@@ -44,6 +44,22 @@ fn create(name: &str, extensions: Vec<Extension>) -> Group {
     .unwrap()
 }
 
+/// `group` adds the member of `kp` by Welcome and merges; the new member
+/// (`signer`) joins from that Welcome.
+fn add_and_join(group: &mut Group, signer: Signer, kp: &KeyPackageBundle) -> Group {
+    let out = group.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    group.merge_pending_commit().unwrap();
+    Group::join_from_welcome(
+        GroupConfig::default(),
+        signer,
+        validator(),
+        kp,
+        &out.welcome.unwrap(),
+        JoinOptions::default(),
+    )
+    .unwrap()
+}
+
 /// Whether the custody can still use `key` (ECDH with its own public key).
 fn usable(custody: &dyn KeyCustody, key: &hsmls_custody::KeyRef) -> bool {
     custody.dh(key, key.public_key().as_bytes()).is_ok()
@@ -214,17 +230,7 @@ fn application_id_is_set_and_read() {
     )
     .unwrap();
     let mut a = create("alice", vec![]);
-    let out = a.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
-    a.merge_pending_commit().unwrap();
-    let mut b = Group::join_from_welcome(
-        GroupConfig::default(),
-        bob,
-        validator(),
-        &kp,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let mut b = add_and_join(&mut a, bob, &kp);
     let bi = b.own_leaf_index();
     let ai = a.own_leaf_index();
     assert_eq!(
@@ -292,17 +298,7 @@ fn key_packages_outside_their_lifetime_are_rejected() {
     // receiver's is refused with the receiver's state unchanged.
     let carol = signer("carol");
     let kc = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &carol).unwrap();
-    let out = a.add_members(&[&kc.to_bytes().unwrap()], NOW).unwrap();
-    a.merge_pending_commit().unwrap();
-    let mut c = Group::join_from_welcome(
-        GroupConfig::default(),
-        carol,
-        validator(),
-        &kc,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let mut c = add_and_join(&mut a, carol, &kc);
     let dave = signer("dave");
     let kd = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 100), &dave).unwrap();
     let out = a.add_members(&[&kd.to_bytes().unwrap()], NOW).unwrap();
@@ -367,17 +363,7 @@ fn padding_policy_of_the_group_config() {
     let mut a = create("alice", vec![]);
     let bob = signer("bob");
     let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
-    let out = a.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
-    a.merge_pending_commit().unwrap();
-    let mut b = Group::join_from_welcome(
-        GroupConfig::default(),
-        bob,
-        validator(),
-        &kp,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let mut b = add_and_join(&mut a, bob, &kp);
 
     // Without padding, lengths differ with the content.
     let short = a.encrypt_application(b"a").unwrap();
