@@ -29,6 +29,23 @@ fn signer(name: &str) -> Signer {
     .unwrap()
 }
 
+/// `group` branches a subgroup `group_id` (RFC 9420 §11.3) with `signer`
+/// and the member of `kp`.
+fn branch(
+    group: &Group,
+    signer: &Signer,
+    group_id: &[u8],
+    kp: &KeyPackageBundle,
+) -> Result<(Group, hsmls::CommitOutput), GroupError> {
+    group.branch(
+        signer.clone(),
+        group_id.to_vec(),
+        vec![],
+        &[&kp.to_bytes().unwrap()],
+        NOW,
+    )
+}
+
 fn key_package(s: &Signer) -> KeyPackageBundle {
     KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), s).unwrap()
 }
@@ -248,15 +265,7 @@ fn reinit_requires_committed_reinit_and_matching_welcome() {
     ));
     // A branch Welcome is not a reinit Welcome.
     let kb = key_package(&signers[1]);
-    let (_branch, out) = groups[0]
-        .branch(
-            signers[0].clone(),
-            b"branch".to_vec(),
-            vec![],
-            &[&kb.to_bytes().unwrap()],
-            NOW,
-        )
-        .unwrap();
+    let (_branch, out) = branch(&groups[0], &signers[0], b"branch", &kb).unwrap();
     let out2 = groups[0].commit_reinit(reinit_params(), NOW).unwrap();
     deliver_commit(&mut groups, 0, &out2.commit);
     let r = groups[1].join_reinit(
@@ -299,15 +308,7 @@ fn branch_two_of_three() {
 
     // Carol branches a subgroup with Alice (Bob left out).
     let ka = key_package(&signers[0]);
-    let (branch_c, out) = groups[2]
-        .branch(
-            signers[2].clone(),
-            b"subgroup".to_vec(),
-            vec![],
-            &[&ka.to_bytes().unwrap()],
-            NOW,
-        )
-        .unwrap();
+    let (branch_c, out) = branch(&groups[2], &signers[2], b"subgroup", &ka).unwrap();
     let welcome = out.welcome.unwrap();
     let branch_a = groups[0]
         .join_branch(
@@ -340,13 +341,7 @@ fn branch_two_of_three() {
     let dave = signer("dave");
     let kd = key_package(&dave);
     assert!(matches!(
-        groups[2].branch(
-            signers[2].clone(),
-            b"sub2".to_vec(),
-            vec![],
-            &[&kd.to_bytes().unwrap()],
-            NOW
-        ),
+        branch(&groups[2], &signers[2], b"sub2", &kd),
         Err(GroupError::ReInit(_))
     ));
     // Dave's own "old group" (a different group) cannot verify it either:
@@ -361,15 +356,7 @@ fn branch_two_of_three() {
     )
     .unwrap();
     let ka2 = key_package(&signers[0]);
-    let (_b2, out) = groups[2]
-        .branch(
-            signers[2].clone(),
-            b"sub3".to_vec(),
-            vec![],
-            &[&ka2.to_bytes().unwrap()],
-            NOW,
-        )
-        .unwrap();
+    let (_b2, out) = branch(&groups[2], &signers[2], b"sub3", &ka2).unwrap();
     let r = other.join_branch(
         GroupConfig::default(),
         signers[0].clone(),
