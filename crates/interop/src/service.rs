@@ -124,6 +124,18 @@ struct Transaction {
     psks: PskStore,
 }
 
+impl Transaction {
+    /// Options to join with this KeyPackage: `ratchet_tree` when given out
+    /// of band, and the PSKs stored for the transaction.
+    fn join_options(&self, ratchet_tree: Option<codec::RatchetTree>) -> JoinOptions {
+        JoinOptions {
+            ratchet_tree,
+            psks: self.psks.clone(),
+            ..JoinOptions::default()
+        }
+    }
+}
+
 /// What an id names.
 enum Entry {
     Group(Box<GroupState>),
@@ -882,11 +894,7 @@ impl MlsClient for InteropClient {
                 self.validator.clone(),
                 &tx.bundle,
                 &req.welcome,
-                JoinOptions {
-                    ratchet_tree,
-                    psks: tx.psks.clone(),
-                    ..JoinOptions::default()
-                },
+                tx.join_options(ratchet_tree),
             );
             let (state_id, epoch_authenticator) =
                 reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
@@ -1283,11 +1291,7 @@ impl MlsClient for InteropClient {
                 r.tx.signer.clone(),
                 &r.tx.bundle,
                 &req.welcome,
-                JoinOptions {
-                    ratchet_tree,
-                    psks: r.tx.psks.clone(),
-                    ..JoinOptions::default()
-                },
+                r.tx.join_options(ratchet_tree),
             );
             let (state_id, epoch_authenticator) =
                 reg.store_joined(joined, req.reinit_id, Entry::ReInit(Box::new(r)))?;
@@ -1354,11 +1358,7 @@ impl MlsClient for InteropClient {
                 tx.signer.clone(),
                 &tx.bundle,
                 &req.welcome,
-                JoinOptions {
-                    ratchet_tree,
-                    psks: tx.psks.clone(),
-                    ..JoinOptions::default()
-                },
+                tx.join_options(ratchet_tree),
             );
             let (state_id, epoch_authenticator) =
                 reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
