@@ -129,6 +129,20 @@ fn is_session_broken(e: &Error) -> bool {
     )
 }
 
+/// Serialises writes of token objects (persistent key generation and
+/// destruction) within this process. SoftHSM 2.6 keeps token objects in
+/// files and, under concurrent creation from several threads, sometimes
+/// fails `C_GenerateKeyPair` with `CKR_GENERAL_ERROR`; token-object
+/// generation costs tens of milliseconds anyway, so serialising it costs
+/// little. Session objects (wrapped HPKE keys) do not take this lock.
+static TOKEN_OBJECT_WRITES: Mutex<()> = Mutex::new(());
+
+fn token_object_write_lock() -> std::sync::MutexGuard<'static, ()> {
+    TOKEN_OBJECT_WRITES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn is_stale_handle(e: &Error) -> bool {
     matches!(
         e,
@@ -767,11 +781,31 @@ impl Pkcs11Custody {
             Attribute::Label(label.as_bytes().to_vec()),
         ];
         let s = self.pool.get()?;
-        let (public, private) = match s.generate_key_pair(
-            &Mechanism::EccKeyPairGen,
-            &public_template,
-            &private_template,
-        ) {
+        let generated = {
+            let _write = token_object_write_lock();
+            let mut result = s.generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &public_template,
+                &private_template,
+            );
+            if matches!(result, Err(Error::Pkcs11(RvError::GeneralError, _))) {
+                // The token may have created part of the pair: remove
+                // whatever carries this id, then try once more.
+                tracing::warn!(object = %label, "C_GenerateKeyPair failed with CKR_GENERAL_ERROR; retrying once");
+                if let Ok(partial) = s.find_objects(&[Attribute::Id(id.clone())]) {
+                    for h in partial {
+                        let _ = s.destroy_object(h);
+                    }
+                }
+                result = s.generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &public_template,
+                    &private_template,
+                );
+            }
+            result
+        };
+        let (public, private) = match generated {
             Ok(pair) => pair,
             Err(e) => return Err(Self::fail(s, "C_GenerateKeyPair", e)),
         };
@@ -1185,6 +1219,9 @@ impl KeyCustody for Pkcs11Custody {
             Attribute::Label(label.as_bytes().to_vec()),
         ];
         let s = self.pool.get()?;
+        // Token objects (imported signature keys) are written under the
+        // process-wide lock, until both halves exist.
+        let _write = token.then(token_object_write_lock);
         let created = s.create_object(&template);
         for a in template.iter_mut() {
             if let Attribute::Value(v) = a {
@@ -1304,6 +1341,7 @@ impl KeyCustody for Pkcs11Custody {
         if handles.is_empty() {
             return Err(CustodyError::KeyNotFound(uri.to_owned()));
         }
+        let _write = token_object_write_lock();
         for h in handles {
             if let Err(e) = s.destroy_object(h) {
                 return Err(Self::fail(s, "C_DestroyObject", e));
