@@ -280,6 +280,14 @@ fn the_validator_checks_each_rule() {
         .unwrap();
     let info = v.check(&cred, &pk, Some("im:alice@hsmls.test")).unwrap();
     assert_eq!(info.identity, "im:alice@hsmls.test");
+    // The pure-Rust verifier agrees.
+    let pure = X509CredentialValidator::new(&[ca.root_der().to_vec()])
+        .unwrap()
+        .with_clock(clock.clone())
+        .with_algorithms(hsmls_credentials::x509::P256_ALGORITHMS);
+    pure.set_crl(&ca.sign_crl(1, &[], t - 60, 86_400).unwrap())
+        .unwrap();
+    assert_eq!(pure.check(&cred, &pk, None).unwrap(), info);
     // Identity claimed differs.
     assert!(matches!(
         v.check(&cred, &pk, Some("im:bob@hsmls.test")),
