@@ -7,7 +7,7 @@ use crate::KeyPurpose;
 pub enum CustodyError {
     /// A peer or stored public key is not a valid P-256 point.
     #[error("invalid public key: {0}")]
-    InvalidPublicKey(&'static str),
+    InvalidPublicKey(PointFault),
     /// An imported private key is not a valid P-256 scalar.
     #[error("invalid private key: not a P-256 scalar in [1, n-1]")]
     InvalidPrivateKey,
@@ -47,4 +47,21 @@ pub enum CustodyError {
         operation: &'static str,
         reason: String,
     },
+}
+
+/// Why a public key was refused (the reason of
+/// [`CustodyError::InvalidPublicKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PointFault {
+    /// Not an uncompressed SEC1 P-256 point (65 bytes starting 0x04).
+    #[error("not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)")]
+    Encoding,
+    /// Well encoded, but not a point of the P-256 curve.
+    #[error("point is not on the P-256 curve")]
+    NotOnCurve,
+    /// A token's `CKA_EC_POINT` holds no P-256 point (neither a DER OCTET
+    /// STRING of one nor a bare one).
+    #[error("CKA_EC_POINT is not a P-256 point")]
+    EcPointEncoding,
 }

@@ -17,7 +17,7 @@ mod error;
 pub mod pkcs11;
 pub mod software;
 
-pub use error::CustodyError;
+pub use error::{CustodyError, PointFault};
 pub use pkcs11::{Pkcs11Config, Pkcs11Custody};
 pub use software::SoftwareCustody;
 
@@ -76,12 +76,10 @@ impl fmt::Debug for PublicKey {
 /// token (a token's own checks vary).
 pub fn validate_p256_point(bytes: &[u8]) -> Result<p256::PublicKey, CustodyError> {
     if bytes.len() != 65 || bytes[0] != 0x04 {
-        return Err(CustodyError::InvalidPublicKey(
-            "not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)",
-        ));
+        return Err(CustodyError::InvalidPublicKey(PointFault::Encoding));
     }
     p256::PublicKey::from_sec1_bytes(bytes)
-        .map_err(|_| CustodyError::InvalidPublicKey("point is not on the P-256 curve"))
+        .map_err(|_| CustodyError::InvalidPublicKey(PointFault::NotOnCurve))
 }
 
 /// A reference to a private key held by a custody backend.

@@ -159,7 +159,7 @@ fn decode_ec_point(value: &[u8]) -> Result<PublicKey, CustodyError> {
         raw if raw.len() == 65 => raw,
         _ => {
             return Err(CustodyError::InvalidPublicKey(
-                "CKA_EC_POINT is not a P-256 point",
+                crate::PointFault::EcPointEncoding,
             ));
         }
     };
@@ -1428,7 +1428,13 @@ mod tests {
         let mut long_form = vec![0x04, 0x81, 0x41];
         long_form.extend_from_slice(point.as_bytes());
         assert_eq!(decode_ec_point(&long_form).unwrap(), public);
-        assert!(decode_ec_point(&der[..60]).is_err());
-        assert!(decode_ec_point(&[]).is_err());
+        for bad in [&der[..60], &[][..]] {
+            assert!(matches!(
+                decode_ec_point(bad),
+                Err(CustodyError::InvalidPublicKey(
+                    crate::PointFault::EcPointEncoding
+                ))
+            ));
+        }
     }
 }
