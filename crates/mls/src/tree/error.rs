@@ -158,6 +158,10 @@ pub enum TreeError {
         /// Ciphertexts present.
         actual: usize,
     },
+    /// An UpdatePathNode's `encryption_key` is not a valid HPKE public
+    /// key of the suite (§7.6).
+    #[error("the UpdatePath's encryption_key for {0:?} is not a valid public key")]
+    InvalidPathKey(NodeIndex),
     /// A public key derived from a decrypted path secret differs from the
     /// one in the UpdatePath or tree (§7.5).
     #[error("derived public key differs from the one at node {0:?}")]

@@ -448,7 +448,7 @@ fn merge(
     for (&(node, s), upn) in fdp.iter().zip(&update_path.nodes) {
         provider
             .validate_hpke_public_key(upn.encryption_key.as_slice())
-            .map_err(|_| TreeError::PublicKeyMismatch(node))?;
+            .map_err(|_| TreeError::InvalidPathKey(node))?;
         let expected = tree.resolution_len(s, added);
         if upn.encrypted_path_secret.len() != expected {
             return Err(TreeError::UpdatePathCiphertextCount {
