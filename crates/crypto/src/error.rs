@@ -1,4 +1,4 @@
-use hsmls_custody::CustodyError;
+use hsmls_custody::{CustodyError, KeySpec};
 
 /// Errors of the cipher-suite layer. No variant carries secret bytes.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,16 @@ pub enum CryptoError {
     /// §7.1.3); happens with negligible probability.
     #[error("DeriveKeyPair found no valid private key")]
     DeriveKeyPair,
+    /// A custody key given for an operation of the cipher suite is of
+    /// another algorithm than the suite's (RFC 9420 §5.1: the suite fixes
+    /// the signature scheme and the KEM).
+    #[error("the cipher suite needs a {expected} key, this is a {actual} key")]
+    WrongKeySpec {
+        /// The suite's key kind.
+        expected: KeySpec,
+        /// The key's kind.
+        actual: KeySpec,
+    },
     /// A key-custody operation failed.
     #[error("key custody: {0}")]
     Custody(#[from] CustodyError),

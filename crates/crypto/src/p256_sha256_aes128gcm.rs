@@ -6,7 +6,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce};
 use hkdf::{Hkdf, HkdfExtract};
 use hmac::{Hmac, Mac};
-use hsmls_custody::{KeyCustody, KeyRef, PointFault, validate_p256_point};
+use hsmls_custody::{KemAlgorithm, KeyCustody, KeyRef, SignatureScheme};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -40,16 +40,14 @@ pub(crate) static SUITE: P256Sha256Aes128Gcm = P256Sha256Aes128Gcm;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct P256Sha256Aes128Gcm;
 
-/// Parses an uncompressed SEC1 P-256 point, rejecting anything else.
+/// Parses an uncompressed SEC1 P-256 point, rejecting anything else
+/// (compressed points, the identity, points off the curve).
 fn parse_point(bytes: &[u8]) -> Result<p256::PublicKey, CryptoError> {
-    validate_p256_point(bytes).map_err(|e| {
-        CryptoError::InvalidPublicKey(match e {
-            hsmls_custody::CustodyError::InvalidPublicKey(PointFault::NotOnCurve) => {
-                PublicKeyFault::NotOnCurve
-            }
-            _ => PublicKeyFault::Encoding,
-        })
-    })
+    if bytes.len() != NPK || bytes[0] != 0x04 {
+        return Err(CryptoError::InvalidPublicKey(PublicKeyFault::Encoding));
+    }
+    p256::PublicKey::from_sec1_bytes(bytes)
+        .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))
 }
 
 /// Fixed-base table for the generator `G`: row `i`, entry `j` holds
@@ -173,10 +171,18 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn hpke_suite(&self) -> HpkeSuite {
         HpkeSuite {
-            kem_id: 0x0010,
+            kem_id: KemAlgorithm::DhKemP256HkdfSha256.kem_id(),
             kdf_id: 0x0001,
             aead_id: 0x0001,
         }
+    }
+
+    fn signature_scheme(&self) -> SignatureScheme {
+        SignatureScheme::EcdsaSecp256r1Sha256
+    }
+
+    fn kem(&self) -> KemAlgorithm {
+        KemAlgorithm::DhKemP256HkdfSha256
     }
 
     fn hash(&self, parts: &[&[u8]]) -> Digest {
@@ -297,11 +303,19 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn kem_decap(&self, enc: &[u8], recipient: &HpkeRecipient<'_>) -> Result<Secret, CryptoError> {
         let pk_e = parse_point(enc)?;
-        let dh = match recipient {
-            HpkeRecipient::Custody { custody, key } => custody.dh(key, enc)?,
-            HpkeRecipient::Software(k) => dh(&secret_key(k.private_bytes().as_bytes())?, &pk_e),
+        let (in_custody, in_software);
+        let dh: &[u8] = match recipient {
+            HpkeRecipient::Custody { custody, key } => {
+                self.check_key_spec(key, self.hpke_key_spec())?;
+                in_custody = custody.dh(key, enc)?;
+                in_custody.as_bytes()
+            }
+            HpkeRecipient::Software(k) => {
+                in_software = dh(&secret_key(k.private_bytes().as_bytes())?, &pk_e);
+                in_software.as_slice()
+            }
         };
-        extract_and_expand(self, dh.as_slice(), enc, recipient.public_key())
+        extract_and_expand(self, dh, enc, recipient.public_key())
     }
 
     fn validate_hpke_public_key(&self, public_key: &[u8]) -> Result<(), CryptoError> {
@@ -314,12 +328,15 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         key: &KeyRef,
         message: &[&[u8]],
     ) -> Result<Vec<u8>, CryptoError> {
-        let mut h = Sha256::new();
+        self.check_key_spec(key, self.signature_key_spec())?;
+        // The whole-message signer takes one buffer: the parts are joined
+        // (zeroized afterwards: a PrivateMessage's signed content holds the
+        // plaintext).
+        let mut joined = Zeroizing::new(Vec::with_capacity(message.iter().map(|p| p.len()).sum()));
         for p in message {
-            h.update(p);
+            joined.extend_from_slice(p);
         }
-        let digest: [u8; 32] = h.finalize().into();
-        Ok(custody.sign_digest(key, &digest)?)
+        Ok(custody.sign(key, &joined)?)
     }
 
     fn verify(

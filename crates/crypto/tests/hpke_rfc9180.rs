@@ -10,7 +10,7 @@ use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use hsmls_crypto::{
     CipherSuite, CipherSuiteProvider, CryptoError, HpkeRecipient, PublicKeyFault, hpke as ours,
 };
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -64,7 +64,10 @@ fn reference_seals_we_open() {
         assert_eq!(*opened, pt);
 
         let key = custody
-            .import(KeyPurpose::Hpke, recipient.private_bytes().as_bytes())
+            .import(
+                KeySpec::DHKEM_P256_HKDF_SHA256,
+                recipient.private_bytes().as_bytes(),
+            )
             .unwrap();
         let in_custody = HpkeRecipient::Custody {
             custody: &custody,

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use hsmls_crypto::{CipherSuite as SuiteId, CipherSuiteProvider, CryptoError};
-use hsmls_custody::{CustodyError, KeyPurpose, KeyRef};
+use hsmls_custody::{CustodyError, KeyRef};
 
 use crate::codec::{
     self, Capabilities, CipherSuite, CodecError, CredentialType, Decode, Encode, Extension,
@@ -218,8 +218,8 @@ impl KeyPackageBundle {
         let suite = SuiteId(config.cipher_suite.0);
         let cs = suite.provider()?;
         let custody = signer.custody.as_ref();
-        let init_key = custody.generate(KeyPurpose::Hpke)?;
-        let encryption_key = match custody.generate(KeyPurpose::Hpke) {
+        let init_key = custody.generate(cs.hpke_key_spec())?;
+        let encryption_key = match custody.generate(cs.hpke_key_spec()) {
             Ok(k) => k,
             Err(e) => {
                 let _ = custody.destroy(&init_key);

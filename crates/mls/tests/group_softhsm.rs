@@ -23,7 +23,8 @@ use hsmls::{
 };
 use hsmls_custody::pkcs11::{Pkcs11Config, Pkcs11Uri};
 use hsmls_custody::{
-    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
+    Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec,
+    Pkcs11Custody, SharedSecret,
 };
 
 use common::{
@@ -47,7 +48,12 @@ impl Recorded {
             panic!("cannot open the SoftHSM test token: {e} (run `bash scripts/test.sh`)")
         });
         assert!(
-            inner.capabilities().signature_keys && inner.capabilities().hpke_keys,
+            inner
+                .capabilities()
+                .supports(KeySpec::ECDSA_SECP256R1_SHA256)
+                && inner
+                    .capabilities()
+                    .supports(KeySpec::DHKEM_P256_HKDF_SHA256),
             "the test token must hold signature and HPKE keys: {}",
             inner.capabilities().summary
         );
@@ -72,17 +78,20 @@ impl KeyCustody for Recorded {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
-    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
-        let key = self.inner.generate(purpose)?;
+    fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        let key = self.inner.generate(spec)?;
         self.generated.lock().unwrap().push(key.clone());
         Ok(key)
     }
-    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+    fn import(&self, spec: KeySpec, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
         *self.imported.lock().unwrap() += 1;
-        self.inner.import(purpose, private_key)
+        self.inner.import(spec, private_key)
     }
-    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
-        self.inner.sign_digest(key, digest)
+    fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        self.inner.sign_prehash(key, prehash)
+    }
+    fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        self.inner.sign(key, message)
     }
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
         self.inner.dh(key, peer_public_key)
@@ -94,6 +103,9 @@ impl KeyCustody for Recorded {
     }
     fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
         self.inner.find(uri)
+    }
+    fn key_attributes(&self, key: &KeyRef) -> Result<KeyAttributes, CustodyError> {
+        self.inner.key_attributes(key)
     }
 }
 

@@ -27,7 +27,7 @@ use hsmls::{
     KeyPackageBundle, ProcessedMessage, Signer, WelcomePart,
 };
 use hsmls_crypto::Secret;
-use hsmls_custody::{CustodyError, KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{CustodyError, KeyCustody, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
 
@@ -110,13 +110,13 @@ fn run_case(case: &Case) -> Result<(), String> {
         .map_err(|e| format!("key_package validation: {e}"))?;
 
     let init_key = custody
-        .import(KeyPurpose::Hpke, &case.init_priv)
+        .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.init_priv)
         .map_err(|e| format!("import init_priv: {e}"))?;
     let encryption_key = custody
-        .import(KeyPurpose::Hpke, &case.encryption_priv)
+        .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.encryption_priv)
         .map_err(|e| format!("import encryption_priv: {e}"))?;
     let signature_key = custody
-        .import(KeyPurpose::Signature, &case.signature_priv)
+        .import(KeySpec::ECDSA_SECP256R1_SHA256, &case.signature_priv)
         .map_err(|e| format!("import signature_priv: {e}"))?;
     // The imported keys are the KeyPackage's.
     let wire = key_package.as_wire();

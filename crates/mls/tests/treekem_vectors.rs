@@ -19,7 +19,7 @@ use hsmls::tree::{
 };
 use hsmls::tree_math::{LeafIndex, NodeIndex};
 use hsmls_crypto::{CipherSuite, CryptoError};
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load, unhex};
 use serde::Deserialize;
 
@@ -118,7 +118,7 @@ fn treekem_vectors() {
         let mut members: HashMap<u32, Member> = HashMap::new();
         for lp in &c.leaves_private {
             let leaf_key = custody
-                .import(KeyPurpose::Hpke, &lp.encryption_priv)
+                .import(KeySpec::DHKEM_P256_HKDF_SHA256, &lp.encryption_priv)
                 .expect("import leaf key");
             let leaf = tree.leaf(LeafIndex(lp.index)).expect("member leaf");
             assert_eq!(
@@ -128,7 +128,7 @@ fn treekem_vectors() {
                 lp.index
             );
             let signature_key = custody
-                .import(KeyPurpose::Signature, &lp.signature_priv)
+                .import(KeySpec::ECDSA_SECP256R1_SHA256, &lp.signature_priv)
                 .expect("import signature key");
             assert_eq!(
                 leaf.signature_key.as_slice(),

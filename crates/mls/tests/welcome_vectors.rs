@@ -13,7 +13,7 @@ use hsmls::key_schedule::{EpochSecrets, JoinerSecret};
 use hsmls::transcript::verify_confirmation_tag;
 use hsmls::{GroupError, WelcomePart};
 use hsmls_crypto::{CipherSuite, HpkeRecipient, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
 
@@ -55,7 +55,9 @@ fn welcome_vectors() {
         );
 
         let custody = SoftwareCustody::new();
-        let init_key = custody.import(KeyPurpose::Hpke, &case.init_priv).unwrap();
+        let init_key = custody
+            .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.init_priv)
+            .unwrap();
         assert_eq!(init_key.public_key().as_bytes(), kp.init_key.as_slice());
         let recipient = HpkeRecipient::Custody {
             custody: &custody,

@@ -74,7 +74,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
-use hsmls_custody::{KeyPurpose, KeyRef};
+use hsmls_custody::KeyRef;
 use rand_core::OsRng;
 
 pub use commit::{CommitOutput, LostCommit, OwnCommit, StagedCommit};
@@ -379,7 +379,7 @@ impl Group {
     ) -> Result<Self, GroupError> {
         let cs = suite_provider(config.cipher_suite)?;
         validator.validate(&signer.credential, &signer.signature_public_key())?;
-        let leaf_key = signer.custody.generate(KeyPurpose::Hpke)?;
+        let leaf_key = signer.custody.generate(cs.hpke_key_spec())?;
         let result = (|| {
             // The founder's leaf has source key_package (§11) with a
             // lifetime starting now.
@@ -865,7 +865,7 @@ impl Group {
             .leaf(own)
             .cloned()
             .ok_or(GroupError::NotAMember(own.0))?;
-        let leaf_key = self.signer.custody.generate(KeyPurpose::Hpke)?;
+        let leaf_key = self.signer.custody.generate(self.cs.hpke_key_spec())?;
         let result = (|| {
             let mut leaf = LeafNode {
                 encryption_key: HpkePublicKey(leaf_key.public_key().as_bytes().to_vec()),

@@ -5,7 +5,7 @@
 //! ancestor, key deletion).
 
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider};
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SoftwareCustody};
 use proptest::prelude::*;
 
 use super::store::NodeStore;
@@ -288,8 +288,12 @@ fn signed_member(
     custody: &SoftwareCustody,
     name: &str,
 ) -> (LeafNode, KeyRef, KeyRef) {
-    let sig = custody.generate(KeyPurpose::Signature).expect("keygen");
-    let enc = custody.generate(KeyPurpose::Hpke).expect("keygen");
+    let sig = custody
+        .generate(KeySpec::ECDSA_SECP256R1_SHA256)
+        .expect("keygen");
+    let enc = custody
+        .generate(KeySpec::DHKEM_P256_HKDF_SHA256)
+        .expect("keygen");
     let params = LeafNodeParams {
         credential: Credential::Basic(name.as_bytes().to_vec()),
         capabilities: capabilities(),
@@ -694,7 +698,7 @@ fn malformed_input_is_rejected() {
     let mut private = TreeKemPrivate::new(
         LeafIndex(0),
         SoftwareCustody::new()
-            .generate(KeyPurpose::Hpke)
+            .generate(KeySpec::DHKEM_P256_HKDF_SHA256)
             .expect("keygen"),
     );
     assert!(matches!(

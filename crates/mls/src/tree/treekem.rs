@@ -3,7 +3,7 @@
 use std::fmt;
 
 use hsmls_crypto::{CipherSuiteProvider, HpkePrivateKey, HpkeRecipient, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef};
+use hsmls_custody::{KeyCustody, KeyRef};
 use rand_core::{OsRng, RngCore};
 
 use super::private::{TreeKemPrivate, derive_node_key};
@@ -228,7 +228,7 @@ pub fn prepare_update_path(
     let (fields, leaf_parent_hash) = path_parent_hashes(tree, &fdp, &key_refs)?;
 
     // The leaf key in custody; destroyed again if anything below fails.
-    let leaf_key = custody.generate(KeyPurpose::Hpke)?;
+    let leaf_key = custody.generate(provider.hpke_key_spec())?;
     let leaf_node = match sign_leaf_node(
         provider,
         custody,
