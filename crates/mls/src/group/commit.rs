@@ -596,13 +596,18 @@ impl Group {
     /// Installs this member's pending commit: the group moves to the new
     /// epoch; the replaced leaf key is destroyed in custody (§9.2).
     pub fn merge_pending_commit(&mut self) -> Result<(), GroupError> {
+        match &self.pending_commit {
+            None => return Err(GroupError::NoPendingCommit),
+            // Checked before taking it, so a refusal leaves it pending.
+            Some(p) if p.from_epoch != self.state.context.epoch => {
+                return Err(GroupError::StaleStagedCommit);
+            }
+            Some(_) => {}
+        }
         let pending = self
             .pending_commit
             .take()
             .ok_or(GroupError::NoPendingCommit)?;
-        if pending.from_epoch != self.state.context.epoch {
-            return Err(GroupError::StaleStagedCommit);
-        }
         self.install_epoch(pending.state, None);
         self.reinit = pending.reinit;
         self.remember_sent(pending.digest, ContentType::Commit, pending.from_epoch);
