@@ -19,7 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::hpke::{extract_and_expand, kem_suite_id, labeled_expand, labeled_extract};
 use crate::{
     CipherSuite, CipherSuiteProvider, CryptoError, Digest, HpkePrivateKey, HpkePublicKey,
-    HpkeRecipient, HpkeSuite, Secret,
+    HpkeRecipient, HpkeSuite, PublicKeyFault, Secret, SizedValue,
 };
 
 /// Nh for SHA-256.
@@ -43,12 +43,11 @@ pub struct P256Sha256Aes128Gcm;
 /// Parses an uncompressed SEC1 P-256 point, rejecting anything else
 /// (compressed points, the identity, points off the curve).
 fn parse_point(bytes: &[u8]) -> Result<p256::PublicKey, CryptoError> {
-    let invalid =
-        CryptoError::InvalidPublicKey("not an uncompressed SEC1 P-256 point on the curve");
     if bytes.len() != NPK || bytes[0] != 0x04 {
-        return Err(invalid);
+        return Err(CryptoError::InvalidPublicKey(PublicKeyFault::Encoding));
     }
-    p256::PublicKey::from_sec1_bytes(bytes).map_err(|_| invalid)
+    p256::PublicKey::from_sec1_bytes(bytes)
+        .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))
 }
 
 /// Fixed-base table for the generator `G`: row `i`, entry `j` holds
@@ -135,18 +134,18 @@ fn aead(
 ) -> Result<(Aes128Gcm, Nonce<aes_gcm::aead::consts::U12>), CryptoError> {
     if key.len() != NK {
         return Err(CryptoError::InvalidLength {
-            what: "AEAD key",
+            what: SizedValue::AeadKey,
             expected: NK,
             actual: key.len(),
         });
     }
     let cipher = Aes128Gcm::new_from_slice(key).map_err(|_| CryptoError::InvalidLength {
-        what: "AEAD key",
+        what: SizedValue::AeadKey,
         expected: NK,
         actual: key.len(),
     })?;
     let nonce: [u8; NN] = nonce.try_into().map_err(|_| CryptoError::InvalidLength {
-        what: "AEAD nonce",
+        what: SizedValue::AeadNonce,
         expected: NN,
         actual: nonce.len(),
     })?;
@@ -218,7 +217,7 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn kdf_expand(&self, prk: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<(), CryptoError> {
         let hk = Hkdf::<Sha256>::from_prk(prk).map_err(|_| CryptoError::InvalidLength {
-            what: "KDF pseudorandom key",
+            what: SizedValue::KdfPseudorandomKey,
             expected: NH,
             actual: prk.len(),
         })?;
@@ -347,12 +346,10 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         signature: &[u8],
     ) -> Result<(), CryptoError> {
         if public_key.len() != NPK {
-            return Err(CryptoError::InvalidPublicKey(
-                "not an uncompressed SEC1 P-256 point (65 bytes)",
-            ));
+            return Err(CryptoError::InvalidPublicKey(PublicKeyFault::Encoding));
         }
         let vk = VerifyingKey::from_sec1_bytes(public_key)
-            .map_err(|_| CryptoError::InvalidPublicKey("not a P-256 point on the curve"))?;
+            .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))?;
         let sig = Signature::from_der(signature).map_err(|_| CryptoError::MalformedSignature)?;
         let mut h = Sha256::new();
         for p in message {

@@ -8,7 +8,7 @@ pub enum CustodyError {
     /// A peer or stored public key is not valid for its algorithm (for
     /// P-256: not an uncompressed SEC1 point on the curve).
     #[error("invalid public key: {0}")]
-    InvalidPublicKey(&'static str),
+    InvalidPublicKey(PointFault),
     /// An imported private key is not a valid key of its algorithm (for
     /// P-256: not a 32-byte scalar in [1, n-1]).
     #[error("invalid private key: not a valid {0} private key")]
@@ -57,7 +57,7 @@ pub enum CustodyError {
         /// The URI that named the object.
         uri: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: KeyObjectFault,
     },
     /// The PKCS#11 configuration (file, PIN source) is missing or malformed.
     #[error("PKCS#11 configuration: {0}")]
@@ -84,4 +84,38 @@ pub enum CustodyError {
         /// The token's error.
         reason: String,
     },
+}
+
+/// Why a public key was refused (the reason of
+/// [`CustodyError::InvalidPublicKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PointFault {
+    /// Not the algorithm's encoding (for P-256: 65 bytes, uncompressed
+    /// SEC1, starting 0x04).
+    #[error("not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)")]
+    Encoding,
+    /// Well encoded, but not a point of the curve (or the identity).
+    #[error("point is not on the P-256 curve")]
+    NotOnCurve,
+    /// A token's `CKA_EC_POINT` holds no point of the key's curve (neither
+    /// a DER OCTET STRING of one nor a bare one).
+    #[error("CKA_EC_POINT does not hold a point of the key's curve")]
+    EcPointEncoding,
+}
+
+/// Why a token object named by a URI is not a key hsmls can use (the
+/// reason of [`CustodyError::UnsupportedKeyObject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyObjectFault {
+    /// The key has neither `CKA_SIGN` nor `CKA_DERIVE`.
+    #[error("the key can neither sign nor derive")]
+    NeitherSignNorDerive,
+    /// `CKA_EC_PARAMS` cannot be read.
+    #[error("CKA_EC_PARAMS is not readable")]
+    EcParamsUnreadable,
+    /// The key's curve is not one of hsmls's key specs.
+    #[error("its curve is not one hsmls uses")]
+    UnsupportedCurve,
 }

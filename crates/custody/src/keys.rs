@@ -230,12 +230,10 @@ impl fmt::Display for KeySpec {
 /// not the identity).
 pub(crate) fn parse_p256(bytes: &[u8]) -> Result<p256::PublicKey, CustodyError> {
     if bytes.len() != 65 || bytes[0] != 0x04 {
-        return Err(CustodyError::InvalidPublicKey(
-            "not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)",
-        ));
+        return Err(CustodyError::InvalidPublicKey(crate::PointFault::Encoding));
     }
     p256::PublicKey::from_sec1_bytes(bytes)
-        .map_err(|_| CustodyError::InvalidPublicKey("point is not on the P-256 curve"))
+        .map_err(|_| CustodyError::InvalidPublicKey(crate::PointFault::NotOnCurve))
 }
 
 /// Checks that `bytes` is a valid public key of `spec` (for the P-256
@@ -535,20 +533,19 @@ mod tests {
             off_curve[64] ^= 1;
             let mut identity = vec![0u8; 65];
             identity[0] = 4;
-            for bad in [
-                off_curve,
-                point(true),
-                identity,
-                good[..64].to_vec(),
-                vec![],
+            for (bad, fault) in [
+                (off_curve, crate::PointFault::NotOnCurve),
+                (identity, crate::PointFault::NotOnCurve),
+                (point(true), crate::PointFault::Encoding),
+                (good[..64].to_vec(), crate::PointFault::Encoding),
+                (vec![], crate::PointFault::Encoding),
             ] {
+                let r = PublicKey::new(spec, &bad);
                 assert!(
-                    matches!(
-                        PublicKey::new(spec, &bad),
-                        Err(CustodyError::InvalidPublicKey(_))
-                    ),
-                    "{spec}: {}",
-                    hex::encode(&bad)
+                    matches!(&r, Err(CustodyError::InvalidPublicKey(f)) if *f == fault),
+                    "{spec}: {}: {:?}",
+                    hex::encode(&bad),
+                    r.err()
                 );
             }
         }

@@ -31,7 +31,7 @@ mod keys;
 pub mod pkcs11;
 pub mod software;
 
-pub use error::CustodyError;
+pub use error::{CustodyError, KeyObjectFault, PointFault};
 pub use keys::{
     Capabilities, KemAlgorithm, KeyAttributes, KeyPurpose, KeyRef, KeySpec, PublicKey,
     SharedSecret, SignatureScheme,

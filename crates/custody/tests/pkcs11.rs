@@ -11,7 +11,8 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use hsmls_custody::pkcs11::{PinSource, Pkcs11Uri};
 use hsmls_custody::{
-    CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec, Pkcs11Custody, PublicKey,
+    CustodyError, KeyAttributes, KeyCustody, KeyObjectFault, KeyPurpose, KeyRef, KeySpec,
+    Pkcs11Custody, PointFault, PublicKey,
 };
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
@@ -196,11 +197,17 @@ fn blob_cannot_be_unwrapped_as_extractable_even_with_the_pin() {
     let r = c
         .with_session(|s| s.decrypt(&Mechanism::AesKeyWrapPad, wrapping, &blob))
         .unwrap();
-    assert!(r.is_err(), "the wrapping key decrypted a blob");
+    assert!(
+        matches!(r, Err(Error::Pkcs11(RvError::KeyFunctionNotPermitted, _))),
+        "the wrapping key decrypted a blob: {r:?}"
+    );
     let r = c
         .with_session(|s| s.update_attributes(wrapping, &[Attribute::Decrypt(true)]))
         .unwrap();
-    assert!(r.is_err(), "the wrapping key was modified");
+    assert!(
+        matches!(r, Err(Error::Pkcs11(RvError::ActionProhibited, _))),
+        "the wrapping key was modified: {r:?}"
+    );
     c.destroy(&key).unwrap();
 }
 
@@ -415,7 +422,10 @@ fn off_curve_peer_point_is_rejected() {
     let (_, mut point) = peer();
     point[40] ^= 0x01;
     let err = c.dh(&key, &point).unwrap_err();
-    assert!(matches!(err, CustodyError::InvalidPublicKey(_)), "{err}");
+    assert!(
+        matches!(err, CustodyError::InvalidPublicKey(PointFault::NotOnCurve)),
+        "{err}"
+    );
     c.destroy(&key).unwrap();
 }
 
@@ -485,8 +495,8 @@ fn a_token_key_hsmls_cannot_use_is_named_as_such() {
     let p384 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
     let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     let cases = [
-        (p384, true, "its curve is not one hsmls uses"),
-        (p256, false, "the key can neither sign nor derive"),
+        (p384, true, KeyObjectFault::UnsupportedCurve),
+        (p256, false, KeyObjectFault::NeitherSignNorDerive),
     ];
     for (params, sign, reason) in cases {
         let mut id = vec![0u8; 16];

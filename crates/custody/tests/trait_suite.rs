@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use hsmls_custody::{
-    CustodyError, KemAlgorithm, KeyCustody, KeyPurpose, KeySpec, SignatureScheme, SoftwareCustody,
+    CustodyError, KemAlgorithm, KeyCustody, KeyPurpose, KeySpec, PointFault, SignatureScheme,
+    SoftwareCustody,
 };
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
@@ -338,11 +339,19 @@ macro_rules! custody_suite {
                     .to_vec();
                 let mut zero = vec![0u8; 65];
                 zero[0] = 4;
-                for bad in [off_curve, compressed, zero, good[..64].to_vec(), vec![]] {
+                for (bad, fault) in [
+                    (off_curve, PointFault::NotOnCurve),
+                    (zero, PointFault::NotOnCurve),
+                    (compressed, PointFault::Encoding),
+                    (good[..64].to_vec(), PointFault::Encoding),
+                    (vec![], PointFault::Encoding),
+                ] {
+                    let r = c.dh(&hpke, &bad);
                     assert!(
-                        matches!(c.dh(&hpke, &bad), Err(CustodyError::InvalidPublicKey(_))),
-                        "{}",
-                        hex::encode(&bad)
+                        matches!(&r, Err(CustodyError::InvalidPublicKey(f)) if *f == fault),
+                        "{}: {:?}",
+                        hex::encode(&bad),
+                        r.err()
                     );
                 }
                 c.destroy(&hpke).unwrap();

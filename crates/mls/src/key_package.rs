@@ -42,9 +42,10 @@ pub enum KeyPackageError {
     /// The KeyPackage signature does not verify.
     #[error("invalid KeyPackage signature")]
     InvalidSignature,
-    /// The LeafNode is invalid (RFC 9420 §7.3).
+    /// The LeafNode is invalid (RFC 9420 §10.1: its `leaf_node_source`
+    /// is not `key_package`).
     #[error("invalid leaf node: {0}")]
-    InvalidLeafNode(&'static str),
+    InvalidLeafNode(crate::tree::LeafNodeError),
     /// The LeafNode failed the tree module's validation (RFC 9420 §7.3).
     #[error("invalid leaf node: {0}")]
     LeafNode(#[source] crate::tree::TreeError),
@@ -370,7 +371,10 @@ impl KeyPackageIn {
         .map_err(|_| KeyPackageError::InvalidSignature)?;
         let LeafNodeSource::KeyPackage(lifetime) = leaf.leaf_node_source else {
             return Err(KeyPackageError::InvalidLeafNode(
-                "leaf_node_source of a KeyPackage must be key_package",
+                crate::tree::LeafNodeError::WrongSource {
+                    expected: crate::tree::LeafNodeSourceType::KeyPackage,
+                    actual: crate::tree::LeafNodeSourceType::of(&leaf.leaf_node_source),
+                },
             ));
         };
         if now < lifetime.not_before || now > lifetime.not_after {

@@ -31,7 +31,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use hsmls::{CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig};
+use hsmls::{
+    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage,
+};
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{
     Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec,
@@ -298,7 +301,10 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
     // Carol proposes an Update, Alice commits it.
     let proposal = members[2].group().propose_update().unwrap();
     for r in [0, 1, 3] {
-        members[r].group().process_incoming(&proposal, NOW).unwrap();
+        assert!(matches!(
+            members[r].group().process_incoming(&proposal, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
     }
     let out = members[0]
         .group()

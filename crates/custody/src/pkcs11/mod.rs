@@ -100,6 +100,7 @@ use rand_core::{OsRng, RngCore};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::KeyObjectFault;
 use crate::keys::parse_p256;
 use crate::{
     Capabilities, CustodyError, KemAlgorithm, KeyAttributes, KeyCustody, KeyPurpose, KeyRef,
@@ -196,7 +197,7 @@ fn decode_ec_point(spec: KeySpec, value: &[u8]) -> Result<PublicKey, CustodyErro
         raw if raw.len() == len => raw,
         _ => {
             return Err(CustodyError::InvalidPublicKey(
-                "CKA_EC_POINT does not hold a point of the key's curve",
+                crate::PointFault::EcPointEncoding,
             ));
         }
     };
@@ -791,10 +792,10 @@ impl Pkcs11Custody {
         let purpose = match (sign, derive) {
             (Some(true), _) => KeyPurpose::Signature,
             (_, Some(true)) => KeyPurpose::Hpke,
-            _ => return Err(unsupported("the key can neither sign nor derive")),
+            _ => return Err(unsupported(KeyObjectFault::NeitherSignNorDerive)),
         };
-        let params = params.ok_or_else(|| unsupported("CKA_EC_PARAMS is not readable"))?;
-        spec_for(purpose, &params).ok_or_else(|| unsupported("its curve is not one hsmls uses"))
+        let params = params.ok_or_else(|| unsupported(KeyObjectFault::EcParamsUnreadable))?;
+        spec_for(purpose, &params).ok_or_else(|| unsupported(KeyObjectFault::UnsupportedCurve))
     }
 
     fn token_uri(&self, label: &str, id: &[u8]) -> Pkcs11Uri {
@@ -1688,7 +1689,9 @@ mod tests {
         for bad in [&der[..60], &[][..], &long_form[..66]] {
             assert!(matches!(
                 decode_ec_point(spec, bad),
-                Err(CustodyError::InvalidPublicKey(_))
+                Err(CustodyError::InvalidPublicKey(
+                    crate::PointFault::EcPointEncoding
+                ))
             ));
         }
     }
