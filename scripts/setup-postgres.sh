@@ -18,6 +18,14 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_DIR="$ROOT/.pg"
+# The server runs as the postgres user, which must be able to reach the
+# data directory: when the repository lies under a folder it cannot enter
+# (e.g. /root), the cluster goes to a folder of the temporary directory
+# named after the repository instead.
+if [[ "$(id -u)" -eq 0 ]] && id postgres >/dev/null 2>&1 \
+    && ! runuser -u postgres -- test -x "$ROOT"; then
+    PG_DIR="${TMPDIR:-/tmp}/hsmls-pg-$(echo "$ROOT" | sha256sum | cut -c1-12)"
+fi
 DATA="$PG_DIR/data"
 PORT="${HSMLS_PG_PORT:-55432}"
 URL="postgres://hsmls:hsmls@127.0.0.1:$PORT/hsmls"
@@ -38,6 +46,10 @@ find_bin() {
         [[ -x "$dir/$1" ]] && { echo "$dir/$1"; return; }
     done
     command -v "$1" || true
+}
+
+psql_admin() {
+    PGPASSWORD=postgres "$PSQL" -X -q -t -A -h 127.0.0.1 -p "$PORT" -U postgres "$@"
 }
 
 if [[ "${1:-}" == "--stop" ]]; then
@@ -75,17 +87,17 @@ if [[ ! -f "$DATA/PG_VERSION" ]]; then
     rm -f "$PWFILE"
 fi
 
-# 3. Running on 127.0.0.1:$PORT.
-if ! as_postgres "$PG_CTL" -D "$DATA" status >/dev/null 2>&1; then
+# 3. Running on 127.0.0.1:$PORT. A server of another checkout of hsmls
+# already answering there (same script, same test credentials) is used
+# as it is.
+if ! as_postgres "$PG_CTL" -D "$DATA" status >/dev/null 2>&1 \
+    && ! psql_admin -d postgres -c "SELECT 1" >/dev/null 2>&1; then
     log "starting on 127.0.0.1:$PORT"
     as_postgres "$PG_CTL" -D "$DATA" -l "$PG_DIR/server.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $PORT -k $PG_DIR -c fsync=on" start >&2
 fi
 
 # 4. The test role and database.
-psql_admin() {
-    PGPASSWORD=postgres "$PSQL" -X -q -t -A -h 127.0.0.1 -p "$PORT" -U postgres "$@"
-}
 if [[ "$(psql_admin -d postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'hsmls'")" != 1 ]]; then
     log "creating role and database hsmls"
     psql_admin -d postgres -c "CREATE ROLE hsmls LOGIN PASSWORD 'hsmls'" >&2
