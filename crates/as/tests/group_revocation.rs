@@ -100,6 +100,13 @@ async fn three_members_refuse_a_revoked_one<S: Store>(store: S) {
         ),
         Err(ValidationError::Revoked)
     );
+    // Checking the whole group again names Carol, and only her.
+    for (v, g) in validators[..2].iter().zip([&alice, &bob]) {
+        assert_eq!(
+            v.refused_members(&g.members()),
+            vec![(carol.own_leaf_index(), ValidationError::Revoked)]
+        );
+    }
 
     // Carol's next commit is refused by both, with the revocation as the
     // reason, and leaves their state as it was.

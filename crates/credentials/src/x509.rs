@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use der::Decode;
 use der::oid::AssociatedOid;
-use hsmls::CredentialValidator;
 use hsmls::codec::{Certificate, Credential, SignaturePublicKey};
 use hsmls::credential::CredentialError;
+use hsmls::tree_math::LeafIndex;
+use hsmls::{CredentialValidator, Member};
 use p256::ecdsa::signature::Verifier;
 use rustls_pki_types::{
     AlgorithmIdentifier, CertificateDer, InvalidSignature, SignatureVerificationAlgorithm,
@@ -554,6 +555,24 @@ impl X509CredentialValidator {
             return Err(ValidationError::NotLogged);
         }
         Ok(leaf.info)
+    }
+
+    /// Checks every member of a group again (e.g. after [`set_crl`]
+    /// (Self::set_crl)) and returns those whose credential is now refused,
+    /// with the reason. The engine checks a credential when it meets one
+    /// (a KeyPackage, a tree, an Update, a commit's path); a member who
+    /// then only sends messages, proposals or commits without a path is
+    /// not checked again, so an application removes the members this
+    /// returns (RFC 9750 §5: revocation is the application's policy).
+    pub fn refused_members(&self, members: &[Member]) -> Vec<(LeafIndex, ValidationError)> {
+        members
+            .iter()
+            .filter_map(|m| {
+                self.check(&m.credential, &m.signature_key, None)
+                    .err()
+                    .map(|e| (m.index, e))
+            })
+            .collect()
     }
 
     fn verify_path(&self, chain: &[Certificate], now: u64) -> Result<(), ValidationError> {
