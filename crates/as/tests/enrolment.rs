@@ -66,6 +66,32 @@ async fn enrol_renew_and_revoke<S: Store>(store: S) {
         )
         .unwrap();
     assert_eq!(hex::encode(&info.serial), alice.serial);
+    // The certificate names the AS's CRL as its distribution point, where
+    // the client fetched the CRL it validated with.
+    use der::Decode;
+    let leaf = x509_cert::Certificate::from_der(&alice.chain[0]).unwrap();
+    let dp_ext = leaf
+        .tbs_certificate
+        .extensions
+        .unwrap()
+        .into_iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.31")
+        .expect("a CRL distribution point");
+    let dps = x509_cert::ext::pkix::CrlDistributionPoints::from_der(dp_ext.extn_value.as_bytes())
+        .unwrap();
+    let Some(x509_cert::ext::pkix::name::DistributionPointName::FullName(names)) =
+        &dps.0[0].distribution_point
+    else {
+        panic!("no full name");
+    };
+    assert_eq!(
+        names,
+        &vec![
+            x509_cert::ext::pkix::name::GeneralName::UniformResourceIdentifier(
+                der::asn1::Ia5String::new(&format!("{}/crl", as_.url)).unwrap()
+            )
+        ]
+    );
     // The order shows the certificate.
     let size = as_.service.store().log_size().await.unwrap();
     assert_eq!(size, 1);
@@ -357,3 +383,71 @@ async fn bad_input_is_refused_and_changes_nothing<S: Store>(store: S) {
     as_.stop().await;
 }
 on_both_stores!(bad_input_is_refused_and_changes_nothing);
+
+/// Two AS processes (two services, two connection pools) on one PostgreSQL
+/// database: twenty finalizations with one token, split between them, give
+/// exactly one certificate; the log stays gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_on_one_postgres_database_share_the_token_claim() {
+    let db = common::postgres().await;
+    let other_pool = db.second_store().await;
+    let as_ = TestAs::start(db.store.clone()).await;
+    let other = Arc::new(
+        hsmls_as::AuthService::new(
+            other_pool,
+            as_.service.ca().clone(),
+            as_.keys[2].clone(),
+            hsmls_as::ServiceConfig::new(&as_.url),
+            as_.clock.clone(),
+        )
+        .unwrap(),
+    );
+    let id = identity("frank");
+    let custody = custody();
+    let (key, csr) = key_and_csr(&custody, &id);
+    let token = as_.service.issue_token(&id).await.unwrap();
+    // All orders first (new-order does not claim the token), then the
+    // finalizations at once, alternating between the two services.
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        orders.push(other.new_order(&id, &token).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for (i, order) in orders.into_iter().enumerate() {
+        let csr = csr.clone();
+        let svc = if i % 2 == 0 {
+            as_.service.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(
+            async move { svc.finalize(&order.id, &csr).await },
+        ));
+    }
+    let mut issued = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => issued += 1,
+            Err(e) => assert!(matches!(e, hsmls_as::AsError::TokenUsed), "{e:?}"),
+        }
+    }
+    assert_eq!(issued, 1);
+    // Both see one log entry, and appends from both stay gapless.
+    assert_eq!(other.store().log_size().await.unwrap(), 1);
+    let a = enrol(&as_, "grace").await;
+    let t2 = other.issue_token(&identity("heidi")).await.unwrap();
+    let (k2, csr2) = key_and_csr(&custody, &identity("heidi"));
+    let o2 = other.new_order(&identity("heidi"), &t2).await.unwrap();
+    other.finalize(&o2.id, &csr2).await.unwrap();
+    assert_eq!(as_.service.store().log_size().await.unwrap(), 3);
+    assert_eq!(
+        as_.service.checkpoint().await.unwrap().lines().nth(2),
+        other.checkpoint().await.unwrap().lines().nth(2)
+    );
+    a.destroy();
+    custody.destroy(&key).unwrap();
+    custody.destroy(&k2).unwrap();
+    drop(other);
+    as_.stop().await;
+    db.drop_schema().await;
+}

@@ -102,6 +102,14 @@ pub async fn postgres() -> PgDb {
 }
 
 impl PgDb {
+    /// Another connection pool on the same schema (a second AS process).
+    pub async fn second_store(&self) -> PgStore {
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)
+            .unwrap()
+            .options([("search_path", self.schema.as_str())]);
+        PgStore::connect_with(options).await.unwrap()
+    }
+
     pub async fn drop_schema(mut self) {
         self.store.close().await;
         drop_schema(&self.url, &self.schema).await;
