@@ -12,6 +12,7 @@
 //! * [`http`]: the HTTPS front (axum + rustls);
 //! * [`config`]: the configuration file, `init`, the state directory.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod ca;
 pub mod config;

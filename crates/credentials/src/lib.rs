@@ -14,6 +14,7 @@
 //! * [`LogEntry`]: the canonical encoding of a log entry (an issuance or a
 //!   revocation).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod client;
