@@ -15,10 +15,12 @@
 
 mod error;
 pub mod pkcs11;
+pub mod seal;
 pub mod software;
 
 pub use error::CustodyError;
-pub use pkcs11::{Pkcs11Config, Pkcs11Custody};
+pub use pkcs11::{Pkcs11Config, Pkcs11Custody, Pkcs11Sealer};
+pub use seal::{SoftwareSealer, StateSealer};
 pub use software::SoftwareCustody;
 
 use std::fmt;

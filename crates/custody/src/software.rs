@@ -16,6 +16,7 @@ use p256::{NonZeroScalar, SecretKey};
 use rand_core::OsRng;
 use zeroize::Zeroizing;
 
+use crate::seal::SoftwareSealer;
 use crate::{
     Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, PublicKey, SharedSecret,
     validate_p256_point,
@@ -36,6 +37,7 @@ pub struct SoftwareCustody {
     keys: RwLock<HashMap<u64, Entry>>,
     next: AtomicU64,
     capabilities: Capabilities,
+    sealer: SoftwareSealer,
 }
 
 impl fmt::Debug for SoftwareCustody {
@@ -62,7 +64,14 @@ impl SoftwareCustody {
                 hpke_keys: true,
                 summary: "software: P-256 signature and HPKE keys in process memory".into(),
             },
+            sealer: SoftwareSealer::generate(),
         }
+    }
+
+    /// The AES-256 key that seals this custody's state at rest (random,
+    /// held as long as this custody; see [`crate::seal`]).
+    pub fn state_sealer(&self) -> &SoftwareSealer {
+        &self.sealer
     }
 
     fn insert(&self, purpose: KeyPurpose, secret: SecretKey) -> KeyRef {
