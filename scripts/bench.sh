@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Runs the custody benchmarks (software and PKCS#11 on the SoftHSM test token).
-# Extra arguments go to criterion, e.g.  bash scripts/bench.sh -- keygen
+# Runs benchmarks that need the SoftHSM test token's environment: by default
+# the custody benchmarks (software and PKCS#11 on the token). Arguments go to
+# `cargo bench` in place of `-p hsmls-custody`, e.g.
+#   bash scripts/bench.sh -p hsmls --bench state      # group state save/load
+#   bash scripts/bench.sh -- keygen                   # custody, a criterion filter
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 eval "$(bash scripts/setup-hsm.sh --env)"
-exec cargo bench -p hsmls-custody "$@"
+if [[ $# -eq 0 || "$1" == "--" ]]; then
+    set -- -p hsmls-custody "$@"
+fi
+exec cargo bench "$@"
