@@ -12,7 +12,11 @@
 //! // retained epoch).
 //! struct {
 //!     uint32 n_leaves;
-//!     struct { uint32 node; optional<Node> value; } changed<V>;  // ascending
+//!     // nodes below both trees' widths that differ, ascending
+//!     struct { uint32 node; optional<Node> value; } changed<V>;
+//!     // every node from the current tree's width to this tree's width
+//!     // (empty unless this tree is the wider one)
+//!     optional<Node> extension<V>;
 //! } TreeDiff;
 //!
 //! struct {
@@ -104,7 +108,8 @@ impl RatchetTree {
     /// documentation).
     pub(crate) fn write_diff(&self, base: &RatchetTree, w: &mut Writer) -> Result<(), StateError> {
         w.u32(self.n_leaves);
-        let changed = (0..self.nodes.len()).filter_map(|i| {
+        let shared = self.nodes.len().min(base.nodes.len());
+        let changed = (0..shared).filter_map(|i| {
             let mine = self.nodes.get(i);
             let same = match (mine, base.nodes.get(i)) {
                 (None, None) => true,
@@ -116,32 +121,55 @@ impl RatchetTree {
         w.list(changed, |w, (i, node)| {
             w.u32(u32::try_from(i).map_err(|_| malformed("changed node"))?);
             w.optional(node, |w, n| w.item(n))
-        })
+        })?;
+        w.list(
+            (shared..self.nodes.len()).map(|i| self.nodes.get(i)),
+            |w, node| w.optional(node, |w, n| w.item(n)),
+        )
     }
 
     /// Reads a tree written by [`RatchetTree::write_diff`] against the same
-    /// `base`. The result shares `base`'s unchanged nodes.
+    /// `base`. The result shares `base`'s unchanged nodes. A tree wider
+    /// than `base` lists every node past `base`'s width, so what is
+    /// allocated is bounded by `base` and the input.
     pub(crate) fn read_diff(
         r: &mut Reader<'_>,
         base: &RatchetTree,
     ) -> Result<RatchetTree, StateError> {
         let n_leaves = r.u32("tree leaves")?;
         let width = check_n_leaves(n_leaves)?;
+        let shared = width.min(base.nodes.len());
+        let changed = r.list("changed nodes", |r| {
+            let x = r.u32("changed node")?;
+            let node = r.optional("changed node", |r| r.item::<Node>("changed node"))?;
+            Ok((x, node))
+        })?;
+        let extension = r.list("extension nodes", |r| {
+            r.optional("extension node", |r| r.item::<Node>("extension node"))
+        })?;
+        if shared + extension.len() != width {
+            return Err(malformed("extension nodes"));
+        }
         let mut tree = base.clone();
         tree.n_leaves = n_leaves;
         tree.nodes.resize(width);
         let mut last: Option<u32> = None;
-        for (x, node) in r.list("changed nodes", |r| {
-            let x = r.u32("changed node")?;
-            let node = r.optional("changed node", |r| r.item::<Node>("changed node"))?;
-            Ok((x, node))
-        })? {
+        for (x, node) in changed {
             let i = x as usize;
-            if i >= width || last.is_some_and(|l| l >= x) || !node_fits(i, node.as_ref()) {
+            if i >= shared || last.is_some_and(|l| l >= x) || !node_fits(i, node.as_ref()) {
                 return Err(malformed("changed node"));
             }
             last = Some(x);
             tree.set_node(NodeIndex(x), node);
+        }
+        for (i, node) in (shared..).zip(extension) {
+            if !node_fits(i, node.as_ref()) {
+                return Err(malformed("extension node"));
+            }
+            if node.is_some() {
+                let x = u32::try_from(i).map_err(|_| malformed("extension node"))?;
+                tree.set_node(NodeIndex(x), node);
+            }
         }
         if tree.member_count() == 0 {
             return Err(malformed("changed nodes"));
@@ -246,5 +274,149 @@ impl TreeKemPrivate {
             private.mark_leaf_key_shared();
         }
         Ok(private)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{
+        Capabilities, CipherSuite as WireSuite, Credential, CredentialType, HpkePublicKey,
+        LeafNode, LeafNodeSource, Lifetime, ParentNode, ProtocolVersion, SignaturePublicKey,
+    };
+
+    fn provider() -> &'static dyn CipherSuiteProvider {
+        hsmls_crypto::CipherSuite(2).provider().unwrap()
+    }
+
+    fn leaf(i: u32) -> LeafNode {
+        LeafNode {
+            encryption_key: HpkePublicKey([b"enc".as_slice(), &i.to_be_bytes()].concat()),
+            signature_key: SignaturePublicKey([b"sig".as_slice(), &i.to_be_bytes()].concat()),
+            credential: Credential::Basic(i.to_be_bytes().to_vec()),
+            capabilities: Capabilities {
+                versions: vec![ProtocolVersion::MLS10],
+                cipher_suites: vec![WireSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256],
+                extensions: vec![],
+                proposals: vec![],
+                credentials: vec![CredentialType::BASIC],
+            },
+            leaf_node_source: LeafNodeSource::KeyPackage(Lifetime {
+                not_before: 0,
+                not_after: u64::MAX,
+            }),
+            extensions: vec![],
+            signature: vec![],
+        }
+    }
+
+    fn tree(n: u32) -> RatchetTree {
+        let mut t = RatchetTree::new(provider(), leaf(0));
+        for i in 1..n {
+            t.add_leaf(leaf(i)).unwrap();
+        }
+        t
+    }
+
+    fn diff_round_trip(t: &RatchetTree, base: &RatchetTree) -> (RatchetTree, usize) {
+        let mut w = Writer::with_capacity(0);
+        t.write_diff(base, &mut w).unwrap();
+        let bytes = w.finish();
+        let mut r = Reader::new(&bytes);
+        let back = RatchetTree::read_diff(&mut r, base).unwrap();
+        r.finish("end").unwrap();
+        (back, bytes.len())
+    }
+
+    #[test]
+    fn diffs_against_smaller_larger_and_equal_trees_round_trip_with_their_hashes() {
+        let mut big = tree(40);
+        big.tree_hash().unwrap();
+        let mut changed = big.clone();
+        changed.set_node(
+            NodeIndex(3),
+            Some(Node::Parent(ParentNode {
+                encryption_key: HpkePublicKey(vec![7; 65]),
+                parent_hash: vec![1; 32],
+                unmerged_leaves: vec![],
+            })),
+        );
+        changed.update_leaf(LeafIndex(5), leaf(500)).unwrap();
+        let mut shrunk = big.clone();
+        for i in 2..40 {
+            shrunk.remove_leaf(LeafIndex(i)).unwrap();
+        }
+        shrunk.tree_hash().unwrap();
+        assert!(shrunk.leaf_count() < big.leaf_count());
+        for (t, base) in [
+            (&changed, &big),
+            (&big, &big),
+            (&big, &shrunk),
+            (&shrunk, &big),
+            (&changed, &shrunk),
+        ] {
+            let (mut back, _) = diff_round_trip(t, base);
+            assert!(back == *t);
+            assert_eq!(back.leaf_count(), t.leaf_count());
+            // The base's cached hashes were invalidated where they must:
+            // the hash equals that of the same nodes without any cache.
+            let mut fresh = RatchetTree::from_nodes(provider(), t.to_ratchet_tree().0).unwrap();
+            assert_eq!(back.tree_hash().unwrap(), fresh.tree_hash().unwrap());
+        }
+        // An unchanged tree costs a few bytes.
+        assert!(diff_round_trip(&big, &big).1 < 8);
+    }
+
+    #[test]
+    fn a_wider_tree_must_list_every_node_past_the_base() {
+        let small = tree(2);
+        let mut w = Writer::with_capacity(0);
+        // 2^20 leaves claimed, with no extension nodes: refused before any
+        // allocation of that size.
+        w.u32(1 << 20);
+        w.list(std::iter::empty::<()>(), |_, _| Ok(())).unwrap();
+        w.list(std::iter::empty::<()>(), |_, _| Ok(())).unwrap();
+        let bytes = w.finish();
+        assert!(matches!(
+            RatchetTree::read_diff(&mut Reader::new(&bytes), &small),
+            Err(StateError::MalformedPlaintext {
+                field: "extension nodes"
+            })
+        ));
+        // A changed index outside the shared part, and a leaf at a parent
+        // position, are refused.
+        let big = tree(8);
+        for (x, node) in [(40u32, None), (1, Some(Node::Leaf(leaf(9))))] {
+            let mut w = Writer::with_capacity(0);
+            w.u32(8);
+            w.list([(x, node)], |w, (x, node)| {
+                w.u32(x);
+                w.optional(node.as_ref(), |w, n| w.item(n))
+            })
+            .unwrap();
+            w.list(std::iter::empty::<()>(), |_, _| Ok(())).unwrap();
+            let bytes = w.finish();
+            assert!(matches!(
+                RatchetTree::read_diff(&mut Reader::new(&bytes), &big),
+                Err(StateError::MalformedPlaintext {
+                    field: "changed node"
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn whole_trees_round_trip() {
+        for n in [1, 2, 5, 40] {
+            let t = tree(n);
+            let mut w = Writer::with_capacity(0);
+            t.write_state(&mut w).unwrap();
+            let bytes = w.finish();
+            let mut r = Reader::new(&bytes);
+            let back = RatchetTree::read_state(&mut r, provider()).unwrap();
+            r.finish("end").unwrap();
+            assert!(back == t);
+            assert_eq!(back.leaf_count(), t.leaf_count());
+        }
     }
 }
