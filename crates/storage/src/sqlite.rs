@@ -1,33 +1,4 @@
-//! The embedded store: one SQLite file.
-//!
-//! # Deleted records are overwritten
-//!
-//! RFC 9420 §9.2 asks that old epochs' secrets be deleted. Their records are
-//! sealed, but a copy of the file together with the token would still open
-//! them, so deletion must remove the bytes, not only unlink the rows:
-//!
-//! * `PRAGMA secure_delete = ON`: SQLite overwrites deleted content (the
-//!   cells of deleted and replaced rows, freed overflow pages) with zeros
-//!   in the main file.
-//! * A rollback journal in `TRUNCATE` mode (the default, [`JournalMode`]):
-//!   during a write transaction the journal holds the original pages
-//!   (including the rows being deleted); at commit it is truncated to zero
-//!   bytes, so no file keeps them. (`WAL` would keep old page images in
-//!   the `-wal` file until a checkpoint resets it;
-//!   [`JournalMode::WalCheckpoint`] runs `wal_checkpoint(TRUNCATE)` after
-//!   every write for that reason.) What a file system keeps of freed blocks
-//!   is beyond SQLite's reach: use an encrypted file system for that.
-//! * `PRAGMA synchronous = FULL`, one transaction (`BEGIN IMMEDIATE`) per
-//!   write: a crash or `kill -9` leaves the state before or after a write.
-//!
-//! The test `crates/storage/tests/secure_delete.rs` searches the database
-//! files for the sealed bytes of deleted epoch records and for the deleted
-//! epochs' secrets, and finds them when `secure_delete` is off.
-//! `BENCHMARKS.md` gives the cost of each journal mode.
-//!
-//! The pool has one connection: a client's writes are serialised in the
-//! process; other processes on the same file wait up to
-//! [`SqliteOptions::busy_timeout`].
+//! The embedded store: one SQLite file (see [`SqliteStorage`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -41,8 +12,7 @@ use sqlx::{Row, SqliteConnection};
 
 use crate::{GroupStateStorage, StorageError};
 
-/// How SQLite journals a write transaction (see the [module
-/// documentation](self)).
+/// How SQLite journals a write transaction (see [`SqliteStorage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum JournalMode {
@@ -141,8 +111,37 @@ const SCHEMA: [&str; 3] = [
     )",
 ];
 
-/// A [`GroupStateStorage`] in one SQLite file (see the [module
-/// documentation](self) for how deleted records are overwritten).
+/// A [`GroupStateStorage`] in one SQLite file.
+///
+/// # Deleted records are overwritten
+///
+/// RFC 9420 §9.2 asks that old epochs' secrets be deleted. Their records are
+/// sealed, but a copy of the file together with the token would still open
+/// them, so deletion must remove the bytes, not only unlink the rows:
+///
+/// * `PRAGMA secure_delete = ON`: SQLite overwrites deleted content (the
+///   cells of deleted and replaced rows, freed overflow pages) with zeros
+///   in the main file.
+/// * A rollback journal in `TRUNCATE` mode (the default, [`JournalMode`]):
+///   during a write transaction the journal holds the original pages
+///   (including the rows being deleted); at commit it is truncated to zero
+///   bytes, so no file keeps them. (`WAL` would keep old page images in
+///   the `-wal` file until a checkpoint resets it;
+///   [`JournalMode::WalCheckpoint`] runs `wal_checkpoint(TRUNCATE)` after
+///   every write for that reason.) What a file system keeps of freed blocks
+///   is beyond SQLite's reach: use an encrypted file system for that.
+/// * `PRAGMA synchronous = FULL`, one transaction (`BEGIN IMMEDIATE`) per
+///   write: a crash or `kill -9` leaves the state before or after a write.
+///
+/// The test `crates/storage/tests/secure_delete.rs` searches the database
+/// files for the sealed bytes of deleted epoch records and for the deleted
+/// epochs' secrets, and finds them when `secure_delete` is off (and, with
+/// WAL but no checkpoint, found the sealed bytes of every deleted epoch:
+/// measured). `BENCHMARKS.md` gives the cost of each journal mode.
+///
+/// The pool has one connection: a client's writes are serialised in the
+/// process; other processes on the same file wait up to
+/// [`SqliteOptions::busy_timeout`].
 #[derive(Debug, Clone)]
 pub struct SqliteStorage {
     pool: SqlitePool,

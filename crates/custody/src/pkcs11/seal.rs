@@ -31,8 +31,12 @@ use crate::seal::{
     random_nonce,
 };
 
-/// The AES-256 state-sealing key of a token (see the [module
-/// documentation](self)). Cheap to clone; holds its custody's sessions.
+/// The AES-256 state-sealing key of a token, from
+/// [`Pkcs11Custody::state_sealer`]: a token object (`CKA_SENSITIVE`, not
+/// extractable, not modifiable, not copyable, `CKA_ENCRYPT`/`CKA_DECRYPT`
+/// only) used with `CKM_AES_GCM` in the token. Its `CKA_ID` (16 random
+/// bytes) is the [`StateSealer::key_id`]. Cheap to clone; uses its
+/// custody's sessions.
 #[derive(Clone)]
 pub struct Pkcs11Sealer {
     custody: Arc<Pkcs11Custody>,

@@ -1,7 +1,7 @@
 //! Group state at rest: a [`Group`](crate::Group) or a
 //! [`KeyPackageBundle`](crate::KeyPackageBundle) encoded to a versioned
 //! blob, sealed with AES-256-GCM under a key held by the custody backend
-//! ([`StateSealer`]), and loaded back.
+//! ([`StateSealer`](hsmls_custody::StateSealer)), and loaded back.
 //!
 //! A client saves its groups after every change so that a restart loses
 //! nothing: the private keys already survive in the token, and the saved
