@@ -3,7 +3,7 @@
 # Usage: fuzz/seed-corpus.sh [path/to/messages.json]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-vectors="${1:-$here/../../shared/test-vectors/messages.json}"
+vectors="${1:-$here/../crates/test-vectors/vectors/messages.json}"
 python3 - "$vectors" "$here/corpus" <<'PY'
 import hashlib, json, os, sys
 cases = json.load(open(sys.argv[1]))

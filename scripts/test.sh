@@ -7,8 +7,9 @@ cd "$ROOT"
 
 eval "$(bash scripts/setup-hsm.sh --env)"
 export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
-# The official MLS test vectors sit beside the clone (shared/test-vectors).
-export HSMLS_TEST_VECTORS="${HSMLS_TEST_VECTORS:-$(cd "$ROOT/.." && pwd)/shared/test-vectors}"
+# The official MLS test vectors are vendored in crates/test-vectors/vectors
+# and found by the tests themselves (HSMLS_TEST_VECTORS stays an optional
+# override, not set here).
 
 # rustfmt and clippy, only if missing.
 for component in rustfmt clippy; do

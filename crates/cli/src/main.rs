@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hsmls_custody::pkcs11::Pkcs11Config;
-use hsmls_custody::{CustodyError, KeyCustody, KeyPurpose, Pkcs11Custody};
+use hsmls_custody::{CustodyError, KeyCustody, KeySpec, Pkcs11Custody};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::OsRng;
@@ -57,9 +57,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // cryptoki logs an error for every vendor mechanism a token
-                // lists that it has no name for: not the user's concern.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cryptoki=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -121,13 +119,14 @@ fn run(args: Vec<String>) -> Result<(), CliError> {
             println!("{}", custody.capabilities().summary);
             Ok(())
         }
-        ["key", "generate", purpose] => {
-            let purpose = match *purpose {
-                "signature" => KeyPurpose::Signature,
-                "hpke" => KeyPurpose::Hpke,
+        ["key", "generate", kind] => {
+            // The keys of cipher suite 0x0002.
+            let spec = match *kind {
+                "signature" => KeySpec::ECDSA_SECP256R1_SHA256,
+                "hpke" => KeySpec::DHKEM_P256_HKDF_SHA256,
                 other => return Err(CliError::Usage(format!("unknown key purpose {other:?}"))),
             };
-            let key = open(config)?.generate(purpose)?;
+            let key = open(config)?.generate(spec)?;
             println!("uri={}", key.uri());
             println!("public={}", hex::encode(key.public_key().as_bytes()));
             Ok(())
@@ -135,8 +134,7 @@ fn run(args: Vec<String>) -> Result<(), CliError> {
         ["key", "sign", uri, message] => {
             let custody = open(config)?;
             let key = custody.find(uri)?;
-            let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
-            println!("{}", hex::encode(custody.sign_digest(&key, &digest)?));
+            println!("{}", hex::encode(custody.sign(&key, message.as_bytes())?));
             Ok(())
         }
         ["key", "destroy", uri] => {
@@ -160,7 +158,7 @@ fn demo(custody: &Pkcs11Custody) -> Result<(), CliError> {
     println!("hsmls custody demo");
     println!("token: {}", custody.capabilities().summary);
 
-    let key = custody.generate(KeyPurpose::Signature)?;
+    let key = custody.generate(KeySpec::ECDSA_SECP256R1_SHA256)?;
     println!("\n1. P-256 signature key generated inside the token");
     println!("   PKCS#11 URI: {}", key.uri());
     println!(
@@ -169,7 +167,7 @@ fn demo(custody: &Pkcs11Custody) -> Result<(), CliError> {
     );
     let message = b"hsmls: private keys stay in the token";
     let digest: [u8; 32] = Sha256::digest(message).into();
-    let der = custody.sign_digest(&key, &digest)?;
+    let der = custody.sign(&key, message)?;
     println!("   message:     {:?}", String::from_utf8_lossy(message));
     println!(
         "   signature:   {} (ECDSA P-256, DER, low S)",
@@ -187,8 +185,11 @@ fn demo(custody: &Pkcs11Custody) -> Result<(), CliError> {
     }
     println!("   verified in software with the p256 crate: OK");
 
-    if custody.capabilities().hpke_keys {
-        let hpke = custody.generate(KeyPurpose::Hpke)?;
+    if custody
+        .capabilities()
+        .supports(KeySpec::DHKEM_P256_HKDF_SHA256)
+    {
+        let hpke = custody.generate(KeySpec::DHKEM_P256_HKDF_SHA256)?;
         println!(
             "\n2. HPKE (DHKEM P-256) key: a session object, wrapped once under the token's AES key"
         );
@@ -199,7 +200,7 @@ fn demo(custody: &Pkcs11Custody) -> Result<(), CliError> {
         let key_public = p256::PublicKey::from_sec1_bytes(hpke.public_key().as_bytes())
             .map_err(|e| CliError::Check(format!("bad public key: {e}")))?;
         let software = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), key_public.as_affine());
-        if in_token[..] != software.raw_secret_bytes()[..] {
+        if in_token.as_bytes() != &software.raw_secret_bytes()[..] {
             return Err(CliError::Check(
                 "token ECDH differs from software DH".into(),
             ));

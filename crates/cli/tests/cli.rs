@@ -76,6 +76,40 @@ fn key_survives_a_process_restart() {
     assert!(String::from_utf8_lossy(&after.stderr).contains("no key found"));
 }
 
+/// `hsmls probe` with every INFO record shown (cryptoki's included): it
+/// names what the token holds, and opening the token raises no WARN or
+/// ERROR line (it used to print a dozen `ERROR cryptoki::mechanism:
+/// Mechanism type N is not supported`).
+#[test]
+fn probe_reports_the_token_without_false_alarms() {
+    let out = {
+        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        Command::new(env!("CARGO_BIN_EXE_hsmls"))
+            .arg("probe")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("cannot run hsmls")
+    };
+    let text = stdout_ok(&out);
+    assert!(
+        text.contains("ecdsa_secp256r1_sha256 signature keys: yes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DHKEM(P-256, HKDF-SHA256) HPKE keys: yes"),
+        "{text}"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The log is live: the custody's INFO line about the token is there.
+    assert!(log.contains(" INFO "), "no INFO line in the log:\n{log}");
+    let alarms: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(alarms.is_empty(), "alarms:\n{}", alarms.join("\n"));
+}
+
 #[test]
 fn pin_is_not_accepted_on_the_command_line() {
     let out = hsmls(&["--pin", "1234", "probe"]);

@@ -5,7 +5,7 @@
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use hsmls_crypto::{CipherSuite, HpkeRecipient};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 
 fn bench(c: &mut Criterion) {
     let cs = CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
@@ -35,7 +35,10 @@ fn bench(c: &mut Criterion) {
     });
     let custody = SoftwareCustody::new();
     let key = custody
-        .import(KeyPurpose::Hpke, recipient.private_bytes().as_bytes())
+        .import(
+            KeySpec::DHKEM_P256_HKDF_SHA256,
+            recipient.private_bytes().as_bytes(),
+        )
         .expect("import");
     c.bench_function("decrypt_with_label/software_custody", |b| {
         let r = HpkeRecipient::Custody {
@@ -45,7 +48,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| cs.decrypt_with_label(&r, b"UpdatePathNode", b"ctx", &kem_output, &ct))
     });
 
-    let sig_key = custody.generate(KeyPurpose::Signature).expect("key");
+    let sig_key = custody
+        .generate(KeySpec::ECDSA_SECP256R1_SHA256)
+        .expect("key");
     let content = [3u8; 200];
     c.bench_function("sign_with_label/software_custody", |b| {
         b.iter(|| cs.sign_with_label(&custody, &sig_key, b"LeafNodeTBS", &content))

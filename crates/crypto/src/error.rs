@@ -1,4 +1,4 @@
-use hsmls_custody::CustodyError;
+use hsmls_custody::{CustodyError, KeySpec};
 
 /// Errors of the cipher-suite layer. No variant carries secret bytes.
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +15,7 @@ pub enum CryptoError {
     #[error("{what} has {actual} bytes, the cipher suite needs {expected}")]
     InvalidLength {
         /// What had the wrong length.
-        what: &'static str,
+        what: SizedValue,
         /// The length the cipher suite needs (a minimum for KDF keys).
         expected: usize,
         /// The length given.
@@ -34,7 +34,7 @@ pub enum CryptoError {
     AeadOpen,
     /// A public key (HPKE or signature) is malformed or not on the curve.
     #[error("invalid public key: {0}")]
-    InvalidPublicKey(&'static str),
+    InvalidPublicKey(PublicKeyFault),
     /// A private key is not a valid scalar for the curve.
     #[error("invalid private key")]
     InvalidPrivateKey,
@@ -51,7 +51,50 @@ pub enum CryptoError {
     /// §7.1.3); happens with negligible probability.
     #[error("DeriveKeyPair found no valid private key")]
     DeriveKeyPair,
+    /// A custody key given for an operation of the cipher suite is of
+    /// another algorithm than the suite's (RFC 9420 §5.1: the suite fixes
+    /// the signature scheme and the KEM).
+    #[error("the cipher suite needs a {expected} key, this is a {actual} key")]
+    WrongKeySpec {
+        /// The suite's key kind.
+        expected: KeySpec,
+        /// The key's kind.
+        actual: KeySpec,
+    },
     /// A key-custody operation failed.
     #[error("key custody: {0}")]
     Custody(#[from] CustodyError),
+}
+
+/// A value whose length the cipher suite fixes (the `what` of
+/// [`CryptoError::InvalidLength`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizedValue {
+    /// An AEAD key (`AEAD.Nk` bytes).
+    #[error("the AEAD key")]
+    AeadKey,
+    /// An AEAD nonce (`AEAD.Nn` bytes).
+    #[error("the AEAD nonce")]
+    AeadNonce,
+    /// A KDF pseudorandom key (at least `KDF.Nh` bytes).
+    #[error("the KDF pseudorandom key")]
+    KdfPseudorandomKey,
+    /// An MLS `joiner_secret` (`KDF.Nh` bytes, RFC 9420 §8).
+    #[error("the joiner_secret")]
+    JoinerSecret,
+}
+
+/// Why a public key was refused (the reason of
+/// [`CryptoError::InvalidPublicKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublicKeyFault {
+    /// Not the suite's encoding (for P-256: 65 bytes, uncompressed SEC1,
+    /// starting 0x04).
+    #[error("not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)")]
+    Encoding,
+    /// Well encoded, but not a point of the curve (or the identity).
+    #[error("not a point on the P-256 curve")]
+    NotOnCurve,
 }

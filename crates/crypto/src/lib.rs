@@ -25,7 +25,7 @@ mod p256_sha256_aes128gcm;
 mod secret;
 mod suite;
 
-pub use error::CryptoError;
+pub use error::{CryptoError, PublicKeyFault, SizedValue};
 pub use p256_sha256_aes128gcm::P256Sha256Aes128Gcm;
 pub use secret::{Digest, MAX_DIGEST_LEN, Secret};
 pub use suite::{

@@ -6,7 +6,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce};
 use hkdf::{Hkdf, HkdfExtract};
 use hmac::{Hmac, Mac};
-use hsmls_custody::{KeyCustody, KeyRef, validate_p256_point};
+use hsmls_custody::{KemAlgorithm, KeyCustody, KeyRef, SignatureScheme};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -19,7 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::hpke::{extract_and_expand, kem_suite_id, labeled_expand, labeled_extract};
 use crate::{
     CipherSuite, CipherSuiteProvider, CryptoError, Digest, HpkePrivateKey, HpkePublicKey,
-    HpkeRecipient, HpkeSuite, Secret,
+    HpkeRecipient, HpkeSuite, PublicKeyFault, Secret, SizedValue,
 };
 
 /// Nh for SHA-256.
@@ -40,11 +40,14 @@ pub(crate) static SUITE: P256Sha256Aes128Gcm = P256Sha256Aes128Gcm;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct P256Sha256Aes128Gcm;
 
-/// Parses an uncompressed SEC1 P-256 point, rejecting anything else.
+/// Parses an uncompressed SEC1 P-256 point, rejecting anything else
+/// (compressed points, the identity, points off the curve).
 fn parse_point(bytes: &[u8]) -> Result<p256::PublicKey, CryptoError> {
-    validate_p256_point(bytes).map_err(|_| {
-        CryptoError::InvalidPublicKey("not an uncompressed SEC1 P-256 point on the curve")
-    })
+    if bytes.len() != NPK || bytes[0] != 0x04 {
+        return Err(CryptoError::InvalidPublicKey(PublicKeyFault::Encoding));
+    }
+    p256::PublicKey::from_sec1_bytes(bytes)
+        .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))
 }
 
 /// Fixed-base table for the generator `G`: row `i`, entry `j` holds
@@ -131,18 +134,18 @@ fn aead(
 ) -> Result<(Aes128Gcm, Nonce<aes_gcm::aead::consts::U12>), CryptoError> {
     if key.len() != NK {
         return Err(CryptoError::InvalidLength {
-            what: "AEAD key",
+            what: SizedValue::AeadKey,
             expected: NK,
             actual: key.len(),
         });
     }
     let cipher = Aes128Gcm::new_from_slice(key).map_err(|_| CryptoError::InvalidLength {
-        what: "AEAD key",
+        what: SizedValue::AeadKey,
         expected: NK,
         actual: key.len(),
     })?;
     let nonce: [u8; NN] = nonce.try_into().map_err(|_| CryptoError::InvalidLength {
-        what: "AEAD nonce",
+        what: SizedValue::AeadNonce,
         expected: NN,
         actual: nonce.len(),
     })?;
@@ -168,10 +171,18 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn hpke_suite(&self) -> HpkeSuite {
         HpkeSuite {
-            kem_id: 0x0010,
+            kem_id: KemAlgorithm::DhKemP256HkdfSha256.kem_id(),
             kdf_id: 0x0001,
             aead_id: 0x0001,
         }
+    }
+
+    fn signature_scheme(&self) -> SignatureScheme {
+        SignatureScheme::EcdsaSecp256r1Sha256
+    }
+
+    fn kem(&self) -> KemAlgorithm {
+        KemAlgorithm::DhKemP256HkdfSha256
     }
 
     fn hash(&self, parts: &[&[u8]]) -> Digest {
@@ -206,7 +217,7 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn kdf_expand(&self, prk: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<(), CryptoError> {
         let hk = Hkdf::<Sha256>::from_prk(prk).map_err(|_| CryptoError::InvalidLength {
-            what: "KDF pseudorandom key",
+            what: SizedValue::KdfPseudorandomKey,
             expected: NH,
             actual: prk.len(),
         })?;
@@ -292,11 +303,19 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
 
     fn kem_decap(&self, enc: &[u8], recipient: &HpkeRecipient<'_>) -> Result<Secret, CryptoError> {
         let pk_e = parse_point(enc)?;
-        let dh = match recipient {
-            HpkeRecipient::Custody { custody, key } => custody.dh(key, enc)?,
-            HpkeRecipient::Software(k) => dh(&secret_key(k.private_bytes().as_bytes())?, &pk_e),
+        let (in_custody, in_software);
+        let dh: &[u8] = match recipient {
+            HpkeRecipient::Custody { custody, key } => {
+                self.check_key_spec(key, self.hpke_key_spec())?;
+                in_custody = custody.dh(key, enc)?;
+                in_custody.as_bytes()
+            }
+            HpkeRecipient::Software(k) => {
+                in_software = dh(&secret_key(k.private_bytes().as_bytes())?, &pk_e);
+                in_software.as_slice()
+            }
         };
-        extract_and_expand(self, dh.as_slice(), enc, recipient.public_key())
+        extract_and_expand(self, dh, enc, recipient.public_key())
     }
 
     fn validate_hpke_public_key(&self, public_key: &[u8]) -> Result<(), CryptoError> {
@@ -309,12 +328,15 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         key: &KeyRef,
         message: &[&[u8]],
     ) -> Result<Vec<u8>, CryptoError> {
-        let mut h = Sha256::new();
+        self.check_key_spec(key, self.signature_key_spec())?;
+        // The whole-message signer takes one buffer: the parts are joined
+        // (zeroized afterwards: a PrivateMessage's signed content holds the
+        // plaintext).
+        let mut joined = Zeroizing::new(Vec::with_capacity(message.iter().map(|p| p.len()).sum()));
         for p in message {
-            h.update(p);
+            joined.extend_from_slice(p);
         }
-        let digest: [u8; 32] = h.finalize().into();
-        Ok(custody.sign_digest(key, &digest)?)
+        Ok(custody.sign(key, &joined)?)
     }
 
     fn verify(
@@ -324,12 +346,10 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         signature: &[u8],
     ) -> Result<(), CryptoError> {
         if public_key.len() != NPK {
-            return Err(CryptoError::InvalidPublicKey(
-                "not an uncompressed SEC1 P-256 point (65 bytes)",
-            ));
+            return Err(CryptoError::InvalidPublicKey(PublicKeyFault::Encoding));
         }
         let vk = VerifyingKey::from_sec1_bytes(public_key)
-            .map_err(|_| CryptoError::InvalidPublicKey("not a P-256 point on the curve"))?;
+            .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))?;
         let sig = Signature::from_der(signature).map_err(|_| CryptoError::MalformedSignature)?;
         let mut h = Sha256::new();
         for p in message {

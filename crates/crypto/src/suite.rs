@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use hsmls_custody::{KeyCustody, KeyRef};
+use hsmls_custody::{KemAlgorithm, KeyCustody, KeyRef, KeySpec, SignatureScheme};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -212,6 +212,34 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
     fn aead_nonce_len(&self) -> usize;
     /// The HPKE algorithm identifiers.
     fn hpke_suite(&self) -> HpkeSuite;
+    /// The signature scheme of the suite's signature keys (RFC 9420 §17.1).
+    fn signature_scheme(&self) -> SignatureScheme;
+    /// The KEM of the suite's HPKE keys (RFC 9420 §17.1, RFC 9180 §7.1).
+    fn kem(&self) -> KemAlgorithm;
+
+    /// The kind of signature key to generate in a [`KeyCustody`] for this
+    /// suite.
+    fn signature_key_spec(&self) -> KeySpec {
+        KeySpec::Signature(self.signature_scheme())
+    }
+
+    /// The kind of HPKE key (leaf `encryption_key`, KeyPackage `init_key`)
+    /// to generate in a [`KeyCustody`] for this suite.
+    fn hpke_key_spec(&self) -> KeySpec {
+        KeySpec::Kem(self.kem())
+    }
+
+    /// [`CryptoError::WrongKeySpec`] unless `key` is of `expected`.
+    fn check_key_spec(&self, key: &KeyRef, expected: KeySpec) -> Result<(), CryptoError> {
+        if key.spec() == expected {
+            Ok(())
+        } else {
+            Err(CryptoError::WrongKeySpec {
+                expected,
+                actual: key.spec(),
+            })
+        }
+    }
 
     /// `Hash(parts[0] ‖ parts[1] ‖ …)`.
     fn hash(&self, parts: &[&[u8]]) -> Digest;
@@ -258,7 +286,9 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
     /// Checks that `public_key` is a valid HPKE public key for the KEM.
     fn validate_hpke_public_key(&self, public_key: &[u8]) -> Result<(), CryptoError>;
 
-    /// `Signature.Sign` over `message[0] ‖ …` with a key in `custody`.
+    /// `Signature.Sign` over `message[0] ‖ …` with a key in `custody` (the
+    /// whole-message [`KeyCustody::sign`]); the key must be of the suite's
+    /// signature scheme.
     fn sign(
         &self,
         custody: &dyn KeyCustody,

@@ -2,7 +2,7 @@
 //! of cipher suite 0x0002.
 
 use hsmls_crypto::{CipherSuite, CryptoError, HpkeRecipient};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
 
@@ -129,7 +129,9 @@ fn crypto_basics_vectors() {
             Err(CryptoError::InvalidSignature)
         ));
         let custody = SoftwareCustody::new();
-        let key = custody.import(KeyPurpose::Signature, &s.r#priv).unwrap();
+        let key = custody
+            .import(KeySpec::ECDSA_SECP256R1_SHA256, &s.r#priv)
+            .unwrap();
         assert_eq!(key.public_key().as_bytes(), s.r#pub.as_slice());
         let sig = cs
             .sign_with_label(&custody, &key, label, &s.content)
@@ -157,7 +159,9 @@ fn crypto_basics_vectors() {
         // private key in a custody backend; so does our own.
         let h = &case.encrypt_with_label;
         let label = h.label.as_bytes();
-        let key = custody.import(KeyPurpose::Hpke, &h.r#priv).unwrap();
+        let key = custody
+            .import(KeySpec::DHKEM_P256_HKDF_SHA256, &h.r#priv)
+            .unwrap();
         assert_eq!(key.public_key().as_bytes(), h.r#pub.as_slice());
         let recipient = HpkeRecipient::Custody {
             custody: &custody,

@@ -7,8 +7,10 @@ use hpke::aead::AesGcm128;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::DhP256HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use hsmls_crypto::{CipherSuite, CipherSuiteProvider, CryptoError, HpkeRecipient, hpke as ours};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_crypto::{
+    CipherSuite, CipherSuiteProvider, CryptoError, HpkeRecipient, PublicKeyFault, hpke as ours,
+};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 
@@ -62,7 +64,10 @@ fn reference_seals_we_open() {
         assert_eq!(*opened, pt);
 
         let key = custody
-            .import(KeyPurpose::Hpke, recipient.private_bytes().as_bytes())
+            .import(
+                KeySpec::DHKEM_P256_HKDF_SHA256,
+                recipient.private_bytes().as_bytes(),
+            )
             .unwrap();
         let in_custody = HpkeRecipient::Custody {
             custody: &custody,
@@ -160,11 +165,17 @@ fn malformed_kem_output_is_a_typed_error() {
     let cs = suite();
     let recipient = cs.kem_derive_key_pair(&[1; 32]).unwrap();
     let r = HpkeRecipient::Software(&recipient);
-    for enc in [&[][..], &[4u8; 65][..], &[0u8; 33][..]] {
-        assert!(matches!(
-            ours::open_base(cs, &r, enc, &[], &[], &[0; 32]),
-            Err(CryptoError::InvalidPublicKey(_))
-        ));
+    for (enc, fault) in [
+        (&[][..], PublicKeyFault::Encoding),
+        (&[4u8; 65][..], PublicKeyFault::NotOnCurve),
+        (&[0u8; 33][..], PublicKeyFault::Encoding),
+    ] {
+        let r = ours::open_base(cs, &r, enc, &[], &[], &[0; 32]);
+        assert!(
+            matches!(&r, Err(CryptoError::InvalidPublicKey(f)) if *f == fault),
+            "{:?}",
+            r.err()
+        );
     }
 }
 

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hsmls_custody::{KeyCustody, KeyPurpose, Pkcs11Custody, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, Pkcs11Custody, SoftwareCustody};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
@@ -28,20 +28,20 @@ fn bench(c: &mut Criterion) {
         .public_key()
         .to_encoded_point(false);
     for (name, custody) in backends() {
-        let sig = custody.generate(KeyPurpose::Signature).unwrap();
-        let hpke = custody.generate(KeyPurpose::Hpke).unwrap();
+        let sig = custody.generate(KeySpec::ECDSA_SECP256R1_SHA256).unwrap();
+        let hpke = custody.generate(KeySpec::DHKEM_P256_HKDF_SHA256).unwrap();
 
         let mut g = c.benchmark_group("custody");
         g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("sign", name), |b| {
-            b.iter(|| custody.sign_digest(&sig, &digest).unwrap())
+            b.iter(|| custody.sign_prehash(&sig, &digest).unwrap())
         });
         g.bench_function(BenchmarkId::new("ecdh", name), |b| {
             b.iter(|| custody.dh(&hpke, peer.as_bytes()).unwrap())
         });
         g.bench_function(BenchmarkId::new("keygen_hpke", name), |b| {
             b.iter(|| {
-                let k = custody.generate(KeyPurpose::Hpke).unwrap();
+                let k = custody.generate(KeySpec::DHKEM_P256_HKDF_SHA256).unwrap();
                 custody.destroy(&k).unwrap();
             })
         });
@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("keygen_signature", name), |b| {
             b.iter(|| {
-                let k = custody.generate(KeyPurpose::Signature).unwrap();
+                let k = custody.generate(KeySpec::ECDSA_SECP256R1_SHA256).unwrap();
                 custody.destroy(&k).unwrap();
             })
         });

@@ -1,21 +1,37 @@
-use crate::KeyPurpose;
+use crate::{KeyPurpose, KeySpec, SignatureScheme};
 
 /// Errors of the custody layer. No variant ever carries private key bytes or
 /// a PIN.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CustodyError {
-    /// A peer or stored public key is not a valid P-256 point.
+    /// A peer or stored public key is not valid for its algorithm (for
+    /// P-256: not an uncompressed SEC1 point on the curve).
     #[error("invalid public key: {0}")]
-    InvalidPublicKey(&'static str),
-    /// An imported private key is not a valid P-256 scalar.
-    #[error("invalid private key: not a P-256 scalar in [1, n-1]")]
-    InvalidPrivateKey,
+    InvalidPublicKey(PointFault),
+    /// An imported private key is not a valid key of its algorithm (for
+    /// P-256: not a 32-byte scalar in [1, n-1]).
+    #[error("invalid private key: not a valid {0} private key")]
+    InvalidPrivateKey(KeySpec),
+    /// A digest given to `sign_prehash` is not as long as the scheme's hash
+    /// output.
+    #[error("{scheme} signs a {expected}-byte digest, got {actual} bytes")]
+    PrehashLength {
+        /// The key's signature scheme.
+        scheme: SignatureScheme,
+        /// The scheme's digest length.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
     /// The key exists but was generated for another purpose.
     #[error("{operation} needs a {expected} key, but this is a {actual} key")]
     WrongPurpose {
+        /// The refused operation.
         operation: &'static str,
+        /// The purpose the operation needs.
         expected: KeyPurpose,
+        /// The key's purpose.
         actual: KeyPurpose,
     },
     /// No key matches the reference (never existed, destroyed, or belongs to
@@ -25,16 +41,35 @@ pub enum CustodyError {
     /// A locator string that this backend cannot parse.
     #[error("invalid key URI: {0}")]
     InvalidUri(String),
-    /// The backend cannot hold keys for this purpose (e.g. a TPM token
-    /// without `C_DeriveKey` cannot hold HPKE keys).
-    #[error("this backend cannot hold {purpose} keys: {reason}")]
-    Unsupported { purpose: KeyPurpose, reason: String },
+    /// The backend cannot hold keys of this kind (e.g. a TPM token without
+    /// `C_DeriveKey` cannot hold HPKE keys).
+    #[error("this backend cannot hold {spec} keys: {reason}")]
+    Unsupported {
+        /// The kind of key asked for.
+        spec: KeySpec,
+        /// What the backend lacks.
+        reason: String,
+    },
+    /// A token object found by a URI is not a key hsmls can use (another
+    /// curve, or neither a signing nor a deriving key).
+    #[error("{uri} is not a key hsmls can use: {reason}")]
+    UnsupportedKeyObject {
+        /// The URI that named the object.
+        uri: String,
+        /// What is wrong with it.
+        reason: KeyObjectFault,
+    },
     /// The PKCS#11 configuration (file, PIN source) is missing or malformed.
     #[error("PKCS#11 configuration: {0}")]
     Config(String),
     /// The PKCS#11 module (shared library) cannot be loaded or initialised.
     #[error("cannot load PKCS#11 module {path}: {reason}")]
-    ModuleLoad { path: String, reason: String },
+    ModuleLoad {
+        /// The module's path.
+        path: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// No slot holds a token with this label.
     #[error("no PKCS#11 token with label {0:?}")]
     TokenNotFound(String),
@@ -44,7 +79,9 @@ pub enum CustodyError {
     /// The token failed an operation.
     #[error("PKCS#11 {operation} failed: {reason}")]
     Token {
+        /// The PKCS#11 function (and what it was for).
         operation: &'static str,
+        /// The token's error.
         reason: String,
     },
     /// A sealed blob is shorter than an AES-GCM nonce and tag.
@@ -71,4 +108,38 @@ pub enum CustodyError {
     /// `CKM_AES_GCM`).
     #[error("this backend cannot seal state: {0}")]
     SealingUnsupported(String),
+}
+
+/// Why a public key was refused (the reason of
+/// [`CustodyError::InvalidPublicKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PointFault {
+    /// Not the algorithm's encoding (for P-256: 65 bytes, uncompressed
+    /// SEC1, starting 0x04).
+    #[error("not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)")]
+    Encoding,
+    /// Well encoded, but not a point of the curve (or the identity).
+    #[error("point is not on the P-256 curve")]
+    NotOnCurve,
+    /// A token's `CKA_EC_POINT` holds no point of the key's curve (neither
+    /// a DER OCTET STRING of one nor a bare one).
+    #[error("CKA_EC_POINT does not hold a point of the key's curve")]
+    EcPointEncoding,
+}
+
+/// Why a token object named by a URI is not a key hsmls can use (the
+/// reason of [`CustodyError::UnsupportedKeyObject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyObjectFault {
+    /// The key has neither `CKA_SIGN` nor `CKA_DERIVE`.
+    #[error("the key can neither sign nor derive")]
+    NeitherSignNorDerive,
+    /// `CKA_EC_PARAMS` cannot be read.
+    #[error("CKA_EC_PARAMS is not readable")]
+    EcParamsUnreadable,
+    /// The key's curve is not one of hsmls's key specs.
+    #[error("its curve is not one hsmls uses")]
+    UnsupportedCurve,
 }

@@ -1,8 +1,10 @@
-//! The software backend: P-256 keys in zeroizing process memory.
+//! The software backend: keys in zeroizing process memory.
 //!
-//! For tests, benchmarks and platforms without a token. Keys live only as
-//! long as the [`SoftwareCustody`] value; its locators (`software:<n>`) are
-//! meaningful only to the instance that issued them.
+//! For tests, benchmarks, and applications without a token. Keys live only
+//! as long as the [`SoftwareCustody`] value; its locators (`software:<n>`)
+//! are meaningful only to the instance that issued them. It holds the keys
+//! of cipher suite 0x0002: `ecdsa_secp256r1_sha256` signature keys and
+//! `DHKEM(P-256, HKDF-SHA256)` HPKE keys.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,25 +18,56 @@ use p256::{NonZeroScalar, SecretKey};
 use rand_core::OsRng;
 use zeroize::Zeroizing;
 
+use crate::keys::parse_p256;
 use crate::seal::SoftwareSealer;
 use crate::{
-    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, PublicKey, SharedSecret,
-    validate_p256_point,
+    Capabilities, CustodyError, KemAlgorithm, KeyAttributes, KeyCustody, KeyRef, KeySpec,
+    PublicKey, SharedSecret, SignatureScheme, check_prehash,
 };
 
-struct Entry {
-    purpose: KeyPurpose,
-    /// `p256::SecretKey` zeroizes its scalar on drop.
-    secret: SecretKey,
-    /// For signature keys: the signing key, kept so that signing does not
-    /// recompute the public key (a second scalar multiplication) each time.
-    /// `SigningKey` zeroizes its scalar on drop.
-    signing: Option<SigningKey>,
+/// A private key in memory.
+enum Secret {
+    /// An `ecdsa_secp256r1_sha256` key; `SigningKey` zeroizes its scalar on
+    /// drop, and keeping it (not only the scalar) spares recomputing the
+    /// public key on every signature.
+    EcdsaP256(SigningKey),
+    /// A `DHKEM(P-256, HKDF-SHA256)` key; `SecretKey` zeroizes on drop.
+    DhKemP256(SecretKey),
+}
+
+impl Secret {
+    fn spec(&self) -> KeySpec {
+        match self {
+            Secret::EcdsaP256(_) => KeySpec::ECDSA_SECP256R1_SHA256,
+            Secret::DhKemP256(_) => KeySpec::DHKEM_P256_HKDF_SHA256,
+        }
+    }
+
+    fn public_key(&self) -> PublicKey {
+        let point = match self {
+            Secret::EcdsaP256(k) => k.verifying_key().to_encoded_point(false),
+            Secret::DhKemP256(k) => k.public_key().to_encoded_point(false),
+        };
+        PublicKey {
+            spec: self.spec(),
+            bytes: point.as_bytes().to_vec(),
+        }
+    }
+
+    /// A P-256 scalar as the key of `spec`.
+    fn p256(spec: KeySpec, secret: SecretKey) -> Self {
+        match spec {
+            KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256) => {
+                Secret::EcdsaP256(SigningKey::from(&secret))
+            }
+            KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => Secret::DhKemP256(secret),
+        }
+    }
 }
 
 /// Keys in process memory, zeroized when destroyed or dropped.
 pub struct SoftwareCustody {
-    keys: RwLock<HashMap<u64, Entry>>,
+    keys: RwLock<HashMap<u64, Secret>>,
     next: AtomicU64,
     capabilities: Capabilities,
     sealer: SoftwareSealer,
@@ -59,11 +92,15 @@ impl SoftwareCustody {
         SoftwareCustody {
             keys: RwLock::new(HashMap::new()),
             next: AtomicU64::new(1),
-            capabilities: Capabilities {
-                signature_keys: true,
-                hpke_keys: true,
-                summary: "software: P-256 signature and HPKE keys in process memory".into(),
-            },
+            capabilities: Capabilities::new(
+                vec![
+                    KeySpec::ECDSA_SECP256R1_SHA256,
+                    KeySpec::DHKEM_P256_HKDF_SHA256,
+                ],
+                "software: ecdsa_secp256r1_sha256 signature and DHKEM(P-256, HKDF-SHA256) \
+                 HPKE keys in process memory"
+                    .into(),
+            ),
             sealer: SoftwareSealer::generate(),
         }
     }
@@ -74,19 +111,14 @@ impl SoftwareCustody {
         &self.sealer
     }
 
-    fn insert(&self, purpose: KeyPurpose, secret: SecretKey) -> KeyRef {
+    fn insert(&self, secret: Secret) -> KeyRef {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let point = secret.public_key().to_encoded_point(false);
-        let public = PublicKey(point.as_bytes().to_vec());
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(
-            id,
-            Entry {
-                purpose,
-                signing: (purpose == KeyPurpose::Signature).then(|| SigningKey::from(&secret)),
-                secret,
-            },
-        );
-        KeyRef::new(purpose, public, format!("software:{id}"))
+        let public = secret.public_key();
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, secret);
+        KeyRef::new(public, format!("software:{id}"))
     }
 
     fn id_of(uri: &str) -> Result<u64, CustodyError> {
@@ -95,27 +127,28 @@ impl SoftwareCustody {
             .ok_or_else(|| CustodyError::InvalidUri(uri.to_owned()))
     }
 
+    /// Runs `f` on the stored secret of `key`, which must be a key of the
+    /// spec the caller derived from the `KeyRef` (the store is checked too:
+    /// a `KeyRef` may lie about its key).
     fn with_secret<T>(
         &self,
         key: &KeyRef,
-        purpose: KeyPurpose,
         operation: &'static str,
-        f: impl FnOnce(&Entry) -> T,
+        f: impl FnOnce(&Secret) -> T,
     ) -> Result<T, CustodyError> {
-        key.expect_purpose(purpose, operation)?;
         let id = Self::id_of(key.uri())?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let entry = keys
+        let secret = keys
             .get(&id)
             .ok_or_else(|| CustodyError::KeyNotFound(key.uri().to_owned()))?;
-        if entry.purpose != purpose {
+        if secret.spec().purpose() != key.purpose() {
             return Err(CustodyError::WrongPurpose {
                 operation,
-                expected: purpose,
-                actual: entry.purpose,
+                expected: key.purpose(),
+                actual: secret.spec().purpose(),
             });
         }
-        Ok(f(entry))
+        Ok(f(secret))
     }
 }
 
@@ -124,44 +157,68 @@ impl KeyCustody for SoftwareCustody {
         &self.capabilities
     }
 
-    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
-        Ok(self.insert(purpose, SecretKey::random(&mut OsRng)))
+    fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        Ok(self.insert(Secret::p256(spec, SecretKey::random(&mut OsRng))))
     }
 
-    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
-        // Exactly 32 bytes: p256 would also accept (and pad) shorter slices.
-        if private_key.len() != 32 {
-            return Err(CustodyError::InvalidPrivateKey);
+    fn import(&self, spec: KeySpec, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+        // Exactly the key length: p256 would also accept (and pad) shorter
+        // slices.
+        if private_key.len() != spec.private_key_len() {
+            return Err(CustodyError::InvalidPrivateKey(spec));
         }
-        let secret =
-            SecretKey::from_slice(private_key).map_err(|_| CustodyError::InvalidPrivateKey)?;
-        Ok(self.insert(purpose, secret))
+        let secret = SecretKey::from_slice(private_key)
+            .map_err(|_| CustodyError::InvalidPrivateKey(spec))?;
+        Ok(self.insert(Secret::p256(spec, secret)))
     }
 
-    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
-        self.with_secret(key, KeyPurpose::Signature, "sign", |entry| {
-            let signed: Result<Signature, _> = match &entry.signing {
-                Some(signing) => signing.sign_prehash(digest),
-                None => SigningKey::from(&entry.secret).sign_prehash(digest),
-            };
-            let sig = signed.map_err(|_| CustodyError::Unsupported {
-                purpose: KeyPurpose::Signature,
-                reason: "ECDSA refused the digest".into(),
-            })?;
-            let sig = sig.normalize_s().unwrap_or(sig);
-            Ok(sig.to_der().as_bytes().to_vec())
+    fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        let scheme = key.signature_scheme("sign")?;
+        check_prehash(scheme, prehash)?;
+        self.with_secret(key, "sign", |secret| match secret {
+            Secret::EcdsaP256(signing) => {
+                let sig: Signature =
+                    signing
+                        .sign_prehash(prehash)
+                        .map_err(|_| CustodyError::Unsupported {
+                            spec: key.spec(),
+                            reason: "ECDSA refused the digest".into(),
+                        })?;
+                let sig = sig.normalize_s().unwrap_or(sig);
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+            Secret::DhKemP256(_) => Err(CustodyError::WrongPurpose {
+                operation: "sign",
+                expected: crate::KeyPurpose::Signature,
+                actual: crate::KeyPurpose::Hpke,
+            }),
         })?
     }
 
+    fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        let scheme = key.signature_scheme("sign")?;
+        self.sign_prehash(key, &scheme.prehash(message))
+    }
+
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
-        let peer = validate_p256_point(peer_public_key)?;
-        self.with_secret(key, KeyPurpose::Hpke, "ECDH", |entry| {
-            let scalar: NonZeroScalar = entry.secret.to_nonzero_scalar();
-            let shared = p256::ecdh::diffie_hellman(scalar, peer.as_affine());
-            let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(shared.raw_secret_bytes());
-            out
-        })
+        let kem = key.kem("ECDH")?;
+        let peer = match kem {
+            KemAlgorithm::DhKemP256HkdfSha256 => parse_p256(peer_public_key)?,
+        };
+        self.with_secret(key, "ECDH", |secret| match secret {
+            Secret::DhKemP256(secret) => {
+                let scalar: NonZeroScalar = secret.to_nonzero_scalar();
+                let shared = p256::ecdh::diffie_hellman(scalar, peer.as_affine());
+                Ok(SharedSecret::new(Zeroizing::new(
+                    shared.raw_secret_bytes().to_vec(),
+                )))
+            }
+            Secret::EcdsaP256(_) => Err(CustodyError::WrongPurpose {
+                operation: "ECDH",
+                expected: crate::KeyPurpose::Hpke,
+                actual: crate::KeyPurpose::Signature,
+            }),
+        })?
     }
 
     fn destroy(&self, key: &KeyRef) -> Result<(), CustodyError> {
@@ -177,14 +234,21 @@ impl KeyCustody for SoftwareCustody {
     fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
         let id = Self::id_of(uri)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let entry = keys
+        let secret = keys
             .get(&id)
             .ok_or_else(|| CustodyError::KeyNotFound(uri.to_owned()))?;
-        let point = entry.secret.public_key().to_encoded_point(false);
-        Ok(KeyRef::new(
-            entry.purpose,
-            PublicKey(point.as_bytes().to_vec()),
-            uri.to_owned(),
-        ))
+        Ok(KeyRef::new(secret.public_key(), uri.to_owned()))
+    }
+
+    /// A key in process memory has none of a token's protections.
+    fn key_attributes(&self, key: &KeyRef) -> Result<KeyAttributes, CustodyError> {
+        self.with_secret(key, "read the attributes of", |_| KeyAttributes {
+            sensitive: false,
+            extractable: true,
+            always_sensitive: false,
+            never_extractable: false,
+            value_readable: true,
+            token_object: false,
+        })
     }
 }

@@ -10,7 +10,10 @@ use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use hsmls_custody::pkcs11::{PinSource, Pkcs11Uri};
-use hsmls_custody::{CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody};
+use hsmls_custody::{
+    CustodyError, KeyAttributes, KeyCustody, KeyObjectFault, KeyPurpose, KeyRef, KeySpec,
+    Pkcs11Custody, PointFault, PublicKey,
+};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
 
@@ -32,9 +35,13 @@ fn digest() -> [u8; 32] {
     d
 }
 
-/// Reads boolean attributes of a key's private object straight from the
-/// token, failing if the token does not report one.
-fn bool_attrs(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool) {
+const SIG: KeySpec = KeySpec::ECDSA_SECP256R1_SHA256;
+const HPKE: KeySpec = KeySpec::DHKEM_P256_HKDF_SHA256;
+
+/// Reads the protection attributes of a key's private object straight from
+/// the token with cryptoki (the `test-utils` access), failing if the token
+/// does not report one: the reference `key_attributes` is checked against.
+fn raw_attributes(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool, bool, bool, bool) {
     let handle = c.private_key_handle(key).unwrap();
     let attrs = c
         .with_session(|s| {
@@ -43,25 +50,48 @@ fn bool_attrs(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool) {
                 &[
                     AttributeType::Sensitive,
                     AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
                     AttributeType::Token,
                 ],
             )
         })
         .unwrap()
         .unwrap();
-    let (mut sensitive, mut extractable, mut token) = (None, None, None);
+    let mut found = [None; 5];
     for a in attrs {
         match a {
-            Attribute::Sensitive(b) => sensitive = Some(b),
-            Attribute::Extractable(b) => extractable = Some(b),
-            Attribute::Token(b) => token = Some(b),
+            Attribute::Sensitive(b) => found[0] = Some(b),
+            Attribute::Extractable(b) => found[1] = Some(b),
+            Attribute::AlwaysSensitive(b) => found[2] = Some(b),
+            Attribute::NeverExtractable(b) => found[3] = Some(b),
+            Attribute::Token(b) => found[4] = Some(b),
             _ => {}
         }
     }
+    let info = c
+        .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
+        .unwrap()
+        .unwrap();
+    let value_readable = match info.as_slice() {
+        [AttributeInfo::Sensitive] => false,
+        [AttributeInfo::Available(_)] => true,
+        other => panic!("CKA_VALUE info {other:?}"),
+    };
+    let [Some(a), Some(b), Some(c2), Some(d), Some(e)] = found else {
+        panic!("the token did not report every attribute: {found:?}");
+    };
+    (a, b, c2, d, value_readable, e)
+}
+
+fn tuple(a: &KeyAttributes) -> (bool, bool, bool, bool, bool, bool) {
     (
-        sensitive.expect("CKA_SENSITIVE not reported"),
-        extractable.expect("CKA_EXTRACTABLE not reported"),
-        token.expect("CKA_TOKEN not reported"),
+        a.sensitive,
+        a.extractable,
+        a.always_sensitive,
+        a.never_extractable,
+        a.value_readable,
+        a.token_object,
     )
 }
 
@@ -69,36 +99,35 @@ fn bool_attrs(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool) {
 fn capabilities_report_both_key_kinds_on_softhsm() {
     let c = common::pkcs11_custody();
     let caps = c.capabilities();
-    assert!(caps.signature_keys, "{}", caps.summary);
-    assert!(caps.hpke_keys, "{}", caps.summary);
+    assert_eq!(caps.key_specs, [SIG, HPKE], "{}", caps.summary);
     assert!(caps.summary.contains("SoftHSM"), "{}", caps.summary);
 }
 
 #[test]
 fn private_keys_are_sensitive_not_extractable_and_unreadable() {
     let c = common::pkcs11_custody();
-    for purpose in [KeyPurpose::Signature, KeyPurpose::Hpke] {
-        for key in [
-            c.generate(purpose).unwrap(),
-            c.import(purpose, &p256::SecretKey::random(&mut OsRng).to_bytes())
-                .unwrap(),
-        ] {
-            let (sensitive, extractable, token) = bool_attrs(&c, &key);
-            assert!(sensitive, "{purpose} key is not sensitive");
-            assert!(!extractable, "{purpose} key is extractable");
+    for spec in [SIG, HPKE] {
+        let generated = c.generate(spec).unwrap();
+        let imported = c
+            .import(spec, &p256::SecretKey::random(&mut OsRng).to_bytes())
+            .unwrap();
+        for (key, made_in_token) in [(generated, true), (imported, false)] {
+            let a = c.key_attributes(&key).unwrap();
+            // key_attributes says what the token says.
+            assert_eq!(tuple(&a), raw_attributes(&c, &key), "{spec}");
+            assert!(a.sensitive, "{spec} key is not sensitive");
+            assert!(!a.extractable, "{spec} key is extractable");
+            assert!(!a.value_readable, "{spec} key's CKA_VALUE is readable");
+            // Sensitive from birth only if generated in the token; never
+            // extractable only for generated signature keys (an HPKE key
+            // was extractable for its one wrap).
+            assert_eq!(a.always_sensitive, made_in_token, "{spec}");
+            assert_eq!(a.never_extractable, made_in_token && spec == SIG, "{spec}");
             // Signature keys are token objects; HPKE keys session objects.
-            assert_eq!(token, purpose == KeyPurpose::Signature);
+            assert_eq!(a.token_object, spec == SIG, "{spec}");
 
-            let handle = c.private_key_handle(&key).unwrap();
-            let info = c
-                .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
-                .unwrap()
-                .unwrap();
-            assert!(
-                matches!(info.as_slice(), [AttributeInfo::Sensitive]),
-                "CKA_VALUE is readable: {info:?}"
-            );
             // get_attributes silently drops the unreadable CKA_VALUE.
+            let handle = c.private_key_handle(&key).unwrap();
             let values = c
                 .with_session(|s| s.get_attributes(handle, &[AttributeType::Value]))
                 .unwrap()
@@ -114,7 +143,7 @@ fn hpke_key_cannot_be_wrapped_again() {
     // The HPKE key was extractable for its one wrap; the token must now
     // refuse to wrap it (CKA_EXTRACTABLE true → false was honoured).
     let c = common::pkcs11_custody();
-    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let key = c.generate(HPKE).unwrap();
     let handle = c.private_key_handle(&key).unwrap();
     let wrapping = c.wrapping_key_handle().expect("no wrapping key");
     let result = c
@@ -132,7 +161,7 @@ fn blob_cannot_be_unwrapped_as_extractable_even_with_the_pin() {
     // An attacker holding the PIN and a blob tries to unwrap it with a
     // template of their own; the wrapping key's CKA_UNWRAP_TEMPLATE refuses.
     let c = common::pkcs11_custody();
-    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let key = c.generate(HPKE).unwrap();
     let blob = Pkcs11Uri::parse(key.uri()).unwrap().wrapped.unwrap();
     let wrapping = c.wrapping_key_handle().unwrap();
     let unwrap = |extractable: bool, sensitive: bool| {
@@ -168,30 +197,36 @@ fn blob_cannot_be_unwrapped_as_extractable_even_with_the_pin() {
     let r = c
         .with_session(|s| s.decrypt(&Mechanism::AesKeyWrapPad, wrapping, &blob))
         .unwrap();
-    assert!(r.is_err(), "the wrapping key decrypted a blob");
+    assert!(
+        matches!(r, Err(Error::Pkcs11(RvError::KeyFunctionNotPermitted, _))),
+        "the wrapping key decrypted a blob: {r:?}"
+    );
     let r = c
         .with_session(|s| s.update_attributes(wrapping, &[Attribute::Decrypt(true)]))
         .unwrap();
-    assert!(r.is_err(), "the wrapping key was modified");
+    assert!(
+        matches!(r, Err(Error::Pkcs11(RvError::ActionProhibited, _))),
+        "the wrapping key was modified: {r:?}"
+    );
     c.destroy(&key).unwrap();
 }
 
 #[test]
 fn signature_key_found_again_from_a_fresh_custody() {
     let first = common::pkcs11_custody();
-    let key = first.generate(KeyPurpose::Signature).unwrap();
+    let key = first.generate(SIG).unwrap();
     let uri = key.uri().to_owned();
     drop(first);
 
     let second = common::pkcs11_custody();
     let found = second.find(&uri).unwrap();
     assert_eq!(found.public_key(), key.public_key());
-    assert_eq!(found.purpose(), KeyPurpose::Signature);
+    assert_eq!(found.spec(), SIG);
     let d = digest();
-    let der = second.sign_digest(&found, &d).unwrap();
+    let der = second.sign_prehash(&found, &d).unwrap();
     common::assert_valid_low_s_der(key.public_key(), &d, &der);
     // The old KeyRef works too.
-    let der = second.sign_digest(&key, &d).unwrap();
+    let der = second.sign_prehash(&key, &d).unwrap();
     common::assert_valid_low_s_der(key.public_key(), &d, &der);
     second.destroy(&found).unwrap();
 }
@@ -199,7 +234,7 @@ fn signature_key_found_again_from_a_fresh_custody() {
 #[test]
 fn signature_key_found_by_object_label_alone() {
     let c = common::pkcs11_custody();
-    let key = c.generate(KeyPurpose::Signature).unwrap();
+    let key = c.generate(SIG).unwrap();
     let label = Pkcs11Uri::parse(key.uri()).unwrap().object.unwrap();
     let found = c
         .find(&format!(
@@ -215,7 +250,7 @@ fn signature_key_found_by_object_label_alone() {
 fn wrapped_hpke_key_survives_restart() {
     let (peer_secret, peer_public) = peer();
     let first = common::pkcs11_custody();
-    let key = first.generate(KeyPurpose::Hpke).unwrap();
+    let key = first.generate(HPKE).unwrap();
     let before = first.dh(&key, &peer_public).unwrap();
     drop(first); // closes the sessions: the session object is gone
 
@@ -223,22 +258,33 @@ fn wrapped_hpke_key_survives_restart() {
     let found = second.find(key.uri()).unwrap();
     assert_eq!(found.public_key(), key.public_key());
     let after = second.dh(&found, &peer_public).unwrap();
-    assert_eq!(*before, *after);
-    assert_eq!(*after, software_dh(&peer_secret, &key));
-    let (sensitive, extractable, token) = bool_attrs(&second, &found);
-    assert!(sensitive && !extractable && !token);
+    assert_eq!(before.as_bytes(), after.as_bytes());
+    assert_eq!(after.as_bytes(), software_dh(&peer_secret, &key));
+    // Unwrapped again: sensitive and not extractable, a session object,
+    // and (made by C_UnwrapKey) neither always sensitive nor never
+    // extractable.
+    let a = second.key_attributes(&found).unwrap();
+    assert_eq!(tuple(&a), raw_attributes(&second, &found));
+    assert_eq!(
+        tuple(&a),
+        (true, false, false, false, false, false),
+        "{a:?}"
+    );
     second.destroy(&found).unwrap();
 
     // A third instance can use the KeyRef directly (unwraps on demand).
     let third = common::pkcs11_custody();
-    assert_eq!(*third.dh(&key, &peer_public).unwrap(), *before);
+    assert_eq!(
+        third.dh(&key, &peer_public).unwrap().as_bytes(),
+        before.as_bytes()
+    );
 }
 
 #[test]
 fn tampered_wrapped_key_is_rejected() {
     let c = common::pkcs11_custody();
-    let key = c.generate(KeyPurpose::Hpke).unwrap();
-    let other = c.generate(KeyPurpose::Hpke).unwrap();
+    let key = c.generate(HPKE).unwrap();
+    let other = c.generate(HPKE).unwrap();
     let fresh = common::pkcs11_custody();
 
     let mut u = Pkcs11Uri::parse(key.uri()).unwrap();
@@ -270,13 +316,13 @@ fn tampered_wrapped_key_is_rejected() {
 #[test]
 fn session_pool_stays_within_its_size() {
     let c = std::sync::Arc::new(common::pkcs11_custody());
-    let key = c.generate(KeyPurpose::Signature).unwrap();
+    let key = c.generate(SIG).unwrap();
     let threads: Vec<_> = (0..12)
         .map(|_| {
             let (c, key) = (c.clone(), key.clone());
             std::thread::spawn(move || {
                 for _ in 0..20 {
-                    c.sign_digest(&key, &digest()).unwrap();
+                    c.sign_prehash(&key, &digest()).unwrap();
                 }
             })
         })
@@ -372,11 +418,14 @@ fn uri_naming_no_key_is_not_found() {
 #[test]
 fn off_curve_peer_point_is_rejected() {
     let c = common::pkcs11_custody();
-    let key = c.generate(KeyPurpose::Hpke).unwrap();
+    let key = c.generate(HPKE).unwrap();
     let (_, mut point) = peer();
     point[40] ^= 0x01;
     let err = c.dh(&key, &point).unwrap_err();
-    assert!(matches!(err, CustodyError::InvalidPublicKey(_)), "{err}");
+    assert!(
+        matches!(err, CustodyError::InvalidPublicKey(PointFault::NotOnCurve)),
+        "{err}"
+    );
     c.destroy(&key).unwrap();
 }
 
@@ -384,9 +433,12 @@ fn off_curve_peer_point_is_rejected() {
 fn key_used_for_the_wrong_purpose_is_refused_by_the_backend() {
     // A KeyRef that lies about its purpose: the backend checks the object.
     let c = common::pkcs11_custody();
-    let sig = c.generate(KeyPurpose::Signature).unwrap();
-    let hpke = c.generate(KeyPurpose::Hpke).unwrap();
-    let lying_sig = KeyRef::new(KeyPurpose::Hpke, sig.public_key().clone(), sig.uri().into());
+    let sig = c.generate(SIG).unwrap();
+    let hpke = c.generate(HPKE).unwrap();
+    let lying_sig = KeyRef::new(
+        PublicKey::new(HPKE, sig.public_key().as_bytes()).unwrap(),
+        sig.uri().into(),
+    );
     let err = c.dh(&lying_sig, &peer().1).unwrap_err();
     assert!(
         matches!(
@@ -399,11 +451,10 @@ fn key_used_for_the_wrong_purpose_is_refused_by_the_backend() {
         "{err}"
     );
     let lying_hpke = KeyRef::new(
-        KeyPurpose::Signature,
-        hpke.public_key().clone(),
+        PublicKey::new(SIG, hpke.public_key().as_bytes()).unwrap(),
         hpke.uri().into(),
     );
-    let err = c.sign_digest(&lying_hpke, &digest()).unwrap_err();
+    let err = c.sign_prehash(&lying_hpke, &digest()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -433,4 +484,62 @@ fn debug_output_shows_no_pin() {
     .unwrap();
     let shown = format!("{c:?} {config:?}");
     assert!(!shown.contains(pin.trim()), "{shown}");
+}
+
+#[test]
+fn a_token_key_hsmls_cannot_use_is_named_as_such() {
+    // Key objects made by another tool: a P-384 signing key, and a P-256 key
+    // that can neither sign nor derive. Session objects, visible to the
+    // custody's sessions, gone when the test's custody closes.
+    let c = common::pkcs11_custody();
+    let p384 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let cases = [
+        (p384, true, KeyObjectFault::UnsupportedCurve),
+        (p256, false, KeyObjectFault::NeitherSignNorDerive),
+    ];
+    for (params, sign, reason) in cases {
+        let mut id = vec![0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let (public, private) = c
+            .with_session(|s| {
+                s.generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::EcParams(params.clone()),
+                        Attribute::Token(false),
+                        Attribute::Id(id.clone()),
+                    ],
+                    &[
+                        Attribute::Token(false),
+                        Attribute::Sensitive(true),
+                        Attribute::Sign(sign),
+                        Attribute::Derive(false),
+                        Attribute::Id(id.clone()),
+                    ],
+                )
+            })
+            .unwrap()
+            .unwrap();
+        let uri = Pkcs11Uri {
+            token: Some("hsmls-test".into()),
+            id: Some(id),
+            object_type: Some("private".into()),
+            ..Pkcs11Uri::default()
+        }
+        .format();
+        let err = c.find(&uri).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CustodyError::UnsupportedKeyObject { uri: u, reason: r } if *u == uri && *r == reason
+            ),
+            "{err}"
+        );
+        c.with_session(|s| {
+            s.destroy_object(private).unwrap();
+            s.destroy_object(public).unwrap();
+        })
+        .unwrap();
+    }
 }

@@ -1,11 +1,16 @@
 //! One test-suite for the `KeyCustody` trait, instantiated for every backend:
 //! the software backend and the PKCS#11 backend on the SoftHSM test token.
+//! Every test runs for the keys of cipher suite 0x0002
+//! (`ecdsa_secp256r1_sha256`, `DHKEM(P-256, HKDF-SHA256)`).
 
 mod common;
 
 use std::sync::Arc;
 
-use hsmls_custody::{CustodyError, KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{
+    CustodyError, KemAlgorithm, KeyCustody, KeyPurpose, KeySpec, PointFault, SignatureScheme,
+    SoftwareCustody,
+};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
@@ -31,8 +36,13 @@ fn uncompressed(secret: &p256::SecretKey) -> Vec<u8> {
         .to_vec()
 }
 
+const SIG: KeySpec = KeySpec::ECDSA_SECP256R1_SHA256;
+const HPKE: KeySpec = KeySpec::DHKEM_P256_HKDF_SHA256;
+
+/// `$protected`: whether the backend reports its keys as protected (a token:
+/// sensitive, not extractable, value unreadable) or not (process memory).
 macro_rules! custody_suite {
-    ($backend:ident, $make:expr) => {
+    ($backend:ident, $make:expr, $protected:expr) => {
         mod $backend {
             use super::*;
 
@@ -41,17 +51,83 @@ macro_rules! custody_suite {
             }
 
             #[test]
+            fn capabilities_list_the_suite_0x0002_keys() {
+                let c = custody();
+                assert!(c.capabilities().supports(SIG), "{}", c.capabilities().summary);
+                assert!(c.capabilities().supports(HPKE), "{}", c.capabilities().summary);
+            }
+
+            #[test]
+            fn keys_carry_their_spec() {
+                let c = custody();
+                let sig = c.generate(SIG).unwrap();
+                let hpke = c.generate(HPKE).unwrap();
+                assert_eq!(sig.spec(), SIG);
+                assert_eq!(sig.public_key().spec(), SIG);
+                assert_eq!(sig.purpose(), KeyPurpose::Signature);
+                assert_eq!(sig.public_key().as_bytes().len(), SIG.public_key_len());
+                assert_eq!(hpke.spec(), HPKE);
+                assert_eq!(hpke.public_key().spec(), HPKE);
+                assert_eq!(hpke.purpose(), KeyPurpose::Hpke);
+                assert_eq!(hpke.public_key().as_bytes().len(), HPKE.public_key_len());
+                c.destroy(&sig).unwrap();
+                c.destroy(&hpke).unwrap();
+            }
+
+            #[test]
             fn signature_verifies_with_p256_and_is_low_s_der() {
                 let c = custody();
-                assert!(c.capabilities().signature_keys);
-                let key = c.generate(KeyPurpose::Signature).unwrap();
-                assert_eq!(key.purpose(), KeyPurpose::Signature);
+                let key = c.generate(SIG).unwrap();
                 // 24 signatures: a token's raw signatures are high-S half the
                 // time, so normalisation is exercised.
                 for _ in 0..24 {
                     let digest = random_digest();
-                    let der = c.sign_digest(&key, &digest).unwrap();
+                    let der = c.sign_prehash(&key, &digest).unwrap();
                     common::assert_valid_low_s_der(key.public_key(), &digest, &der);
+                }
+                c.destroy(&key).unwrap();
+            }
+
+            #[test]
+            fn whole_message_signature_is_ecdsa_over_its_sha256() {
+                use p256::ecdsa::signature::Verifier;
+                let c = custody();
+                let key = c.generate(SIG).unwrap();
+                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.public_key().as_bytes())
+                    .unwrap();
+                for message in [&b""[..], b"hsmls", &[0xa5; 5000]] {
+                    let der = c.sign(&key, message).unwrap();
+                    let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
+                    // p256's Verifier hashes the message with SHA-256.
+                    vk.verify(message, &sig).unwrap();
+                    let digest: [u8; 32] = Sha256::digest(message).into();
+                    common::assert_valid_low_s_der(key.public_key(), &digest, &der);
+                    assert!(vk.verify(b"another message", &sig).is_err());
+                }
+                assert_eq!(
+                    SignatureScheme::EcdsaSecp256r1Sha256.prehash(b"hsmls"),
+                    Sha256::digest(b"hsmls").to_vec()
+                );
+                c.destroy(&key).unwrap();
+            }
+
+            #[test]
+            fn prehash_of_the_wrong_length_is_refused() {
+                let c = custody();
+                let key = c.generate(SIG).unwrap();
+                for len in [0, 20, 31, 33, 48, 64] {
+                    let err = c.sign_prehash(&key, &vec![7u8; len]).unwrap_err();
+                    assert!(
+                        matches!(
+                            err,
+                            CustodyError::PrehashLength {
+                                scheme: SignatureScheme::EcdsaSecp256r1Sha256,
+                                expected: 32,
+                                actual,
+                            } if actual == len
+                        ),
+                        "{len}: {err}"
+                    );
                 }
                 c.destroy(&key).unwrap();
             }
@@ -60,8 +136,8 @@ macro_rules! custody_suite {
             fn signature_does_not_verify_for_another_digest() {
                 use p256::ecdsa::signature::hazmat::PrehashVerifier;
                 let c = custody();
-                let key = c.generate(KeyPurpose::Signature).unwrap();
-                let der = c.sign_digest(&key, &Sha256::digest(b"one").into()).unwrap();
+                let key = c.generate(SIG).unwrap();
+                let der = c.sign_prehash(&key, &Sha256::digest(b"one")).unwrap();
                 let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.public_key().as_bytes())
                     .unwrap();
@@ -72,15 +148,47 @@ macro_rules! custody_suite {
             #[test]
             fn ecdh_equals_software_dh() {
                 let c = custody();
-                assert!(c.capabilities().hpke_keys);
-                let key = c.generate(KeyPurpose::Hpke).unwrap();
-                assert_eq!(key.purpose(), KeyPurpose::Hpke);
+                let key = c.generate(HPKE).unwrap();
                 for _ in 0..4 {
                     let peer = p256::SecretKey::random(&mut OsRng);
                     let dh = c.dh(&key, &uncompressed(&peer)).unwrap();
-                    assert_eq!(*dh, software_dh(&peer, key.public_key().as_bytes()));
+                    assert_eq!(dh.len(), KemAlgorithm::DhKemP256HkdfSha256.n_dh());
+                    assert_eq!(
+                        dh.as_bytes(),
+                        software_dh(&peer, key.public_key().as_bytes())
+                    );
                 }
                 c.destroy(&key).unwrap();
+            }
+
+            #[test]
+            fn shared_secret_debug_shows_no_bytes() {
+                let c = custody();
+                let key = c.generate(HPKE).unwrap();
+                let dh = c.dh(&key, &uncompressed(&p256::SecretKey::random(&mut OsRng))).unwrap();
+                let shown = format!("{dh:?}");
+                assert_eq!(shown, "SharedSecret(32 bytes)");
+                assert!(!shown.contains(&hex::encode(dh.as_bytes())));
+                c.destroy(&key).unwrap();
+            }
+
+            #[test]
+            fn attributes_say_how_the_key_is_kept() {
+                let c = custody();
+                for spec in [SIG, HPKE] {
+                    let key = c.generate(spec).unwrap();
+                    let a = c.key_attributes(&key).unwrap();
+                    let protected: bool = $protected;
+                    assert_eq!(a.sensitive, protected, "{spec}: {a:?}");
+                    assert_eq!(a.extractable, !protected, "{spec}: {a:?}");
+                    assert_eq!(a.always_sensitive, protected, "{spec}: {a:?}");
+                    assert_eq!(a.value_readable, !protected, "{spec}: {a:?}");
+                    c.destroy(&key).unwrap();
+                    assert!(matches!(
+                        c.key_attributes(&key),
+                        Err(CustodyError::KeyNotFound(_))
+                    ));
+                }
             }
 
             #[test]
@@ -88,17 +196,19 @@ macro_rules! custody_suite {
                 let c = custody();
                 let secret = p256::SecretKey::random(&mut OsRng);
                 let scalar = secret.to_bytes();
-                let sig = c.import(KeyPurpose::Signature, &scalar).unwrap();
+                let sig = c.import(SIG, &scalar).unwrap();
+                assert_eq!(sig.spec(), SIG);
                 assert_eq!(sig.public_key().as_bytes(), &uncompressed(&secret)[..]);
                 let digest = random_digest();
-                let der = c.sign_digest(&sig, &digest).unwrap();
+                let der = c.sign_prehash(&sig, &digest).unwrap();
                 common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
 
-                let hpke = c.import(KeyPurpose::Hpke, &scalar).unwrap();
+                let hpke = c.import(HPKE, &scalar).unwrap();
+                assert_eq!(hpke.spec(), HPKE);
                 assert_eq!(hpke.public_key().as_bytes(), &uncompressed(&secret)[..]);
                 let peer = p256::SecretKey::random(&mut OsRng);
                 let dh = c.dh(&hpke, &uncompressed(&peer)).unwrap();
-                assert_eq!(*dh, software_dh(&secret, &uncompressed(&peer)));
+                assert_eq!(dh.as_bytes(), software_dh(&secret, &uncompressed(&peer)));
                 c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
             }
@@ -109,14 +219,14 @@ macro_rules! custody_suite {
                 let order =
                     hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
                         .unwrap();
-                for bad in [vec![0u8; 32], order, vec![1u8; 31], vec![1u8; 33]] {
-                    for purpose in [KeyPurpose::Signature, KeyPurpose::Hpke] {
+                for bad in [vec![0u8; 32], order, vec![1u8; 31], vec![1u8; 33], vec![]] {
+                    for spec in [SIG, HPKE] {
                         assert!(
                             matches!(
-                                c.import(purpose, &bad),
-                                Err(CustodyError::InvalidPrivateKey)
+                                c.import(spec, &bad),
+                                Err(CustodyError::InvalidPrivateKey(s)) if s == spec
                             ),
-                            "{purpose} {}",
+                            "{spec} {}",
                             hex::encode(&bad)
                         );
                     }
@@ -126,13 +236,17 @@ macro_rules! custody_suite {
             #[test]
             fn destroyed_key_is_gone() {
                 let c = custody();
-                let sig = c.generate(KeyPurpose::Signature).unwrap();
-                let hpke = c.generate(KeyPurpose::Hpke).unwrap();
+                let sig = c.generate(SIG).unwrap();
+                let hpke = c.generate(HPKE).unwrap();
                 let peer = uncompressed(&p256::SecretKey::random(&mut OsRng));
                 c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
                 assert!(matches!(
-                    c.sign_digest(&sig, &random_digest()),
+                    c.sign_prehash(&sig, &random_digest()),
+                    Err(CustodyError::KeyNotFound(_))
+                ));
+                assert!(matches!(
+                    c.sign(&sig, b"message"),
                     Err(CustodyError::KeyNotFound(_))
                 ));
                 assert!(matches!(
@@ -157,8 +271,8 @@ macro_rules! custody_suite {
             #[test]
             fn find_by_uri_returns_a_working_key() {
                 let c = custody();
-                let sig = c.generate(KeyPurpose::Signature).unwrap();
-                let hpke = c.generate(KeyPurpose::Hpke).unwrap();
+                let sig = c.generate(SIG).unwrap();
+                let hpke = c.generate(HPKE).unwrap();
                 let found_sig = c.find(sig.uri()).unwrap();
                 let found_hpke = c.find(hpke.uri()).unwrap();
                 assert_eq!(found_sig.purpose(), KeyPurpose::Signature);
@@ -166,11 +280,13 @@ macro_rules! custody_suite {
                 assert_eq!(found_hpke.purpose(), KeyPurpose::Hpke);
                 assert_eq!(found_hpke.public_key(), hpke.public_key());
                 let digest = random_digest();
-                let der = c.sign_digest(&found_sig, &digest).unwrap();
+                let der = c.sign_prehash(&found_sig, &digest).unwrap();
                 common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
                 let peer = p256::SecretKey::random(&mut OsRng);
                 let dh = c.dh(&found_hpke, &uncompressed(&peer)).unwrap();
-                assert_eq!(*dh, software_dh(&peer, hpke.public_key().as_bytes()));
+                assert_eq!(dh.as_bytes(), software_dh(&peer, hpke.public_key().as_bytes()));
+                assert_eq!(found_sig.spec(), SIG);
+                assert_eq!(found_hpke.spec(), HPKE);
                 c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
             }
@@ -178,8 +294,8 @@ macro_rules! custody_suite {
             #[test]
             fn wrong_purpose_is_refused() {
                 let c = custody();
-                let sig = c.generate(KeyPurpose::Signature).unwrap();
-                let hpke = c.generate(KeyPurpose::Hpke).unwrap();
+                let sig = c.generate(SIG).unwrap();
+                let hpke = c.generate(HPKE).unwrap();
                 let peer = uncompressed(&p256::SecretKey::random(&mut OsRng));
                 assert!(matches!(
                     c.dh(&sig, &peer),
@@ -190,7 +306,15 @@ macro_rules! custody_suite {
                     })
                 ));
                 assert!(matches!(
-                    c.sign_digest(&hpke, &random_digest()),
+                    c.sign_prehash(&hpke, &random_digest()),
+                    Err(CustodyError::WrongPurpose {
+                        expected: KeyPurpose::Signature,
+                        actual: KeyPurpose::Hpke,
+                        ..
+                    })
+                ));
+                assert!(matches!(
+                    c.sign(&hpke, b"message"),
                     Err(CustodyError::WrongPurpose {
                         expected: KeyPurpose::Signature,
                         actual: KeyPurpose::Hpke,
@@ -204,7 +328,7 @@ macro_rules! custody_suite {
             #[test]
             fn off_curve_and_malformed_peer_points_are_refused() {
                 let c = custody();
-                let hpke = c.generate(KeyPurpose::Hpke).unwrap();
+                let hpke = c.generate(HPKE).unwrap();
                 let good = uncompressed(&p256::SecretKey::random(&mut OsRng));
                 let mut off_curve = good.clone();
                 off_curve[64] ^= 1;
@@ -215,11 +339,19 @@ macro_rules! custody_suite {
                     .to_vec();
                 let mut zero = vec![0u8; 65];
                 zero[0] = 4;
-                for bad in [off_curve, compressed, zero, good[..64].to_vec(), vec![]] {
+                for (bad, fault) in [
+                    (off_curve, PointFault::NotOnCurve),
+                    (zero, PointFault::NotOnCurve),
+                    (compressed, PointFault::Encoding),
+                    (good[..64].to_vec(), PointFault::Encoding),
+                    (vec![], PointFault::Encoding),
+                ] {
+                    let r = c.dh(&hpke, &bad);
                     assert!(
-                        matches!(c.dh(&hpke, &bad), Err(CustodyError::InvalidPublicKey(_))),
-                        "{}",
-                        hex::encode(&bad)
+                        matches!(&r, Err(CustodyError::InvalidPublicKey(f)) if *f == fault),
+                        "{}: {:?}",
+                        hex::encode(&bad),
+                        r.err()
                     );
                 }
                 c.destroy(&hpke).unwrap();
@@ -228,21 +360,24 @@ macro_rules! custody_suite {
             #[test]
             fn concurrent_signing_and_ecdh_from_several_threads() {
                 let c = Arc::new(custody());
-                let sig = c.generate(KeyPurpose::Signature).unwrap();
-                let hpke = c.generate(KeyPurpose::Hpke).unwrap();
+                let sig = c.generate(SIG).unwrap();
+                let hpke = c.generate(HPKE).unwrap();
                 let threads: Vec<_> = (0..8)
                     .map(|_| {
                         let (c, sig, hpke) = (Arc::clone(&c), sig.clone(), hpke.clone());
                         std::thread::spawn(move || {
                             for _ in 0..25 {
                                 let digest = random_digest();
-                                let der = c.sign_digest(&sig, &digest).unwrap();
+                                let der = c.sign_prehash(&sig, &digest).unwrap();
                                 common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
                             }
                             let peer = p256::SecretKey::random(&mut OsRng);
                             let dh = c.dh(&hpke, &uncompressed(&peer)).unwrap();
-                            assert_eq!(*dh, software_dh(&peer, hpke.public_key().as_bytes()));
-                            let own = c.generate(KeyPurpose::Hpke).unwrap();
+                            assert_eq!(
+                                dh.as_bytes(),
+                                software_dh(&peer, hpke.public_key().as_bytes())
+                            );
+                            let own = c.generate(HPKE).unwrap();
                             c.destroy(&own).unwrap();
                         })
                     })
@@ -257,5 +392,5 @@ macro_rules! custody_suite {
     };
 }
 
-custody_suite!(software, SoftwareCustody::new());
-custody_suite!(pkcs11, common::pkcs11_custody());
+custody_suite!(software, SoftwareCustody::new(), false);
+custody_suite!(pkcs11, common::pkcs11_custody(), true);

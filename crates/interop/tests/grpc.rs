@@ -1068,7 +1068,7 @@ async fn public_handshakes() {
             commit: bad,
         })
         .await;
-    assert_eq!(r.unwrap_err().code(), Code::InvalidArgument);
+    expect_status(r, Code::InvalidArgument, "invalid membership tag");
     // The committer applies its own commit with HandleCommit (as the
     // runner's older "stateProperties" step does); bob handles it too.
     let mut auths = Vec::new();

@@ -15,7 +15,7 @@ use hsmls::message_protection::{PaddingPolicy, protect_private, sign_content, un
 use hsmls::secret_tree::{RatchetType, SecretTree, SecretTreeConfig};
 use hsmls::tree_math::LeafIndex;
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use rand_core::OsRng;
 
 fn suite() -> &'static dyn CipherSuiteProvider {
@@ -35,7 +35,9 @@ fn tree(n_leaves: u32) -> SecretTree {
 fn private_message(c: &mut Criterion) {
     let cs = suite();
     let custody = SoftwareCustody::new();
-    let signer = custody.generate(KeyPurpose::Signature).expect("key");
+    let signer = custody
+        .generate(KeySpec::ECDSA_SECP256R1_SHA256)
+        .expect("key");
     let members = vec![
         None,
         Some(SignaturePublicKey(signer.public_key().as_bytes().to_vec())),

@@ -93,7 +93,8 @@ fn build(n: usize) -> (Group, Arc<SoftwareCustody>) {
         member.merge_staged_commit(s).expect("merge");
         for _ in 0..3 {
             let msg = member.encrypt_application(b"hello").expect("send");
-            group.process_incoming(&msg, NOW).expect("read");
+            let event = group.process_incoming(&msg, NOW).expect("read");
+            assert!(matches!(event, ProcessedMessage::ApplicationMessage { .. }));
         }
     }
     (group, custody)

@@ -22,7 +22,7 @@ use hsmls::tree::{
 };
 use hsmls::tree_math::LeafIndex;
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 
 const GROUP_ID: &[u8] = b"bench group";
 
@@ -67,8 +67,12 @@ fn group(
     let mut privates = Vec::new();
     let mut sig_keys = Vec::new();
     let mut member = |tree: Option<&mut RatchetTree>| {
-        let sig = custody.generate(KeyPurpose::Signature).expect("keygen");
-        let enc = custody.generate(KeyPurpose::Hpke).expect("keygen");
+        let sig = custody
+            .generate(KeySpec::ECDSA_SECP256R1_SHA256)
+            .expect("keygen");
+        let enc = custody
+            .generate(KeySpec::DHKEM_P256_HKDF_SHA256)
+            .expect("keygen");
         let leaf = sign_leaf_node(
             provider,
             custody,

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SignatureScheme};
 
 use crate::codec::{Credential, SignaturePublicKey};
 
@@ -22,7 +22,7 @@ use crate::codec::{Credential, SignaturePublicKey};
 pub struct Signer {
     /// The backend holding the signature key and the member's HPKE keys.
     pub custody: Arc<dyn KeyCustody>,
-    /// The signature key (purpose [`KeyPurpose::Signature`]).
+    /// The signature key (a [`KeySpec::Signature`] key).
     pub signature_key: KeyRef,
     /// The credential binding the member's identity to `signature_key`.
     pub credential: Credential,
@@ -42,12 +42,27 @@ impl Signer {
         }
     }
 
-    /// Generates a fresh signature key in `custody` for `credential`.
+    /// Generates a fresh signature key in `custody` for `credential`, of
+    /// the signature scheme of cipher suite 0x0002
+    /// (`ecdsa_secp256r1_sha256`), the suite hsmls implements;
+    /// [`Signer::generate_for`] takes the scheme.
     pub fn generate(
         custody: Arc<dyn KeyCustody>,
         credential: Credential,
     ) -> Result<Self, hsmls_custody::CustodyError> {
-        let signature_key = custody.generate(KeyPurpose::Signature)?;
+        Self::generate_for(custody, credential, SignatureScheme::EcdsaSecp256r1Sha256)
+    }
+
+    /// Generates a fresh signature key of `scheme` in `custody` for
+    /// `credential`. The scheme must be the one of the cipher suite the
+    /// signer is used with (RFC 9420 §5.1.2); signing for another suite
+    /// fails with `CryptoError::WrongKeySpec`.
+    pub fn generate_for(
+        custody: Arc<dyn KeyCustody>,
+        credential: Credential,
+        scheme: SignatureScheme,
+    ) -> Result<Self, hsmls_custody::CustodyError> {
+        let signature_key = custody.generate(KeySpec::Signature(scheme))?;
         Ok(Signer::new(custody, signature_key, credential))
     }
 

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use hsmls_crypto::{CipherSuite as SuiteId, CipherSuiteProvider, CryptoError};
-use hsmls_custody::{CustodyError, KeyPurpose, KeyRef};
+use hsmls_custody::{CustodyError, KeyRef};
 
 use crate::codec::{
     self, Capabilities, CipherSuite, CodecError, CredentialType, Decode, Encode, Extension,
@@ -44,9 +44,10 @@ pub enum KeyPackageError {
     /// The KeyPackage signature does not verify.
     #[error("invalid KeyPackage signature")]
     InvalidSignature,
-    /// The LeafNode is invalid (RFC 9420 §7.3).
+    /// The LeafNode is invalid (RFC 9420 §10.1: its `leaf_node_source`
+    /// is not `key_package`).
     #[error("invalid leaf node: {0}")]
-    InvalidLeafNode(&'static str),
+    InvalidLeafNode(crate::tree::LeafNodeError),
     /// The LeafNode failed the tree module's validation (RFC 9420 §7.3).
     #[error("invalid leaf node: {0}")]
     LeafNode(#[source] crate::tree::TreeError),
@@ -219,8 +220,8 @@ impl KeyPackageBundle {
         let suite = SuiteId(config.cipher_suite.0);
         let cs = suite.provider()?;
         let custody = signer.custody.as_ref();
-        let init_key = custody.generate(KeyPurpose::Hpke)?;
-        let encryption_key = match custody.generate(KeyPurpose::Hpke) {
+        let init_key = custody.generate(cs.hpke_key_spec())?;
+        let encryption_key = match custody.generate(cs.hpke_key_spec()) {
             Ok(k) => k,
             Err(e) => {
                 let _ = custody.destroy(&init_key);
@@ -372,7 +373,10 @@ impl KeyPackageIn {
         .map_err(|_| KeyPackageError::InvalidSignature)?;
         let LeafNodeSource::KeyPackage(lifetime) = leaf.leaf_node_source else {
             return Err(KeyPackageError::InvalidLeafNode(
-                "leaf_node_source of a KeyPackage must be key_package",
+                crate::tree::LeafNodeError::WrongSource {
+                    expected: crate::tree::LeafNodeSourceType::KeyPackage,
+                    actual: crate::tree::LeafNodeSourceType::of(&leaf.leaf_node_source),
+                },
             ));
         };
         if now < lifetime.not_before || now > lifetime.not_after {

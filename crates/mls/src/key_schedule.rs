@@ -11,7 +11,9 @@
 
 use std::fmt;
 
-use hsmls_crypto::{CipherSuiteProvider, CryptoError, HpkePrivateKey, HpkeRecipient, Secret, hpke};
+use hsmls_crypto::{
+    CipherSuiteProvider, CryptoError, HpkePrivateKey, HpkeRecipient, Secret, SizedValue, hpke,
+};
 
 /// The HPKE export label of the external init secret (RFC 9420 §8.3).
 const EXTERNAL_INIT_LABEL: &[u8] = b"MLS 1.0 external init secret";
@@ -46,7 +48,7 @@ impl JoinerSecret {
 
     /// A joiner secret received in GroupSecrets (RFC 9420 §12.4.3.1).
     pub fn from_secret(cs: &dyn CipherSuiteProvider, secret: Secret) -> Result<Self, CryptoError> {
-        check_len(cs, "joiner_secret", &secret)?;
+        check_len(cs, SizedValue::JoinerSecret, &secret)?;
         Ok(JoinerSecret(secret))
     }
 
@@ -289,7 +291,7 @@ impl fmt::Debug for KeySchedule {
 
 fn check_len(
     cs: &dyn CipherSuiteProvider,
-    what: &'static str,
+    what: SizedValue,
     secret: &Secret,
 ) -> Result<(), CryptoError> {
     if secret.len() == cs.hash_len() {

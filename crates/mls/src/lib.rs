@@ -16,8 +16,9 @@ pub mod tree_math;
 
 pub use credential::{BasicCredentialValidator, CredentialValidator, Signer};
 pub use group::{
-    CommitOptions, CommitOutput, Group, GroupConfig, GroupError, HandshakeFraming, JoinOptions,
-    Member, ProcessedMessage, StagedCommit,
+    CommitOptions, CommitOutput, CommitRule, Group, GroupConfig, GroupError, HandshakeFraming,
+    JoinOptions, LostCommit, Member, MessageRule, OwnCommit, ProcessedMessage, ProposalRule,
+    ReInitRule, SENT_MESSAGES_KEPT, StagedCommit, WelcomePart, WelcomeRule,
 };
 pub use key_package::{KeyPackage, KeyPackageBundle, KeyPackageConfig, KeyPackageIn};
 pub use state::{EpochRecord, SavedGroup, SavedKeyPackage, StateError};

@@ -89,10 +89,10 @@ pub enum ProtectionError {
     /// The sender type does not allow this content (RFC 9420 §6.1:
     /// external senders send proposals, new_member_commit senders commits,
     /// new_member_proposal senders Add proposals).
-    #[error("a {sender} sender cannot send this {content:?} content")]
+    #[error("a {sender:?} sender cannot send this {content:?} content")]
     InvalidSenderForContent {
-        /// The sender type.
-        sender: &'static str,
+        /// The sender.
+        sender: Sender,
         /// The content type.
         content: ContentType,
     },
@@ -257,20 +257,19 @@ pub fn ratchet_type(content_type: ContentType) -> RatchetType {
 /// Checks the sender type against the content (RFC 9420 §6.1).
 fn check_sender_content(content: &FramedContent) -> Result<(), ProtectionError> {
     let content_type = content.content_type();
-    let (ok, sender) = match content.sender {
-        Sender::Member(_) => (true, "member"),
-        Sender::External(_) => (content_type == ContentType::Proposal, "external"),
-        Sender::NewMemberCommit => (content_type == ContentType::Commit, "new_member_commit"),
-        Sender::NewMemberProposal => (
-            matches!(content.body, FramedContentBody::Proposal(Proposal::Add(_))),
-            "new_member_proposal",
-        ),
+    let ok = match content.sender {
+        Sender::Member(_) => true,
+        Sender::External(_) => content_type == ContentType::Proposal,
+        Sender::NewMemberCommit => content_type == ContentType::Commit,
+        Sender::NewMemberProposal => {
+            matches!(content.body, FramedContentBody::Proposal(Proposal::Add(_)))
+        }
     };
     if ok {
         Ok(())
     } else {
         Err(ProtectionError::InvalidSenderForContent {
-            sender,
+            sender: content.sender,
             content: content_type,
         })
     }

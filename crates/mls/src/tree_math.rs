@@ -35,6 +35,9 @@ pub enum TreeMathError {
     /// A leaf index whose node index does not fit in 32 bits.
     #[error("leaf index {0} has no 32-bit node index")]
     LeafIndexTooLarge(u32),
+    /// The right child of the node does not fit in 32 bits.
+    #[error("the right child of node {0} has no 32-bit node index")]
+    ChildIndexTooLarge(u32),
 }
 
 /// The index of a leaf among the leaves of the tree (RFC 9420 §4.2:
@@ -154,7 +157,7 @@ pub fn right(x: NodeIndex) -> Result<NodeIndex, TreeMathError> {
     // u32::MAX, whose right child would be outside 32 bits.
     u32::try_from(r)
         .map(NodeIndex)
-        .map_err(|_| TreeMathError::LeafHasNoChildren(x.0))
+        .map_err(|_| TreeMathError::ChildIndexTooLarge(x.0))
 }
 
 /// The parent of node `x` in a tree with `n_leaves` leaves.
@@ -233,8 +236,18 @@ mod tests {
         assert_eq!(root(u32::MAX), Ok(NodeIndex(u32::MAX)));
         assert_eq!(level(NodeIndex(u32::MAX)), 32);
         assert!(left(NodeIndex(u32::MAX)).is_ok());
-        assert!(right(NodeIndex(u32::MAX)).is_err());
-        assert!(parent(NodeIndex(u32::MAX), u32::MAX).is_err());
+        assert_eq!(
+            right(NodeIndex(u32::MAX)),
+            Err(TreeMathError::ChildIndexTooLarge(u32::MAX))
+        );
+        assert_eq!(
+            right(NodeIndex(6)),
+            Err(TreeMathError::LeafHasNoChildren(6))
+        );
+        assert_eq!(
+            parent(NodeIndex(u32::MAX), u32::MAX),
+            Err(TreeMathError::RootHasNoParent(u32::MAX))
+        );
         assert_eq!(
             parent(NodeIndex(8), 4),
             Err(TreeMathError::OutOfTree {
@@ -243,7 +256,10 @@ mod tests {
             })
         );
         assert_eq!(root(0), Err(TreeMathError::EmptyTree));
-        assert!(LeafIndex(u32::MAX).node_index().is_err());
+        assert_eq!(
+            LeafIndex(u32::MAX).node_index(),
+            Err(TreeMathError::LeafIndexTooLarge(u32::MAX))
+        );
         let dp = direct_path(NodeIndex(0), 1 << 31).expect("in tree");
         assert_eq!(dp.len(), 31);
         assert_eq!(dp.last(), Some(&NodeIndex((1 << 31) - 1)));

@@ -118,7 +118,10 @@ fn tls_codec_mls_feature_checks_minimality() {
     // bytes); ours rejects it.
     let overrun = [0x03, 0x00, 0x01, 0x00, 0x02];
     assert!(Vec::<u16>::tls_deserialize_exact_bytes(&overrun).is_ok());
-    assert!(hsmls::codec::vl::vl_vec::tls_deserialize_bytes::<u16>(&overrun).is_err());
+    assert_eq!(
+        hsmls::codec::vl::vl_vec::tls_deserialize_bytes::<u16>(&overrun).map(|(v, _)| v),
+        Err(tls_codec::Error::EndOfStream)
+    );
 }
 
 /// Why hsmls does not use tls_codec's own vector decoders: in debug builds
@@ -284,20 +287,27 @@ fn every_truncation_is_an_error() {
             let b = unhex(hex);
             assert!(MlsMessage::decode(&b).is_ok());
             for n in 0..b.len() {
+                let r = MlsMessage::decode(&b[..n]);
                 assert!(
-                    MlsMessage::decode(&b[..n]).is_err(),
-                    "prefix of {n}/{} bytes decoded",
-                    b.len()
+                    matches!(r, Err(CodecError::Truncated)),
+                    "prefix of {n}/{} bytes: {:?}",
+                    b.len(),
+                    r.err()
                 );
             }
         }
         for (hex, f) in [
             (
                 &c.ratchet_tree,
-                (|b| RatchetTree::decode(b).is_err()) as fn(&[u8]) -> bool,
+                (|b| matches!(RatchetTree::decode(b), Err(CodecError::Truncated)))
+                    as fn(&[u8]) -> bool,
             ),
-            (&c.group_secrets, |b| GroupSecrets::decode(b).is_err()),
-            (&c.commit, |b| Commit::decode(b).is_err()),
+            (&c.group_secrets, |b| {
+                matches!(GroupSecrets::decode(b), Err(CodecError::Truncated))
+            }),
+            (&c.commit, |b| {
+                matches!(Commit::decode(b), Err(CodecError::Truncated))
+            }),
         ] {
             let b = unhex(hex);
             for n in 0..b.len() {
@@ -441,12 +451,14 @@ fn selector_dependent_fields_are_checked_on_encode() {
     bad.membership_tag = Some(Mac(vec![0; 32]));
     assert!(matches!(bad.encode(), Err(CodecError::Encoding(_))));
     // FramedContentTBS needs a GroupContext exactly for member senders.
-    assert!(
-        pm.content
-            .to_be_signed(hsmls::codec::WireFormat::PUBLIC_MESSAGE, None)
-            .is_err()
-            == member
-    );
+    let r = pm
+        .content
+        .to_be_signed(hsmls::codec::WireFormat::PUBLIC_MESSAGE, None);
+    if member {
+        assert!(matches!(r, Err(CodecError::Encoding(_))), "{r:?}");
+    } else {
+        assert!(r.is_ok(), "{r:?}");
+    }
 }
 
 #[test]

@@ -10,10 +10,11 @@
 //!
 //! - `import` is never called: no private key enters the token from
 //!   software;
-//! - every `KeyRef` given to `sign_digest`, `dh` or `destroy` was produced
-//!   by `generate` of that same custody;
+//! - every `KeyRef` given to `sign`, `sign_prehash`, `dh` or `destroy` was
+//!   produced by `generate` of that same custody;
 //! - every generated key object has `CKA_SENSITIVE` true,
-//!   `CKA_EXTRACTABLE` false and an unreadable `CKA_VALUE`, checked right
+//!   `CKA_EXTRACTABLE` false and an unreadable `CKA_VALUE`
+//!   (`KeyCustody::key_attributes`, read from the token), checked right
 //!   after generation and again at the end for keys still alive;
 //! - every signature key, every KeyPackage init and leaf key, and the leaf
 //!   key of every member after every commit (including the committer's
@@ -30,11 +31,14 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
-use hsmls::{CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig};
+use hsmls::{
+    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage,
+};
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{
-    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
+    Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec,
+    Pkcs11Custody, SharedSecret,
 };
 
 use common::{
@@ -44,9 +48,10 @@ use common::{
 /// One recorded custody call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
-    Generate(KeyPurpose, KeyRef),
-    Import(KeyPurpose),
-    SignDigest(KeyRef),
+    Generate(KeySpec, KeyRef),
+    Import(KeySpec),
+    Sign(KeyRef),
+    SignPrehash(KeyRef),
     Dh(KeyRef),
     Destroy(KeyRef),
     Find(String),
@@ -60,55 +65,16 @@ struct Audit {
     calls: Mutex<Vec<Call>>,
 }
 
-/// The protection attributes of a key's private object, read from the
-/// token: (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_VALUE readable).
-fn protection(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool) {
-    let handle = c.private_key_handle(key).expect("key object in the token");
-    let attrs = c
-        .with_session(|s| {
-            s.get_attributes(
-                handle,
-                &[AttributeType::Sensitive, AttributeType::Extractable],
-            )
-        })
-        .unwrap()
-        .unwrap();
-    let (mut sensitive, mut extractable) = (None, None);
-    for a in attrs {
-        match a {
-            Attribute::Sensitive(b) => sensitive = Some(b),
-            Attribute::Extractable(b) => extractable = Some(b),
-            _ => {}
-        }
-    }
-    let info = c
-        .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
-        .unwrap()
-        .unwrap();
-    let value_readable = !matches!(info.as_slice(), [AttributeInfo::Sensitive]);
-    (
-        sensitive.expect("CKA_SENSITIVE not reported"),
-        extractable.expect("CKA_EXTRACTABLE not reported"),
-        value_readable,
-    )
-}
-
+/// The key's private object, as the token reports it: sensitive, not
+/// extractable, its value unreadable.
 fn assert_protected(c: &Pkcs11Custody, key: &KeyRef, when: &str) {
-    let (sensitive, extractable, readable) = protection(c, key);
+    let a: KeyAttributes = c.key_attributes(key).expect("key object in the token");
+    let spec = key.spec();
+    assert!(a.sensitive, "{when}: {spec} key is not CKA_SENSITIVE");
+    assert!(!a.extractable, "{when}: {spec} key is CKA_EXTRACTABLE");
     assert!(
-        sensitive,
-        "{when}: {} key is not CKA_SENSITIVE",
-        key.purpose()
-    );
-    assert!(
-        !extractable,
-        "{when}: {} key is CKA_EXTRACTABLE",
-        key.purpose()
-    );
-    assert!(
-        !readable,
-        "{when}: {} key's CKA_VALUE is readable",
-        key.purpose()
+        !a.value_readable,
+        "{when}: {spec} key's CKA_VALUE is readable"
     );
 }
 
@@ -164,19 +130,23 @@ impl KeyCustody for Audit {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
-    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
-        let key = self.inner.generate(purpose)?;
+    fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        let key = self.inner.generate(spec)?;
         assert_protected(&self.inner, &key, "just generated");
-        self.record(Call::Generate(purpose, key.clone()));
+        self.record(Call::Generate(spec, key.clone()));
         Ok(key)
     }
-    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
-        self.record(Call::Import(purpose));
-        self.inner.import(purpose, private_key)
+    fn import(&self, spec: KeySpec, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+        self.record(Call::Import(spec));
+        self.inner.import(spec, private_key)
     }
-    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
-        self.record(Call::SignDigest(key.clone()));
-        self.inner.sign_digest(key, digest)
+    fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        self.record(Call::SignPrehash(key.clone()));
+        self.inner.sign_prehash(key, prehash)
+    }
+    fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        self.record(Call::Sign(key.clone()));
+        self.inner.sign(key, message)
     }
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
         self.record(Call::Dh(key.clone()));
@@ -189,6 +159,9 @@ impl KeyCustody for Audit {
     fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
         self.record(Call::Find(uri.to_owned()));
         self.inner.find(uri)
+    }
+    fn key_attributes(&self, key: &KeyRef) -> Result<KeyAttributes, CustodyError> {
+        self.inner.key_attributes(key)
     }
 }
 
@@ -328,7 +301,10 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
     // Carol proposes an Update, Alice commits it.
     let proposal = members[2].group().propose_update().unwrap();
     for r in [0, 1, 3] {
-        members[r].group().process_incoming(&proposal, NOW).unwrap();
+        assert!(matches!(
+            members[r].group().process_incoming(&proposal, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
     }
     let out = members[0]
         .group()
@@ -362,13 +338,16 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
         for c in &calls {
             match c {
                 Call::Import(p) => panic!("{}: import({p}) was called", m.name),
-                Call::SignDigest(k) | Call::Dh(k) | Call::Destroy(k) => {
+                // The engine signs whole messages (so that a scheme signing
+                // the message itself, EdDSA, fits the same call).
+                Call::SignPrehash(_) => panic!("{}: the engine called sign_prehash", m.name),
+                Call::Sign(k) | Call::Dh(k) | Call::Destroy(k) => {
                     assert!(
                         generated.contains(k),
                         "{}: {c:?} uses a key its custody did not generate",
                         m.name
                     );
-                    if matches!(c, Call::SignDigest(_)) {
+                    if matches!(c, Call::Sign(_)) {
                         signs += 1;
                         assert_eq!(k.purpose(), KeyPurpose::Signature);
                     }

@@ -13,7 +13,7 @@ use hsmls::group::PskStore;
 use hsmls::tree_math::LeafIndex;
 use hsmls::{
     BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
 };
 use hsmls_crypto::Secret;
 use hsmls_custody::SoftwareCustody;
@@ -191,7 +191,10 @@ fn the_joiner_needs_the_psk_value() {
             ..Default::default()
         },
     );
-    assert!(matches!(r, Err(GroupError::InvalidProposal(_))));
+    assert!(matches!(
+        r,
+        Err(GroupError::InvalidProposal(ProposalRule::DuplicatePsk))
+    ));
 }
 
 /// Bob keeps his PSK store, loses the rest of his state, and re-joins by an

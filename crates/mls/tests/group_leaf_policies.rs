@@ -14,9 +14,9 @@ use hsmls::key_package::{KeyPackageError, LAST_RESORT};
 use hsmls::message_protection::PaddingPolicy;
 use hsmls::{
     BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
 };
-use hsmls_custody::{KeyCustody, SoftwareCustody};
+use hsmls_custody::{CustodyError, KeyCustody, SoftwareCustody};
 
 const NOW: u64 = 1_750_000_000;
 
@@ -63,6 +63,14 @@ fn add_and_join(group: &mut Group, signer: Signer, kp: &KeyPackageBundle) -> Gro
 /// Whether the custody can still use `key` (ECDH with its own public key).
 fn usable(custody: &dyn KeyCustody, key: &hsmls_custody::KeyRef) -> bool {
     custody.dh(key, key.public_key().as_bytes()).is_ok()
+}
+
+/// Whether `key` is gone from the custody (ECDH finds no key).
+fn destroyed(custody: &dyn KeyCustody, key: &hsmls_custody::KeyRef) -> bool {
+    matches!(
+        custody.dh(key, key.public_key().as_bytes()),
+        Err(CustodyError::KeyNotFound(_))
+    )
 }
 
 #[test]
@@ -122,18 +130,20 @@ fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
         JoinOptions::default(),
     )
     .unwrap();
-    assert!(!usable(bob.custody.as_ref(), &kp.init_key));
+    assert!(destroyed(bob.custody.as_ref(), &kp.init_key));
     // ... so the same Welcome cannot be used twice.
+    let r = Group::join_from_welcome(
+        GroupConfig::default(),
+        bob.clone(),
+        validator(),
+        &kp,
+        &welcome,
+        JoinOptions::default(),
+    );
     assert!(
-        Group::join_from_welcome(
-            GroupConfig::default(),
-            bob.clone(),
-            validator(),
-            &kp,
-            &welcome,
-            JoinOptions::default(),
-        )
-        .is_err()
+        matches!(r, Err(GroupError::Custody(CustodyError::KeyNotFound(_)))),
+        "{:?}",
+        r.err()
     );
 }
 
@@ -214,8 +224,8 @@ fn last_resort_leaf_key_survives_an_update_in_another_group() {
 
     // Rotating the last-resort KeyPackage destroys its keys.
     kp.destroy(&bob).unwrap();
-    assert!(!usable(bob.custody.as_ref(), &kp.encryption_key));
-    assert!(!usable(bob.custody.as_ref(), &kp.init_key));
+    assert!(destroyed(bob.custody.as_ref(), &kp.encryption_key));
+    assert!(destroyed(bob.custody.as_ref(), &kp.init_key));
     assert!(usable(bob.custody.as_ref(), bob_a.own_leaf_key()));
 }
 
@@ -338,7 +348,15 @@ fn required_capabilities_gate_adds() {
     let bob = signer("bob");
     let plain = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
     let r = a.add_members(&[&plain.to_bytes().unwrap()], NOW);
-    assert!(matches!(r, Err(GroupError::InvalidProposal(_))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(GroupError::InvalidProposal(
+                ProposalRule::RequiredCapabilitiesNotMet
+            ))
+        ),
+        "{r:?}"
+    );
     let mut config = KeyPackageConfig::new(NOW - 10, 3600);
     let mut caps = hsmls::key_package::default_capabilities(
         config.cipher_suite,

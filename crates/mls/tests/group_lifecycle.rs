@@ -8,14 +8,18 @@ use std::sync::Arc;
 
 use hsmls::codec::{Credential, Decode, Encode, MlsMessage, MlsMessageBody};
 use hsmls::group::GroupStateSnapshot;
+use hsmls::key_package::KeyPackageError;
+use hsmls::message_protection::ProtectionError;
+use hsmls::secret_tree::SecretTreeError;
+use hsmls::tree::{KeyKind, TreeError};
 use hsmls::tree_math::LeafIndex;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig,
-    ProcessedMessage, Signer,
+    BasicCredentialValidator, CommitOptions, CommitOutput, CommitRule, CredentialValidator, Group,
+    GroupConfig, GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    MessageRule, ProcessedMessage, ProposalRule, Signer, WelcomePart,
 };
 use hsmls_crypto::Secret;
-use hsmls_custody::{KeyCustody, SoftwareCustody};
+use hsmls_custody::{CustodyError, KeyCustody, SoftwareCustody};
 
 const NOW: u64 = 1_750_000_000;
 
@@ -220,7 +224,10 @@ fn two_members() {
     assert!(custody.dh(&old_key, &peer).is_ok());
     h.commit(1, CommitOptions::new(), Vec::new());
     assert_ne!(h.group(1).own_leaf_key(), &old_key);
-    assert!(custody.dh(&old_key, &peer).is_err());
+    assert!(matches!(
+        custody.dh(&old_key, &peer),
+        Err(CustodyError::KeyNotFound(_))
+    ));
     assert!(custody.dh(h.group(1).own_leaf_key(), &peer).is_ok());
     h.all_send();
     // Alice proposes an Update, Bob commits it; Alice's old leaf key is
@@ -231,7 +238,10 @@ fn two_members() {
     assert!(matches!(ev, ProcessedMessage::Proposal { .. }));
     h.commit(1, CommitOptions::new(), Vec::new());
     let custody = h.group(0).signer().custody.clone();
-    assert!(custody.dh(&old_key, &peer).is_err());
+    assert!(matches!(
+        custody.dh(&old_key, &peer),
+        Err(CustodyError::KeyNotFound(_))
+    ));
     assert!(custody.dh(h.group(0).own_leaf_key(), &peer).is_ok());
     // An Update proposed but superseded by another commit is destroyed too.
     let _ = h.group(0).propose_update().unwrap();
@@ -239,7 +249,10 @@ fn two_members() {
     h.all_send();
     // Bob leaves: his Remove proposal, committed by Alice.
     let prop = h.group(1).leave().unwrap();
-    h.group(0).process_incoming(&prop, NOW).unwrap();
+    assert!(matches!(
+        h.group(0).process_incoming(&prop, NOW).unwrap(),
+        ProcessedMessage::Proposal { .. }
+    ));
     let out = h.commit(0, CommitOptions::new(), Vec::new());
     assert_eq!(out.removes.len(), 1);
     assert_eq!(h.active(), vec![0]);
@@ -279,7 +292,10 @@ fn ten_members_updates_removes_messages() {
         let prop = h.group(i).propose_update().unwrap();
         for r in h.active() {
             if r != i {
-                h.group(r).process_incoming(&prop, NOW).unwrap();
+                assert!(matches!(
+                    h.group(r).process_incoming(&prop, NOW).unwrap(),
+                    ProcessedMessage::Proposal { .. }
+                ));
             }
         }
     }
@@ -302,7 +318,12 @@ fn ten_members_updates_removes_messages() {
         }
     }
     // A message replayed is refused (its key was deleted, §9.2).
-    assert!(h.group(0).process_incoming(&m1, NOW).is_err());
+    assert!(matches!(
+        h.group(0).process_incoming(&m1, NOW),
+        Err(GroupError::Protection(ProtectionError::SecretTree(
+            SecretTreeError::GenerationAlreadyUsed(_)
+        )))
+    ));
     // A message of the previous epoch delivered after a commit is still
     // readable (past epochs are retained, bounded by max_past_epochs).
     let late = h.group(8).encrypt_application(b"late").unwrap();
@@ -395,9 +416,17 @@ fn external_join_and_psks() {
         JoinOptions::default(),
     )
     .unwrap();
-    let before = h.group(0).state_snapshot();
-    assert!(h.group(0).process_incoming(&dup, NOW).is_err());
-    assert_eq!(h.group(0).state_snapshot(), before);
+    let err = assert_rejected_unchanged(h.group(0), &dup);
+    assert!(
+        matches!(
+            err,
+            GroupError::Tree(TreeError::DuplicateKey {
+                kind: KeyKind::SignatureKey,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     let (g, commit) = Group::rejoin_by_external_commit(
         GroupConfig::default(),
         s,
@@ -426,7 +455,7 @@ fn external_join_and_psks() {
     h.all_send();
     // Removing another member's leaf by external commit is refused.
     let gi = h.group(0).group_info().unwrap();
-    assert!(
+    assert!(matches!(
         Group::rejoin_by_external_commit(
             GroupConfig::default(),
             signer("intruder"),
@@ -434,9 +463,11 @@ fn external_join_and_psks() {
             &gi,
             JoinOptions::default(),
             LeafIndex(1),
-        )
-        .is_err()
-    );
+        ),
+        Err(GroupError::InvalidCommit(
+            CommitRule::ExternalCommitRemovesOther
+        ))
+    ));
 
     // External PSK known to every member, injected by value.
     for i in h.active() {
@@ -454,7 +485,10 @@ fn external_join_and_psks() {
     let prop = h.group(2).propose_psk(id).unwrap();
     for r in h.active() {
         if r != 2 {
-            h.group(r).process_incoming(&prop, NOW).unwrap();
+            assert!(matches!(
+                h.group(r).process_incoming(&prop, NOW).unwrap(),
+                ProcessedMessage::Proposal { .. }
+            ));
         }
     }
     h.commit(1, CommitOptions::new(), Vec::new());
@@ -474,6 +508,20 @@ fn external_join_and_psks() {
     ));
     assert_eq!(h.group(1).state_snapshot(), before);
     h.group(0).discard_pending_commit().unwrap();
+}
+
+/// The refusals a sweep over flipped bytes may meet: which rule fires
+/// depends on the byte, so a sweep accepts exactly these variants.
+fn is_tamper_refusal(e: &GroupError) -> bool {
+    matches!(
+        e,
+        GroupError::Malformed(_)
+            | GroupError::Protection(_)
+            | GroupError::WrongGroupId
+            | GroupError::WrongEpoch { .. }
+            | GroupError::NotAMember(_)
+            | GroupError::UnexpectedMessage(MessageRule::SenderCannotSendContent)
+    )
 }
 
 fn assert_rejected_unchanged(g: &mut Group, bytes: &[u8]) -> GroupError {
@@ -497,14 +545,9 @@ fn rejected_commits_leave_state_unchanged() {
         for pos in (0..out.commit.len()).step_by(7) {
             let mut bad = out.commit.clone();
             bad[pos] ^= 0x01;
-            let before = h.group(1).state_snapshot();
-            match h.group(1).process_incoming(&bad, NOW) {
-                Err(_) => {
-                    assert_eq!(h.group(1).state_snapshot(), before);
-                    rejected += 1;
-                }
-                Ok(ev) => panic!("tampered commit accepted at byte {pos}: {ev:?}"),
-            }
+            let err = assert_rejected_unchanged(h.group(1), &bad);
+            assert!(is_tamper_refusal(&err), "byte {pos}: {err:?}");
+            rejected += 1;
         }
         assert!(rejected > 10);
         // Tampered application messages too.
@@ -512,14 +555,18 @@ fn rejected_commits_leave_state_unchanged() {
         for pos in (0..app.len()).step_by(5) {
             let mut bad = app.clone();
             bad[pos] ^= 0x04;
-            assert_rejected_unchanged(h.group(1), &bad);
+            let err = assert_rejected_unchanged(h.group(1), &bad);
+            assert!(is_tamper_refusal(&err), "byte {pos}: {err:?}");
         }
         assert!(matches!(
             h.group(1).process_incoming(&app, NOW).unwrap(),
             ProcessedMessage::ApplicationMessage { .. }
         ));
         // Truncated.
-        assert_rejected_unchanged(h.group(1), &out.commit[..out.commit.len() - 1]);
+        assert!(matches!(
+            assert_rejected_unchanged(h.group(1), &out.commit[..out.commit.len() - 1]),
+            GroupError::Malformed(_)
+        ));
         // Wrong epoch: re-encode a PublicMessage with another epoch, or
         // deliver after the epoch moved on.
         let msg = MlsMessage::decode(&out.commit).unwrap();
@@ -536,6 +583,7 @@ fn rejected_commits_leave_state_unchanged() {
             ));
             // Bad signature (membership tag recomputed is not possible for
             // an attacker; flip a signature bit).
+            // The membership tag covers the signature.
             pm.content.epoch -= 1;
             pm.auth.signature[10] ^= 1;
             let bytes = MlsMessage {
@@ -543,7 +591,10 @@ fn rejected_commits_leave_state_unchanged() {
             }
             .encode()
             .unwrap();
-            assert_rejected_unchanged(h.group(1), &bytes);
+            assert!(matches!(
+                assert_rejected_unchanged(h.group(1), &bytes),
+                GroupError::Protection(ProtectionError::InvalidMembershipTag)
+            ));
         }
         // The genuine commit still works afterwards.
         let ev = h.group(1).process_incoming(&out.commit, NOW).unwrap();
@@ -595,24 +646,40 @@ fn welcome_without_tree_needs_out_of_band_tree() {
     )
     .unwrap_err();
     assert!(matches!(err, GroupError::MissingRatchetTree));
-    // A tampered Welcome is refused and the init key is kept.
-    for pos in [welcome.len() - 1, welcome.len() / 2, 20] {
+    // A tampered Welcome is refused and the init key is kept: a flipped
+    // byte in the GroupInfo's ciphertext (the HPKE context of the
+    // GroupSecrets, RFC 9420 §12.4.3.1) or the GroupSecrets' ciphertext
+    // fails the GroupSecrets; one in the KeyPackageRef finds no entry.
+    for (pos, part) in [
+        (welcome.len() - 1, Some(WelcomePart::GroupSecrets)),
+        (welcome.len() / 2, Some(WelcomePart::GroupSecrets)),
+        (20, None),
+    ] {
         let mut bad = welcome.clone();
         bad[pos] ^= 0x80;
-        assert!(
-            Group::join_from_welcome(
-                config.clone(),
-                s.clone(),
-                validator(),
-                &kp,
-                &bad,
-                JoinOptions {
-                    ratchet_tree: out.ratchet_tree.clone(),
-                    ..Default::default()
-                },
-            )
-            .is_err()
+        let r = Group::join_from_welcome(
+            config.clone(),
+            s.clone(),
+            validator(),
+            &kp,
+            &bad,
+            JoinOptions {
+                ratchet_tree: out.ratchet_tree.clone(),
+                ..Default::default()
+            },
         );
+        match part {
+            Some(part) => assert!(
+                matches!(&r, Err(GroupError::WelcomeDecryption(p)) if *p == part),
+                "byte {pos}: {:?}",
+                r.err()
+            ),
+            None => assert!(
+                matches!(&r, Err(GroupError::NotInWelcome)),
+                "byte {pos}: {:?}",
+                r.err()
+            ),
+        }
     }
     // A Welcome for another KeyPackage is refused.
     let other = key_package(&s);
@@ -644,11 +711,11 @@ fn welcome_without_tree_needs_out_of_band_tree() {
     .unwrap();
     assert_eq!(g.epoch_authenticator(), h.group(0).epoch_authenticator());
     // The init key was destroyed in custody after use (§9.2).
-    assert!(
+    assert!(matches!(
         s.custody
-            .dh(&kp.init_key, kp.key_package.as_wire().init_key.as_slice())
-            .is_err()
-    );
+            .dh(&kp.init_key, kp.key_package.as_wire().init_key.as_slice()),
+        Err(CustodyError::KeyNotFound(_))
+    ));
 }
 
 #[test]
@@ -660,23 +727,30 @@ fn proposal_list_validation_and_context_extensions() {
     opts.remove_leaves = vec![1, 1];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(
+            ProposalRule::SeveralChangesToOneLeaf
+        ))
     ));
     let mut opts = CommitOptions::new();
     opts.remove_leaves = vec![0];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(ProposalRule::RemovesCommitter))
     ));
     let mut opts = CommitOptions::new();
     opts.remove_leaves = vec![17];
-    assert!(h.group(0).commit(opts, NOW).is_err());
+    assert!(matches!(
+        h.group(0).commit(opts, NOW),
+        Err(GroupError::InvalidProposal(ProposalRule::RemoveBlankLeaf))
+    ));
     let (_, kp) = h.new_joiner();
     let mut opts = CommitOptions::new();
     opts.add_key_packages = vec![kp.to_bytes().unwrap(), kp.to_bytes().unwrap()];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(
+            ProposalRule::SameClientAddedTwice
+        ))
     ));
     // A KeyPackage of an existing member (same signature key) is refused.
     let dup =
@@ -684,11 +758,25 @@ fn proposal_list_validation_and_context_extensions() {
             .unwrap();
     let mut opts = CommitOptions::new();
     opts.add_key_packages = vec![dup.to_bytes().unwrap()];
-    assert!(h.group(0).commit(opts, NOW).is_err());
+    let r = h.group(0).commit(opts, NOW);
+    assert!(
+        matches!(
+            r,
+            Err(GroupError::Tree(TreeError::DuplicateKey {
+                kind: KeyKind::SignatureKey,
+                ..
+            }))
+        ),
+        "{:?}",
+        r.err()
+    );
     // An expired KeyPackage is refused.
     let mut opts = CommitOptions::new();
     opts.add_key_packages = vec![kp.to_bytes().unwrap()];
-    assert!(h.group(0).commit(opts, NOW + 7200).is_err());
+    assert!(matches!(
+        h.group(0).commit(opts, NOW + 7200),
+        Err(GroupError::KeyPackage(KeyPackageError::Expired { .. }))
+    ));
     assert_eq!(h.group(0).state_snapshot(), before);
     assert!(!h.group(0).has_pending_commit());
     // A cached proposal that would make the commit invalid can be dropped.
@@ -697,8 +785,14 @@ fn proposal_list_validation_and_context_extensions() {
         .group(2)
         .propose_add(&expiring.to_bytes().unwrap(), NOW)
         .unwrap();
-    h.group(0).process_incoming(&prop, NOW).unwrap();
-    assert!(h.group(0).commit(CommitOptions::new(), NOW + 7200).is_err());
+    assert!(matches!(
+        h.group(0).process_incoming(&prop, NOW).unwrap(),
+        ProcessedMessage::Proposal { .. }
+    ));
+    assert!(matches!(
+        h.group(0).commit(CommitOptions::new(), NOW + 7200),
+        Err(GroupError::KeyPackage(KeyPackageError::Expired { .. }))
+    ));
     let reference = h.group(0).pending_proposals()[0].reference.clone();
     assert!(h.group(0).discard_proposal(&reference));
     let mut opts = CommitOptions::new();
@@ -715,7 +809,10 @@ fn proposal_list_validation_and_context_extensions() {
         .propose_add(&kp.to_bytes().unwrap(), NOW)
         .unwrap();
     for r in [0usize, 2, 3] {
-        h.group(r).process_incoming(&prop, NOW).unwrap();
+        assert!(matches!(
+            h.group(r).process_incoming(&prop, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
     }
     let out = h.commit(3, CommitOptions::new(), vec![(s, kp)]);
     assert_eq!(out.adds.len(), 1);
@@ -743,7 +840,9 @@ fn proposal_list_validation_and_context_extensions() {
         Some(vec![hsmls::codec::Extension::from_data(&rc_bad).unwrap()]);
     assert!(matches!(
         h.group(0).commit(opts, NOW),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(
+            ProposalRule::RequiredCapabilitiesNotMet
+        ))
     ));
     let prop = h
         .group(2)
@@ -751,7 +850,10 @@ fn proposal_list_validation_and_context_extensions() {
         .unwrap();
     for r in h.active() {
         if r != 2 {
-            h.group(r).process_incoming(&prop, NOW).unwrap();
+            assert!(matches!(
+                h.group(r).process_incoming(&prop, NOW).unwrap(),
+                ProcessedMessage::Proposal { .. }
+            ));
         }
     }
     let out = h.group(1).commit(CommitOptions::new(), NOW).unwrap();
@@ -822,7 +924,7 @@ fn welcome_with_psk() {
     // With a wrong PSK value the GroupInfo does not decrypt.
     let mut wrong = hsmls::group::PskStore::default();
     wrong.insert_external(b"team psk".to_vec(), Secret::from_slice(&[4; 32]));
-    assert!(
+    assert!(matches!(
         Group::join_from_welcome(
             GroupConfig::default(),
             s.clone(),
@@ -833,9 +935,9 @@ fn welcome_with_psk() {
                 psks: wrong,
                 ..Default::default()
             },
-        )
-        .is_err()
-    );
+        ),
+        Err(GroupError::WelcomeDecryption(WelcomePart::GroupInfo))
+    ));
     let ProcessedMessage::StagedCommit(staged) =
         h.group(1).process_incoming(&out.commit, NOW).unwrap()
     else {
@@ -886,7 +988,7 @@ fn handshake_framing_policy() {
     let kp = key_package(&signer("x")).to_bytes().unwrap();
     assert!(matches!(
         assert_rejected_unchanged(h.group(1), &kp),
-        GroupError::UnexpectedMessage(_)
+        GroupError::UnexpectedMessage(MessageRule::KeyPackage)
     ));
     assert!(matches!(
         assert_rejected_unchanged(h.group(1), b"garbage"),
@@ -956,7 +1058,10 @@ fn external_senders_and_new_member_proposals() {
         }),
     )
     .unwrap();
-    assert_rejected_unchanged(h.group(0), &bad);
+    assert!(matches!(
+        assert_rejected_unchanged(h.group(0), &bad),
+        GroupError::Protection(ProtectionError::InvalidSignature(_))
+    ));
     let out = h.commit(1, CommitOptions::new(), Vec::new());
     assert_eq!(out.removes[0].index, LeafIndex(2));
 
@@ -988,14 +1093,20 @@ fn commit_with_unknown_proposal_reference_is_rejected() {
         );
         // Member 1's Update reaches member 0 but not member 2.
         let prop = h.group(1).propose_update().unwrap();
-        h.group(0).process_incoming(&prop, NOW).unwrap();
+        assert!(matches!(
+            h.group(0).process_incoming(&prop, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
         let out = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
         assert!(matches!(
             assert_rejected_unchanged(h.group(2), &out.commit),
             GroupError::UnknownProposalRef
         ));
         // Once the proposal arrives, the same commit is accepted.
-        h.group(2).process_incoming(&prop, NOW).unwrap();
+        assert!(matches!(
+            h.group(2).process_incoming(&prop, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
         for i in [1usize, 2] {
             let ProcessedMessage::StagedCommit(staged) =
                 h.group(i).process_incoming(&out.commit, NOW).unwrap()

@@ -11,7 +11,7 @@ use hsmls::codec::{
 };
 use hsmls::{
     BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, ReInitRule, Signer,
 };
 use hsmls_custody::SoftwareCustody;
 
@@ -185,7 +185,7 @@ fn reinit_three_members() {
             &[&kb.to_bytes().unwrap()],
             NOW
         ),
-        Err(GroupError::ReInit(_))
+        Err(GroupError::ReInit(ReInitRule::MemberMissing))
     ));
     let (new_a, out) = groups[0]
         .reinit_group(
@@ -261,7 +261,7 @@ fn reinit_requires_committed_reinit_and_matching_welcome() {
     // Without a committed ReInit there is nothing to reinitialize.
     assert!(matches!(
         groups[0].reinit_group(GroupConfig::default(), signers[0].clone(), &[], NOW),
-        Err(GroupError::ReInit(_))
+        Err(GroupError::ReInit(ReInitRule::NoReInitCommitted))
     ));
     // A branch Welcome is not a reinit Welcome.
     let kb = key_package(&signers[1]);
@@ -287,13 +287,15 @@ fn reinit_proposal_must_stand_alone_and_not_downgrade() {
     options.add_key_packages = vec![key_package(&signer("dave")).to_bytes().unwrap()];
     assert!(matches!(
         groups[0].commit(options, NOW),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(ProposalRule::ReInitNotAlone))
     ));
     let mut low = reinit_params();
     low.version = ProtocolVersion(0);
     assert!(matches!(
         groups[0].propose_reinit(low),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(
+            ProposalRule::ReInitLowersVersion
+        ))
     ));
     let _ = signers;
 }
@@ -342,7 +344,7 @@ fn branch_two_of_three() {
     let kd = key_package(&dave);
     assert!(matches!(
         branch(&groups[2], &signers[2], b"sub2", &kd),
-        Err(GroupError::ReInit(_))
+        Err(GroupError::ReInit(ReInitRule::BranchMemberNotInGroup))
     ));
     // Dave's own "old group" (a different group) cannot verify it either:
     // the PSK comes from a group he is not in.

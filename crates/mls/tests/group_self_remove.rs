@@ -9,7 +9,7 @@ use hsmls::codec::{
 };
 use hsmls::{
     BasicCredentialValidator, CommitOptions, CredentialValidator, Group, GroupConfig, GroupError,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
 };
 use hsmls_custody::SoftwareCustody;
 
@@ -135,13 +135,18 @@ fn self_remove_conflicting_with_remove_of_same_leaf_is_refused() {
     let mut g = three();
     let bob = g[1].own_leaf_index();
     let proposal = g[1].propose_self_remove().unwrap();
-    g[0].process_incoming(&proposal, NOW).unwrap();
+    assert!(matches!(
+        g[0].process_incoming(&proposal, NOW).unwrap(),
+        ProcessedMessage::Proposal { .. }
+    ));
     let mut options = CommitOptions::new();
     options.remove_leaves = vec![bob.0];
     let before = g[0].state_snapshot();
     assert!(matches!(
         g[0].commit(options, NOW),
-        Err(GroupError::InvalidProposal(_))
+        Err(GroupError::InvalidProposal(
+            ProposalRule::SeveralChangesToOneLeaf
+        ))
     ));
     assert!(g[0].state_snapshot() == before);
 }

@@ -23,7 +23,8 @@ use hsmls::{
 };
 use hsmls_custody::pkcs11::{Pkcs11Config, Pkcs11Uri};
 use hsmls_custody::{
-    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, Pkcs11Custody, SharedSecret,
+    Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec,
+    Pkcs11Custody, SharedSecret,
 };
 
 use common::{
@@ -47,7 +48,12 @@ impl Recorded {
             panic!("cannot open the SoftHSM test token: {e} (run `bash scripts/test.sh`)")
         });
         assert!(
-            inner.capabilities().signature_keys && inner.capabilities().hpke_keys,
+            inner
+                .capabilities()
+                .supports(KeySpec::ECDSA_SECP256R1_SHA256)
+                && inner
+                    .capabilities()
+                    .supports(KeySpec::DHKEM_P256_HKDF_SHA256),
             "the test token must hold signature and HPKE keys: {}",
             inner.capabilities().summary
         );
@@ -72,17 +78,20 @@ impl KeyCustody for Recorded {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
-    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
-        let key = self.inner.generate(purpose)?;
+    fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        let key = self.inner.generate(spec)?;
         self.generated.lock().unwrap().push(key.clone());
         Ok(key)
     }
-    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+    fn import(&self, spec: KeySpec, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
         *self.imported.lock().unwrap() += 1;
-        self.inner.import(purpose, private_key)
+        self.inner.import(spec, private_key)
     }
-    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
-        self.inner.sign_digest(key, digest)
+    fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        self.inner.sign_prehash(key, prehash)
+    }
+    fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        self.inner.sign(key, message)
     }
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
         self.inner.dh(key, peer_public_key)
@@ -94,6 +103,9 @@ impl KeyCustody for Recorded {
     }
     fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
         self.inner.find(uri)
+    }
+    fn key_attributes(&self, key: &KeyRef) -> Result<KeyAttributes, CustodyError> {
+        self.inner.key_attributes(key)
     }
 }
 
@@ -120,15 +132,19 @@ fn assert_destroyed(m: &Member<Recorded>, key: &KeyRef, what: &str) {
         m.name
     );
     let peer = key.public_key().as_bytes().to_vec();
+    let r = m.custody.inner.dh(key, &peer);
     assert!(
-        m.custody.inner.dh(key, &peer).is_err(),
-        "{}: {what} still usable in the token",
-        m.name
+        matches!(r, Err(CustodyError::KeyNotFound(_))),
+        "{}: {what} still usable in the token: {:?}",
+        m.name,
+        r.err()
     );
+    let r = m.custody.inner.find(key.uri());
     assert!(
-        m.custody.inner.find(key.uri()).is_err(),
-        "{}: {what} still found by its URI",
-        m.name
+        matches!(r, Err(CustodyError::KeyNotFound(_))),
+        "{}: {what} still found by its URI: {:?}",
+        m.name,
+        r.err()
     );
 }
 
@@ -316,6 +332,9 @@ fn full_scenario_with_keys_in_softhsm() {
     // Clean up the token: signature keys are token objects.
     for m in &members {
         m.custody.destroy(&m.signer.signature_key).unwrap();
-        assert!(m.custody.inner.find(m.signer.signature_key.uri()).is_err());
+        assert!(matches!(
+            m.custody.inner.find(m.signer.signature_key.uri()),
+            Err(CustodyError::KeyNotFound(_))
+        ));
     }
 }

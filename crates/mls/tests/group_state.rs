@@ -186,11 +186,14 @@ fn a_restarted_member_reads_late_messages_commits_and_the_group_agrees() {
     // Epoch 3: carol's proposal is cached at alice, alice proposes her own
     // update, alice has an external PSK.
     let carol_update = m[2].g().propose_update().unwrap();
-    m[0].g().process_incoming(&carol_update, NOW).unwrap();
-    m[1].g().process_incoming(&carol_update, NOW).unwrap();
+    for i in [0, 1] {
+        let event = m[i].g().process_incoming(&carol_update, NOW).unwrap();
+        assert!(matches!(event, ProcessedMessage::Proposal { .. }));
+    }
     let alice_update = m[0].g().propose_update().unwrap();
     for i in [1, 2] {
-        m[i].g().process_incoming(&alice_update, NOW).unwrap();
+        let event = m[i].g().process_incoming(&alice_update, NOW).unwrap();
+        assert!(matches!(event, ProcessedMessage::Proposal { .. }));
     }
     let psk_id = b"shared psk".to_vec();
     for member in m.iter_mut() {
@@ -249,27 +252,55 @@ fn a_restarted_member_reads_late_messages_commits_and_the_group_agrees() {
 }
 
 #[test]
-fn a_pending_commit_survives_a_restart() {
+fn a_pending_commit_and_sent_messages_survive_a_restart() {
     let mut m = vec![
         create(GroupConfig::default(), b"pending"),
         Member::new("bob"),
     ];
     add(&mut m, 0, &[1]);
+    let hello = m[0].g().encrypt_application(b"hello").unwrap();
+    expect_app(m[1].g(), &hello, b"hello", 1);
     let out = m[0].g().self_update(NOW).unwrap();
     let saved = m[0].save();
     m[0].restart(&saved);
     assert!(m[0].g().has_pending_commit());
-    deliver(&mut m, 0, &out.commit);
+    // The Delivery Service sends Alice's own message and commit back: she
+    // recognises both after the restart, and the commit merges.
+    assert!(matches!(
+        m[0].g().process_incoming(&hello, NOW).unwrap(),
+        ProcessedMessage::OwnMessage { epoch: 1, .. }
+    ));
+    match m[0].g().process_incoming(&out.commit, NOW).unwrap() {
+        ProcessedMessage::OwnCommit(own) => assert_eq!(own.epoch, 2),
+        other => panic!("expected her own commit, got {other:?}"),
+    }
+    let ProcessedMessage::StagedCommit(s) = m[1].g().process_incoming(&out.commit, NOW).unwrap()
+    else {
+        panic!("commit");
+    };
+    m[1].g().merge_staged_commit(s).unwrap();
     agree(&m);
     assert_eq!(m[0].g().epoch(), 2);
-    // The other way: a saved pending commit that lost is discarded.
-    let lost = m[0].g().self_update(NOW).unwrap();
+    // A saved pending commit that loses after the restart: the winner is
+    // staged with the lost commit, which can be made again.
+    let mut options = CommitOptions::new();
+    options.force_path = true;
+    options.authenticated_data = b"mine".to_vec();
+    m[0].g().commit(options, NOW).unwrap();
     let saved = m[0].save();
     m[0].restart(&saved);
     let won = m[1].g().self_update(NOW).unwrap();
-    deliver(&mut m, 1, &won.commit);
+    m[1].g().merge_pending_commit().unwrap();
+    let ProcessedMessage::StagedCommit(s) = m[0].g().process_incoming(&won.commit, NOW).unwrap()
+    else {
+        panic!("the winning commit");
+    };
+    let lost = s.lost_commit.clone().expect("Alice's commit lost");
+    assert_eq!(lost.epoch, 2);
+    assert!(lost.force_path);
+    assert_eq!(lost.authenticated_data, b"mine");
+    m[0].g().merge_staged_commit(s).unwrap();
     agree(&m);
-    let _ = lost;
 }
 
 #[test]

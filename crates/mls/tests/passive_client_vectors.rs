@@ -21,12 +21,13 @@ use std::sync::Arc;
 use hsmls::codec::{Decode, Encode, MlsMessage, MlsMessageBody, RatchetTree};
 use hsmls::group::PskStore;
 use hsmls::key_package::KeyPackageIn;
+use hsmls::message_protection::ProtectionError;
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
-    KeyPackageBundle, ProcessedMessage, Signer,
+    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
+    KeyPackageBundle, ProcessedMessage, Signer, WelcomePart,
 };
 use hsmls_crypto::Secret;
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{CustodyError, KeyCustody, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
 
@@ -109,13 +110,13 @@ fn run_case(case: &Case) -> Result<(), String> {
         .map_err(|e| format!("key_package validation: {e}"))?;
 
     let init_key = custody
-        .import(KeyPurpose::Hpke, &case.init_priv)
+        .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.init_priv)
         .map_err(|e| format!("import init_priv: {e}"))?;
     let encryption_key = custody
-        .import(KeyPurpose::Hpke, &case.encryption_priv)
+        .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.encryption_priv)
         .map_err(|e| format!("import encryption_priv: {e}"))?;
     let signature_key = custody
-        .import(KeyPurpose::Signature, &case.signature_priv)
+        .import(KeySpec::ECDSA_SECP256R1_SHA256, &case.signature_priv)
         .map_err(|e| format!("import signature_priv: {e}"))?;
     // The imported keys are the KeyPackage's.
     let wire = key_package.as_wire();
@@ -157,11 +158,9 @@ fn run_case(case: &Case) -> Result<(), String> {
         return Err("initial_epoch_authenticator differs".into());
     }
     // §9.2: the used init key is gone from custody.
-    if custody
-        .dh(&init_key, wire_init_key(&bundle).as_slice())
-        .is_ok()
-    {
-        return Err("init key still usable after the join".into());
+    match custody.dh(&init_key, wire_init_key(&bundle).as_slice()) {
+        Err(CustodyError::KeyNotFound(_)) => {}
+        other => return Err(format!("init key not destroyed after the join: {other:?}")),
     }
 
     for (n, epoch) in case.epochs.iter().enumerate() {
@@ -183,8 +182,18 @@ fn run_case(case: &Case) -> Result<(), String> {
             *b ^= 0x01;
         }
         let before = group.state_snapshot();
-        if group.process_incoming(&tampered, now).is_ok() {
-            return Err(format!("epoch {n}: a tampered commit was accepted"));
+        let public = matches!(
+            MlsMessage::decode(&epoch.commit).map(|m| m.body),
+            Ok(MlsMessageBody::PublicMessage(_))
+        );
+        match (public, group.process_incoming(&tampered, now)) {
+            (true, Err(GroupError::Protection(ProtectionError::InvalidMembershipTag)))
+            | (false, Err(GroupError::Protection(ProtectionError::ContentDecryption))) => {}
+            (_, other) => {
+                return Err(format!(
+                    "epoch {n}: tampered commit (public: {public}): {other:?}"
+                ));
+            }
         }
         if group.state_snapshot() != before {
             return Err(format!("epoch {n}: a rejected commit changed the state"));
@@ -264,5 +273,13 @@ fn tampered_welcome_is_refused() {
     }
     .encode()
     .unwrap();
-    assert!(run_case(&case).unwrap_err().contains("join_from_welcome"));
+    // The encrypted GroupInfo is the HPKE context of the GroupSecrets
+    // (RFC 9420 §12.4.3.1): the GroupSecrets no longer decrypt.
+    assert_eq!(
+        run_case(&case).unwrap_err(),
+        format!(
+            "join_from_welcome: {}",
+            GroupError::WelcomeDecryption(WelcomePart::GroupSecrets)
+        )
+    );
 }

@@ -14,12 +14,12 @@ use hsmls::codec::{
     RatchetTree as WireTree, UpdatePath,
 };
 use hsmls::tree::{
-    GroupParams, LeafNodeParams, RatchetTree, TreeError, TreeKemPrivate, UnverifiedTree,
-    decrypt_update_path, merge_update_path, prepare_update_path,
+    GroupParams, KeyKind, LeafNodeError, LeafNodeParams, RatchetTree, TreeError, TreeKemPrivate,
+    UnverifiedTree, decrypt_update_path, merge_update_path, prepare_update_path,
 };
 use hsmls::tree_math::{LeafIndex, NodeIndex};
-use hsmls_crypto::CipherSuite;
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef, SoftwareCustody};
+use hsmls_crypto::{CipherSuite, CryptoError};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load, unhex};
 use serde::Deserialize;
 
@@ -118,7 +118,7 @@ fn treekem_vectors() {
         let mut members: HashMap<u32, Member> = HashMap::new();
         for lp in &c.leaves_private {
             let leaf_key = custody
-                .import(KeyPurpose::Hpke, &lp.encryption_priv)
+                .import(KeySpec::DHKEM_P256_HKDF_SHA256, &lp.encryption_priv)
                 .expect("import leaf key");
             let leaf = tree.leaf(LeafIndex(lp.index)).expect("member leaf");
             assert_eq!(
@@ -128,7 +128,7 @@ fn treekem_vectors() {
                 lp.index
             );
             let signature_key = custody
-                .import(KeyPurpose::Signature, &lp.signature_priv)
+                .import(KeySpec::ECDSA_SECP256R1_SHA256, &lp.signature_priv)
                 .expect("import signature key");
             assert_eq!(
                 leaf.signature_key.as_slice(),
@@ -204,17 +204,18 @@ fn treekem_vectors() {
                 .find(|l| l.index != up.sender)
                 .expect("another member");
             let bad_gc = group_context(c, &[0u8; 32]);
+            let r = decrypt_update_path(
+                &after,
+                &merged,
+                &path,
+                &members[&other.index].private,
+                &custody,
+                &bad_gc,
+            );
             assert!(
-                decrypt_update_path(
-                    &after,
-                    &merged,
-                    &path,
-                    &members[&other.index].private,
-                    &custody,
-                    &bad_gc
-                )
-                .is_err(),
-                "case {n} path {u}: wrong context"
+                matches!(r, Err(TreeError::Crypto(CryptoError::AeadOpen))),
+                "case {n} path {u}: wrong context: {:?}",
+                r.err()
             );
             assert_ne!(tree, after, "the merge changed the copy");
             rejected_merges_leave_tree_unchanged(&tree, sender, &path, &params);
@@ -314,9 +315,24 @@ fn rejected_merges_leave_tree_unchanged(
     path: &UpdatePath,
     params: &GroupParams<'_>,
 ) {
-    let check = |t: RatchetTree, r: Result<_, TreeError>, what: &str| {
-        assert!(r.is_err(), "{what} must be rejected");
+    let check = |t: RatchetTree,
+                 r: Result<_, TreeError>,
+                 what: &str,
+                 expected: &dyn Fn(&TreeError) -> bool| {
+        match r {
+            Err(e) => assert!(expected(&e), "{what}: {e:?}"),
+            Ok(_) => panic!("{what} must be rejected"),
+        }
         assert_eq!(&t, tree, "{what}: tree unchanged");
+    };
+    let bad_signature = |e: &TreeError| {
+        matches!(
+            e,
+            TreeError::InvalidLeafNode {
+                reason: LeafNodeError::InvalidSignature,
+                ..
+            }
+        )
     };
     // Another sender: the LeafNodeTBS names the leaf index.
     let other = tree
@@ -326,26 +342,38 @@ fn rejected_merges_leave_tree_unchanged(
         .expect("another member");
     let mut t = tree.clone();
     let r = merge_update_path(&mut t, other, path, params, &[]);
-    check(t, r, "a path under another sender");
+    check(t, r, "a path under another sender", &bad_signature);
     // A tampered node key breaks the parent-hash chain.
     if !path.nodes.is_empty() {
         let mut bad = path.clone();
         bad.nodes[0].encryption_key = path.leaf_node.encryption_key.clone();
         let mut t = tree.clone();
         let r = merge_update_path(&mut t, sender, &bad, params, &[]);
-        check(t, r, "a tampered node key");
+        check(t, r, "a tampered node key", &|e| {
+            matches!(
+                e,
+                TreeError::DuplicateKey {
+                    kind: KeyKind::EncryptionKey,
+                    ..
+                }
+            )
+        });
         // A missing ciphertext.
         let mut bad = path.clone();
         bad.nodes[0].encrypted_path_secret.pop();
         let mut t = tree.clone();
         let r = merge_update_path(&mut t, sender, &bad, params, &[]);
-        check(t, r, "a missing ciphertext");
+        check(t, r, "a missing ciphertext", &|e| {
+            matches!(e, TreeError::UpdatePathCiphertextCount { .. })
+        });
         // A missing node.
         let mut bad = path.clone();
         bad.nodes.pop();
         let mut t = tree.clone();
         let r = merge_update_path(&mut t, sender, &bad, params, &[]);
-        check(t, r, "a missing UpdatePathNode");
+        check(t, r, "a missing UpdatePathNode", &|e| {
+            matches!(e, TreeError::UpdatePathLength { .. })
+        });
     }
     // A tampered leaf signature.
     let mut bad = path.clone();
@@ -354,5 +382,5 @@ fn rejected_merges_leave_tree_unchanged(
     }
     let mut t = tree.clone();
     let r = merge_update_path(&mut t, sender, &bad, params, &[]);
-    check(t, r, "a bad leaf signature");
+    check(t, r, "a bad leaf signature", &bad_signature);
 }

@@ -11,8 +11,9 @@ use hsmls::group::welcome::{
 };
 use hsmls::key_schedule::{EpochSecrets, JoinerSecret};
 use hsmls::transcript::verify_confirmation_tag;
+use hsmls::{GroupError, WelcomePart};
 use hsmls_crypto::{CipherSuite, HpkeRecipient, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
 
@@ -54,7 +55,9 @@ fn welcome_vectors() {
         );
 
         let custody = SoftwareCustody::new();
-        let init_key = custody.import(KeyPurpose::Hpke, &case.init_priv).unwrap();
+        let init_key = custody
+            .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.init_priv)
+            .unwrap();
         assert_eq!(init_key.public_key().as_bytes(), kp.init_key.as_slice());
         let recipient = HpkeRecipient::Custody {
             custody: &custody,
@@ -65,7 +68,10 @@ fn welcome_vectors() {
         assert!(secrets.psks.is_empty());
         // A reference that is not in the Welcome is refused.
         let other = hsmls::codec::KeyPackageRef(vec![0; 32]);
-        assert!(decrypt_group_secrets(cs, &welcome, &other, &recipient).is_err());
+        assert!(matches!(
+            decrypt_group_secrets(cs, &welcome, &other, &recipient),
+            Err(GroupError::NotInWelcome)
+        ));
 
         let joiner =
             JoinerSecret::from_secret(cs, Secret::from_slice(secrets.joiner_secret.as_slice()))
@@ -75,7 +81,10 @@ fn welcome_vectors() {
             decrypt_group_info(cs, &welcome_secret, &welcome.encrypted_group_info).unwrap();
         verify_group_info(cs, &group_info, &case.signer_pub).unwrap();
         // A wrong signer key is refused.
-        assert!(verify_group_info(cs, &group_info, kp.leaf_node.signature_key.as_slice()).is_err());
+        assert!(matches!(
+            verify_group_info(cs, &group_info, kp.leaf_node.signature_key.as_slice()),
+            Err(GroupError::InvalidGroupInfoSignature)
+        ));
 
         // Key schedule consistency: the epoch secrets derived from the
         // joiner secret and the GroupContext confirm the GroupInfo's tag.
@@ -97,7 +106,10 @@ fn welcome_vectors() {
         if let Some(b) = tampered.last_mut() {
             *b ^= 1;
         }
-        assert!(decrypt_group_info(cs, &welcome_secret, &tampered).is_err());
+        assert!(matches!(
+            decrypt_group_info(cs, &welcome_secret, &tampered),
+            Err(GroupError::WelcomeDecryption(WelcomePart::GroupInfo))
+        ));
         counter.ran();
     }
     counter.finish(Some(1));

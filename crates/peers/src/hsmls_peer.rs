@@ -211,6 +211,10 @@ impl Peer for HsmlsPeer {
                     epoch: group.epoch(),
                 })
             }
+            ProcessedMessage::OwnCommit(own) => Ok(Event::Commit { epoch: own.epoch }),
+            _ => Err(lib("process")(
+                "one of this member's own messages came back",
+            )),
         }
     }
 

@@ -248,7 +248,17 @@ fn genuine_after_tampered<P: Peer>() -> Result<bool, PeerError> {
     let mut tampered = update.commit.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
-    assert!(b.process(&tampered).is_err(), "tampered commit accepted");
+    let r = b.process(&tampered);
+    assert!(
+        matches!(
+            r,
+            Err(PeerError::Library {
+                operation: "process",
+                ..
+            })
+        ),
+        "tampered commit: {r:?}"
+    );
     assert_eq!(agreement(&b)?, before);
     a.merge_pending()?;
     match b.process(&update.commit) {

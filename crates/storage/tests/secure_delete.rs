@@ -123,7 +123,8 @@ async fn run(options: SqliteOptions) -> Findings {
         // a commit: each followed by a save.
         let now_msg = bob.encrypt_application(b"now").unwrap();
         let late_msg = bob.encrypt_application(b"late").unwrap();
-        alice.process_incoming(&now_msg, NOW).unwrap();
+        let event = alice.process_incoming(&now_msg, NOW).unwrap();
+        assert!(matches!(event, ProcessedMessage::ApplicationMessage { .. }));
         store
             .write_group(&save(&alice, &mut written))
             .await
@@ -139,7 +140,10 @@ async fn run(options: SqliteOptions) -> Findings {
             .write_group(&save(&alice, &mut written))
             .await
             .unwrap();
-        alice.process_incoming(&late_msg, NOW).unwrap();
+        let event = alice.process_incoming(&late_msg, NOW).unwrap();
+        assert!(
+            matches!(event, ProcessedMessage::ApplicationMessage { epoch, .. } if epoch + 1 == alice.epoch())
+        );
         store
             .write_group(&save(&alice, &mut written))
             .await

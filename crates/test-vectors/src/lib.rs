@@ -1,37 +1,53 @@
 //! Access to the official MLS test vectors for hsmls tests.
 //!
-//! The vectors live in `../shared/test-vectors/` beside the project root
-//! (override with the `HSMLS_TEST_VECTORS` environment variable). Every file
-//! is a JSON array of cases. Tests deserialize cases into their own serde
-//! types and record how many they ran with a [`CaseCounter`], which fails the
-//! test if it ran none.
+//! The vectors are vendored in this crate's `vectors/` folder (see its
+//! README.md for their source commit and licence). Tests find them at run
+//! time with [`vectors_dir`]; the `HSMLS_TEST_VECTORS` environment variable
+//! is an optional override. Every file is a JSON array of cases. Tests
+//! deserialize cases into their own serde types and record how many they ran
+//! with a [`CaseCounter`], which fails the test if it ran none.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+/// The optional override: a directory holding the vector files.
+pub const VECTORS_ENV: &str = "HSMLS_TEST_VECTORS";
+
+/// Where the vendored vectors sit, relative to the repository root.
+pub const VENDORED_DIR: &str = "crates/test-vectors/vectors";
 
 /// The directory holding the vector files.
 ///
 /// Found at run time, never baked in at compile time (a shared target
-/// directory may serve several clones): `HSMLS_TEST_VECTORS` if set, else the
-/// first `shared/test-vectors` beside an ancestor of the working directory
-/// (cargo runs tests in the package directory, inside the project root).
+/// directory may serve several clones of the repository): the directory
+/// named by `HSMLS_TEST_VECTORS` if that is set, else the first
+/// `crates/test-vectors/vectors` under an ancestor of the working directory
+/// (cargo runs a test in its package directory, inside the repository).
+/// Panics, naming where it looked, if there is none: a missing vector file is
+/// a test failure.
 pub fn vectors_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HSMLS_TEST_VECTORS") {
+    if let Some(dir) = std::env::var_os(VECTORS_ENV) {
         return PathBuf::from(dir);
     }
     let start = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    find_vendored(&start).unwrap_or_else(|| {
+        panic!(
+            "no {VENDORED_DIR} found in {} or its ancestors; run the tests inside \
+             the hsmls repository or set {VECTORS_ENV}",
+            start.display()
+        )
+    })
+}
+
+/// The first `crates/test-vectors/vectors` directory under `start` or one
+/// of its ancestors.
+pub fn find_vendored(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
-        .map(|a| a.join("shared/test-vectors"))
+        .map(|a| a.join(VENDORED_DIR))
         .find(|d| d.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "no shared/test-vectors found above {}; set HSMLS_TEST_VECTORS",
-                start.display()
-            )
-        })
 }
 
 /// Reads and parses a vector file (e.g. `"tree-math.json"`) into cases of
@@ -101,5 +117,30 @@ impl CaseCounter {
             );
         }
         self.ran
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendored_vectors_are_found_from_inside_the_repository() {
+        // cargo runs this in crates/test-vectors: the search goes up to the
+        // repository root and down into the vendored folder.
+        let here = std::env::current_dir().unwrap();
+        let dir = find_vendored(&here).expect("vendored vectors not found");
+        assert!(dir.ends_with(VENDORED_DIR), "{}", dir.display());
+        assert!(dir.join("tree-math.json").is_file());
+        // From a deeper folder too (a test's own working directory may be
+        // anywhere below the root).
+        let deeper = find_vendored(&dir.join("no/such/sub/dir")).unwrap();
+        assert_eq!(deeper, dir);
+    }
+
+    #[test]
+    fn nothing_is_found_outside_a_repository() {
+        // The filesystem root has no ancestors holding a clone.
+        assert_eq!(find_vendored(Path::new("/")), None);
     }
 }

@@ -57,11 +57,15 @@
 //!
 //! # Capabilities
 //!
-//! [`Pkcs11Custody::open`] probes the token's mechanisms: signature keys need
-//! `CKM_EC_KEY_PAIR_GEN` and `CKM_ECDSA`; HPKE keys also `CKM_ECDH1_DERIVE`,
-//! `CKM_AES_KEY_GEN` and `CKM_AES_KEY_WRAP_PAD`. A token without them (e.g.
-//! Debian 12's tpm2-pkcs11, which has no `C_DeriveKey`) still holds signature
-//! keys; `generate(KeyPurpose::Hpke)` then returns
+//! [`Pkcs11Custody::open`] asks the token about each mechanism hsmls needs
+//! (`C_GetMechanismInfo`; it does not list them all, so a token offering
+//! mechanisms that cryptoki has no name for causes no log noise):
+//! `ecdsa_secp256r1_sha256` signature keys need `CKM_EC_KEY_PAIR_GEN` (for
+//! 256-bit keys) and `CKM_ECDSA`; `DHKEM(P-256, HKDF-SHA256)` HPKE keys need
+//! `CKM_EC_KEY_PAIR_GEN`, `CKM_ECDH1_DERIVE`, `CKM_AES_KEY_GEN` and
+//! `CKM_AES_KEY_WRAP_PAD`. A token without them (e.g. Debian 12's
+//! tpm2-pkcs11, which has no `C_DeriveKey`) still holds signature keys;
+//! `generate(KeySpec::DHKEM_P256_HKDF_SHA256)` then returns
 //! [`CustodyError::Unsupported`].
 //!
 //! # Known limitation
@@ -100,15 +104,47 @@ use rand_core::{OsRng, RngCore};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::KeyObjectFault;
+use crate::keys::parse_p256;
 use crate::{
-    Capabilities, CustodyError, KeyCustody, KeyPurpose, KeyRef, PublicKey, SharedSecret,
-    validate_p256_point,
+    Capabilities, CustodyError, KemAlgorithm, KeyAttributes, KeyCustody, KeyPurpose, KeyRef,
+    KeySpec, PublicKey, SharedSecret, SignatureScheme, check_prehash,
 };
 use module::Module;
 use pool::{PooledSession, SessionPool};
 
 /// DER of the named curve P-256 (OID 1.2.840.10045.3.1.7), for `CKA_EC_PARAMS`.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// The elliptic curve a key of `spec` lives on, as the token knows it.
+struct Curve {
+    /// `CKA_EC_PARAMS`: the DER of the named curve's OID.
+    params: &'static [u8],
+    /// The key size `CKM_EC_KEY_PAIR_GEN` must offer, in bits.
+    bits: usize,
+}
+
+const P256: Curve = Curve {
+    params: &P256_PARAMS,
+    bits: 256,
+};
+
+fn curve(spec: KeySpec) -> &'static Curve {
+    match spec {
+        KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
+        | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => &P256,
+    }
+}
+
+/// The key of `purpose` on the curve with `CKA_EC_PARAMS` `params`, if
+/// hsmls has such a key.
+fn spec_for(purpose: KeyPurpose, params: &[u8]) -> Option<KeySpec> {
+    match (purpose, params) {
+        (KeyPurpose::Signature, p) if p == P256_PARAMS => Some(KeySpec::ECDSA_SECP256R1_SHA256),
+        (KeyPurpose::Hpke, p) if p == P256_PARAMS => Some(KeySpec::DHKEM_P256_HKDF_SHA256),
+        _ => None,
+    }
+}
 /// Length of the random `CKA_ID` given to every key.
 const ID_LEN: usize = 16;
 
@@ -155,24 +191,35 @@ fn is_stale_handle(e: &Error) -> bool {
 }
 
 /// Unwraps `CKA_EC_POINT`: a DER OCTET STRING holding the uncompressed point
-/// (some tokens return the bare point), then validates it.
-fn decode_ec_point(value: &[u8]) -> Result<PublicKey, CustodyError> {
+/// (some tokens return the bare point), then validates it as a key of
+/// `spec`.
+fn decode_ec_point(spec: KeySpec, value: &[u8]) -> Result<PublicKey, CustodyError> {
+    let len = spec.public_key_len();
     let point = match value {
-        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
-        [0x04, 0x81, 0x41, rest @ ..] if rest.len() == 65 => rest,
-        raw if raw.len() == 65 => raw,
+        [0x04, l, rest @ ..] if usize::from(*l) == len && rest.len() == len && len < 0x80 => rest,
+        [0x04, 0x81, l, rest @ ..] if usize::from(*l) == len && rest.len() == len => rest,
+        raw if raw.len() == len => raw,
         _ => {
             return Err(CustodyError::InvalidPublicKey(
-                "CKA_EC_POINT is not a P-256 point",
+                crate::PointFault::EcPointEncoding,
             ));
         }
     };
-    PublicKey::from_sec1(point)
+    PublicKey::new(spec, point)
 }
 
 fn encode_ec_point(public: &PublicKey) -> Vec<u8> {
-    let mut der = vec![0x04, 0x41];
-    der.extend_from_slice(public.as_bytes());
+    // A DER OCTET STRING; the points of the NIST curves up to P-521 (133
+    // bytes) need at most the one-byte long form of the length.
+    let point = public.as_bytes();
+    let mut der = Vec::with_capacity(point.len() + 3);
+    der.push(0x04);
+    let len = u8::try_from(point.len()).unwrap_or(u8::MAX);
+    if len >= 0x80 {
+        der.push(0x81);
+    }
+    der.push(len);
+    der.extend_from_slice(point);
     der
 }
 
@@ -190,30 +237,59 @@ fn label_for(purpose: KeyPurpose, id: &[u8]) -> String {
     format!("hsmls-{kind}-{}", hex::encode(id.get(..8).unwrap_or(id)))
 }
 
-/// The mechanisms a token lacks for signature keys and for HPKE keys
-/// (`ec_256`: `CKM_EC_KEY_PAIR_GEN` offered for 256-bit keys).
-fn missing_mechanisms(
-    ec_256: bool,
-    has: &dyn Fn(MechanismType) -> bool,
-) -> (Vec<&'static str>, Vec<&'static str>) {
-    let mut missing_sig = Vec::new();
-    if !ec_256 {
-        missing_sig.push("CKM_EC_KEY_PAIR_GEN (P-256)");
+/// The mechanisms hsmls uses, with their PKCS#11 names. The probe asks the
+/// token about each one (`C_GetMechanismInfo`) instead of listing them all.
+const NEEDED_MECHANISMS: [(MechanismType, &str); 5] = [
+    (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
+    (MechanismType::ECDSA, "CKM_ECDSA"),
+    (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
+    (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+    (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
+];
+
+/// What the token said about one mechanism: absent, or offered for keys of
+/// `min..=max` bits (the unit is the mechanism's own; bits for EC key
+/// generation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Offer {
+    Absent,
+    Present { min: usize, max: usize },
+}
+
+/// The mechanisms a token lacks for keys of `spec`, by PKCS#11 name, given
+/// what it said about each needed mechanism.
+fn missing_mechanisms(spec: KeySpec, offer: &dyn Fn(MechanismType) -> Offer) -> Vec<String> {
+    let bits = curve(spec).bits;
+    let mut needed = vec![MechanismType::ECC_KEY_PAIR_GEN];
+    match spec {
+        KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256) => {
+            needed.push(MechanismType::ECDSA);
+        }
+        KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => needed.extend([
+            MechanismType::ECDH1_DERIVE,
+            MechanismType::AES_KEY_GEN,
+            MechanismType::AES_KEY_WRAP_PAD,
+        ]),
     }
-    if !has(MechanismType::ECDSA) {
-        missing_sig.push("CKM_ECDSA");
-    }
-    let mut missing_hpke = missing_sig.clone();
-    for (m, name) in [
-        (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
-        (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
-        (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
-    ] {
-        if !has(m) {
-            missing_hpke.push(name);
+    let name = |m: MechanismType| {
+        NEEDED_MECHANISMS
+            .iter()
+            .find(|(t, _)| *t == m)
+            .map_or("?", |(_, n)| n)
+    };
+    let mut missing = Vec::new();
+    for m in needed {
+        match offer(m) {
+            Offer::Absent => missing.push(name(m).to_owned()),
+            Offer::Present { min, max }
+                if m == MechanismType::ECC_KEY_PAIR_GEN && !(min <= bits && bits <= max) =>
+            {
+                missing.push(format!("{} ({bits}-bit keys)", name(m)));
+            }
+            Offer::Present { .. } => {}
         }
     }
-    (missing_sig, missing_hpke)
+    missing
 }
 
 /// `CKA_UNWRAP_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x212`), which cryptoki 0.12
@@ -290,7 +366,7 @@ impl UnwrapTemplate {
 /// A private key object this custody has a handle for.
 #[derive(Clone, Copy)]
 struct LiveKey {
-    purpose: KeyPurpose,
+    spec: KeySpec,
     handle: ObjectHandle,
 }
 
@@ -363,11 +439,7 @@ impl Pkcs11Custody {
             slot,
             token_label: config.token_label.clone(),
             pool,
-            capabilities: Capabilities {
-                signature_keys: false,
-                hpke_keys: false,
-                summary: String::new(),
-            },
+            capabilities: Capabilities::new(Vec::new(), String::new()),
             wrapping: None,
             wrapping_keys: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
@@ -378,8 +450,12 @@ impl Pkcs11Custody {
         tracing::info!(
             token = %custody.token_label,
             slot = slot.id(),
-            signature_keys = custody.capabilities.signature_keys,
-            hpke_keys = custody.capabilities.hpke_keys,
+            signature_keys = custody
+                .capabilities
+                .supports(KeySpec::ECDSA_SECP256R1_SHA256),
+            hpke_keys = custody
+                .capabilities
+                .supports(KeySpec::DHKEM_P256_HKDF_SHA256),
             "{}",
             custody.capabilities.summary
         );
@@ -413,60 +489,81 @@ impl Pkcs11Custody {
         Ok(None)
     }
 
+    /// What the token says about `mechanism` (`C_GetMechanismInfo`).
+    fn offer(&self, mechanism: MechanismType) -> Result<Offer, CustodyError> {
+        match self.module.pkcs11.get_mechanism_info(self.slot, mechanism) {
+            Ok(info) => Ok(Offer::Present {
+                min: info.min_key_size(),
+                max: info.max_key_size(),
+            }),
+            Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => Ok(Offer::Absent),
+            Err(e) => Err(token_err("C_GetMechanismInfo", e)),
+        }
+    }
+
     fn probe(&mut self, wrapping_key_label: &str) -> Result<(), CustodyError> {
-        let pkcs11 = &self.module.pkcs11;
-        // The list is authoritative (SoftHSM's `slots.mechanisms` filters the
-        // list but not C_GetMechanismInfo). cryptoki logs, through the `log`
-        // crate, each listed mechanism it has no name for.
-        let mechanisms = pkcs11
-            .get_mechanism_list(self.slot)
-            .map_err(|e| token_err("C_GetMechanismList", e))?;
-        let has = |m: MechanismType| mechanisms.contains(&m);
-        let ec_256 = has(MechanismType::ECC_KEY_PAIR_GEN)
-            && pkcs11
-                .get_mechanism_info(self.slot, MechanismType::ECC_KEY_PAIR_GEN)
-                .map(|i| i.min_key_size() <= 256 && i.max_key_size() >= 256)
-                .unwrap_or(false);
-        let (missing_sig, missing_hpke) = missing_mechanisms(ec_256, &has);
-        let info = pkcs11
+        // One C_GetMechanismInfo per needed mechanism, never
+        // C_GetMechanismList: cryptoki logs an ERROR (through the `log`
+        // crate) for every listed mechanism it has no name for, and tokens
+        // list many (vendor mechanisms, newer PKCS#11 versions).
+        let mut offers = Vec::with_capacity(NEEDED_MECHANISMS.len());
+        for (m, _) in NEEDED_MECHANISMS {
+            offers.push((m, self.offer(m)?));
+        }
+        let offer = |m: MechanismType| {
+            offers
+                .iter()
+                .find(|(t, _)| *t == m)
+                .map_or(Offer::Absent, |(_, o)| *o)
+        };
+        let info = self
+            .module
+            .pkcs11
             .get_token_info(self.slot)
             .map_err(|e| token_err("C_GetTokenInfo", e))?;
-        let mut hpke_note = if missing_hpke.is_empty() {
-            String::new()
-        } else {
-            format!("no ({} missing)", missing_hpke.join(", "))
-        };
-        if missing_hpke.is_empty() {
-            match self.wrapping_key(wrapping_key_label) {
-                Ok(w) => {
-                    hpke_note = format!(
-                        "yes (session objects wrapped under AES key {wrapping_key_label:?} id {})",
-                        hex::encode(&w.id)
-                    );
-                    self.wrapping = Some(w);
+        let mut key_specs = Vec::new();
+        let mut notes = Vec::new();
+        for spec in [
+            KeySpec::ECDSA_SECP256R1_SHA256,
+            KeySpec::DHKEM_P256_HKDF_SHA256,
+        ] {
+            let missing = missing_mechanisms(spec, &offer);
+            if !missing.is_empty() {
+                notes.push(format!("{spec} keys: no ({} missing)", missing.join(", ")));
+                continue;
+            }
+            match spec.purpose() {
+                KeyPurpose::Signature => {
+                    key_specs.push(spec);
+                    notes.push(format!("{spec} keys: yes (token objects)"));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot provision the HPKE wrapping key");
-                    hpke_note = format!("no (wrapping key unavailable: {e})");
-                }
+                KeyPurpose::Hpke => match self.wrapping_key(wrapping_key_label) {
+                    Ok(w) => {
+                        notes.push(format!(
+                            "{spec} keys: yes (session objects wrapped under AES key \
+                             {wrapping_key_label:?} id {})",
+                            hex::encode(&w.id)
+                        ));
+                        self.wrapping = Some(w);
+                        key_specs.push(spec);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot provision the HPKE wrapping key");
+                        notes.push(format!("{spec} keys: no (wrapping key unavailable: {e})"));
+                    }
+                },
             }
         }
-        self.capabilities = Capabilities {
-            signature_keys: missing_sig.is_empty(),
-            hpke_keys: self.wrapping.is_some(),
-            summary: format!(
-                "PKCS#11 token {:?} ({} {}): signature keys: {}; HPKE keys: {}",
+        self.capabilities = Capabilities::new(
+            key_specs,
+            format!(
+                "PKCS#11 token {:?} ({} {}): {}",
                 self.token_label,
                 info.manufacturer_id().trim_end(),
                 info.model().trim_end(),
-                if missing_sig.is_empty() {
-                    "yes (token objects)".to_owned()
-                } else {
-                    format!("no ({} missing)", missing_sig.join(", "))
-                },
-                hpke_note
+                notes.join("; ")
             ),
-        };
+        );
         Ok(())
     }
 
@@ -646,7 +743,11 @@ impl Pkcs11Custody {
             })
     }
 
-    fn read_point(s: &Session, public: ObjectHandle) -> Result<PublicKey, CustodyError> {
+    fn read_point(
+        s: &Session,
+        spec: KeySpec,
+        public: ObjectHandle,
+    ) -> Result<PublicKey, CustodyError> {
         let attrs = s
             .get_attributes(public, &[AttributeType::EcPoint])
             .map_err(|e| token_err("C_GetAttributeValue (CKA_EC_POINT)", e))?;
@@ -661,30 +762,47 @@ impl Pkcs11Custody {
                 operation: "C_GetAttributeValue (CKA_EC_POINT)",
                 reason: "CKA_EC_POINT not readable".into(),
             })?;
-        decode_ec_point(&value)
+        decode_ec_point(spec, &value)
     }
 
-    /// The purpose of a private key object, from `CKA_SIGN` / `CKA_DERIVE`.
-    fn read_purpose(s: &Session, handle: ObjectHandle) -> Result<KeyPurpose, CustodyError> {
+    /// The kind of a private key object: its purpose from `CKA_SIGN` /
+    /// `CKA_DERIVE`, its curve from `CKA_EC_PARAMS`.
+    fn read_spec(s: &Session, handle: ObjectHandle, uri: &str) -> Result<KeySpec, CustodyError> {
         let attrs = s
-            .get_attributes(handle, &[AttributeType::Sign, AttributeType::Derive])
-            .map_err(|e| token_err("C_GetAttributeValue (CKA_SIGN, CKA_DERIVE)", e))?;
-        let (mut sign, mut derive) = (None, None);
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Sign,
+                    AttributeType::Derive,
+                    AttributeType::EcParams,
+                ],
+            )
+            .map_err(|e| {
+                token_err(
+                    "C_GetAttributeValue (CKA_SIGN, CKA_DERIVE, CKA_EC_PARAMS)",
+                    e,
+                )
+            })?;
+        let (mut sign, mut derive, mut params) = (None, None, None);
         for a in attrs {
             match a {
                 Attribute::Sign(b) => sign = Some(b),
                 Attribute::Derive(b) => derive = Some(b),
+                Attribute::EcParams(p) => params = Some(p),
                 _ => {}
             }
         }
-        match (sign, derive) {
-            (Some(true), _) => Ok(KeyPurpose::Signature),
-            (_, Some(true)) => Ok(KeyPurpose::Hpke),
-            _ => Err(CustodyError::Unsupported {
-                purpose: KeyPurpose::Signature,
-                reason: "the object can neither sign nor derive".into(),
-            }),
-        }
+        let unsupported = |reason| CustodyError::UnsupportedKeyObject {
+            uri: uri.to_owned(),
+            reason,
+        };
+        let purpose = match (sign, derive) {
+            (Some(true), _) => KeyPurpose::Signature,
+            (_, Some(true)) => KeyPurpose::Hpke,
+            _ => return Err(unsupported(KeyObjectFault::NeitherSignNorDerive)),
+        };
+        let params = params.ok_or_else(|| unsupported(KeyObjectFault::EcParamsUnreadable))?;
+        spec_for(purpose, &params).ok_or_else(|| unsupported(KeyObjectFault::UnsupportedCurve))
     }
 
     fn token_uri(&self, label: &str, id: &[u8]) -> Pkcs11Uri {
@@ -737,16 +855,12 @@ impl Pkcs11Custody {
             .contains(id)
     }
 
-    fn require(&self, purpose: KeyPurpose) -> Result<(), CustodyError> {
-        let ok = match purpose {
-            KeyPurpose::Signature => self.capabilities.signature_keys,
-            KeyPurpose::Hpke => self.capabilities.hpke_keys,
-        };
-        if ok {
+    fn require(&self, spec: KeySpec) -> Result<(), CustodyError> {
+        if self.capabilities.supports(spec) {
             Ok(())
         } else {
             Err(CustodyError::Unsupported {
-                purpose,
+                spec,
                 reason: self.capabilities.summary.clone(),
             })
         }
@@ -763,12 +877,12 @@ impl Pkcs11Custody {
 
     // ---- key generation -------------------------------------------------
 
-    fn generate_signature(&self) -> Result<KeyRef, CustodyError> {
+    fn generate_signature(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         let id = new_id();
         let label = label_for(KeyPurpose::Signature, &id);
         let public_template = [
             Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::EcParams(curve(spec).params.to_vec()),
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
@@ -816,7 +930,7 @@ impl Pkcs11Custody {
             Ok(pair) => pair,
             Err(e) => return Err(Self::fail(s, "C_GenerateKeyPair", e)),
         };
-        let point = match Self::read_point(&s, public) {
+        let point = match Self::read_point(&s, spec, public) {
             Ok(p) => p,
             Err(e) => {
                 let _ = s.destroy_object(private);
@@ -827,24 +941,20 @@ impl Pkcs11Custody {
         self.cache(
             &id,
             LiveKey {
-                purpose: KeyPurpose::Signature,
+                spec,
                 handle: private,
             },
         );
         tracing::debug!(object = %label, "generated a token signature key");
-        Ok(KeyRef::new(
-            KeyPurpose::Signature,
-            point,
-            self.token_uri(&label, &id).format(),
-        ))
+        Ok(KeyRef::new(point, self.token_uri(&label, &id).format()))
     }
 
-    fn generate_hpke(&self) -> Result<KeyRef, CustodyError> {
+    fn generate_hpke(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         let id = new_id();
         let label = label_for(KeyPurpose::Hpke, &id);
         let public_template = [
             Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::EcParams(curve(spec).params.to_vec()),
             Attribute::Token(false),
             Attribute::Private(false),
         ];
@@ -870,7 +980,7 @@ impl Pkcs11Custody {
             Ok(pair) => pair,
             Err(e) => return Err(Self::fail(s, "C_GenerateKeyPair", e)),
         };
-        let point = Self::read_point(&s, public);
+        let point = Self::read_point(&s, spec, public);
         let _ = s.destroy_object(public);
         let point = match point {
             Ok(p) => p,
@@ -895,7 +1005,7 @@ impl Pkcs11Custody {
         let Some(wrapping) = self.wrapping.as_ref() else {
             let _ = s.destroy_object(private);
             return Err(CustodyError::Unsupported {
-                purpose: KeyPurpose::Hpke,
+                spec: point.spec(),
                 reason: self.capabilities.summary.clone(),
             });
         };
@@ -914,7 +1024,7 @@ impl Pkcs11Custody {
         self.cache(
             &id,
             LiveKey {
-                purpose: KeyPurpose::Hpke,
+                spec: point.spec(),
                 handle: private,
             },
         );
@@ -924,19 +1034,26 @@ impl Pkcs11Custody {
             public: Some(point.as_bytes().to_vec()),
             ..self.token_uri(&label, &id)
         };
-        Ok(KeyRef::new(KeyPurpose::Hpke, point, uri.format()))
+        Ok(KeyRef::new(point, uri.format()))
     }
 
     // ---- using keys -----------------------------------------------------
 
-    /// ECDH inside the token; the derived object is read and destroyed.
-    fn ecdh(s: &Session, key: ObjectHandle, peer: &[u8]) -> Result<SharedSecret, Error> {
+    /// ECDH inside the token into an `n_dh`-byte secret (the x-coordinate
+    /// of the shared point); the derived object is read and destroyed.
+    fn ecdh(
+        s: &Session,
+        key: ObjectHandle,
+        peer: &[u8],
+        n_dh: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let params = Ecdh1DeriveParams::new(EcKdf::null(), peer);
-        // SoftHSM returns the rightmost bytes for shorter lengths: always 32.
+        // The whole x-coordinate: SoftHSM returns its rightmost bytes for a
+        // shorter CKA_VALUE_LEN.
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::ValueLen(32.into()),
+            Attribute::ValueLen(cryptoki::types::Ulong::try_from(n_dh)?),
             Attribute::Token(false),
             Attribute::Private(true),
             Attribute::Sensitive(false),
@@ -947,11 +1064,11 @@ impl Pkcs11Custody {
         let destroyed = s.destroy_object(derived);
         let mut attrs = value?;
         destroyed?;
-        let mut out = Zeroizing::new([0u8; 32]);
+        let mut out = Zeroizing::new(vec![0u8; n_dh]);
         let mut found = false;
         for a in attrs.iter_mut() {
             if let Attribute::Value(v) = a {
-                if v.len() == 32 {
+                if v.len() == n_dh {
                     out.copy_from_slice(v);
                     found = true;
                 }
@@ -984,7 +1101,10 @@ impl Pkcs11Custody {
                 "a wrapped key needs x-hsmls-wrapped, x-hsmls-wrapping-key and x-hsmls-public: {uri}"
             )));
         };
-        let public = PublicKey::from_sec1(public)?;
+        // Wrapped keys are the HPKE keys of DHKEM(P-256, HKDF-SHA256), the
+        // only KEM hsmls has; a URI for another KEM will name it.
+        let spec = KeySpec::DHKEM_P256_HKDF_SHA256;
+        let public = PublicKey::new(spec, public)?;
         let label = u
             .object
             .clone()
@@ -1018,7 +1138,7 @@ impl Pkcs11Custody {
         // The public key in the URI must belong to the unwrapped private key:
         // ECDH with the base point gives the x-coordinate of d·G.
         let generator = p256::AffinePoint::GENERATOR.to_encoded_point(false);
-        let x = match Self::ecdh(&s, handle, generator.as_bytes()) {
+        let x = match Self::ecdh(&s, handle, generator.as_bytes(), 32) {
             Ok(x) => x,
             Err(e) => {
                 let _ = s.destroy_object(handle);
@@ -1041,13 +1161,7 @@ impl Pkcs11Custody {
             let _ = s.destroy_object(handle);
             return Ok((existing.handle, public));
         }
-        keys.insert(
-            id.to_vec(),
-            LiveKey {
-                purpose: KeyPurpose::Hpke,
-                handle,
-            },
-        );
+        keys.insert(id.to_vec(), LiveKey { spec, handle });
         tracing::debug!(id = %hex::encode(id), "unwrapped an HPKE key into a session object");
         Ok((handle, public))
     }
@@ -1094,7 +1208,7 @@ impl Pkcs11Custody {
                 _ => None,
             })
             .unwrap_or_default();
-        let purpose = Self::read_purpose(&s, handle)?;
+        let spec = Self::read_spec(&s, handle, uri)?;
         let publics = s
             .find_objects(&[
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -1106,18 +1220,17 @@ impl Pkcs11Custody {
                 "{uri} (the private key has no public key object with the same CKA_ID)"
             )));
         };
-        let public = Self::read_point(&s, *public_handle)?;
-        Ok((id, label, LiveKey { purpose, handle }, public))
+        let public = Self::read_point(&s, spec, *public_handle)?;
+        Ok((id, label, LiveKey { spec, handle }, public))
     }
 
-    /// The private-key handle for `key`, checked against `purpose`.
+    /// The private-key handle for `key`, checked against the object's kind
+    /// (a `KeyRef` may lie about its key).
     fn resolve(
         &self,
         key: &KeyRef,
-        purpose: KeyPurpose,
         operation: &'static str,
     ) -> Result<(Vec<u8>, ObjectHandle), CustodyError> {
-        key.expect_purpose(purpose, operation)?;
         let uri = key.uri();
         let u = Pkcs11Uri::parse(uri)?;
         self.check_token(&u, uri)?;
@@ -1130,9 +1243,9 @@ impl Pkcs11Custody {
                 if self.is_destroyed(&id) {
                     return Err(CustodyError::KeyNotFound(uri.to_owned()));
                 }
-                let (handle, _) = self.unwrap_hpke(&u, &id, uri)?;
+                let (handle, public) = self.unwrap_hpke(&u, &id, uri)?;
                 LiveKey {
-                    purpose: KeyPurpose::Hpke,
+                    spec: public.spec(),
                     handle,
                 }
             }
@@ -1142,19 +1255,20 @@ impl Pkcs11Custody {
                 live
             }
         };
-        if live.purpose != purpose {
+        if live.spec.purpose() != key.purpose() {
             return Err(CustodyError::WrongPurpose {
                 operation,
-                expected: purpose,
-                actual: live.purpose,
+                expected: key.purpose(),
+                actual: live.spec.purpose(),
             });
         }
         Ok((id, live.handle))
     }
 
     /// Runs a raw cryptoki operation on a pooled, logged-in session of this
-    /// custody's token. For diagnostics and tests (e.g. reading a key's
-    /// attributes); it bypasses the custody's policies.
+    /// custody's token. For tests (e.g. trying to export a key); it bypasses
+    /// the custody's policies. Only with the `test-utils` feature.
+    #[cfg(feature = "test-utils")]
     pub fn with_session<T>(&self, f: impl FnOnce(&Session) -> T) -> Result<T, CustodyError> {
         let s = self.pool.get()?;
         Ok(f(&s))
@@ -1162,14 +1276,66 @@ impl Pkcs11Custody {
 
     /// The private-key object handle of `key` (resolving it as
     /// [`KeyCustody::find`] would), for use with [`Self::with_session`].
+    /// Only with the `test-utils` feature.
+    #[cfg(feature = "test-utils")]
     pub fn private_key_handle(&self, key: &KeyRef) -> Result<ObjectHandle, CustodyError> {
-        self.resolve(key, key.purpose(), "look up").map(|(_, h)| h)
+        self.resolve(key, "look up").map(|(_, h)| h)
     }
 
     /// The handle of the wrapping key new HPKE keys are wrapped under (None
-    /// if the token cannot hold HPKE keys). For diagnostics and tests.
+    /// if the token cannot hold HPKE keys). Only with the `test-utils`
+    /// feature.
+    #[cfg(feature = "test-utils")]
     pub fn wrapping_key_handle(&self) -> Option<ObjectHandle> {
         self.wrapping.as_ref().map(|w| w.handle)
+    }
+
+    /// Reads the protection attributes of a private key object.
+    fn read_key_attributes(s: &Session, handle: ObjectHandle) -> Result<KeyAttributes, Error> {
+        let wanted = [
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::AlwaysSensitive,
+            AttributeType::NeverExtractable,
+            AttributeType::Token,
+        ];
+        let mut found = [None; 5];
+        for a in s.get_attributes(handle, &wanted)? {
+            let (i, v) = match a {
+                Attribute::Sensitive(v) => (0, v),
+                Attribute::Extractable(v) => (1, v),
+                Attribute::AlwaysSensitive(v) => (2, v),
+                Attribute::NeverExtractable(v) => (3, v),
+                Attribute::Token(v) => (4, v),
+                _ => continue,
+            };
+            found[i] = Some(v);
+        }
+        // get_attributes silently drops what the token does not report.
+        let [
+            Some(sensitive),
+            Some(extractable),
+            Some(always),
+            Some(never),
+            Some(token),
+        ] = found
+        else {
+            return Err(Error::Pkcs11(
+                RvError::AttributeTypeInvalid,
+                cryptoki::context::Function::GetAttributeValue,
+            ));
+        };
+        // The value's size is reported only if the value can be read.
+        let value = s.get_attribute_info(handle, &[AttributeType::Value])?;
+        let value_readable = matches!(value.as_slice(), [AttributeInfo::Available(_)]);
+        Ok(KeyAttributes {
+            sensitive,
+            extractable,
+            always_sensitive: always,
+            never_extractable: never,
+            value_readable,
+            token_object: token,
+        })
     }
 
     /// The label of the token this custody uses.
@@ -1188,30 +1354,37 @@ impl KeyCustody for Pkcs11Custody {
         &self.capabilities
     }
 
-    fn generate(&self, purpose: KeyPurpose) -> Result<KeyRef, CustodyError> {
-        self.require(purpose)?;
-        match purpose {
-            KeyPurpose::Signature => self.generate_signature(),
-            KeyPurpose::Hpke => self.generate_hpke(),
+    fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        self.require(spec)?;
+        match spec.purpose() {
+            KeyPurpose::Signature => self.generate_signature(spec),
+            KeyPurpose::Hpke => self.generate_hpke(spec),
         }
     }
 
-    fn import(&self, purpose: KeyPurpose, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
-        self.require(purpose)?;
-        if private_key.len() != 32 {
-            return Err(CustodyError::InvalidPrivateKey);
+    fn import(&self, spec: KeySpec, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
+        self.require(spec)?;
+        // Exactly the key length: p256 would also accept (and pad) shorter
+        // slices.
+        if private_key.len() != spec.private_key_len() {
+            return Err(CustodyError::InvalidPrivateKey(spec));
         }
-        let secret = p256::SecretKey::from_slice(private_key)
-            .map_err(|_| CustodyError::InvalidPrivateKey)?;
-        let point = PublicKey::from_sec1(secret.public_key().to_encoded_point(false).as_bytes())?;
-        drop(secret);
+        let point = match spec {
+            KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
+            | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => {
+                let secret = p256::SecretKey::from_slice(private_key)
+                    .map_err(|_| CustodyError::InvalidPrivateKey(spec))?;
+                PublicKey::new(spec, secret.public_key().to_encoded_point(false).as_bytes())?
+            }
+        };
+        let purpose = spec.purpose();
         let id = new_id();
         let label = label_for(purpose, &id);
         let token = purpose == KeyPurpose::Signature;
         let mut template = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::EcParams(curve(spec).params.to_vec()),
             Attribute::Value(private_key.to_vec()),
             Attribute::Token(token),
             Attribute::Private(true),
@@ -1245,7 +1418,7 @@ impl KeyCustody for Pkcs11Custody {
                 let public_template = [
                     Attribute::Class(ObjectClass::PUBLIC_KEY),
                     Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(P256_PARAMS.to_vec()),
+                    Attribute::EcParams(curve(spec).params.to_vec()),
                     Attribute::EcPoint(encode_ec_point(&point)),
                     Attribute::Token(true),
                     Attribute::Private(false),
@@ -1260,31 +1433,38 @@ impl KeyCustody for Pkcs11Custody {
                 self.cache(
                     &id,
                     LiveKey {
-                        purpose,
+                        spec,
                         handle: private,
                     },
                 );
-                Ok(KeyRef::new(
-                    purpose,
-                    point,
-                    self.token_uri(&label, &id).format(),
-                ))
+                Ok(KeyRef::new(point, self.token_uri(&label, &id).format()))
             }
         }
     }
 
-    fn sign_digest(&self, key: &KeyRef, digest: &[u8; 32]) -> Result<Vec<u8>, CustodyError> {
+    fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        let scheme = key.signature_scheme("sign")?;
+        check_prehash(scheme, prehash)?;
         for attempt in 0..2 {
-            let (id, handle) = self.resolve(key, KeyPurpose::Signature, "sign")?;
+            let (id, handle) = self.resolve(key, "sign")?;
             let s = self.pool.get()?;
-            match s.sign(&Mechanism::Ecdsa, handle, digest) {
+            match s.sign(&Mechanism::Ecdsa, handle, prehash) {
                 Ok(raw) => {
-                    let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
-                        CustodyError::Token {
-                            operation: "C_Sign",
-                            reason: format!("expected a 64-byte r‖s, got {} bytes", raw.len()),
+                    // CKM_ECDSA gives the raw r‖s (PKCS#11 v2.40 §2.3.1):
+                    // DER with a low S for MLS.
+                    let sig = match scheme {
+                        SignatureScheme::EcdsaSecp256r1Sha256 => {
+                            p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
+                                CustodyError::Token {
+                                    operation: "C_Sign",
+                                    reason: format!(
+                                        "expected a 64-byte r‖s, got {} bytes",
+                                        raw.len()
+                                    ),
+                                }
+                            })?
                         }
-                    })?;
+                    };
                     let sig = sig.normalize_s().unwrap_or(sig);
                     return Ok(sig.to_der().as_bytes().to_vec());
                 }
@@ -1297,17 +1477,42 @@ impl KeyCustody for Pkcs11Custody {
         Err(CustodyError::KeyNotFound(key.uri().to_owned()))
     }
 
+    /// Hashes in software (SoftHSM offers no `CKM_ECDSA_SHA256`) and signs
+    /// the digest in the token.
+    fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        let scheme = key.signature_scheme("sign")?;
+        self.sign_prehash(key, &scheme.prehash(message))
+    }
+
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
-        validate_p256_point(peer_public_key)?;
+        let kem = key.kem("ECDH")?;
+        match kem {
+            KemAlgorithm::DhKemP256HkdfSha256 => parse_p256(peer_public_key).map(drop)?,
+        }
         for attempt in 0..2 {
-            let (id, handle) = self.resolve(key, KeyPurpose::Hpke, "ECDH")?;
+            let (id, handle) = self.resolve(key, "ECDH")?;
             let s = self.pool.get()?;
-            match Self::ecdh(&s, handle, peer_public_key) {
-                Ok(secret) => return Ok(secret),
+            match Self::ecdh(&s, handle, peer_public_key, kem.n_dh()) {
+                Ok(secret) => return Ok(SharedSecret::new(secret)),
                 Err(e) if is_stale_handle(&e) && attempt == 0 => {
                     self.forget(&id);
                 }
                 Err(e) => return Err(Self::fail(s, "C_DeriveKey (ECDH)", e)),
+            }
+        }
+        Err(CustodyError::KeyNotFound(key.uri().to_owned()))
+    }
+
+    fn key_attributes(&self, key: &KeyRef) -> Result<KeyAttributes, CustodyError> {
+        for attempt in 0..2 {
+            let (id, handle) = self.resolve(key, "read the attributes of")?;
+            let s = self.pool.get()?;
+            match Self::read_key_attributes(&s, handle) {
+                Ok(attributes) => return Ok(attributes),
+                Err(e) if is_stale_handle(&e) && attempt == 0 => {
+                    self.forget(&id);
+                }
+                Err(e) => return Err(Self::fail(s, "C_GetAttributeValue (key attributes)", e)),
             }
         }
         Err(CustodyError::KeyNotFound(key.uri().to_owned()))
@@ -1381,7 +1586,7 @@ impl KeyCustody for Pkcs11Custody {
                 return Err(CustodyError::KeyNotFound(uri.to_owned()));
             }
             let public = match (self.cached(&id), &u.public) {
-                (Some(_), Some(p)) => PublicKey::from_sec1(p)?,
+                (Some(_), Some(p)) => PublicKey::new(KeySpec::DHKEM_P256_HKDF_SHA256, p)?,
                 _ => self.unwrap_hpke(&u, &id, uri)?.1,
             };
             let label = u
@@ -1394,15 +1599,11 @@ impl KeyCustody for Pkcs11Custody {
                 public: Some(public.as_bytes().to_vec()),
                 ..self.token_uri(&label, &id)
             };
-            return Ok(KeyRef::new(KeyPurpose::Hpke, public, canonical.format()));
+            return Ok(KeyRef::new(public, canonical.format()));
         }
         let (id, label, live, public) = self.find_token_key(&u, uri)?;
         self.cache(&id, live);
-        Ok(KeyRef::new(
-            live.purpose,
-            public,
-            self.token_uri(&label, &id).format(),
-        ))
+        Ok(KeyRef::new(public, self.token_uri(&label, &id).format()))
     }
 }
 
@@ -1410,16 +1611,71 @@ impl KeyCustody for Pkcs11Custody {
 mod tests {
     use super::*;
 
+    /// What SoftHSM 2.6.1 offers: everything, EC keys of 112 to 521 bits.
+    fn softhsm(_: MechanismType) -> Offer {
+        Offer::Present { min: 112, max: 521 }
+    }
+
+    #[test]
+    fn a_token_with_every_mechanism_holds_both_key_kinds() {
+        for spec in [
+            KeySpec::ECDSA_SECP256R1_SHA256,
+            KeySpec::DHKEM_P256_HKDF_SHA256,
+        ] {
+            assert!(missing_mechanisms(spec, &softhsm).is_empty(), "{spec}");
+        }
+    }
+
     #[test]
     fn a_token_without_ecdh_holds_signature_keys_only() {
         // The mechanisms of Debian 12's tpm2-pkcs11: no C_DeriveKey.
-        let tpm = [MechanismType::ECDSA, MechanismType::AES_KEY_GEN];
-        let (sig, hpke) = missing_mechanisms(true, &|m| tpm.contains(&m));
-        assert!(sig.is_empty());
-        assert_eq!(hpke, ["CKM_ECDH1_DERIVE", "CKM_AES_KEY_WRAP_PAD"]);
-        let (sig, hpke) = missing_mechanisms(false, &|_| true);
-        assert_eq!(sig, ["CKM_EC_KEY_PAIR_GEN (P-256)"]);
-        assert_eq!(hpke, sig);
+        let tpm = [
+            MechanismType::ECC_KEY_PAIR_GEN,
+            MechanismType::ECDSA,
+            MechanismType::AES_KEY_GEN,
+        ];
+        let offer = |m| {
+            if tpm.contains(&m) {
+                Offer::Present { min: 256, max: 384 }
+            } else {
+                Offer::Absent
+            }
+        };
+        assert!(missing_mechanisms(KeySpec::ECDSA_SECP256R1_SHA256, &offer).is_empty());
+        assert_eq!(
+            missing_mechanisms(KeySpec::DHKEM_P256_HKDF_SHA256, &offer),
+            ["CKM_ECDH1_DERIVE", "CKM_AES_KEY_WRAP_PAD"]
+        );
+    }
+
+    #[test]
+    fn ec_key_generation_must_cover_the_curve_size() {
+        // A token whose EC key generation starts at 384 bits has no P-256.
+        let offer = |_| Offer::Present { min: 384, max: 521 };
+        let expected = ["CKM_EC_KEY_PAIR_GEN (256-bit keys)"];
+        assert_eq!(
+            missing_mechanisms(KeySpec::ECDSA_SECP256R1_SHA256, &offer),
+            expected
+        );
+        assert_eq!(
+            missing_mechanisms(KeySpec::DHKEM_P256_HKDF_SHA256, &offer),
+            expected
+        );
+    }
+
+    #[test]
+    fn key_objects_map_to_specs_by_purpose_and_curve() {
+        assert_eq!(
+            spec_for(KeyPurpose::Signature, &P256_PARAMS),
+            Some(KeySpec::ECDSA_SECP256R1_SHA256)
+        );
+        assert_eq!(
+            spec_for(KeyPurpose::Hpke, &P256_PARAMS),
+            Some(KeySpec::DHKEM_P256_HKDF_SHA256)
+        );
+        // P-384 (1.3.132.0.34): not a curve hsmls uses yet.
+        let p384 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+        assert_eq!(spec_for(KeyPurpose::Signature, &p384), None);
     }
 
     #[test]
@@ -1428,14 +1684,22 @@ mod tests {
             .unwrap()
             .public_key()
             .to_encoded_point(false);
-        let public = PublicKey::from_sec1(point.as_bytes()).unwrap();
+        let spec = KeySpec::ECDSA_SECP256R1_SHA256;
+        let public = PublicKey::new(spec, point.as_bytes()).unwrap();
         let der = encode_ec_point(&public);
-        assert_eq!(decode_ec_point(&der).unwrap(), public);
-        assert_eq!(decode_ec_point(point.as_bytes()).unwrap(), public);
+        assert_eq!(&der[..2], [0x04, 0x41]);
+        assert_eq!(decode_ec_point(spec, &der).unwrap(), public);
+        assert_eq!(decode_ec_point(spec, point.as_bytes()).unwrap(), public);
         let mut long_form = vec![0x04, 0x81, 0x41];
         long_form.extend_from_slice(point.as_bytes());
-        assert_eq!(decode_ec_point(&long_form).unwrap(), public);
-        assert!(decode_ec_point(&der[..60]).is_err());
-        assert!(decode_ec_point(&[]).is_err());
+        assert_eq!(decode_ec_point(spec, &long_form).unwrap(), public);
+        for bad in [&der[..60], &[][..], &long_form[..66]] {
+            assert!(matches!(
+                decode_ec_point(spec, bad),
+                Err(CustodyError::InvalidPublicKey(
+                    crate::PointFault::EcPointEncoding
+                ))
+            ));
+        }
     }
 }

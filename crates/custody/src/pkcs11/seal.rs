@@ -231,9 +231,14 @@ impl Pkcs11Sealer {
         &self.label
     }
 
-    /// The key's object handle, for diagnostics and tests (e.g. reading its
-    /// attributes through [`Pkcs11Custody::with_session`]).
+    /// The key's object handle, for tests (e.g. reading its attributes
+    /// through [`Pkcs11Custody::with_session`]).
+    #[cfg(feature = "test-utils")]
     pub fn key_handle(&self) -> ObjectHandle {
+        self.handle()
+    }
+
+    fn handle(&self) -> ObjectHandle {
         *self.handle.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -242,7 +247,7 @@ impl Pkcs11Sealer {
     pub fn destroy(self) -> Result<(), CustodyError> {
         let s = self.custody.pool.get()?;
         let _write = token_object_write_lock();
-        s.destroy_object(self.key_handle())
+        s.destroy_object(self.handle())
             .map_err(|e| token_err("C_DestroyObject (state-sealing key)", e))
     }
 
@@ -276,7 +281,7 @@ impl Pkcs11Sealer {
         on_error: impl Fn(Error) -> CustodyError,
     ) -> Result<T, CustodyError> {
         let s = self.custody.pool.get()?;
-        match op(&s, self.key_handle()) {
+        match op(&s, self.handle()) {
             Ok(v) => Ok(v),
             Err(e) if is_stale_handle(&e) => {
                 let handle = self.refresh(&s)?;

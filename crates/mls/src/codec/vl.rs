@@ -261,7 +261,10 @@ mod tests {
         // A vector of u16 declaring 3 bytes: the second element would run
         // past the vector's end into the following byte.
         let bytes = [0x03, 0x00, 0x01, 0x00, 0x02];
-        assert!(vl_vec::tls_deserialize_bytes::<u16>(&bytes).is_err());
+        assert_eq!(
+            vl_vec::tls_deserialize_bytes::<u16>(&bytes).map(|(v, _)| v),
+            Err(Error::EndOfStream)
+        );
         let ok = [0x04, 0x00, 0x01, 0x00, 0x02, 0xff];
         let (v, rest) = vl_vec::tls_deserialize_bytes::<u16>(&ok).expect("valid");
         assert_eq!(v, vec![1, 2]);

@@ -1,16 +1,19 @@
 //! Commits (RFC 9420 §12.4): creation by a member, processing (staging)
 //! by the others, and merging.
 
-use hsmls_crypto::{CipherSuiteProvider, Secret};
+use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
 use hsmls_custody::KeyRef;
 
 use super::proposals::{ProposalEffects, ResolvedProposal, resolve, validate_and_apply};
 use super::welcome::{encrypt_group_info, encrypt_group_secrets};
-use super::{CommitOptions, EpochState, Group, GroupConfig, GroupError, Member, UnixTime};
+use super::{
+    CommitOptions, CommitRule, EpochState, Group, GroupConfig, GroupError, Member, MessageRule,
+    UnixTime,
+};
 use crate::codec::{
-    Add, AuthenticatedContent, Commit, Encode, Extension, FramedContentBody, GroupContext,
-    GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey, PreSharedKeyId, Proposal,
-    ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
+    Add, AuthenticatedContent, Commit, ContentType, Encode, Extension, FramedContentBody,
+    GroupContext, GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey,
+    PreSharedKeyId, Proposal, ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
 };
 use crate::key_package::KeyPackageIn;
 use crate::key_schedule::{EpochSecrets, KeySchedule};
@@ -90,6 +93,114 @@ pub(crate) struct PendingCommit {
     pub(crate) state: EpochState,
     pub(crate) reinit: Option<crate::codec::ReInit>,
     pub(crate) from_epoch: u64,
+    /// The digest of the commit's `MLSMessage` bytes, to recognise it
+    /// when the Delivery Service sends it back.
+    pub(crate) digest: Digest,
+    /// What [`Group::process_incoming`] reports when it comes back.
+    pub(crate) own: OwnCommit,
+    /// What the application gets back if another commit wins the epoch.
+    pub(crate) lost: LostCommit,
+}
+
+/// This member's pending commit, sent back by the Delivery Service (which
+/// sends a group's messages to every member, the sender included, RFC
+/// 9750 §5.2): the Delivery Service accepted it, and
+/// [`Group::process_incoming`] has merged it — the group is in `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnCommit {
+    /// The epoch the merge moved to.
+    pub epoch: u64,
+    /// Members added, with their leaf indices.
+    pub adds: Vec<Member>,
+    /// Members removed (as they were).
+    pub removes: Vec<Member>,
+}
+
+/// This member's pending commit, lost: another member's commit for the
+/// same epoch won the Delivery Service's ordering (RFC 9420 §14: one
+/// commit per epoch). Merging the winner (see
+/// [`StagedCommit::lost_commit`]) discards the pending commit and destroys
+/// its fresh keys in custody. What the lost commit was to do is here, so
+/// that the application can commit it again in the new epoch
+/// ([`LostCommit::commit_options`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LostCommit {
+    /// The epoch the commit was for (the one the winning commit ended).
+    pub epoch: u64,
+    /// The proposals the commit carried by value, in order: the
+    /// KeyPackages it added, the members it removed (by their leaf index
+    /// of `epoch`), PSKs, GroupContextExtensions, ReInit. The proposals it
+    /// carried by reference were other members' and are void with the
+    /// epoch (RFC 9420 §12.1).
+    pub proposals: Vec<Proposal>,
+    /// The members it would have added.
+    pub adds: Vec<Member>,
+    /// The members it would have removed (as they were in `epoch`).
+    pub removes: Vec<Member>,
+    /// Whether the application asked for an UpdatePath
+    /// ([`CommitOptions::force_path`]).
+    pub force_path: bool,
+    /// Whether the application asked for a GroupInfo
+    /// ([`CommitOptions::group_info`]).
+    pub group_info: bool,
+    /// The commit's `authenticated_data`.
+    pub authenticated_data: Vec<u8>,
+}
+
+impl LostCommit {
+    /// Options that make the lost commit's changes again on `group`'s
+    /// current epoch, with the pending proposals of that epoch: the
+    /// KeyPackages whose client is not a member yet (the winner may have
+    /// added it), the removed members that are still members (found by
+    /// signature key, at their current leaf), the PSKs with fresh nonces,
+    /// the GroupContextExtensions and the ReInit. Commit them with
+    /// [`Group::commit`]; the new commit is validated like any other.
+    pub fn commit_options(&self, group: &Group) -> CommitOptions {
+        let members = group.members();
+        let mut options = CommitOptions::new();
+        options.force_path = self.force_path;
+        options.group_info = self.group_info;
+        options.authenticated_data = self.authenticated_data.clone();
+        for p in &self.proposals {
+            match p {
+                Proposal::Add(add) => {
+                    let key = &add.key_package.leaf_node.signature_key;
+                    if !members.iter().any(|m| &m.signature_key == key) {
+                        if let Ok(bytes) = add.key_package.encode() {
+                            options.add_key_packages.push(bytes);
+                        }
+                    }
+                }
+                Proposal::Remove(remove) => {
+                    let Some(was) = self.removes.iter().find(|m| m.index == remove.removed) else {
+                        continue;
+                    };
+                    if let Some(now) = members
+                        .iter()
+                        .find(|m| m.signature_key == was.signature_key)
+                    {
+                        options.remove_leaves.push(now.index.0);
+                    }
+                }
+                Proposal::PreSharedKey(psk) => {
+                    let mut id = psk.psk.clone();
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id.psk_nonce);
+                    options.psks.push(id);
+                }
+                Proposal::GroupContextExtensions(gce) => {
+                    options.group_context_extensions = Some(gce.extensions.clone());
+                }
+                Proposal::ReInit(reinit) => {
+                    options.reinit = Some(reinit.clone());
+                    options.include_pending = false;
+                }
+                Proposal::Update(_) | Proposal::SelfRemove(_) | Proposal::ExternalInit(_) => {}
+            }
+        }
+        options
+    }
 }
 
 /// What [`Group::commit`] produced.
@@ -150,6 +261,11 @@ pub struct StagedCommit {
     pub(crate) used_update: Option<KeyRef>,
     /// The committed ReInit, if any: merging closes the group (§11.2).
     pub reinit: Option<crate::codec::ReInit>,
+    /// This member's pending commit for the same epoch, if it has one:
+    /// this commit won, and merging it discards the pending one (and
+    /// destroys its fresh keys). What the lost commit was to do, for
+    /// committing it again in the new epoch.
+    pub lost_commit: Option<LostCommit>,
 }
 
 impl std::fmt::Debug for StagedCommit {
@@ -162,6 +278,7 @@ impl std::fmt::Debug for StagedCommit {
             .field("has_path", &self.has_path)
             .field("self_removed", &self.self_removed)
             .field("new_epoch", &self.new_epoch)
+            .field("lost_commit", &self.lost_commit.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -238,7 +355,7 @@ impl Group {
         if let Some(reinit) = &options.reinit {
             by_value.push(Proposal::ReInit(reinit.clone()));
         }
-        for p in by_value {
+        for p in by_value.iter().cloned() {
             resolved.push(ResolvedProposal {
                 proposal: p.clone(),
                 sender: committer,
@@ -255,7 +372,7 @@ impl Group {
         provisional.epoch = provisional
             .epoch
             .checked_add(1)
-            .ok_or(GroupError::InvalidCommit("epoch overflow"))?;
+            .ok_or(GroupError::InvalidCommit(CommitRule::EpochOverflow))?;
         if let Some(ext) = &effects.group_context_extensions {
             provisional.extensions = ext.clone();
         }
@@ -435,6 +552,7 @@ impl Group {
                 return Err(e);
             }
         };
+        let digest = self.cs.hash(&[&commit]);
         let output = CommitOutput {
             commit,
             welcome,
@@ -450,10 +568,27 @@ impl Group {
             with_path,
             "created a commit"
         );
+        let own = OwnCommit {
+            epoch: state.context.epoch,
+            adds: output.adds.clone(),
+            removes: output.removes.clone(),
+        };
+        let lost = LostCommit {
+            epoch: self.state.context.epoch,
+            proposals: by_value,
+            adds: output.adds.clone(),
+            removes: output.removes.clone(),
+            force_path: options.force_path,
+            group_info: options.group_info,
+            authenticated_data: options.authenticated_data,
+        };
         self.pending_commit = Some(Box::new(PendingCommit {
             state,
             reinit: effects.reinit.clone(),
             from_epoch: self.state.context.epoch,
+            digest,
+            own,
+            lost,
         }));
         Ok(output)
     }
@@ -461,20 +596,31 @@ impl Group {
     /// Installs this member's pending commit: the group moves to the new
     /// epoch; the replaced leaf key is destroyed in custody (§9.2).
     pub fn merge_pending_commit(&mut self) -> Result<(), GroupError> {
+        match &self.pending_commit {
+            None => return Err(GroupError::NoPendingCommit),
+            // Checked before taking it, so a refusal leaves it pending.
+            Some(p) if p.from_epoch != self.state.context.epoch => {
+                return Err(GroupError::StaleStagedCommit);
+            }
+            Some(_) => {}
+        }
         let pending = self
             .pending_commit
             .take()
             .ok_or(GroupError::NoPendingCommit)?;
-        if pending.from_epoch != self.state.context.epoch {
-            return Err(GroupError::StaleStagedCommit);
-        }
         self.install_epoch(pending.state, None);
         self.reinit = pending.reinit;
+        self.remember_sent(pending.digest, ContentType::Commit, pending.from_epoch);
         Ok(())
     }
 
     /// Abandons this member's pending commit (e.g. the Delivery Service
-    /// accepted another commit first); its fresh leaf key is destroyed.
+    /// refused it); its fresh leaf key is destroyed. A copy of the
+    /// discarded commit coming back later is not recognised as this
+    /// member's own (it is refused): the Delivery Service should not
+    /// deliver a commit it refused. When another member's commit wins,
+    /// merging that commit discards the pending one without this call
+    /// ([`StagedCommit::lost_commit`]).
     pub fn discard_pending_commit(&mut self) -> Result<(), GroupError> {
         let pending = self
             .pending_commit
@@ -495,19 +641,21 @@ impl Group {
         now: UnixTime,
     ) -> Result<StagedCommit, GroupError> {
         let FramedContentBody::Commit(commit) = &content.content.body else {
-            return Err(GroupError::UnexpectedMessage("not a commit"));
+            return Err(GroupError::UnexpectedMessage(MessageRule::NotACommit));
         };
         let tag = content
             .auth
             .confirmation_tag
             .as_ref()
-            .ok_or(GroupError::InvalidCommit("no confirmation tag"))?;
+            .ok_or(GroupError::InvalidCommit(
+                CommitRule::MissingConfirmationTag,
+            ))?;
         let own = self.state.own_leaf();
         let committer = content.content.sender;
         match committer {
             Sender::Member(i) if i == own => {
                 return Err(GroupError::UnexpectedMessage(
-                    "this member's own commit: use merge_pending_commit",
+                    MessageRule::OwnCommitNotPending,
                 ));
             }
             Sender::Member(i) => {
@@ -517,9 +665,7 @@ impl Group {
             }
             Sender::NewMemberCommit => {}
             _ => {
-                return Err(GroupError::InvalidCommit(
-                    "a commit from an external sender",
-                ));
+                return Err(GroupError::InvalidCommit(CommitRule::SenderNotMember));
             }
         }
         let by_reference = commit
@@ -531,7 +677,7 @@ impl Group {
         let mut tree = self.state.tree.clone();
         let effects = validate_and_apply(&v, &mut tree, committer, &resolved, by_reference)?;
         if effects.path_required && commit.path.is_none() {
-            return Err(GroupError::InvalidCommit("an UpdatePath is required"));
+            return Err(GroupError::InvalidCommit(CommitRule::PathRequired));
         }
         let mut private = self.state.private.clone();
         let mut used_update = None;
@@ -541,9 +687,7 @@ impl Group {
                     .own_updates
                     .iter()
                     .find(|u| &u.leaf_node == leaf)
-                    .ok_or(GroupError::InvalidCommit(
-                        "an Update of this member's leaf that it did not propose",
-                    ))?;
+                    .ok_or(GroupError::InvalidCommit(CommitRule::UnknownOwnUpdate))?;
                 private.replace_leaf_key(u.leaf_key.clone());
                 used_update = Some(u.leaf_key.clone());
             }
@@ -553,7 +697,7 @@ impl Group {
         provisional.epoch = provisional
             .epoch
             .checked_add(1)
-            .ok_or(GroupError::InvalidCommit("epoch overflow"))?;
+            .ok_or(GroupError::InvalidCommit(CommitRule::EpochOverflow))?;
         if let Some(ext) = &effects.group_context_extensions {
             provisional.extensions = ext.clone();
         }
@@ -572,6 +716,11 @@ impl Group {
             state: None,
             used_update,
             reinit: effects.reinit.clone(),
+            lost_commit: self
+                .pending_commit
+                .as_ref()
+                .filter(|p| p.from_epoch == self.state.context.epoch)
+                .map(|p| p.lost.clone()),
         };
         if self_removed {
             return Ok(staged);
@@ -590,7 +739,7 @@ impl Group {
                             .valid_successor(&old.credential, &path.leaf_node.credential)
                         {
                             return Err(GroupError::InvalidCommit(
-                                "the path's credential is not a valid successor",
+                                CommitRule::PathCredentialNotSuccessor,
                             ));
                         }
                         i
@@ -603,7 +752,7 @@ impl Group {
                         for (_, removed) in &effects.removes {
                             if removed.credential != path.leaf_node.credential {
                                 return Err(GroupError::InvalidCommit(
-                                    "an external commit may only remove the joiner's old leaf",
+                                    CommitRule::ExternalCommitRemovesOther,
                                 ));
                             }
                         }
@@ -633,7 +782,9 @@ impl Group {
             }
             None => {
                 if committer == Sender::NewMemberCommit {
-                    return Err(GroupError::InvalidCommit("an external commit needs a path"));
+                    return Err(GroupError::InvalidCommit(
+                        CommitRule::ExternalCommitWithoutPath,
+                    ));
                 }
                 provisional.tree_hash = tree.tree_hash()?.to_vec();
                 None
@@ -644,7 +795,7 @@ impl Group {
                 .state
                 .secrets
                 .external_init_secret(self.cs, &init.kem_output)
-                .map_err(|_| GroupError::InvalidCommit("ExternalInit kem_output"))?,
+                .map_err(|_| GroupError::InvalidCommit(CommitRule::ExternalInitKemOutput))?,
             None => self.state.secrets.init_secret.clone(),
         };
         let confirmed = confirmed_transcript_hash(
@@ -700,11 +851,13 @@ impl Group {
             return Err(GroupError::StaleStagedCommit);
         }
         if let Some(p) = self.pending_commit.take() {
-            // Another member's commit won: ours is void.
+            // Another member's commit won: ours is void. Its echo from the
+            // Delivery Service is still recognised as this member's own.
             let _ = p
                 .state
                 .private
                 .retire(&self.state.private, self.signer.custody.as_ref());
+            self.remember_sent(p.digest, ContentType::Commit, p.from_epoch);
         }
         match staged.state {
             Some(state) => {

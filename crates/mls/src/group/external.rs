@@ -3,8 +3,8 @@
 //! would-be member's own Add (`new_member_proposal`). Both are
 //! PublicMessages without a membership tag.
 
-use super::GroupError;
 use super::proposals::suite_provider;
+use super::{GroupError, ProposalRule};
 use crate::codec::{
     Add, CipherSuite, Encode, FramedContent, FramedContentBody, MlsMessage, MlsMessageBody,
     Proposal, Sender, WireFormat,
@@ -48,7 +48,7 @@ pub fn external_proposal(
 ) -> Result<Vec<u8>, GroupError> {
     if matches!(proposal, Proposal::Update(_) | Proposal::ExternalInit(_)) {
         return Err(GroupError::InvalidProposal(
-            "an external sender cannot propose Update or ExternalInit",
+            ProposalRule::NotAllowedFromExternalSender,
         ));
     }
     send_public(

@@ -10,7 +10,10 @@ use super::proposals::suite_provider;
 use super::welcome::{
     decrypt_group_info, decrypt_group_secrets, joiner_welcome_secret, verify_group_info,
 };
-use super::{EpochState, Group, GroupConfig, GroupError, PskStore};
+use super::{
+    CommitRule, EpochState, Group, GroupConfig, GroupError, MessageRule, ProposalRule, PskStore,
+    WelcomeRule,
+};
 use crate::codec::{
     self, Commit, Decode, Encode, ExternalInit, ExternalPub, FramedContent, FramedContentBody,
     GroupInfo, HpkePublicKey, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef, Sender,
@@ -86,9 +89,9 @@ fn check_group_info_signer(
     tree: &RatchetTree,
     gi: &GroupInfo,
 ) -> Result<(), GroupError> {
-    let signer = tree.leaf(gi.signer).ok_or(GroupError::InvalidWelcome(
-        "GroupInfo signer is not a member",
-    ))?;
+    let signer = tree
+        .leaf(gi.signer)
+        .ok_or(GroupError::InvalidWelcome(WelcomeRule::SignerNotMember))?;
     verify_group_info(cs, gi, signer.signature_key.as_slice())
 }
 
@@ -112,7 +115,7 @@ impl Group {
             .body
         {
             MlsMessageBody::Welcome(w) => w,
-            _ => return Err(GroupError::UnexpectedMessage("not a Welcome")),
+            _ => return Err(GroupError::UnexpectedMessage(MessageRule::NotAWelcome)),
         };
         if welcome.cipher_suite != config.cipher_suite
             || bundle.key_package.cipher_suite() != config.cipher_suite
@@ -136,7 +139,7 @@ impl Group {
         let welcome_secret = joiner_welcome_secret(cs, &joiner, psk.as_ref())?;
         let gi = decrypt_group_info(cs, &welcome_secret, &welcome.encrypted_group_info)?;
         if gi.group_context.cipher_suite != config.cipher_suite {
-            return Err(GroupError::InvalidWelcome("GroupContext cipher suite"));
+            return Err(GroupError::InvalidWelcome(WelcomeRule::CipherSuiteMismatch));
         }
         // §12.4.3.1: at most one resumption PSK of usage reinit or branch,
         // and then the new group is at epoch 1.
@@ -145,7 +148,7 @@ impl Group {
         check_group_info_signer(cs, &tree, &gi)?;
         let own = tree
             .find_leaf(bundle.key_package.leaf_node())
-            .ok_or(GroupError::InvalidWelcome("own leaf is not in the tree"))?;
+            .ok_or(GroupError::InvalidWelcome(WelcomeRule::OwnLeafNotInTree))?;
         let mut private = TreeKemPrivate::new(own, bundle.encryption_key.clone());
         if bundle.is_last_resort() {
             // The leaf key is shared by every group joined with this
@@ -249,7 +252,7 @@ impl Group {
             Ok(MlsMessage {
                 body: MlsMessageBody::GroupInfo(gi),
             }) => gi,
-            Ok(_) => return Err(GroupError::UnexpectedMessage("not a GroupInfo")),
+            Ok(_) => return Err(GroupError::UnexpectedMessage(MessageRule::NotAGroupInfo)),
             Err(_) => GroupInfo::decode(group_info).map_err(GroupError::Malformed)?,
         };
         if gi.group_context.cipher_suite != config.cipher_suite {
@@ -279,8 +282,8 @@ impl Group {
         if let Some(old) = remove_old_leaf {
             let leaf = tree.leaf(old).ok_or(GroupError::NotAMember(old.0))?;
             if leaf.credential != signer.credential {
-                return Err(GroupError::InvalidProposal(
-                    "a resync may only remove a leaf with the joiner's credential",
+                return Err(GroupError::InvalidCommit(
+                    CommitRule::ExternalCommitRemovesOther,
                 ));
             }
             tree.remove_leaf(old)?;
@@ -295,14 +298,12 @@ impl Group {
             if let codec::Psk::Resumption(r) = psk {
                 if r.usage != codec::ResumptionPskUsage::Application {
                     return Err(GroupError::InvalidProposal(
-                        "resumption PSK usage must be application in a normal commit",
+                        ProposalRule::LinkedPskInNormalCommit,
                     ));
                 }
             }
             if psk_ids.iter().any(|id| &id.psk == psk) {
-                return Err(GroupError::InvalidProposal(
-                    "two PreSharedKey proposals for one PSK",
-                ));
+                return Err(GroupError::InvalidProposal(ProposalRule::DuplicatePsk));
             }
             let mut psk_nonce = vec![0; cs.hash_len()];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut psk_nonce);
@@ -350,7 +351,7 @@ impl Group {
             provisional.epoch = provisional
                 .epoch
                 .checked_add(1)
-                .ok_or(GroupError::InvalidCommit("epoch overflow"))?;
+                .ok_or(GroupError::InvalidCommit(CommitRule::EpochOverflow))?;
             provisional.tree_hash = tree.tree_hash()?.to_vec();
             let created = prepared.encrypt(&tree, &provisional.encode()?, &[])?;
             let content = FramedContent {

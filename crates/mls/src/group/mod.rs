@@ -74,13 +74,15 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use hsmls_crypto::{CipherSuiteProvider, Secret};
-use hsmls_custody::{KeyPurpose, KeyRef};
+use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
+use hsmls_custody::KeyRef;
 use rand_core::OsRng;
 
-pub use commit::{CommitOutput, StagedCommit};
+pub use commit::{CommitOutput, LostCommit, OwnCommit, StagedCommit};
 pub use config::{CommitOptions, GroupConfig, HandshakeFraming};
-pub use error::GroupError;
+pub use error::{
+    CommitRule, GroupError, MessageRule, ProposalRule, ReInitRule, WelcomePart, WelcomeRule,
+};
 pub use external::{external_proposal, new_member_add_proposal};
 pub use join::JoinOptions;
 pub use proposals::{CachedProposal, ProposalEffects, ResolvedProposal};
@@ -130,10 +132,17 @@ impl Member {
 
 /// What [`Group::process_incoming`] made of a message. Its Debug output
 /// shows the length of application data, not the data.
+///
+/// A Delivery Service sends a group's messages to every member, the
+/// sender included (RFC 9750 §5.2): this member's own messages coming back
+/// are [`ProcessedMessage::OwnCommit`] (its pending commit, now merged) or
+/// [`ProcessedMessage::OwnMessage`] (a message it sent, recognised).
 #[allow(
     clippy::large_enum_variant,
     reason = "events are moved once to the application"
 )]
+#[must_use = "a StagedCommit changes nothing until merged, and may carry a lost commit"]
+#[non_exhaustive]
 pub enum ProcessedMessage {
     /// Application data from a member.
     ApplicationMessage {
@@ -156,8 +165,30 @@ pub enum ProcessedMessage {
         reference: ProposalRef,
     },
     /// A commit, validated and staged: show its changes, then call
-    /// [`Group::merge_staged_commit`].
+    /// [`Group::merge_staged_commit`]. If this member had a commit pending
+    /// for the same epoch, it lost: [`StagedCommit::lost_commit`] says
+    /// what it was to do.
     StagedCommit(StagedCommit),
+    /// This member's pending commit came back from the Delivery Service
+    /// (byte for byte): the Delivery Service accepted it, and it is now
+    /// merged (as by [`Group::merge_pending_commit`]; the application
+    /// does not merge it again). If the application merged it already, its
+    /// echo is an [`ProcessedMessage::OwnMessage`].
+    OwnCommit(OwnCommit),
+    /// A message this member sent (an application message, a proposal, a
+    /// commit merged or lost) came back from the Delivery Service: nothing
+    /// to do. The sender cannot decrypt its own PrivateMessage (the key of
+    /// its generation was deleted when it was sent, RFC 9420 §9.2), so the
+    /// member keeps the digests of the last [`SENT_MESSAGES_KEPT`]
+    /// messages it sent in the current and retained epochs and recognises
+    /// them by their bytes. This is a recognition, not an authentication:
+    /// a byte-equal replay of the message is the same message.
+    OwnMessage {
+        /// The message's content type.
+        content_type: ContentType,
+        /// The epoch it was sent in.
+        epoch: u64,
+    },
 }
 
 impl fmt::Debug for ProcessedMessage {
@@ -183,6 +214,15 @@ impl fmt::Debug for ProcessedMessage {
                 .field("reference", reference)
                 .finish_non_exhaustive(),
             ProcessedMessage::StagedCommit(s) => f.debug_tuple("StagedCommit").field(s).finish(),
+            ProcessedMessage::OwnCommit(c) => f.debug_tuple("OwnCommit").field(c).finish(),
+            ProcessedMessage::OwnMessage {
+                content_type,
+                epoch,
+            } => f
+                .debug_struct("OwnMessage")
+                .field("content_type", content_type)
+                .field("epoch", epoch)
+                .finish(),
         }
     }
 }
@@ -235,6 +275,20 @@ struct OwnUpdate {
     leaf_key: KeyRef,
 }
 
+/// How many of its own messages a member recognises when the Delivery
+/// Service sends them back (see [`ProcessedMessage::OwnMessage`]): the
+/// digests of the last 256 it sent, from the current and retained epochs.
+pub const SENT_MESSAGES_KEPT: usize = 256;
+
+/// A message this member sent, remembered by the digest of its
+/// `MLSMessage` bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SentMessage {
+    digest: Digest,
+    content_type: ContentType,
+    epoch: u64,
+}
+
 /// One member's state of one MLS group.
 pub struct Group {
     cs: &'static dyn CipherSuiteProvider,
@@ -252,6 +306,9 @@ pub struct Group {
     reinit: Option<crate::codec::ReInit>,
     /// The reinit or branch resumption PSK this member joined with.
     linked_psk: Option<crate::codec::ResumptionPsk>,
+    /// The last messages this member sent (at most
+    /// [`SENT_MESSAGES_KEPT`]), oldest first.
+    sent: VecDeque<SentMessage>,
 }
 
 impl fmt::Debug for Group {
@@ -282,6 +339,7 @@ pub struct GroupStateSnapshot {
     own_updates: Vec<OwnUpdate>,
     pending_commit: bool,
     psks: PskStore,
+    sent: Vec<SentMessage>,
 }
 
 impl fmt::Debug for GroupStateSnapshot {
@@ -322,7 +380,7 @@ impl Group {
     ) -> Result<Self, GroupError> {
         let cs = suite_provider(config.cipher_suite)?;
         validator.validate(&signer.credential, &signer.signature_public_key())?;
-        let leaf_key = signer.custody.generate(KeyPurpose::Hpke)?;
+        let leaf_key = signer.custody.generate(cs.hpke_key_spec())?;
         let result = (|| {
             // The founder's leaf has source key_package (§11) with a
             // lifetime starting now.
@@ -423,6 +481,7 @@ impl Group {
             removed: false,
             reinit: None,
             linked_psk: None,
+            sent: VecDeque::new(),
         };
         g.record_resumption_psk();
         g
@@ -569,6 +628,17 @@ impl Group {
         self.pending_commit.is_some()
     }
 
+    /// The custody reference of the fresh leaf key of this member's
+    /// pending commit, if the commit has an UpdatePath (for audits: the key
+    /// becomes the leaf key when the commit is merged, and is destroyed
+    /// when it is discarded or lost).
+    pub fn pending_leaf_key(&self) -> Option<&KeyRef> {
+        self.pending_commit
+            .as_ref()
+            .map(|p| p.state.private.leaf_key())
+            .filter(|k| *k != self.state.private.leaf_key())
+    }
+
     /// The PSK store (add external PSKs here before committing or
     /// processing PreSharedKey proposals).
     pub fn psk_store_mut(&mut self) -> &mut PskStore {
@@ -596,6 +666,7 @@ impl Group {
             own_updates: self.own_updates.clone(),
             pending_commit: self.pending_commit.is_some(),
             psks: self.psks.clone(),
+            sent: self.sent.iter().copied().collect(),
         }
     }
 
@@ -717,7 +788,10 @@ impl Group {
             content,
             Some(&self.state.context),
         )?;
-        self.frame(signed)
+        let bytes = self.frame(signed)?;
+        let digest = self.cs.hash(&[&bytes]);
+        self.remember_sent(digest, ContentType::Application, self.state.context.epoch);
+        Ok(bytes)
     }
 
     fn send_proposal(&mut self, proposal: Proposal) -> Result<(Vec<u8>, ProposalRef), GroupError> {
@@ -738,6 +812,8 @@ impl Group {
         let reference = cached.reference.clone();
         let bytes = self.frame(signed)?;
         self.proposals.push(cached);
+        let digest = self.cs.hash(&[&bytes]);
+        self.remember_sent(digest, ContentType::Proposal, self.state.context.epoch);
         Ok((bytes, reference))
     }
 
@@ -790,7 +866,7 @@ impl Group {
             .leaf(own)
             .cloned()
             .ok_or(GroupError::NotAMember(own.0))?;
-        let leaf_key = self.signer.custody.generate(KeyPurpose::Hpke)?;
+        let leaf_key = self.signer.custody.generate(self.cs.hpke_key_spec())?;
         let result = (|| {
             let mut leaf = LeafNode {
                 encryption_key: HpkePublicKey(leaf_key.public_key().as_bytes().to_vec()),
@@ -931,22 +1007,70 @@ impl Group {
     /// Processes a message from the Delivery Service (an `MLSMessage`
     /// carrying a PublicMessage or PrivateMessage of this group). On error
     /// the state is unchanged.
+    ///
+    /// This member's own messages coming back are recognised by their
+    /// bytes first: its pending commit is merged and reported as
+    /// [`ProcessedMessage::OwnCommit`]; a message it sent (or a commit it
+    /// merged or lost) as [`ProcessedMessage::OwnMessage`].
     pub fn process_incoming(
         &mut self,
         bytes: &[u8],
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
+        if let Some(event) = self.recognise_own(bytes)? {
+            return Ok(event);
+        }
         self.check_active()?;
         let message = MlsMessage::decode(bytes).map_err(GroupError::Malformed)?;
         match message.body {
             MlsMessageBody::PublicMessage(m) => self.process_public(m, now),
             MlsMessageBody::PrivateMessage(m) => self.process_private(m, now),
-            MlsMessageBody::Welcome(_) => Err(GroupError::UnexpectedMessage(
-                "a Welcome: use Group::join_from_welcome",
-            )),
-            MlsMessageBody::GroupInfo(_) => Err(GroupError::UnexpectedMessage("a GroupInfo")),
-            MlsMessageBody::KeyPackage(_) => Err(GroupError::UnexpectedMessage("a KeyPackage")),
+            MlsMessageBody::Welcome(_) => Err(GroupError::UnexpectedMessage(MessageRule::Welcome)),
+            MlsMessageBody::GroupInfo(_) => {
+                Err(GroupError::UnexpectedMessage(MessageRule::GroupInfo))
+            }
+            MlsMessageBody::KeyPackage(_) => {
+                Err(GroupError::UnexpectedMessage(MessageRule::KeyPackage))
+            }
         }
+    }
+
+    /// This member's pending commit or a message it sent, recognised by
+    /// the digest of its bytes.
+    fn recognise_own(&mut self, bytes: &[u8]) -> Result<Option<ProcessedMessage>, GroupError> {
+        if self.pending_commit.is_none() && self.sent.is_empty() {
+            return Ok(None);
+        }
+        let digest = self.cs.hash(&[bytes]);
+        if let Some(p) = &self.pending_commit
+            && p.digest == digest
+        {
+            let own = p.own.clone();
+            self.merge_pending_commit()?;
+            tracing::debug!(epoch = own.epoch, "own commit came back: merged");
+            return Ok(Some(ProcessedMessage::OwnCommit(own)));
+        }
+        Ok(self
+            .sent
+            .iter()
+            .find(|s| s.digest == digest)
+            .map(|s| ProcessedMessage::OwnMessage {
+                content_type: s.content_type,
+                epoch: s.epoch,
+            }))
+    }
+
+    /// Records a message this member sent (bounded by
+    /// [`SENT_MESSAGES_KEPT`]).
+    pub(crate) fn remember_sent(&mut self, digest: Digest, content_type: ContentType, epoch: u64) {
+        if self.sent.len() >= SENT_MESSAGES_KEPT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(SentMessage {
+            digest,
+            content_type,
+            epoch,
+        });
     }
 
     fn process_public(
@@ -977,7 +1101,9 @@ impl Group {
                 .path
                 .as_ref()
                 .map(|p| p.leaf_node.signature_key.clone())
-                .ok_or(GroupError::InvalidCommit("an external commit needs a path"))?,
+                .ok_or(GroupError::InvalidCommit(
+                    CommitRule::ExternalCommitWithoutPath,
+                ))?,
             (Sender::NewMemberProposal, FramedContentBody::Proposal(Proposal::Add(a))) => {
                 a.key_package.leaf_node.signature_key.clone()
             }
@@ -987,7 +1113,7 @@ impl Group {
                     &self.state.context.extensions,
                 )
                 .ok_or(GroupError::UnexpectedMessage(
-                    "an external sender, but the group has no external_senders",
+                    MessageRule::NoExternalSenders,
                 ))?
                 .map_err(GroupError::Malformed)?;
                 senders
@@ -995,12 +1121,12 @@ impl Group {
                     .get(*i as usize)
                     .map(|s| s.signature_key.clone())
                     .ok_or(GroupError::UnexpectedMessage(
-                        "unknown external sender index",
+                        MessageRule::UnknownExternalSender,
                     ))?
             }
             _ => {
                 return Err(GroupError::UnexpectedMessage(
-                    "this sender cannot send this content",
+                    MessageRule::SenderCannotSendContent,
                 ));
             }
         };
@@ -1089,7 +1215,7 @@ impl Group {
         )?;
         let FramedContentBody::Application(data) = unprotected.content.content.body else {
             return Err(GroupError::UnexpectedMessage(
-                "non-application content in a past epoch",
+                MessageRule::PastEpochHandshake,
             ));
         };
         Ok(ProcessedMessage::ApplicationMessage {
@@ -1106,15 +1232,12 @@ impl Group {
         secret_tree: Option<SecretTree>,
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
-        let event = match &content.content.body {
-            FramedContentBody::Application(_) => {
+        let event = match content.content.body {
+            FramedContentBody::Application(data) => {
                 let Sender::Member(sender) = content.content.sender else {
                     return Err(GroupError::UnexpectedMessage(
-                        "application data from a non-member",
+                        MessageRule::ApplicationFromNonMember,
                     ));
-                };
-                let FramedContentBody::Application(data) = content.content.body else {
-                    return Err(GroupError::UnexpectedMessage("application data"));
                 };
                 ProcessedMessage::ApplicationMessage {
                     sender,
@@ -1123,12 +1246,14 @@ impl Group {
                     authenticated_data: content.content.authenticated_data,
                 }
             }
-            FramedContentBody::Proposal(proposal) => {
+            FramedContentBody::Proposal(ref proposal) => {
                 if content.content.sender == Sender::Member(self.state.own_leaf()) {
-                    return Err(GroupError::UnexpectedMessage("this member's own proposal"));
+                    return Err(GroupError::UnexpectedMessage(
+                        MessageRule::OwnProposalNotSent,
+                    ));
                 }
                 if self.proposals.len() >= self.config.max_pending_proposals {
-                    return Err(GroupError::InvalidProposal("too many pending proposals"));
+                    return Err(GroupError::InvalidProposal(ProposalRule::TooManyPending));
                 }
                 self.check_proposal(&content.content.sender, proposal, now)?;
                 let cached = CachedProposal::from_content(self.cs, &content)?;
@@ -1137,7 +1262,7 @@ impl Group {
                     .iter()
                     .any(|p| p.reference == cached.reference)
                 {
-                    return Err(GroupError::InvalidProposal("proposal received twice"));
+                    return Err(GroupError::InvalidProposal(ProposalRule::ReceivedTwice));
                 }
                 let event = ProcessedMessage::Proposal {
                     sender: cached.sender,
@@ -1179,27 +1304,29 @@ impl Group {
             }
             Proposal::Update(update) => {
                 let Sender::Member(i) = sender else {
-                    return Err(GroupError::InvalidProposal("an Update from a non-member"));
+                    return Err(GroupError::InvalidProposal(
+                        ProposalRule::UpdateFromNonMember,
+                    ));
                 };
                 proposals::validate_update(&v, &self.state.tree, *i, &update.leaf_node)?;
             }
             Proposal::Remove(remove) => {
                 if self.state.tree.leaf(remove.removed).is_none() {
-                    return Err(GroupError::InvalidProposal("Remove names a blank leaf"));
+                    return Err(GroupError::InvalidProposal(ProposalRule::RemoveBlankLeaf));
                 }
             }
             Proposal::PreSharedKey(_) | Proposal::GroupContextExtensions(_) => {}
             Proposal::SelfRemove(_) => {
                 if !matches!(sender, Sender::Member(_)) {
                     return Err(GroupError::InvalidProposal(
-                        "a SelfRemove from a non-member",
+                        ProposalRule::SelfRemoveFromNonMember,
                     ));
                 }
             }
             Proposal::ReInit(reinit) => proposals::check_reinit(&v, reinit)?,
             Proposal::ExternalInit(_) => {
                 return Err(GroupError::InvalidProposal(
-                    "ExternalInit is only valid by value in an external commit",
+                    ProposalRule::ExternalInitOutsideExternalCommit,
                 ));
             }
         }
@@ -1243,6 +1370,13 @@ impl Group {
             }
         }
         self.proposals.clear();
+        // Own messages of epochs no longer retained cannot come back as
+        // anything but stale: forget them (the commit that ended the
+        // previous epoch is always kept).
+        let current = self.state.context.epoch;
+        let keep = self.config.max_past_epochs.max(1) as u64;
+        self.sent
+            .retain(|s| s.epoch.saturating_add(keep) >= current);
         self.record_resumption_psk();
         tracing::debug!(
             epoch = self.state.context.epoch,

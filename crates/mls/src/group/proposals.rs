@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use hsmls_crypto::CipherSuiteProvider;
 
-use super::GroupError;
 use super::psk_store::PskStore;
+use super::{CommitRule, GroupError, MessageRule, ProposalRule};
 use crate::codec::{
     AuthenticatedContent, CipherSuite, Encode, Extension, ExternalInit, FramedContentBody,
     GroupContext, KeyPackage, LeafNode, PreSharedKeyId, Proposal, ProposalOrRef, ProposalRef, Psk,
@@ -37,7 +37,7 @@ impl CachedProposal {
         content: &AuthenticatedContent,
     ) -> Result<Self, GroupError> {
         let FramedContentBody::Proposal(proposal) = &content.content.body else {
-            return Err(GroupError::UnexpectedMessage("not a proposal"));
+            return Err(GroupError::UnexpectedMessage(MessageRule::NotAProposal));
         };
         let reference = ProposalRef(cs.make_proposal_ref(&content.encode()?)?.to_vec());
         Ok(CachedProposal {
@@ -173,12 +173,12 @@ pub fn validate_member_leaf(
         .valid_successor(&old.credential, &leaf.credential)
     {
         return Err(GroupError::InvalidProposal(
-            "the new credential is not a valid successor of the old one",
+            ProposalRule::CredentialNotSuccessor,
         ));
     }
     if leaf.encryption_key == old.encryption_key {
         return Err(GroupError::InvalidProposal(
-            "the new leaf reuses the old encryption_key",
+            ProposalRule::EncryptionKeyNotFresh,
         ));
     }
     tree.check_leaves_fit(&[(Some(index), leaf)])?;
@@ -187,9 +187,7 @@ pub fn validate_member_leaf(
 
 fn check_psk_id(v: &ValidationContext<'_>, id: &PreSharedKeyId) -> Result<(), GroupError> {
     if id.psk_nonce.len() != v.cs.hash_len() {
-        return Err(GroupError::InvalidProposal(
-            "psk_nonce length is not KDF.Nh",
-        ));
+        return Err(GroupError::InvalidProposal(ProposalRule::PskNonceLength));
     }
     if let Psk::Resumption(r) = &id.psk {
         // §11.2, §11.3, §12.1.4: usage reinit or branch only in the
@@ -198,7 +196,7 @@ fn check_psk_id(v: &ValidationContext<'_>, id: &PreSharedKeyId) -> Result<(), Gr
         // through `Group::reinit_group` / `Group::branch`.
         if r.usage != ResumptionPskUsage::Application && v.context.epoch != 0 {
             return Err(GroupError::InvalidProposal(
-                "resumption PSK usage must be application in a normal commit",
+                ProposalRule::LinkedPskInNormalCommit,
             ));
         }
     }
@@ -230,9 +228,7 @@ pub fn validate_and_apply(
     let external = matches!(committer, Sender::NewMemberCommit);
     let committer_leaf = sender_leaf(&committer);
     if !external && committer_leaf.is_none() {
-        return Err(GroupError::InvalidCommit(
-            "a commit is sent by a member or a new member",
-        ));
+        return Err(GroupError::InvalidCommit(CommitRule::SenderNotMember));
     }
     let mut effects = ProposalEffects {
         path_required: proposals.is_empty(),
@@ -250,7 +246,7 @@ pub fn validate_and_apply(
             Proposal::Add(add) => {
                 if external {
                     return Err(GroupError::InvalidProposal(
-                        "an external commit cannot add members",
+                        ProposalRule::NotAllowedInExternalCommit,
                     ));
                 }
                 let kp = KeyPackageIn(add.key_package.clone()).validate(
@@ -263,7 +259,7 @@ pub fn validate_and_apply(
                 }
                 if !add_sig_keys.insert(kp.leaf_node().signature_key.0.clone()) {
                     return Err(GroupError::InvalidProposal(
-                        "two Adds with the same signature key",
+                        ProposalRule::SameClientAddedTwice,
                     ));
                 }
                 adds.push(kp.into_wire());
@@ -271,17 +267,15 @@ pub fn validate_and_apply(
             Proposal::Update(update) => {
                 let Some(sender) = sender_leaf(&p.sender) else {
                     return Err(GroupError::InvalidProposal(
-                        "an Update must come from a member",
+                        ProposalRule::UpdateFromNonMember,
                     ));
                 };
                 if Some(sender) == committer_leaf {
-                    return Err(GroupError::InvalidProposal(
-                        "a commit cannot include the committer's own Update",
-                    ));
+                    return Err(GroupError::InvalidProposal(ProposalRule::CommitterUpdate));
                 }
                 if !touched.insert(sender) {
                     return Err(GroupError::InvalidProposal(
-                        "several Update/Remove proposals for one leaf",
+                        ProposalRule::SeveralChangesToOneLeaf,
                     ));
                 }
                 validate_update(v, tree, sender, &update.leaf_node)?;
@@ -290,18 +284,14 @@ pub fn validate_and_apply(
             }
             Proposal::Remove(remove) => {
                 if Some(remove.removed) == committer_leaf {
-                    return Err(GroupError::InvalidProposal(
-                        "a commit cannot remove the committer",
-                    ));
+                    return Err(GroupError::InvalidProposal(ProposalRule::RemovesCommitter));
                 }
                 if tree.leaf(remove.removed).is_none() {
-                    return Err(GroupError::InvalidProposal(
-                        "Remove names a blank or absent leaf",
-                    ));
+                    return Err(GroupError::InvalidProposal(ProposalRule::RemoveBlankLeaf));
                 }
                 if !touched.insert(remove.removed) {
                     return Err(GroupError::InvalidProposal(
-                        "several Update/Remove proposals for one leaf",
+                        ProposalRule::SeveralChangesToOneLeaf,
                     ));
                 }
                 removes.push(remove.removed);
@@ -312,12 +302,12 @@ pub fn validate_and_apply(
                 // commit its own SelfRemove.
                 let Some(sender) = sender_leaf(&p.sender) else {
                     return Err(GroupError::InvalidProposal(
-                        "a SelfRemove must come from a member",
+                        ProposalRule::SelfRemoveFromNonMember,
                     ));
                 };
                 if Some(sender) == committer_leaf {
                     return Err(GroupError::InvalidProposal(
-                        "a commit cannot include the committer's own SelfRemove",
+                        ProposalRule::CommitterSelfRemove,
                     ));
                 }
                 if tree.leaf(sender).is_none() {
@@ -325,7 +315,7 @@ pub fn validate_and_apply(
                 }
                 if !touched.insert(sender) {
                     return Err(GroupError::InvalidProposal(
-                        "several Update/Remove proposals for one leaf",
+                        ProposalRule::SeveralChangesToOneLeaf,
                     ));
                 }
                 removes.push(sender);
@@ -334,19 +324,20 @@ pub fn validate_and_apply(
             Proposal::PreSharedKey(psk) => {
                 check_psk_id(v, &psk.psk)?;
                 if !psk_ids.insert(psk.psk.encode()?) {
-                    return Err(GroupError::InvalidProposal(
-                        "two PreSharedKey proposals for one PSK",
-                    ));
+                    return Err(GroupError::InvalidProposal(ProposalRule::DuplicatePsk));
                 }
                 effects.psks.push(psk.psk.clone());
             }
             Proposal::ReInit(reinit) => {
                 // §12.1.5, §12.2: a ReInit stands alone, never in an
                 // external commit, and does not lower the version.
-                if external || proposals.len() != 1 {
+                if external {
                     return Err(GroupError::InvalidProposal(
-                        "a ReInit must be the only proposal of a member's commit",
+                        ProposalRule::NotAllowedInExternalCommit,
                     ));
+                }
+                if proposals.len() != 1 {
+                    return Err(GroupError::InvalidProposal(ProposalRule::ReInitNotAlone));
                 }
                 check_reinit(v, reinit)?;
                 effects.reinit = Some(reinit.clone());
@@ -354,7 +345,7 @@ pub fn validate_and_apply(
             Proposal::ExternalInit(init) => {
                 if !external {
                     return Err(GroupError::InvalidProposal(
-                        "ExternalInit in a member's commit",
+                        ProposalRule::ExternalInitOutsideExternalCommit,
                     ));
                 }
                 n_external_init += 1;
@@ -364,18 +355,18 @@ pub fn validate_and_apply(
             Proposal::GroupContextExtensions(gce) => {
                 if external {
                     return Err(GroupError::InvalidProposal(
-                        "an external commit cannot change GroupContext extensions",
+                        ProposalRule::NotAllowedInExternalCommit,
                     ));
                 }
                 if effects.group_context_extensions.is_some() {
                     return Err(GroupError::InvalidProposal(
-                        "several GroupContextExtensions proposals",
+                        ProposalRule::SeveralGroupContextExtensions,
                     ));
                 }
                 let mut seen = HashSet::new();
                 if !gce.extensions.iter().all(|e| seen.insert(e.extension_type)) {
                     return Err(GroupError::InvalidProposal(
-                        "duplicate extension type in GroupContextExtensions",
+                        ProposalRule::DuplicateExtensionType,
                     ));
                 }
                 effects.group_context_extensions = Some(gce.extensions.clone());
@@ -385,18 +376,21 @@ pub fn validate_and_apply(
     }
     if external {
         if n_external_init != 1 {
+            return Err(GroupError::InvalidProposal(ProposalRule::ExternalInitCount));
+        }
+        if !updates.is_empty() {
             return Err(GroupError::InvalidProposal(
-                "an external commit has exactly one ExternalInit",
+                ProposalRule::NotAllowedInExternalCommit,
             ));
         }
-        if removes.len() > 1 || !updates.is_empty() {
+        if removes.len() > 1 {
             return Err(GroupError::InvalidProposal(
-                "an external commit has at most one Remove and no Update",
+                ProposalRule::SeveralRemovesInExternalCommit,
             ));
         }
         if by_reference {
             return Err(GroupError::InvalidProposal(
-                "an external commit cannot include proposals by reference",
+                ProposalRule::ByReferenceInExternalCommit,
             ));
         }
     }
@@ -446,7 +440,7 @@ pub fn check_reinit(
 ) -> Result<(), GroupError> {
     if reinit.version.0 < v.context.version.0 {
         return Err(GroupError::InvalidProposal(
-            "ReInit lowers the protocol version",
+            ProposalRule::ReInitLowersVersion,
         ));
     }
     suite_provider(reinit.cipher_suite)?;
@@ -469,7 +463,7 @@ fn check_members_support(
                 && !leaf.capabilities.extensions.contains(&e.extension_type)
             {
                 return Err(GroupError::InvalidProposal(
-                    "a member does not support a proposed GroupContext extension",
+                    ProposalRule::ExtensionNotSupported,
                 ));
             }
         }
@@ -507,7 +501,7 @@ pub fn check_required_capabilities(
         Ok(())
     } else {
         Err(GroupError::InvalidProposal(
-            "a member does not meet the group's required_capabilities",
+            ProposalRule::RequiredCapabilitiesNotMet,
         ))
     }
 }

@@ -22,7 +22,10 @@
 use hsmls_crypto::Secret;
 use rand_core::OsRng;
 
-use super::{CommitOptions, CommitOutput, Group, GroupConfig, GroupError, JoinOptions};
+use super::{
+    CommitOptions, CommitOutput, Group, GroupConfig, GroupError, JoinOptions, ReInitRule,
+    WelcomeRule,
+};
 use crate::codec::{
     Credential, PreSharedKeyId, Proposal, ProtocolVersion, Psk, ReInit, ResumptionPsk,
     ResumptionPskUsage,
@@ -44,13 +47,11 @@ pub(crate) fn linked_psk_of(
     });
     let first = linked.next().cloned();
     if linked.next().is_some() {
-        return Err(GroupError::InvalidWelcome(
-            "more than one resumption PSK of usage reinit or branch",
-        ));
+        return Err(GroupError::InvalidWelcome(WelcomeRule::SeveralLinkedPsks));
     }
     if first.is_some() && epoch != 1 {
         return Err(GroupError::InvalidWelcome(
-            "a reinit or branch Welcome must be for epoch 1",
+            WelcomeRule::LinkedPskNotAtEpochOne,
         ));
     }
     Ok(first)
@@ -116,14 +117,12 @@ impl Group {
         let reinit = self
             .reinit
             .clone()
-            .ok_or(GroupError::ReInit("no ReInit was committed in this group"))?;
+            .ok_or(GroupError::ReInit(ReInitRule::NoReInitCommitted))?;
         if reinit.version != ProtocolVersion::MLS10 {
-            return Err(GroupError::ReInit(
-                "the ReInit's protocol version is not implemented",
-            ));
+            return Err(GroupError::ReInit(ReInitRule::VersionNotImplemented));
         }
         if config.cipher_suite != reinit.cipher_suite {
-            return Err(GroupError::ReInit("the config's suite is not the ReInit's"));
+            return Err(GroupError::ReInit(ReInitRule::CipherSuiteMismatch));
         }
         let mut present = vec![signer.credential.clone()];
         for kp in key_packages {
@@ -131,9 +130,7 @@ impl Group {
         }
         let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
         if !all_matched(self.validator.as_ref(), &old, &present) {
-            return Err(GroupError::ReInit(
-                "the new group must hold every member of the old group",
-            ));
+            return Err(GroupError::ReInit(ReInitRule::MemberMissing));
         }
         self.linked_group(
             config,
@@ -164,9 +161,7 @@ impl Group {
         }
         let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
         if !all_matched(self.validator.as_ref(), &present, &old) {
-            return Err(GroupError::ReInit(
-                "a branch may only hold members of the old group",
-            ));
+            return Err(GroupError::ReInit(ReInitRule::BranchMemberNotInGroup));
         }
         self.linked_group(
             self.config.clone(),
@@ -251,7 +246,7 @@ impl Group {
         let reinit = self
             .reinit
             .as_ref()
-            .ok_or(GroupError::ReInit("no ReInit was committed in this group"))?;
+            .ok_or(GroupError::ReInit(ReInitRule::NoReInitCommitted))?;
         let g = self.join_linked(
             ResumptionPskUsage::Reinit,
             config,
@@ -266,16 +261,14 @@ impl Group {
             || ctx.cipher_suite != reinit.cipher_suite
             || ctx.extensions != reinit.extensions
         {
-            Err(GroupError::ReInit(
-                "the new group does not match the ReInit",
-            ))
+            Err(GroupError::ReInit(ReInitRule::GroupDoesNotMatch))
         } else {
             let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
             let new: Vec<Credential> = g.members().into_iter().map(|m| m.credential).collect();
             if all_matched(self.validator.as_ref(), &old, &new) {
                 Ok(())
             } else {
-                Err(GroupError::ReInit("a member of the old group is missing"))
+                Err(GroupError::ReInit(ReInitRule::MemberMissing))
             }
         };
         g.keep_if(checks)
@@ -305,18 +298,14 @@ impl Group {
         let checks = if ctx.version != self.state.context.version
             || ctx.cipher_suite != self.state.context.cipher_suite
         {
-            Err(GroupError::ReInit(
-                "a branch keeps the version and cipher suite",
-            ))
+            Err(GroupError::ReInit(ReInitRule::BranchChangesVersionOrSuite))
         } else {
             let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
             let new: Vec<Credential> = g.members().into_iter().map(|m| m.credential).collect();
             if all_matched(self.validator.as_ref(), &new, &old) {
                 Ok(())
             } else {
-                Err(GroupError::ReInit(
-                    "a member of the branch was not in this group",
-                ))
+                Err(GroupError::ReInit(ReInitRule::BranchMemberNotInGroup))
             }
         };
         g.keep_if(checks)
@@ -361,9 +350,7 @@ impl Group {
         let check = if used {
             Ok(())
         } else {
-            Err(GroupError::ReInit(
-                "the Welcome does not carry this group's resumption PSK with the expected usage",
-            ))
+            Err(GroupError::ReInit(ReInitRule::LinkedPskMissing))
         };
         g.keep_if(check)
     }

@@ -64,6 +64,11 @@
 //!         opaque leaf_node<V>;            // LeafNode
 //!         CustodyKey leaf_key;
 //!     } own_updates<V>;                   // own Update proposals not yet committed
+//!     struct {
+//!         opaque digest<V>;               // Hash of the MLSMessage bytes
+//!         ContentType content_type;
+//!         uint64 epoch;
+//!     } sent<V>;                          // own messages, recognised when echoed
 //!     optional<PendingCommitState> pending_commit;
 //!     PskStoreState psks;
 //!     optional<opaque reinit<V>>;         // ReInit of the last merged commit (§11.2)
@@ -71,9 +76,31 @@
 //! } GroupState;
 //!
 //! struct {
+//!     uint32 index;                       // LeafIndex
+//!     opaque credential<V>;               // Credential
+//!     opaque signature_key<V>;            // SignaturePublicKey
+//!     opaque encryption_key<V>;           // HPKEPublicKey
+//! } MemberState;
+//!
+//! struct {
 //!     EpochStateState state;              // tree as a TreeDiff
 //!     optional<opaque reinit<V>>;
 //!     uint64 from_epoch;
+//!     opaque digest<V>;                   // Hash of the commit's MLSMessage
+//!     struct {                            // reported when the commit comes back
+//!         uint64 epoch;
+//!         MemberState adds<V>;
+//!         MemberState removes<V>;
+//!     } own;
+//!     struct {                            // reported if another commit wins
+//!         uint64 epoch;
+//!         struct { opaque proposal<V>; } proposals<V>;  // Proposal
+//!         MemberState adds<V>;
+//!         MemberState removes<V>;
+//!         uint8 force_path;
+//!         uint8 group_info;
+//!         opaque authenticated_data<V>;
+//!     } lost;
 //! } PendingCommitState;
 //!
 //! struct {
@@ -88,14 +115,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use hsmls_crypto::{CipherSuiteProvider, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, StateSealer};
+use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
+use hsmls_custody::{KeyCustody, KeySpec, StateSealer};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use super::commit::PendingCommit;
+use super::commit::{LostCommit, OwnCommit, PendingCommit};
 use super::proposals::{CachedProposal, suite_provider};
-use super::{EpochState, Group, GroupConfig, HandshakeFraming, OwnUpdate, PastEpoch, PskStore};
+use super::{
+    EpochState, Group, GroupConfig, HandshakeFraming, Member, OwnUpdate, PastEpoch, PskStore,
+    SentMessage,
+};
 use crate::codec::{Credential, GroupContext, Mac, ReInit, ResumptionPsk};
 use crate::credential::{CredentialValidator, Signer};
 use crate::key_schedule::EpochSecrets;
@@ -104,6 +134,7 @@ use crate::secret_tree::{SecretTree, SecretTreeConfig};
 use crate::state::{EpochRecord, Reader, RecordKind, SavedGroup, StateError, Writer, open, seal};
 use crate::tree::saved::{read_key, write_key};
 use crate::tree::{RatchetTree, TreeKemPrivate};
+use crate::tree_math::LeafIndex;
 
 /// Length of the random id that binds epoch records to their state.
 const SAVE_ID_LEN: usize = 16;
@@ -367,6 +398,7 @@ impl Group {
             removed,
             reinit,
             linked_psk,
+            sent,
         } = self;
         // The tree dominates the size: about 300 bytes per member.
         let mut w = Writer::with_capacity(4096 + 320 * state.tree.member_count());
@@ -400,16 +432,32 @@ impl Group {
             w.wire(leaf_node)?;
             write_key(w, leaf_key)
         })?;
+        w.list(sent, |w, m| {
+            let SentMessage {
+                digest,
+                content_type,
+                epoch,
+            } = m;
+            w.bytes(digest.as_bytes())?;
+            w.item(content_type)?;
+            w.u64(*epoch);
+            Ok(())
+        })?;
         w.optional(pending_commit.as_deref(), |w, p| {
             let PendingCommit {
                 state: pending,
                 reinit,
                 from_epoch,
+                digest,
+                own,
+                lost,
             } = p;
             write_epoch_state(w, pending, Some(&state.tree))?;
             w.optional(reinit.as_ref(), |w, r| w.wire(r))?;
             w.u64(*from_epoch);
-            Ok(())
+            w.bytes(digest.as_bytes())?;
+            write_own_commit(w, own)?;
+            write_lost_commit(w, lost)
         })?;
         psks.write_state(&mut w)?;
         w.optional(reinit.as_ref(), |w, r| w.wire(r))?;
@@ -439,7 +487,11 @@ impl Group {
         let config = read_config(&mut r)?;
         let cs = suite_provider(config.cipher_suite)
             .map_err(|_| StateError::UnsupportedCipherSuite(config.cipher_suite.0))?;
-        let signature_key = read_key(&mut r, KeyPurpose::Signature, Some(custody.as_ref()))?;
+        let signature_key = read_key(
+            &mut r,
+            KeySpec::Signature(cs.signature_scheme()),
+            Some(custody.as_ref()),
+        )?;
         let credential: Credential = r.wire("credential")?;
         // A removed member's HPKE keys were destroyed: their references are
         // rebuilt from the state instead of found in custody.
@@ -477,17 +529,33 @@ impl Group {
             Ok(OwnUpdate {
                 reference: r.wire("update reference")?,
                 leaf_node: r.wire("update leaf_node")?,
-                leaf_key: read_key(r, KeyPurpose::Hpke, key_custody.map(|c| c.as_ref()))?,
+                leaf_key: read_key(r, KeySpec::Kem(cs.kem()), key_custody.map(|c| c.as_ref()))?,
             })
         })?;
+        let sent = r.list("sent", |r| {
+            Ok(SentMessage {
+                digest: read_digest(r, "sent digest")?,
+                content_type: r.item("sent content_type")?,
+                epoch: r.u64("sent epoch")?,
+            })
+        })?;
+        if sent.len() > super::SENT_MESSAGES_KEPT {
+            return Err(malformed("sent"));
+        }
         let pending_commit = r.optional("pending_commit", |r| {
             let state = expect.epoch_state(r, Some(&current.tree), key_custody)?;
             let reinit = r.optional("pending reinit", |r| r.wire::<ReInit>("pending reinit"))?;
             let from_epoch = r.u64("pending from_epoch")?;
+            let digest = read_digest(r, "pending digest")?;
+            let own = read_own_commit(r)?;
+            let lost = read_lost_commit(r)?;
             Ok(Box::new(PendingCommit {
                 state,
                 reinit,
                 from_epoch,
+                digest,
+                own,
+                lost,
             }))
         })?;
         let psks = PskStore::read_state(&mut r)?;
@@ -518,8 +586,89 @@ impl Group {
             removed,
             reinit,
             linked_psk,
+            sent: VecDeque::from(sent),
         })
     }
+}
+
+fn read_digest(r: &mut Reader<'_>, field: &'static str) -> Result<Digest, StateError> {
+    Digest::from_stored(r.bytes(field)?).ok_or(malformed(field))
+}
+
+fn write_members(w: &mut Writer, members: &[Member]) -> Result<(), StateError> {
+    w.list(members, |w, m| {
+        let Member {
+            index,
+            credential,
+            signature_key,
+            encryption_key,
+        } = m;
+        w.u32(index.0);
+        w.wire(credential)?;
+        w.wire(signature_key)?;
+        w.wire(encryption_key)
+    })
+}
+
+fn read_members(r: &mut Reader<'_>) -> Result<Vec<Member>, StateError> {
+    r.list("members", |r| {
+        Ok(Member {
+            index: LeafIndex(r.u32("member index")?),
+            credential: r.wire("member credential")?,
+            signature_key: r.wire("member signature_key")?,
+            encryption_key: r.wire("member encryption_key")?,
+        })
+    })
+}
+
+fn write_own_commit(w: &mut Writer, own: &OwnCommit) -> Result<(), StateError> {
+    let OwnCommit {
+        epoch,
+        adds,
+        removes,
+    } = own;
+    w.u64(*epoch);
+    write_members(w, adds)?;
+    write_members(w, removes)
+}
+
+fn read_own_commit(r: &mut Reader<'_>) -> Result<OwnCommit, StateError> {
+    Ok(OwnCommit {
+        epoch: r.u64("own commit epoch")?,
+        adds: read_members(r)?,
+        removes: read_members(r)?,
+    })
+}
+
+fn write_lost_commit(w: &mut Writer, lost: &LostCommit) -> Result<(), StateError> {
+    let LostCommit {
+        epoch,
+        proposals,
+        adds,
+        removes,
+        force_path,
+        group_info,
+        authenticated_data,
+    } = lost;
+    w.u64(*epoch);
+    w.list(proposals, |w, p| w.wire(p))?;
+    write_members(w, adds)?;
+    write_members(w, removes)?;
+    w.bool(*force_path);
+    w.bool(*group_info);
+    w.bytes(authenticated_data)
+}
+
+fn read_lost_commit(r: &mut Reader<'_>) -> Result<LostCommit, StateError> {
+    Ok(LostCommit {
+        epoch: r.u64("lost commit epoch")?,
+        proposals: r.list("lost commit proposals", |r| r.wire("lost commit proposal"))?,
+        adds: read_members(r)?,
+        removes: read_members(r)?,
+        force_path: r.bool("lost commit force_path")?,
+        group_info: r.bool("lost commit group_info")?,
+        authenticated_data: r.bytes("lost commit authenticated_data")?.to_vec(),
+    })
 }
 
 fn encode_past_epoch(
@@ -656,11 +805,17 @@ mod tests {
             // Out of order: the second message first.
             let m1 = b.encrypt_application(b"one").unwrap();
             let m2 = b.encrypt_application(b"two").unwrap();
-            a.process_incoming(&m2, NOW).unwrap();
+            assert!(matches!(
+                a.process_incoming(&m2, NOW).unwrap(),
+                ProcessedMessage::ApplicationMessage { .. }
+            ));
             let _ = m1;
         }
         let proposal = b.propose_update().unwrap();
-        a.process_incoming(&proposal, NOW).unwrap();
+        assert!(matches!(
+            a.process_incoming(&proposal, NOW).unwrap(),
+            ProcessedMessage::Proposal { .. }
+        ));
         a.propose_update().unwrap();
         a.psk_store_mut()
             .insert_external(b"psk".to_vec(), Secret::from_slice(&[5; 32]));

@@ -5,7 +5,7 @@
 use hsmls_crypto::{CipherSuiteProvider, HpkeRecipient, Secret};
 use zeroize::Zeroizing;
 
-use super::GroupError;
+use super::{GroupError, WelcomePart, WelcomeRule};
 use crate::codec::{
     Decode, Encode, EncryptedGroupSecrets, GroupInfo, GroupSecrets, HpkeCiphertext, KeyPackageRef,
     Welcome,
@@ -72,7 +72,7 @@ pub fn decrypt_group_info(
     let (key, nonce) = welcome_key_nonce(cs, welcome_secret)?;
     let mut buffer = encrypted_group_info.to_vec();
     cs.aead_open_in_place(key.as_bytes(), nonce.as_bytes(), &[], &mut buffer)
-        .map_err(|_| GroupError::WelcomeDecryption("encrypted_group_info"))?;
+        .map_err(|_| GroupError::WelcomeDecryption(WelcomePart::GroupInfo))?;
     GroupInfo::decode(&buffer).map_err(GroupError::Malformed)
 }
 
@@ -124,10 +124,15 @@ pub fn decrypt_group_secrets(
             &entry.encrypted_group_secrets.kem_output,
             &entry.encrypted_group_secrets.ciphertext,
         )
-        .map_err(|_| GroupError::WelcomeDecryption("encrypted_group_secrets"))?;
+        .map_err(|e| match e {
+            // The init key is not in custody (used and destroyed, or the
+            // token failed): not a property of the Welcome.
+            hsmls_crypto::CryptoError::Custody(c) => GroupError::Custody(c),
+            _ => GroupError::WelcomeDecryption(WelcomePart::GroupSecrets),
+        })?;
     let secrets = GroupSecrets::decode(&plaintext).map_err(GroupError::Malformed)?;
     if secrets.joiner_secret.as_slice().len() != cs.hash_len() {
-        return Err(GroupError::WelcomeDecryption("joiner_secret length"));
+        return Err(GroupError::InvalidWelcome(WelcomeRule::JoinerSecretLength));
     }
     Ok(secrets)
 }

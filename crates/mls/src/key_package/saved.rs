@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use hsmls_crypto::CipherSuite as SuiteId;
-use hsmls_custody::{KeyCustody, KeyPurpose, StateSealer};
+use hsmls_custody::{KeyCustody, KeySpec, StateSealer};
 
 use super::{KeyPackage, KeyPackageBundle};
 use crate::codec::{self, LeafNodeSource};
@@ -89,14 +89,18 @@ impl KeyPackageBundle {
         let (_, plaintext) = open(sealer, data, RecordKind::KeyPackageBundle, reference)?;
         let mut r = Reader::new(&plaintext);
         let wire: codec::KeyPackage = r.wire("key_package")?;
-        let c = custody.as_ref();
-        let init_key = read_key(&mut r, KeyPurpose::Hpke, Some(c))?;
-        let encryption_key = read_key(&mut r, KeyPurpose::Hpke, Some(c))?;
-        let signature_key = read_key(&mut r, KeyPurpose::Signature, Some(c))?;
-        r.finish("key package bundle")?;
         let cs = SuiteId(wire.cipher_suite.0)
             .provider()
             .map_err(|_| StateError::UnsupportedCipherSuite(wire.cipher_suite.0))?;
+        let c = custody.as_ref();
+        let (kem, sig) = (
+            KeySpec::Kem(cs.kem()),
+            KeySpec::Signature(cs.signature_scheme()),
+        );
+        let init_key = read_key(&mut r, kem, Some(c))?;
+        let encryption_key = read_key(&mut r, kem, Some(c))?;
+        let signature_key = read_key(&mut r, sig, Some(c))?;
+        r.finish("key package bundle")?;
         let key_package =
             KeyPackage::from_trusted(cs, wire).map_err(|_| malformed("key_package"))?;
         if key_package.reference().as_slice() != reference {

@@ -3,7 +3,7 @@
 use hsmls_crypto::CryptoError;
 use hsmls_custody::CustodyError;
 
-use crate::codec::CodecError;
+use crate::codec::{CodecError, LeafNodeSource};
 use crate::tree_math::{LeafIndex, NodeIndex, TreeMathError};
 
 /// Why a LeafNode is invalid (RFC 9420 §7.3).
@@ -23,9 +23,9 @@ pub enum LeafNodeError {
     #[error("leaf_node_source is {actual}, expected {expected}")]
     WrongSource {
         /// The source required here.
-        expected: &'static str,
+        expected: LeafNodeSourceType,
         /// The source found.
-        actual: &'static str,
+        actual: LeafNodeSourceType,
     },
     /// `capabilities.cipher_suites` lacks the group's cipher suite.
     #[error("capabilities do not list the group's cipher suite 0x{0:04x}")]
@@ -37,8 +37,8 @@ pub enum LeafNodeError {
     /// missing from `capabilities`.
     #[error("capabilities lack the required {kind} type {value}")]
     MissingRequiredCapability {
-        /// "extension", "proposal" or "credential".
-        kind: &'static str,
+        /// Which list of `required_capabilities` names the type.
+        kind: CapabilityKind,
         /// The missing type.
         value: u16,
     },
@@ -59,6 +59,17 @@ pub enum LeafNodeError {
         /// `lifetime.not_after`.
         not_after: u64,
     },
+    /// The `lifetime` of a key_package leaf is longer than the
+    /// application's maximum (§7.2: applications define one).
+    #[error("the lifetime [{not_before}, {not_after}] is longer than {max} seconds")]
+    LifetimeTooLong {
+        /// `lifetime.not_before`.
+        not_before: u64,
+        /// `lifetime.not_after`.
+        not_after: u64,
+        /// The longest lifetime allowed.
+        max: u64,
+    },
 }
 
 /// Errors of the ratchet tree and TreeKEM.
@@ -77,9 +88,10 @@ pub enum TreeError {
     /// A node or leaf index does not fit the tree.
     #[error("tree math: {0}")]
     TreeMath(#[from] TreeMathError),
-    /// A received tree has no nodes, or its last node is blank (§12.4.3.3).
+    /// A received tree has no nodes, its last node is blank (§12.4.3.3),
+    /// or it has no member.
     #[error("malformed ratchet tree: {0}")]
-    MalformedTree(&'static str),
+    MalformedTree(TreeShape),
     /// A node of the wrong type (a parent at an even index or a leaf at an
     /// odd one).
     #[error("node {0:?} has the wrong node type for its position")]
@@ -105,8 +117,8 @@ pub enum TreeError {
     /// (§7.3, §12.4.3.1).
     #[error("duplicate {kind} at {node:?}")]
     DuplicateKey {
-        /// "encryption_key" or "signature_key".
-        kind: &'static str,
+        /// Which key is duplicated.
+        kind: KeyKind,
         /// A node holding the duplicate.
         node: NodeIndex,
     },
@@ -146,6 +158,10 @@ pub enum TreeError {
         /// Ciphertexts present.
         actual: usize,
     },
+    /// An UpdatePathNode's `encryption_key` is not a valid HPKE public
+    /// key of the suite (§7.6).
+    #[error("the UpdatePath's encryption_key for {0:?} is not a valid public key")]
+    InvalidPathKey(NodeIndex),
     /// A public key derived from a decrypted path secret differs from the
     /// one in the UpdatePath or tree (§7.5).
     #[error("derived public key differs from the one at node {0:?}")]
@@ -164,7 +180,103 @@ pub enum TreeError {
     NotOnDirectPath(NodeIndex),
     /// The merge result does not belong to this UpdatePath or tree.
     #[error("the merged UpdatePath does not match: {0}")]
-    StaleMerge(&'static str),
+    StaleMerge(MergeMismatch),
+    /// A worker thread of a parallel step (leaf validation, path
+    /// encryption) panicked: a bug, reported instead of propagated.
+    #[error("a worker thread panicked")]
+    WorkerPanicked,
+}
+
+/// The type of a LeafNode's `leaf_node_source` (RFC 9420 §7.2:
+/// `enum { key_package(1), update(2), commit(3) } LeafNodeSource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeafNodeSourceType {
+    /// `key_package`: the leaf of a KeyPackage.
+    #[error("key_package")]
+    KeyPackage,
+    /// `update`: the leaf of an Update proposal.
+    #[error("update")]
+    Update,
+    /// `commit`: the leaf of a commit's UpdatePath.
+    #[error("commit")]
+    Commit,
+}
+
+impl LeafNodeSourceType {
+    /// The type of `source`.
+    pub fn of(source: &LeafNodeSource) -> Self {
+        match source {
+            LeafNodeSource::KeyPackage(_) => LeafNodeSourceType::KeyPackage,
+            LeafNodeSource::Update => LeafNodeSourceType::Update,
+            LeafNodeSource::Commit(_) => LeafNodeSourceType::Commit,
+        }
+    }
+}
+
+/// The list of `required_capabilities` (RFC 9420 §11.1) that names a
+/// missing type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapabilityKind {
+    /// `extension_types`.
+    #[error("extension")]
+    Extension,
+    /// `proposal_types`.
+    #[error("proposal")]
+    Proposal,
+    /// `credential_types`.
+    #[error("credential")]
+    Credential,
+}
+
+/// Which public key of a node is duplicated (RFC 9420 §7.3, §12.4.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyKind {
+    /// An HPKE `encryption_key` (unique among all nodes).
+    #[error("encryption_key")]
+    EncryptionKey,
+    /// A `signature_key` (unique among leaves).
+    #[error("signature_key")]
+    SignatureKey,
+}
+
+/// What is wrong with the shape of a received ratchet tree (RFC 9420
+/// §12.4.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeShape {
+    /// §12.4.3.3: the tree has no nodes.
+    #[error("the tree has no nodes")]
+    NoNodes,
+    /// §12.4.3.3: the last node of the array is blank (the sender must
+    /// truncate trailing blanks).
+    #[error("the last node is blank")]
+    LastNodeBlank,
+    /// The tree holds no member (every leaf is blank).
+    #[error("the tree has no members")]
+    NoMembers,
+}
+
+/// How a merged UpdatePath or a prepared path does not match the tree or
+/// the UpdatePath it is used with (a caller mixing results of different
+/// trees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MergeMismatch {
+    /// Fewer new public keys than nodes of the filtered direct path.
+    #[error("fewer public keys than path nodes")]
+    KeyCount,
+    /// A resolution holds a node without an encryption key.
+    #[error("a blank node in a resolution")]
+    BlankInResolution,
+    /// An encryption job names a path node that does not exist.
+    #[error("a path index beyond the path")]
+    PathIndex,
+    /// The merged path and the UpdatePath differ in length.
+    #[error("the merged path and the UpdatePath differ in length")]
+    PathLength,
 }
 
 impl TreeError {

@@ -51,7 +51,9 @@ mod tests;
 mod treekem;
 mod validation;
 
-pub use error::{LeafNodeError, TreeError};
+pub use error::{
+    CapabilityKind, KeyKind, LeafNodeError, LeafNodeSourceType, MergeMismatch, TreeError, TreeShape,
+};
 pub use private::TreeKemPrivate;
 pub use ratchet_tree::RatchetTree;
 pub use treekem::{

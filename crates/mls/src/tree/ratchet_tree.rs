@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use hsmls_crypto::{CipherSuiteProvider, Digest};
 
-use super::TreeError;
 use super::hashes;
 use super::store::{NodeStore, fingerprint};
+use super::{KeyKind, TreeError, TreeShape};
 use crate::codec::{self, CredentialType, LeafNode, Node, ParentNode};
 use crate::tree_math::{self, LeafIndex, NodeIndex};
 
@@ -92,8 +92,8 @@ impl RatchetTree {
         nodes: Vec<Option<Node>>,
     ) -> Result<Self, TreeError> {
         match nodes.last() {
-            None => return Err(TreeError::MalformedTree("the tree has no nodes")),
-            Some(None) => return Err(TreeError::MalformedTree("the last node is blank")),
+            None => return Err(TreeError::MalformedTree(TreeShape::NoNodes)),
+            Some(None) => return Err(TreeError::MalformedTree(TreeShape::LastNodeBlank)),
             Some(Some(_)) => {}
         }
         // Smallest 2^d with 2 * 2^d - 1 >= len.
@@ -648,10 +648,10 @@ impl RatchetTree {
             // Among the new leaves.
             for (_, other) in &leaves[..k] {
                 if other.encryption_key == leaf.encryption_key {
-                    return Err(dup("encryption_key", at));
+                    return Err(dup(KeyKind::EncryptionKey, at));
                 }
                 if other.signature_key == leaf.signature_key {
-                    return Err(dup("signature_key", at));
+                    return Err(dup(KeyKind::SignatureKey, at));
                 }
             }
             // Against the tree (fingerprint index, confirmed on the keys).
@@ -662,7 +662,7 @@ impl RatchetTree {
                     .map(|e| e.as_slice())
                     == Some(enc)
                 {
-                    return Err(dup("encryption_key", NodeIndex(x as u32)));
+                    return Err(dup(KeyKind::EncryptionKey, NodeIndex(x as u32)));
                 }
             }
             let sig = leaf.signature_key.as_slice();
@@ -672,7 +672,7 @@ impl RatchetTree {
                     _ => false,
                 };
                 if same && replaced_by(x) != Some(k) {
-                    return Err(dup("signature_key", NodeIndex(x as u32)));
+                    return Err(dup(KeyKind::SignatureKey, NodeIndex(x as u32)));
                 }
             }
         }

@@ -43,7 +43,7 @@
 use std::sync::Arc;
 
 use hsmls_crypto::{CipherSuiteProvider, HpkePrivateKey, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef, PublicKey};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, PublicKey};
 
 use super::private::TreeKemPrivate;
 use super::ratchet_tree::RatchetTree;
@@ -184,21 +184,22 @@ pub(crate) fn write_key(w: &mut Writer, key: &KeyRef) -> Result<(), StateError> 
     w.bytes(key.public_key().as_bytes())
 }
 
-/// Reads a custody key reference and, if `custody` is given, finds the key
-/// there and checks its purpose and public key.
+/// Reads a custody key reference of a key of `spec` (the cipher suite's
+/// signature scheme or KEM) and, if `custody` is given, finds the key there
+/// and checks its spec and public key.
 pub(crate) fn read_key(
     r: &mut Reader<'_>,
-    purpose: KeyPurpose,
+    spec: KeySpec,
     custody: Option<&dyn KeyCustody>,
 ) -> Result<KeyRef, StateError> {
     let uri = std::str::from_utf8(r.bytes("key uri")?).map_err(|_| malformed("key uri"))?;
     let public =
-        PublicKey::from_sec1(r.bytes("public key")?).map_err(|_| malformed("public key"))?;
+        PublicKey::new(spec, r.bytes("public key")?).map_err(|_| malformed("public key"))?;
     let Some(custody) = custody else {
-        return Ok(KeyRef::new(purpose, public, uri.to_owned()));
+        return Ok(KeyRef::new(public, uri.to_owned()));
     };
     let found = custody.find(uri).map_err(|e| lookup_error(uri, e))?;
-    if found.purpose() != purpose || found.public_key() != &public {
+    if found.spec() != spec || found.public_key() != &public {
         return Err(StateError::KeyMismatch {
             uri: uri.to_owned(),
         });
@@ -231,7 +232,8 @@ impl TreeKemPrivate {
         custody: Option<&Arc<dyn KeyCustody>>,
     ) -> Result<TreeKemPrivate, StateError> {
         let own_leaf = LeafIndex(r.u32("own leaf")?);
-        let leaf_key = read_key(r, KeyPurpose::Hpke, custody.map(|c| c.as_ref()))?;
+        let kem = KeySpec::Kem(tree.provider().kem());
+        let leaf_key = read_key(r, kem, custody.map(|c| c.as_ref()))?;
         let shared = r.bool("leaf key shared")?;
         let path_keys = r.list("path keys", |r| {
             let x = NodeIndex(r.u32("path key node")?);

@@ -5,7 +5,7 @@
 //! ancestor, key deletion).
 
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider};
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SoftwareCustody};
 use proptest::prelude::*;
 
 use super::store::NodeStore;
@@ -219,7 +219,7 @@ fn check_leaves_fit_rejects_duplicates() {
     assert!(matches!(
         tree.check_leaves_fit(&[(None, &same_enc)]),
         Err(TreeError::DuplicateKey {
-            kind: "encryption_key",
+            kind: KeyKind::EncryptionKey,
             ..
         })
     ));
@@ -228,7 +228,7 @@ fn check_leaves_fit_rejects_duplicates() {
     assert!(matches!(
         tree.check_leaves_fit(&[(None, &same_sig)]),
         Err(TreeError::DuplicateKey {
-            kind: "signature_key",
+            kind: KeyKind::SignatureKey,
             ..
         })
     ));
@@ -237,14 +237,28 @@ fn check_leaves_fit_rejects_duplicates() {
         .expect("own signature key");
     let mut same_own_enc = dummy_leaf(503);
     same_own_enc.encryption_key = dummy_leaf(7).encryption_key;
+    let r = tree.check_leaves_fit(&[(Some(LeafIndex(7)), &same_own_enc)]);
     assert!(
-        tree.check_leaves_fit(&[(Some(LeafIndex(7)), &same_own_enc)])
-            .is_err()
+        matches!(
+            r,
+            Err(TreeError::DuplicateKey {
+                kind: KeyKind::EncryptionKey,
+                ..
+            })
+        ),
+        "{r:?}"
     );
     // Two new leaves with the same key.
+    let r = tree.check_leaves_fit(&[(None, &dummy_leaf(600)), (None, &dummy_leaf(600))]);
     assert!(
-        tree.check_leaves_fit(&[(None, &dummy_leaf(600)), (None, &dummy_leaf(600))])
-            .is_err()
+        matches!(
+            r,
+            Err(TreeError::DuplicateKey {
+                kind: KeyKind::EncryptionKey,
+                ..
+            })
+        ),
+        "{r:?}"
     );
     // A credential type the members do not support.
     let mut x509 = dummy_leaf(700);
@@ -257,7 +271,11 @@ fn check_leaves_fit_rejects_duplicates() {
     // A leaf that does not support the type in use.
     let mut no_basic = dummy_leaf(701);
     no_basic.capabilities.credentials = vec![CredentialType::X509];
-    assert!(tree.check_leaves_fit(&[(None, &no_basic)]).is_err());
+    let r = tree.check_leaves_fit(&[(None, &no_basic)]);
+    assert!(
+        matches!(r, Err(TreeError::CredentialTypeNotShared(1))),
+        "{r:?}"
+    );
 }
 
 struct TestMember {
@@ -270,8 +288,12 @@ fn signed_member(
     custody: &SoftwareCustody,
     name: &str,
 ) -> (LeafNode, KeyRef, KeyRef) {
-    let sig = custody.generate(KeyPurpose::Signature).expect("keygen");
-    let enc = custody.generate(KeyPurpose::Hpke).expect("keygen");
+    let sig = custody
+        .generate(KeySpec::ECDSA_SECP256R1_SHA256)
+        .expect("keygen");
+    let enc = custody
+        .generate(KeySpec::DHKEM_P256_HKDF_SHA256)
+        .expect("keygen");
     let params = LeafNodeParams {
         credential: Credential::Basic(name.as_bytes().to_vec()),
         capabilities: capabilities(),
@@ -406,7 +428,10 @@ fn treekem_with_new_members() {
         old.retire(&members[sender].private, &custody)
             .expect("retire");
         assert!(
-            custody.find(old_key.uri()).is_err(),
+            matches!(
+                custody.find(old_key.uri()),
+                Err(hsmls_custody::CustodyError::KeyNotFound(_))
+            ),
             "replaced leaf key destroyed"
         );
         (created, total)
@@ -467,7 +492,8 @@ fn treekem_with_new_members() {
 
     // A wrong path secret for joining is rejected.
     let mut bad = TreeKemPrivate::new(LeafIndex(6), members[6].private.leaf_key().clone());
-    assert!(bad.join_at(&tree, tree.root(), &[7u8; 32]).is_err());
+    let r = bad.join_at(&tree, tree.root(), &[7u8; 32]);
+    assert!(matches!(r, Err(TreeError::PublicKeyMismatch(_))), "{r:?}");
 
     // Debug output shows no private key material.
     let debug = format!("{:?}", members[6].private);
@@ -493,7 +519,20 @@ fn leaf_node_validation() {
     let (leaf, _, _) = signed_member(p, &custody, "a");
     validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &PARAMS).expect("valid");
     // Wrong source for the use.
-    assert!(validate_leaf_node(p, &leaf, LeafNodeUsage::Update(LeafIndex(0)), &PARAMS).is_err());
+    let r = validate_leaf_node(p, &leaf, LeafNodeUsage::Update(LeafIndex(0)), &PARAMS);
+    assert!(
+        matches!(
+            r,
+            Err(TreeError::InvalidLeafNode {
+                reason: LeafNodeError::WrongSource {
+                    expected: LeafNodeSourceType::Update,
+                    actual: LeafNodeSourceType::KeyPackage
+                },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
     // Lifetime.
     let late = GroupParams {
         now: Some(201),
@@ -510,7 +549,17 @@ fn leaf_node_validation() {
         max_lifetime: Some(50),
         ..PARAMS
     };
-    assert!(validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &short).is_err());
+    let r = validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &short);
+    assert!(
+        matches!(
+            r,
+            Err(TreeError::InvalidLeafNode {
+                reason: LeafNodeError::LifetimeTooLong { max: 50, .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
     // Signature.
     let mut bad = leaf.clone();
     bad.credential = Credential::Basic(b"b".to_vec());
@@ -526,7 +575,17 @@ fn leaf_node_validation() {
         cipher_suite: WireSuite(7),
         ..PARAMS
     };
-    assert!(validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &other_suite).is_err());
+    let r = validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &other_suite);
+    assert!(
+        matches!(
+            r,
+            Err(TreeError::InvalidLeafNode {
+                reason: LeafNodeError::CipherSuiteNotSupported(7),
+                ..
+            })
+        ),
+        "{r:?}"
+    );
     // Required capabilities.
     let req = codec::RequiredCapabilities {
         extension_types: vec![codec::ExtensionType(0xff00)],
@@ -540,7 +599,10 @@ fn leaf_node_validation() {
     assert!(matches!(
         validate_leaf_node(p, &leaf, LeafNodeUsage::KeyPackage, &required),
         Err(TreeError::InvalidLeafNode {
-            reason: LeafNodeError::MissingRequiredCapability { .. },
+            reason: LeafNodeError::MissingRequiredCapability {
+                kind: CapabilityKind::Extension,
+                value: 0xff00
+            },
             ..
         })
     ));
@@ -553,14 +615,14 @@ fn malformed_input_is_rejected() {
     let p = provider();
     assert!(matches!(
         UnverifiedTree::new(p, codec::RatchetTree(vec![])),
-        Err(TreeError::MalformedTree(_))
+        Err(TreeError::MalformedTree(TreeShape::NoNodes))
     ));
     assert!(matches!(
         UnverifiedTree::new(
             p,
             codec::RatchetTree(vec![Some(Node::Leaf(dummy_leaf(0))), None])
         ),
-        Err(TreeError::MalformedTree(_))
+        Err(TreeError::MalformedTree(TreeShape::LastNodeBlank))
     ));
     assert!(matches!(
         UnverifiedTree::new(p, codec::RatchetTree(vec![Some(parent(1))])),
@@ -593,22 +655,38 @@ fn malformed_input_is_rejected() {
     // An unverified tree with an unsigned leaf does not validate.
     let mut t = t;
     let h = t.tree_hash().expect("hash");
-    assert!(t.verify(h.as_bytes(), &PARAMS).is_err());
+    let r = t.verify(h.as_bytes(), &PARAMS);
+    assert!(
+        matches!(
+            r,
+            Err(TreeError::InvalidLeafNode {
+                reason: LeafNodeError::InvalidSignatureKey,
+                ..
+            })
+        ),
+        "{:?}",
+        r.err()
+    );
 
     let mut tree = RatchetTree::new(p, dummy_leaf(0));
     tree.add_leaf(dummy_leaf(1)).expect("add");
     for x in [NodeIndex(3), NodeIndex(1 << 31), NodeIndex(u32::MAX)] {
-        assert!(tree.resolution(x).is_err());
+        let r = tree.resolution(x);
+        assert!(matches!(r, Err(TreeError::TreeMath(_))), "{r:?}");
         assert!(tree.resolution_is_empty(x));
         assert_eq!(tree.resolution_len(x, &[]), 0);
         assert_eq!(tree.resolution_position(x, &[], NodeIndex(0)), None);
-        assert!(tree.node_tree_hash(x).is_err());
+        let r = tree.node_tree_hash(x);
+        assert!(matches!(r, Err(TreeError::TreeMath(_))), "{r:?}");
         assert!(tree.node(x).is_none());
     }
     for i in [LeafIndex(2), LeafIndex(u32::MAX)] {
-        assert!(tree.filtered_direct_path(i).is_err());
-        assert!(tree.remove_leaf(i).is_err());
-        assert!(tree.update_leaf(i, dummy_leaf(9)).is_err());
+        let r = tree.filtered_direct_path(i);
+        assert!(matches!(r, Err(TreeError::LeafOutOfRange(_))), "{r:?}");
+        let r = tree.remove_leaf(i);
+        assert!(matches!(r, Err(TreeError::LeafOutOfRange(_))), "{r:?}");
+        let r = tree.update_leaf(i, dummy_leaf(9));
+        assert!(matches!(r, Err(TreeError::LeafOutOfRange(_))), "{r:?}");
         assert!(tree.leaf(i).is_none());
     }
     tree.remove_leaf(LeafIndex(1)).expect("remove");
@@ -620,18 +698,15 @@ fn malformed_input_is_rejected() {
     let mut private = TreeKemPrivate::new(
         LeafIndex(0),
         SoftwareCustody::new()
-            .generate(KeyPurpose::Hpke)
+            .generate(KeySpec::DHKEM_P256_HKDF_SHA256)
             .expect("keygen"),
     );
     assert!(matches!(
         private.set_path_secret(&tree, NodeIndex(1), &[0; 32]),
         Err(TreeError::NotOnDirectPath(_))
     ));
-    assert!(
-        private
-            .join_at(&tree, NodeIndex(u32::MAX), &[0; 32])
-            .is_err()
-    );
+    let r = private.join_at(&tree, NodeIndex(u32::MAX), &[0; 32]);
+    assert!(matches!(r, Err(TreeError::NotOnDirectPath(_))), "{r:?}");
 }
 
 /// Tree validation of a tree large enough to check leaves on several

@@ -3,13 +3,13 @@
 use std::fmt;
 
 use hsmls_crypto::{CipherSuiteProvider, HpkePrivateKey, HpkeRecipient, Secret};
-use hsmls_custody::{KeyCustody, KeyPurpose, KeyRef};
+use hsmls_custody::{KeyCustody, KeyRef};
 use rand_core::{OsRng, RngCore};
 
 use super::private::{TreeKemPrivate, derive_node_key};
 use super::ratchet_tree::{RatchetTree, in_subtree};
 use super::validation::{GroupParams, LeafNodeUsage, validate_leaf_node};
-use super::{TreeError, hashes};
+use super::{KeyKind, MergeMismatch, TreeError, hashes};
 use crate::codec::{
     Capabilities, Credential, Extension, HpkeCiphertext, HpkePublicKey, LeafNode, LeafNodeSource,
     Node, ParentNode, SignaturePublicKey, UpdatePath, UpdatePathNode,
@@ -172,7 +172,9 @@ fn path_parent_hashes(
     let mut above: Vec<u8> = Vec::new();
     for i in (0..path.len()).rev() {
         let (_, s) = path[i];
-        let key = keys.get(i).ok_or(TreeError::StaleMerge("key count"))?;
+        let key = keys
+            .get(i)
+            .ok_or(TreeError::StaleMerge(MergeMismatch::KeyCount))?;
         fields[i] = above.clone();
         let sibling_hash = tree.node_tree_hash(s)?;
         above = hashes::parent_hash(provider, key, &fields[i], &sibling_hash)?.to_vec();
@@ -226,7 +228,7 @@ pub fn prepare_update_path(
     let (fields, leaf_parent_hash) = path_parent_hashes(tree, &fdp, &key_refs)?;
 
     // The leaf key in custody; destroyed again if anything below fails.
-    let leaf_key = custody.generate(KeyPurpose::Hpke)?;
+    let leaf_key = custody.generate(provider.hpke_key_spec())?;
     let leaf_node = match sign_leaf_node(
         provider,
         custody,
@@ -306,7 +308,7 @@ impl PreparedUpdatePath {
             for r in tree.resolution_excluding(p.copath_child, added)? {
                 let pk = tree
                     .encryption_key(r)
-                    .ok_or(TreeError::StaleMerge("blank node in a resolution"))?;
+                    .ok_or(TreeError::StaleMerge(MergeMismatch::BlankInResolution))?;
                 jobs.push((k, pk.as_slice()));
             }
         }
@@ -315,7 +317,7 @@ impl PreparedUpdatePath {
                 .path
                 .get(k)
                 .map(|p| p.path_secret.as_bytes())
-                .ok_or(TreeError::StaleMerge("path index"))?;
+                .ok_or(TreeError::StaleMerge(MergeMismatch::PathIndex))?;
             let (kem_output, ciphertext) =
                 provider.encrypt_with_label(pk, UPDATE_PATH_NODE, group_context, secret, None)?;
             Ok(HpkeCiphertext {
@@ -336,9 +338,8 @@ impl PreparedUpdatePath {
                 handles
                     .into_iter()
                     .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(TreeError::StaleMerge("an encryption thread panicked"))]
-                        })
+                        h.join()
+                            .unwrap_or_else(|_| vec![Err(TreeError::WorkerPanicked)])
                     })
                     .collect()
             })
@@ -354,7 +355,7 @@ impl PreparedUpdatePath {
             })
             .collect();
         if sealed.len() != jobs.len() {
-            return Err(TreeError::StaleMerge("an encryption thread panicked"));
+            return Err(TreeError::WorkerPanicked);
         }
         for ((k, _), ct) in jobs.iter().zip(sealed) {
             if let Some(n) = nodes.get_mut(*k) {
@@ -447,7 +448,7 @@ fn merge(
     for (&(node, s), upn) in fdp.iter().zip(&update_path.nodes) {
         provider
             .validate_hpke_public_key(upn.encryption_key.as_slice())
-            .map_err(|_| TreeError::PublicKeyMismatch(node))?;
+            .map_err(|_| TreeError::InvalidPathKey(node))?;
         let expected = tree.resolution_len(s, added);
         if upn.encrypted_path_secret.len() != expected {
             return Err(TreeError::UpdatePathCiphertextCount {
@@ -509,7 +510,7 @@ fn check_path_keys_unique(
             || n.encryption_key == update_path.leaf_node.encryption_key;
         if dup {
             return Err(TreeError::DuplicateKey {
-                kind: "encryption_key",
+                kind: KeyKind::EncryptionKey,
                 node: leaf_x,
             });
         }
@@ -519,7 +520,7 @@ fn check_path_keys_unique(
     for x in tree.nodes_with_any_encryption_key(&keys) {
         if x != leaf_x && !replaced.contains(&x) {
             return Err(TreeError::DuplicateKey {
-                kind: "encryption_key",
+                kind: KeyKind::EncryptionKey,
                 node: x,
             });
         }
@@ -586,7 +587,7 @@ fn decrypt(
         return Err(TreeError::OwnUpdatePath);
     }
     if merged.path.len() != update_path.nodes.len() {
-        return Err(TreeError::StaleMerge("path length"));
+        return Err(TreeError::StaleMerge(MergeMismatch::PathLength));
     }
     let own = private.own_leaf().node_index()?;
     // The lowest node of the filtered direct path whose copath child holds

@@ -7,7 +7,9 @@ use std::fmt;
 use hsmls_crypto::CipherSuiteProvider;
 
 use super::ratchet_tree::{RatchetTree, in_subtree};
-use super::{LeafNodeError, TreeError, hashes};
+use super::{
+    CapabilityKind, KeyKind, LeafNodeError, LeafNodeSourceType, TreeError, TreeShape, hashes,
+};
 use crate::codec::{
     self, CipherSuite, ExtensionType, LeafNode, LeafNodeSource, Node, ProposalType,
     ProtocolVersion, RequiredCapabilities,
@@ -62,14 +64,6 @@ fn is_default_proposal(t: ProposalType) -> bool {
     (1..=7).contains(&t.0)
 }
 
-fn source_name(s: &LeafNodeSource) -> &'static str {
-    match s {
-        LeafNodeSource::KeyPackage(_) => "key_package",
-        LeafNodeSource::Update => "update",
-        LeafNodeSource::Commit(_) => "commit",
-    }
-}
-
 /// Validates a LeafNode on its own (§7.3): its source for `usage`, its
 /// signature (LeafNodeTBS with the group id and leaf index for update and
 /// commit sources), its keys, that its capabilities cover the group's cipher
@@ -93,18 +87,16 @@ pub fn validate_leaf_node(
     let err = |reason| TreeError::leaf(at, reason);
     let source = &leaf.leaf_node_source;
     let expected = match usage {
-        LeafNodeUsage::KeyPackage => Some("key_package"),
-        LeafNodeUsage::Update(_) => Some("update"),
-        LeafNodeUsage::Commit(_) => Some("commit"),
+        LeafNodeUsage::KeyPackage => Some(LeafNodeSourceType::KeyPackage),
+        LeafNodeUsage::Update(_) => Some(LeafNodeSourceType::Update),
+        LeafNodeUsage::Commit(_) => Some(LeafNodeSourceType::Commit),
         LeafNodeUsage::InTree(_) => None,
     };
+    let actual = LeafNodeSourceType::of(source);
     if let Some(expected) = expected
-        && expected != source_name(source)
+        && expected != actual
     {
-        return Err(err(LeafNodeError::WrongSource {
-            expected,
-            actual: source_name(source),
-        }));
+        return Err(err(LeafNodeError::WrongSource { expected, actual }));
     }
 
     // Keys and signature.
@@ -120,8 +112,8 @@ pub fn validate_leaf_node(
             Some(i) => Some((params.group_id, i)),
             None => {
                 return Err(err(LeafNodeError::WrongSource {
-                    expected: "key_package",
-                    actual: source_name(source),
+                    expected: LeafNodeSourceType::KeyPackage,
+                    actual,
                 }));
             }
         },
@@ -153,7 +145,7 @@ pub fn validate_leaf_node(
             .find(|t| !is_default_extension(**t) && !caps.extensions.contains(t))
         {
             return Err(err(LeafNodeError::MissingRequiredCapability {
-                kind: "extension",
+                kind: CapabilityKind::Extension,
                 value: t.0,
             }));
         }
@@ -163,7 +155,7 @@ pub fn validate_leaf_node(
             .find(|t| !is_default_proposal(**t) && !caps.proposals.contains(t))
         {
             return Err(err(LeafNodeError::MissingRequiredCapability {
-                kind: "proposal",
+                kind: CapabilityKind::Proposal,
                 value: t.0,
             }));
         }
@@ -173,7 +165,7 @@ pub fn validate_leaf_node(
             .find(|t| !caps.credentials.contains(t))
         {
             return Err(err(LeafNodeError::MissingRequiredCapability {
-                kind: "credential",
+                kind: CapabilityKind::Credential,
                 value: t.0,
             }));
         }
@@ -192,20 +184,23 @@ pub fn validate_leaf_node(
 
     // Lifetime.
     if let LeafNodeSource::KeyPackage(lifetime) = source {
-        let outside = |now| LeafNodeError::OutsideLifetime {
-            now,
-            not_before: lifetime.not_before,
-            not_after: lifetime.not_after,
-        };
         if let Some(now) = params.now
             && (now < lifetime.not_before || now > lifetime.not_after)
         {
-            return Err(err(outside(now)));
+            return Err(err(LeafNodeError::OutsideLifetime {
+                now,
+                not_before: lifetime.not_before,
+                not_after: lifetime.not_after,
+            }));
         }
         if let Some(max) = params.max_lifetime
             && lifetime.not_after.saturating_sub(lifetime.not_before) > max
         {
-            return Err(err(outside(params.now.unwrap_or(0))));
+            return Err(err(LeafNodeError::LifetimeTooLong {
+                not_before: lifetime.not_before,
+                not_after: lifetime.not_after,
+                max,
+            }));
         }
     }
     Ok(())
@@ -285,7 +280,7 @@ impl UnverifiedTree {
             return Err(TreeError::TreeHashMismatch);
         }
         if tree.member_count() == 0 {
-            return Err(TreeError::MalformedTree("the tree has no members"));
+            return Err(TreeError::MalformedTree(TreeShape::NoMembers));
         }
         check_unmerged_leaves(tree)?;
         check_unique_keys(tree)?;
@@ -320,11 +315,9 @@ fn validate_leaves(tree: &RatchetTree, params: &GroupParams<'_>) -> Result<(), T
             .chunks(per)
             .map(|chunk| scope.spawn(move || check(chunk)))
             .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join().unwrap_or(Err(TreeError::MalformedTree(
-                "a validation thread panicked",
-            )))
-        })
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or(Err(TreeError::WorkerPanicked)))
     })
 }
 
@@ -376,7 +369,7 @@ fn check_unique_keys(tree: &RatchetTree) -> Result<(), TreeError> {
         };
         if enc.insert(e.as_slice(), ()).is_some() {
             return Err(TreeError::DuplicateKey {
-                kind: "encryption_key",
+                kind: KeyKind::EncryptionKey,
                 node: x,
             });
         }
@@ -384,7 +377,7 @@ fn check_unique_keys(tree: &RatchetTree) -> Result<(), TreeError> {
             && sig.insert(s.as_slice(), ()).is_some()
         {
             return Err(TreeError::DuplicateKey {
-                kind: "signature_key",
+                kind: KeyKind::SignatureKey,
                 node: x,
             });
         }
