@@ -24,7 +24,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
-use super::{Pkcs11Custody, is_stale_handle, new_id, token_err, token_object_write_lock};
+use super::{Offer, Pkcs11Custody, is_stale_handle, new_id, token_err, token_object_write_lock};
 use crate::CustodyError;
 use crate::seal::{
     SEAL_KEY_LEN, SEAL_NONCE_LEN, SEAL_TAG_LEN, StateSealer, check_plaintext_len, check_sealed_len,
@@ -125,16 +125,13 @@ impl Pkcs11Custody {
     /// [`CustodyError::SealingUnsupported`] if the token lacks
     /// `CKM_AES_KEY_GEN` or `CKM_AES_GCM`.
     pub fn state_sealer(self: &Arc<Self>) -> Result<Pkcs11Sealer, CustodyError> {
-        let mechanisms = self
-            .module
-            .pkcs11
-            .get_mechanism_list(self.slot)
-            .map_err(|e| token_err("C_GetMechanismList", e))?;
+        // C_GetMechanismInfo per mechanism, not C_GetMechanismList (see
+        // `probe`: cryptoki logs an error for every mechanism it cannot name).
         for (m, name) in [
             (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
             (MechanismType::AES_GCM, "CKM_AES_GCM"),
         ] {
-            if !mechanisms.contains(&m) {
+            if matches!(self.offer(m)?, Offer::Absent) {
                 return Err(CustodyError::SealingUnsupported(format!(
                     "token {:?} does not offer {name}",
                     self.token_label
