@@ -647,3 +647,63 @@ fn saved_group_debug_shows_no_bytes() {
     assert!(debug.contains("state_len"), "{debug}");
     assert!(!debug.contains(&hex(&saved.state[80..96])), "{debug}");
 }
+
+#[test]
+fn a_closed_group_reinitializes_after_a_restart_and_the_link_is_kept() {
+    use hsmls::codec::{CipherSuite, ProtocolVersion, ReInit};
+    let mut m = vec![create(GroupConfig::default(), b"old"), Member::new("bob")];
+    add(&mut m, 0, &[1]);
+    let reinit = ReInit {
+        group_id: b"new".to_vec(),
+        version: ProtocolVersion::MLS10,
+        cipher_suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+        extensions: vec![],
+    };
+    let out = m[0].g().commit_reinit(reinit.clone(), NOW).unwrap();
+    deliver(&mut m, 0, &out.commit);
+    for member in m.iter_mut() {
+        let saved = member.save();
+        member.restart(&saved);
+        assert_eq!(member.g().committed_reinit(), Some(&reinit));
+        assert!(matches!(
+            member.g().encrypt_application(b"closed"),
+            Err(hsmls::GroupError::ReInitialized)
+        ));
+    }
+    // The loaded old groups carry the reinit PSK into the new group.
+    let kp = m[1].key_package();
+    let (a_signer, b_signer) = (m[0].signer.clone(), m[1].signer.clone());
+    let (new_a, out) = m[0]
+        .g()
+        .reinit_group(
+            GroupConfig::default(),
+            a_signer,
+            &[&kp.to_bytes().unwrap()],
+            NOW,
+        )
+        .unwrap();
+    let new_b = m[1]
+        .g()
+        .join_reinit(
+            GroupConfig::default(),
+            b_signer,
+            &kp,
+            &out.welcome.unwrap(),
+            JoinOptions::default(),
+        )
+        .unwrap();
+    m[0].group = Some(new_a);
+    m[1].group = Some(new_b);
+    let link = m[1]
+        .g()
+        .linked_psk()
+        .cloned()
+        .expect("joined with a reinit PSK");
+    for member in m.iter_mut() {
+        let saved = member.save();
+        member.restart(&saved);
+    }
+    assert_eq!(m[1].g().linked_psk(), Some(&link));
+    agree(&m);
+    self_update(&mut m, 1);
+}
