@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs the custody benchmarks (software and PKCS#11 on the SoftHSM test token),
-# or with --as the Authentication Service's (enrolments per second on SQLite
-# and PostgreSQL, credential validation).
-# Extra arguments go to criterion, e.g.  bash scripts/bench.sh -- keygen
-#                                        bash scripts/bench.sh --as -- validate
+# Runs benchmarks that need the SoftHSM test token's environment: by default
+# the custody benchmarks (software and PKCS#11 on the token). Arguments go to
+# `cargo bench` in place of `-p hsmls-custody`, e.g.
+#   bash scripts/bench.sh -p hsmls --bench state      # group state save/load
+#   bash scripts/bench.sh -- keygen                   # custody, a criterion filter
+#   bash scripts/bench.sh --as                        # the AS: enrolments/s on
+#                                                     # SQLite and PostgreSQL, validation
+#   bash scripts/bench.sh --as -- validate
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,4 +17,7 @@ if [[ "${1:-}" == "--as" ]]; then
     export HSMLS_TEST_PG_URL
     exec cargo bench -p hsmls-as --bench enrol "$@"
 fi
-exec cargo bench -p hsmls-custody "$@"
+if [[ $# -eq 0 || "$1" == "--" ]]; then
+    set -- -p hsmls-custody "$@"
+fi
+exec cargo bench "$@"

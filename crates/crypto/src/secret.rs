@@ -100,6 +100,12 @@ impl Digest {
         }
     }
 
+    /// A digest read back from storage (e.g. saved group state): `None`
+    /// if longer than [`MAX_DIGEST_LEN`].
+    pub fn from_stored(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() <= MAX_DIGEST_LEN).then(|| Self::from_slice(bytes))
+    }
+
     /// The digest bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]

@@ -84,6 +84,30 @@ pub enum CustodyError {
         /// The token's error.
         reason: String,
     },
+    /// A sealed blob is shorter than an AES-GCM nonce and tag.
+    #[error("sealed data of {len} bytes is truncated (at least {min} bytes)")]
+    SealedDataTruncated {
+        /// The blob's length.
+        len: usize,
+        /// The shortest sealed blob (nonce and tag).
+        min: usize,
+    },
+    /// Data to seal or open is longer than the sealer accepts.
+    #[error("data of {len} bytes is too long to seal or open (at most {max} bytes)")]
+    SealedDataTooLong {
+        /// The data's length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A sealed blob does not open under this key with this aad: it was
+    /// altered, its aad differs, or another key sealed it.
+    #[error("the sealed data does not open (altered, other aad, or another key)")]
+    SealedDataRejected,
+    /// The backend cannot hold a state-sealing key (e.g. a token without
+    /// `CKM_AES_GCM`).
+    #[error("this backend cannot seal state: {0}")]
+    SealingUnsupported(String),
 }
 
 /// Why a public key was refused (the reason of

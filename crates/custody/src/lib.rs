@@ -29,6 +29,7 @@ mod error;
 mod keys;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod seal;
 pub mod software;
 
 pub use error::{CustodyError, KeyObjectFault, PointFault};
@@ -37,7 +38,8 @@ pub use keys::{
     SharedSecret, SignatureScheme,
 };
 #[cfg(feature = "pkcs11")]
-pub use pkcs11::{Pkcs11Config, Pkcs11Custody};
+pub use pkcs11::{Pkcs11Config, Pkcs11Custody, Pkcs11Sealer};
+pub use seal::{SoftwareSealer, StateSealer};
 pub use software::SoftwareCustody;
 
 use std::fmt;

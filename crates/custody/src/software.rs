@@ -19,6 +19,7 @@ use rand_core::OsRng;
 use zeroize::Zeroizing;
 
 use crate::keys::parse_p256;
+use crate::seal::SoftwareSealer;
 use crate::{
     Capabilities, CustodyError, KemAlgorithm, KeyAttributes, KeyCustody, KeyRef, KeySpec,
     PublicKey, SharedSecret, SignatureScheme, check_prehash,
@@ -69,6 +70,7 @@ pub struct SoftwareCustody {
     keys: RwLock<HashMap<u64, Secret>>,
     next: AtomicU64,
     capabilities: Capabilities,
+    sealer: SoftwareSealer,
 }
 
 impl fmt::Debug for SoftwareCustody {
@@ -99,7 +101,14 @@ impl SoftwareCustody {
                  HPKE keys in process memory"
                     .into(),
             ),
+            sealer: SoftwareSealer::generate(),
         }
+    }
+
+    /// The AES-256 key that seals this custody's state at rest (random,
+    /// held as long as this custody; see [`crate::seal`]).
+    pub fn state_sealer(&self) -> &SoftwareSealer {
+        &self.sealer
     }
 
     fn insert(&self, secret: Secret) -> KeyRef {

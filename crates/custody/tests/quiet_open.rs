@@ -74,6 +74,12 @@ fn opening_and_using_the_token_logs_no_warning_or_error() {
     custody.dh(&hpke, hpke.public_key().as_bytes()).unwrap();
     custody.destroy(&sig).unwrap();
     custody.destroy(&hpke).unwrap();
+    // The state-sealing key: found (or created), used for AES-GCM.
+    let custody = Arc::new(custody);
+    let sealer = custody.state_sealer().unwrap();
+    let sealed = hsmls_custody::StateSealer::seal(&sealer, b"aad", b"quiet").unwrap();
+    hsmls_custody::StateSealer::open(&sealer, b"aad", &sealed).unwrap();
+    drop(sealer);
     drop(custody);
 
     let text = buffer.text();

@@ -19,6 +19,8 @@ use crate::credential::{CredentialError, CredentialValidator, Signer};
 use crate::tree::{GroupParams, LeafNodeUsage, validate_leaf_node};
 use crate::tree_math::LeafIndex;
 
+mod saved;
+
 /// `SignWithLabel` label of a KeyPackage (RFC 9420 §10).
 pub const KEY_PACKAGE_TBS: &[u8] = b"KeyPackageTBS";
 /// `SignWithLabel` label of a LeafNode (RFC 9420 §7.2).

@@ -9,6 +9,7 @@ pub mod key_schedule;
 pub mod message_protection;
 pub mod psk;
 pub mod secret_tree;
+pub mod state;
 pub mod transcript;
 pub mod tree;
 pub mod tree_math;
@@ -20,3 +21,4 @@ pub use group::{
     ReInitRule, SENT_MESSAGES_KEPT, StagedCommit, WelcomePart, WelcomeRule,
 };
 pub use key_package::{KeyPackage, KeyPackageBundle, KeyPackageConfig, KeyPackageIn};
+pub use state::{EpochRecord, SavedGroup, SavedKeyPackage, StateError};

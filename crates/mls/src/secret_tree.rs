@@ -16,6 +16,8 @@ use hsmls_crypto::{CipherSuiteProvider, CryptoError, Secret};
 
 use crate::tree_math::{self, LeafIndex, TreeMathError};
 
+mod saved;
+
 /// Errors of the secret tree.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

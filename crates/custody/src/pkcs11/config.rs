@@ -23,6 +23,8 @@ pub const DEFAULT_POOL_SIZE: usize = 4;
 pub const MAX_POOL_SIZE: usize = 64;
 /// Default label of the token-resident AES key that wraps HPKE keys.
 pub const DEFAULT_WRAPPING_KEY_LABEL: &str = "hsmls-hpke-wrap";
+/// Default label of the token-resident AES key that seals state at rest.
+pub const DEFAULT_STATE_SEAL_KEY_LABEL: &str = "hsmls-state-seal";
 
 /// PINs longer than this are rejected (PKCS#11 tokens use short PINs; this
 /// bounds what is read from a file).
@@ -105,6 +107,7 @@ impl PinSource {
 /// pin_file = "/path/to/user.pin"      # or: pin_env = "HSMLS_PKCS11_PIN"
 /// pool_size = 4                       # optional
 /// wrapping_key_label = "hsmls-hpke-wrap"  # optional
+/// state_seal_key_label = "hsmls-state-seal"  # optional
 /// ```
 ///
 /// Relative paths are resolved against the directory of the file.
@@ -120,6 +123,9 @@ pub struct Pkcs11Config {
     pub pool_size: usize,
     /// Label of the token-resident AES key that wraps HPKE keys.
     pub wrapping_key_label: String,
+    /// Label of the token-resident AES-256 key that seals state at rest
+    /// ([`Pkcs11Custody::state_sealer`](super::Pkcs11Custody::state_sealer)).
+    pub state_seal_key_label: String,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +137,7 @@ struct ConfigFile {
     pin_env: Option<String>,
     pool_size: Option<usize>,
     wrapping_key_label: Option<String>,
+    state_seal_key_label: Option<String>,
 }
 
 impl Pkcs11Config {
@@ -142,6 +149,7 @@ impl Pkcs11Config {
             pin,
             pool_size: DEFAULT_POOL_SIZE,
             wrapping_key_label: DEFAULT_WRAPPING_KEY_LABEL.into(),
+            state_seal_key_label: DEFAULT_STATE_SEAL_KEY_LABEL.into(),
         }
     }
 
@@ -184,6 +192,9 @@ impl Pkcs11Config {
             wrapping_key_label: file
                 .wrapping_key_label
                 .unwrap_or_else(|| DEFAULT_WRAPPING_KEY_LABEL.into()),
+            state_seal_key_label: file
+                .state_seal_key_label
+                .unwrap_or_else(|| DEFAULT_STATE_SEAL_KEY_LABEL.into()),
         })
     }
 
@@ -231,6 +242,13 @@ mod tests {
         assert_eq!(c.pin, PinSource::File(PathBuf::from("/etc/hsmls/user.pin")));
         assert_eq!(c.pool_size, 2);
         assert_eq!(c.wrapping_key_label, DEFAULT_WRAPPING_KEY_LABEL);
+        assert_eq!(c.state_seal_key_label, DEFAULT_STATE_SEAL_KEY_LABEL);
+        let c = Pkcs11Config::from_toml(
+            "module = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"\nstate_seal_key_label = \"seal-2\"\n",
+            Path::new("/etc/hsmls"),
+        )
+        .unwrap();
+        assert_eq!(c.state_seal_key_label, "seal-2");
     }
 
     #[test]

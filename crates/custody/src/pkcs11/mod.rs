@@ -78,9 +78,13 @@
 mod config;
 mod module;
 mod pool;
+mod seal;
 pub mod uri;
 
-pub use config::{CONFIG_ENV, DEFAULT_POOL_SIZE, PinSource, Pkcs11Config};
+pub use config::{
+    CONFIG_ENV, DEFAULT_POOL_SIZE, DEFAULT_STATE_SEAL_KEY_LABEL, PinSource, Pkcs11Config,
+};
+pub use seal::Pkcs11Sealer;
 pub use uri::Pkcs11Uri;
 
 use std::collections::{HashMap, HashSet};
@@ -388,6 +392,8 @@ pub struct Pkcs11Custody {
     keys: RwLock<HashMap<Vec<u8>, LiveKey>>,
     /// `CKA_ID`s of wrapped keys destroyed through this instance.
     destroyed: Mutex<HashSet<Vec<u8>>>,
+    /// Label of the AES key that seals state at rest.
+    state_seal_key_label: String,
 }
 
 impl fmt::Debug for Pkcs11Custody {
@@ -438,6 +444,7 @@ impl Pkcs11Custody {
             wrapping_keys: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
             destroyed: Mutex::new(HashSet::new()),
+            state_seal_key_label: config.state_seal_key_label.clone(),
         };
         custody.probe(&config.wrapping_key_label)?;
         tracing::info!(

@@ -66,6 +66,7 @@ mod leaf_ext;
 mod proposals;
 mod psk_store;
 mod reinit;
+mod saved;
 mod self_remove;
 pub mod welcome;
 

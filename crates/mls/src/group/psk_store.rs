@@ -9,6 +9,8 @@ use hsmls_crypto::Secret;
 
 use crate::codec::{PreSharedKeyId, Psk, ResumptionPskUsage};
 
+mod saved;
+
 /// External PSKs by `psk_id`, and resumption PSKs by (group id, epoch).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PskStore {

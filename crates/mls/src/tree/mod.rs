@@ -44,6 +44,7 @@ mod error;
 mod hashes;
 mod private;
 mod ratchet_tree;
+pub(crate) mod saved;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,165 @@
+//! Saving and loading group state (`hsmls::state`) at N = 2, 1,000 and
+//! 10,000 members: **save** is `Group::save` (encode the state and the two
+//! past-epoch records, seal each), **load** is `Group::load` (open, decode,
+//! recompute the tree hash, find the member's keys in custody), with the
+//! state-sealing key in `SoftwareCustody` and in SoftHSM (AES-256-GCM in
+//! the token). The member's own keys are in `SoftwareCustody` in both, so
+//! only the sealing differs. Blob sizes are printed.
+//!
+//! The group: the creator adds N−1 members in one commit, then two
+//! self-updates (so the two retained past epochs have trees of N leaves),
+//! and a few application messages are read.
+//!
+//! Run: `cargo bench -p hsmls --bench state` (SoftHSM with the token's
+//! environment, e.g. `bash scripts/bench.sh -p hsmls --bench state`;
+//! without it the SoftHSM cases are skipped).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hsmls::codec::Credential;
+use hsmls::{
+    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
+    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+};
+use hsmls_custody::{KeyCustody, Pkcs11Custody, SoftwareCustody, StateSealer};
+
+const NOW: u64 = 1_750_000_000;
+const SIZES: [usize; 3] = [2, 1_000, 10_000];
+
+fn validator() -> Arc<dyn CredentialValidator> {
+    Arc::new(BasicCredentialValidator::default())
+}
+
+fn signer(custody: &Arc<SoftwareCustody>, name: &str) -> Signer {
+    Signer::generate(
+        custody.clone() as Arc<dyn KeyCustody>,
+        Credential::Basic(name.as_bytes().to_vec()),
+    )
+    .expect("signature key")
+}
+
+/// The creator's group of `n` members, its custody, and a receiving
+/// member (who sends the messages the creator reads).
+fn build(n: usize) -> (Group, Arc<SoftwareCustody>) {
+    let custody = Arc::new(SoftwareCustody::new());
+    let others = Arc::new(SoftwareCustody::new());
+    let mut group = Group::create(
+        GroupConfig::default(),
+        signer(&custody, "creator"),
+        validator(),
+        hsmls::group::random_group_id(),
+        Vec::new(),
+        NOW,
+    )
+    .expect("create");
+    let config = KeyPackageConfig::new(NOW - 10, 3600);
+    let first_signer = signer(&others, "member-1");
+    let first = KeyPackageBundle::generate(&config, &first_signer).expect("kp");
+    let mut kps = vec![first.to_bytes().expect("kp bytes")];
+    for i in 2..n {
+        let s = signer(&others, &format!("member-{i}"));
+        kps.push(
+            KeyPackageBundle::generate(&config, &s)
+                .expect("kp")
+                .to_bytes()
+                .expect("kp bytes"),
+        );
+    }
+    let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
+    let out = group.add_members(&refs, NOW).expect("add");
+    group.merge_pending_commit().expect("merge");
+    let mut member = Group::join_from_welcome(
+        GroupConfig::default(),
+        first_signer,
+        validator(),
+        &first,
+        &out.welcome.expect("welcome"),
+        JoinOptions {
+            ratchet_tree: out.ratchet_tree,
+            ..Default::default()
+        },
+    )
+    .expect("join");
+    for _ in 0..2 {
+        let out = group.self_update(NOW).expect("update");
+        group.merge_pending_commit().expect("merge");
+        let ProcessedMessage::StagedCommit(s) =
+            member.process_incoming(&out.commit, NOW).expect("commit")
+        else {
+            panic!("commit");
+        };
+        member.merge_staged_commit(s).expect("merge");
+        for _ in 0..3 {
+            let msg = member.encrypt_application(b"hello").expect("send");
+            let event = group.process_incoming(&msg, NOW).expect("read");
+            assert!(matches!(event, ProcessedMessage::ApplicationMessage { .. }));
+        }
+    }
+    (group, custody)
+}
+
+fn bench(c: &mut Criterion) {
+    let token = match Pkcs11Custody::open_from_env() {
+        Ok(custody) => Some(
+            Arc::new(custody)
+                .state_sealer()
+                .expect("the token's state-sealing key"),
+        ),
+        Err(e) => {
+            eprintln!(
+                "state bench: skipping SoftHSM sealing ({e}); run it through scripts/bench.sh"
+            );
+            None
+        }
+    };
+    for n in SIZES {
+        let started = std::time::Instant::now();
+        let (group, custody) = build(n);
+        eprintln!(
+            "state bench: built the {n}-member group in {:.1?}",
+            started.elapsed()
+        );
+        let mut sealers: Vec<(&str, &dyn StateSealer)> = vec![("software", custody.state_sealer())];
+        if let Some(t) = &token {
+            sealers.push(("softhsm", t));
+        }
+        let mut g = c.benchmark_group("state");
+        g.sample_size(if n >= 10_000 { 10 } else { 20 });
+        g.warm_up_time(Duration::from_secs(1));
+        g.measurement_time(Duration::from_secs(if n >= 10_000 { 8 } else { 3 }));
+        for (name, sealer) in sealers {
+            let saved = group.save(sealer).expect("save");
+            eprintln!(
+                "state bench: N = {n}, {name}: state {} bytes, epoch records {:?} bytes",
+                saved.state.len(),
+                saved
+                    .epoch_records
+                    .iter()
+                    .map(|r| r.data.len())
+                    .collect::<Vec<_>>()
+            );
+            g.bench_function(BenchmarkId::new(format!("save/{name}"), n), |b| {
+                b.iter(|| group.save(sealer).expect("save"))
+            });
+            g.bench_function(BenchmarkId::new(format!("load/{name}"), n), |b| {
+                b.iter(|| {
+                    Group::load(
+                        sealer,
+                        custody.clone(),
+                        validator(),
+                        group.group_id(),
+                        &saved.state,
+                        &saved.epoch_records,
+                    )
+                    .expect("load")
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

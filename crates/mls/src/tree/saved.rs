@@ -1,0 +1,424 @@
+//! The ratchet tree and a member's private TreeKEM keys in a saved group
+//! state (see [`crate::state`]):
+//!
+//! ```text
+//! struct {
+//!     uint32 n_leaves;
+//!     optional<Node> nodes<V>;   // the ratchet_tree extension's form (§12.4.3.3)
+//! } RatchetTreeState;
+//!
+//! // A tree of another epoch, as the nodes where it differs from the
+//! // current tree (most of a 10,000-member tree is the same in every
+//! // retained epoch).
+//! struct {
+//!     uint32 n_leaves;
+//!     // nodes below both trees' widths that differ, ascending
+//!     struct { uint32 node; optional<Node> value; } changed<V>;
+//!     // every node from the current tree's width to this tree's width
+//!     // (empty unless this tree is the wider one)
+//!     optional<Node> extension<V>;
+//! } TreeDiff;
+//!
+//! struct {
+//!     opaque uri<V>;             // the key's custody URI (KeyRef::uri)
+//!     opaque public_key<V>;
+//! } CustodyKey;
+//!
+//! struct {
+//!     uint32 own_leaf;
+//!     CustodyKey leaf_key;
+//!     uint8 leaf_key_shared;
+//!     struct {
+//!         uint32 node;
+//!         opaque private_key<V>; // parent-node keys live in software (§7.4)
+//!         opaque public_key<V>;
+//!     } path_keys<V>;
+//! } TreeKemPrivateState;
+//! ```
+//!
+//! A loaded tree is trusted without validation (it is this client's own,
+//! authenticated by the seal), but its tree hash is recomputed and must
+//! equal the GroupContext's (the caller checks).
+
+use std::sync::Arc;
+
+use hsmls_crypto::{CipherSuiteProvider, HpkePrivateKey, Secret};
+use hsmls_custody::{KeyCustody, KeyRef, KeySpec, PublicKey};
+
+use super::private::TreeKemPrivate;
+use super::ratchet_tree::RatchetTree;
+use crate::codec::Node;
+use crate::state::{Reader, StateError, Writer, lookup_error};
+use crate::tree_math::{self, LeafIndex, NodeIndex};
+
+fn malformed(field: &'static str) -> StateError {
+    StateError::MalformedPlaintext { field }
+}
+
+/// The largest private key accepted (a P-521 scalar).
+const MAX_PRIVATE_KEY_LEN: usize = 66;
+
+fn check_n_leaves(n_leaves: u32) -> Result<usize, StateError> {
+    if n_leaves == 0 || !n_leaves.is_power_of_two() || n_leaves > super::ratchet_tree::MAX_LEAVES {
+        return Err(malformed("tree leaves"));
+    }
+    usize::try_from(tree_math::node_width(n_leaves)).map_err(|_| malformed("tree leaves"))
+}
+
+fn node_fits(x: usize, node: Option<&Node>) -> bool {
+    match node {
+        None => true,
+        Some(Node::Leaf(_)) => x % 2 == 0,
+        Some(Node::Parent(_)) => x % 2 == 1,
+    }
+}
+
+impl RatchetTree {
+    /// Writes the whole tree (see the module documentation).
+    pub(crate) fn write_state(&self, w: &mut Writer) -> Result<(), StateError> {
+        w.u32(self.n_leaves);
+        let end = (0..self.nodes.len())
+            .rev()
+            .find(|&i| self.nodes.is_present(i))
+            .map_or(0, |i| i + 1);
+        w.list(self.nodes.iter().take(end), |w, node| {
+            w.optional(node, |w, n| w.item(n))
+        })
+    }
+
+    /// Reads a tree written by [`RatchetTree::write_state`].
+    pub(crate) fn read_state(
+        r: &mut Reader<'_>,
+        provider: &'static dyn CipherSuiteProvider,
+    ) -> Result<RatchetTree, StateError> {
+        let n_leaves = r.u32("tree leaves")?;
+        let width = check_n_leaves(n_leaves)?;
+        let nodes = r.list("tree nodes", |r| r.item::<Option<Node>>("tree node"))?;
+        if nodes.len() > width {
+            return Err(malformed("tree nodes"));
+        }
+        let tree = RatchetTree::from_nodes(provider, nodes).map_err(|_| malformed("tree nodes"))?;
+        if tree.n_leaves != n_leaves {
+            return Err(malformed("tree leaves"));
+        }
+        Ok(tree)
+    }
+
+    /// Writes this tree as its differences from `base` (see the module
+    /// documentation).
+    pub(crate) fn write_diff(&self, base: &RatchetTree, w: &mut Writer) -> Result<(), StateError> {
+        w.u32(self.n_leaves);
+        let shared = self.nodes.len().min(base.nodes.len());
+        let changed = (0..shared).filter_map(|i| {
+            let mine = self.nodes.get(i);
+            let same = match (mine, base.nodes.get(i)) {
+                (None, None) => true,
+                (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+                _ => false,
+            };
+            (!same).then_some((i, mine))
+        });
+        w.list(changed, |w, (i, node)| {
+            w.u32(u32::try_from(i).map_err(|_| malformed("changed node"))?);
+            w.optional(node, |w, n| w.item(n))
+        })?;
+        w.list(
+            (shared..self.nodes.len()).map(|i| self.nodes.get(i)),
+            |w, node| w.optional(node, |w, n| w.item(n)),
+        )
+    }
+
+    /// Reads a tree written by [`RatchetTree::write_diff`] against the same
+    /// `base`. The result shares `base`'s unchanged nodes. A tree wider
+    /// than `base` lists every node past `base`'s width, so what is
+    /// allocated is bounded by `base` and the input.
+    pub(crate) fn read_diff(
+        r: &mut Reader<'_>,
+        base: &RatchetTree,
+    ) -> Result<RatchetTree, StateError> {
+        let n_leaves = r.u32("tree leaves")?;
+        let width = check_n_leaves(n_leaves)?;
+        let shared = width.min(base.nodes.len());
+        let changed = r.list("changed nodes", |r| {
+            let x = r.u32("changed node")?;
+            let node = r.optional("changed node", |r| r.item::<Node>("changed node"))?;
+            Ok((x, node))
+        })?;
+        let extension = r.list("extension nodes", |r| {
+            r.optional("extension node", |r| r.item::<Node>("extension node"))
+        })?;
+        if shared + extension.len() != width {
+            return Err(malformed("extension nodes"));
+        }
+        let mut tree = base.clone();
+        tree.n_leaves = n_leaves;
+        tree.nodes.resize(width);
+        let mut last: Option<u32> = None;
+        for (x, node) in changed {
+            let i = x as usize;
+            if i >= shared || last.is_some_and(|l| l >= x) || !node_fits(i, node.as_ref()) {
+                return Err(malformed("changed node"));
+            }
+            last = Some(x);
+            tree.set_node(NodeIndex(x), node);
+        }
+        for (i, node) in (shared..).zip(extension) {
+            if !node_fits(i, node.as_ref()) {
+                return Err(malformed("extension node"));
+            }
+            if node.is_some() {
+                let x = u32::try_from(i).map_err(|_| malformed("extension node"))?;
+                tree.set_node(NodeIndex(x), node);
+            }
+        }
+        if tree.member_count() == 0 {
+            return Err(malformed("changed nodes"));
+        }
+        Ok(tree)
+    }
+}
+
+/// Writes a custody key reference.
+pub(crate) fn write_key(w: &mut Writer, key: &KeyRef) -> Result<(), StateError> {
+    w.bytes(key.uri().as_bytes())?;
+    w.bytes(key.public_key().as_bytes())
+}
+
+/// Reads a custody key reference of a key of `spec` (the cipher suite's
+/// signature scheme or KEM) and, if `custody` is given, finds the key there
+/// and checks its spec and public key.
+pub(crate) fn read_key(
+    r: &mut Reader<'_>,
+    spec: KeySpec,
+    custody: Option<&dyn KeyCustody>,
+) -> Result<KeyRef, StateError> {
+    let uri = std::str::from_utf8(r.bytes("key uri")?).map_err(|_| malformed("key uri"))?;
+    let public =
+        PublicKey::new(spec, r.bytes("public key")?).map_err(|_| malformed("public key"))?;
+    let Some(custody) = custody else {
+        return Ok(KeyRef::new(public, uri.to_owned()));
+    };
+    let found = custody.find(uri).map_err(|e| lookup_error(uri, e))?;
+    if found.spec() != spec || found.public_key() != &public {
+        return Err(StateError::KeyMismatch {
+            uri: uri.to_owned(),
+        });
+    }
+    Ok(found)
+}
+
+impl TreeKemPrivate {
+    /// Writes the private state (see the module documentation).
+    pub(crate) fn write_state(&self, w: &mut Writer) -> Result<(), StateError> {
+        w.u32(self.own_leaf().0);
+        write_key(w, self.leaf_key())?;
+        w.bool(self.leaf_key_is_shared());
+        w.list(self.path_keys(), |w, (x, key)| {
+            w.u32(x.0);
+            w.bytes(key.private_bytes().as_bytes())?;
+            w.bytes(key.public_key().as_bytes())
+        })
+    }
+
+    /// Reads a private state written by [`TreeKemPrivate::write_state`]
+    /// for `tree`: the leaf key must be the one of the member's leaf (when
+    /// the leaf is in the tree), each parent key on the member's direct
+    /// path and the key of that node. With `custody`, the leaf key is
+    /// found there; without (a removed member, whose key is destroyed),
+    /// the reference is rebuilt from the state.
+    pub(crate) fn read_state(
+        r: &mut Reader<'_>,
+        tree: &RatchetTree,
+        custody: Option<&Arc<dyn KeyCustody>>,
+    ) -> Result<TreeKemPrivate, StateError> {
+        let own_leaf = LeafIndex(r.u32("own leaf")?);
+        let kem = KeySpec::Kem(tree.provider().kem());
+        let leaf_key = read_key(r, kem, custody.map(|c| c.as_ref()))?;
+        let shared = r.bool("leaf key shared")?;
+        let path_keys = r.list("path keys", |r| {
+            let x = NodeIndex(r.u32("path key node")?);
+            let private = r.bytes("path private key")?;
+            if private.is_empty() || private.len() > MAX_PRIVATE_KEY_LEN {
+                return Err(malformed("path private key"));
+            }
+            let private = Secret::from_slice(private);
+            let public = r.bytes("path public key")?.to_vec();
+            Ok((
+                x,
+                HpkePrivateKey::from_parts(private, hsmls_crypto::HpkePublicKey::from_vec(public)),
+            ))
+        })?;
+        let own = own_leaf.node_index().map_err(|_| malformed("own leaf"))?;
+        if own_leaf.0 >= tree.leaf_count() {
+            return Err(malformed("own leaf"));
+        }
+        if let Some(leaf) = tree.leaf(own_leaf)
+            && leaf.encryption_key.as_slice() != leaf_key.public_key().as_bytes()
+        {
+            return Err(StateError::KeyMismatch {
+                uri: leaf_key.uri().to_owned(),
+            });
+        }
+        let direct_path =
+            tree_math::direct_path(own, tree.leaf_count()).map_err(|_| malformed("own leaf"))?;
+        for (i, (x, key)) in path_keys.iter().enumerate() {
+            let on_path = direct_path.contains(x);
+            let matches = tree
+                .parent_node(*x)
+                .is_some_and(|p| p.encryption_key.as_slice() == key.public_key().as_bytes());
+            let unique = !path_keys[..i].iter().any(|(y, _)| y == x);
+            if !on_path || !matches || !unique {
+                return Err(malformed("path key node"));
+            }
+        }
+        let mut private = TreeKemPrivate::with_path_keys(own_leaf, leaf_key, path_keys);
+        if shared {
+            private.mark_leaf_key_shared();
+        }
+        Ok(private)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{
+        Capabilities, CipherSuite as WireSuite, Credential, CredentialType, HpkePublicKey,
+        LeafNode, LeafNodeSource, Lifetime, ParentNode, ProtocolVersion, SignaturePublicKey,
+    };
+
+    fn provider() -> &'static dyn CipherSuiteProvider {
+        hsmls_crypto::CipherSuite(2).provider().unwrap()
+    }
+
+    fn leaf(i: u32) -> LeafNode {
+        LeafNode {
+            encryption_key: HpkePublicKey([b"enc".as_slice(), &i.to_be_bytes()].concat()),
+            signature_key: SignaturePublicKey([b"sig".as_slice(), &i.to_be_bytes()].concat()),
+            credential: Credential::Basic(i.to_be_bytes().to_vec()),
+            capabilities: Capabilities {
+                versions: vec![ProtocolVersion::MLS10],
+                cipher_suites: vec![WireSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256],
+                extensions: vec![],
+                proposals: vec![],
+                credentials: vec![CredentialType::BASIC],
+            },
+            leaf_node_source: LeafNodeSource::KeyPackage(Lifetime {
+                not_before: 0,
+                not_after: u64::MAX,
+            }),
+            extensions: vec![],
+            signature: vec![],
+        }
+    }
+
+    fn tree(n: u32) -> RatchetTree {
+        let mut t = RatchetTree::new(provider(), leaf(0));
+        for i in 1..n {
+            t.add_leaf(leaf(i)).unwrap();
+        }
+        t
+    }
+
+    fn diff_round_trip(t: &RatchetTree, base: &RatchetTree) -> (RatchetTree, usize) {
+        let mut w = Writer::with_capacity(0);
+        t.write_diff(base, &mut w).unwrap();
+        let bytes = w.finish();
+        let mut r = Reader::new(&bytes);
+        let back = RatchetTree::read_diff(&mut r, base).unwrap();
+        r.finish("end").unwrap();
+        (back, bytes.len())
+    }
+
+    #[test]
+    fn diffs_against_smaller_larger_and_equal_trees_round_trip_with_their_hashes() {
+        let mut big = tree(40);
+        big.tree_hash().unwrap();
+        let mut changed = big.clone();
+        changed.set_node(
+            NodeIndex(3),
+            Some(Node::Parent(ParentNode {
+                encryption_key: HpkePublicKey(vec![7; 65]),
+                parent_hash: vec![1; 32],
+                unmerged_leaves: vec![],
+            })),
+        );
+        changed.update_leaf(LeafIndex(5), leaf(500)).unwrap();
+        let mut shrunk = big.clone();
+        for i in 2..40 {
+            shrunk.remove_leaf(LeafIndex(i)).unwrap();
+        }
+        shrunk.tree_hash().unwrap();
+        assert!(shrunk.leaf_count() < big.leaf_count());
+        for (t, base) in [
+            (&changed, &big),
+            (&big, &big),
+            (&big, &shrunk),
+            (&shrunk, &big),
+            (&changed, &shrunk),
+        ] {
+            let (mut back, _) = diff_round_trip(t, base);
+            assert!(back == *t);
+            assert_eq!(back.leaf_count(), t.leaf_count());
+            // The base's cached hashes were invalidated where they must:
+            // the hash equals that of the same nodes without any cache.
+            let mut fresh = RatchetTree::from_nodes(provider(), t.to_ratchet_tree().0).unwrap();
+            assert_eq!(back.tree_hash().unwrap(), fresh.tree_hash().unwrap());
+        }
+        // An unchanged tree costs a few bytes.
+        assert!(diff_round_trip(&big, &big).1 < 8);
+    }
+
+    #[test]
+    fn a_wider_tree_must_list_every_node_past_the_base() {
+        let small = tree(2);
+        let mut w = Writer::with_capacity(0);
+        // 2^20 leaves claimed, with no extension nodes: refused before any
+        // allocation of that size.
+        w.u32(1 << 20);
+        w.list(std::iter::empty::<()>(), |_, _| Ok(())).unwrap();
+        w.list(std::iter::empty::<()>(), |_, _| Ok(())).unwrap();
+        let bytes = w.finish();
+        assert!(matches!(
+            RatchetTree::read_diff(&mut Reader::new(&bytes), &small),
+            Err(StateError::MalformedPlaintext {
+                field: "extension nodes"
+            })
+        ));
+        // A changed index outside the shared part, and a leaf at a parent
+        // position, are refused.
+        let big = tree(8);
+        for (x, node) in [(40u32, None), (1, Some(Node::Leaf(leaf(9))))] {
+            let mut w = Writer::with_capacity(0);
+            w.u32(8);
+            w.list([(x, node)], |w, (x, node)| {
+                w.u32(x);
+                w.optional(node.as_ref(), |w, n| w.item(n))
+            })
+            .unwrap();
+            w.list(std::iter::empty::<()>(), |_, _| Ok(())).unwrap();
+            let bytes = w.finish();
+            assert!(matches!(
+                RatchetTree::read_diff(&mut Reader::new(&bytes), &big),
+                Err(StateError::MalformedPlaintext {
+                    field: "changed node"
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn whole_trees_round_trip() {
+        for n in [1, 2, 5, 40] {
+            let t = tree(n);
+            let mut w = Writer::with_capacity(0);
+            t.write_state(&mut w).unwrap();
+            let bytes = w.finish();
+            let mut r = Reader::new(&bytes);
+            let back = RatchetTree::read_state(&mut r, provider()).unwrap();
+            r.finish("end").unwrap();
+            assert!(back == t);
+            assert_eq!(back.leaf_count(), t.leaf_count());
+        }
+    }
+}
