@@ -623,15 +623,15 @@ impl<S: Store> AuthService<S> {
     /// by the log key in the token.
     pub async fn checkpoint(&self) -> Result<String, AsError> {
         let size = self.store.log_size().await?;
-        if let Some((s, note)) = self
+        let cached = self
             .checkpoint
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+            .clone();
+        if let Some((s, note)) = cached
+            && s == size
         {
-            if *s == size {
-                return Ok(note.clone());
-            }
+            return Ok(note);
         }
         let root = self.log_root(size).await?;
         let text = tlog::Checkpoint {

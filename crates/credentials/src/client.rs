@@ -190,10 +190,10 @@ impl AsClient {
         if status.is_success() {
             return Ok(bytes);
         }
-        if content_type.starts_with("application/problem+json") {
-            if let Ok(p) = serde_json::from_slice::<Problem>(&bytes) {
-                return Err(ClientError::Problem(p));
-            }
+        if content_type.starts_with("application/problem+json")
+            && let Ok(p) = serde_json::from_slice::<Problem>(&bytes)
+        {
+            return Err(ClientError::Problem(p));
         }
         Err(ClientError::Http(format!("status {status}")))
     }

@@ -448,10 +448,10 @@ impl X509CredentialValidator {
             .to_unix_duration()
             .as_secs();
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, held)) = &state.crl {
-            if this_update < *held {
-                return Err(ValidationError::StaleCrl);
-            }
+        if let Some((_, held)) = &state.crl
+            && this_update < *held
+        {
+            return Err(ValidationError::StaleCrl);
         }
         state.crl = Some((webpki::CertRevocationList::from(crl), this_update));
         Ok(())
@@ -543,13 +543,13 @@ impl X509CredentialValidator {
         if !leaf.digital_signature {
             return Err(ValidationError::NoDigitalSignature);
         }
-        if let Some(expected) = expected_identity {
-            if leaf.info.identity != expected {
-                return Err(ValidationError::IdentityMismatch {
-                    expected: expected.to_owned(),
-                    found: leaf.info.identity,
-                });
-            }
+        if let Some(expected) = expected_identity
+            && leaf.info.identity != expected
+        {
+            return Err(ValidationError::IdentityMismatch {
+                expected: expected.to_owned(),
+                found: leaf.info.identity,
+            });
         }
         if matches!(self.transparency, Transparency::Required(_)) && !self.is_logged(leaf_der) {
             return Err(ValidationError::NotLogged);

@@ -1363,10 +1363,10 @@ impl Group {
             tracing::warn!(error = %e, "could not destroy the replaced leaf key");
         }
         for u in self.own_updates.drain(..) {
-            if Some(&u.leaf_key) != used_update {
-                if let Err(e) = custody.destroy(&u.leaf_key) {
-                    tracing::warn!(error = %e, "could not destroy an unused update key");
-                }
+            if Some(&u.leaf_key) != used_update
+                && let Err(e) = custody.destroy(&u.leaf_key)
+            {
+                tracing::warn!(error = %e, "could not destroy an unused update key");
             }
         }
         self.proposals.clear();
