@@ -167,10 +167,10 @@ impl LostCommit {
             match p {
                 Proposal::Add(add) => {
                     let key = &add.key_package.leaf_node.signature_key;
-                    if !members.iter().any(|m| &m.signature_key == key) {
-                        if let Ok(bytes) = add.key_package.encode() {
-                            options.add_key_packages.push(bytes);
-                        }
+                    if !members.iter().any(|m| &m.signature_key == key)
+                        && let Ok(bytes) = add.key_package.encode()
+                    {
+                        options.add_key_packages.push(bytes);
                     }
                 }
                 Proposal::Remove(remove) => {

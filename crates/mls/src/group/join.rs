@@ -193,10 +193,10 @@ impl Group {
         };
         // §9.2: the init key is used once, unless the KeyPackage is a
         // last-resort one (§16.8, draft-ietf-mls-extensions last_resort).
-        if !bundle.is_last_resort() {
-            if let Err(e) = custody.destroy(&bundle.init_key) {
-                tracing::warn!(error = %e, "could not destroy the used init key");
-            }
+        if !bundle.is_last_resort()
+            && let Err(e) = custody.destroy(&bundle.init_key)
+        {
+            tracing::warn!(error = %e, "could not destroy the used init key");
         }
         let mut group = Group::from_state(cs, config, signer, validator, state, options.psks);
         group.linked_psk = linked_psk;
@@ -295,12 +295,12 @@ impl Group {
         // ExternalInit; their psk_secret enters the key schedule.
         let mut psk_ids: Vec<codec::PreSharedKeyId> = Vec::new();
         for psk in &options.external_commit_psks {
-            if let codec::Psk::Resumption(r) = psk {
-                if r.usage != codec::ResumptionPskUsage::Application {
-                    return Err(GroupError::InvalidProposal(
-                        ProposalRule::LinkedPskInNormalCommit,
-                    ));
-                }
+            if let codec::Psk::Resumption(r) = psk
+                && r.usage != codec::ResumptionPskUsage::Application
+            {
+                return Err(GroupError::InvalidProposal(
+                    ProposalRule::LinkedPskInNormalCommit,
+                ));
             }
             if psk_ids.iter().any(|id| &id.psk == psk) {
                 return Err(GroupError::InvalidProposal(ProposalRule::DuplicatePsk));
