@@ -323,3 +323,75 @@ pub fn assert_agree(clients: &mut [&mut Client]) {
 pub fn ds_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hsmls-ds"))
 }
+
+/// A PostgreSQL database of its own for one test, dropped at the end.
+/// Needs `HSMLS_TEST_PG_URL` (scripts/setup-postgres.sh --env): fails,
+/// never skips, without it.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+fn pg_base() -> String {
+    std::env::var("HSMLS_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "HSMLS_TEST_PG_URL is not set: this test needs PostgreSQL. Run \
+             `eval \"$(bash scripts/setup-postgres.sh --env)\"; export HSMLS_TEST_PG_URL` \
+             (scripts/test.sh does)."
+        )
+    })
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        use sqlx::Connection;
+        let base = pg_base();
+        // The server's admin role (a throwaway test password, set by
+        // scripts/setup-postgres.sh) creates the database for the test role.
+        let (_, rest) = base.split_once('@').expect("a postgres URL with a user");
+        let host = rest.split('/').next().unwrap();
+        let admin = format!("postgres://postgres:postgres@{host}/postgres");
+        let mut rnd = [0u8; 6];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut rnd);
+        let name = format!("hsmls_ds_{}", hex::encode(rnd));
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} OWNER hsmls"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        let url = base
+            .rsplit_once('/')
+            .map(|(b, _)| format!("{b}/{name}"))
+            .unwrap();
+        PgDb { url, name, admin }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
