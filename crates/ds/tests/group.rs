@@ -5,49 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use hsmls::CommitOptions;
-use hsmls_custody::SoftwareCustody;
 use hsmls_ds::api::{Ack, GroupMode, GroupPosition, ServerFrame};
 use hsmls_ds::store::DsStore;
-
-async fn three(base: &str) -> (Client, Client, Client) {
-    let c = || Arc::new(SoftwareCustody::new());
-    let mut alice = Client::new(c(), "alice", base).await;
-    let mut bob = Client::new(c(), "bob", base).await;
-    let mut carol = Client::new(c(), "carol", base).await;
-    for x in [&mut alice, &mut bob, &mut carol] {
-        x.publish(2, true).await;
-    }
-    (alice, bob, carol)
-}
-
-/// Alice claims Bob's and Carol's KeyPackages, creates the group and adds
-/// both; everyone syncs.
-async fn form(
-    alice: &mut Client,
-    bob: &mut Client,
-    carol: &mut Client,
-    mode: GroupMode,
-) -> Vec<u8> {
-    let kb = alice.ds.claim_key_package(b"bob").await.unwrap();
-    let kc = alice.ds.claim_key_package(b"carol").await.unwrap();
-    assert!(!kb.last_resort && !kc.last_resort);
-    let gid = alice.create_group(mode).await;
-    let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kb.key_package.clone(), kc.key_package.clone()];
-    opts.group_info = mode == GroupMode::Assisted;
-    let out = alice.group().commit(opts, now()).unwrap();
-    let acc = alice.send_commit(&out, vec![]).await.unwrap();
-    assert_eq!((acc.seq, acc.epoch), (1, 1));
-    assert_eq!(alice.sync().await, vec!["own-commit"]);
-    assert_eq!(bob.sync().await, vec!["welcome"]);
-    assert_eq!(carol.sync().await, vec!["welcome"]);
-    assert_agree(&mut [alice, bob, carol]);
-    gid
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_through_the_ds() {

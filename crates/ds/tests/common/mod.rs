@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hsmls::codec::{Credential, Decode, MlsMessage, MlsMessageBody};
 use hsmls::{
-    BasicCredentialValidator, CommitOutput, CredentialValidator, Group, GroupConfig, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
+    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
-use hsmls_custody::KeyCustody;
+use hsmls_custody::{KeyCustody, SoftwareCustody};
 use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, Problem};
 use hsmls_ds::auth::{DsKey, ValidatorAuthenticator};
 use hsmls_ds::fanout::Hub;
@@ -118,6 +118,8 @@ pub struct Client {
     pub received: Vec<(u32, u64, Vec<u8>)>,
     /// The last sequence number handled per group.
     pub positions: HashMap<Vec<u8>, u64>,
+    /// The configuration of the groups it creates or joins.
+    pub group_config: GroupConfig,
 }
 
 impl Client {
@@ -134,6 +136,7 @@ impl Client {
             group: None,
             received: Vec::new(),
             positions: HashMap::new(),
+            group_config: GroupConfig::default(),
         }
     }
 
@@ -159,12 +162,11 @@ impl Client {
 
     /// Creates a group and registers it with the DS.
     pub async fn create_group(&mut self, mode: GroupMode) -> Vec<u8> {
-        let mut config = GroupConfig::default();
         if mode == GroupMode::Assisted {
-            config.handshake_framing = hsmls::HandshakeFraming::Public;
+            self.group_config.handshake_framing = hsmls::HandshakeFraming::Public;
         }
         let g = Group::create(
-            config,
+            self.group_config.clone(),
             self.signer.clone(),
             validator(),
             hsmls::group::random_group_id(),
@@ -244,7 +246,7 @@ impl Client {
             .find_map(|s| self.bundles.get(&s.new_member.0))
             .expect("a Welcome for one of my KeyPackages");
         let g = Group::join_from_welcome(
-            GroupConfig::default(),
+            self.group_config.clone(),
             self.signer.clone(),
             validator(),
             bundle,
@@ -301,6 +303,47 @@ impl Client {
         let bytes = self.group().encrypt_application(text.as_bytes()).unwrap();
         self.ds.send_message(&bytes).await.unwrap().seq
     }
+}
+
+pub async fn three(base: &str) -> (Client, Client, Client) {
+    let c = || Arc::new(SoftwareCustody::new());
+    let mut alice = Client::new(c(), "alice", base).await;
+    let mut bob = Client::new(c(), "bob", base).await;
+    let mut carol = Client::new(c(), "carol", base).await;
+    for x in [&mut alice, &mut bob, &mut carol] {
+        x.publish(2, true).await;
+    }
+    (alice, bob, carol)
+}
+
+/// Alice claims Bob's and Carol's KeyPackages, creates the group and adds
+/// both; everyone syncs.
+pub async fn form(
+    alice: &mut Client,
+    bob: &mut Client,
+    carol: &mut Client,
+    mode: GroupMode,
+) -> Vec<u8> {
+    let kb = alice.ds.claim_key_package(b"bob").await.unwrap();
+    let kc = alice.ds.claim_key_package(b"carol").await.unwrap();
+    assert!(!kb.last_resort && !kc.last_resort);
+    if mode == GroupMode::Assisted {
+        for c in [&mut *bob, &mut *carol] {
+            c.group_config.handshake_framing = hsmls::HandshakeFraming::Public;
+        }
+    }
+    let gid = alice.create_group(mode).await;
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![kb.key_package.clone(), kc.key_package.clone()];
+    opts.group_info = mode == GroupMode::Assisted;
+    let out = alice.group().commit(opts, now()).unwrap();
+    let acc = alice.send_commit(&out, vec![]).await.unwrap();
+    assert_eq!((acc.seq, acc.epoch), (1, 1));
+    assert_eq!(alice.sync().await, vec!["own-commit"]);
+    assert_eq!(bob.sync().await, vec!["welcome"]);
+    assert_eq!(carol.sync().await, vec!["welcome"]);
+    assert_agree(&mut [alice, bob, carol]);
+    gid
 }
 
 /// Every client's epoch and epoch_authenticator agree.

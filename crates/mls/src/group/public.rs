@@ -451,9 +451,14 @@ impl PublicGroup {
                             }
                         }
                         // The joiner's leaf enters at the leftmost free
-                        // position; the UpdatePath then replaces it (its
-                        // placeholder's keys never reach the tree hash).
-                        tree.add_leaf(path.leaf_node.clone())?
+                        // position; the UpdatePath then replaces it. The
+                        // placeholder's encryption key (the members use
+                        // the external_pub, which the observer does not
+                        // know) only has to differ from every key of the
+                        // tree: it never reaches a hash.
+                        let mut placeholder = path.leaf_node.clone();
+                        placeholder.encryption_key = codec::HpkePublicKey(Vec::new());
+                        tree.add_leaf(placeholder)?
                     }
                 };
                 merge_update_path(&mut tree, sender, path, &v.group_params(), &added_leaves)?;
