@@ -438,7 +438,7 @@ impl fmt::Debug for KeyPackage {
 }
 
 impl KeyPackage {
-    fn from_trusted(
+    pub(crate) fn from_trusted(
         cs: &dyn CipherSuiteProvider,
         inner: codec::KeyPackage,
     ) -> Result<Self, KeyPackageError> {

@@ -17,8 +17,9 @@ pub mod tree_math;
 pub use credential::{BasicCredentialValidator, CredentialValidator, Signer};
 pub use group::{
     CommitOptions, CommitOutput, CommitRule, Group, GroupConfig, GroupError, HandshakeFraming,
-    JoinOptions, LostCommit, Member, MessageRule, OwnCommit, ProcessedMessage, ProposalRule,
-    ReInitRule, SENT_MESSAGES_KEPT, StagedCommit, WelcomePart, WelcomeRule,
+    JoinOptions, LostCommit, Member, MessageRule, ObservedCommit, ObservedMessage, OwnCommit,
+    ProcessedMessage, ProposalRule, PublicGroup, ReInitRule, SENT_MESSAGES_KEPT, StagedCommit,
+    WelcomePart, WelcomeRule,
 };
 pub use key_package::{KeyPackage, KeyPackageBundle, KeyPackageConfig, KeyPackageIn};
 pub use state::{EpochRecord, SavedGroup, SavedKeyPackage, StateError};

@@ -429,15 +429,30 @@ pub fn unprotect_public(
     membership_key: &Secret,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
-    unprotect_public_checked(cs, message, context, membership_key, signature_key)
+    unprotect_public_checked(cs, message, context, Some(membership_key), signature_key)
         .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
+}
+
+/// Checks a PublicMessage as an observer without the epoch's secrets
+/// does (a Delivery Service following the public group state): the same
+/// checks as [`unprotect_public`] except the membership tag, which needs
+/// the `membership_key`. A member sender's message must still carry one
+/// (and other senders' must not); its value is not checked.
+pub fn verify_public_without_membership(
+    cs: &dyn CipherSuiteProvider,
+    message: PublicMessage,
+    context: &GroupContext,
+    signature_key: &[u8],
+) -> Result<AuthenticatedContent, ProtectionError> {
+    unprotect_public_checked(cs, message, context, None, signature_key)
+        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
 }
 
 fn unprotect_public_checked(
     cs: &dyn CipherSuiteProvider,
     message: PublicMessage,
     context: &GroupContext,
-    membership_key: &Secret,
+    membership_key: Option<&Secret>,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
     check_group_epoch(&message.content.group_id, message.content.epoch, context)?;
@@ -449,9 +464,11 @@ fn unprotect_public_checked(
     check_confirmation_tag(content_type, &message.auth)?;
     match (&message.content.sender, &message.membership_tag) {
         (Sender::Member(_), Some(tag)) => {
-            let tbm = message.membership_tag_input(context)?;
-            cs.verify_mac(membership_key.as_bytes(), &[&tbm], tag.as_slice())
-                .map_err(|_| ProtectionError::InvalidMembershipTag)?;
+            if let Some(membership_key) = membership_key {
+                let tbm = message.membership_tag_input(context)?;
+                cs.verify_mac(membership_key.as_bytes(), &[&tbm], tag.as_slice())
+                    .map_err(|_| ProtectionError::InvalidMembershipTag)?;
+            }
         }
         (Sender::Member(_), None) => return Err(ProtectionError::MissingMembershipTag),
         (_, Some(_)) => return Err(ProtectionError::UnexpectedMembershipTag),

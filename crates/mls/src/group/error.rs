@@ -194,6 +194,10 @@ pub enum MessageRule {
     /// (nor one it merged or lost recently).
     #[error("a commit from this member's own leaf that is not its pending commit")]
     OwnCommitNotPending,
+    /// An observer of the public group state ([`crate::PublicGroup`]) was
+    /// given a message that is not a PublicMessage (it cannot decrypt).
+    #[error("an observer of the public group state reads PublicMessages only")]
+    NotPublicMessage,
 }
 
 /// The encrypted part of a Welcome that did not decrypt (RFC 9420
@@ -238,6 +242,10 @@ pub enum WelcomeRule {
     /// new group is not at epoch 1.
     #[error("a reinit or branch Welcome is not for epoch 1")]
     LinkedPskNotAtEpochOne,
+    /// A GroupInfo does not describe the epoch an observer of the public
+    /// group state computed (GroupContext or confirmation tag differ).
+    #[error("the GroupInfo does not match the observed epoch")]
+    GroupInfoMismatch,
 }
 
 /// A rule of RFC 9420 §12.1 (a proposal on its own) or §12.2 (the

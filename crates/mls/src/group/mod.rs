@@ -65,6 +65,7 @@ mod join;
 mod leaf_ext;
 mod proposals;
 mod psk_store;
+mod public;
 mod reinit;
 mod saved;
 mod self_remove;
@@ -87,6 +88,9 @@ pub use external::{external_proposal, new_member_add_proposal};
 pub use join::JoinOptions;
 pub use proposals::{CachedProposal, ProposalEffects, ResolvedProposal};
 pub use psk_store::PskStore;
+pub use public::{
+    AddedMember, MAX_OBSERVED_PROPOSALS, ObservedCommit, ObservedMessage, PublicGroup,
+};
 
 use crate::codec::{
     AuthenticatedContent, ContentType, Credential, Decode, Encode, ExternalPub, FramedContent,
@@ -1001,6 +1005,7 @@ impl Group {
                     &self.state.context.extensions,
                 )
                 .and_then(Result::ok),
+            psk_values_known: true,
         }
     }
 
@@ -1291,46 +1296,7 @@ impl Group {
         now: UnixTime,
     ) -> Result<(), GroupError> {
         let v = self.validation_context(now);
-        match proposal {
-            Proposal::Add(add) => {
-                let kp = KeyPackageIn(add.key_package.clone()).validate(
-                    self.config.cipher_suite,
-                    self.validator.as_ref(),
-                    now,
-                )?;
-                self.state
-                    .tree
-                    .check_leaves_fit(&[(None, kp.leaf_node())])?;
-            }
-            Proposal::Update(update) => {
-                let Sender::Member(i) = sender else {
-                    return Err(GroupError::InvalidProposal(
-                        ProposalRule::UpdateFromNonMember,
-                    ));
-                };
-                proposals::validate_update(&v, &self.state.tree, *i, &update.leaf_node)?;
-            }
-            Proposal::Remove(remove) => {
-                if self.state.tree.leaf(remove.removed).is_none() {
-                    return Err(GroupError::InvalidProposal(ProposalRule::RemoveBlankLeaf));
-                }
-            }
-            Proposal::PreSharedKey(_) | Proposal::GroupContextExtensions(_) => {}
-            Proposal::SelfRemove(_) => {
-                if !matches!(sender, Sender::Member(_)) {
-                    return Err(GroupError::InvalidProposal(
-                        ProposalRule::SelfRemoveFromNonMember,
-                    ));
-                }
-            }
-            Proposal::ReInit(reinit) => proposals::check_reinit(&v, reinit)?,
-            Proposal::ExternalInit(_) => {
-                return Err(GroupError::InvalidProposal(
-                    ProposalRule::ExternalInitOutsideExternalCommit,
-                ));
-            }
-        }
-        Ok(())
+        proposals::check_proposal(&v, &self.state.tree, sender, proposal)
     }
 
     /// Moves to `next`: retains the current epoch for late application

@@ -118,6 +118,10 @@ pub struct ValidationContext<'a> {
     pub now: u64,
     /// The group's `required_capabilities` (RFC 9420 §11.1), if any.
     pub required_capabilities: Option<RequiredCapabilities>,
+    /// Whether PSK values are looked up in `psks` (a member), or only the
+    /// PSK ids are checked (an observer without secrets,
+    /// [`crate::PublicGroup`], cannot know PSK values).
+    pub psk_values_known: bool,
 }
 
 impl ValidationContext<'_> {
@@ -200,7 +204,7 @@ fn check_psk_id(v: &ValidationContext<'_>, id: &PreSharedKeyId) -> Result<(), Gr
             ));
         }
     }
-    if v.psks.get(id).is_none() {
+    if v.psk_values_known && v.psks.get(id).is_none() {
         return Err(GroupError::UnknownPsk);
     }
     Ok(())
@@ -504,4 +508,52 @@ pub fn check_required_capabilities(
             ProposalRule::RequiredCapabilitiesNotMet,
         ))
     }
+}
+
+/// Checks a received proposal on its own (RFC 9420 §12.1), against the
+/// current `tree`.
+pub fn check_proposal(
+    v: &ValidationContext<'_>,
+    tree: &RatchetTree,
+    sender: &Sender,
+    proposal: &Proposal,
+) -> Result<(), GroupError> {
+    match proposal {
+        Proposal::Add(add) => {
+            let kp = KeyPackageIn(add.key_package.clone()).validate(
+                v.context.cipher_suite,
+                v.validator,
+                v.now,
+            )?;
+            tree.check_leaves_fit(&[(None, kp.leaf_node())])?;
+        }
+        Proposal::Update(update) => {
+            let Sender::Member(i) = sender else {
+                return Err(GroupError::InvalidProposal(
+                    ProposalRule::UpdateFromNonMember,
+                ));
+            };
+            validate_update(v, tree, *i, &update.leaf_node)?;
+        }
+        Proposal::Remove(remove) => {
+            if tree.leaf(remove.removed).is_none() {
+                return Err(GroupError::InvalidProposal(ProposalRule::RemoveBlankLeaf));
+            }
+        }
+        Proposal::PreSharedKey(_) | Proposal::GroupContextExtensions(_) => {}
+        Proposal::SelfRemove(_) => {
+            if !matches!(sender, Sender::Member(_)) {
+                return Err(GroupError::InvalidProposal(
+                    ProposalRule::SelfRemoveFromNonMember,
+                ));
+            }
+        }
+        Proposal::ReInit(reinit) => check_reinit(v, reinit)?,
+        Proposal::ExternalInit(_) => {
+            return Err(GroupError::InvalidProposal(
+                ProposalRule::ExternalInitOutsideExternalCommit,
+            ));
+        }
+    }
+    Ok(())
 }

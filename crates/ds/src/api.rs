@@ -1,0 +1,404 @@
+//! The Delivery Service's wire API: request and response bodies (JSON,
+//! binary fields in base64url without padding), the problem details of
+//! refusals (RFC 9457), the paths, and the `message/mls` media type
+//! (RFC 9420 §17.10).
+//!
+//! Every MLS structure travels as the bytes of an `MLSMessage`
+//! (`message/mls`): posted as the raw body of `POST /v1/messages`, and as
+//! base64 fields inside JSON where several travel together (a commit
+//! bundle, a batch of queued messages).
+//!
+//! | method and path | what |
+//! | --- | --- |
+//! | `POST /v1/auth/challenge` | a fresh challenge (nonce, DS identity, time) |
+//! | `POST /v1/auth/session` | the signed challenge and the credential: a bearer session |
+//! | `POST /v1/key-packages` | publish a batch of own KeyPackages |
+//! | `GET /v1/key-packages` | own counts |
+//! | `POST /v1/key-packages/claim` | claim one KeyPackage of a client |
+//! | `POST /v1/groups` | create a group (mode chosen here) |
+//! | `POST /v1/commit-bundles` | a commit, its Welcome and GroupInfo |
+//! | `POST /v1/messages` | an application message or a proposal (`message/mls`) |
+//! | `GET /v1/groups/{group}/group-info` | assisted mode: the current GroupInfo (`message/mls`) |
+//! | `GET /v1/groups/{group}/ratchet-tree` | assisted mode: the current ratchet tree |
+//! | `GET /v1/queues/{queue}/messages` | fetch from the cursor |
+//! | `POST /v1/queues/{queue}/ack` | acknowledge |
+//! | `GET /v1/queues/{queue}/ws` | WebSocket: live push, resuming from a sequence number |
+
+use serde::{Deserialize, Serialize};
+
+/// The media type of MLS messages (RFC 9420 §17.10).
+pub const MESSAGE_MLS: &str = "message/mls";
+
+/// The media type of problem details (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The prefix of this service's problem types.
+pub const PROBLEM_BASE: &str = "urn:hsmls:ds:problem:";
+
+/// The label of the authentication signature (`SignWithLabel`, RFC 9420
+/// §5.1.2): a DS challenge is never a valid MLS signature of anything
+/// else.
+pub const AUTH_LABEL: &[u8] = b"hsmls DS authentication";
+
+/// Base64url without padding, for binary fields.
+pub mod b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Encodes bytes.
+    pub fn encode(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Decodes a string; `None` if it is not base64url.
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        URL_SAFE_NO_PAD.decode(s).ok()
+    }
+
+    /// serde: serialize.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(v))
+    }
+
+    /// serde: deserialize.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        decode(&s).ok_or_else(|| serde::de::Error::custom("invalid base64url"))
+    }
+
+    /// serde for `Option<Vec<u8>>`.
+    pub mod option {
+        use super::*;
+
+        /// serde: serialize.
+        pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(b) => s.serialize_some(&encode(b)),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// serde: deserialize.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+            s.map(|s| decode(&s).ok_or_else(|| serde::de::Error::custom("invalid base64url")))
+                .transpose()
+        }
+    }
+
+    /// serde for `Vec<Vec<u8>>`.
+    pub mod list {
+        use super::*;
+        use serde::ser::SerializeSeq;
+
+        /// serde: serialize.
+        pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for b in v {
+                seq.serialize_element(&encode(b))?;
+            }
+            seq.end()
+        }
+
+        /// serde: deserialize.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+            let v = <Vec<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+            v.iter()
+                .map(|s| decode(s).ok_or_else(|| serde::de::Error::custom("invalid base64url")))
+                .collect()
+        }
+    }
+}
+
+/// A challenge of the DS (`POST /v1/auth/challenge`): the client signs
+/// [`Challenge::to_be_signed`] with its MLS signature key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes.
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    /// The DS's identity (its configured name, e.g. its host name): a
+    /// signature for one DS is refused by another.
+    pub ds_identity: String,
+    /// When the challenge was issued (seconds since the Unix epoch).
+    pub issued_at: u64,
+    /// The DS's MAC over the three fields above (the DS keeps no state
+    /// per challenge; any DS process sharing its key checks it).
+    #[serde(with = "b64")]
+    pub mac: Vec<u8>,
+}
+
+impl Challenge {
+    /// The bytes the client signs: `nonce<V> || ds_identity<V> ||
+    /// issued_at(u64)`, with 4-byte big-endian lengths.
+    pub fn to_be_signed(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.nonce.len() + self.ds_identity.len() + 16);
+        out.extend_from_slice(&(self.nonce.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&(self.ds_identity.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.ds_identity.as_bytes());
+        out.extend_from_slice(&self.issued_at.to_be_bytes());
+        out
+    }
+}
+
+/// `POST /v1/auth/session`: the proof that the client holds the key of its
+/// credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRequest {
+    /// The challenge, as received.
+    pub challenge: Challenge,
+    /// The client's MLS `Credential` (TLS encoding).
+    #[serde(with = "b64")]
+    pub credential: Vec<u8>,
+    /// The signature public key the credential binds.
+    #[serde(with = "b64")]
+    pub signature_key: Vec<u8>,
+    /// `SignWithLabel(key, AUTH_LABEL, challenge.to_be_signed())`.
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+}
+
+/// A bearer session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// The bearer token (`Authorization: Bearer …`).
+    pub token: String,
+    /// The client's queue id (random, 16 bytes): the only name of the
+    /// client in queue paths.
+    #[serde(with = "b64")]
+    pub queue_id: Vec<u8>,
+    /// When the session ends (seconds since the Unix epoch).
+    pub expires_at: u64,
+}
+
+/// `POST /v1/key-packages`: a batch of the client's own KeyPackages
+/// (`MLSMessage`s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishKeyPackages {
+    /// The KeyPackages.
+    #[serde(with = "b64::list")]
+    pub key_packages: Vec<Vec<u8>>,
+}
+
+/// A client's KeyPackage counts, to replenish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyPackageCounts {
+    /// Unexpired KeyPackages that are not last resort.
+    pub available: u64,
+    /// Unexpired last-resort KeyPackages.
+    pub last_resort: u64,
+    /// How many claims were served with a last-resort KeyPackage (since
+    /// the client last published): replace it.
+    pub last_resort_claims: u64,
+}
+
+/// `POST /v1/key-packages/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The identity of the client whose KeyPackage is wanted (as its
+    /// credential names it).
+    #[serde(with = "b64")]
+    pub identity: Vec<u8>,
+}
+
+/// A claimed KeyPackage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKeyPackage {
+    /// The KeyPackage (`MLSMessage`).
+    #[serde(with = "b64")]
+    pub key_package: Vec<u8>,
+    /// Whether it is the owner's last-resort KeyPackage.
+    pub last_resort: bool,
+}
+
+/// How the DS takes part in a group, chosen at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GroupMode {
+    /// The DS reads only the public framing (group id, epoch, content
+    /// type) and orders; handshakes are PrivateMessages and the committer
+    /// declares the routing changes.
+    Blind,
+    /// Commits are PublicMessages: the DS follows the public group state,
+    /// refuses commits that would not verify, and serves the GroupInfo
+    /// and ratchet tree for external joins.
+    Assisted,
+}
+
+impl GroupMode {
+    /// The stored code.
+    pub fn code(self) -> i64 {
+        match self {
+            GroupMode::Blind => 0,
+            GroupMode::Assisted => 1,
+        }
+    }
+
+    /// From the stored code.
+    pub fn from_code(c: i64) -> Option<Self> {
+        match c {
+            0 => Some(GroupMode::Blind),
+            1 => Some(GroupMode::Assisted),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/groups`: the creator becomes the group's only member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateGroup {
+    /// The MLS group id.
+    #[serde(with = "b64")]
+    pub group_id: Vec<u8>,
+    /// The mode.
+    pub mode: GroupMode,
+    /// The group's current epoch (0 for a new group).
+    pub epoch: u64,
+    /// Assisted mode: the GroupInfo of `epoch` (`MLSMessage`), signed by
+    /// the creator.
+    #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
+    pub group_info: Option<Vec<u8>>,
+    /// Assisted mode: the ratchet tree (`RatchetTree` encoding) if the
+    /// GroupInfo does not carry it.
+    #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
+    pub ratchet_tree: Option<Vec<u8>>,
+}
+
+/// `POST /v1/commit-bundles`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommitBundle {
+    /// The commit (`MLSMessage`: a PrivateMessage in blind mode, a
+    /// PublicMessage in assisted mode).
+    #[serde(with = "b64")]
+    pub commit: Vec<u8>,
+    /// The Welcome for the added members, if any (`MLSMessage`).
+    #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Vec<u8>>,
+    /// The GroupInfo of the new epoch (`MLSMessage`); required in
+    /// assisted mode.
+    #[serde(default, with = "b64::option", skip_serializing_if = "Option::is_none")]
+    pub group_info: Option<Vec<u8>>,
+    /// Blind mode: the identities of the clients the commit removes (the
+    /// committer declares them; the DS cannot read the commit).
+    #[serde(default, with = "b64::list", skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Vec<u8>>,
+}
+
+/// A message accepted into a group's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Its sequence number in the group (gapless, from 1).
+    pub seq: u64,
+    /// The group's epoch after it (a commit moves it by one).
+    pub epoch: u64,
+}
+
+/// One message of a group, as queued for a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// The group.
+    #[serde(with = "b64")]
+    pub group_id: Vec<u8>,
+    /// Its sequence number in the group.
+    pub seq: u64,
+    /// The `MLSMessage` (`message/mls`).
+    #[serde(with = "b64")]
+    pub message: Vec<u8>,
+}
+
+/// A Welcome waiting in a client's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedWelcome {
+    /// Its id in the inbox (to acknowledge it).
+    pub id: u64,
+    /// The `MLSMessage` carrying the Welcome.
+    #[serde(with = "b64")]
+    pub welcome: Vec<u8>,
+}
+
+/// `GET /v1/queues/{queue}/messages`: what is after the client's cursors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueBatch {
+    /// Welcomes first (a client joins before it reads the new group).
+    pub welcomes: Vec<QueuedWelcome>,
+    /// Group messages, in each group's order.
+    pub messages: Vec<QueuedMessage>,
+}
+
+/// A position in one group's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPosition {
+    /// The group.
+    #[serde(with = "b64")]
+    pub group_id: Vec<u8>,
+    /// The last sequence number handled.
+    pub seq: u64,
+}
+
+/// `POST /v1/queues/{queue}/ack`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ack {
+    /// Messages up to and including `seq` in each group are handled.
+    #[serde(default)]
+    pub messages: Vec<GroupPosition>,
+    /// Welcomes handled.
+    #[serde(default)]
+    pub welcomes: Vec<u64>,
+}
+
+/// What a client sends on the WebSocket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientFrame {
+    /// Resume after these positions (groups not named resume from the
+    /// stored cursor). Sent first; may be repeated.
+    Resume {
+        /// Positions.
+        positions: Vec<GroupPosition>,
+    },
+    /// Acknowledge, as `POST …/ack`.
+    Ack(Ack),
+}
+
+/// What the DS pushes on the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerFrame {
+    /// A group message.
+    Message(QueuedMessage),
+    /// A Welcome.
+    Welcome(QueuedWelcome),
+}
+
+/// A refusal (RFC 9457 problem details).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `urn:hsmls:ds:problem:<kind>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The group's current epoch (wrong-epoch and conflict refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_epoch: Option<u64>,
+    /// Where the message was already stored (duplicates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl Problem {
+    /// The kind: the problem type without its prefix.
+    pub fn kind(&self) -> &str {
+        self.problem_type
+            .strip_prefix(PROBLEM_BASE)
+            .unwrap_or(&self.problem_type)
+    }
+}

@@ -1,0 +1,243 @@
+//! Assisted mode: the DS follows the group's public state with the
+//! engine's [`PublicGroup`] and refuses a commit or proposal that would
+//! not verify, so the group cannot be stuck on an invalid winning commit
+//! (RFC 9750 §5.2, "Invalid Commits"). Handshakes are PublicMessages; the
+//! routing changes are read from the commit itself (added members by the
+//! KeyPackageRefs of their Add proposals, removed members by their
+//! credentials, an external joiner by its credential), not declared by
+//! the committer. The DS keeps the current GroupInfo (checked against the
+//! state the commit leads to) and serves it with the ratchet tree for
+//! external joins.
+//!
+//! What the observer cannot check (confirmation and membership tag
+//! values, UpdatePath ciphertexts, PSK values) is listed in
+//! [`hsmls::group`]'s `PublicGroup` documentation.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hsmls::codec::{Decode, Encode, Sender};
+use hsmls::{CredentialValidator, ObservedMessage, PublicGroup};
+
+use crate::api::{CommitBundle, CreateGroup};
+use crate::auth::AuthenticatorValidator;
+use crate::error::DsError;
+use crate::ordering::Framing;
+use crate::server::{Ds, now};
+use crate::store::{DsStore, GroupRecord, QueueId};
+
+/// A Welcome with its KeyPackageRefs and the queues they route to.
+pub(crate) type RoutedWelcome = (Vec<u8>, Vec<Vec<u8>>, Vec<QueueId>);
+
+/// What an assisted commit changes.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) external: bool,
+    pub(crate) added: Vec<QueueId>,
+    pub(crate) removed: Vec<QueueId>,
+    pub(crate) welcome: Option<(Vec<u8>, Vec<QueueId>)>,
+    pub(crate) public_state: Vec<u8>,
+    pub(crate) group_info: Vec<u8>,
+}
+
+fn validator<S: DsStore>(ds: &Ds<S>) -> Arc<dyn CredentialValidator> {
+    Arc::new(AuthenticatorValidator(
+        ds.authenticator().client_authenticator().clone(),
+    ))
+}
+
+fn invalid(e: hsmls::GroupError) -> DsError {
+    DsError::InvalidHandshake(e.to_string())
+}
+
+fn load<S: DsStore>(ds: &Ds<S>, record: &GroupRecord) -> Result<PublicGroup, DsError> {
+    let state = record
+        .public_state
+        .as_ref()
+        .ok_or(DsError::ModeMismatch("the group is blind"))?;
+    PublicGroup::from_bytes(state, validator(ds)).map_err(|e| {
+        tracing::error!(error = %e, "stored public group state does not load");
+        DsError::InvalidHandshake("stored state unreadable".into())
+    })
+}
+
+/// A new assisted group: its public state from the creator's GroupInfo
+/// and tree; the creator must be the GroupInfo's signer.
+pub(crate) async fn create<S: DsStore>(
+    ds: &Ds<S>,
+    queue: QueueId,
+    req: &CreateGroup,
+) -> Result<(Vec<u8>, Vec<u8>), DsError> {
+    let gi = req.group_info.as_ref().ok_or(DsError::InvalidGroupInfo(
+        "assisted mode needs the GroupInfo".into(),
+    ))?;
+    let tree = req
+        .ratchet_tree
+        .as_ref()
+        .map(|t| hsmls::codec::RatchetTree::decode(t))
+        .transpose()
+        .map_err(|_| DsError::MalformedRequest("ratchet tree does not decode"))?;
+    let pg = PublicGroup::from_group_info(gi, tree, validator(ds))
+        .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
+    if pg.group_id() != req.group_id.as_slice() || pg.epoch() != req.epoch {
+        return Err(DsError::InvalidGroupInfo(
+            "the GroupInfo is of another group or epoch".into(),
+        ));
+    }
+    let gi_msg = hsmls::codec::MlsMessage::decode(gi)
+        .map_err(|_| DsError::InvalidGroupInfo("not an MLSMessage".into()))?;
+    let hsmls::codec::MlsMessageBody::GroupInfo(g) = gi_msg.body else {
+        return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
+    };
+    let signer = pg
+        .member(g.signer)
+        .ok_or(DsError::InvalidGroupInfo("no signer".into()))?;
+    if ds
+        .queue_of_credential(&signer.credential, &signer.signature_key)
+        .await?
+        != Some(queue)
+    {
+        return Err(DsError::InvalidGroupInfo(
+            "the GroupInfo is not signed by the creator".into(),
+        ));
+    }
+    let state = pg.to_bytes().map_err(invalid)?;
+    Ok((state, gi.clone()))
+}
+
+/// Validates an assisted commit against the public state; `None` if the
+/// commit is not for the current epoch (the store then answers: a retry
+/// of the winner, or a conflict).
+pub(crate) async fn commit<S: DsStore>(
+    ds: &Ds<S>,
+    queue: QueueId,
+    record: &GroupRecord,
+    f: &Framing,
+    bundle: &CommitBundle,
+    welcome: Option<RoutedWelcome>,
+) -> Result<Option<Outcome>, DsError> {
+    if f.epoch != record.epoch {
+        return Ok(None);
+    }
+    let mut pg = load(ds, record)?;
+    let sender = f.public_sender.ok_or(DsError::ModeMismatch(
+        "assisted mode takes PublicMessage commits",
+    ))?;
+    if let Sender::Member(i) = sender {
+        let m = pg.member(i).ok_or(DsError::InvalidHandshake(
+            "the sender is not a member".into(),
+        ))?;
+        if ds
+            .queue_of_credential(&m.credential, &m.signature_key)
+            .await?
+            != Some(queue)
+        {
+            return Err(DsError::NotMember);
+        }
+    }
+    let observed = pg.process(&bundle.commit, now()).map_err(invalid)?;
+    let ObservedMessage::Commit(oc) = observed else {
+        return Err(DsError::MalformedMessage("not a commit"));
+    };
+    let group_info = bundle.group_info.clone().ok_or(DsError::InvalidGroupInfo(
+        "assisted mode needs the new GroupInfo".into(),
+    ))?;
+    pg.check_group_info(&group_info)
+        .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
+    // Routing from the commit itself.
+    let mut added = Vec::new();
+    let mut refs = Vec::new();
+    for a in &oc.added {
+        match &a.key_package_ref {
+            Some(r) => refs.push(r.0.clone()),
+            None => {
+                // The external joiner: it is the session's client.
+                let q = ds
+                    .queue_of_credential(&a.member.credential, &a.member.signature_key)
+                    .await?;
+                if q != Some(queue) {
+                    return Err(DsError::InvalidHandshake(
+                        "the external joiner is not the session's client".into(),
+                    ));
+                }
+                added.push(queue);
+            }
+        }
+    }
+    let welcome = match (refs.is_empty(), welcome) {
+        (true, None) => None,
+        (true, Some(_)) => {
+            return Err(DsError::InvalidHandshake(
+                "a Welcome but no member added".into(),
+            ));
+        }
+        (false, None) => {
+            return Err(DsError::InvalidHandshake(
+                "members added without a Welcome".into(),
+            ));
+        }
+        (false, Some((w, wrefs, owners))) => {
+            let a: HashSet<&Vec<u8>> = refs.iter().collect();
+            let b: HashSet<&Vec<u8>> = wrefs.iter().collect();
+            if a != b {
+                return Err(DsError::InvalidHandshake(
+                    "the Welcome is not for the members the commit adds".into(),
+                ));
+            }
+            added.extend(owners.iter().copied());
+            Some((w, owners))
+        }
+    };
+    let mut removed = Vec::new();
+    for m in &oc.removed {
+        if let Some(q) = ds
+            .queue_of_credential(&m.credential, &m.signature_key)
+            .await?
+        {
+            removed.push(q);
+        }
+    }
+    Ok(Some(Outcome {
+        external: oc.external,
+        added,
+        removed,
+        welcome,
+        public_state: pg.to_bytes().map_err(invalid)?,
+        group_info,
+    }))
+}
+
+/// Validates an assisted proposal: the new public state and the sequence
+/// number it was computed at.
+pub(crate) fn proposal<S: DsStore>(
+    ds: &Ds<S>,
+    record: &GroupRecord,
+    f: &Framing,
+    bytes: &[u8],
+) -> Result<(Vec<u8>, u64), DsError> {
+    if f.epoch != record.epoch {
+        return Err(DsError::WrongEpoch {
+            message_epoch: f.epoch,
+            current_epoch: record.epoch,
+        });
+    }
+    if f.public_sender.is_none() {
+        return Err(DsError::ModeMismatch(
+            "assisted mode takes PublicMessage proposals",
+        ));
+    }
+    let mut pg = load(ds, record)?;
+    pg.process(bytes, now()).map_err(invalid)?;
+    Ok((pg.to_bytes().map_err(invalid)?, record.seq))
+}
+
+/// The current ratchet tree of an assisted group (`RatchetTree` encoding).
+pub(crate) fn ratchet_tree<S: DsStore>(
+    ds: &Ds<S>,
+    record: &GroupRecord,
+) -> Result<Vec<u8>, DsError> {
+    let pg = load(ds, record)?;
+    pg.ratchet_tree()
+        .encode()
+        .map_err(|_| DsError::InvalidHandshake("tree does not encode".into()))
+}

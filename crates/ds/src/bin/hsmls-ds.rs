@@ -1,0 +1,37 @@
+//! `hsmls-ds serve`: a Delivery Service process (the tests start it as a
+//! real process; `hsmls ds serve` in the CLI is the same).
+//!
+//! ```text
+//! hsmls-ds serve --listen 127.0.0.1:0 (--sqlite FILE | --postgres URL)
+//!                --key-file FILE [--ds-identity NAME] [--app-window N]
+//! ```
+//!
+//! The key file holds the DS key (32 bytes, created with mode 0600 if
+//! missing); every process serving one database must use the same one.
+//! The bound address is printed as `listening on ADDR`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hsmls-ds: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(hsmls_ds::server::run_cli(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hsmls-ds: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tracing_init() {}

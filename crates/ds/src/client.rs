@@ -1,0 +1,406 @@
+//! An async client of the Delivery Service (HTTP/1.1 and WebSocket), for
+//! the client runtime and the tests. It needs none of the server's
+//! dependencies (`default-features = false`).
+//!
+//! ```no_run
+//! # async fn f(signer: hsmls::Signer) -> Result<(), hsmls_ds::ClientError> {
+//! let ds = hsmls_ds::DsClient::new("http://127.0.0.1:8443");
+//! ds.authenticate(&signer).await?;
+//! let batch = ds.fetch(100).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::api::{
+    AUTH_LABEL, Accepted, Ack, Challenge, ClaimRequest, ClaimedKeyPackage, ClientFrame,
+    CommitBundle, CreateGroup, GroupPosition, KeyPackageCounts, MESSAGE_MLS, Problem,
+    PublishKeyPackages, QueueBatch, ServerFrame, Session, SessionRequest, b64,
+};
+
+/// Why a DS request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The connection or the HTTP exchange failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The DS refused the request (RFC 9457 problem details).
+    #[error("refused ({}): {}", .0.status, .0.problem_type)]
+    Refused(Problem),
+    /// The DS's answer does not decode.
+    #[error("unexpected answer: {0}")]
+    UnexpectedAnswer(String),
+    /// Signing the challenge failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// No session: call [`DsClient::authenticate`] first.
+    #[error("not authenticated")]
+    NotAuthenticated,
+}
+
+impl ClientError {
+    /// The problem, if the DS refused.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            ClientError::Refused(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one DS.
+#[derive(Debug)]
+pub struct DsClient {
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+    session: Mutex<Option<Session>>,
+}
+
+impl DsClient {
+    /// A client of the DS at `base` (e.g. `http://127.0.0.1:8443`).
+    pub fn new(base: impl Into<String>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        DsClient {
+            base: base.into().trim_end_matches('/').to_string(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            session: Mutex::new(None),
+        }
+    }
+
+    /// The current session.
+    pub fn session(&self) -> Option<Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Uses an existing session.
+    pub fn set_session(&self, session: Session) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+    }
+
+    fn token(&self) -> Result<String, ClientError> {
+        self.session()
+            .map(|s| s.token)
+            .ok_or(ClientError::NotAuthenticated)
+    }
+
+    fn queue(&self) -> Result<String, ClientError> {
+        self.session()
+            .map(|s| b64::encode(&s.queue_id))
+            .ok_or(ClientError::NotAuthenticated)
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        auth: bool,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        if auth {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", self.token()?));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            let p: Problem = serde_json::from_slice(&body).map_err(|_| {
+                ClientError::UnexpectedAnswer(format!("status {status} without a problem"))
+            })?;
+            return Err(ClientError::Refused(p));
+        }
+        Ok((status, body))
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        auth: bool,
+    ) -> Result<T, ClientError> {
+        let ct = body.as_ref().map(|_| "application/json");
+        let (_, b) = self
+            .request(method, path, ct, body.unwrap_or_default(), auth)
+            .await?;
+        serde_json::from_slice(&b).map_err(|e| ClientError::UnexpectedAnswer(e.to_string()))
+    }
+
+    fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ClientError> {
+        serde_json::to_vec(v).map_err(|e| ClientError::UnexpectedAnswer(e.to_string()))
+    }
+
+    /// Proves that this client holds the key of its credential: asks for a
+    /// challenge, signs it with `signer`'s key in its custody (on a
+    /// blocking thread: a token call blocks), and opens a session.
+    pub async fn authenticate(&self, signer: &hsmls::Signer) -> Result<Session, ClientError> {
+        let challenge: Challenge = self
+            .json(Method::POST, "/v1/auth/challenge", None, false)
+            .await?;
+        let signer = signer.clone();
+        let tbs = challenge.to_be_signed();
+        let (signature, key, credential) = tokio::task::spawn_blocking(move || {
+            use hsmls::codec::Encode;
+            let cs = hsmls_crypto::CipherSuite(
+                hsmls::codec::CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0,
+            )
+            .provider()
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+            let sig = cs
+                .sign_with_label(
+                    signer.custody.as_ref(),
+                    &signer.signature_key,
+                    AUTH_LABEL,
+                    &tbs,
+                )
+                .map_err(|e| ClientError::Signing(e.to_string()))?;
+            let cred = signer
+                .credential
+                .encode()
+                .map_err(|e| ClientError::Signing(e.to_string()))?;
+            Ok::<_, ClientError>((sig, signer.signature_public_key().0, cred))
+        })
+        .await
+        .map_err(|e| ClientError::Signing(e.to_string()))??;
+        let req = SessionRequest {
+            challenge,
+            credential,
+            signature_key: key,
+            signature,
+        };
+        let session: Session = self
+            .json(
+                Method::POST,
+                "/v1/auth/session",
+                Some(Self::to_json(&req)?),
+                false,
+            )
+            .await?;
+        self.set_session(session.clone());
+        Ok(session)
+    }
+
+    /// Publishes own KeyPackages (`MLSMessage`s); returns the counts.
+    pub async fn publish_key_packages(
+        &self,
+        key_packages: Vec<Vec<u8>>,
+    ) -> Result<KeyPackageCounts, ClientError> {
+        let body = Self::to_json(&PublishKeyPackages { key_packages })?;
+        self.json(Method::POST, "/v1/key-packages", Some(body), true)
+            .await
+    }
+
+    /// Own KeyPackage counts.
+    pub async fn key_package_counts(&self) -> Result<KeyPackageCounts, ClientError> {
+        self.json(Method::GET, "/v1/key-packages", None, true).await
+    }
+
+    /// Claims a KeyPackage of the client named `identity`.
+    pub async fn claim_key_package(
+        &self,
+        identity: &[u8],
+    ) -> Result<ClaimedKeyPackage, ClientError> {
+        let body = Self::to_json(&ClaimRequest {
+            identity: identity.to_vec(),
+        })?;
+        self.json(Method::POST, "/v1/key-packages/claim", Some(body), true)
+            .await
+    }
+
+    /// Creates a group.
+    pub async fn create_group(&self, req: &CreateGroup) -> Result<(), ClientError> {
+        self.request(
+            Method::POST,
+            "/v1/groups",
+            Some("application/json"),
+            Self::to_json(req)?,
+            true,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sends a commit bundle. A lost epoch is `Refused` with problem kind
+    /// `stale-commit` and the current epoch.
+    pub async fn send_commit(&self, bundle: &CommitBundle) -> Result<Accepted, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/commit-bundles",
+            Some(Self::to_json(bundle)?),
+            true,
+        )
+        .await
+    }
+
+    /// Sends an application message or proposal (`message/mls`).
+    pub async fn send_message(&self, message: &[u8]) -> Result<Accepted, ClientError> {
+        let (_, b) = self
+            .request(
+                Method::POST,
+                "/v1/messages",
+                Some(MESSAGE_MLS),
+                message.to_vec(),
+                true,
+            )
+            .await?;
+        serde_json::from_slice(&b).map_err(|e| ClientError::UnexpectedAnswer(e.to_string()))
+    }
+
+    /// Sends raw bytes to a path (for tests of malformed requests).
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let m = Method::from_bytes(method.as_bytes())
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let auth = self.session().is_some();
+        self.request(m, path, Some(content_type), body, auth)
+            .await
+            .map(|(_, b)| b.to_vec())
+    }
+
+    /// What is after this client's cursors.
+    pub async fn fetch(&self, limit: u32) -> Result<QueueBatch, ClientError> {
+        let path = format!("/v1/queues/{}/messages?limit={limit}", self.queue()?);
+        self.json(Method::GET, &path, None, true).await
+    }
+
+    /// Acknowledges.
+    pub async fn ack(&self, ack: &Ack) -> Result<(), ClientError> {
+        let path = format!("/v1/queues/{}/ack", self.queue()?);
+        self.request(
+            Method::POST,
+            &path,
+            Some("application/json"),
+            Self::to_json(ack)?,
+            true,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Assisted mode: the group's current GroupInfo (`MLSMessage`).
+    pub async fn group_info(&self, group_id: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/groups/{}/group-info", b64::encode(group_id));
+        Ok(self
+            .request(Method::GET, &path, None, vec![], true)
+            .await?
+            .1
+            .to_vec())
+    }
+
+    /// Assisted mode: the group's ratchet tree (`RatchetTree` encoding).
+    pub async fn ratchet_tree(&self, group_id: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/groups/{}/ratchet-tree", b64::encode(group_id));
+        Ok(self
+            .request(Method::GET, &path, None, vec![], true)
+            .await?
+            .1
+            .to_vec())
+    }
+
+    /// Opens the push connection, resuming after `positions` (groups not
+    /// named resume from the stored cursors).
+    pub async fn push(&self, positions: Vec<GroupPosition>) -> Result<PushStream, ClientError> {
+        let url = format!(
+            "{}/v1/queues/{}/ws",
+            self.base.replacen("http", "ws", 1),
+            self.queue()?
+        );
+        let mut req = url
+            .into_client_request()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let auth = format!("Bearer {}", self.token()?)
+            .parse()
+            .map_err(|_| ClientError::NotAuthenticated)?;
+        req.headers_mut().insert(header::AUTHORIZATION, auth);
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let mut stream = PushStream { ws };
+        stream.send(&ClientFrame::Resume { positions }).await?;
+        Ok(stream)
+    }
+}
+
+/// A live push connection.
+#[derive(Debug)]
+pub struct PushStream {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl PushStream {
+    async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        let text =
+            serde_json::to_string(frame).map_err(|e| ClientError::Transport(e.to_string()))?;
+        self.ws
+            .send(WsMessage::Text(text.into()))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    /// The next pushed message or Welcome; `None` when the DS closed.
+    pub async fn next(&mut self) -> Option<Result<ServerFrame, ClientError>> {
+        loop {
+            match self.ws.next().await? {
+                Ok(WsMessage::Text(t)) => {
+                    return Some(
+                        serde_json::from_str(t.as_str())
+                            .map_err(|e| ClientError::UnexpectedAnswer(e.to_string())),
+                    );
+                }
+                Ok(WsMessage::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(e) => return Some(Err(ClientError::Transport(e.to_string()))),
+            }
+        }
+    }
+
+    /// Acknowledges on the connection.
+    pub async fn ack(&mut self, ack: Ack) -> Result<(), ClientError> {
+        self.send(&ClientFrame::Ack(ack)).await
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

@@ -1,0 +1,1147 @@
+//! The DS server: [`Ds`] (the service, callable without HTTP) and its axum
+//! [`router`].
+//!
+//! Logs name no payload, no group id and no client identity: requests are
+//! logged with their route, status and the first bytes of the queue id at
+//! most.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hsmls::codec::{CipherSuite, ContentType, Credential, Decode, MlsMessageBody, Sender};
+use tokio::sync::Notify;
+
+use crate::api::{
+    Accepted, Ack, ClaimRequest, ClaimedKeyPackage, ClientFrame, CommitBundle, CreateGroup,
+    GroupMode, KeyPackageCounts, MESSAGE_MLS, PROBLEM_JSON, PublishKeyPackages, QueueBatch,
+    QueuedMessage, QueuedWelcome, ServerFrame, Session, SessionRequest, b64,
+};
+use crate::assisted;
+use crate::auth::{AuthFailure, Authenticator, ClientAuthenticator, DsKey};
+use crate::directory::{MAX_BATCH, validate_key_package};
+use crate::error::DsError;
+use crate::fanout::Hub;
+use crate::ordering::{digest, framing, welcome_refs};
+use crate::store::{
+    CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewMessage, QueueId,
+};
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A per-client rate limit: a token bucket of `burst` requests refilled
+/// at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Burst size.
+    pub burst: f64,
+}
+
+/// The DS's configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DsConfig {
+    /// The DS's name in challenges (e.g. its host name).
+    pub ds_identity: String,
+    /// The cipher suite of the KeyPackages and groups it serves.
+    pub cipher_suite: CipherSuite,
+    /// Application messages are accepted from this many epochs back.
+    pub app_window: u64,
+    /// Never-acknowledged messages and Welcomes are deleted after this
+    /// many seconds.
+    pub message_ttl: u64,
+    /// A claimed KeyPackageRef routes its Welcome for this many seconds.
+    pub route_ttl: u64,
+    /// The largest request body (bytes).
+    pub max_body: usize,
+    /// The per-client rate limit.
+    pub rate_limit: RateLimit,
+    /// The most messages one fetch returns.
+    pub fetch_limit: u32,
+    /// The longest group id accepted.
+    pub max_group_id: usize,
+    /// How often the purge runs.
+    pub purge_interval: Duration,
+}
+
+impl DsConfig {
+    /// Defaults for the DS named `ds_identity`: suite 0x0002, application
+    /// messages from 2 epochs back, 14 days of retention, 1 MiB bodies,
+    /// 200 requests per second (burst 400) per client.
+    pub fn new(ds_identity: impl Into<String>) -> Self {
+        DsConfig {
+            ds_identity: ds_identity.into(),
+            cipher_suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+            app_window: 2,
+            message_ttl: 14 * 86_400,
+            route_ttl: 14 * 86_400,
+            max_body: 1 << 20,
+            rate_limit: RateLimit {
+                per_second: 200.0,
+                burst: 400.0,
+            },
+            fetch_limit: 500,
+            max_group_id: 255,
+            purge_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Limiter {
+    buckets: Mutex<HashMap<QueueId, (f64, std::time::Instant)>>,
+}
+
+impl Limiter {
+    fn allow(&self, q: &QueueId, limit: RateLimit) -> bool {
+        let now = std::time::Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() > 100_000 {
+            b.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        let (tokens, last) = b.entry(*q).or_insert((limit.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(limit.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The Delivery Service: storage, push hub, authentication, rules.
+#[derive(Debug)]
+pub struct Ds<S: DsStore> {
+    store: S,
+    hub: Hub,
+    auth: Authenticator,
+    config: DsConfig,
+    limiter: Limiter,
+}
+
+fn queue_str(q: &QueueId) -> String {
+    hex::encode(&q[..4])
+}
+
+impl<S: DsStore> Ds<S> {
+    /// A DS over `store`, with its key and the Authentication Service's
+    /// credential rules.
+    pub fn new(
+        store: S,
+        hub: Hub,
+        key: DsKey,
+        authenticator: Arc<dyn ClientAuthenticator>,
+        config: DsConfig,
+    ) -> Self {
+        let auth = Authenticator::new(key, config.ds_identity.clone(), authenticator);
+        Ds {
+            store,
+            hub,
+            auth,
+            config,
+            limiter: Limiter::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The push hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DsConfig {
+        &self.config
+    }
+
+    /// The authentication state.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// A fresh challenge.
+    pub fn challenge(&self) -> crate::api::Challenge {
+        self.auth.challenge(now())
+    }
+
+    /// Verifies a signed challenge and opens a session.
+    pub async fn open_session(&self, req: &SessionRequest) -> Result<Session, DsError> {
+        let t = now();
+        let client = self
+            .auth
+            .verify(req, t)
+            .map_err(|f| DsError::AuthenticationFailed(f.as_str()))?;
+        let tag = self.auth.key().identity_tag(&client.identity);
+        let queue = self.store.client_queue(tag).await?;
+        let expires_at = t + self.auth.session_ttl;
+        tracing::info!(queue = %queue_str(&queue), "session opened");
+        Ok(Session {
+            token: self.auth.session_token(&queue, expires_at),
+            queue_id: queue.to_vec(),
+            expires_at,
+        })
+    }
+
+    /// The queue of a bearer token, rate limited.
+    pub fn session(&self, token: &str) -> Result<QueueId, DsError> {
+        let q = self
+            .auth
+            .check_session(token, now())
+            .map_err(|_: AuthFailure| DsError::Unauthenticated)?;
+        if !self.limiter.allow(&q, self.config.rate_limit) {
+            return Err(DsError::RateLimited);
+        }
+        Ok(q)
+    }
+
+    /// Publishes the client's own KeyPackages (all or none).
+    pub async fn publish(
+        &self,
+        queue: QueueId,
+        req: PublishKeyPackages,
+    ) -> Result<KeyPackageCounts, DsError> {
+        if req.key_packages.is_empty() || req.key_packages.len() > MAX_BATCH {
+            return Err(DsError::MalformedRequest(
+                "1 to 100 KeyPackages per request",
+            ));
+        }
+        let t = now();
+        let mut kps = Vec::with_capacity(req.key_packages.len());
+        let authenticator = self.auth.client_authenticator().clone();
+        for bytes in &req.key_packages {
+            let (kp, identity) =
+                validate_key_package(bytes, self.config.cipher_suite, &authenticator, t)?;
+            // The credential must name the publisher (the store knows
+            // clients by the tag of their identity).
+            let tag = self.auth.key().identity_tag(&identity);
+            if self.store.find_client(tag).await? != Some(queue) {
+                return Err(DsError::IdentityMismatch);
+            }
+            kps.push(kp);
+        }
+        self.store.publish_key_packages(queue, kps).await?;
+        Ok(self.store.key_package_counts(queue, t).await?)
+    }
+
+    /// The client's counts.
+    pub async fn counts(&self, queue: QueueId) -> Result<KeyPackageCounts, DsError> {
+        Ok(self.store.key_package_counts(queue, now()).await?)
+    }
+
+    /// Claims a KeyPackage of the client named `identity`.
+    pub async fn claim(&self, identity: &[u8]) -> Result<ClaimedKeyPackage, DsError> {
+        let tag = self.auth.key().identity_tag(identity);
+        let owner = self
+            .store
+            .find_client(tag)
+            .await?
+            .ok_or(DsError::NoKeyPackage)?;
+        let t = now();
+        let c = self
+            .store
+            .claim_key_package(owner, t, t.saturating_add(self.config.route_ttl))
+            .await?
+            .ok_or(DsError::NoKeyPackage)?;
+        if c.last_resort {
+            // The owner learns it from its counts; wake its connection.
+            self.hub.queue_changed(&owner);
+        }
+        Ok(ClaimedKeyPackage {
+            key_package: c.key_package,
+            last_resort: c.last_resort,
+        })
+    }
+
+    /// Creates a group with the client as its only member.
+    pub async fn create_group(&self, queue: QueueId, req: CreateGroup) -> Result<(), DsError> {
+        if req.group_id.is_empty() || req.group_id.len() > self.config.max_group_id {
+            return Err(DsError::MalformedRequest("group id length"));
+        }
+        let (public_state, group_info) = match req.mode {
+            GroupMode::Blind => (None, None),
+            GroupMode::Assisted => {
+                let (state, gi) = assisted::create(self, queue, &req).await?;
+                (Some(state), Some(gi))
+            }
+        };
+        let created = self
+            .store
+            .create_group(NewGroup {
+                group_id: req.group_id,
+                mode: req.mode,
+                epoch: req.epoch,
+                creator: queue,
+                public_state,
+                group_info,
+            })
+            .await?;
+        if !created {
+            return Err(DsError::GroupExists);
+        }
+        self.hub.queue_changed(&queue);
+        Ok(())
+    }
+
+    /// The queues of clients named by identity (declared removals).
+    async fn queues_of(&self, identities: &[Vec<u8>]) -> Result<Vec<QueueId>, DsError> {
+        let mut out = Vec::with_capacity(identities.len());
+        for id in identities {
+            let tag = self.auth.key().identity_tag(id);
+            let q = self
+                .store
+                .find_client(tag)
+                .await?
+                .ok_or(DsError::MalformedRequest("a removed client is unknown"))?;
+            out.push(q);
+        }
+        Ok(out)
+    }
+
+    /// The queue of the client a credential names.
+    pub(crate) async fn queue_of_credential(
+        &self,
+        credential: &Credential,
+        key: &hsmls::codec::SignaturePublicKey,
+    ) -> Result<Option<QueueId>, DsError> {
+        let identity = self
+            .auth
+            .client_authenticator()
+            .identity(credential, key)
+            .map_err(|e| DsError::InvalidHandshake(e.to_string()))?;
+        Ok(self
+            .store
+            .find_client(self.auth.key().identity_tag(&identity))
+            .await?)
+    }
+
+    /// Orders a commit bundle.
+    pub async fn commit(&self, queue: QueueId, bundle: CommitBundle) -> Result<Accepted, DsError> {
+        let (f, msg) = framing(&bundle.commit)?;
+        if f.content_type != ContentType::Commit {
+            return Err(DsError::MalformedMessage("not a commit"));
+        }
+        let record = self
+            .store
+            .group(f.group_id.clone())
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        let d = digest(&bundle.commit);
+        // Welcome recipients: the owners of the KeyPackageRefs it names.
+        let welcome = match &bundle.welcome {
+            Some(w) => {
+                let (_, refs) = welcome_refs(w)?;
+                if refs.is_empty() {
+                    return Err(DsError::MalformedMessage("a Welcome without recipients"));
+                }
+                let owners = self.store.route_key_package_refs(refs.clone()).await?;
+                let owners: Option<Vec<QueueId>> = owners.into_iter().collect();
+                let owners = owners.ok_or(DsError::UnknownKeyPackageRef)?;
+                Some((w.clone(), refs, owners))
+            }
+            None => None,
+        };
+        let mut new = NewCommit {
+            group_id: f.group_id.clone(),
+            epoch: f.epoch,
+            digest: d,
+            sender: queue,
+            external: false,
+            message: bundle.commit.clone(),
+            welcome: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            public_state: None,
+            group_info: None,
+            now: now(),
+        };
+        match record.mode {
+            GroupMode::Blind => {
+                if matches!(f.public_sender, Some(s) if !matches!(s, Sender::Member(_))) {
+                    return Err(DsError::ModeMismatch("external commits need assisted mode"));
+                }
+                new.removed = self.queues_of(&bundle.removed).await?;
+                if let Some((w, _, owners)) = welcome {
+                    new.added = owners.clone();
+                    new.welcome = Some((w, owners));
+                }
+            }
+            GroupMode::Assisted => {
+                if !matches!(msg.body, MlsMessageBody::PublicMessage(_)) {
+                    return Err(DsError::ModeMismatch(
+                        "assisted mode takes PublicMessage commits",
+                    ));
+                }
+                if !bundle.removed.is_empty() {
+                    return Err(DsError::MalformedRequest(
+                        "assisted mode reads removals from the commit",
+                    ));
+                }
+                if let Some(outcome) =
+                    assisted::commit(self, queue, &record, &f, &bundle, welcome).await?
+                {
+                    new.external = outcome.external;
+                    new.added = outcome.added;
+                    new.removed = outcome.removed;
+                    new.welcome = outcome.welcome;
+                    new.public_state = Some(outcome.public_state);
+                    new.group_info = Some(outcome.group_info);
+                }
+            }
+        }
+        let recipients: Vec<QueueId> = new
+            .welcome
+            .as_ref()
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        match self.store.append_commit(new).await? {
+            CommitOutcome::Accepted { seq, epoch } => {
+                self.hub.group_advanced(&f.group_id, seq);
+                for q in &recipients {
+                    self.hub.queue_changed(q);
+                }
+                tracing::info!(queue = %queue_str(&queue), seq, "commit accepted");
+                Ok(Accepted { seq, epoch })
+            }
+            CommitOutcome::AlreadyAccepted { seq, epoch } => Ok(Accepted { seq, epoch }),
+            CommitOutcome::Conflict { current_epoch } => {
+                tracing::info!(queue = %queue_str(&queue), "commit lost its epoch");
+                Err(DsError::StaleCommit {
+                    message_epoch: f.epoch,
+                    current_epoch,
+                })
+            }
+            CommitOutcome::NotMember => Err(DsError::NotMember),
+            CommitOutcome::UnknownGroup => Err(DsError::UnknownGroup),
+        }
+    }
+
+    /// Orders an application message or a proposal.
+    pub async fn message(&self, queue: QueueId, bytes: Vec<u8>) -> Result<Accepted, DsError> {
+        let (f, _) = framing(&bytes)?;
+        let window = match f.content_type {
+            ContentType::Commit => {
+                return Err(DsError::MalformedMessage("commits go in a commit bundle"));
+            }
+            ContentType::Proposal => 0,
+            ContentType::Application => self.config.app_window,
+        };
+        let record = self
+            .store
+            .group(f.group_id.clone())
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        let d = digest(&bytes);
+        for _attempt in 0..4 {
+            let public_state = match (record.mode, f.content_type) {
+                (GroupMode::Assisted, ContentType::Proposal) => {
+                    let record = self
+                        .store
+                        .group(f.group_id.clone())
+                        .await?
+                        .ok_or(DsError::UnknownGroup)?;
+                    Some(assisted::proposal(self, &record, &f, &bytes)?)
+                }
+                _ => None,
+            };
+            let outcome = self
+                .store
+                .append_message(NewMessage {
+                    group_id: f.group_id.clone(),
+                    epoch: f.epoch,
+                    window,
+                    digest: d,
+                    sender: queue,
+                    message: bytes.clone(),
+                    public_state,
+                    now: now(),
+                })
+                .await?;
+            return match outcome {
+                MessageOutcome::Accepted { seq, epoch } => {
+                    self.hub.group_advanced(&f.group_id, seq);
+                    Ok(Accepted { seq, epoch })
+                }
+                MessageOutcome::Duplicate { seq } => Err(DsError::Duplicate { seq }),
+                MessageOutcome::WrongEpoch { current_epoch } => Err(DsError::WrongEpoch {
+                    message_epoch: f.epoch,
+                    current_epoch,
+                }),
+                MessageOutcome::StateChanged => continue,
+                MessageOutcome::NotMember => Err(DsError::NotMember),
+                MessageOutcome::UnknownGroup => Err(DsError::UnknownGroup),
+            };
+        }
+        Err(DsError::WrongEpoch {
+            message_epoch: f.epoch,
+            current_epoch: record.epoch,
+        })
+    }
+
+    /// What is after the client's cursors: Welcomes, then each group's
+    /// messages in order (at most `limit` in all).
+    pub async fn fetch(&self, queue: QueueId, limit: u32) -> Result<QueueBatch, DsError> {
+        let limit = limit.clamp(1, self.config.fetch_limit);
+        let welcomes = self.store.read_welcomes(queue, limit).await?;
+        let mut batch = QueueBatch {
+            welcomes: welcomes
+                .into_iter()
+                .map(|(id, welcome)| QueuedWelcome { id, welcome })
+                .collect(),
+            messages: Vec::new(),
+        };
+        let mut left = limit;
+        for m in self.store.memberships(queue).await? {
+            if left == 0 {
+                break;
+            }
+            let msgs = self
+                .store
+                .read_messages(m.group_id.clone(), m.cursor, m.until, left)
+                .await?;
+            left -= msgs.len() as u32;
+            batch
+                .messages
+                .extend(msgs.into_iter().map(|s| QueuedMessage {
+                    group_id: m.group_id.clone(),
+                    seq: s.seq,
+                    message: s.message,
+                }));
+        }
+        Ok(batch)
+    }
+
+    /// Acknowledges.
+    pub async fn ack(&self, queue: QueueId, ack: Ack) -> Result<(), DsError> {
+        if ack.messages.len() > 10_000 || ack.welcomes.len() > 10_000 {
+            return Err(DsError::MalformedRequest("too many positions"));
+        }
+        self.store
+            .acknowledge(
+                queue,
+                ack.messages
+                    .into_iter()
+                    .map(|p| (p.group_id, p.seq))
+                    .collect(),
+                ack.welcomes,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Assisted mode: the current GroupInfo (`MLSMessage`).
+    pub async fn group_info(&self, group_id: Vec<u8>) -> Result<Vec<u8>, DsError> {
+        let g = self
+            .store
+            .group(group_id)
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        g.group_info.ok_or(DsError::ModeMismatch(
+            "the DS keeps no GroupInfo of a blind group",
+        ))
+    }
+
+    /// Assisted mode: the current ratchet tree (`RatchetTree` encoding).
+    pub async fn ratchet_tree(&self, group_id: Vec<u8>) -> Result<Vec<u8>, DsError> {
+        let g = self
+            .store
+            .group(group_id.clone())
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        assisted::ratchet_tree(self, &g)
+    }
+
+    /// Runs the purge once.
+    pub async fn purge(&self) -> Result<crate::store::Purged, DsError> {
+        let t = now();
+        let p = self
+            .store
+            .purge(t, t.saturating_sub(self.config.message_ttl))
+            .await?;
+        tracing::info!(
+            key_packages = p.key_packages,
+            messages = p.messages,
+            welcomes = p.welcomes,
+            routes = p.routes,
+            "purged"
+        );
+        Ok(p)
+    }
+}
+
+// ----- HTTP -----
+
+impl IntoResponse for DsError {
+    fn into_response(self) -> Response {
+        if let DsError::Storage(e) = &self {
+            tracing::error!(error = %e, "storage failure");
+        }
+        let p = self.problem();
+        let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&p).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            body,
+        )
+            .into_response()
+    }
+}
+
+type Shared<S> = Arc<Ds<S>>;
+
+fn bearer(headers: &HeaderMap) -> Result<&str, DsError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(DsError::Unauthenticated)
+}
+
+fn body_of(b: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Bytes, DsError> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            DsError::PayloadTooLarge
+        } else {
+            DsError::MalformedRequest("unreadable body")
+        }
+    })
+}
+
+fn json_of<T: serde::de::DeserializeOwned>(
+    b: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, DsError> {
+    let b = body_of(b)?;
+    serde_json::from_slice(&b).map_err(|_| DsError::MalformedRequest("invalid JSON body"))
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn group_path(g: &str) -> Result<Vec<u8>, DsError> {
+    b64::decode(g).ok_or(DsError::MalformedRequest("group id is not base64url"))
+}
+
+fn own_queue(session: QueueId, path: &str) -> Result<(), DsError> {
+    let q = b64::decode(path).ok_or(DsError::MalformedRequest("queue id is not base64url"))?;
+    if q.as_slice() == session.as_slice() {
+        Ok(())
+    } else {
+        Err(DsError::NotOwnQueue)
+    }
+}
+
+async fn h_challenge<S: DsStore>(State(ds): State<Shared<S>>) -> Response {
+    json(StatusCode::OK, &ds.challenge())
+}
+
+async fn h_session<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    let req: SessionRequest = json_of(body)?;
+    Ok(json(StatusCode::OK, &ds.open_session(&req).await?))
+}
+
+async fn h_publish<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    let req: PublishKeyPackages = json_of(body)?;
+    Ok(json(StatusCode::OK, &ds.publish(q, req).await?))
+}
+
+async fn h_counts<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    Ok(json(StatusCode::OK, &ds.counts(q).await?))
+}
+
+async fn h_claim<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    ds.session(bearer(&headers)?)?;
+    let req: ClaimRequest = json_of(body)?;
+    Ok(json(StatusCode::OK, &ds.claim(&req.identity).await?))
+}
+
+async fn h_create<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    let req: CreateGroup = json_of(body)?;
+    ds.create_group(q, req).await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn h_commit<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    let req: CommitBundle = json_of(body)?;
+    Ok(json(StatusCode::OK, &ds.commit(q, req).await?))
+}
+
+async fn h_message<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct != MESSAGE_MLS {
+        return Err(DsError::MalformedRequest(
+            "Content-Type must be message/mls",
+        ));
+    }
+    let b = body_of(body)?;
+    Ok(json(StatusCode::OK, &ds.message(q, b.to_vec()).await?))
+}
+
+async fn h_group_info<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    Path(group): Path<String>,
+) -> Result<Response, DsError> {
+    ds.session(bearer(&headers)?)?;
+    let gi = ds.group_info(group_path(&group)?).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(MESSAGE_MLS))],
+        gi,
+    )
+        .into_response())
+}
+
+async fn h_ratchet_tree<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    Path(group): Path<String>,
+) -> Result<Response, DsError> {
+    ds.session(bearer(&headers)?)?;
+    let t = ds.ratchet_tree(group_path(&group)?).await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        t,
+    )
+        .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FetchQuery {
+    limit: Option<u32>,
+}
+
+async fn h_fetch<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    Query(query): Query<FetchQuery>,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    own_queue(q, &queue)?;
+    let limit = query.limit.unwrap_or(ds.config.fetch_limit);
+    Ok(json(StatusCode::OK, &ds.fetch(q, limit).await?))
+}
+
+async fn h_ack<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    own_queue(q, &queue)?;
+    let ack: Ack = json_of(body)?;
+    ds.ack(q, ack).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn h_ws<S: DsStore>(
+    State(ds): State<Shared<S>>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, DsError> {
+    let q = ds.session(bearer(&headers)?)?;
+    own_queue(q, &queue)?;
+    Ok(ws
+        .max_message_size(ds.config.max_body)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = push(ds, q, socket).await {
+                tracing::debug!(error = %e, "push connection ended");
+            }
+        }))
+}
+
+/// One push connection: sends what is after its positions, then whatever
+/// arrives, and takes acknowledgements and resume positions.
+async fn push<S: DsStore>(
+    ds: Shared<S>,
+    queue: QueueId,
+    mut socket: WebSocket,
+) -> Result<(), String> {
+    let notify = Arc::new(Notify::new());
+    ds.hub.follow_queue(&queue, &notify);
+    let mut positions: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut sent_welcomes: std::collections::BTreeSet<u64> = Default::default();
+    let mut followed: std::collections::HashSet<Vec<u8>> = Default::default();
+    // The client names its positions first (a `resume` frame); without one
+    // within 2 s, delivery starts from the stored cursors.
+    if let Ok(Some(Ok(WsMessage::Text(t)))) =
+        tokio::time::timeout(Duration::from_secs(2), socket.recv()).await
+    {
+        match serde_json::from_str::<ClientFrame>(t.as_str()) {
+            Ok(ClientFrame::Resume { positions: p }) => {
+                for gp in p {
+                    positions.insert(gp.group_id, gp.seq);
+                }
+            }
+            Ok(ClientFrame::Ack(ack)) => ds.ack(queue, ack).await.map_err(|e| e.to_string())?,
+            Err(_) => return Err("malformed client frame".into()),
+        }
+    }
+    loop {
+        // Deliver everything after the positions.
+        let welcomes = ds
+            .store
+            .read_welcomes(queue, ds.config.fetch_limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (id, welcome) in welcomes {
+            if sent_welcomes.insert(id) {
+                let frame = ServerFrame::Welcome(QueuedWelcome { id, welcome });
+                send_frame(&mut socket, &frame).await?;
+            }
+        }
+        let memberships = ds
+            .store
+            .memberships(queue)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut more = false;
+        for m in memberships {
+            if followed.insert(m.group_id.clone()) {
+                ds.hub.follow_group(&m.group_id, &notify);
+            }
+            let pos = positions.entry(m.group_id.clone()).or_insert(m.cursor);
+            let pos_now = (*pos).max(m.cursor);
+            let msgs = ds
+                .store
+                .read_messages(m.group_id.clone(), pos_now, m.until, ds.config.fetch_limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            if msgs.len() as u32 == ds.config.fetch_limit {
+                more = true;
+            }
+            for s in msgs {
+                *pos = s.seq;
+                let frame = ServerFrame::Message(QueuedMessage {
+                    group_id: m.group_id.clone(),
+                    seq: s.seq,
+                    message: s.message,
+                });
+                send_frame(&mut socket, &frame).await?;
+            }
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            incoming = socket.recv() => {
+                let Some(Ok(msg)) = incoming else { return Ok(()) };
+                match msg {
+                    WsMessage::Text(t) => {
+                        let frame: ClientFrame = serde_json::from_str(t.as_str())
+                            .map_err(|_| "malformed client frame".to_string())?;
+                        match frame {
+                            ClientFrame::Resume { positions: p } => {
+                                for gp in p {
+                                    positions.insert(gp.group_id, gp.seq);
+                                }
+                            }
+                            ClientFrame::Ack(ack) => {
+                                let ids = ack.welcomes.clone();
+                                ds.ack(queue, ack).await.map_err(|e| e.to_string())?;
+                                for id in ids {
+                                    sent_welcomes.remove(&id);
+                                }
+                            }
+                        }
+                    }
+                    WsMessage::Close(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), String> {
+    let text = serde_json::to_string(frame).map_err(|e| e.to_string())?;
+    socket
+        .send(WsMessage::Text(text.into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The DS's HTTP routes.
+pub fn router<S: DsStore>(ds: Shared<S>) -> Router {
+    let limit = ds.config.max_body;
+    Router::new()
+        .route("/v1/auth/challenge", post(h_challenge::<S>))
+        .route("/v1/auth/session", post(h_session::<S>))
+        .route("/v1/key-packages", post(h_publish::<S>).get(h_counts::<S>))
+        .route("/v1/key-packages/claim", post(h_claim::<S>))
+        .route("/v1/groups", post(h_create::<S>))
+        .route("/v1/commit-bundles", post(h_commit::<S>))
+        .route("/v1/messages", post(h_message::<S>))
+        .route("/v1/groups/{group}/group-info", get(h_group_info::<S>))
+        .route("/v1/groups/{group}/ratchet-tree", get(h_ratchet_tree::<S>))
+        .route("/v1/queues/{queue}/messages", get(h_fetch::<S>))
+        .route("/v1/queues/{queue}/ack", post(h_ack::<S>))
+        .route("/v1/queues/{queue}/ws", get(h_ws::<S>))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(ds)
+}
+
+/// Serves `ds` on `listener` until `shutdown` resolves; runs the purge
+/// every [`DsConfig::purge_interval`].
+pub async fn serve<S: DsStore>(
+    ds: Shared<S>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let purger = {
+        let ds = ds.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ds.config.purge_interval);
+            loop {
+                tick.tick().await;
+                if let Err(e) = ds.purge().await {
+                    tracing::warn!(error = %e, "purge failed");
+                }
+            }
+        })
+    };
+    let app = router(ds).into_make_service_with_connect_info::<SocketAddr>();
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purger.abort();
+    r
+}
+
+/// Decodes a `Credential` (TLS encoding).
+pub fn decode_credential(bytes: &[u8]) -> Option<Credential> {
+    Credential::decode(bytes).ok()
+}
+
+/// Where the DS keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreChoice {
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+/// The options of `serve` on the command line.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The address to listen on.
+    pub listen: String,
+    /// The store.
+    pub store: StoreChoice,
+    /// The DS key file.
+    pub key_file: std::path::PathBuf,
+    /// The DS configuration.
+    pub config: DsConfig,
+}
+
+/// Parses `serve` arguments (see the `hsmls-ds` binary).
+pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
+    let mut listen = "127.0.0.1:8443".to_string();
+    let mut store = None;
+    let mut key_file = None;
+    let mut config = DsConfig::new("hsmls-ds");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--listen" => listen = value()?,
+            "--sqlite" => store = Some(StoreChoice::Sqlite(value()?.into())),
+            "--postgres" => store = Some(StoreChoice::Postgres(value()?)),
+            "--key-file" => key_file = Some(std::path::PathBuf::from(value()?)),
+            "--ds-identity" => config.ds_identity = value()?,
+            "--app-window" => {
+                config.app_window = value()?.parse().map_err(|_| "--app-window: a number")?
+            }
+            "--rate" => {
+                let r: f64 = value()?.parse().map_err(|_| "--rate: a number")?;
+                config.rate_limit = RateLimit {
+                    per_second: r,
+                    burst: r * 2.0,
+                };
+            }
+            "--max-body" => {
+                config.max_body = value()?.parse().map_err(|_| "--max-body: a number")?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(ServeOptions {
+        listen,
+        store: store.ok_or("--sqlite FILE or --postgres URL is needed")?,
+        key_file: key_file.ok_or("--key-file FILE is needed")?,
+        config,
+    })
+}
+
+/// Reads the DS key from `path`, creating it (mode 0600) if it is missing.
+pub fn load_or_create_key(path: &std::path::Path) -> Result<DsKey, String> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            let k: [u8; 32] = b
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("{}: not a 32-byte key", path.display()))?;
+            Ok(DsKey::from_bytes(k))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = DsKey::generate();
+            let mut open = std::fs::OpenOptions::new();
+            open.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                open.mode(0o600);
+            }
+            use std::io::Write;
+            match open.open(path) {
+                Ok(mut f) => {
+                    f.write_all(key.bytes()).map_err(|e| e.to_string())?;
+                    Ok(key)
+                }
+                // Another process created it first: read its key.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Runs `serve` until SIGINT/SIGTERM, with basic credentials (the X.509
+/// validator of the Authentication Service plugs in through
+/// [`ClientAuthenticator`]).
+pub async fn run_serve(
+    opts: ServeOptions,
+    authenticator: Arc<dyn ClientAuthenticator>,
+) -> Result<(), String> {
+    let key = load_or_create_key(&opts.key_file)?;
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .map_err(|e| format!("{}: {e}", opts.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let hub = Hub::new();
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match opts.store {
+        StoreChoice::Sqlite(path) => {
+            let store = crate::store::SqliteStore::open(&path, Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
+            println!("listening on {addr}");
+            serve(ds, listener, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        StoreChoice::Postgres(url) => {
+            let store = crate::store::PostgresStore::connect(&url, 16)
+                .await
+                .map_err(|e| e.to_string())?;
+            let listen_task = store.listen(hub.clone());
+            let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
+            println!("listening on {addr}");
+            let r = serve(ds, listener, shutdown)
+                .await
+                .map_err(|e| e.to_string());
+            listen_task.abort();
+            r
+        }
+    }
+}
+
+/// The command line: `serve …`.
+pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
+    match args.split_first() {
+        Some((cmd, rest)) if cmd == "serve" => {
+            let opts = parse_serve(rest)?;
+            run_serve(opts, Arc::new(crate::auth::ValidatorAuthenticator::basic())).await
+        }
+        _ => Err(
+            "usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE"
+                .into(),
+        ),
+    }
+}

@@ -1,0 +1,423 @@
+//! The DS's storage: one trait, [`DsStore`], with an embedded SQLite
+//! implementation ([`SqliteStore`]: one writer task batching requests into
+//! one transaction per millisecond or so, readers on a pool) and a
+//! PostgreSQL one ([`PostgresStore`]: several DS processes on one
+//! database). Both pass the same conformance suite (`tests/store_*.rs`).
+//!
+//! What is stored:
+//! - clients: a random 16-byte queue id per client, found by an HMAC of
+//!   the client's identity under the DS key (the identity itself is not
+//!   stored);
+//! - KeyPackages (as published: they name their owner in clear, the DS
+//!   must serve them), their owner's queue, expiry and last-resort flag;
+//!   the KeyPackageRefs handed out, with the queue of their owner (to
+//!   route the Welcome), kept for a bounded time;
+//! - groups: id, mode, epoch, the sequence counter, and in assisted mode
+//!   the public group state and the current GroupInfo; members as
+//!   (group, queue, cursor); the digests of accepted commits per epoch;
+//! - messages once per group (not per recipient), deleted when every
+//!   member acknowledged them or when they expire; Welcomes in a per-queue
+//!   inbox.
+//!
+//! Every write method is one transaction: it either happened completely
+//! (and is durable when the method returns: SQLite `synchronous=FULL`,
+//! PostgreSQL's commit) or not at all.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::{SqliteConfig, SqliteStore};
+
+use std::future::Future;
+
+use crate::api::{GroupMode, KeyPackageCounts};
+
+/// A client's queue id (random).
+pub type QueueId = [u8; 16];
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value is not one the store writes.
+    #[error("corrupt row: {0}")]
+    CorruptRow(&'static str),
+    /// A value does not fit a 64-bit signed integer.
+    #[error("value out of range: {0}")]
+    OutOfRange(&'static str),
+    /// The SQLite writer task is gone (the store is shutting down).
+    #[error("the writer task stopped")]
+    WriterGone,
+    /// The database file could not be prepared.
+    #[error("cannot prepare the database file: {0}")]
+    File(#[source] std::io::Error),
+}
+
+/// A KeyPackage to publish, already validated by the DS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKeyPackage {
+    /// Its KeyPackageRef.
+    pub reference: Vec<u8>,
+    /// The KeyPackage (`MLSMessage`).
+    pub key_package: Vec<u8>,
+    /// The end of its lifetime (seconds since the Unix epoch).
+    pub not_after: u64,
+    /// Whether it carries the `last_resort` extension.
+    pub last_resort: bool,
+}
+
+/// A claimed KeyPackage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Its KeyPackageRef.
+    pub reference: Vec<u8>,
+    /// The KeyPackage.
+    pub key_package: Vec<u8>,
+    /// Whether it is last resort (then it stays published).
+    pub last_resort: bool,
+}
+
+/// A group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Its mode.
+    pub mode: GroupMode,
+    /// The current epoch.
+    pub epoch: u64,
+    /// The last sequence number given.
+    pub seq: u64,
+    /// Assisted mode: the public group state of `epoch`
+    /// ([`hsmls::PublicGroup::to_bytes`]).
+    pub public_state: Option<Vec<u8>>,
+    /// Assisted mode: the GroupInfo of `epoch` (`MLSMessage`).
+    pub group_info: Option<Vec<u8>>,
+}
+
+/// A new group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGroup {
+    /// The group id.
+    pub group_id: Vec<u8>,
+    /// The mode.
+    pub mode: GroupMode,
+    /// The current epoch.
+    pub epoch: u64,
+    /// The creator, its only member.
+    pub creator: QueueId,
+    /// Assisted mode: the public state.
+    pub public_state: Option<Vec<u8>>,
+    /// Assisted mode: the GroupInfo.
+    pub group_info: Option<Vec<u8>>,
+}
+
+/// A commit to order, with what it changes in the routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommit {
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The epoch the commit ends.
+    pub epoch: u64,
+    /// SHA-256 of the commit's bytes (a retry of the winner is recognised
+    /// by it).
+    pub digest: [u8; 32],
+    /// The committer.
+    pub sender: QueueId,
+    /// An external commit (RFC 9420 §12.4.3.2): the sender joins by it,
+    /// so it need not be a member; it becomes one.
+    pub external: bool,
+    /// The commit (`MLSMessage`).
+    pub message: Vec<u8>,
+    /// The Welcome and the queues it goes to.
+    pub welcome: Option<(Vec<u8>, Vec<QueueId>)>,
+    /// Queues that become members (their cursor starts after the commit).
+    pub added: Vec<QueueId>,
+    /// Queues that stop being members (they still get the commit).
+    pub removed: Vec<QueueId>,
+    /// Assisted mode: the public state and GroupInfo of the new epoch.
+    pub public_state: Option<Vec<u8>>,
+    /// Assisted mode: the GroupInfo of the new epoch.
+    pub group_info: Option<Vec<u8>>,
+    /// Now (seconds since the Unix epoch).
+    pub now: u64,
+}
+
+/// What became of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitOutcome {
+    /// It won its epoch.
+    Accepted {
+        /// Its sequence number.
+        seq: u64,
+        /// The new epoch.
+        epoch: u64,
+    },
+    /// It had already won (a retry): nothing changed.
+    AlreadyAccepted {
+        /// Its sequence number.
+        seq: u64,
+        /// The epoch it moved to.
+        epoch: u64,
+    },
+    /// Another commit has the epoch, or the epoch is not the current one.
+    Conflict {
+        /// The group's epoch.
+        current_epoch: u64,
+    },
+    /// The sender is not a current member.
+    NotMember,
+    /// No such group.
+    UnknownGroup,
+}
+
+/// An application message or proposal to order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The message's epoch.
+    pub epoch: u64,
+    /// The oldest epoch accepted relative to the current one: the message
+    /// is accepted if `current - window <= epoch <= current` (0 for
+    /// handshakes).
+    pub window: u64,
+    /// SHA-256 of the message (a duplicate is refused).
+    pub digest: [u8; 32],
+    /// The sender.
+    pub sender: QueueId,
+    /// The message (`MLSMessage`).
+    pub message: Vec<u8>,
+    /// Assisted mode: the public state after a proposal, written only if
+    /// the group is still at `expect_seq`.
+    pub public_state: Option<(Vec<u8>, u64)>,
+    /// Now.
+    pub now: u64,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageOutcome {
+    /// Stored at `seq`.
+    Accepted {
+        /// Its sequence number.
+        seq: u64,
+        /// The group's epoch.
+        epoch: u64,
+    },
+    /// The same bytes are already stored at `seq`.
+    Duplicate {
+        /// Where.
+        seq: u64,
+    },
+    /// The epoch is outside the window.
+    WrongEpoch {
+        /// The group's epoch.
+        current_epoch: u64,
+    },
+    /// Assisted mode: the group moved on since the state was read (retry).
+    StateChanged,
+    /// Not a current member.
+    NotMember,
+    /// No such group.
+    UnknownGroup,
+}
+
+/// A message read from a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The bytes.
+    pub message: Vec<u8>,
+}
+
+/// A client's membership in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The group.
+    pub group_id: Vec<u8>,
+    /// The last acknowledged sequence number.
+    pub cursor: u64,
+    /// If the client was removed: the sequence number of the commit that
+    /// removed it (the last message it gets).
+    pub until: Option<u64>,
+}
+
+/// What the purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Expired KeyPackages.
+    pub key_packages: u64,
+    /// Never-acknowledged messages past their time.
+    pub messages: u64,
+    /// Never-acknowledged Welcomes past their time.
+    pub welcomes: u64,
+    /// KeyPackageRef routes past their time.
+    pub routes: u64,
+}
+
+/// The Delivery Service's storage.
+///
+/// Implementations keep one total order per group: sequence numbers come
+/// from the group row's counter, taken under the row's lock (never an
+/// identity column), so a reader at a cursor never skips a message that
+/// commits late.
+pub trait DsStore: Send + Sync + 'static {
+    /// The queue of the client whose identity has `identity_tag`, created
+    /// (with a fresh random queue id) if it is new.
+    fn client_queue(
+        &self,
+        identity_tag: [u8; 32],
+    ) -> impl Future<Output = Result<QueueId, StoreError>> + Send;
+
+    /// The queue of a known client, or `None`.
+    fn find_client(
+        &self,
+        identity_tag: [u8; 32],
+    ) -> impl Future<Output = Result<Option<QueueId>, StoreError>> + Send;
+
+    /// Publishes KeyPackages of `owner` (a KeyPackageRef published twice is
+    /// stored once) and resets its count of last-resort claims.
+    fn publish_key_packages(
+        &self,
+        owner: QueueId,
+        key_packages: Vec<NewKeyPackage>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims one unexpired KeyPackage of `owner`: a package that is not
+    /// last resort if one is left (deleted as it is handed out: never
+    /// handed out twice, even to concurrent claims), else a last-resort one
+    /// (kept, and the owner's count of last-resort claims goes up). The
+    /// reference is remembered with its owner until `route_until`.
+    fn claim_key_package(
+        &self,
+        owner: QueueId,
+        now: u64,
+        route_until: u64,
+    ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
+
+    /// The owner's counts of unexpired packages.
+    fn key_package_counts(
+        &self,
+        owner: QueueId,
+        now: u64,
+    ) -> impl Future<Output = Result<KeyPackageCounts, StoreError>> + Send;
+
+    /// The owners of handed-out KeyPackageRefs, in order (`None` for a
+    /// reference the DS did not hand out).
+    fn route_key_package_refs(
+        &self,
+        references: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<Vec<Option<QueueId>>, StoreError>> + Send;
+
+    /// Creates a group; `false` if the id is taken.
+    fn create_group(
+        &self,
+        group: NewGroup,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A group, or `None`.
+    fn group(
+        &self,
+        group_id: Vec<u8>,
+    ) -> impl Future<Output = Result<Option<GroupRecord>, StoreError>> + Send;
+
+    /// Whether `queue` is a current member of the group.
+    fn is_member(
+        &self,
+        group_id: Vec<u8>,
+        queue: QueueId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Orders a commit: it wins if the group is in `commit.epoch` and no
+    /// commit won that epoch; then the epoch and the counter move by one,
+    /// the commit is stored, members are added and removed, the Welcome is
+    /// put in the new members' inboxes. A retry of the winner (same
+    /// digest) is `AlreadyAccepted`. All in one transaction.
+    fn append_commit(
+        &self,
+        commit: NewCommit,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+
+    /// Orders an application message or a proposal.
+    fn append_message(
+        &self,
+        message: NewMessage,
+    ) -> impl Future<Output = Result<MessageOutcome, StoreError>> + Send;
+
+    /// The client's memberships (current, and past ones whose last message
+    /// it has not acknowledged).
+    fn memberships(
+        &self,
+        queue: QueueId,
+    ) -> impl Future<Output = Result<Vec<Membership>, StoreError>> + Send;
+
+    /// The messages of a group after `after`, up to `until` (inclusive)
+    /// if given, at most `limit`, in order.
+    fn read_messages(
+        &self,
+        group_id: Vec<u8>,
+        after: u64,
+        until: Option<u64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
+
+    /// The Welcomes in a client's inbox, oldest first.
+    fn read_welcomes(
+        &self,
+        queue: QueueId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, Vec<u8>)>, StoreError>> + Send;
+
+    /// Moves the client's cursors forward (never back) and deletes what
+    /// every member acknowledged; deletes acknowledged Welcomes. A removed
+    /// member that acknowledged its last message leaves the group's
+    /// routing.
+    fn acknowledge(
+        &self,
+        queue: QueueId,
+        positions: Vec<(Vec<u8>, u64)>,
+        welcomes: Vec<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes expired KeyPackages and routes, and messages and Welcomes
+    /// stored before `stored_before` that were never acknowledged.
+    fn purge(
+        &self,
+        now: u64,
+        stored_before: u64,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
+
+    /// How many message rows the group holds (for tests and metrics).
+    fn stored_message_count(
+        &self,
+        group_id: Vec<u8>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// `u64` to the database's `i64`.
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange(what))
+}
+
+/// The database's `i64` to `u64`.
+pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::CorruptRow(what))
+}
+
+/// A stored queue id.
+pub(crate) fn to_queue(v: &[u8]) -> Result<QueueId, StoreError> {
+    v.try_into().map_err(|_| StoreError::CorruptRow("queue id"))
+}
+
+/// A fresh random queue id.
+pub(crate) fn random_queue_id() -> QueueId {
+    let mut q = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut q);
+    q
+}

@@ -1,0 +1,440 @@
+//! Shared by the DS tests: a DS on a real SQLite file (or PostgreSQL) on
+//! loopback, and MLS clients that talk to it through [`DsClient`].
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hsmls::codec::{Credential, Decode, MlsMessage, MlsMessageBody};
+use hsmls::{
+    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
+    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+};
+use hsmls_custody::{KeyCustody, SoftwareCustody};
+use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, Problem};
+use hsmls_ds::auth::{DsKey, ValidatorAuthenticator};
+use hsmls_ds::fanout::Hub;
+use hsmls_ds::server::serve;
+use hsmls_ds::store::{DsStore, SqliteConfig, SqliteStore};
+use hsmls_ds::{ClientError, Ds, DsClient, DsConfig};
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn validator() -> Arc<dyn CredentialValidator> {
+    Arc::new(BasicCredentialValidator::default())
+}
+
+/// A DS served on loopback.
+pub struct TestDs<S: DsStore> {
+    pub base: String,
+    pub ds: Arc<Ds<S>>,
+    pub dir: Option<tempfile::TempDir>,
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<S: DsStore> Drop for TestDs<S> {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Serves `store` on a free loopback port.
+pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> TestDs<S> {
+    let ds = Arc::new(Ds::new(
+        store,
+        hub,
+        DsKey::from_bytes([42; 32]),
+        Arc::new(ValidatorAuthenticator::basic()),
+        config,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let ds = ds.clone();
+        tokio::spawn(async move {
+            serve(ds, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        })
+    };
+    TestDs {
+        base,
+        ds,
+        dir: None,
+        task,
+        stop: Some(tx),
+    }
+}
+
+/// A DS on a fresh SQLite file.
+pub async fn sqlite_ds(config: DsConfig) -> TestDs<SqliteStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("ds.sqlite"), SqliteConfig::default())
+        .await
+        .unwrap();
+    let mut t = serve_store(store, Hub::new(), config).await;
+    t.dir = Some(dir);
+    t
+}
+
+/// A test config: small retention is not needed, rate limit high.
+pub fn config() -> DsConfig {
+    let mut c = DsConfig::new("ds.test");
+    c.rate_limit.per_second = 100_000.0;
+    c.rate_limit.burst = 100_000.0;
+    c
+}
+
+/// The problem of a refused request (panics otherwise).
+pub fn problem<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Problem {
+    match r {
+        Err(ClientError::Refused(p)) => p,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// An MLS client of the DS.
+pub struct Client {
+    pub name: String,
+    pub signer: Signer,
+    pub ds: DsClient,
+    pub bundles: HashMap<Vec<u8>, KeyPackageBundle>,
+    pub group: Option<Group>,
+    /// Application messages received: (sender leaf, epoch, data).
+    pub received: Vec<(u32, u64, Vec<u8>)>,
+    /// The last sequence number handled per group.
+    pub positions: HashMap<Vec<u8>, u64>,
+    /// The configuration of the groups it creates or joins.
+    pub group_config: GroupConfig,
+}
+
+impl Client {
+    pub async fn new(custody: Arc<dyn KeyCustody>, name: &str, base: &str) -> Client {
+        let signer = Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec()))
+            .unwrap_or_else(|e| panic!("signature key for {name}: {e}"));
+        let ds = DsClient::new(base);
+        ds.authenticate(&signer).await.unwrap();
+        Client {
+            name: name.into(),
+            signer,
+            ds,
+            bundles: HashMap::new(),
+            group: None,
+            received: Vec::new(),
+            positions: HashMap::new(),
+            group_config: GroupConfig::default(),
+        }
+    }
+
+    /// Generates and publishes `n` KeyPackages (and a last-resort one if
+    /// asked).
+    pub async fn publish(&mut self, n: usize, last_resort: bool) {
+        let mut out = Vec::new();
+        for i in 0..n + usize::from(last_resort) {
+            let mut config = KeyPackageConfig::new(now() - 60, 86_400);
+            if i == n {
+                config = config.last_resort();
+            }
+            let b = KeyPackageBundle::generate(&config, &self.signer).unwrap();
+            out.push(b.to_bytes().unwrap());
+            self.bundles.insert(b.key_package.reference().0.clone(), b);
+        }
+        self.ds.publish_key_packages(out).await.unwrap();
+    }
+
+    pub fn group(&mut self) -> &mut Group {
+        self.group.as_mut().expect("in a group")
+    }
+
+    /// Creates a group and registers it with the DS.
+    pub async fn create_group(&mut self, mode: GroupMode) -> Vec<u8> {
+        if mode == GroupMode::Assisted {
+            self.group_config.handshake_framing = hsmls::HandshakeFraming::Public;
+        }
+        let g = Group::create(
+            self.group_config.clone(),
+            self.signer.clone(),
+            validator(),
+            hsmls::group::random_group_id(),
+            vec![],
+            now(),
+        )
+        .unwrap();
+        let id = g.group_id().to_vec();
+        let group_info = (mode == GroupMode::Assisted).then(|| g.group_info().unwrap());
+        self.ds
+            .create_group(&CreateGroup {
+                group_id: id.clone(),
+                mode,
+                epoch: 0,
+                group_info,
+                ratchet_tree: None,
+            })
+            .await
+            .unwrap();
+        self.group = Some(g);
+        id
+    }
+
+    /// Sends a commit output as a bundle; on success the commit comes back
+    /// through the queue and is merged then.
+    pub async fn send_commit(
+        &mut self,
+        out: &CommitOutput,
+        removed: Vec<Vec<u8>>,
+    ) -> Result<hsmls_ds::api::Accepted, ClientError> {
+        self.ds
+            .send_commit(&CommitBundle {
+                commit: out.commit.clone(),
+                welcome: out.welcome.clone(),
+                group_info: out.group_info.clone(),
+                removed,
+            })
+            .await
+    }
+
+    /// Fetches the queue, joins from Welcomes, processes the group's
+    /// messages in order, acknowledges everything. Returns the events.
+    pub async fn sync(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        loop {
+            let batch = self.ds.fetch(500).await.unwrap();
+            if batch.welcomes.is_empty() && batch.messages.is_empty() {
+                return events;
+            }
+            let mut ack = Ack::default();
+            for w in batch.welcomes {
+                self.join(&w.welcome);
+                events.push("welcome".into());
+                ack.welcomes.push(w.id);
+            }
+            for m in batch.messages {
+                events.push(self.handle(&m.group_id, m.seq, &m.message));
+                ack.messages.push(GroupPosition {
+                    group_id: m.group_id.clone(),
+                    seq: m.seq,
+                });
+            }
+            self.ds.ack(&ack).await.unwrap();
+        }
+    }
+
+    pub fn join(&mut self, welcome: &[u8]) {
+        let MlsMessage {
+            body: MlsMessageBody::Welcome(w),
+        } = MlsMessage::decode(welcome).unwrap()
+        else {
+            panic!("not a Welcome")
+        };
+        let bundle = w
+            .secrets
+            .iter()
+            .find_map(|s| self.bundles.get(&s.new_member.0))
+            .expect("a Welcome for one of my KeyPackages");
+        let g = Group::join_from_welcome(
+            self.group_config.clone(),
+            self.signer.clone(),
+            validator(),
+            bundle,
+            welcome,
+            JoinOptions::default(),
+        )
+        .unwrap();
+        self.group = Some(g);
+    }
+
+    /// Processes one group message; returns a short event name.
+    pub fn handle(&mut self, group_id: &[u8], seq: u64, message: &[u8]) -> String {
+        let last = self.positions.entry(group_id.to_vec()).or_insert(0);
+        assert!(
+            seq > *last,
+            "{}: seq {seq} after {last}: order broken",
+            self.name
+        );
+        *last = seq;
+        let Some(g) = self.group.as_mut() else {
+            return "no-group".into();
+        };
+        if !g.is_active() {
+            return "inactive".into();
+        }
+        match g.process_incoming(message, now()) {
+            Ok(ProcessedMessage::ApplicationMessage {
+                sender,
+                epoch,
+                data,
+                ..
+            }) => {
+                self.received.push((sender.0, epoch, data));
+                "app".into()
+            }
+            Ok(ProcessedMessage::StagedCommit(s)) => {
+                let lost = s.lost_commit.is_some();
+                g.merge_staged_commit(s).unwrap();
+                if lost {
+                    "commit-lost".into()
+                } else {
+                    "commit".into()
+                }
+            }
+            Ok(ProcessedMessage::OwnCommit(_)) => "own-commit".into(),
+            Ok(ProcessedMessage::OwnMessage { .. }) => "own".into(),
+            Ok(ProcessedMessage::Proposal { .. }) => "proposal".into(),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => panic!("{}: message {seq} refused: {e}", self.name),
+        }
+    }
+
+    pub async fn send_app(&mut self, text: &str) -> u64 {
+        let bytes = self.group().encrypt_application(text.as_bytes()).unwrap();
+        self.ds.send_message(&bytes).await.unwrap().seq
+    }
+}
+
+pub async fn three(base: &str) -> (Client, Client, Client) {
+    let c = || Arc::new(SoftwareCustody::new());
+    let mut alice = Client::new(c(), "alice", base).await;
+    let mut bob = Client::new(c(), "bob", base).await;
+    let mut carol = Client::new(c(), "carol", base).await;
+    for x in [&mut alice, &mut bob, &mut carol] {
+        x.publish(2, true).await;
+    }
+    (alice, bob, carol)
+}
+
+/// Alice claims Bob's and Carol's KeyPackages, creates the group and adds
+/// both; everyone syncs.
+pub async fn form(
+    alice: &mut Client,
+    bob: &mut Client,
+    carol: &mut Client,
+    mode: GroupMode,
+) -> Vec<u8> {
+    let kb = alice.ds.claim_key_package(b"bob").await.unwrap();
+    let kc = alice.ds.claim_key_package(b"carol").await.unwrap();
+    assert!(!kb.last_resort && !kc.last_resort);
+    if mode == GroupMode::Assisted {
+        for c in [&mut *bob, &mut *carol] {
+            c.group_config.handshake_framing = hsmls::HandshakeFraming::Public;
+        }
+    }
+    let gid = alice.create_group(mode).await;
+    let mut opts = CommitOptions::new();
+    opts.add_key_packages = vec![kb.key_package.clone(), kc.key_package.clone()];
+    opts.group_info = mode == GroupMode::Assisted;
+    let out = alice.group().commit(opts, now()).unwrap();
+    let acc = alice.send_commit(&out, vec![]).await.unwrap();
+    assert_eq!((acc.seq, acc.epoch), (1, 1));
+    assert_eq!(alice.sync().await, vec!["own-commit"]);
+    assert_eq!(bob.sync().await, vec!["welcome"]);
+    assert_eq!(carol.sync().await, vec!["welcome"]);
+    assert_agree(&mut [alice, bob, carol]);
+    gid
+}
+
+/// Every client's epoch and epoch_authenticator agree.
+pub fn assert_agree(clients: &mut [&mut Client]) {
+    let first = clients[0].group();
+    let (e, a) = (first.epoch(), first.epoch_authenticator().to_vec());
+    for c in clients.iter_mut() {
+        let name = c.name.clone();
+        let g = c.group();
+        assert_eq!(g.epoch(), e, "{name} epoch");
+        assert_eq!(
+            g.epoch_authenticator(),
+            a.as_slice(),
+            "{name} epoch_authenticator"
+        );
+    }
+}
+
+/// The `hsmls-ds` binary built with the tests.
+pub fn ds_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hsmls-ds"))
+}
+
+/// A PostgreSQL database of its own for one test, dropped at the end.
+/// Needs `HSMLS_TEST_PG_URL` (scripts/setup-postgres.sh --env): fails,
+/// never skips, without it.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+fn pg_base() -> String {
+    std::env::var("HSMLS_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "HSMLS_TEST_PG_URL is not set: this test needs PostgreSQL. Run \
+             `eval \"$(bash scripts/setup-postgres.sh --env)\"; export HSMLS_TEST_PG_URL` \
+             (scripts/test.sh does)."
+        )
+    })
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        use sqlx::Connection;
+        let base = pg_base();
+        // The server's admin role (a throwaway test password, set by
+        // scripts/setup-postgres.sh) creates the database for the test role.
+        let (_, rest) = base.split_once('@').expect("a postgres URL with a user");
+        let host = rest.split('/').next().unwrap();
+        let admin = format!("postgres://postgres:postgres@{host}/postgres");
+        let mut rnd = [0u8; 6];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut rnd);
+        let name = format!("hsmls_ds_{}", hex::encode(rnd));
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} OWNER hsmls"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        let url = base
+            .rsplit_once('/')
+            .map(|(b, _)| format!("{b}/{name}"))
+            .unwrap();
+        PgDb { url, name, admin }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,69 @@
+//! The store conformance suite on SQLite (a real file, WAL,
+//! synchronous=FULL, the batching writer).
+
+mod suite;
+
+use hsmls_ds::store::{SqliteConfig, SqliteStore};
+
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path().join("ds.sqlite"), SqliteConfig::default())
+        .await
+        .unwrap();
+    (dir, s)
+}
+
+macro_rules! case {
+    ($($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (_dir, s) = store().await;
+            suite::$name(&s).await;
+        }
+    )*};
+}
+
+case!(
+    clients,
+    key_packages,
+    concurrent_claims,
+    commits,
+    messages,
+    stored_once_and_acknowledged,
+    welcomes_and_purge,
+    races
+);
+
+#[tokio::test]
+async fn pragmas_and_file_mode() {
+    let (dir, s) = store().await;
+    assert_eq!(s.settings().await.unwrap(), ("wal".to_string(), 2));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ds.sqlite"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
+async fn reopened_store_keeps_everything() {
+    use hsmls_ds::store::DsStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds.sqlite");
+    let s = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap();
+    let q = s.client_queue([5; 32]).await.unwrap();
+    s.create_group(suite::group(b"g", q)).await.unwrap();
+    s.append_commit(suite::commit(b"g", 0, q, 1)).await.unwrap();
+    drop(s);
+    let s = SqliteStore::open(&path, SqliteConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(s.find_client([5; 32]).await.unwrap(), Some(q));
+    assert_eq!(s.group(b"g".to_vec()).await.unwrap().unwrap().epoch, 1);
+}

@@ -1,0 +1,482 @@
+//! The store conformance suite: every [`DsStore`] passes the same tests
+//! (instantiated in `store_sqlite.rs` and `store_postgres.rs`).
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hsmls_ds::api::GroupMode;
+use hsmls_ds::store::{
+    CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewKeyPackage, NewMessage, QueueId,
+};
+
+pub const NOW: u64 = 1_800_000_000;
+
+fn tag(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+fn kp(owner: u8, i: u8, last_resort: bool, not_after: u64) -> NewKeyPackage {
+    NewKeyPackage {
+        reference: vec![owner, i, 0xaa],
+        key_package: vec![owner, i, 0xbb, 0xcc],
+        not_after,
+        last_resort,
+    }
+}
+
+pub fn group(id: &[u8], creator: QueueId) -> NewGroup {
+    NewGroup {
+        group_id: id.to_vec(),
+        mode: GroupMode::Blind,
+        epoch: 0,
+        creator,
+        public_state: None,
+        group_info: None,
+    }
+}
+
+pub fn commit(id: &[u8], epoch: u64, sender: QueueId, d: u8) -> NewCommit {
+    NewCommit {
+        group_id: id.to_vec(),
+        epoch,
+        digest: [d; 32],
+        sender,
+        external: false,
+        message: vec![3, d, epoch as u8],
+        welcome: None,
+        added: vec![],
+        removed: vec![],
+        public_state: None,
+        group_info: None,
+        now: NOW,
+    }
+}
+
+pub fn message(id: &[u8], epoch: u64, sender: QueueId, d: u8) -> NewMessage {
+    NewMessage {
+        group_id: id.to_vec(),
+        epoch,
+        window: 2,
+        digest: [d; 32],
+        sender,
+        message: vec![1, d],
+        public_state: None,
+        now: NOW,
+    }
+}
+
+pub async fn clients<S: DsStore>(s: &S) {
+    let a = s.client_queue(tag(1)).await.unwrap();
+    let a2 = s.client_queue(tag(1)).await.unwrap();
+    let b = s.client_queue(tag(2)).await.unwrap();
+    assert_eq!(a, a2);
+    assert_ne!(a, b);
+    assert_eq!(s.find_client(tag(1)).await.unwrap(), Some(a));
+    assert_eq!(s.find_client(tag(3)).await.unwrap(), None);
+}
+
+pub async fn key_packages<S: DsStore>(s: &S) {
+    let owner = s.client_queue(tag(10)).await.unwrap();
+    s.publish_key_packages(
+        owner,
+        vec![
+            kp(10, 1, false, NOW + 100),
+            kp(10, 2, false, NOW - 1),
+            kp(10, 3, true, NOW + 100),
+            kp(10, 4, false, NOW + 100),
+        ],
+    )
+    .await
+    .unwrap();
+    // Publishing the same reference again stores it once.
+    s.publish_key_packages(owner, vec![kp(10, 1, false, NOW + 100)])
+        .await
+        .unwrap();
+    let c = s.key_package_counts(owner, NOW).await.unwrap();
+    assert_eq!(
+        (c.available, c.last_resort, c.last_resort_claims),
+        (2, 1, 0)
+    );
+    let first = s
+        .claim_key_package(owner, NOW, NOW + 50)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = s
+        .claim_key_package(owner, NOW, NOW + 50)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.reference, vec![10, 1, 0xaa], "oldest first");
+    assert_eq!(
+        second.reference,
+        vec![10, 4, 0xaa],
+        "the expired one is skipped"
+    );
+    assert!(!first.last_resort && !second.last_resort);
+    for _ in 0..2 {
+        let lr = s
+            .claim_key_package(owner, NOW, NOW + 50)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(lr.last_resort);
+        assert_eq!(lr.reference, vec![10, 3, 0xaa]);
+    }
+    let c = s.key_package_counts(owner, NOW).await.unwrap();
+    assert_eq!(
+        (c.available, c.last_resort, c.last_resort_claims),
+        (0, 1, 2)
+    );
+    // Routes of handed-out references.
+    let routes = s
+        .route_key_package_refs(vec![first.reference.clone(), vec![9, 9], vec![10, 3, 0xaa]])
+        .await
+        .unwrap();
+    assert_eq!(routes, vec![Some(owner), None, Some(owner)]);
+    // Publishing resets the last-resort count.
+    s.publish_key_packages(owner, vec![kp(10, 5, false, NOW + 100)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.key_package_counts(owner, NOW)
+            .await
+            .unwrap()
+            .last_resort_claims,
+        0
+    );
+    // Expired packages are never served and are purged; routes expire.
+    let p = s.purge(NOW + 60, 0).await.unwrap();
+    assert_eq!(p.key_packages, 1, "the one that ended at NOW - 1");
+    assert!(p.routes >= 2);
+    assert_eq!(
+        s.route_key_package_refs(vec![first.reference])
+            .await
+            .unwrap(),
+        vec![None]
+    );
+    assert_eq!(
+        s.claim_key_package(owner, NOW + 101, NOW + 200)
+            .await
+            .unwrap(),
+        None
+    );
+    let nobody = s.client_queue(tag(11)).await.unwrap();
+    assert_eq!(s.claim_key_package(nobody, NOW, NOW).await.unwrap(), None);
+}
+
+/// Concurrent claims never get the same package; once the ordinary ones
+/// are gone, the last-resort package is served to every claim.
+pub async fn concurrent_claims<S: DsStore + Clone>(s: &S) {
+    let owner = s.client_queue(tag(20)).await.unwrap();
+    let mut kps: Vec<_> = (0..20).map(|i| kp(20, i, false, NOW + 100)).collect();
+    kps.push(kp(20, 200, true, NOW + 100));
+    s.publish_key_packages(owner, kps).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_key_package(owner, NOW, NOW + 50).await.unwrap()
+        }));
+    }
+    let mut ordinary = HashSet::new();
+    let mut last_resort = 0;
+    for t in tasks {
+        let c = t
+            .await
+            .unwrap()
+            .expect("a claim never fails while a package is left");
+        if c.last_resort {
+            last_resort += 1;
+        } else {
+            assert!(ordinary.insert(c.reference), "a package handed out twice");
+        }
+    }
+    assert_eq!(ordinary.len(), 20);
+    assert_eq!(last_resort, 20);
+}
+
+pub async fn commits<S: DsStore>(s: &S) {
+    let a = s.client_queue(tag(30)).await.unwrap();
+    let b = s.client_queue(tag(31)).await.unwrap();
+    let c = s.client_queue(tag(32)).await.unwrap();
+    let outsider = s.client_queue(tag(33)).await.unwrap();
+    let g = b"group-commits";
+    assert!(s.create_group(group(g, a)).await.unwrap());
+    assert!(!s.create_group(group(g, b)).await.unwrap(), "id taken");
+    assert_eq!(
+        s.append_commit(commit(b"nope", 0, a, 1)).await.unwrap(),
+        CommitOutcome::UnknownGroup
+    );
+    assert_eq!(
+        s.append_commit(commit(g, 0, outsider, 1)).await.unwrap(),
+        CommitOutcome::NotMember
+    );
+    // Alice adds Bob and Carol with a Welcome.
+    let mut add = commit(g, 0, a, 1);
+    add.added = vec![b, c];
+    add.welcome = Some((vec![3, 3, 3], vec![b, c]));
+    assert_eq!(
+        s.append_commit(add.clone()).await.unwrap(),
+        CommitOutcome::Accepted { seq: 1, epoch: 1 }
+    );
+    // The retry of the winner: success again, nothing new stored.
+    assert_eq!(
+        s.append_commit(add).await.unwrap(),
+        CommitOutcome::AlreadyAccepted { seq: 1, epoch: 1 }
+    );
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 1);
+    assert_eq!(s.read_welcomes(b, 10).await.unwrap().len(), 1);
+    assert_eq!(s.read_welcomes(c, 10).await.unwrap().len(), 1);
+    assert!(s.read_welcomes(a, 10).await.unwrap().is_empty());
+    // A second commit for epoch 0, a stale one and a future one: conflicts.
+    for (e, d) in [(0, 2), (5, 3)] {
+        assert_eq!(
+            s.append_commit(commit(g, e, b, d)).await.unwrap(),
+            CommitOutcome::Conflict { current_epoch: 1 }
+        );
+    }
+    // A commit that loses stores neither itself nor its Welcome.
+    let mut lost = commit(g, 0, b, 4);
+    lost.welcome = Some((vec![4, 4], vec![outsider]));
+    lost.added = vec![outsider];
+    assert_eq!(
+        s.append_commit(lost).await.unwrap(),
+        CommitOutcome::Conflict { current_epoch: 1 }
+    );
+    assert!(s.read_welcomes(outsider, 10).await.unwrap().is_empty());
+    assert!(!s.is_member(g.to_vec(), outsider).await.unwrap());
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 1);
+    // New members start after the commit that added them.
+    let mb = s.memberships(b).await.unwrap();
+    assert_eq!((mb[0].cursor, mb[0].until), (1, None));
+    // Bob removes Carol: she gets the commit (until = its seq), then leaves.
+    let mut rm = commit(g, 1, b, 5);
+    rm.removed = vec![c];
+    assert_eq!(
+        s.append_commit(rm).await.unwrap(),
+        CommitOutcome::Accepted { seq: 2, epoch: 2 }
+    );
+    assert!(!s.is_member(g.to_vec(), c).await.unwrap());
+    let mc = s.memberships(c).await.unwrap();
+    assert_eq!(mc[0].until, Some(2));
+    assert_eq!(
+        s.append_message(message(g, 2, c, 9)).await.unwrap(),
+        MessageOutcome::NotMember
+    );
+    s.acknowledge(c, vec![(g.to_vec(), 2)], vec![])
+        .await
+        .unwrap();
+    assert!(
+        s.memberships(c).await.unwrap().is_empty(),
+        "left after its last message"
+    );
+    // An external commit: the sender joins by it.
+    let mut ext = commit(g, 2, outsider, 6);
+    ext.external = true;
+    ext.added = vec![outsider];
+    assert_eq!(
+        s.append_commit(ext).await.unwrap(),
+        CommitOutcome::Accepted { seq: 3, epoch: 3 }
+    );
+    assert!(s.is_member(g.to_vec(), outsider).await.unwrap());
+    let rec = s.group(g.to_vec()).await.unwrap().unwrap();
+    assert_eq!((rec.epoch, rec.seq, rec.mode), (3, 3, GroupMode::Blind));
+}
+
+pub async fn messages<S: DsStore>(s: &S) {
+    let a = s.client_queue(tag(40)).await.unwrap();
+    let b = s.client_queue(tag(41)).await.unwrap();
+    let g = b"group-messages";
+    s.create_group(group(g, a)).await.unwrap();
+    let mut add = commit(g, 0, a, 1);
+    add.added = vec![b];
+    s.append_commit(add).await.unwrap();
+    for e in 1..4 {
+        s.append_commit(commit(g, e, a, 10 + e as u8))
+            .await
+            .unwrap();
+    }
+    // Epoch 4 now; window 2: epochs 2..=4 accepted.
+    assert!(matches!(
+        s.append_message(message(g, 4, b, 20)).await.unwrap(),
+        MessageOutcome::Accepted { seq: 5, epoch: 4 }
+    ));
+    assert!(matches!(
+        s.append_message(message(g, 2, b, 21)).await.unwrap(),
+        MessageOutcome::Accepted { seq: 6, .. }
+    ));
+    for e in [1, 5] {
+        assert_eq!(
+            s.append_message(message(g, e, b, 22)).await.unwrap(),
+            MessageOutcome::WrongEpoch { current_epoch: 4 }
+        );
+    }
+    assert_eq!(
+        s.append_message(message(g, 4, b, 20)).await.unwrap(),
+        MessageOutcome::Duplicate { seq: 5 }
+    );
+    assert_eq!(
+        s.append_message(message(b"none", 4, b, 23)).await.unwrap(),
+        MessageOutcome::UnknownGroup
+    );
+    let mut hs = message(g, 3, b, 24);
+    hs.window = 0;
+    assert_eq!(
+        s.append_message(hs).await.unwrap(),
+        MessageOutcome::WrongEpoch { current_epoch: 4 }
+    );
+    // Reading from a position, up to a bound.
+    let all = s.read_messages(g.to_vec(), 0, None, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    let some = s.read_messages(g.to_vec(), 2, Some(4), 100).await.unwrap();
+    assert_eq!(some.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        s.read_messages(g.to_vec(), 0, None, 2).await.unwrap().len(),
+        2
+    );
+}
+
+/// Storage per message does not grow with the group: N members, M
+/// messages, M rows; rows go when every member acknowledged them.
+pub async fn stored_once_and_acknowledged<S: DsStore>(s: &S) {
+    let g = b"group-fanout";
+    let members: Vec<QueueId> = {
+        let mut v = Vec::new();
+        for i in 0..50u8 {
+            v.push(s.client_queue([100 + i; 32]).await.unwrap());
+        }
+        v
+    };
+    s.create_group(group(g, members[0])).await.unwrap();
+    let mut add = commit(g, 0, members[0], 1);
+    add.added = members[1..].to_vec();
+    s.append_commit(add).await.unwrap();
+    for i in 0..10u8 {
+        s.append_message(message(g, 1, members[(i % 50) as usize], 100 + i))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 11);
+    // Everyone but the last acknowledges everything: all stay for it.
+    for m in &members[..49] {
+        s.acknowledge(*m, vec![(g.to_vec(), 11)], vec![])
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 10);
+    // Acknowledging beyond the last message moves to the last message only;
+    // never backwards.
+    s.acknowledge(members[49], vec![(g.to_vec(), 6)], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 5);
+    s.acknowledge(members[49], vec![(g.to_vec(), 3)], vec![])
+        .await
+        .unwrap();
+    let m = s.memberships(members[49]).await.unwrap();
+    assert_eq!(m[0].cursor, 6);
+    s.acknowledge(members[49], vec![(g.to_vec(), 1000)], vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.memberships(members[49]).await.unwrap()[0].cursor, 11);
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 0);
+}
+
+pub async fn welcomes_and_purge<S: DsStore>(s: &S) {
+    let a = s.client_queue(tag(60)).await.unwrap();
+    let b = s.client_queue(tag(61)).await.unwrap();
+    let c = s.client_queue(tag(62)).await.unwrap();
+    let g = b"group-welcomes";
+    s.create_group(group(g, a)).await.unwrap();
+    let mut add = commit(g, 0, a, 1);
+    add.added = vec![b, c];
+    add.welcome = Some((vec![7; 100], vec![b, c]));
+    s.append_commit(add).await.unwrap();
+    let wb = s.read_welcomes(b, 10).await.unwrap();
+    let wc = s.read_welcomes(c, 10).await.unwrap();
+    assert_eq!(wb[0].1, vec![7; 100]);
+    assert_eq!(wb[0].0, wc[0].0, "one Welcome stored for both");
+    // Another client cannot acknowledge Bob's Welcome away.
+    s.acknowledge(a, vec![], vec![wb[0].0]).await.unwrap();
+    assert_eq!(s.read_welcomes(b, 10).await.unwrap().len(), 1);
+    s.acknowledge(b, vec![], vec![wb[0].0]).await.unwrap();
+    assert!(s.read_welcomes(b, 10).await.unwrap().is_empty());
+    assert_eq!(s.read_welcomes(c, 10).await.unwrap().len(), 1);
+    // Never-acknowledged data expires.
+    s.append_message(message(g, 1, a, 50)).await.unwrap();
+    let p = s.purge(NOW, NOW + 1).await.unwrap();
+    assert!(p.messages >= 2 && p.welcomes >= 1, "{p:?}");
+    assert!(s.read_welcomes(c, 10).await.unwrap().is_empty());
+    assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 0);
+}
+
+/// Concurrent commits for one epoch: exactly one wins. Concurrent
+/// messages: gapless sequence numbers, read back in order.
+pub async fn races<S: DsStore + Clone>(s: &S) {
+    let mut qs = Vec::new();
+    for i in 0..16u8 {
+        qs.push(s.client_queue([200 + i; 32]).await.unwrap());
+    }
+    let g = b"group-races";
+    s.create_group(group(g, qs[0])).await.unwrap();
+    let mut add = commit(g, 0, qs[0], 1);
+    add.added = qs[1..].to_vec();
+    s.append_commit(add).await.unwrap();
+    let mut tasks = Vec::new();
+    for (i, q) in qs.iter().enumerate() {
+        let s = s.clone();
+        let q = *q;
+        tasks.push(tokio::spawn(async move {
+            s.append_commit(commit(g, 1, q, 100 + i as u8))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CommitOutcome::Accepted { seq: 2, epoch: 2 } => won += 1,
+            CommitOutcome::Conflict { current_epoch: 2 } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let mut tasks = Vec::new();
+    for i in 0..64u8 {
+        let s = s.clone();
+        let q = qs[(i % 16) as usize];
+        tasks.push(tokio::spawn(async move {
+            s.append_message(message(g, 2, q, 150 + i)).await.unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            MessageOutcome::Accepted { seq, .. } => seqs.push(seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    seqs.sort();
+    assert_eq!(seqs, (3..67).collect::<Vec<u64>>(), "gapless");
+    let read = s.read_messages(g.to_vec(), 2, None, 1000).await.unwrap();
+    assert_eq!(read.len(), 64);
+    assert!(read.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
+
+/// Runs the whole suite on a fresh store.
+pub async fn run_all<S: DsStore + Clone>(s: Arc<S>) {
+    let s = s.as_ref();
+    clients(s).await;
+    key_packages(s).await;
+    concurrent_claims(s).await;
+    commits(s).await;
+    messages(s).await;
+    stored_once_and_acknowledged(s).await;
+    welcomes_and_purge(s).await;
+    races(s).await;
+}
