@@ -253,7 +253,13 @@ fn process_one(g: &mut Group, bytes: &[u8], now: u64) -> Outcome {
             } else {
                 Vec::new()
             };
-            let (added, removed) = diff(&before, &after);
+            // A removed member is told it was removed, not who else was.
+            let (added, removed) = if self_removed {
+                updated.clear();
+                (Vec::new(), Vec::new())
+            } else {
+                diff(&before, &after)
+            };
             Outcome::Commit {
                 by,
                 added,
