@@ -327,4 +327,6 @@ pub struct MemberInfo {
     pub identity: String,
     /// Its signature public key.
     pub signature_key: Vec<u8>,
+    /// Its leaf HPKE public key (changes with each of its updates).
+    pub encryption_key: Vec<u8>,
 }

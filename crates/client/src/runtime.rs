@@ -178,12 +178,14 @@ fn member_info(m: &Member) -> MemberInfo {
         leaf: m.index.0,
         identity: wire::identity_of(&m.credential),
         signature_key: m.signature_key.0.clone(),
+        encryption_key: m.encryption_key.0.clone(),
     }
 }
 
-/// Members added and removed between two member lists (by leaf and
-/// signature key).
-fn diff(before: &[Member], after: &[Member]) -> (Vec<String>, Vec<String>) {
+/// Members added, removed and updated (a new leaf key under the same
+/// signature key at the same leaf, e.g. a self-update or a resync by
+/// external commit) between two member lists.
+fn diff(before: &[Member], after: &[Member]) -> (Vec<String>, Vec<String>, Vec<String>) {
     let same = |a: &Member, b: &Member| a.index == b.index && a.signature_key == b.signature_key;
     let added = after
         .iter()
@@ -195,7 +197,16 @@ fn diff(before: &[Member], after: &[Member]) -> (Vec<String>, Vec<String>) {
         .filter(|b| !after.iter().any(|a| same(a, b)))
         .map(|m| wire::identity_of(&m.credential))
         .collect();
-    (added, removed)
+    let updated = after
+        .iter()
+        .filter(|a| {
+            before
+                .iter()
+                .any(|b| same(a, b) && a.encryption_key != b.encryption_key)
+        })
+        .map(|m| wire::identity_of(&m.credential))
+        .collect();
+    (added, removed, updated)
 }
 
 fn options_empty(o: &CommitOptions, g: &Group) -> bool {
@@ -258,7 +269,13 @@ fn process_one(g: &mut Group, bytes: &[u8], now: u64) -> Outcome {
                 updated.clear();
                 (Vec::new(), Vec::new())
             } else {
-                diff(&before, &after)
+                let (added, removed, changed) = diff(&before, &after);
+                for m in changed {
+                    if !updated.contains(&m) {
+                        updated.push(m);
+                    }
+                }
+                (added, removed)
             };
             Outcome::Commit {
                 by,
@@ -2065,7 +2082,7 @@ impl Inner {
                     }
                     self.save(st, gid).await?;
                     let group = GroupId(gid.to_vec());
-                    let (added, removed) = diff(&before, &after);
+                    let (added, removed, _) = diff(&before, &after);
                     let me = Some(self.config.identity.clone());
                     for m in added {
                         st.outbox.push(ClientEvent::MemberAdded {

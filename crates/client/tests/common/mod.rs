@@ -73,6 +73,11 @@ impl Env {
     /// Starts the AS (leaf certificates for `leaf_lifetime` seconds) and
     /// the DS.
     pub async fn start_with(leaf_lifetime: u64) -> Env {
+        // RUST_LOG=hsmls_client=debug shows what the clients do.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let custody = Arc::new(
             Pkcs11Custody::open(
