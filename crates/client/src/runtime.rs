@@ -66,6 +66,10 @@ async fn blocking<T: Send + 'static>(
 
 /// The group configuration of a mode: assisted groups frame handshakes as
 /// PublicMessage (the DS follows them), blind groups as PrivateMessage.
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "the engine's options are built from their defaults"
+)]
 pub(crate) fn group_config(mode: GroupMode) -> GroupConfig {
     let mut c = GroupConfig::default();
     c.handshake_framing = match mode {

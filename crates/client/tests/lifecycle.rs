@@ -11,6 +11,7 @@ use hsmls_client::{ClientEvent, ClientRuntime, GroupMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrol_create_add_talk_restart_and_catch_up() {
+    let keys_before = common::token_private_keys();
     let mut env = Env::start().await;
     let alice = env.client("alice").await;
     let bob = env.client("bob").await;
@@ -212,5 +213,8 @@ async fn enrol_create_add_talk_restart_and_catch_up() {
     for c in [&alice, &bob, &carol] {
         c.shutdown().await;
     }
+    // Three signature keys and the AS's three keys were token objects.
+    assert_eq!(common::token_private_keys(), keys_before + 6);
     env.stop().await;
+    assert_eq!(common::token_private_keys(), keys_before);
 }

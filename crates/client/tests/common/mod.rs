@@ -340,3 +340,23 @@ pub async fn member_ids(c: &ClientRuntime, g: &GroupId) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// The private keys stored in the test token (token objects: signature
+/// keys, CA and log keys; HPKE keys are session objects).
+pub fn token_private_keys() -> usize {
+    use cryptoki::object::{Attribute, ObjectClass};
+    let custody = Pkcs11Custody::open(
+        &hsmls_custody::Pkcs11Config::from_file(&pkcs11_config_path()).unwrap(),
+    )
+    .unwrap();
+    custody
+        .with_session(|s| {
+            s.find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Token(true),
+            ])
+        })
+        .unwrap()
+        .unwrap()
+        .len()
+}
