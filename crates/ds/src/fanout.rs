@@ -10,10 +10,13 @@
 //! a message until the next wake-up or the periodic re-read, never loses
 //! it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
+
+use crate::api::{QueuedMessage, ServerFrame};
 
 use crate::store::QueueId;
 
@@ -28,6 +31,36 @@ struct HubInner {
     groups: Mutex<HashMap<Vec<u8>, Vec<Weak<Notify>>>>,
     queues: Mutex<HashMap<QueueId, Vec<Weak<Notify>>>>,
     all: Mutex<Vec<Weak<Notify>>>,
+    recent: Mutex<HashMap<Vec<u8>, Recent>>,
+}
+
+/// The last messages a group accepted in this process, so that live
+/// push does not read them back from the store.
+#[derive(Debug, Default)]
+struct Recent {
+    /// The push frames (JSON text), built once per message.
+    messages: BTreeMap<u64, Utf8Bytes>,
+    bytes: usize,
+    /// The highest sequence number known (from this process or a hint).
+    latest: u64,
+}
+
+/// The most messages kept per group for live push.
+pub const RECENT_MESSAGES: usize = 4096;
+/// The most bytes kept per group for live push.
+pub const RECENT_BYTES: usize = 4 << 20;
+/// The most groups with recent messages kept.
+const RECENT_GROUPS: usize = 10_000;
+
+/// What the recent-message cache says about a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecentAfter {
+    /// Nothing is known after the position.
+    UpToDate,
+    /// The next messages' push frames (contiguous from the position).
+    Messages(Vec<(u64, Utf8Bytes)>),
+    /// The next message is not in the cache: read the store.
+    Unknown,
 }
 
 fn wake(list: &mut Vec<Weak<Notify>>) {
@@ -38,6 +71,16 @@ fn wake(list: &mut Vec<Weak<Notify>>) {
         }
         None => false,
     });
+}
+
+/// The push frame (JSON text) of a group message.
+pub fn push_frame(group_id: &[u8], seq: u64, message: &[u8]) -> Utf8Bytes {
+    let frame = ServerFrame::Message(QueuedMessage {
+        group_id: group_id.to_vec(),
+        seq,
+        message: message.to_vec(),
+    });
+    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
 }
 
 impl Hub {
@@ -69,8 +112,72 @@ impl Hub {
         all.push(Arc::downgrade(notify));
     }
 
+    /// A message this process accepted at `seq`: its push frame is built
+    /// once and kept for live push, and the group's followers are woken.
+    pub fn publish(&self, group_id: &[u8], seq: u64, message: &[u8]) {
+        let frame = push_frame(group_id, seq, message);
+        {
+            let mut r = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if r.len() >= RECENT_GROUPS && !r.contains_key(group_id) {
+                r.clear();
+            }
+            let g = r.entry(group_id.to_vec()).or_default();
+            g.bytes += frame.len();
+            if let Some(old) = g.messages.insert(seq, frame) {
+                g.bytes -= old.len();
+            }
+            g.latest = g.latest.max(seq);
+            while g.messages.len() > RECENT_MESSAGES || g.bytes > RECENT_BYTES {
+                match g.messages.pop_first() {
+                    Some((_, m)) => g.bytes -= m.len(),
+                    None => break,
+                }
+            }
+        }
+        self.group_advanced(group_id, seq);
+    }
+
+    /// The cached messages after `after` (and at most up to `until`), at
+    /// most `limit`.
+    pub fn recent_after(
+        &self,
+        group_id: &[u8],
+        after: u64,
+        until: Option<u64>,
+        limit: usize,
+    ) -> RecentAfter {
+        let r = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(g) = r.get(group_id) else {
+            return RecentAfter::Unknown;
+        };
+        let last = until.map_or(g.latest, |u| u.min(g.latest));
+        if after >= last {
+            return RecentAfter::UpToDate;
+        }
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        while next <= last && out.len() < limit {
+            match g.messages.get(&next) {
+                Some(m) => out.push((next, m.clone())),
+                None => break,
+            }
+            next += 1;
+        }
+        if out.is_empty() {
+            RecentAfter::Unknown
+        } else {
+            RecentAfter::Messages(out)
+        }
+    }
+
     /// A group has messages up to `seq`.
-    pub fn group_advanced(&self, group_id: &[u8], _seq: u64) {
+    pub fn group_advanced(&self, group_id: &[u8], seq: u64) {
+        {
+            let mut r = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(g) = r.get_mut(group_id) {
+                g.latest = g.latest.max(seq);
+            }
+        }
         let mut g = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = g.get_mut(group_id) {
             wake(list);

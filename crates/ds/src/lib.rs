@@ -30,6 +30,8 @@ pub mod error;
 #[cfg(feature = "server")]
 pub mod fanout;
 #[cfg(feature = "server")]
+pub mod loadgen;
+#[cfg(feature = "server")]
 pub mod ordering;
 #[cfg(feature = "server")]
 pub mod server;

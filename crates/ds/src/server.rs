@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::SinkExt;
 use hsmls::codec::{CipherSuite, ContentType, Credential, Decode, MlsMessageBody, Sender};
 use tokio::sync::Notify;
 
@@ -29,7 +30,7 @@ use crate::assisted;
 use crate::auth::{AuthFailure, Authenticator, ClientAuthenticator, DsKey};
 use crate::directory::{MAX_BATCH, validate_key_package};
 use crate::error::DsError;
-use crate::fanout::Hub;
+use crate::fanout::{Hub, RecentAfter, push_frame};
 use crate::ordering::{digest, framing, welcome_refs};
 use crate::store::{
     CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewMessage, QueueId,
@@ -136,6 +137,7 @@ pub struct Ds<S: DsStore> {
     auth: Authenticator,
     config: DsConfig,
     limiter: Limiter,
+    modes: Mutex<HashMap<Vec<u8>, GroupMode>>,
 }
 
 fn queue_str(q: &QueueId) -> String {
@@ -159,6 +161,7 @@ impl<S: DsStore> Ds<S> {
             auth,
             config,
             limiter: Limiter::default(),
+            modes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -411,15 +414,18 @@ impl<S: DsStore> Ds<S> {
                 }
             }
         }
-        let recipients: Vec<QueueId> = new
+        // Queues whose memberships change hear of it (new members, and
+        // removed ones, whose push must stop after the commit).
+        let mut changed: Vec<QueueId> = new
             .welcome
             .as_ref()
             .map(|(_, r)| r.clone())
             .unwrap_or_default();
+        changed.extend(new.added.iter().chain(&new.removed).copied());
         match self.store.append_commit(new).await? {
             CommitOutcome::Accepted { seq, epoch } => {
-                self.hub.group_advanced(&f.group_id, seq);
-                for q in &recipients {
+                self.hub.publish(&f.group_id, seq, &bundle.commit);
+                for q in &changed {
                     self.hub.queue_changed(q);
                 }
                 tracing::info!(queue = %queue_str(&queue), seq, "commit accepted");
@@ -448,20 +454,18 @@ impl<S: DsStore> Ds<S> {
             ContentType::Proposal => 0,
             ContentType::Application => self.config.app_window,
         };
-        let record = self
-            .store
-            .group(f.group_id.clone())
-            .await?
-            .ok_or(DsError::UnknownGroup)?;
+        let mode = self.mode_of(&f.group_id).await?;
         let d = digest(&bytes);
+        let mut last_epoch = 0;
         for _attempt in 0..4 {
-            let public_state = match (record.mode, f.content_type) {
+            let public_state = match (mode, f.content_type) {
                 (GroupMode::Assisted, ContentType::Proposal) => {
                     let record = self
                         .store
                         .group(f.group_id.clone())
                         .await?
                         .ok_or(DsError::UnknownGroup)?;
+                    last_epoch = record.epoch;
                     Some(assisted::proposal(self, &record, &f, &bytes)?)
                 }
                 _ => None,
@@ -481,7 +485,7 @@ impl<S: DsStore> Ds<S> {
                 .await?;
             return match outcome {
                 MessageOutcome::Accepted { seq, epoch } => {
-                    self.hub.group_advanced(&f.group_id, seq);
+                    self.hub.publish(&f.group_id, seq, &bytes);
                     Ok(Accepted { seq, epoch })
                 }
                 MessageOutcome::Duplicate { seq } => Err(DsError::Duplicate { seq }),
@@ -494,10 +498,36 @@ impl<S: DsStore> Ds<S> {
                 MessageOutcome::UnknownGroup => Err(DsError::UnknownGroup),
             };
         }
+        // The group kept moving under four attempts: the proposal is not
+        // of its epoch any more.
         Err(DsError::WrongEpoch {
             message_epoch: f.epoch,
-            current_epoch: record.epoch,
+            current_epoch: last_epoch,
         })
+    }
+
+    /// A group's mode (it never changes), from a bounded in-memory cache
+    /// or the store.
+    async fn mode_of(&self, group_id: &[u8]) -> Result<GroupMode, DsError> {
+        if let Some(m) = self
+            .modes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group_id)
+        {
+            return Ok(*m);
+        }
+        let record = self
+            .store
+            .group(group_id.to_vec())
+            .await?
+            .ok_or(DsError::UnknownGroup)?;
+        let mut modes = self.modes.lock().unwrap_or_else(|e| e.into_inner());
+        if modes.len() >= 100_000 {
+            modes.clear();
+        }
+        modes.insert(group_id.to_vec(), record.mode);
+        Ok(record.mode)
     }
 
     /// What is after the client's cursors: Welcomes, then each group's
@@ -823,17 +853,22 @@ async fn h_ws<S: DsStore>(
 }
 
 /// One push connection: sends what is after its positions, then whatever
-/// arrives, and takes acknowledgements and resume positions.
+/// arrives, and takes acknowledgements and resume positions. New group
+/// messages come from the hub's recent messages when it has them, else
+/// from the store; a queue event (a Welcome, a membership change) or the
+/// periodic timer re-reads the Welcomes and memberships.
 async fn push<S: DsStore>(
     ds: Shared<S>,
     queue: QueueId,
     mut socket: WebSocket,
 ) -> Result<(), String> {
-    let notify = Arc::new(Notify::new());
-    ds.hub.follow_queue(&queue, &notify);
+    let group_notify = Arc::new(Notify::new());
+    let queue_notify = Arc::new(Notify::new());
+    ds.hub.follow_queue(&queue, &queue_notify);
     let mut positions: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut sent_welcomes: std::collections::BTreeSet<u64> = Default::default();
     let mut followed: std::collections::HashSet<Vec<u8>> = Default::default();
+    let limit = ds.config.fetch_limit;
     // The client names its positions first (a `resume` frame); without one
     // within 2 s, delivery starts from the stored cursors.
     if let Ok(Some(Ok(WsMessage::Text(t)))) =
@@ -849,55 +884,75 @@ async fn push<S: DsStore>(
             Err(_) => return Err("malformed client frame".into()),
         }
     }
+    let mut memberships = Vec::new();
+    let mut refresh = true;
     loop {
-        // Deliver everything after the positions.
-        let welcomes = ds
-            .store
-            .read_welcomes(queue, ds.config.fetch_limit)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (id, welcome) in welcomes {
-            if sent_welcomes.insert(id) {
-                let frame = ServerFrame::Welcome(QueuedWelcome { id, welcome });
-                send_frame(&mut socket, &frame).await?;
-            }
-        }
-        let memberships = ds
-            .store
-            .memberships(queue)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut more = false;
-        for m in memberships {
-            if followed.insert(m.group_id.clone()) {
-                ds.hub.follow_group(&m.group_id, &notify);
-            }
-            let pos = positions.entry(m.group_id.clone()).or_insert(m.cursor);
-            let pos_now = (*pos).max(m.cursor);
-            let msgs = ds
+        if refresh {
+            refresh = false;
+            let welcomes = ds
                 .store
-                .read_messages(m.group_id.clone(), pos_now, m.until, ds.config.fetch_limit)
+                .read_welcomes(queue, limit)
                 .await
                 .map_err(|e| e.to_string())?;
-            if msgs.len() as u32 == ds.config.fetch_limit {
-                more = true;
+            for (id, welcome) in welcomes {
+                if sent_welcomes.insert(id) {
+                    let frame = ServerFrame::Welcome(QueuedWelcome { id, welcome });
+                    send_frame(&mut socket, &frame).await?;
+                }
             }
-            for s in msgs {
-                *pos = s.seq;
-                let frame = ServerFrame::Message(QueuedMessage {
-                    group_id: m.group_id.clone(),
-                    seq: s.seq,
-                    message: s.message,
-                });
-                send_frame(&mut socket, &frame).await?;
+            memberships = ds
+                .store
+                .memberships(queue)
+                .await
+                .map_err(|e| e.to_string())?;
+            for m in &memberships {
+                if followed.insert(m.group_id.clone()) {
+                    ds.hub.follow_group(&m.group_id, &group_notify);
+                }
             }
         }
+        let mut more = false;
+        for m in &memberships {
+            let pos = positions.entry(m.group_id.clone()).or_insert(m.cursor);
+            if *pos < m.cursor {
+                *pos = m.cursor;
+            }
+            let msgs: Vec<(u64, Utf8Bytes)> =
+                match ds
+                    .hub
+                    .recent_after(&m.group_id, *pos, m.until, limit as usize)
+                {
+                    RecentAfter::UpToDate => continue,
+                    RecentAfter::Messages(v) => v,
+                    RecentAfter::Unknown => ds
+                        .store
+                        .read_messages(m.group_id.clone(), *pos, m.until, limit)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .map(|s| (s.seq, push_frame(&m.group_id, s.seq, &s.message)))
+                        .collect(),
+                };
+            if !msgs.is_empty() {
+                more = true;
+            }
+            // Queued without a flush each: one write for the batch.
+            for (seq, frame) in msgs {
+                *pos = seq;
+                socket
+                    .feed(WsMessage::Text(frame))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        socket.flush().await.map_err(|e| e.to_string())?;
         if more {
             continue;
         }
         tokio::select! {
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = group_notify.notified() => {}
+            _ = queue_notify.notified() => refresh = true,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => refresh = true,
             incoming = socket.recv() => {
                 let Some(Ok(msg)) = incoming else { return Ok(()) };
                 match msg {
@@ -1050,6 +1105,39 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     })
 }
 
+/// Parses `load` arguments: the DS URLs, the group size, the run.
+pub fn parse_load(
+    args: &[String],
+) -> Result<(Vec<String>, usize, crate::loadgen::LoadConfig), String> {
+    let mut bases = Vec::new();
+    let mut members = 10usize;
+    let mut c = crate::loadgen::LoadConfig::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        let num = |v: String| v.parse::<f64>().map_err(|_| format!("{a}: a number"));
+        match a.as_str() {
+            "--url" => bases = value()?.split(',').map(str::to_string).collect(),
+            "--members" => members = num(value()?)? as usize,
+            "--rate" => c.rate = num(value()?)?,
+            "--duration" => c.duration = Duration::from_secs_f64(num(value()?)?),
+            "--max" => c.max_messages = num(value()?)? as u64,
+            "--payload" => c.payload = num(value()?)? as usize,
+            "--senders" => c.senders = num(value()?)? as usize,
+            "--drain" => c.drain = Duration::from_secs_f64(num(value()?)?),
+            "--in-flight" => c.in_flight = num(value()?)? as usize,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if bases.is_empty() {
+        return Err("--url is needed".into());
+    }
+    if !(c.rate > 0.0 && c.rate <= 1_000_000.0) {
+        return Err("--rate: between 0 and 1,000,000".into());
+    }
+    Ok((bases, members, c))
+}
+
 /// Reads the DS key from `path`, creating it (mode 0600) if it is missing.
 pub fn load_or_create_key(path: &std::path::Path) -> Result<DsKey, String> {
     match std::fs::read(path) {
@@ -1112,8 +1200,9 @@ pub async fn run_serve(
                 .map_err(|e| e.to_string())?;
             let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
             println!("listening on {addr}");
-            serve(ds, listener, shutdown)
+            tokio::spawn(serve(ds, listener, shutdown))
                 .await
+                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())
         }
         StoreChoice::Postgres(url) => {
@@ -1123,9 +1212,10 @@ pub async fn run_serve(
             let listen_task = store.listen(hub.clone());
             let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
             println!("listening on {addr}");
-            let r = serve(ds, listener, shutdown)
+            let r = tokio::spawn(serve(ds, listener, shutdown))
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
             listen_task.abort();
             r
         }
@@ -1139,9 +1229,14 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
             let opts = parse_serve(rest)?;
             run_serve(opts, Arc::new(crate::auth::ValidatorAuthenticator::basic())).await
         }
-        _ => Err(
-            "usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE"
-                .into(),
-        ),
+        Some((cmd, rest)) if cmd == "load" => {
+            let (bases, members, config) = parse_load(rest)?;
+            let tag = format!("{:x}", now());
+            let group = crate::loadgen::setup_group(&bases, members, &tag).await?;
+            let report = crate::loadgen::run(&group, &config).await?;
+            println!("{report}");
+            Ok(())
+        }
+        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE\n       hsmls-ds load --url URL[,URL...] [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S]".into()),
     }
 }

@@ -79,6 +79,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS messages (
         group_id BLOB NOT NULL,
         seq INTEGER NOT NULL,
+        epoch INTEGER NOT NULL DEFAULT 0,
         digest BLOB NOT NULL,
         message BLOB NOT NULL,
         stored_at INTEGER NOT NULL,
@@ -86,6 +87,11 @@ const SCHEMA: &[&str] = &[
     )",
     "CREATE UNIQUE INDEX IF NOT EXISTS messages_digest ON messages (group_id, digest)",
     "CREATE INDEX IF NOT EXISTS messages_stored_at ON messages (stored_at)",
+    // A message inserted at seq moves the group's counter there (the
+    // one-statement insert of application messages and proposals).
+    "CREATE TRIGGER IF NOT EXISTS messages_seq AFTER INSERT ON messages BEGIN
+        UPDATE groups SET seq = NEW.seq WHERE id = NEW.group_id AND seq < NEW.seq;
+    END",
     "CREATE TABLE IF NOT EXISTS welcome_bodies (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         body BLOB NOT NULL,
@@ -133,7 +139,7 @@ impl SqliteConfig {
 
 type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 type AnyResult = Result<Box<dyn Any + Send>, StoreError>;
-type RunFn = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, AnyResult> + Send>;
+type RunFn = Box<dyn for<'c> Fn(&'c mut SqliteConnection) -> BoxFut<'c, AnyResult> + Send + Sync>;
 
 struct Job {
     run: RunFn,
@@ -212,8 +218,9 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T, StoreError>>
+        F: for<'c> Fn(&'c mut SqliteConnection) -> BoxFut<'c, Result<T, StoreError>>
             + Send
+            + Sync
             + 'static,
     {
         let (reply, rx) = oneshot::channel();
@@ -259,43 +266,66 @@ async fn writer_task(
     }
 }
 
+/// Runs a batch in one transaction. A request that fails (a database
+/// error, not a refusal such as a conflict, which is a result) makes the
+/// whole transaction roll back; then each request runs again in a
+/// transaction of its own, so that one failure fails only its request.
+/// (Requests are re-runnable: each runs on its own copy of its input.)
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
-    let mut done: Vec<(AnyResult, oneshot::Sender<AnyResult>)> = Vec::with_capacity(batch.len());
+    let jobs: Vec<Job> = std::mem::take(batch);
+    match run_in_transaction(conn, &jobs).await {
+        Ok(results) => {
+            for (job, r) in jobs.into_iter().zip(results) {
+                let _ = job.reply.send(r);
+            }
+        }
+        Err(()) => {
+            for job in jobs {
+                let r = match run_in_transaction(conn, std::slice::from_ref(&job)).await {
+                    Ok(mut results) => results.pop().unwrap_or(Err(StoreError::WriterGone)),
+                    Err(()) => {
+                        // The request fails alone: run it once more for its
+                        // error, outside any batch, and roll it back.
+                        let _ = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
+                        let r = (job.run)(&mut *conn).await;
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                        match r {
+                            Ok(_) => Err(StoreError::WriterGone),
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                let _ = job.reply.send(r);
+            }
+        }
+    }
+}
+
+/// Runs `jobs` in one `BEGIN IMMEDIATE` transaction and commits it: their
+/// results, or `Err` (rolled back) if any of them or the commit failed.
+async fn run_in_transaction(
+    conn: &mut SqliteConnection,
+    jobs: &[Job],
+) -> Result<Vec<AnyResult>, ()> {
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
-        for job in batch.drain(..) {
-            let _ = job.reply.send(Err(StoreError::WriterGone));
-        }
-        return;
+        return Err(());
     }
-    for job in batch.drain(..) {
-        let result = async {
-            sqlx::query("SAVEPOINT job").execute(&mut *conn).await?;
-            let r = (job.run)(&mut *conn).await;
-            if r.is_err() {
-                sqlx::query("ROLLBACK TO job").execute(&mut *conn).await?;
-            }
-            sqlx::query("RELEASE job").execute(&mut *conn).await?;
-            Ok::<_, sqlx::Error>(r)
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let r = (job.run)(&mut *conn).await;
+        if r.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(());
         }
-        .await;
-        match result {
-            Ok(r) => done.push((r, job.reply)),
-            Err(e) => done.push((Err(StoreError::Database(e)), job.reply)),
-        }
+        results.push(r);
     }
     match sqlx::query("COMMIT").execute(&mut *conn).await {
-        Ok(_) => {
-            for (r, reply) in done {
-                let _ = reply.send(r);
-            }
-        }
+        Ok(_) => Ok(results),
         Err(e) => {
             tracing::error!(error = %e, "the SQLite writer's commit failed");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            for (_, reply) in done {
-                let _ = reply.send(Err(StoreError::WriterGone));
-            }
+            Err(())
         }
     }
 }
@@ -451,26 +481,70 @@ fn op_message<'c>(
 ) -> BoxFut<'c, Result<MessageOutcome, StoreError>> {
     Box::pin(async move {
         let now = to_i64(m.now, "now")?;
-        let Some(row) = sqlx::query("SELECT epoch, seq FROM groups WHERE id = ?1")
-            .bind(&m.group_id)
-            .fetch_optional(&mut *c)
-            .await?
+        // The usual case in one statement: stored if the group is in the
+        // window, the sender a member, the bytes new (and, for an assisted
+        // proposal, the group still at the sequence number its state was
+        // computed at); the trigger moves the group's counter.
+        let expect = match &m.public_state {
+            Some((_, seq)) => Some(to_i64(*seq, "seq")?),
+            None => None,
+        };
+        if let Some(row) = sqlx::query(
+            "INSERT INTO messages (group_id, seq, epoch, digest, message, stored_at)
+             SELECT ?1, g.seq + 1, g.epoch, ?3, ?4, ?5 FROM groups g
+             WHERE g.id = ?1 AND g.epoch >= ?6 AND g.epoch - ?6 <= ?7
+               AND EXISTS (SELECT 1 FROM members WHERE group_id = ?1 AND queue_id = ?2 AND until IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM messages WHERE group_id = ?1 AND digest = ?3)
+               AND (?8 IS NULL OR g.seq = ?8)
+             RETURNING seq, epoch",
+        )
+        .bind(&m.group_id)
+        .bind(&m.sender[..])
+        .bind(&m.digest[..])
+        .bind(&m.message)
+        .bind(now)
+        .bind(to_i64(m.epoch, "epoch")?)
+        .bind(to_i64(m.window, "window")?)
+        .bind(expect)
+        .fetch_optional(&mut *c)
+        .await?
+        {
+            if let Some((state, _)) = &m.public_state {
+                sqlx::query("UPDATE groups SET public_state = ?2 WHERE id = ?1")
+                    .bind(&m.group_id)
+                    .bind(state)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            return Ok(MessageOutcome::Accepted {
+                seq: i64_of(&row, 0, "seq")?,
+                epoch: i64_of(&row, 1, "epoch")?,
+            });
+        }
+        // Refused: say why. One statement for the group, the membership
+        // and a duplicate.
+        let Some(row) = sqlx::query(
+            "SELECT g.epoch, g.seq,
+                EXISTS (SELECT 1 FROM members WHERE group_id = ?1 AND queue_id = ?2 AND until IS NULL),
+                (SELECT seq FROM messages WHERE group_id = ?1 AND digest = ?3)
+             FROM groups g WHERE g.id = ?1",
+        )
+        .bind(&m.group_id)
+        .bind(&m.sender[..])
+        .bind(&m.digest[..])
+        .fetch_optional(&mut *c)
+        .await?
         else {
             return Ok(MessageOutcome::UnknownGroup);
         };
         let current = i64_of(&row, 0, "epoch")?;
         let seq_now = i64_of(&row, 1, "seq")?;
-        if !is_current_member(c, &m.group_id, &m.sender).await? {
+        if row.try_get::<i64, _>(2)? == 0 {
             return Ok(MessageOutcome::NotMember);
         }
-        if let Some(r) = sqlx::query("SELECT seq FROM messages WHERE group_id = ?1 AND digest = ?2")
-            .bind(&m.group_id)
-            .bind(&m.digest[..])
-            .fetch_optional(&mut *c)
-            .await?
-        {
+        if let Some(dup) = row.try_get::<Option<i64>, _>(3)? {
             return Ok(MessageOutcome::Duplicate {
-                seq: i64_of(&r, 0, "seq")?,
+                seq: to_u64(dup, "seq")?,
             });
         }
         if m.epoch > current || m.epoch.saturating_add(m.window) < current {
@@ -483,29 +557,10 @@ fn op_message<'c>(
         {
             return Ok(MessageOutcome::StateChanged);
         }
-        let state = m.public_state.as_ref().map(|(s, _)| s.clone());
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE groups SET seq = seq + 1, public_state = COALESCE(?2, public_state)
-             WHERE id = ?1 RETURNING seq",
-        )
-        .bind(&m.group_id)
-        .bind(state)
-        .fetch_one(&mut *c)
-        .await?;
-        sqlx::query(
-            "INSERT INTO messages (group_id, seq, digest, message, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(&m.group_id)
-        .bind(seq)
-        .bind(&m.digest[..])
-        .bind(&m.message)
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
-        Ok(MessageOutcome::Accepted {
-            seq: to_u64(seq, "seq")?,
-            epoch: current,
-        })
+        // Every condition holds now but did not a moment ago: cannot happen
+        // under the single writer; the caller retries.
+        let _ = (seq_now, now);
+        Ok(MessageOutcome::StateChanged)
     })
 }
 
@@ -672,6 +727,7 @@ impl DsStore for SqliteStore {
         key_packages: Vec<NewKeyPackage>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
+            let key_packages = key_packages.clone();
             Box::pin(async move {
                 for kp in &key_packages {
                     sqlx::query(
@@ -749,6 +805,7 @@ impl DsStore for SqliteStore {
 
     async fn create_group(&self, g: NewGroup) -> Result<bool, StoreError> {
         self.write(move |c| {
+            let g = g.clone();
             Box::pin(async move {
                 let n = sqlx::query(
                     "INSERT OR IGNORE INTO groups (id, mode, epoch, seq, public_state, group_info)
@@ -792,11 +849,11 @@ impl DsStore for SqliteStore {
     }
 
     async fn append_commit(&self, commit: NewCommit) -> Result<CommitOutcome, StoreError> {
-        self.write(move |c| op_commit(c, commit)).await
+        self.write(move |c| op_commit(c, commit.clone())).await
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<MessageOutcome, StoreError> {
-        self.write(move |c| op_message(c, message)).await
+        self.write(move |c| op_message(c, message.clone())).await
     }
 
     async fn memberships(&self, queue: QueueId) -> Result<Vec<Membership>, StoreError> {
@@ -870,7 +927,7 @@ impl DsStore for SqliteStore {
         positions: Vec<(Vec<u8>, u64)>,
         welcomes: Vec<u64>,
     ) -> Result<(), StoreError> {
-        self.write(move |c| op_ack(c, queue, positions, welcomes))
+        self.write(move |c| op_ack(c, queue, positions.clone(), welcomes.clone()))
             .await
     }
 

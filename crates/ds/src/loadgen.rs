@@ -1,0 +1,464 @@
+//! An open-loop load generator for the DS, on loopback.
+//!
+//! Message `i` has an intended send time `start + i / rate`; it is sent
+//! then whether or not earlier messages were answered (open loop: a slow
+//! server does not slow the generator down, so queueing shows in the
+//! latencies), and every latency is measured from the intended time, not
+//! from the actual send (no coordinated omission). Runs are bounded in
+//! count and time.
+//!
+//! The group is a blind-mode group whose members are real clients of the
+//! DS (signed challenges, real KeyPackages published and claimed); the
+//! messages are well-framed PrivateMessages of the group (the DS reads
+//! only the framing) carrying the message index in their first 8 bytes,
+//! so that receivers measure the delivery latency and check order and
+//! completeness. Every member but none of the senders' own sockets is
+//! pushed to over its WebSocket and acknowledges as it goes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hsmls::codec::{
+    CipherSuite, ContentType, Credential, Encode, EncryptedGroupSecrets, HpkeCiphertext,
+    KeyPackageRef, MlsMessage, MlsMessageBody, PrivateMessage, Welcome,
+};
+use hsmls::{KeyPackageBundle, KeyPackageConfig, Signer};
+use tokio::sync::Mutex;
+
+use crate::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, ServerFrame};
+use crate::client::DsClient;
+
+/// A load run's parameters.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Messages per second (the intended rate).
+    pub rate: f64,
+    /// The longest the sending lasts.
+    pub duration: Duration,
+    /// The most messages sent.
+    pub max_messages: u64,
+    /// The size of each message's ciphertext (bytes).
+    pub payload: usize,
+    /// How many members send (round robin).
+    pub senders: usize,
+    /// How long to wait for the last deliveries after the last send.
+    pub drain: Duration,
+    /// Requests in flight per sender at most (its HTTP/1.1 connections):
+    /// a message whose turn comes while all are busy waits for one, and
+    /// the wait counts in its latency.
+    pub in_flight: usize,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            rate: 1000.0,
+            duration: Duration::from_secs(5),
+            max_messages: 100_000,
+            payload: 256,
+            senders: 8,
+            drain: Duration::from_secs(20),
+            in_flight: 32,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages the DS accepted.
+    pub accepted: u64,
+    /// Messages refused or failed.
+    pub failed: u64,
+    /// Accepted messages per second (from the start to the last answer).
+    pub accepted_per_sec: f64,
+    /// Deliveries (messages pushed to members, summed over members).
+    pub deliveries: u64,
+    /// Deliveries expected (accepted times members).
+    pub expected_deliveries: u64,
+    /// Deliveries per second (from the start to the last delivery).
+    pub deliveries_per_sec: f64,
+    /// Accept latency from the intended send time (ms): p50.
+    pub accept_p50_ms: f64,
+    /// p99.
+    pub accept_p99_ms: f64,
+    /// Delivery latency from the intended send time (ms): p50.
+    pub deliver_p50_ms: f64,
+    /// p99.
+    pub deliver_p99_ms: f64,
+    /// Deliveries out of order or twice (must be 0).
+    pub order_violations: u64,
+}
+
+/// A blind-mode group of DS clients, set up for a run.
+#[derive(Debug)]
+pub struct LoadGroup {
+    /// The group id.
+    pub group_id: Vec<u8>,
+    /// Its members (the first created it), each with a session.
+    pub members: Vec<Arc<DsClient>>,
+    /// The group's epoch.
+    pub epoch: u64,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A well-framed PrivateMessage of the group (the DS reads only the
+/// framing), carrying `index` in its first 8 bytes.
+pub fn synthetic_message(
+    group_id: &[u8],
+    epoch: u64,
+    content_type: ContentType,
+    index: u64,
+    payload: usize,
+) -> Vec<u8> {
+    let mut ciphertext = vec![0x5a; payload.max(8)];
+    ciphertext[..8].copy_from_slice(&index.to_be_bytes());
+    MlsMessage {
+        body: MlsMessageBody::PrivateMessage(PrivateMessage {
+            group_id: group_id.to_vec(),
+            epoch,
+            content_type,
+            authenticated_data: vec![],
+            encrypted_sender_data: vec![0x11; 16],
+            ciphertext,
+        }),
+    }
+    .encode()
+    .unwrap_or_default()
+}
+
+/// The index a synthetic message carries.
+pub fn message_index(bytes: &[u8]) -> Option<u64> {
+    use hsmls::codec::Decode;
+    match MlsMessage::decode(bytes).ok()?.body {
+        MlsMessageBody::PrivateMessage(m) if m.ciphertext.len() >= 8 => {
+            Some(u64::from_be_bytes(m.ciphertext[..8].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Creates `members` clients (software keys, basic credentials named
+/// `load-<n>-<i>`) spread over `bases`, each publishing a KeyPackage; the
+/// first creates a blind group and adds the others with one commit and a
+/// Welcome naming their KeyPackageRefs.
+pub async fn setup_group(bases: &[String], members: usize, tag: &str) -> Result<LoadGroup, String> {
+    let members = members.max(1);
+    let mut clients = Vec::with_capacity(members);
+    let mut names = Vec::with_capacity(members);
+    for i in 0..members {
+        let custody = Arc::new(hsmls_custody::SoftwareCustody::new());
+        let name = format!("load-{tag}-{i}").into_bytes();
+        let signer = Signer::generate(custody, Credential::Basic(name.clone()))
+            .map_err(|e| e.to_string())?;
+        let ds = DsClient::new(&bases[i % bases.len()]);
+        ds.authenticate(&signer).await.map_err(|e| e.to_string())?;
+        if i > 0 {
+            let kp = KeyPackageBundle::generate(
+                &KeyPackageConfig::new(now_secs() - 60, 86_400),
+                &signer,
+            )
+            .map_err(|e| e.to_string())?;
+            ds.publish_key_packages(vec![kp.to_bytes().map_err(|e| e.to_string())?])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        clients.push(Arc::new(ds));
+        names.push(name);
+    }
+    let creator = &clients[0];
+    let mut group_id = vec![0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut group_id);
+    creator
+        .create_group(&CreateGroup {
+            group_id: group_id.clone(),
+            mode: GroupMode::Blind,
+            epoch: 0,
+            group_info: None,
+            ratchet_tree: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if members > 1 {
+        let cs = hsmls_crypto::CipherSuite(CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0)
+            .provider()
+            .map_err(|e| e.to_string())?;
+        let mut secrets = Vec::with_capacity(members - 1);
+        for name in &names[1..] {
+            let claimed = creator
+                .claim_key_package(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let kp =
+                hsmls::KeyPackageIn::from_bytes(&claimed.key_package).map_err(|e| e.to_string())?;
+            let r = cs
+                .make_key_package_ref(&kp.0.encode().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            secrets.push(EncryptedGroupSecrets {
+                new_member: KeyPackageRef(r.to_vec()),
+                encrypted_group_secrets: HpkeCiphertext {
+                    kem_output: vec![4; 65],
+                    ciphertext: vec![0; 48],
+                },
+            });
+        }
+        let welcome = MlsMessage {
+            body: MlsMessageBody::Welcome(Welcome {
+                cipher_suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+                secrets,
+                encrypted_group_info: vec![0; 64],
+            }),
+        }
+        .encode()
+        .map_err(|e| e.to_string())?;
+        creator
+            .send_commit(&CommitBundle {
+                commit: synthetic_message(&group_id, 0, ContentType::Commit, u64::MAX, 64),
+                welcome: Some(welcome),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(LoadGroup {
+        group_id,
+        members: clients,
+        epoch: u64::from(members > 1),
+    })
+}
+
+struct Receiver {
+    hist: Histogram<u64>,
+    count: u64,
+    violations: u64,
+    last_at: Option<Instant>,
+}
+
+/// Runs the load on `group`: every member is pushed to over its
+/// WebSocket; `config.senders` members send at `config.rate`.
+pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, String> {
+    let n = config
+        .max_messages
+        .min((config.rate * config.duration.as_secs_f64()).ceil() as u64)
+        .max(1);
+    let interval = Duration::from_secs_f64(1.0 / config.rate);
+    // Receivers first.
+    let mut streams = Vec::with_capacity(group.members.len());
+    for m in &group.members {
+        let mut s = m.push(vec![]).await.map_err(|e| e.to_string())?;
+        // Skip what is already queued (the Welcome, the commit).
+        s.ack(Ack::default()).await.map_err(|e| e.to_string())?;
+        streams.push(s);
+    }
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let start = Instant::now() + Duration::from_millis(200);
+    let deadline = start + config.duration + config.drain;
+    let mut receivers = Vec::with_capacity(streams.len());
+    for mut s in streams {
+        let expected = expected.clone();
+        let gid = group.group_id.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut r = Receiver {
+                hist: Histogram::<u64>::new(3).expect("histogram"),
+                count: 0,
+                violations: 0,
+                last_at: None,
+            };
+            let mut last_seq = 0u64;
+            let mut seen = std::collections::HashSet::new();
+            loop {
+                if r.count >= expected.load(Ordering::Acquire) {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let frame = match tokio::time::timeout(
+                    left.min(Duration::from_millis(200)),
+                    s.next(),
+                )
+                .await
+                {
+                    Ok(Some(Ok(f))) => f,
+                    Ok(_) => break,
+                    Err(_) => {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let ServerFrame::Message(m) = frame else {
+                    continue;
+                };
+                let Some(idx) = message_index(&m.message) else {
+                    continue;
+                };
+                if idx == u64::MAX {
+                    continue;
+                }
+                let at = Instant::now();
+                if m.seq <= last_seq || !seen.insert(idx) {
+                    r.violations += 1;
+                }
+                last_seq = m.seq;
+                let intended = start + interval.mul_f64(idx as f64);
+                let us = at.saturating_duration_since(intended).as_micros() as u64;
+                let _ = r.hist.record(us.max(1));
+                r.count += 1;
+                r.last_at = Some(at);
+                if r.count.is_multiple_of(256) {
+                    let _ = s
+                        .ack(Ack {
+                            messages: vec![GroupPosition {
+                                group_id: gid.clone(),
+                                seq: m.seq,
+                            }],
+                            welcomes: vec![],
+                        })
+                        .await;
+                }
+            }
+            let _ = s
+                .ack(Ack {
+                    messages: vec![GroupPosition {
+                        group_id: gid.clone(),
+                        seq: last_seq,
+                    }],
+                    welcomes: vec![],
+                })
+                .await;
+            s.close().await;
+            r
+        }));
+    }
+    // Senders: open loop.
+    let accept = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let last_accept = Arc::new(Mutex::new(start));
+    let senders = config.senders.clamp(1, group.members.len());
+    let permits: Vec<Arc<tokio::sync::Semaphore>> = (0..senders)
+        .map(|_| Arc::new(tokio::sync::Semaphore::new(config.in_flight.max(1))))
+        .collect();
+    let mut tasks = Vec::with_capacity(n as usize);
+    let stop_at = start + config.duration;
+    let mut sent = 0u64;
+    for i in 0..n {
+        let intended = start + interval.mul_f64(i as f64);
+        if intended > stop_at {
+            break;
+        }
+        tokio::time::sleep_until(intended.into()).await;
+        let client = group.members[(i as usize) % senders].clone();
+        let permit = permits[(i as usize) % senders].clone();
+        let msg = synthetic_message(
+            &group.group_id,
+            group.epoch,
+            ContentType::Application,
+            i,
+            config.payload,
+        );
+        let (accept, accepted, failed, last_accept) = (
+            accept.clone(),
+            accepted.clone(),
+            failed.clone(),
+            last_accept.clone(),
+        );
+        sent += 1;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit.acquire_owned().await;
+            match client.send_message(&msg).await {
+                Ok(_) => {
+                    let done = Instant::now();
+                    let us = done.saturating_duration_since(intended).as_micros() as u64;
+                    let _ = accept.lock().await.record(us.max(1));
+                    accepted.fetch_add(1, Ordering::AcqRel);
+                    let mut l = last_accept.lock().await;
+                    if done > *l {
+                        *l = done;
+                    }
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::AcqRel);
+                    tracing::debug!(error = %e, "load message failed");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let accepted_n = accepted.load(Ordering::Acquire);
+    expected.store(accepted_n, Ordering::Release);
+    let mut deliveries = 0u64;
+    let mut violations = 0u64;
+    let mut dh = Histogram::<u64>::new(3).expect("histogram");
+    let mut last_delivery = start;
+    for r in receivers {
+        let r = r.await.map_err(|e| e.to_string())?;
+        deliveries += r.count;
+        violations += r.violations;
+        dh.add(&r.hist).map_err(|e| e.to_string())?;
+        if let Some(t) = r.last_at
+            && t > last_delivery
+        {
+            last_delivery = t;
+        }
+    }
+    let ah = accept.lock().await.clone();
+    let accept_secs = last_accept
+        .lock()
+        .await
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-3);
+    let deliver_secs = last_delivery
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        .max(1e-3);
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(LoadReport {
+        sent,
+        accepted: accepted_n,
+        failed: failed.load(Ordering::Acquire),
+        accepted_per_sec: accepted_n as f64 / accept_secs,
+        deliveries,
+        expected_deliveries: accepted_n * group.members.len() as u64,
+        deliveries_per_sec: deliveries as f64 / deliver_secs,
+        accept_p50_ms: ms(&ah, 0.5),
+        accept_p99_ms: ms(&ah, 0.99),
+        deliver_p50_ms: ms(&dh, 0.5),
+        deliver_p99_ms: ms(&dh, 0.99),
+        order_violations: violations,
+    })
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sent {} accepted {} failed {} | {:.0} accepted/s, accept p50 {:.2} ms p99 {:.2} ms | deliveries {}/{} {:.0}/s, deliver p50 {:.2} ms p99 {:.2} ms | order violations {}",
+            self.sent,
+            self.accepted,
+            self.failed,
+            self.accepted_per_sec,
+            self.accept_p50_ms,
+            self.accept_p99_ms,
+            self.deliveries,
+            self.expected_deliveries,
+            self.deliveries_per_sec,
+            self.deliver_p50_ms,
+            self.deliver_p99_ms,
+            self.order_violations
+        )
+    }
+}
