@@ -75,6 +75,9 @@ pub enum ClientError {
     /// This client is no longer a member of the group.
     #[error("this client was removed from group {0}")]
     Removed(String),
+    /// The operation had nothing to commit (e.g. no identities to add).
+    #[error("nothing to commit")]
+    NothingToCommit,
     /// A commit lost its epoch more times than the policy allows.
     #[error("the commit lost its epoch {attempts} times in a row")]
     CommitRetriesExhausted {

@@ -627,7 +627,7 @@ impl ClientRuntime {
             .inner
             .commit_loop(&mut st, group.as_bytes(), o)
             .await
-            .and_then(|e| e.ok_or(ClientError::AsAnswer("nothing was committed")));
+            .and_then(|e| e.ok_or(ClientError::NothingToCommit));
         self.finish(st).await;
         r
     }
@@ -1920,7 +1920,7 @@ impl Inner {
         }
         self.commit_loop(st, gid, o)
             .await?
-            .ok_or(ClientError::AsAnswer("nothing was committed"))
+            .ok_or(ClientError::NothingToCommit)
     }
 
     async fn remove_members(
@@ -1953,7 +1953,7 @@ impl Inner {
         }
         self.commit_loop(st, gid, o)
             .await?
-            .ok_or(ClientError::AsAnswer("nothing was committed"))
+            .ok_or(ClientError::NothingToCommit)
     }
 
     async fn leave(&self, st: &mut State, gid: &[u8]) -> Result<(), ClientError> {

@@ -210,6 +210,36 @@ async fn enrol_create_add_talk_restart_and_catch_up() {
     );
     assert_agree(&[&alice, &bob, &carol], &g, 4).await;
 
+    // Carol leaves: her proposal is committed by Alice, the member with the
+    // lowest leaf that stays; Bob sees Carol go, Carol sees herself removed.
+    carol.leave(&g).await.unwrap();
+    let (e, _) = wait_for(&mut ec, "carol leaves", |e| {
+        matches!(e, ClientEvent::Removed { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::Removed {
+            group: g.clone(),
+            by: Some(identity("alice")),
+        }
+    );
+    assert!(carol.groups().await.is_empty());
+    let (e, _) = wait_for(&mut eb, "bob sees carol go", |e| {
+        matches!(e, ClientEvent::MemberRemoved { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::MemberRemoved {
+            group: g.clone(),
+            member: identity("carol"),
+            by: Some(identity("alice")),
+        }
+    );
+    wait_epoch(&bob, &g, 5).await;
+    assert_agree(&[&alice, &bob], &g, 5).await;
+
     for c in [&alice, &bob, &carol] {
         c.shutdown().await;
     }
