@@ -110,6 +110,9 @@ struct State {
     last_renew_attempt: u64,
     own_revoked_reported: bool,
     reported_problems: HashSet<(Vec<u8>, String)>,
+    /// Messages and Welcomes handled so far (a fetch loop stops when a
+    /// batch brings nothing new).
+    handled: u64,
 }
 
 /// What one message did, found on a blocking thread.
@@ -927,10 +930,14 @@ impl ClientRuntime {
                     }
                 }
                 let mut st = inner.state.lock().await;
-                if let Err(e) = inner.handle_batch(&mut st, batch).await {
-                    tracing::warn!(error = %e, "handling pushed messages failed");
-                }
+                let r = inner.handle_batch(&mut st, batch).await;
                 self.finish(st).await;
+                if let Err(e) = r {
+                    // Not acknowledged: reconnect, and fetch them again.
+                    tracing::warn!(error = %e, "handling pushed messages failed");
+                    stream.close().await;
+                    break;
+                }
             }
             // The connection ended: fetch (top of the loop), reconnect.
         }
@@ -1584,12 +1591,9 @@ impl Inner {
             if batch.messages.is_empty() && batch.welcomes.is_empty() {
                 return Ok(());
             }
-            let fresh = batch.messages.iter().any(|m| {
-                st.groups
-                    .get(&m.group_id)
-                    .is_none_or(|e| m.seq > e.meta.last_seq)
-            }) || !batch.welcomes.is_empty();
+            let handled = st.handled;
             self.handle_batch(st, batch).await?;
+            let fresh = st.handled > handled;
             if let Some((gid, epoch)) = until
                 && st
                     .groups
@@ -1601,9 +1605,10 @@ impl Inner {
                 return Ok(());
             }
             if !fresh {
-                // Only messages already handled: the acknowledgement moves
-                // the DS's cursor past them.
+                // Only messages already handled (the acknowledgement moves
+                // the DS's cursor past them) or kept for a rejoin.
                 self.flush_acks(st).await;
+                return Ok(());
             }
         }
         Ok(())
@@ -1634,6 +1639,7 @@ impl Inner {
             }
             self.meta.set_welcome_handled(w.id, now()).await?;
             st.pending_welcome_acks.push(w.id);
+            st.handled += 1;
         }
         let mut by_group: BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         for m in batch.messages {
@@ -1644,33 +1650,41 @@ impl Inner {
         }
         for (gid, mut msgs) in by_group {
             msgs.sort_by_key(|(s, _)| *s);
-            let max = msgs.last().map(|(s, _)| *s).unwrap_or(0);
-            self.handle_group_messages(st, &gid, msgs).await?;
-            let a = st.pending_ack.entry(gid).or_insert(0);
-            *a = (*a).max(max);
+            if let Some(upto) = self.handle_group_messages(st, &gid, msgs).await? {
+                let a = st.pending_ack.entry(gid).or_insert(0);
+                *a = (*a).max(upto);
+            }
         }
         Ok(())
     }
 
+    /// Handles one group's messages; returns the sequence number up to
+    /// which they may be acknowledged (`None`: keep them).
     async fn handle_group_messages(
         &self,
         st: &mut State,
         gid: &[u8],
         msgs: Vec<(u64, Vec<u8>)>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Option<u64>, ClientError> {
+        let max = msgs.last().map(|(s, _)| *s);
         let Some(entry) = st.groups.get_mut(gid) else {
             // A group this client left or never knew: nothing to do.
-            return Ok(());
+            return Ok(max);
         };
-        if entry.broken || entry.group.is_none() {
-            return Ok(());
+        if entry.broken {
+            return Ok(max);
+        }
+        if entry.group.is_none() || st.forks.iter().any(|(g, _)| g == gid) {
+            // Its state is lost or it forked: the rejoin moves the cursor.
+            return Ok(None);
         }
         let last = entry.meta.last_seq;
         let msgs: Vec<(u64, Vec<u8>)> = msgs.into_iter().filter(|(s, _)| *s > last).collect();
         if msgs.is_empty() {
-            return Ok(());
+            return Ok(max);
         }
         let t = now();
+        st.handled += msgs.len() as u64;
         let results = self
             .on_group(st, gid, move |g| {
                 let mut out = Vec::with_capacity(msgs.len());
@@ -1764,16 +1778,21 @@ impl Inner {
         if let Some(by) = removed_by {
             self.forget_group(st, gid).await?;
             st.outbox.push(ClientEvent::Removed { group, by });
-            return Ok(());
+            return Ok(max);
         }
         self.save(st, gid).await?;
-        if let Some(reason) = fork {
-            st.forks.push((gid.to_vec(), reason));
-        }
         if proposals {
             st.commit_proposals.insert(gid.to_vec());
         }
-        Ok(())
+        match fork {
+            Some(reason) => {
+                st.forks.push((gid.to_vec(), reason));
+                // The rest waits for the rejoin (which moves the cursor) or,
+                // if it fails, comes again and tries again.
+                Ok(st.groups.get(gid).map(|e| e.meta.last_seq))
+            }
+            None => Ok(max),
+        }
     }
 
     async fn join_welcome(&self, st: &mut State, welcome: &[u8]) -> Result<(), ClientError> {
@@ -1788,6 +1807,7 @@ impl Inner {
         }
         let (reference, saved) = found.ok_or(ClientError::UnknownKeyPackage)?;
         let last_resort = saved.last_resort;
+        let kept = saved.clone();
         let (sealer, custody, validator, w) = (
             self.sealer.clone(),
             self.custody.clone(),
@@ -1795,7 +1815,7 @@ impl Inner {
             welcome.to_vec(),
         );
         let r = reference.clone();
-        let group = blocking(move || -> Result<Group, ClientError> {
+        let joined = blocking(move || -> Result<Group, ClientError> {
             let (bundle, signer) =
                 KeyPackageBundle::load(sealer.as_ref(), custody, &r, &saved.data)?;
             Ok(Group::join_from_welcome(
@@ -1807,7 +1827,23 @@ impl Inner {
                 JoinOptions::default(),
             )?)
         })
-        .await??;
+        .await
+        .and_then(|r| r);
+        let group = match joined {
+            Ok(g) => g,
+            Err(e) => {
+                if matches!(
+                    e,
+                    ClientError::Custody(_) | ClientError::Task(_) | ClientError::State(_)
+                ) && !last_resort
+                {
+                    // The token failed, not the Welcome: keep the bundle
+                    // for the next attempt.
+                    self.storage.store_key_package(&kept).await?;
+                }
+                return Err(e);
+            }
+        };
         if !last_resort {
             self.meta.delete_key_package(&reference).await?;
         }

@@ -134,6 +134,14 @@ async fn enrol_create_add_talk_restart_and_catch_up() {
     assert!(bob.is_enrolled());
     assert_eq!(bob.groups().await, vec![g.clone()]);
     assert_eq!(bob.cursor(&g).await.unwrap(), bob_cursor);
+    // The certificate and the log checkpoint came back from the file.
+    assert_eq!(bob.log_monitor().latest().unwrap().size, 2);
+    assert_eq!(
+        hsmls_credentials::leaf_info(&bob.certificate().unwrap().0[0])
+            .unwrap()
+            .identity,
+        identity("bob")
+    );
     assert_agree(&[&alice, &bob], &g, 1).await;
     let mut eb = bob.events();
     bob.start();
@@ -239,6 +247,24 @@ async fn enrol_create_add_talk_restart_and_catch_up() {
     );
     wait_epoch(&bob, &g, 5).await;
     assert_agree(&[&alice, &bob], &g, 5).await;
+
+    // Alice removes Bob.
+    assert_eq!(
+        alice.remove_members(&g, &[&identity("bob")]).await.unwrap(),
+        6
+    );
+    let (e, _) = wait_for(&mut eb, "bob removed", |e| {
+        matches!(e, ClientEvent::Removed { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ClientEvent::Removed {
+            group: g.clone(),
+            by: Some(identity("alice")),
+        }
+    );
+    assert_eq!(member_ids(&alice, &g).await, vec![identity("alice")]);
 
     for c in [&alice, &bob, &carol] {
         c.shutdown().await;

@@ -51,8 +51,19 @@ pub fn identity(name: &str) -> String {
     format!("im:{name}@hsmls.test")
 }
 
+/// One test at a time per test binary: SoftHSM refused a token-object
+/// key generation ("conflicting attributes" from C_GenerateKeyPair) when
+/// two tests of one process generated token keys at the same moment
+/// through separate custody instances.
+fn serial() -> Arc<tokio::sync::Mutex<()>> {
+    static LOCK: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| Arc::new(tokio::sync::Mutex::new(())))
+        .clone()
+}
+
 /// An AS and a DS on loopback, and a folder for the clients.
 pub struct Env {
+    _serial: tokio::sync::OwnedMutexGuard<()>,
     pub dir: tempfile::TempDir,
     pub as_service: Arc<AuthService<AsStore>>,
     as_server: Option<Server>,
@@ -73,6 +84,7 @@ impl Env {
     /// Starts the AS (leaf certificates for `leaf_lifetime` seconds) and
     /// the DS.
     pub async fn start_with(leaf_lifetime: u64) -> Env {
+        let serial = serial().lock_owned().await;
         // RUST_LOG=hsmls_client=debug shows what the clients do.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -161,6 +173,7 @@ impl Env {
             .unwrap();
         });
         Env {
+            _serial: serial,
             dir,
             as_service,
             as_server: Some(as_server),
