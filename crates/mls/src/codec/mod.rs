@@ -39,6 +39,7 @@ use tls_codec::{DeserializeBytes, Serialize};
 
 /// Errors of encoding and decoding the wire format.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The input ended before the structure was complete, or a vector's
     /// declared length runs past the end of the input.

@@ -33,7 +33,7 @@ impl KeyPackageBundle {
     /// Saves the bundle with the signer whose key signed it: the
     /// KeyPackage and the custody URIs of its init, leaf and signature
     /// keys, sealed with `sealer` (see [`crate::state`]).
-    pub fn save(
+    pub(crate) fn save(
         &self,
         signer: &Signer,
         sealer: &dyn StateSealer,
@@ -80,7 +80,7 @@ impl KeyPackageBundle {
     /// key; its keys are found in `custody` by their URIs. Returns the
     /// bundle and the signer (its credential is the KeyPackage's), ready
     /// for [`Group::join_from_welcome`](crate::Group::join_from_welcome).
-    pub fn load(
+    pub(crate) fn load(
         sealer: &dyn StateSealer,
         custody: Arc<dyn KeyCustody>,
         reference: &[u8],

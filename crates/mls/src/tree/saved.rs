@@ -68,7 +68,7 @@ fn check_n_leaves(n_leaves: u32) -> Result<usize, StateError> {
 fn node_fits(x: usize, node: Option<&Node>) -> bool {
     match node {
         None => true,
-        Some(Node::Leaf(_)) => x % 2 == 0,
+        Some(Node::Leaf(_)) => x.is_multiple_of(2),
         Some(Node::Parent(_)) => x % 2 == 1,
     }
 }

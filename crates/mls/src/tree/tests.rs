@@ -729,10 +729,10 @@ fn parallel_leaf_validation() {
         .expect("valid");
     assert_eq!(verified, tree);
     let mut bad = wire;
-    if let Some(Some(Node::Leaf(l))) = bad.0.get_mut(100) {
-        if let Some(b) = l.signature.last_mut() {
-            *b ^= 1;
-        }
+    if let Some(Some(Node::Leaf(l))) = bad.0.get_mut(100)
+        && let Some(b) = l.signature.last_mut()
+    {
+        *b ^= 1;
     }
     let mut u = UnverifiedTree::new(p, bad).expect("well formed");
     let h = u.tree_hash().expect("hash");
