@@ -22,6 +22,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# hsmls as an application builds it: without the test-utils feature, which
+# the workspace build turns on (interop, peers and the tests use it).
+cargo clippy -p hsmls --lib -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+# The documentation an application reads (hsmls without test-utils).
+RUSTDOCFLAGS="-D warnings" cargo doc -p hsmls --no-deps
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -320,7 +320,7 @@ fn check_group_epoch(
 /// member and new_member_commit senders and ignored for the others.
 ///
 /// Returns the AuthenticatedContent without a confirmation tag: for a
-/// Commit, compute it (RFC 9420 §8.2, [`crate::transcript`]) and set
+/// Commit, compute it (RFC 9420 §8.2, the transcript module) and set
 /// `auth.confirmation_tag` before protecting.
 pub fn sign_content(
     cs: &dyn CipherSuiteProvider,

@@ -8,7 +8,7 @@
 //! of band (§12.4.3.3), references (§5.2), leaf indices (§4.2), senders
 //! (§6) and the registries' code points. They encode and decode with
 //! [`Encode`] and [`Decode`] (bounded, panic-free decoding of untrusted
-//! bytes; errors are [`CodecError`](crate::error::CodecError)).
+//! bytes; errors are [`crate::error::CodecError`]).
 //!
 //! `wire::KeyPackage` is the KeyPackage structure as on the wire (RFC
 //! 9420 §10), e.g. inside an Add proposal; a KeyPackage a group accepts is
@@ -23,9 +23,9 @@ pub use crate::codec::{
     Add, ApplicationId, Capabilities, Certificate, CipherSuite, ContentType, Credential,
     CredentialType, Decode, Encode, Extension, ExtensionData, ExtensionType, ExternalInit,
     ExternalPub, ExternalSender, ExternalSenders, GroupContext, GroupContextExtensions,
-    HpkePublicKey, KeyPackage, KeyPackageRef, LeafNode, LeafNodeSource, Lifetime, Node, ParentNode,
-    PreSharedKey, PreSharedKeyId, Proposal, ProposalRef, ProposalType, ProtocolVersion, Psk,
-    RatchetTree, ReInit, Remove, RequiredCapabilities, ResumptionPsk, ResumptionPskUsage,
+    HpkePublicKey, KeyPackage, KeyPackageRef, LeafNode, LeafNodeSource, Lifetime, Node, NodeType,
+    ParentNode, PreSharedKey, PreSharedKeyId, Proposal, ProposalRef, ProposalType, ProtocolVersion,
+    Psk, RatchetTree, ReInit, Remove, RequiredCapabilities, ResumptionPsk, ResumptionPskUsage,
     SELF_REMOVE_PROPOSAL_TYPE, SelfRemove, Sender, SignaturePublicKey, Update, WireFormat,
     find_extension,
 };

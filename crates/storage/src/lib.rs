@@ -17,6 +17,7 @@
 //! The trait is async (sqlx is; the client runtime runs on tokio) with
 //! `Send` futures, so it can be called from spawned tasks.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod sqlite;
 

@@ -149,7 +149,7 @@ impl From<tls_codec::Error> for GroupError {
 #[non_exhaustive]
 pub enum MessageRule {
     /// A Welcome was given to [`crate::Group::process_incoming`]; a
-    /// Welcome is joined with [`crate::Group::join_from_welcome`].
+    /// Welcome is joined with [`crate::Client::join_from_welcome`].
     #[error("a Welcome is not a group message: join with it instead")]
     Welcome,
     /// A GroupInfo was given to [`crate::Group::process_incoming`].

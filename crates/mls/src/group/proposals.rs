@@ -60,7 +60,7 @@ pub struct ResolvedProposal {
     /// An Add of a [`crate::KeyPackage`] the committer was given
     /// validated ([`crate::CommitOptions::add_key_packages`]): its
     /// signatures and credential are not checked again, only what depends
-    /// on the group ([`check_validated_key_package`]).
+    /// on the group (`check_validated_key_package`).
     pub validated: bool,
 }
 
