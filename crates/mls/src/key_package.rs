@@ -120,7 +120,9 @@ pub struct KeyPackageConfig {
     pub cipher_suite: CipherSuite,
     /// The validity period (seconds since the Unix epoch).
     pub lifetime: Lifetime,
-    /// The leaf's capabilities; `None` for [`default_capabilities`].
+    /// The leaf's capabilities; `None` for the defaults: MLS 1.0, the
+    /// suite, the signer's credential type, and the non-default extension
+    /// types the KeyPackage and its leaf carry (RFC 9420 §7.2).
     pub capabilities: Option<Capabilities>,
     /// Extensions of the LeafNode.
     pub leaf_extensions: Vec<Extension>,
@@ -344,7 +346,11 @@ pub struct KeyPackageIn(pub codec::KeyPackage);
 
 impl KeyPackageIn {
     /// Decodes an `MLSMessage` carrying a KeyPackage, or a bare KeyPackage.
+    /// Bytes that start as an `MLSMessage` of wire format
+    /// `mls_key_package` and do not decode get the `MLSMessage`'s error.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyPackageError> {
+        /// `ProtocolVersion mls10`, `WireFormat mls_key_package`.
+        const KEY_PACKAGE_MESSAGE: [u8; 4] = [0, 1, 0, 5];
         match MlsMessage::decode(bytes) {
             Ok(MlsMessage {
                 body: MlsMessageBody::KeyPackage(kp),
@@ -352,6 +358,7 @@ impl KeyPackageIn {
             Ok(_) => Err(KeyPackageError::Codec(CodecError::Malformed(
                 "MLSMessage does not carry a KeyPackage".into(),
             ))),
+            Err(e) if bytes.starts_with(&KEY_PACKAGE_MESSAGE) => Err(e.into()),
             Err(_) => Ok(KeyPackageIn(codec::KeyPackage::decode(bytes)?)),
         }
     }

@@ -932,10 +932,10 @@ fn handshake_framing_policy() {
 #[test]
 fn external_senders_and_new_member_proposals() {
     // The group lists a Delivery Service key as external sender 0.
-    let ds = signer("delivery service");
+    let ds = Client::new(signer("delivery service"), validator());
     let senders = hsmls::wire::ExternalSenders(vec![hsmls::wire::ExternalSender {
-        signature_key: ds.signature_public_key(),
-        credential: ds.credential.clone(),
+        signature_key: ds.signer().signature_public_key(),
+        credential: ds.signer().credential.clone(),
     }]);
     let mut config = GroupConfig::default();
     config.handshake_framing = HandshakeFraming::Public;
@@ -954,40 +954,55 @@ fn external_senders_and_new_member_proposals() {
     };
     h.add(0, 3);
     let (group_id, epoch) = (h.group(0).group_id().to_vec(), h.group(0).epoch());
-    let suite = h.group(0).config().cipher_suite;
 
     // The DS proposes removing member 2; member 1 commits it by reference.
-    let prop = hsmls::internal::group::external_proposal(
-        &ds,
-        suite,
-        &group_id,
-        epoch,
-        0,
-        hsmls::wire::Proposal::Remove(hsmls::wire::Remove {
-            removed: LeafIndex(2),
-        }),
-    )
-    .unwrap();
+    let prop = ds
+        .external_proposal(
+            &group_id,
+            epoch,
+            0,
+            hsmls::wire::Proposal::Remove(hsmls::wire::Remove {
+                removed: LeafIndex(2),
+            }),
+        )
+        .unwrap();
     for i in h.active() {
         match h.group(i).process_incoming(&prop, NOW).unwrap() {
-            ProcessedMessage::Proposal { sender, .. } => {
-                assert_eq!(sender, hsmls::wire::Sender::External(0))
+            ProcessedMessage::Proposal {
+                sender, reference, ..
+            } => {
+                assert_eq!(sender, hsmls::wire::Sender::External(0));
+                assert_eq!(reference, prop.reference);
             }
             other => panic!("{other:?}"),
         }
     }
+    // An Update or ExternalInit is not an external sender's to propose.
+    let member = h.group(0).members()[1].clone();
+    assert!(matches!(
+        ds.external_proposal(
+            &group_id,
+            epoch,
+            0,
+            hsmls::wire::Proposal::ExternalInit(hsmls::wire::ExternalInit {
+                kem_output: member.encryption_key.0,
+            }),
+        ),
+        Err(GroupError::InvalidProposal(
+            ProposalRule::NotAllowedFromExternalSender
+        ))
+    ));
     // An unknown external sender index or a forged key is refused.
-    let bad = hsmls::internal::group::external_proposal(
-        &signer("not the ds"),
-        suite,
-        &group_id,
-        epoch,
-        0,
-        hsmls::wire::Proposal::Remove(hsmls::wire::Remove {
-            removed: LeafIndex(1),
-        }),
-    )
-    .unwrap();
+    let bad = Client::new(signer("not the ds"), validator())
+        .external_proposal(
+            &group_id,
+            epoch,
+            0,
+            hsmls::wire::Proposal::Remove(hsmls::wire::Remove {
+                removed: LeafIndex(1),
+            }),
+        )
+        .unwrap();
     assert!(matches!(
         assert_rejected_unchanged(h.group(0), &bad),
         GroupError::Protection(ProtectionError::InvalidSignature(_))
@@ -995,12 +1010,18 @@ fn external_senders_and_new_member_proposals() {
     let out = h.commit_out(1, CommitOptions::new(), Vec::new());
     assert_eq!(out.removes[0].index, LeafIndex(2));
 
-    // A new member proposes its own Add; member 0 commits it.
+    // A new member proposes its own Add; member 0 commits it. Its
+    // KeyPackage, proposed by another client, is refused.
     let (s, kp) = h.new_joiner();
     let epoch = h.group(0).epoch();
-    let prop =
-        hsmls::internal::group::new_member_add_proposal(&s, &kp.key_package, &group_id, epoch)
-            .unwrap();
+    let joiner = Client::new(s.clone(), validator());
+    assert!(matches!(
+        ds.new_member_add_proposal(&kp.key_package, &group_id, epoch),
+        Err(GroupError::SignerMismatch)
+    ));
+    let prop = joiner
+        .new_member_add_proposal(&kp.key_package, &group_id, epoch)
+        .unwrap();
     for i in h.active() {
         assert!(matches!(
             h.group(i).process_incoming(&prop, NOW).unwrap(),
