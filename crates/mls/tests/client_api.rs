@@ -86,7 +86,10 @@ fn the_client_config_reaches_its_groups_and_key_packages_are_validated_once() {
     let e = alice
         .validate_key_package(&bytes[..bytes.len() - 1], NOW)
         .unwrap_err();
-    assert!(matches!(e, KeyPackageError::Codec(CodecError::Truncated)), "{e:?}");
+    assert!(
+        matches!(e, KeyPackageError::Codec(CodecError::Truncated)),
+        "{e:?}"
+    );
     assert!(matches!(
         alice.validate_key_package(&bytes, NOW + 61),
         Err(KeyPackageError::Expired { now, .. }) if now == NOW + 61

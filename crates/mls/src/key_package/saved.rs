@@ -79,7 +79,8 @@ impl KeyPackageBundle {
     /// be the bundle of the KeyPackage `reference`, sealed by `sealer`'s
     /// key; its keys are found in `custody` by their URIs. Returns the
     /// bundle and the signer (its credential is the KeyPackage's), ready
-    /// for [`Group::join_from_welcome`](crate::Group::join_from_welcome).
+    /// for a join ([`crate::Client::load_key_package`] checks the signer
+    /// is the client's).
     pub(crate) fn load(
         sealer: &dyn StateSealer,
         custody: Arc<dyn KeyCustody>,
