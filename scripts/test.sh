@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check of the project: SoftHSM token setup, formatting, clippy,
+# Runs every check of the project: SoftHSM token and PostgreSQL setup,
+# formatting, clippy, the documentation (warnings denied),
 # and the whole test suite (the PKCS#11 tests use the SoftHSM token).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -7,6 +8,10 @@ cd "$ROOT"
 
 eval "$(bash scripts/setup-hsm.sh --env)"
 export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
+# The AS storage tests also run on PostgreSQL: a private server on
+# 127.0.0.1 (scripts/setup-postgres.sh). They fail, never skip, without it.
+eval "$(bash scripts/setup-postgres.sh --env)"
+export HSMLS_TEST_PG_URL
 # The official MLS test vectors are vendored in crates/test-vectors/vectors
 # and found by the tests themselves (HSMLS_TEST_VECTORS stays an optional
 # override, not set here).

@@ -167,13 +167,12 @@ impl LostCommit {
             match p {
                 Proposal::Add(add) => {
                     let key = &add.key_package.leaf_node.signature_key;
-                    if !members.iter().any(|m| &m.signature_key == key) {
-                        // The lost commit was given these KeyPackages
-                        // validated (CommitOptions::add_key_packages).
-                        if let Ok(kp) = KeyPackage::from_trusted(group.cs, add.key_package.clone())
-                        {
-                            options.add_key_packages.push(kp);
-                        }
+                    // The lost commit was given these KeyPackages validated
+                    // (CommitOptions::add_key_packages).
+                    if !members.iter().any(|m| &m.signature_key == key)
+                        && let Ok(kp) = KeyPackage::from_trusted(group.cs, add.key_package.clone())
+                    {
+                        options.add_key_packages.push(kp);
                     }
                 }
                 Proposal::Remove(remove) => {
