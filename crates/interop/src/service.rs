@@ -304,16 +304,14 @@ fn provider() -> Result<&'static dyn CipherSuiteProvider, InteropError> {
 }
 
 fn group_config(encrypt_handshake: bool) -> GroupConfig {
-    {
-        let mut config = GroupConfig::default();
-        config.handshake_framing = if encrypt_handshake {
-            HandshakeFraming::Private
-        } else {
-            HandshakeFraming::Public
-        };
-        config.max_past_epochs = MAX_PAST_EPOCHS;
-        config
-    }
+    let mut config = GroupConfig::default();
+    config.handshake_framing = if encrypt_handshake {
+        HandshakeFraming::Private
+    } else {
+        HandshakeFraming::Public
+    };
+    config.max_past_epochs = MAX_PAST_EPOCHS;
+    config
 }
 
 /// Checks a KeyPackage's suite and credential type before the engine sees

@@ -49,11 +49,9 @@ fn key_package(s: &Signer) -> KeyPackageBundle {
 }
 
 fn config(framing: HandshakeFraming) -> GroupConfig {
-    {
-        let mut config = GroupConfig::default();
-        config.handshake_framing = framing;
-        config
-    }
+    let mut config = GroupConfig::default();
+    config.handshake_framing = framing;
+    config
 }
 
 /// A group of `n` members (leaf i = member i), built by one add commit.

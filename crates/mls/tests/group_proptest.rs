@@ -429,11 +429,12 @@ proptest! {
         public in any::<bool>(),
         ops in proptest::collection::vec((op(), any::<u8>()), 1..=12),
     ) {
-        let config = { let mut config = GroupConfig::default(); config.handshake_framing = if public {
-                HandshakeFraming::Public
-            } else {
-                HandshakeFraming::Private
-            }; config };
+        let mut config = GroupConfig::default();
+        config.handshake_framing = if public {
+            HandshakeFraming::Public
+        } else {
+            HandshakeFraming::Private
+        };
         let mut world = World::new(config)?;
         for (op, framings) in &ops {
             world.set_framings(*framings);

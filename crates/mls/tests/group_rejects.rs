@@ -137,11 +137,9 @@ fn reencode(body: MlsMessageBody) -> Vec<u8> {
 }
 
 fn config(framing: HandshakeFraming) -> GroupConfig {
-    {
-        let mut config = GroupConfig::default();
-        config.handshake_framing = framing;
-        config
-    }
+    let mut config = GroupConfig::default();
+    config.handshake_framing = framing;
+    config
 }
 
 /// The refusals a sweep over edited bytes (bit flips, garbage) may meet:
