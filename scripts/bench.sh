@@ -4,10 +4,19 @@
 # `cargo bench` in place of `-p hsmls-custody`, e.g.
 #   bash scripts/bench.sh -p hsmls --bench state      # group state save/load
 #   bash scripts/bench.sh -- keygen                   # custody, a criterion filter
+#   bash scripts/bench.sh --as                        # the AS: enrolments/s on
+#                                                     # SQLite and PostgreSQL, validation
+#   bash scripts/bench.sh --as -- validate
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 eval "$(bash scripts/setup-hsm.sh --env)"
+if [[ "${1:-}" == "--as" ]]; then
+    shift
+    eval "$(bash scripts/setup-postgres.sh --env)"
+    export HSMLS_TEST_PG_URL
+    exec cargo bench -p hsmls-as --bench enrol "$@"
+fi
 if [[ $# -eq 0 || "$1" == "--" ]]; then
     set -- -p hsmls-custody "$@"
 fi

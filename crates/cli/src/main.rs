@@ -8,18 +8,25 @@
 //! hsmls [--config FILE] key generate (signature|hpke)
 //! hsmls [--config FILE] key sign URI MESSAGE
 //! hsmls [--config FILE] key destroy URI
+//! hsmls as [--as-config FILE] init
+//! hsmls as [--as-config FILE] token issue IDENTITY
+//! hsmls as [--as-config FILE] revoke SERIAL
+//! hsmls as [--as-config FILE] serve
 //! ```
 //!
 //! The PKCS#11 configuration comes from `--config FILE` or the file named by
-//! `HSMLS_PKCS11_CONFIG`; the PIN comes from the file or environment variable
-//! that configuration names, never from the command line.
+//! `HSMLS_PKCS11_CONFIG` (for `as`, from the AS configuration); the PIN
+//! comes from the file or environment variable that configuration names,
+//! never from the command line.
 #![forbid(unsafe_code)]
 
+mod as_cmd;
 mod group_demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{CustodyError, KeyCustody, KeySpec, Pkcs11Custody};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -29,29 +36,63 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("{0}")]
-    Usage(String),
     #[error(transparent)]
     Custody(#[from] CustodyError),
     #[error("MLS: {0}")]
     Mls(String),
     #[error("check failed: {0}")]
     Check(String),
+    #[error("AS: {0}")]
+    As(String),
 }
 
-const USAGE: &str = "usage: hsmls [--config FILE] <command>
+/// The hsmls command line: MLS with private keys in a PKCS#11 token.
+///
+/// The PKCS#11 config file comes from --config or HSMLS_PKCS11_CONFIG
+/// (scripts/setup-hsm.sh writes one for SoftHSM). PINs are never taken as
+/// arguments.
+#[derive(Debug, Parser)]
+#[command(name = "hsmls", version)]
+struct Cli {
+    /// The PKCS#11 configuration file (default: $HSMLS_PKCS11_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  demo                          custody-demo, then group-demo
-  custody-demo                  generate keys in the token, sign, verify, ECDH
-  group-demo                    an MLS group of alice, bob and carol, keys in the token
-  probe                         show what the token can hold
-  key generate signature|hpke   generate a key; prints its URI and public key
-  key sign URI MESSAGE          sign SHA-256(MESSAGE); prints the DER signature (hex)
-  key destroy URI               destroy a key
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// custody-demo, then group-demo.
+    Demo,
+    /// Generate keys in the token, sign, verify, ECDH.
+    CustodyDemo,
+    /// An MLS group of alice, bob and carol, keys in the token.
+    GroupDemo,
+    /// Show what the token can hold.
+    Probe,
+    /// Token keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// The Authentication Service (an X.509 CA with its keys in the token).
+    As(as_cmd::AsArgs),
+}
 
-The PKCS#11 config file comes from --config or HSMLS_PKCS11_CONFIG
-(scripts/setup-hsm.sh writes one for SoftHSM). PINs are never taken as arguments.";
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyKind {
+    Signature,
+    Hpke,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Generate a key; prints its URI and public key.
+    Generate { kind: KeyKind },
+    /// Sign SHA-256(MESSAGE); prints the DER signature (hex).
+    Sign { uri: String, message: String },
+    /// Destroy a key.
+    Destroy { uri: String },
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -61,12 +102,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(std::env::args().skip(1).collect()) {
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Usage(msg)) => {
-            eprintln!("{msg}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
         Err(e) => {
             eprintln!("hsmls: {e}");
             ExitCode::FAILURE
@@ -85,70 +123,47 @@ fn open(config: Option<PathBuf>) -> Result<Pkcs11Custody, CliError> {
     Ok(Pkcs11Custody::open(&load(config)?)?)
 }
 
-fn run(args: Vec<String>) -> Result<(), CliError> {
-    let mut config = None;
-    let mut rest = Vec::new();
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--config" => {
-                let path = it
-                    .next()
-                    .ok_or_else(|| CliError::Usage("--config needs a file".into()))?;
-                config = Some(PathBuf::from(path));
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            _ => rest.push(arg),
-        }
-    }
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match rest.as_slice() {
-        ["demo"] => {
+fn run(cli: Cli) -> Result<(), CliError> {
+    let config = cli.config;
+    match cli.command {
+        Command::Demo => {
             let config = load(config)?;
             demo(&Pkcs11Custody::open(&config)?)?;
             println!("\n");
             group_demo::group_demo(&config)
         }
-        ["custody-demo"] => demo(&open(config)?),
-        ["group-demo"] => group_demo::group_demo(&load(config)?),
-        ["probe"] => {
+        Command::CustodyDemo => demo(&open(config)?),
+        Command::GroupDemo => group_demo::group_demo(&load(config)?),
+        Command::Probe => {
             let custody = open(config)?;
             println!("{}", custody.capabilities().summary);
             Ok(())
         }
-        ["key", "generate", kind] => {
+        Command::Key(KeyCommand::Generate { kind }) => {
             // The keys of cipher suite 0x0002.
-            let spec = match *kind {
-                "signature" => KeySpec::ECDSA_SECP256R1_SHA256,
-                "hpke" => KeySpec::DHKEM_P256_HKDF_SHA256,
-                other => return Err(CliError::Usage(format!("unknown key purpose {other:?}"))),
+            let spec = match kind {
+                KeyKind::Signature => KeySpec::ECDSA_SECP256R1_SHA256,
+                KeyKind::Hpke => KeySpec::DHKEM_P256_HKDF_SHA256,
             };
             let key = open(config)?.generate(spec)?;
             println!("uri={}", key.uri());
             println!("public={}", hex::encode(key.public_key().as_bytes()));
             Ok(())
         }
-        ["key", "sign", uri, message] => {
+        Command::Key(KeyCommand::Sign { uri, message }) => {
             let custody = open(config)?;
-            let key = custody.find(uri)?;
+            let key = custody.find(&uri)?;
             println!("{}", hex::encode(custody.sign(&key, message.as_bytes())?));
             Ok(())
         }
-        ["key", "destroy", uri] => {
+        Command::Key(KeyCommand::Destroy { uri }) => {
             let custody = open(config)?;
-            let key = custody.find(uri)?;
+            let key = custody.find(&uri)?;
             custody.destroy(&key)?;
             println!("destroyed {}", key.uri());
             Ok(())
         }
-        [] => Err(CliError::Usage("no command given".into())),
-        other => Err(CliError::Usage(format!(
-            "unknown command {:?}",
-            other.join(" ")
-        ))),
+        Command::As(args) => as_cmd::run(args, config),
     }
 }
 

@@ -1,0 +1,163 @@
+//! `hsmls as …`: the Authentication Service's operator commands.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use hsmls_as::http::{DEFAULT_BODY_LIMIT, Server};
+use hsmls_as::{AsConfig, PgStore, SqliteStore, Store};
+use hsmls_credentials::SystemClock;
+use hsmls_custody::pkcs11::Pkcs11Config;
+use hsmls_custody::{KeyCustody, Pkcs11Custody};
+
+use crate::CliError;
+
+/// The AS commands.
+#[derive(Debug, Args)]
+pub struct AsArgs {
+    /// The AS configuration file (see hsm-config/as.example.toml).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HSMLS_AS_CONFIG",
+        default_value = "hsm-config/as.toml"
+    )]
+    as_config: PathBuf,
+    #[command(subcommand)]
+    command: AsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AsCommand {
+    /// Generate the root, issuing and log keys in the token, the CA and TLS
+    /// certificates, and write the keys' PKCS#11 URIs into the AS config.
+    Init,
+    /// Enrolment tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Revoke a certificate by serial (hex) and re-sign the CRL.
+    Revoke { serial: String },
+    /// Serve the AS over HTTPS until interrupted.
+    Serve,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a one-time enrolment token for IDENTITY (a SAN URI); prints it.
+    Issue { identity: String },
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn err(e: impl std::fmt::Display) -> CliError {
+    CliError::As(e.to_string())
+}
+
+fn custody(
+    config: &AsConfig,
+    override_path: Option<PathBuf>,
+) -> Result<Arc<dyn KeyCustody>, CliError> {
+    let path = override_path.unwrap_or_else(|| config.pkcs11_config_path());
+    let p11 = Pkcs11Config::from_file(&path)?;
+    Ok(Arc::new(Pkcs11Custody::open(&p11)?))
+}
+
+/// Runs an AS command.
+pub fn run(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    runtime.block_on(run_async(args, pkcs11))
+}
+
+async fn run_async(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError> {
+    let mut config = AsConfig::from_file(&args.as_config).map_err(err)?;
+    let custody = custody(&config, pkcs11)?;
+    if let AsCommand::Init = args.command {
+        let ca = config
+            .init(&args.as_config, custody.clone(), now())
+            .map_err(err)?;
+        let keys = config
+            .keys
+            .clone()
+            .ok_or_else(|| err("no keys after init"))?;
+        println!("root key:    {}", keys.root);
+        println!("issuing key: {}", keys.issuing);
+        println!("log key:     {}", keys.log);
+        println!("certificates in {}", config.state_dir().display());
+        drop(ca);
+        // Create the database and sign the first CRL.
+        return with_store(&config, custody, args.command).await;
+    }
+    with_store(&config, custody, args.command).await
+}
+
+async fn with_store(
+    config: &AsConfig,
+    custody: Arc<dyn KeyCustody>,
+    command: AsCommand,
+) -> Result<(), CliError> {
+    let db = config.database.as_str();
+    if db == "sqlite" {
+        let store = SqliteStore::open(&config.sqlite_path())
+            .await
+            .map_err(err)?;
+        command_on(config, custody, command, store).await
+    } else if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        let store = PgStore::connect(db).await.map_err(err)?;
+        command_on(config, custody, command, store).await
+    } else {
+        Err(err(format!(
+            "database must be \"sqlite\" or a postgres:// URL, not {db:?}"
+        )))
+    }
+}
+
+async fn command_on<S: Store>(
+    config: &AsConfig,
+    custody: Arc<dyn KeyCustody>,
+    command: AsCommand,
+    store: S,
+) -> Result<(), CliError> {
+    let service = Arc::new(
+        config
+            .service(custody, store, Arc::new(SystemClock))
+            .map_err(err)?,
+    );
+    match command {
+        AsCommand::Init => {
+            service.refresh_crl().await.map_err(err)?;
+            println!("database ready, first CRL signed");
+        }
+        AsCommand::Token(TokenCommand::Issue { identity }) => {
+            let token = service.issue_token(&identity).await.map_err(err)?;
+            println!("{token}");
+        }
+        AsCommand::Revoke { serial } => {
+            let index = service.revoke(&serial).await.map_err(err)?;
+            println!("revoked {serial} (log entry {index}); CRL re-signed");
+        }
+        AsCommand::Serve => {
+            let listener = std::net::TcpListener::bind(&config.listen).map_err(err)?;
+            let tls = config.tls().map_err(err)?;
+            service.crl().await.map_err(err)?;
+            let server = Server::start(service, listener, tls, DEFAULT_BODY_LIMIT)
+                .await
+                .map_err(err)?;
+            eprintln!(
+                "hsmls AS listening on https://{} ({})",
+                server.addr, config.public_url
+            );
+            tokio::signal::ctrl_c().await.map_err(err)?;
+            server.shutdown().await.map_err(err)?;
+        }
+    }
+    Ok(())
+}
