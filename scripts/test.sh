@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check of the project: SoftHSM token and PostgreSQL setup,
-# formatting, clippy,
+# formatting, clippy, the documentation (warnings denied),
 # and the whole test suite (the PKCS#11 tests use the SoftHSM token).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,11 +27,18 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# hsmls as an application builds it: without the test-utils feature, which
+# the workspace build turns on (interop, peers and the tests use it).
+cargo clippy -p hsmls --lib -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+# The documentation an application reads (hsmls without test-utils).
+RUSTDOCFLAGS="-D warnings" cargo doc -p hsmls --no-deps
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace 2>&1 | tee "$log" || status=$?
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run: the sum over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -29,14 +29,12 @@
 
 use std::sync::{Arc, LazyLock, Mutex};
 
-use hsmls::codec::{
-    ContentType, Credential, Decode, Encode, FramedContent, GroupContext, Mac, MlsMessage,
-    MlsMessageBody, WireFormat,
-};
-use hsmls::message_protection::{protect_public, sign_content};
-use hsmls::tree_math::LeafIndex;
+use hsmls::internal::codec::{FramedContent, Mac, MlsMessage, MlsMessageBody};
+use hsmls::internal::message_protection::{protect_public, sign_content};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{ContentType, Credential, Decode, Encode, GroupContext, WireFormat};
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CredentialValidator, Group, GroupConfig,
+    BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupConfig,
     HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::SoftwareCustody;
@@ -83,48 +81,33 @@ fn merge(g: &mut Group, commit: &[u8]) {
 }
 
 fn build() -> World {
-    let public = GroupConfig {
-        handshake_framing: HandshakeFraming::Public,
-        ..GroupConfig::default()
-    };
+    let mut public = GroupConfig::default();
+    public.handshake_framing = HandshakeFraming::Public;
     let private = GroupConfig::default();
-    let mut alice = Group::create(
-        public.clone(),
-        signer("alice"),
-        validator(),
-        b"fuzzed group".to_vec(),
-        Vec::new(),
-        NOW,
-    )
-    .expect("create");
-    let (bob_s, carol_s) = (signer("bob"), signer("carol"));
+    let client = |name: &str, config: &GroupConfig| {
+        Client::new(signer(name), validator()).with_group_config(config.clone())
+    };
+    let mut alice = client("alice", &public)
+        .create_group(b"fuzzed group".to_vec(), Vec::new(), NOW)
+        .expect("create");
+    let (bob_c, carol_c) = (client("bob", &private), client("carol", &private));
     let config = KeyPackageConfig::new(NOW - 10, 3600);
-    let bob_kp = KeyPackageBundle::generate(&config, &bob_s).expect("kp");
-    let carol_kp = KeyPackageBundle::generate(&config, &carol_s).expect("kp");
+    let bob_kp = bob_c.generate_key_package(&config).expect("kp");
+    let carol_kp = carol_c.generate_key_package(&config).expect("kp");
     let out = alice
         .add_members(
-            &[
-                &bob_kp.to_bytes().expect("kp"),
-                &carol_kp.to_bytes().expect("kp"),
-            ],
+            &[bob_kp.key_package.clone(), carol_kp.key_package.clone()],
             NOW,
         )
         .expect("add");
     alice.merge_pending_commit().expect("merge");
     let welcome = out.welcome.expect("welcome");
-    let join = |s: Signer, kp: &KeyPackageBundle| {
-        Group::join_from_welcome(
-            private.clone(),
-            s,
-            validator(),
-            kp,
-            &welcome,
-            JoinOptions::default(),
-        )
-        .expect("join")
+    let join = |c: &Client, kp: &KeyPackageBundle| {
+        c.join_from_welcome(kp, &welcome, JoinOptions::default())
+            .expect("join")
     };
-    let mut bob = join(bob_s, &bob_kp);
-    let mut carol = join(carol_s, &carol_kp);
+    let mut bob = join(&bob_c, &bob_kp);
+    let mut carol = join(&carol_c, &carol_kp);
 
     let mut templates = Vec::new();
     // An application message of epoch 1, read after the epoch moved on.
@@ -157,21 +140,16 @@ fn build() -> World {
     carol.discard_pending_commit().expect("discard");
     // An external commit.
     let group_info = alice.group_info().expect("group info");
-    let dave = signer("dave");
-    let (_dave, external) = Group::join_by_external_commit(
-        private.clone(),
-        dave.clone(),
-        validator(),
-        &group_info,
-        JoinOptions::default(),
-    )
-    .expect("external join");
+    let dave = client("dave", &private);
+    let (_dave, external) = dave
+        .join_by_external_commit(&group_info, JoinOptions::default())
+        .expect("external join");
     let MlsMessageBody::PublicMessage(pm) = MlsMessage::decode(&external).expect("decode").body
     else {
         panic!("an external commit is a PublicMessage");
     };
     let insider = Insider {
-        signer: dave,
+        signer: dave.signer().clone(),
         encoded: pm.content.encode().expect("encode"),
         confirmation_tag: pm.auth.confirmation_tag,
         context: bob.group_context().clone(),
@@ -185,15 +163,22 @@ fn build() -> World {
             .expect("app"),
     );
     // Proposals: private Remove, public Update and Add.
-    templates.push(carol.propose_remove(LeafIndex(0)).expect("proposal"));
+    templates.push(
+        carol
+            .propose_remove(LeafIndex(0))
+            .expect("proposal")
+            .into_message(),
+    );
     alice.set_config(public);
-    templates.push(alice.propose_update().expect("proposal"));
-    let eve = signer("eve");
-    let eve_kp = KeyPackageBundle::generate(&config, &eve).expect("kp");
+    templates.push(alice.propose_update().expect("proposal").into_message());
+    let eve_kp = client("eve", &private)
+        .generate_key_package(&config)
+        .expect("kp");
     templates.push(
         alice
-            .propose_add(&eve_kp.to_bytes().expect("kp"), NOW)
-            .expect("proposal"),
+            .propose_add(&eve_kp.key_package, NOW)
+            .expect("proposal")
+            .into_message(),
     );
     // A Welcome and a GroupInfo (not for process_incoming).
     templates.push(welcome);

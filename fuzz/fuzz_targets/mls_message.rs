@@ -2,7 +2,8 @@
 //! must re-encode to the identical bytes (the encoding is canonical).
 #![no_main]
 
-use hsmls::codec::{Decode, Encode, MlsMessage};
+use hsmls::internal::codec::MlsMessage;
+use hsmls::wire::{Decode, Encode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

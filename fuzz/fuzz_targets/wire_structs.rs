@@ -3,9 +3,8 @@
 //! (selected by the first byte). Whatever decodes must round-trip.
 #![no_main]
 
-use hsmls::codec::{
-    ContentType, Decode, Encode, GroupContext, GroupSecrets, PrivateMessageContent, RatchetTree,
-};
+use hsmls::internal::codec::{GroupSecrets, PrivateMessageContent};
+use hsmls::wire::{ContentType, Decode, Encode, GroupContext, RatchetTree};
 use libfuzzer_sys::fuzz_target;
 
 fn round_trip<T: Decode + Encode>(data: &[u8]) {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hsmls::codec::SignaturePublicKey;
+use hsmls::wire::SignaturePublicKey;
 use hsmls_as::ca::CaProfile;
 use hsmls_as::{AuthService, Ca, PgStore, ServiceConfig, SqliteStore, Store};
 use hsmls_credentials::csr::build_csr;

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use der::{Decode, Encode};
-use hsmls::codec::SignaturePublicKey;
+use hsmls::wire::SignaturePublicKey;
 use hsmls_as::ca::{Ca, CaProfile, LeafRequest, random_serial};
 use hsmls_as::config::pem;
 use hsmls_as::csr::{CsrError, verify_csr};
@@ -364,7 +364,7 @@ fn the_validator_checks_each_rule() {
     ));
     assert_eq!(
         v.check(
-            &hsmls::codec::Credential::Basic(b"alice".to_vec()),
+            &hsmls::wire::Credential::Basic(b"alice".to_vec()),
             &pk,
             None
         ),
@@ -412,7 +412,7 @@ fn the_validator_checks_each_rule() {
     assert!(!v.valid_successor(&cred, &x509_credential(&[bob])));
     assert!(!v.valid_successor(
         &cred,
-        &hsmls::codec::Credential::Basic(b"im:alice@hsmls.test".to_vec())
+        &hsmls::wire::Credential::Basic(b"im:alice@hsmls.test".to_vec())
     ));
     for k in [
         ca.root_key(),

@@ -106,7 +106,7 @@ async fn enrol_renew_and_revoke<S: Store>(store: S) {
     };
     let renewed = as_.client.renew(&renew).await.unwrap();
     let ders = renewed.ders().unwrap();
-    let new_pk = hsmls::codec::SignaturePublicKey(new_key.public_key().as_bytes().to_vec());
+    let new_pk = hsmls::wire::SignaturePublicKey(new_key.public_key().as_bytes().to_vec());
     let info2 = v
         .check(
             &hsmls_credentials::x509_credential(&ders),

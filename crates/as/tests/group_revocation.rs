@@ -10,9 +10,9 @@ mod common;
 
 use std::sync::Arc;
 
-use hsmls::credential::CredentialError;
+use hsmls::CredentialError;
 use hsmls::{
-    CredentialValidator, Group, GroupConfig, GroupError, JoinOptions, KeyPackageBundle,
+    Client, CredentialValidator, Group, GroupError, JoinOptions, KeyPackageBundle,
     KeyPackageConfig, ProcessedMessage,
 };
 use hsmls_as::Store;
@@ -33,40 +33,35 @@ async fn three_members_refuse_a_revoked_one<S: Store>(store: S) {
         validators.push(Arc::new(as_.validator().await));
     }
     let t = now();
-    let config = GroupConfig::default();
-    let mut alice = Group::create(
-        config.clone(),
-        clients[0].signer.clone(),
-        validators[0].clone() as Arc<dyn CredentialValidator>,
-        b"x509 group".to_vec(),
-        Vec::new(),
-        t,
-    )
-    .unwrap();
-    let bundles: Vec<KeyPackageBundle> = clients[1..]
+    // Each member's MLS client: its signer and its X.509 validator.
+    let mls: Vec<Client> = clients
         .iter()
-        .map(|c| KeyPackageBundle::generate(&KeyPackageConfig::new(t - 10, 3600), &c.signer))
+        .zip(&validators)
+        .map(|(c, v)| Client::new(c.signer.clone(), v.clone() as Arc<dyn CredentialValidator>))
+        .collect();
+    let mut alice = mls[0]
+        .create_group(b"x509 group".to_vec(), Vec::new(), t)
+        .unwrap();
+    let bundles: Vec<KeyPackageBundle> = mls[1..]
+        .iter()
+        .map(|c| c.generate_key_package(&KeyPackageConfig::new(t - 10, 3600)))
         .collect::<Result<_, _>>()
         .unwrap();
-    let kps: Vec<Vec<u8>> = bundles.iter().map(|b| b.to_bytes().unwrap()).collect();
-    let kp_refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
-    let out = alice.add_members(&kp_refs, t).unwrap();
+    // Alice validates the published KeyPackages with her X.509 validator.
+    let kps = bundles
+        .iter()
+        .map(|b| mls[0].validate_key_package(&b.to_bytes().unwrap(), t))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let out = alice.add_members(&kps, t).unwrap();
     alice.merge_pending_commit().unwrap();
     let welcome = out.welcome.expect("a Welcome");
-    let mut joined: Vec<Group> = clients[1..]
+    let mut joined: Vec<Group> = mls[1..]
         .iter()
         .zip(&bundles)
-        .zip(&validators[1..])
-        .map(|((c, bundle), v)| {
-            Group::join_from_welcome(
-                config.clone(),
-                c.signer.clone(),
-                v.clone() as Arc<dyn CredentialValidator>,
-                bundle,
-                &welcome,
-                JoinOptions::default(),
-            )
-            .unwrap()
+        .map(|(c, bundle)| {
+            c.join_from_welcome(bundle, &welcome, JoinOptions::default())
+                .unwrap()
         })
         .collect();
     let mut carol = joined.pop().unwrap();

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsmls::codec::{Credential, Decode, MlsMessage, MlsMessageBody};
+use hsmls::wire::{Credential, RoutingInfo, WireFormat};
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
+    BasicCredentialValidator, Client, CredentialValidator, Group, GroupConfig, JoinOptions,
     KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::pkcs11::Pkcs11Config;
@@ -18,11 +18,11 @@ use hsmls_custody::{CustodyError, KeyCustody, KeyRef, Pkcs11Custody};
 
 use crate::CliError;
 
-/// One member: its name, its signer (signature key in its own custody)
+/// One member: its name, its client (signature key in its own custody)
 /// and its group state once it is in the group.
 struct Member {
     name: &'static str,
-    signer: Signer,
+    client: Client,
     group: Option<Group>,
 }
 
@@ -54,14 +54,16 @@ fn short_hex(bytes: &[u8]) -> String {
     format!("{}…", hex::encode(head))
 }
 
-/// The wire format of an encoded `MLSMessage`.
+/// The wire format of an encoded `MLSMessage`, as a Delivery Service
+/// reads it.
 fn wire_format(message: &[u8]) -> &'static str {
-    match MlsMessage::decode(message).map(|m| m.body) {
-        Ok(MlsMessageBody::PublicMessage(_)) => "PublicMessage",
-        Ok(MlsMessageBody::PrivateMessage(_)) => "PrivateMessage",
-        Ok(MlsMessageBody::Welcome(_)) => "Welcome",
-        Ok(MlsMessageBody::GroupInfo(_)) => "GroupInfo",
-        Ok(MlsMessageBody::KeyPackage(_)) => "KeyPackage",
+    match RoutingInfo::parse(message).map(|info| info.wire_format) {
+        Ok(WireFormat::PUBLIC_MESSAGE) => "PublicMessage",
+        Ok(WireFormat::PRIVATE_MESSAGE) => "PrivateMessage",
+        Ok(WireFormat::WELCOME) => "Welcome",
+        Ok(WireFormat::GROUP_INFO) => "GroupInfo",
+        Ok(WireFormat::KEY_PACKAGE) => "KeyPackage",
+        Ok(_) => "unknown wire format",
         Err(_) => "undecodable",
     }
 }
@@ -232,6 +234,7 @@ pub(crate) fn group_demo(config: &Pkcs11Config) -> Result<(), CliError> {
     );
 
     println!("\n1. each member's signature key is generated in the token");
+    let validator: Arc<dyn CredentialValidator> = Arc::new(BasicCredentialValidator::default());
     let mut members = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let custody: Arc<dyn KeyCustody> = Arc::new(Pkcs11Custody::open(config)?);
@@ -240,7 +243,7 @@ pub(crate) fn group_demo(config: &Pkcs11Config) -> Result<(), CliError> {
                 println!("   {name:<6} {}", short_uri(signer.signature_key.uri()));
                 members.push(Member {
                     name,
-                    signer,
+                    client: Client::new(signer, validator.clone()),
                     group: None,
                 });
             }
@@ -265,8 +268,8 @@ fn cleanup(members: &[Member]) -> Result<(), CliError> {
         println!("\n9. clean-up: the demo's signature keys are destroyed in the token");
     }
     for m in members {
-        let custody = m.signer.custody.as_ref();
-        let key = &m.signer.signature_key;
+        let custody = m.client.custody().as_ref();
+        let key = &m.client.signer().signature_key;
         let outcome = custody
             .destroy(key)
             .map_err(CliError::from)
@@ -282,8 +285,6 @@ fn cleanup(members: &[Member]) -> Result<(), CliError> {
 }
 
 fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
-    let validator: Arc<dyn CredentialValidator> = Arc::new(BasicCredentialValidator::default());
-    let config = GroupConfig::default();
     const ALICE: usize = 0;
     const BOB: usize = 1;
     const CAROL: usize = 2;
@@ -293,7 +294,9 @@ fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
     );
     let mut bundles = Vec::new();
     for m in members.iter().skip(1) {
-        let bundle = KeyPackageBundle::generate(&KeyPackageConfig::new(now, 86_400), &m.signer)
+        let bundle = m
+            .client
+            .generate_key_package(&KeyPackageConfig::new(now, 86_400))
             .map_err(mls)?;
         println!(
             "   {:<6} init key {}",
@@ -315,23 +318,24 @@ fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
 
     println!("\n3. alice creates the group");
     members[ALICE].group = Some(
-        Group::create(
-            config.clone(),
-            members[ALICE].signer.clone(),
-            validator.clone(),
-            b"hsmls demo group".to_vec(),
-            Vec::new(),
-            now,
-        )
-        .map_err(mls)?,
+        members[ALICE]
+            .client
+            .create_group(b"hsmls demo group".to_vec(), Vec::new(), now)
+            .map_err(mls)?,
     );
     check_agreement(members)?;
 
-    println!("\n4. alice adds bob and carol; they join from the Welcome");
-    let refs: Vec<&[u8]> = key_packages.iter().map(Vec::as_slice).collect();
+    println!(
+        "\n4. alice validates their KeyPackages, adds bob and carol; they join from the Welcome"
+    );
+    let validated = key_packages
+        .iter()
+        .map(|kp| members[ALICE].client.validate_key_package(kp, now))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(mls)?;
     let out = members[ALICE]
         .group()?
-        .add_members(&refs, now)
+        .add_members(&validated, now)
         .map_err(mls)?;
     members[ALICE]
         .group()?
@@ -348,15 +352,9 @@ fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
     );
     for (m, bundle) in members.iter_mut().skip(1).zip(&bundles) {
         m.group = Some(
-            Group::join_from_welcome(
-                config.clone(),
-                m.signer.clone(),
-                validator.clone(),
-                bundle,
-                &welcome,
-                JoinOptions::default(),
-            )
-            .map_err(mls)?,
+            m.client
+                .join_from_welcome(bundle, &welcome, JoinOptions::default())
+                .map_err(mls)?,
         );
         println!("   {} joined from the Welcome", m.name);
     }
@@ -382,7 +380,7 @@ fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
     );
     check_agreement(members)?;
     check_destroyed(
-        members[BOB].signer.custody.as_ref(),
+        members[BOB].client.custody().as_ref(),
         &old_leaf,
         "bob's replaced leaf key",
     )?;
@@ -407,7 +405,7 @@ fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
     check_agreement(members)?;
     send(members, ALICE, "just the two of us", now)?;
     check_destroyed(
-        members[CAROL].signer.custody.as_ref(),
+        members[CAROL].client.custody().as_ref(),
         &carol_key,
         "carol's leaf key",
     )?;
@@ -415,7 +413,7 @@ fn scenario(members: &mut [Member], now: u64) -> Result<(), CliError> {
     println!("\n8. the init keys of the used KeyPackages were destroyed on join (RFC 9420 §9.2)");
     for (m, bundle) in members.iter().skip(1).zip(&bundles) {
         check_destroyed(
-            m.signer.custody.as_ref(),
+            m.client.custody().as_ref(),
             &bundle.init_key,
             &format!("{} init key {}", m.name, short_uri(bundle.init_key.uri())),
         )?;

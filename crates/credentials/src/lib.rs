@@ -6,7 +6,7 @@
 //!   CRL, id-kp-imUri, KeyUsage, identity and signature key, and optionally
 //!   inclusion in the AS's transparency log;
 //! * [`csr`]: PKCS#10 requests signed by a key held in custody, and the MLS
-//!   x509 [`Credential`](hsmls::codec::Credential) from a chain;
+//!   x509 [`Credential`](hsmls::wire::Credential) from a chain;
 //! * [`tlog`]: RFC 9162 Merkle proofs, C2SP signed checkpoints, and the
 //!   [`LogMonitor`](tlog::LogMonitor) that detects a split view;
 //! * [`api`] and [`client`]: the AS's JSON resources (named as ACME, RFC

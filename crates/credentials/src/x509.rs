@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use der::Decode;
 use der::oid::AssociatedOid;
-use hsmls::codec::{Certificate, Credential, SignaturePublicKey};
-use hsmls::credential::CredentialError;
-use hsmls::tree_math::LeafIndex;
-use hsmls::{CredentialValidator, Member};
+use hsmls::wire::LeafIndex;
+use hsmls::{
+    Certificate, Credential, CredentialError, CredentialValidator, Member, SignaturePublicKey,
+};
 use p256::ecdsa::signature::Verifier;
 use rustls_pki_types::{
     AlgorithmIdentifier, CertificateDer, InvalidSignature, SignatureVerificationAlgorithm,
@@ -557,8 +557,8 @@ impl X509CredentialValidator {
         Ok(leaf.info)
     }
 
-    /// Checks every member of a group again (e.g. after [`set_crl`]
-    /// (Self::set_crl)) and returns those whose credential is now refused,
+    /// Checks every member of a group again (e.g. after
+    /// [`set_crl`](Self::set_crl)) and returns those whose credential is now refused,
     /// with the reason. The engine checks a credential when it meets one
     /// (a KeyPackage, a tree, an Update, a commit's path); a member who
     /// then only sends messages, proposals or commits without a path is

@@ -2,7 +2,7 @@
 //! members, notes and proofs from the AS) gets a typed error, never a
 //! panic; Merkle proofs verify for random tree sizes and fail when moved.
 
-use hsmls::codec::{Certificate, Credential, SignaturePublicKey};
+use hsmls::wire::{Certificate, Credential, SignaturePublicKey};
 use hsmls_credentials::tlog::{self, Checkpoint, Hash, LogError, LogKey, NodeId};
 use hsmls_credentials::{LogEntry, ValidationError, X509CredentialValidator};
 use proptest::prelude::*;
@@ -78,8 +78,12 @@ proptest! {
         let c = tlog::consistency_proof(old, size, &mut |id| Ok::<_, ()>(node(id))).unwrap();
         prop_assert_eq!(tlog::verify_consistency(old, size, &old_root, &root, &c), Ok(()));
         if old < size {
+            // Another old root: the old root with one bit flipped (a leaf hash
+            // could be the old root itself, when the old tree is that leaf).
+            let mut wrong_old_root = old_root;
+            wrong_old_root[0] ^= 1;
             prop_assert_eq!(
-                tlog::verify_consistency(old, size, &leaf, &root, &c),
+                tlog::verify_consistency(old, size, &wrong_old_root, &root, &c),
                 Err(LogError::ConsistencyProof)
             );
         }

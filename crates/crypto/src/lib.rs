@@ -17,6 +17,7 @@
 //! Every other suite is one module away: implement [`CipherSuiteProvider`]
 //! for it and add it to [`CipherSuite::provider`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod encoding;
 mod error;

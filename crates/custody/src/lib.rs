@@ -24,6 +24,7 @@
 //!   tests (`Pkcs11Custody::with_session` and the object handles). No
 //!   `cryptoki` type appears in the public API without it.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod error;
 mod keys;

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use hsmls::codec::{Decode, Encode, Sender};
+use hsmls::wire::{Decode, Encode, LeafIndex, RoutingInfo, Sender};
 use hsmls::{CredentialValidator, ObservedMessage, PublicGroup};
 
 use crate::api::{CommitBundle, CreateGroup};
@@ -74,7 +74,7 @@ pub(crate) async fn create<S: DsStore>(
     let tree = req
         .ratchet_tree
         .as_ref()
-        .map(|t| hsmls::codec::RatchetTree::decode(t))
+        .map(|t| hsmls::wire::RatchetTree::decode(t))
         .transpose()
         .map_err(|_| DsError::MalformedRequest("ratchet tree does not decode"))?;
     let pg = PublicGroup::from_group_info(gi, tree, validator(ds))
@@ -84,13 +84,14 @@ pub(crate) async fn create<S: DsStore>(
             "the GroupInfo is of another group or epoch".into(),
         ));
     }
-    let gi_msg = hsmls::codec::MlsMessage::decode(gi)
-        .map_err(|_| DsError::InvalidGroupInfo("not an MLSMessage".into()))?;
-    let hsmls::codec::MlsMessageBody::GroupInfo(g) = gi_msg.body else {
-        return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
+    // The GroupInfo's signer (PublicGroup::from_group_info verified the
+    // signature with its key).
+    let signer_leaf: LeafIndex = match RoutingInfo::parse(gi).map(|i| i.sender) {
+        Ok(Some(Sender::Member(leaf))) => leaf,
+        _ => return Err(DsError::InvalidGroupInfo("not a GroupInfo".into())),
     };
     let signer = pg
-        .member(g.signer)
+        .member(signer_leaf)
         .ok_or(DsError::InvalidGroupInfo("no signer".into()))?;
     if ds
         .queue_of_credential(&signer.credential, &signer.signature_key)

@@ -23,9 +23,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
+use hsmls::CredentialError;
 use hsmls::CredentialValidator;
-use hsmls::codec::{CipherSuite, Credential, Decode, SignaturePublicKey};
-use hsmls::credential::CredentialError;
+use hsmls::wire::{CipherSuite, Credential, Decode, SignaturePublicKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 

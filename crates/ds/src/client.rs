@@ -173,9 +173,9 @@ impl DsClient {
         let signer = signer.clone();
         let tbs = challenge.to_be_signed();
         let (signature, key, credential) = tokio::task::spawn_blocking(move || {
-            use hsmls::codec::Encode;
+            use hsmls::wire::Encode;
             let cs = hsmls_crypto::CipherSuite(
-                hsmls::codec::CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0,
+                hsmls::wire::CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0,
             )
             .provider()
             .map_err(|e| ClientError::Signing(e.to_string()))?;

@@ -13,8 +13,8 @@
 //! Welcome that names it.
 
 use hsmls::KeyPackageIn;
-use hsmls::codec::CipherSuite;
-use hsmls::key_package::LAST_RESORT;
+use hsmls::wire::CipherSuite;
+use hsmls::wire::LAST_RESORT;
 
 use crate::auth::{AuthenticatorValidator, ClientAuthenticator};
 use crate::error::DsError;
@@ -42,7 +42,7 @@ pub fn validate_key_package(
         .identity(&leaf.credential, &leaf.signature_key)
         .map_err(|e| DsError::InvalidKeyPackage(e.to_string()))?;
     let not_after = match leaf.leaf_node_source {
-        hsmls::codec::LeafNodeSource::KeyPackage(l) => l.not_after,
+        hsmls::wire::LeafNodeSource::KeyPackage(l) => l.not_after,
         _ => return Err(DsError::InvalidKeyPackage("not a KeyPackage leaf".into())),
     };
     let last_resort = kp

@@ -20,11 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use hsmls::codec::{
-    CipherSuite, ContentType, Credential, Encode, EncryptedGroupSecrets, HpkeCiphertext,
-    KeyPackageRef, MlsMessage, MlsMessageBody, PrivateMessage, Welcome,
-};
-use hsmls::{KeyPackageBundle, KeyPackageConfig, Signer};
+use hsmls::wire::{CipherSuite, ContentType, Credential, WireFormat};
+use hsmls::{BasicCredentialValidator, Client, KeyPackageConfig, KeyPackageIn, Signer};
 use tokio::sync::Mutex;
 
 use crate::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, ServerFrame};
@@ -112,8 +109,50 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Appends `bytes` with its variable-size length prefix (RFC 9420 §2.1.2).
+fn put_vl(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    if n < 1 << 6 {
+        out.push(n as u8);
+    } else if n < 1 << 14 {
+        out.extend_from_slice(&(0x4000 | n as u16).to_be_bytes());
+    } else {
+        // Synthetic messages stay far below 2^30 bytes.
+        out.extend_from_slice(&(0x8000_0000 | n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// Splits a variable-size length-prefixed field off `bytes`.
+fn take_vl(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *bytes.first()?;
+    let (len, head) = match first >> 6 {
+        0 => (usize::from(first), 1),
+        1 => (
+            usize::from(u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?) & 0x3fff),
+            2,
+        ),
+        2 => (
+            (u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) & 0x3fff_ffff) as usize,
+            4,
+        ),
+        _ => return None,
+    };
+    let rest = bytes.get(head..)?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The `MLSMessage` header: version mls10 and `wire_format`.
+fn mls_message_header(wire_format: WireFormat) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&wire_format.0.to_be_bytes());
+    out
+}
+
 /// A well-framed PrivateMessage of the group (the DS reads only the
-/// framing), carrying `index` in its first 8 bytes.
+/// framing; RFC 9420 §6.3), carrying `index` in the first 8 bytes of its
+/// ciphertext.
 pub fn synthetic_message(
     group_id: &[u8],
     epoch: u64,
@@ -123,29 +162,49 @@ pub fn synthetic_message(
 ) -> Vec<u8> {
     let mut ciphertext = vec![0x5a; payload.max(8)];
     ciphertext[..8].copy_from_slice(&index.to_be_bytes());
-    MlsMessage {
-        body: MlsMessageBody::PrivateMessage(PrivateMessage {
-            group_id: group_id.to_vec(),
-            epoch,
-            content_type,
-            authenticated_data: vec![],
-            encrypted_sender_data: vec![0x11; 16],
-            ciphertext,
-        }),
-    }
-    .encode()
-    .unwrap_or_default()
+    let mut out = mls_message_header(WireFormat::PRIVATE_MESSAGE);
+    put_vl(&mut out, group_id);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.push(content_type as u8);
+    put_vl(&mut out, &[]);
+    put_vl(&mut out, &[0x11; 16]);
+    put_vl(&mut out, &ciphertext);
+    out
 }
 
 /// The index a synthetic message carries.
 pub fn message_index(bytes: &[u8]) -> Option<u64> {
-    use hsmls::codec::Decode;
-    match MlsMessage::decode(bytes).ok()?.body {
-        MlsMessageBody::PrivateMessage(m) if m.ciphertext.len() >= 8 => {
-            Some(u64::from_be_bytes(m.ciphertext[..8].try_into().ok()?))
-        }
-        _ => None,
+    let rest = bytes.strip_prefix(&mls_message_header(WireFormat::PRIVATE_MESSAGE)[..])?;
+    let (_group_id, rest) = take_vl(rest)?;
+    let rest = rest.get(9..)?; // epoch, content type
+    let (_aad, rest) = take_vl(rest)?;
+    let (_sender_data, rest) = take_vl(rest)?;
+    let (ciphertext, rest) = take_vl(rest)?;
+    if !rest.is_empty() || ciphertext.len() < 8 {
+        return None;
     }
+    Some(u64::from_be_bytes(ciphertext[..8].try_into().ok()?))
+}
+
+/// A Welcome (RFC 9420 §12.4.3.1) whose `secrets[].new_member` are
+/// `refs`; its encrypted parts are filler (the DS routes by the refs
+/// only).
+pub fn synthetic_welcome(refs: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = mls_message_header(WireFormat::WELCOME);
+    out.extend_from_slice(
+        &CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
+            .0
+            .to_be_bytes(),
+    );
+    let mut secrets = Vec::new();
+    for r in refs {
+        put_vl(&mut secrets, r);
+        put_vl(&mut secrets, &[4; 65]); // kem_output
+        put_vl(&mut secrets, &[0; 48]); // ciphertext
+    }
+    put_vl(&mut out, &secrets);
+    put_vl(&mut out, &[0; 64]);
+    out
 }
 
 /// Creates `members` clients (software keys, basic credentials named
@@ -164,11 +223,13 @@ pub async fn setup_group(bases: &[String], members: usize, tag: &str) -> Result<
         let ds = DsClient::new(&bases[i % bases.len()]);
         ds.authenticate(&signer).await.map_err(|e| e.to_string())?;
         if i > 0 {
-            let kp = KeyPackageBundle::generate(
-                &KeyPackageConfig::new(now_secs() - 60, 86_400),
-                &signer,
-            )
-            .map_err(|e| e.to_string())?;
+            let client = Client::new(
+                signer.clone(),
+                Arc::new(BasicCredentialValidator::default()),
+            );
+            let kp = client
+                .generate_key_package(&KeyPackageConfig::new(now_secs() - 60, 86_400))
+                .map_err(|e| e.to_string())?;
             ds.publish_key_packages(vec![kp.to_bytes().map_err(|e| e.to_string())?])
                 .await
                 .map_err(|e| e.to_string())?;
@@ -190,37 +251,25 @@ pub async fn setup_group(bases: &[String], members: usize, tag: &str) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     if members > 1 {
-        let cs = hsmls_crypto::CipherSuite(CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0)
-            .provider()
-            .map_err(|e| e.to_string())?;
-        let mut secrets = Vec::with_capacity(members - 1);
+        let validator = BasicCredentialValidator::default();
+        let mut refs = Vec::with_capacity(members - 1);
         for name in &names[1..] {
             let claimed = creator
                 .claim_key_package(name)
                 .await
                 .map_err(|e| e.to_string())?;
-            let kp =
-                hsmls::KeyPackageIn::from_bytes(&claimed.key_package).map_err(|e| e.to_string())?;
-            let r = cs
-                .make_key_package_ref(&kp.0.encode().map_err(|e| e.to_string())?)
+            let kp = KeyPackageIn::from_bytes(&claimed.key_package)
+                .and_then(|kp| {
+                    kp.validate(
+                        CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+                        &validator,
+                        now_secs(),
+                    )
+                })
                 .map_err(|e| e.to_string())?;
-            secrets.push(EncryptedGroupSecrets {
-                new_member: KeyPackageRef(r.to_vec()),
-                encrypted_group_secrets: HpkeCiphertext {
-                    kem_output: vec![4; 65],
-                    ciphertext: vec![0; 48],
-                },
-            });
+            refs.push(kp.reference().0.clone());
         }
-        let welcome = MlsMessage {
-            body: MlsMessageBody::Welcome(Welcome {
-                cipher_suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
-                secrets,
-                encrypted_group_info: vec![0; 64],
-            }),
-        }
-        .encode()
-        .map_err(|e| e.to_string())?;
+        let welcome = synthetic_welcome(&refs);
         creator
             .send_commit(&CommitBundle {
                 commit: synthetic_message(&group_id, 0, ContentType::Commit, u64::MAX, 64),
@@ -460,5 +509,30 @@ impl std::fmt::Display for LoadReport {
             self.deliver_p99_ms,
             self.order_violations
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hsmls::wire::RoutingInfo;
+
+    #[test]
+    fn synthetic_messages_parse_as_mls() {
+        for payload in [0, 8, 100, 20_000] {
+            let m = synthetic_message(b"group", 7, ContentType::Proposal, 42, payload);
+            let info = RoutingInfo::parse(&m).unwrap();
+            assert_eq!(info.wire_format, WireFormat::PRIVATE_MESSAGE);
+            assert_eq!(info.group_id.as_deref(), Some(&b"group"[..]));
+            assert_eq!(info.epoch, Some(7));
+            assert_eq!(info.content_type, Some(ContentType::Proposal));
+            assert_eq!(message_index(&m), Some(42));
+            assert_eq!(message_index(&m[..m.len() - 1]), None);
+        }
+        let refs = vec![vec![1u8; 32], vec![2u8; 32]];
+        let info = RoutingInfo::parse(&synthetic_welcome(&refs)).unwrap();
+        assert_eq!(info.wire_format, WireFormat::WELCOME);
+        let got: Vec<Vec<u8>> = info.new_members.into_iter().map(|r| r.0).collect();
+        assert_eq!(got, refs);
     }
 }

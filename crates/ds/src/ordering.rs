@@ -15,7 +15,7 @@
 //! - proposals are accepted in the current epoch only, application
 //!   messages in the current epoch and the `window` epochs before it.
 
-use hsmls::codec::{ContentType, Decode, MlsMessage, MlsMessageBody, Sender, Welcome};
+use hsmls::wire::{ContentType, RoutingInfo, Sender, WireFormat};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::DsError;
@@ -42,36 +42,31 @@ impl Framing {
 
 /// Reads the public framing of a group message (`MLSMessage` carrying a
 /// PublicMessage or PrivateMessage), with the engine's bounded decoder.
-pub fn framing(bytes: &[u8]) -> Result<(Framing, MlsMessage), DsError> {
-    let msg =
-        MlsMessage::decode(bytes).map_err(|_| DsError::MalformedMessage("not an MLSMessage"))?;
-    let f = match &msg.body {
-        MlsMessageBody::PublicMessage(m) => Framing {
-            group_id: m.content.group_id.clone(),
-            epoch: m.content.epoch,
-            content_type: m.content.content_type(),
-            public_sender: Some(m.content.sender),
-        },
-        MlsMessageBody::PrivateMessage(m) => Framing {
-            group_id: m.group_id.clone(),
-            epoch: m.epoch,
-            content_type: m.content_type,
-            public_sender: None,
-        },
+pub fn framing(bytes: &[u8]) -> Result<Framing, DsError> {
+    let info =
+        RoutingInfo::parse(bytes).map_err(|_| DsError::MalformedMessage("not an MLSMessage"))?;
+    let public = match info.wire_format {
+        WireFormat::PUBLIC_MESSAGE => true,
+        WireFormat::PRIVATE_MESSAGE => false,
         _ => return Err(DsError::MalformedMessage("not a group message")),
     };
-    Ok((f, msg))
+    match (info.group_id, info.epoch, info.content_type) {
+        (Some(group_id), Some(epoch), Some(content_type)) => Ok(Framing {
+            group_id,
+            epoch,
+            content_type,
+            public_sender: if public { info.sender } else { None },
+        }),
+        _ => Err(DsError::MalformedMessage("not a group message")),
+    }
 }
 
-/// Decodes a Welcome (`MLSMessage`) and returns its KeyPackageRefs (the
+/// Reads a Welcome (`MLSMessage`) and returns its KeyPackageRefs (the
 /// `secrets[].new_member` the DS routes by).
-pub fn welcome_refs(bytes: &[u8]) -> Result<(Welcome, Vec<Vec<u8>>), DsError> {
-    match MlsMessage::decode(bytes) {
-        Ok(MlsMessage {
-            body: MlsMessageBody::Welcome(w),
-        }) => {
-            let refs = w.secrets.iter().map(|s| s.new_member.0.clone()).collect();
-            Ok((w, refs))
+pub fn welcome_refs(bytes: &[u8]) -> Result<Vec<Vec<u8>>, DsError> {
+    match RoutingInfo::parse(bytes) {
+        Ok(info) if info.wire_format == WireFormat::WELCOME => {
+            Ok(info.new_members.into_iter().map(|r| r.0).collect())
         }
         _ => Err(DsError::MalformedMessage("not a Welcome")),
     }

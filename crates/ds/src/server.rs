@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::SinkExt;
-use hsmls::codec::{CipherSuite, ContentType, Credential, Decode, MlsMessageBody, Sender};
+use hsmls::wire::{CipherSuite, ContentType, Credential, Decode, Sender};
 use tokio::sync::Notify;
 
 use crate::api::{
@@ -327,7 +327,7 @@ impl<S: DsStore> Ds<S> {
     pub(crate) async fn queue_of_credential(
         &self,
         credential: &Credential,
-        key: &hsmls::codec::SignaturePublicKey,
+        key: &hsmls::wire::SignaturePublicKey,
     ) -> Result<Option<QueueId>, DsError> {
         let identity = self
             .auth
@@ -342,7 +342,7 @@ impl<S: DsStore> Ds<S> {
 
     /// Orders a commit bundle.
     pub async fn commit(&self, queue: QueueId, bundle: CommitBundle) -> Result<Accepted, DsError> {
-        let (f, msg) = framing(&bundle.commit)?;
+        let f = framing(&bundle.commit)?;
         if f.content_type != ContentType::Commit {
             return Err(DsError::MalformedMessage("not a commit"));
         }
@@ -355,7 +355,7 @@ impl<S: DsStore> Ds<S> {
         // Welcome recipients: the owners of the KeyPackageRefs it names.
         let welcome = match &bundle.welcome {
             Some(w) => {
-                let (_, refs) = welcome_refs(w)?;
+                let refs = welcome_refs(w)?;
                 if refs.is_empty() {
                     return Err(DsError::MalformedMessage("a Welcome without recipients"));
                 }
@@ -392,7 +392,7 @@ impl<S: DsStore> Ds<S> {
                 }
             }
             GroupMode::Assisted => {
-                if !matches!(msg.body, MlsMessageBody::PublicMessage(_)) {
+                if !f.is_public() {
                     return Err(DsError::ModeMismatch(
                         "assisted mode takes PublicMessage commits",
                     ));
@@ -446,7 +446,7 @@ impl<S: DsStore> Ds<S> {
 
     /// Orders an application message or a proposal.
     pub async fn message(&self, queue: QueueId, bytes: Vec<u8>) -> Result<Accepted, DsError> {
-        let (f, _) = framing(&bytes)?;
+        let f = framing(&bytes)?;
         let window = match f.content_type {
             ContentType::Commit => {
                 return Err(DsError::MalformedMessage("commits go in a commit bundle"));

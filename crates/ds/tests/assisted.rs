@@ -8,11 +8,11 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use hsmls::codec::{
+use hsmls::internal::codec::{
     Decode, Encode, FramedContentBody, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef,
     PublicMessage, Remove, WireFormat,
 };
-use hsmls::{CommitOptions, Group, HandshakeFraming, JoinOptions, PublicGroup};
+use hsmls::{CommitOptions, HandshakeFraming, JoinOptions, PublicGroup};
 use hsmls_custody::SoftwareCustody;
 use hsmls_ds::api::{CommitBundle, GroupMode};
 use hsmls_ds::store::DsStore;
@@ -32,7 +32,7 @@ fn self_removing(bob: &mut Client, commit: &[u8]) -> Vec<u8> {
     }
     let cs = hsmls_crypto::CipherSuite(0x0002).provider().unwrap();
     let ctx = bob.group().group_context().clone();
-    let signed = hsmls::message_protection::sign_content(
+    let signed = hsmls::internal::message_protection::sign_content(
         cs,
         bob.signer.custody.as_ref(),
         &bob.signer.signature_key,
@@ -44,7 +44,7 @@ fn self_removing(bob: &mut Client, commit: &[u8]) -> Vec<u8> {
     MlsMessage {
         body: MlsMessageBody::PublicMessage(PublicMessage {
             content: signed.content,
-            auth: hsmls::codec::FramedContentAuthData {
+            auth: hsmls::internal::codec::FramedContentAuthData {
                 signature: signed.auth.signature,
                 confirmation_tag: m.auth.confirmation_tag,
             },
@@ -64,7 +64,8 @@ async fn assisted_group_lifecycle() {
     // The DS serves the current GroupInfo and ratchet tree.
     let gi = alice.ds.group_info(&gid).await.unwrap();
     let tree =
-        hsmls::codec::RatchetTree::decode(&alice.ds.ratchet_tree(&gid).await.unwrap()).unwrap();
+        hsmls::internal::codec::RatchetTree::decode(&alice.ds.ratchet_tree(&gid).await.unwrap())
+            .unwrap();
     let obs = PublicGroup::from_group_info(&gi, Some(tree), validator()).unwrap();
     assert_eq!(obs.tree_hash(), alice.group().tree_hash());
     assert_eq!(obs.epoch(), 1);
@@ -76,7 +77,7 @@ async fn assisted_group_lifecycle() {
         c.sync().await;
     }
     let p = carol.group().propose_update().unwrap();
-    carol.ds.send_message(&p).await.unwrap();
+    carol.ds.send_message(&p.message).await.unwrap();
     for c in [&mut alice, &mut bob, &mut carol] {
         c.sync().await;
     }
@@ -158,14 +159,10 @@ async fn assisted_group_lifecycle() {
     let mut dave = Client::new(Arc::new(SoftwareCustody::new()), "dave", &t.base).await;
     dave.group_config.handshake_framing = HandshakeFraming::Public;
     let gi = dave.ds.group_info(&gid).await.unwrap();
-    let (g, commit) = Group::join_by_external_commit(
-        dave.group_config.clone(),
-        dave.signer.clone(),
-        validator(),
-        &gi,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let (g, commit) = dave
+        .mls()
+        .join_by_external_commit(&gi, JoinOptions::default())
+        .unwrap();
     let new_gi = g.group_info().unwrap();
     dave.group = Some(g);
     let acc = dave

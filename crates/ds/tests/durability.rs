@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::ds_binary;
-use hsmls::codec::ContentType;
+use hsmls::internal::codec::ContentType;
 use hsmls_ds::api::{Ack, GroupPosition, ServerFrame};
 use hsmls_ds::loadgen::{message_index, setup_group, synthetic_message};
 use tokio::io::{AsyncBufReadExt, BufReader};

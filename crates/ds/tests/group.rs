@@ -112,7 +112,7 @@ async fn group_through_the_ds() {
 /// Some bytes carol would send (her group is closed: a fake framing of
 /// the group with her last epoch).
 fn carol_stale_message(carol: &mut Client) -> Vec<u8> {
-    use hsmls::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, PrivateMessage};
+    use hsmls::internal::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, PrivateMessage};
     let g = carol.group();
     MlsMessage {
         body: MlsMessageBody::PrivateMessage(PrivateMessage {

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use hsmls::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, PrivateMessage};
-use hsmls::{KeyPackageBundle, KeyPackageConfig};
+use hsmls::KeyPackageConfig;
+use hsmls::internal::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, PrivateMessage};
 use hsmls_custody::SoftwareCustody;
 use hsmls_ds::DsClient;
 use hsmls_ds::api::{Challenge, CommitBundle, GroupMode, SessionRequest, b64};
@@ -183,7 +183,8 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     let stale = bob.group().epoch();
     let winner = alice.group().self_update(now()).unwrap();
     alice.send_commit(&winner, vec![]).await.unwrap();
-    let loser = bob.group().add_members(&[&kd.key_package], now()).unwrap();
+    let kd = bob.validate(&kd.key_package);
+    let loser = bob.group().add_members(&[kd], now()).unwrap();
     let p = problem(bob.send_commit(&loser, vec![]).await);
     assert_eq!(
         (p.status, p.kind(), p.current_epoch),
@@ -194,11 +195,14 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     bob.group().discard_pending_commit().unwrap();
     // A Welcome naming a KeyPackage the DS never handed out.
     bob.sync().await;
-    let fake = KeyPackageBundle::generate(&KeyPackageConfig::new(now() - 5, 3600), &dave.signer)
+    let fake = dave
+        .mls()
+        .generate_key_package(&KeyPackageConfig::new(now() - 5, 3600))
         .unwrap()
         .to_bytes()
         .unwrap();
-    let out = bob.group().add_members(&[&fake], now()).unwrap();
+    let fake = bob.validate(&fake);
+    let out = bob.group().add_members(&[fake], now()).unwrap();
     let p = problem(bob.send_commit(&out, vec![]).await);
     assert_eq!((p.status, p.kind()), (422, "unknown-key-package-ref"));
     bob.group().discard_pending_commit().unwrap();
@@ -224,7 +228,9 @@ async fn key_package_publication_rules() {
     let alice = Client::new(Arc::new(SoftwareCustody::new()), "alice", &t.base).await;
     let bob = Client::new(Arc::new(SoftwareCustody::new()), "bob", &t.base).await;
     // Bob's KeyPackage published by Alice.
-    let bobs = KeyPackageBundle::generate(&KeyPackageConfig::new(now() - 5, 3600), &bob.signer)
+    let bobs = bob
+        .mls()
+        .generate_key_package(&KeyPackageConfig::new(now() - 5, 3600))
         .unwrap()
         .to_bytes()
         .unwrap();
@@ -235,7 +241,9 @@ async fn key_package_publication_rules() {
         KeyPackageConfig::new(now() - 7200, 3600),
         KeyPackageConfig::new(now() + 3600, 3600),
     ] {
-        let kp = KeyPackageBundle::generate(&cfg, &alice.signer)
+        let kp = alice
+            .mls()
+            .generate_key_package(&cfg)
             .unwrap()
             .to_bytes()
             .unwrap();
@@ -250,7 +258,9 @@ async fn key_package_publication_rules() {
     );
     assert_eq!((p.status, p.kind()), (422, "invalid-key-package"));
     // An altered signature.
-    let mut kp = KeyPackageBundle::generate(&KeyPackageConfig::new(now() - 5, 3600), &alice.signer)
+    let mut kp = alice
+        .mls()
+        .generate_key_package(&KeyPackageConfig::new(now() - 5, 3600))
         .unwrap()
         .to_bytes()
         .unwrap();
@@ -262,7 +272,9 @@ async fn key_package_publication_rules() {
     let p = problem(alice.ds.publish_key_packages(vec![]).await);
     assert_eq!((p.status, p.kind()), (400, "malformed-request"));
     // One bad package refuses the batch: nothing stored.
-    let good = KeyPackageBundle::generate(&KeyPackageConfig::new(now() - 5, 3600), &alice.signer)
+    let good = alice
+        .mls()
+        .generate_key_package(&KeyPackageConfig::new(now() - 5, 3600))
         .unwrap()
         .to_bytes()
         .unwrap();

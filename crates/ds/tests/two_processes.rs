@@ -93,7 +93,10 @@ async fn done_when_three_softhsm_clients_two_ds_processes() {
     let kc = alice.ds.claim_key_package(b"carol").await.unwrap();
     alice.create_group(GroupMode::Blind).await;
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kb.key_package, kc.key_package];
+    opts.add_key_packages = vec![
+        alice.validate(&kb.key_package),
+        alice.validate(&kc.key_package),
+    ];
     let out = alice.group().commit(opts, now()).unwrap();
     alice.send_commit(&out, vec![]).await.unwrap();
     assert_eq!(alice.sync().await, vec!["own-commit"]);
@@ -209,10 +212,8 @@ async fn push_across_processes() {
     bob.publish(1, false).await;
     let kb = alice.ds.claim_key_package(b"bob").await.unwrap();
     alice.create_group(GroupMode::Blind).await;
-    let out = alice
-        .group()
-        .add_members(&[&kb.key_package], now())
-        .unwrap();
+    let kb = alice.validate(&kb.key_package);
+    let out = alice.group().add_members(&[kb], now()).unwrap();
     // Bob listens on the second process before the commit is sent to the
     // first: the Welcome and the messages reach him by NOTIFY.
     let mut push = bob.ds.push(vec![]).await.unwrap();

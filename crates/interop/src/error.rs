@@ -1,9 +1,9 @@
 //! Errors of the interop client and their gRPC status codes.
 
 use hsmls::GroupError;
-use hsmls::codec::CodecError;
-use hsmls::key_package::KeyPackageError;
-use hsmls::message_protection::ProtectionError;
+use hsmls::KeyPackageError;
+use hsmls::error::CodecError;
+use hsmls::error::ProtectionError;
 use hsmls_custody::CustodyError;
 use tonic::{Code, Status};
 

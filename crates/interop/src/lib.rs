@@ -5,6 +5,7 @@
 //! members' private keys in a [`hsmls_custody::KeyCustody`] backend
 //! (software, or a PKCS#11 token).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod service;

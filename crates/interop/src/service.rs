@@ -26,18 +26,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsmls::codec::{
-    self, Credential, CredentialType, Decode, Encode, ExtensionType, ExternalSender,
-    ExternalSenders, FramedContent, FramedContentBody, GroupInfo, MlsMessage, MlsMessageBody,
+use hsmls::KeyPackageIn;
+use hsmls::PskStore;
+use hsmls::internal::codec::{
+    self, FramedContent, FramedContentBody, GroupInfo, MlsMessage, MlsMessageBody,
+};
+use hsmls::internal::message_protection::{protect_public, sign_content};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{
+    Credential, CredentialType, Decode, Encode, ExtensionType, ExternalSender, ExternalSenders,
     Proposal, Sender, WireFormat,
 };
-use hsmls::group::PskStore;
-use hsmls::key_package::KeyPackageIn;
-use hsmls::message_protection::{protect_public, sign_content};
-use hsmls::tree_math::LeafIndex;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CredentialValidator, Group, GroupConfig,
-    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupConfig,
+    HandshakeFraming, JoinOptions, KeyPackage, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage, ProposalMessage, Signer,
 };
 use hsmls_crypto::{CipherSuite as SuiteId, CipherSuiteProvider, Secret};
 use hsmls_custody::KeyCustody;
@@ -110,7 +113,8 @@ impl GroupState {
     }
 
     /// Sends one of this member's proposals and remembers it.
-    fn sent(&mut self, proposal: Vec<u8>) -> Response<ProposalResponse> {
+    fn sent(&mut self, proposal: ProposalMessage) -> Response<ProposalResponse> {
+        let proposal = proposal.into_message();
         self.known_set().insert(proposal.clone());
         Response::new(ProposalResponse { proposal })
     }
@@ -128,11 +132,10 @@ impl Transaction {
     /// Options to join with this KeyPackage: `ratchet_tree` when given out
     /// of band, and the PSKs stored for the transaction.
     fn join_options(&self, ratchet_tree: Option<codec::RatchetTree>) -> JoinOptions {
-        JoinOptions {
-            ratchet_tree,
-            psks: self.psks.clone(),
-            ..JoinOptions::default()
-        }
+        let mut join = JoinOptions::default();
+        join.ratchet_tree = ratchet_tree;
+        join.psks = self.psks.clone();
+        join
     }
 }
 
@@ -301,15 +304,14 @@ fn provider() -> Result<&'static dyn CipherSuiteProvider, InteropError> {
 }
 
 fn group_config(encrypt_handshake: bool) -> GroupConfig {
-    GroupConfig {
-        handshake_framing: if encrypt_handshake {
-            HandshakeFraming::Private
-        } else {
-            HandshakeFraming::Public
-        },
-        max_past_epochs: MAX_PAST_EPOCHS,
-        ..GroupConfig::default()
-    }
+    let mut config = GroupConfig::default();
+    config.handshake_framing = if encrypt_handshake {
+        HandshakeFraming::Private
+    } else {
+        HandshakeFraming::Public
+    };
+    config.max_past_epochs = MAX_PAST_EPOCHS;
+    config
 }
 
 /// Checks a KeyPackage's suite and credential type before the engine sees
@@ -482,6 +484,21 @@ impl InteropClient {
         )?)
     }
 
+    /// The client of `signer` with this service's validator and `config`.
+    fn client(&self, signer: Signer, config: GroupConfig) -> Client {
+        Client::new(signer, self.validator.clone()).with_group_config(config)
+    }
+
+    /// Validates a KeyPackage from the harness for a group of `group`'s
+    /// suite.
+    fn validate(&self, group: &Group, key_package: &[u8]) -> Result<KeyPackage, InteropError> {
+        Ok(hsmls::KeyPackageIn::from_bytes(key_package)?.validate(
+            group.config().cipher_suite,
+            self.validator.as_ref(),
+            now(),
+        )?)
+    }
+
     /// A fresh signer with the same credential as `like`.
     fn signer_like(&self, like: &Signer) -> Result<Signer, InteropError> {
         Ok(Signer::generate(
@@ -509,7 +526,9 @@ impl InteropClient {
         let signer = self.signer_like(g.group.signer())?;
         let mut config = KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY);
         config.cipher_suite = suite;
-        let bundle = KeyPackageBundle::generate(&config, &signer)?;
+        let bundle = self
+            .client(signer.clone(), GroupConfig::default())
+            .generate_key_package(&config)?;
         let key_package = bundle.to_bytes()?;
         let Some(Entry::Group(old)) = reg.entries.remove(&state_id) else {
             return Err(InteropError::UnknownId(state_id));
@@ -570,10 +589,12 @@ impl InteropClient {
         options.force_path = req.force_path;
         for d in descriptions {
             match d {
-                Description::Add(kp) => options.add_key_packages.push(kp),
+                Description::Add(kp) => {
+                    options.add_key_packages.push(self.validate(&g.group, &kp)?)
+                }
                 Description::Remove(identity) => options
                     .remove_leaves
-                    .push(member_with_identity(&g.group, &identity)?.0),
+                    .push(member_with_identity(&g.group, &identity)?),
                 Description::ExternalPsk(id) => options.psks.push(g.group.external_psk_id(id)),
                 Description::ResumptionPsk(epoch) => {
                     options.psks.push(g.group.resumption_psk_id(epoch))
@@ -669,10 +690,9 @@ impl InteropClient {
         check_suite(u32::from(gi.group_context.cipher_suite.0))?;
         let cs = provider()?;
         let signer = self.signer(&req.identity)?;
-        let bundle = KeyPackageBundle::generate(
-            &KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY),
-            &signer,
-        )?;
+        let bundle = self
+            .client(signer.clone(), GroupConfig::default())
+            .generate_key_package(&KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY))?;
         let content = FramedContent {
             group_id: gi.group_context.group_id.clone(),
             epoch: gi.group_context.epoch,
@@ -838,14 +858,9 @@ impl MlsClient for InteropClient {
         answer(|| {
             check_suite(req.cipher_suite)?;
             let signer = self.signer(&req.identity)?;
-            let group = Group::create(
-                group_config(req.encrypt_handshake),
-                signer,
-                self.validator.clone(),
-                req.group_id,
-                Vec::new(),
-                now(),
-            )?;
+            let group = self
+                .client(signer.clone(), group_config(req.encrypt_handshake))
+                .create_group(req.group_id, Vec::new(), now())?;
             let state_id = self.registry()?.insert_group(group);
             Ok(CreateGroupResponse { state_id })
         })
@@ -859,10 +874,9 @@ impl MlsClient for InteropClient {
         answer(|| {
             check_suite(req.cipher_suite)?;
             let signer = self.signer(&req.identity)?;
-            let bundle = KeyPackageBundle::generate(
-                &KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY),
-                &signer,
-            )?;
+            let bundle = self
+                .client(signer.clone(), GroupConfig::default())
+                .generate_key_package(&KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY))?;
             let key_package = bundle.to_bytes()?;
             let transaction_id =
                 self.registry()?
@@ -888,14 +902,9 @@ impl MlsClient for InteropClient {
             let ratchet_tree = decode_tree(&req.ratchet_tree)?;
             let mut reg = self.registry()?;
             let tx = reg.take_transaction(req.transaction_id)?;
-            let joined = Group::join_from_welcome(
-                group_config(req.encrypt_handshake),
-                tx.signer.clone(),
-                self.validator.clone(),
-                &tx.bundle,
-                &req.welcome,
-                tx.join_options(ratchet_tree),
-            );
+            let joined = self
+                .client(tx.signer.clone(), group_config(req.encrypt_handshake))
+                .join_from_welcome(&tx.bundle, &req.welcome, tx.join_options(ratchet_tree));
             let (state_id, epoch_authenticator) =
                 reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
             Ok(JoinGroupResponse {
@@ -940,27 +949,17 @@ impl MlsClient for InteropClient {
             } else {
                 None
             };
-            let options = JoinOptions {
-                ratchet_tree,
-                psks,
-                external_commit_psks,
-            };
+            let mut options = JoinOptions::default();
+            options.ratchet_tree = ratchet_tree;
+            options.psks = psks;
+            options.external_commit_psks = external_commit_psks;
             let result = match prior {
-                Some(old) => Group::rejoin_by_external_commit(
-                    config,
-                    signer.clone(),
-                    self.validator.clone(),
-                    &req.group_info,
-                    options,
-                    old,
-                ),
-                None => Group::join_by_external_commit(
-                    config,
-                    signer.clone(),
-                    self.validator.clone(),
-                    &req.group_info,
-                    options,
-                ),
+                Some(old) => self
+                    .client(signer.clone(), config)
+                    .rejoin_by_external_commit(&req.group_info, options, old),
+                None => self
+                    .client(signer.clone(), config)
+                    .join_by_external_commit(&req.group_info, options),
             };
             let (group, commit) = match result {
                 Ok(x) => x,
@@ -1093,7 +1092,8 @@ impl MlsClient for InteropClient {
             check_key_package(&req.key_package)?;
             let mut reg = self.registry()?;
             let g = reg.group(req.state_id)?;
-            let p = g.group.propose_add(&req.key_package, now())?;
+            let key_package = self.validate(&g.group, &req.key_package)?;
+            let p = g.group.propose_add(&key_package, now())?;
             Ok(g.sent(p).into_inner())
         })
     }
@@ -1247,13 +1247,19 @@ impl MlsClient for InteropClient {
                 config.cipher_suite = reinit.cipher_suite;
             }
             config.ratchet_tree_in_welcome = !req.external_tree;
-            let kps: Vec<&[u8]> = req.key_package.iter().map(Vec::as_slice).collect();
             // The new group's founder commit adds the members; it has a
             // path only if the engine requires one (`force_path` unused).
-            let created = r
-                .old
-                .group
-                .reinit_group(config, r.tx.signer.clone(), &kps, now());
+            let client = self.client(r.tx.signer.clone(), config);
+            let created = req
+                .key_package
+                .iter()
+                .map(|kp| {
+                    client
+                        .validate_key_package(kp, now())
+                        .map_err(hsmls::GroupError::from)
+                })
+                .collect::<Result<Vec<KeyPackage>, _>>()
+                .and_then(|kps| client.reinit_group(&r.old.group, &kps, now()));
             let (mut group, out) = match created {
                 Ok(x) => x,
                 Err(e) => {
@@ -1286,9 +1292,8 @@ impl MlsClient for InteropClient {
             if let Some(reinit) = r.old.group.committed_reinit() {
                 config.cipher_suite = reinit.cipher_suite;
             }
-            let joined = r.old.group.join_reinit(
-                config,
-                r.tx.signer.clone(),
+            let joined = self.client(r.tx.signer.clone(), config).join_reinit(
+                &r.old.group,
                 &r.tx.bundle,
                 &req.welcome,
                 r.tx.join_options(ratchet_tree),
@@ -1317,17 +1322,22 @@ impl MlsClient for InteropClient {
             let mut reg = self.registry()?;
             let g = reg.group(req.state_id)?;
             let signer = self.signer_like(g.group.signer())?;
-            let kps: Vec<&[u8]> = req.key_packages.iter().map(Vec::as_slice).collect();
-            // The branch takes this group's configuration: set the Welcome's
-            // tree policy for it, then restore.
+            // The branch takes this group's configuration, with the
+            // Welcome's tree policy of the request.
             let saved = g.group.config().clone();
             let mut config = saved.clone();
             config.ratchet_tree_in_welcome = !req.external_tree;
-            g.group.set_config(config);
-            let created = g
-                .group
-                .branch(signer.clone(), req.group_id, extensions, &kps, now());
-            g.group.set_config(saved.clone());
+            let client = self.client(signer.clone(), config);
+            let created = req
+                .key_packages
+                .iter()
+                .map(|kp| {
+                    client
+                        .validate_key_package(kp, now())
+                        .map_err(hsmls::GroupError::from)
+                })
+                .collect::<Result<Vec<KeyPackage>, _>>()
+                .and_then(|kps| client.branch(&g.group, req.group_id, extensions, &kps, now()));
             let (mut group, out) = match created {
                 Ok(x) => x,
                 Err(e) => {
@@ -1353,13 +1363,14 @@ impl MlsClient for InteropClient {
             reg.group(req.state_id)?;
             let tx = reg.take_transaction(req.transaction_id)?;
             let g = reg.group(req.state_id)?;
-            let joined = g.group.join_branch(
-                g.group.config().clone(),
-                tx.signer.clone(),
-                &tx.bundle,
-                &req.welcome,
-                tx.join_options(ratchet_tree),
-            );
+            let joined = self
+                .client(tx.signer.clone(), g.group.config().clone())
+                .join_branch(
+                    &g.group,
+                    &tx.bundle,
+                    &req.welcome,
+                    tx.join_options(ratchet_tree),
+                );
             let (state_id, epoch_authenticator) =
                 reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
             Ok(HandleBranchResponse {

@@ -6,12 +6,10 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use hsmls::codec::{
-    AuthenticatedContent, Certificate, Credential, Decode, ExternalSender, MlsMessage,
-    MlsMessageBody, Proposal, Sender, WireFormat,
-};
-use hsmls::message_protection::verify_content_signature;
-use hsmls::{KeyPackageBundle, KeyPackageConfig, Signer};
+use hsmls::internal::codec::{AuthenticatedContent, MlsMessage, MlsMessageBody};
+use hsmls::internal::message_protection::verify_content_signature;
+use hsmls::wire::{Certificate, Credential, Decode, ExternalSender, Proposal, Sender, WireFormat};
+use hsmls::{BasicCredentialValidator, KeyPackageConfig, Signer};
 use hsmls_custody::SoftwareCustody;
 use hsmls_interop::InteropClient;
 use hsmls_interop::proto::mls_client_client::MlsClientClient;
@@ -636,7 +634,7 @@ async fn every_rpc_through_grpc() {
             assert_eq!(m.content.sender, Sender::External(0));
             assert!(matches!(
                 m.content.body,
-                hsmls::codec::FramedContentBody::Proposal(Proposal::Remove(_))
+                hsmls::internal::codec::FramedContentBody::Proposal(Proposal::Remove(_))
             ));
             let content = AuthenticatedContent {
                 wire_format: WireFormat::PUBLIC_MESSAGE,
@@ -907,7 +905,10 @@ async fn every_rpc_through_grpc() {
         }]),
     )
     .unwrap();
-    let x509_kp = KeyPackageBundle::generate(&KeyPackageConfig::new(1_750_000_000, 1 << 40), &x509)
+    // Generating a KeyPackage does not validate the client's own
+    // credential: the interop client's validator refuses it.
+    let x509_kp = hsmls::Client::new(x509, Arc::new(BasicCredentialValidator::default()))
+        .generate_key_package(&KeyPackageConfig::new(1_750_000_000, 1 << 40))
         .unwrap()
         .to_bytes()
         .unwrap();

@@ -7,13 +7,16 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use hsmls::codec::{
-    CipherSuite as WireCipherSuite, FramedContent, FramedContentBody, GroupContext,
-    ProtocolVersion, Sender, SignaturePublicKey, WireFormat,
+use hsmls::PaddingPolicy;
+use hsmls::SecretTreeConfig;
+use hsmls::internal::codec::{FramedContent, FramedContentBody};
+use hsmls::internal::message_protection::{protect_private, sign_content, unprotect_private};
+use hsmls::internal::secret_tree::{RatchetType, SecretTree};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{
+    CipherSuite as WireCipherSuite, GroupContext, ProtocolVersion, Sender, SignaturePublicKey,
+    WireFormat,
 };
-use hsmls::message_protection::{PaddingPolicy, protect_private, sign_content, unprotect_private};
-use hsmls::secret_tree::{RatchetType, SecretTree, SecretTreeConfig};
-use hsmls::tree_math::LeafIndex;
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider, Secret};
 use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 use rand_core::OsRng;
@@ -25,10 +28,7 @@ fn suite() -> &'static dyn CipherSuiteProvider {
 }
 
 fn tree(n_leaves: u32) -> SecretTree {
-    let config = SecretTreeConfig {
-        max_forward_distance: 10_000,
-        out_of_order_tolerance: 5,
-    };
+    let config = SecretTreeConfig::new(10_000, 5);
     SecretTree::new(suite(), Secret::from_slice(&[9; 32]), n_leaves, config).expect("tree")
 }
 

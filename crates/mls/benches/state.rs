@@ -1,6 +1,6 @@
 //! Saving and loading group state (`hsmls::state`) at N = 2, 1,000 and
 //! 10,000 members: **save** is `Group::save` (encode the state and the two
-//! past-epoch records, seal each), **load** is `Group::load` (open, decode,
+//! past-epoch records, seal each), **load** is `Client::load_group` (open, decode,
 //! recompute the tree hash, find the member's keys in custody), with the
 //! state-sealing key in `SoftwareCustody` and in SoftHSM (AES-256-GCM in
 //! the token). The member's own keys are in `SoftwareCustody` in both, so
@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use hsmls::codec::Credential;
+use hsmls::wire::Credential;
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CredentialValidator, Group, JoinOptions, KeyPackageConfig,
+    ProcessedMessage, Signer,
 };
 use hsmls_custody::{KeyCustody, Pkcs11Custody, SoftwareCustody, StateSealer};
 
@@ -40,48 +40,37 @@ fn signer(custody: &Arc<SoftwareCustody>, name: &str) -> Signer {
     .expect("signature key")
 }
 
-/// The creator's group of `n` members, its custody, and a receiving
-/// member (who sends the messages the creator reads).
-fn build(n: usize) -> (Group, Arc<SoftwareCustody>) {
+/// The creator's group of `n` members, its client and custody, and a
+/// receiving member (who sends the messages the creator reads).
+fn build(n: usize) -> (Group, Client, Arc<SoftwareCustody>) {
     let custody = Arc::new(SoftwareCustody::new());
     let others = Arc::new(SoftwareCustody::new());
-    let mut group = Group::create(
-        GroupConfig::default(),
-        signer(&custody, "creator"),
-        validator(),
-        hsmls::group::random_group_id(),
-        Vec::new(),
-        NOW,
-    )
-    .expect("create");
+    let creator = Client::new(signer(&custody, "creator"), validator());
+    let mut group = creator
+        .create_group(hsmls::random_group_id(), Vec::new(), NOW)
+        .expect("create");
     let config = KeyPackageConfig::new(NOW - 10, 3600);
-    let first_signer = signer(&others, "member-1");
-    let first = KeyPackageBundle::generate(&config, &first_signer).expect("kp");
-    let mut kps = vec![first.to_bytes().expect("kp bytes")];
+    let first_client = Client::new(signer(&others, "member-1"), validator());
+    let first = first_client.generate_key_package(&config).expect("kp");
+    let mut kps = vec![first.key_package.clone()];
     for i in 2..n {
         let s = signer(&others, &format!("member-{i}"));
         kps.push(
-            KeyPackageBundle::generate(&config, &s)
+            Client::new(s, validator())
+                .generate_key_package(&config)
                 .expect("kp")
-                .to_bytes()
-                .expect("kp bytes"),
+                .key_package,
         );
     }
-    let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
-    let out = group.add_members(&refs, NOW).expect("add");
+    let out = group.add_members(&kps, NOW).expect("add");
     group.merge_pending_commit().expect("merge");
-    let mut member = Group::join_from_welcome(
-        GroupConfig::default(),
-        first_signer,
-        validator(),
-        &first,
-        &out.welcome.expect("welcome"),
-        JoinOptions {
-            ratchet_tree: out.ratchet_tree,
-            ..Default::default()
-        },
-    )
-    .expect("join");
+    let mut member = first_client
+        .join_from_welcome(&first, &out.welcome.expect("welcome"), {
+            let mut join = JoinOptions::default();
+            join.ratchet_tree = out.ratchet_tree;
+            join
+        })
+        .expect("join");
     for _ in 0..2 {
         let out = group.self_update(NOW).expect("update");
         group.merge_pending_commit().expect("merge");
@@ -97,7 +86,7 @@ fn build(n: usize) -> (Group, Arc<SoftwareCustody>) {
             assert!(matches!(event, ProcessedMessage::ApplicationMessage { .. }));
         }
     }
-    (group, custody)
+    (group, creator, custody)
 }
 
 fn bench(c: &mut Criterion) {
@@ -116,7 +105,7 @@ fn bench(c: &mut Criterion) {
     };
     for n in SIZES {
         let started = std::time::Instant::now();
-        let (group, custody) = build(n);
+        let (group, client, custody) = build(n);
         eprintln!(
             "state bench: built the {n}-member group in {:.1?}",
             started.elapsed()
@@ -145,15 +134,9 @@ fn bench(c: &mut Criterion) {
             });
             g.bench_function(BenchmarkId::new(format!("load/{name}"), n), |b| {
                 b.iter(|| {
-                    Group::load(
-                        sealer,
-                        custody.clone(),
-                        validator(),
-                        group.group_id(),
-                        &saved.state,
-                        &saved.epoch_records,
-                    )
-                    .expect("load")
+                    client
+                        .load_group(sealer, group.group_id(), &saved.state, &saved.epoch_records)
+                        .expect("load")
                 })
             });
         }

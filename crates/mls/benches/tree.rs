@@ -12,15 +12,16 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use hsmls::codec::{
+use hsmls::internal::tree::RatchetTree;
+use hsmls::internal::tree::{
+    GroupParams, LeafNodeParams, TreeKemPrivate, decrypt_update_path, merge_update_path,
+    prepare_update_path, sign_leaf_node,
+};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{
     Capabilities, CipherSuite as WireSuite, Credential, CredentialType, Encode, GroupContext,
     HpkePublicKey, LeafNode, LeafNodeSource, Lifetime, ProtocolVersion, SignaturePublicKey,
 };
-use hsmls::tree::{
-    GroupParams, LeafNodeParams, RatchetTree, TreeKemPrivate, decrypt_update_path,
-    merge_update_path, prepare_update_path, sign_leaf_node,
-};
-use hsmls::tree_math::LeafIndex;
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider};
 use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
 

@@ -17,8 +17,10 @@ use crate::codec::{Credential, SignaturePublicKey};
 
 /// A member's identity as a signer: its credential, its signature key in
 /// custody, and the custody backend that holds the key (and the member's
-/// HPKE keys). Holds no secret.
+/// HPKE keys). Holds no secret. Build it with [`Signer::new`] or
+/// [`Signer::generate`].
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Signer {
     /// The backend holding the signature key and the member's HPKE keys.
     pub custody: Arc<dyn KeyCustody>,
@@ -126,9 +128,17 @@ pub trait CredentialValidator: Send + Sync + fmt::Debug {
 /// `max_identity_len` bytes, bound to any signature key. Basic credentials
 /// carry no proof: use this for tests and demos only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BasicCredentialValidator {
     /// The longest identity accepted.
     pub max_identity_len: usize,
+}
+
+impl BasicCredentialValidator {
+    /// Accepts basic identities of 1 to `max_identity_len` bytes.
+    pub fn new(max_identity_len: usize) -> Self {
+        BasicCredentialValidator { max_identity_len }
+    }
 }
 
 impl Default for BasicCredentialValidator {

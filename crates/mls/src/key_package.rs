@@ -111,14 +111,18 @@ pub fn default_capabilities(suite: CipherSuite, credential: CredentialType) -> C
     }
 }
 
-/// How to build a KeyPackage.
+/// How to build a KeyPackage. Build it with [`KeyPackageConfig::new`] and
+/// set the fields to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyPackageConfig {
     /// The cipher suite (0x0002 is implemented).
     pub cipher_suite: CipherSuite,
     /// The validity period (seconds since the Unix epoch).
     pub lifetime: Lifetime,
-    /// The leaf's capabilities; `None` for [`default_capabilities`].
+    /// The leaf's capabilities; `None` for the defaults: MLS 1.0, the
+    /// suite, the signer's credential type, and the non-default extension
+    /// types the KeyPackage and its leaf carry (RFC 9420 §7.2).
     pub capabilities: Option<Capabilities>,
     /// Extensions of the LeafNode.
     pub leaf_extensions: Vec<Extension>,
@@ -183,14 +187,19 @@ impl KeyPackageConfig {
     }
 }
 
-/// A KeyPackage this client generated, with the references to its private
-/// keys in custody. The application publishes [`KeyPackageBundle::to_bytes`]
-/// and stores the bundle to join from the Welcome that uses it.
+/// A KeyPackage this client generated
+/// ([`Client::generate_key_package`](crate::Client::generate_key_package)),
+/// with the references to its private keys in custody. The application
+/// publishes [`KeyPackageBundle::to_bytes`] and keeps the bundle (or saves
+/// it, [`Client::save_key_package`](crate::Client::save_key_package)) to
+/// join from the Welcome that uses it.
 ///
 /// A last-resort bundle ([`KeyPackageConfig::last_resort`]) may join several
 /// groups, which then share its leaf key; the groups never destroy its keys.
 /// The application calls [`KeyPackageBundle::destroy`] when it rotates it.
+#[must_use = "its private keys are in custody: keep the bundle to join, or destroy it"]
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyPackageBundle {
     /// The signed KeyPackage.
     pub key_package: KeyPackage,
@@ -216,7 +225,10 @@ impl KeyPackageBundle {
     /// encryption key are fresh HPKE keys generated in the signer's
     /// custody; the LeafNode and the KeyPackage are signed with the
     /// signer's signature key.
-    pub fn generate(config: &KeyPackageConfig, signer: &Signer) -> Result<Self, KeyPackageError> {
+    pub(crate) fn generate(
+        config: &KeyPackageConfig,
+        signer: &Signer,
+    ) -> Result<Self, KeyPackageError> {
         let suite = SuiteId(config.cipher_suite.0);
         let cs = suite.provider()?;
         let custody = signer.custody.as_ref();
@@ -290,6 +302,18 @@ impl KeyPackageBundle {
         KeyPackage::from_trusted(cs, kp)
     }
 
+    /// A bundle of a KeyPackage whose private keys were put into custody
+    /// by other means (the official test vectors give them).
+    #[cfg(feature = "test-utils")]
+    #[doc(hidden)]
+    pub fn from_keys(key_package: KeyPackage, init_key: KeyRef, encryption_key: KeyRef) -> Self {
+        KeyPackageBundle {
+            key_package,
+            init_key,
+            encryption_key,
+        }
+    }
+
     /// Whether the KeyPackage carries the `last_resort` extension.
     pub fn is_last_resort(&self) -> bool {
         self.key_package
@@ -322,7 +346,11 @@ pub struct KeyPackageIn(pub codec::KeyPackage);
 
 impl KeyPackageIn {
     /// Decodes an `MLSMessage` carrying a KeyPackage, or a bare KeyPackage.
+    /// Bytes that start as an `MLSMessage` of wire format
+    /// `mls_key_package` and do not decode get the `MLSMessage`'s error.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyPackageError> {
+        /// `ProtocolVersion mls10`, `WireFormat mls_key_package`.
+        const KEY_PACKAGE_MESSAGE: [u8; 4] = [0, 1, 0, 5];
         match MlsMessage::decode(bytes) {
             Ok(MlsMessage {
                 body: MlsMessageBody::KeyPackage(kp),
@@ -330,6 +358,7 @@ impl KeyPackageIn {
             Ok(_) => Err(KeyPackageError::Codec(CodecError::Malformed(
                 "MLSMessage does not carry a KeyPackage".into(),
             ))),
+            Err(e) if bytes.starts_with(&KEY_PACKAGE_MESSAGE) => Err(e.into()),
             Err(_) => Ok(KeyPackageIn(codec::KeyPackage::decode(bytes)?)),
         }
     }
@@ -421,7 +450,12 @@ pub fn application_id(leaf: &LeafNode) -> Option<Result<Vec<u8>, CodecError>> {
     codec::find_extension::<codec::ApplicationId>(&leaf.extensions).map(|r| r.map(|a| a.0))
 }
 
-/// A validated KeyPackage, with its `KeyPackageRef` (RFC 9420 §5.2).
+/// A validated KeyPackage (RFC 9420 §10.1), with its `KeyPackageRef`
+/// (§5.2): what a group adds ([`Group::add_members`](crate::Group::add_members),
+/// [`Group::propose_add`](crate::Group::propose_add)). It is obtained only
+/// from [`KeyPackageIn::validate`] (or
+/// [`Client::validate_key_package`](crate::Client::validate_key_package))
+/// and from a [`KeyPackageBundle`], so holding one means it was checked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyPackage {
     inner: codec::KeyPackage,
@@ -438,6 +472,8 @@ impl fmt::Debug for KeyPackage {
 }
 
 impl KeyPackage {
+    /// A KeyPackage known to be valid: one this client signed, or one
+    /// validated before (a lost commit's, a saved bundle's).
     pub(crate) fn from_trusted(
         cs: &dyn CipherSuiteProvider,
         inner: codec::KeyPackage,

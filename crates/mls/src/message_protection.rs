@@ -128,7 +128,7 @@ pub enum ProtectionError {
     MalformedSenderData(#[source] CodecError),
     /// The sender's leaf is blank or outside the tree (RFC 9420 §6.3.2).
     #[error("leaf {0} is not a member of the group")]
-    UnknownSender(u32),
+    UnknownSender(LeafIndex),
     /// The content does not decrypt with the sender's key of the stated
     /// generation.
     #[error("content decryption failed")]
@@ -320,7 +320,7 @@ fn check_group_epoch(
 /// member and new_member_commit senders and ignored for the others.
 ///
 /// Returns the AuthenticatedContent without a confirmation tag: for a
-/// Commit, compute it (RFC 9420 §8.2, [`crate::transcript`]) and set
+/// Commit, compute it (RFC 9420 §8.2, the transcript module) and set
 /// `auth.confirmation_tag` before protecting.
 pub fn sign_content(
     cs: &dyn CipherSuiteProvider,
@@ -654,7 +654,7 @@ fn unprotect_private_checked(
     let leaf_index = sender_data.leaf_index;
     let signature_key = members
         .signature_key(leaf_index)
-        .ok_or(ProtectionError::UnknownSender(leaf_index.0))?;
+        .ok_or(ProtectionError::UnknownSender(leaf_index))?;
 
     // Content (§6.3.1), deleting the key only on success.
     let aad = PrivateContentAad {

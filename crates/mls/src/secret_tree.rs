@@ -26,7 +26,7 @@ pub enum SecretTreeError {
     #[error("leaf {leaf} is outside a secret tree of {n_leaves} leaves")]
     LeafOutOfRange {
         /// The leaf index asked for.
-        leaf: u32,
+        leaf: LeafIndex,
         /// The tree's number of leaves.
         n_leaves: u32,
     },
@@ -63,8 +63,10 @@ pub enum SecretTreeError {
     Crypto(#[from] CryptoError),
 }
 
-/// Bounds for out-of-order and skipped messages.
+/// Bounds for out-of-order and skipped messages (RFC 9420 §9.1, §9.2).
+/// Build it with [`SecretTreeConfig::new`] or from the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SecretTreeConfig {
     /// How far ahead of a ratchet's next generation a received generation
     /// may be (each step costs three KDF calls).
@@ -72,6 +74,18 @@ pub struct SecretTreeConfig {
     /// How many keys of skipped (not yet received) generations a receiver
     /// keeps per ratchet, for out-of-order delivery.
     pub out_of_order_tolerance: u32,
+}
+
+impl SecretTreeConfig {
+    /// Receivers accept generations at most `max_forward_distance` ahead
+    /// of a ratchet and keep the keys of at most `out_of_order_tolerance`
+    /// skipped generations per ratchet.
+    pub fn new(max_forward_distance: u32, out_of_order_tolerance: u32) -> Self {
+        SecretTreeConfig {
+            max_forward_distance,
+            out_of_order_tolerance,
+        }
+    }
 }
 
 impl Default for SecretTreeConfig {
@@ -465,7 +479,7 @@ impl SecretTree {
     fn check_leaf(&self, leaf: LeafIndex) -> Result<(), SecretTreeError> {
         if leaf.0 >= self.n_leaves {
             return Err(SecretTreeError::LeafOutOfRange {
-                leaf: leaf.0,
+                leaf,
                 n_leaves: self.n_leaves,
             });
         }

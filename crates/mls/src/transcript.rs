@@ -118,8 +118,10 @@ impl<'a> InterimTranscriptHashInput<'a> {
     }
 }
 
-/// `confirmed_transcript_hash_[epoch] = Hash(interim_transcript_hash_[epoch
-/// - 1] || ConfirmedTranscriptHashInput_[epoch])`.
+/// ```text
+/// confirmed_transcript_hash_[epoch] =
+///     Hash(interim_transcript_hash_[epoch - 1] || ConfirmedTranscriptHashInput_[epoch])
+/// ```
 pub fn confirmed_transcript_hash(
     cs: &dyn CipherSuiteProvider,
     interim_transcript_hash_before: &[u8],

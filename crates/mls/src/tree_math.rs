@@ -14,6 +14,7 @@ use thiserror::Error;
 
 /// Errors of the tree math functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TreeMathError {
     /// A leaf node has no children.
     #[error("leaf node {0} has no children")]
@@ -34,7 +35,7 @@ pub enum TreeMathError {
     EmptyTree,
     /// A leaf index whose node index does not fit in 32 bits.
     #[error("leaf index {0} has no 32-bit node index")]
-    LeafIndexTooLarge(u32),
+    LeafIndexTooLarge(LeafIndex),
     /// The right child of the node does not fit in 32 bits.
     #[error("the right child of node {0} has no 32-bit node index")]
     ChildIndexTooLarge(u32),
@@ -44,6 +45,12 @@ pub enum TreeMathError {
 /// "leaf index"), as carried on the wire in `uint32` fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeafIndex(pub u32);
+
+impl std::fmt::Display for LeafIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// The index of a node in the array representation of the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,7 +62,7 @@ impl LeafIndex {
         self.0
             .checked_mul(2)
             .map(NodeIndex)
-            .ok_or(TreeMathError::LeafIndexTooLarge(self.0))
+            .ok_or(TreeMathError::LeafIndexTooLarge(self))
     }
 }
 
@@ -258,7 +265,7 @@ mod tests {
         assert_eq!(root(0), Err(TreeMathError::EmptyTree));
         assert_eq!(
             LeafIndex(u32::MAX).node_index(),
-            Err(TreeMathError::LeafIndexTooLarge(u32::MAX))
+            Err(TreeMathError::LeafIndexTooLarge(LeafIndex(u32::MAX)))
         );
         let dp = direct_path(NodeIndex(0), 1 << 31).expect("in tree");
         assert_eq!(dp.len(), 31);

@@ -5,14 +5,17 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hsmls::codec::vl::{read_vl_header, split_vl};
-use hsmls::codec::{
-    Capabilities, CipherSuite, CodecError, Commit, ContentType, Credential, Decode, Encode,
-    Extension, ExtensionType, FramedContentAuthData, GroupSecrets, KeyPackage, Mac, MlsMessage,
-    MlsMessageBody, PrivateMessageContent, Proposal, ProposalOrRef, ProtocolVersion, PublicMessage,
-    RatchetTree, Remove, Sender, Welcome,
+use hsmls::error::CodecError;
+use hsmls::internal::codec::vl::{read_vl_header, split_vl};
+use hsmls::internal::codec::{
+    Commit, FramedContentAuthData, GroupSecrets, Mac, MlsMessage, MlsMessageBody,
+    PrivateMessageContent, ProposalOrRef, PublicMessage, Welcome,
 };
-use hsmls::tree_math::LeafIndex;
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{
+    Capabilities, CipherSuite, ContentType, Credential, Decode, Encode, Extension, ExtensionType,
+    KeyPackage, Proposal, ProtocolVersion, RatchetTree, Remove, Sender,
+};
 use hsmls_test_vectors::{load, unhex};
 use serde::Deserialize;
 
@@ -119,7 +122,7 @@ fn tls_codec_mls_feature_checks_minimality() {
     let overrun = [0x03, 0x00, 0x01, 0x00, 0x02];
     assert!(Vec::<u16>::tls_deserialize_exact_bytes(&overrun).is_ok());
     assert_eq!(
-        hsmls::codec::vl::vl_vec::tls_deserialize_bytes::<u16>(&overrun).map(|(v, _)| v),
+        hsmls::internal::codec::vl::vl_vec::tls_deserialize_bytes::<u16>(&overrun).map(|(v, _)| v),
         Err(tls_codec::Error::EndOfStream)
     );
 }
@@ -257,8 +260,8 @@ fn credentials_and_registries() {
         versions: vec![ProtocolVersion::MLS10, ProtocolVersion(0x0a0a)],
         cipher_suites: vec![CipherSuite(2), CipherSuite(0x1a1a)],
         extensions: vec![ExtensionType(0x2a2a)],
-        proposals: vec![hsmls::codec::ProposalType(0x3a3a)],
-        credentials: vec![hsmls::codec::CredentialType(0x4a4a)],
+        proposals: vec![hsmls::wire::ProposalType(0x3a3a)],
+        credentials: vec![hsmls::wire::CredentialType(0x4a4a)],
     };
     let enc = caps.encode().expect("encode");
     assert_eq!(Capabilities::decode(&enc), Ok(caps));
@@ -453,7 +456,7 @@ fn selector_dependent_fields_are_checked_on_encode() {
     // FramedContentTBS needs a GroupContext exactly for member senders.
     let r = pm
         .content
-        .to_be_signed(hsmls::codec::WireFormat::PUBLIC_MESSAGE, None);
+        .to_be_signed(hsmls::wire::WireFormat::PUBLIC_MESSAGE, None);
     if member {
         assert!(matches!(r, Err(CodecError::Encoding(_))), "{r:?}");
     } else {

@@ -32,7 +32,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use hsmls::{
-    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    Client, CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
     ProcessedMessage,
 };
 use hsmls_custody::pkcs11::Pkcs11Config;
@@ -221,22 +221,20 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
         .collect();
 
     members[0].group = Some(
-        Group::create(
-            gconfig.clone(),
-            members[0].signer.clone(),
-            validator(),
-            b"audited group".to_vec(),
-            Vec::new(),
-            NOW,
-        )
-        .unwrap(),
+        Client::new(members[0].signer.clone(), validator())
+            .with_group_config(gconfig.clone())
+            .create_group(b"audited group".to_vec(), Vec::new(), NOW)
+            .unwrap(),
     );
     check(&members, "create");
 
     // Three joins by Welcome.
     let bundles: Vec<KeyPackageBundle> = members[1..]
         .iter()
-        .map(|m| KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &m.signer))
+        .map(|m| {
+            Client::new(m.signer.clone(), validator())
+                .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        })
         .collect::<Result<_, _>>()
         .unwrap();
     for (m, b) in members[1..].iter().zip(&bundles) {
@@ -264,22 +262,16 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
             m.name
         );
     }
-    let kps: Vec<Vec<u8>> = bundles.iter().map(|b| b.to_bytes().unwrap()).collect();
-    let kp_refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
-    let out = members[0].group().add_members(&kp_refs, NOW).unwrap();
+    let kps: Vec<hsmls::KeyPackage> = bundles.iter().map(|b| b.key_package.clone()).collect();
+    let out = members[0].group().add_members(&kps, NOW).unwrap();
     members[0].group().merge_pending_commit().unwrap();
     let welcome = out.welcome.clone().expect("a Welcome");
     for (m, bundle) in members[1..].iter_mut().zip(&bundles) {
         m.group = Some(
-            Group::join_from_welcome(
-                gconfig.clone(),
-                m.signer.clone(),
-                validator(),
-                bundle,
-                &welcome,
-                JoinOptions::default(),
-            )
-            .unwrap(),
+            Client::new(m.signer.clone(), validator())
+                .with_group_config(gconfig.clone())
+                .join_from_welcome(bundle, &welcome, JoinOptions::default())
+                .unwrap(),
         );
         // The Welcome was opened with the init key inside the token.
         assert!(

@@ -1,8 +1,8 @@
 //! deserialization.json: variable-length vector headers (RFC 9420 §2.1.2),
 //! and key-schedule.json's GroupContext encodings.
 
-use hsmls::codec::vl::{read_vl_header, write_vl_header};
-use hsmls::codec::{CipherSuite, Decode, Encode, GroupContext};
+use hsmls::internal::codec::vl::{read_vl_header, write_vl_header};
+use hsmls::wire::{CipherSuite, Decode, Encode, GroupContext};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
 

@@ -16,13 +16,14 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{ContentType, Credential, Decode, Encode, MlsMessage, MlsMessageBody, Proposal};
-use hsmls::message_protection::ProtectionError;
-use hsmls::secret_tree::SecretTreeError;
-use hsmls::tree_math::LeafIndex;
+use hsmls::error::ProtectionError;
+use hsmls::error::SecretTreeError;
+use hsmls::internal::codec::{MlsMessage, MlsMessageBody};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{ContentType, Credential, Decode, Encode, Proposal};
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CredentialValidator, Group, GroupConfig, GroupError,
-    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, MessageRule,
+    BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupConfig,
+    GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, MessageRule,
     ProcessedMessage, SENT_MESSAGES_KEPT, Signer,
 };
 use hsmls_custody::{CustodyError, KeyCustody, SoftwareCustody};
@@ -42,27 +43,23 @@ fn signer(name: &str) -> Signer {
 }
 
 fn key_package(s: &Signer) -> KeyPackageBundle {
-    KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), s).unwrap()
+    Client::new(s.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap()
 }
 
 fn config(framing: HandshakeFraming) -> GroupConfig {
-    GroupConfig {
-        handshake_framing: framing,
-        ..GroupConfig::default()
-    }
+    let mut config = GroupConfig::default();
+    config.handshake_framing = framing;
+    config
 }
 
 /// A group of `n` members (leaf i = member i), built by one add commit.
 fn group_of(n: usize, config: &GroupConfig) -> Vec<Group> {
-    let mut alice = Group::create(
-        config.clone(),
-        signer("member-0"),
-        validator(),
-        b"echo".to_vec(),
-        Vec::new(),
-        NOW,
-    )
-    .unwrap();
+    let mut alice = Client::new(signer("member-0"), validator())
+        .with_group_config(config.clone())
+        .create_group(b"echo".to_vec(), Vec::new(), NOW)
+        .unwrap();
     let joiners: Vec<(Signer, KeyPackageBundle)> = (1..n)
         .map(|i| {
             let s = signer(&format!("member-{i}"));
@@ -70,25 +67,19 @@ fn group_of(n: usize, config: &GroupConfig) -> Vec<Group> {
             (s, kp)
         })
         .collect();
-    let kps: Vec<Vec<u8>> = joiners
+    let refs: Vec<hsmls::KeyPackage> = joiners
         .iter()
-        .map(|(_, kp)| kp.to_bytes().unwrap())
+        .map(|(_, kp)| kp.key_package.clone())
         .collect();
-    let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
     let out = alice.add_members(&refs, NOW).unwrap();
     alice.merge_pending_commit().unwrap();
     let mut groups = vec![alice];
     for (s, kp) in joiners {
         groups.push(
-            Group::join_from_welcome(
-                config.clone(),
-                s,
-                validator(),
-                &kp,
-                out.welcome.as_ref().unwrap(),
-                JoinOptions::default(),
-            )
-            .unwrap(),
+            Client::new(s, validator())
+                .with_group_config(config.clone())
+                .join_from_welcome(&kp, out.welcome.as_ref().unwrap(), JoinOptions::default())
+                .unwrap(),
         );
     }
     groups
@@ -116,7 +107,12 @@ fn assert_agree(groups: &[&Group]) {
 
 /// `bytes` come back to `g`: recognised as its own `content_type` message
 /// of `epoch`, with nothing changed.
-fn assert_own_message(g: &mut Group, bytes: &[u8], content_type: ContentType, epoch: u64) {
+fn assert_own_message(
+    g: &mut Group,
+    bytes: impl AsRef<[u8]>,
+    content_type: ContentType,
+    epoch: u64,
+) {
     let before = g.state_snapshot();
     match g.process_incoming(bytes, NOW) {
         Ok(ProcessedMessage::OwnMessage {
@@ -135,7 +131,7 @@ fn assert_own_message(g: &mut Group, bytes: &[u8], content_type: ContentType, ep
 }
 
 /// `bytes` are refused; the state is unchanged.
-fn rejected(g: &mut Group, bytes: &[u8]) -> GroupError {
+fn rejected(g: &mut Group, bytes: impl AsRef<[u8]>) -> GroupError {
     let before = g.state_snapshot();
     let pending = g.has_pending_commit();
     let err = match g.process_incoming(bytes, NOW) {
@@ -157,7 +153,7 @@ fn own_commit_echo_is_merged_exactly_once() {
         let kd = key_package(&dave);
         let epoch = g[0].epoch();
         let mut options = CommitOptions::new();
-        options.add_key_packages = vec![kd.to_bytes().unwrap()];
+        options.add_key_packages = vec![kd.key_package.clone()];
         options.force_path = true;
         let out = g[0].commit(options, NOW).unwrap();
         let fresh = g[0].pending_leaf_key().cloned().expect("a path");
@@ -187,15 +183,10 @@ fn own_commit_echo_is_merged_exactly_once() {
             Err(GroupError::NoPendingCommit)
         ));
         // Dave joins; the group works.
-        let d = Group::join_from_welcome(
-            config(framing),
-            dave,
-            validator(),
-            &kd,
-            out.welcome.as_ref().unwrap(),
-            JoinOptions::default(),
-        )
-        .unwrap();
+        let d = Client::new(dave, validator())
+            .with_group_config(config(framing))
+            .join_from_welcome(&kd, out.welcome.as_ref().unwrap(), JoinOptions::default())
+            .unwrap();
         g.push(d);
         assert_agree(&[&g[0], &g[1], &g[2], &g[3]]);
 
@@ -232,7 +223,7 @@ fn lost_commit_race_gives_the_proposals_back() {
         let dave = signer("dave");
         let kd = key_package(&dave);
         let mut options = CommitOptions::new();
-        options.add_key_packages = vec![kd.to_bytes().unwrap()];
+        options.add_key_packages = vec![kd.key_package.clone()];
         options.force_path = true;
         options.authenticated_data = b"alice's add".to_vec();
         let lost_out = g[0].commit(options, NOW).unwrap();
@@ -272,10 +263,7 @@ fn lost_commit_race_gives_the_proposals_back() {
                         assert_ne!(g[0].own_leaf_key(), &lost_key);
                         // Rebuilt on the new epoch: the same Add.
                         let again = lost.commit_options(&g[0]);
-                        assert_eq!(
-                            again.add_key_packages,
-                            vec![kd.key_package.as_wire().encode().unwrap()]
-                        );
+                        assert_eq!(again.add_key_packages, vec![kd.key_package.clone()]);
                         assert!(again.remove_leaves.is_empty());
                         assert!(again.force_path);
                         assert_eq!(again.authenticated_data, b"alice's add");
@@ -326,15 +314,10 @@ fn lost_commit_race_gives_the_proposals_back() {
             g[0].process_incoming(&out.commit, NOW).unwrap(),
             ProcessedMessage::OwnCommit(_)
         ));
-        let d = Group::join_from_welcome(
-            config(framing),
-            dave,
-            validator(),
-            &kd,
-            out.welcome.as_ref().unwrap(),
-            JoinOptions::default(),
-        )
-        .unwrap();
+        let d = Client::new(dave, validator())
+            .with_group_config(config(framing))
+            .join_from_welcome(&kd, out.welcome.as_ref().unwrap(), JoinOptions::default())
+            .unwrap();
         assert_agree(&[&g[0], &g[1], &g[2], &d]);
     }
 }
@@ -355,15 +338,15 @@ fn lost_commit_options_follow_the_winner() {
     }
     // Alice: add Dave and Erin, remove Carol (leaf 2) and leaf 3, a PSK.
     let mut options = CommitOptions::new();
-    options.add_key_packages = vec![kd.to_bytes().unwrap(), ke.to_bytes().unwrap()];
-    options.remove_leaves = vec![2, 3];
+    options.add_key_packages = vec![kd.key_package.clone(), ke.key_package.clone()];
+    options.remove_leaves = vec![LeafIndex(2), LeafIndex(3)];
     let psk = g[0].external_psk_id(b"team".to_vec());
     options.psks = vec![psk.clone()];
     let _lost = g[0].commit(options, NOW).unwrap();
     // Bob wins: he removes Carol and adds Dave (who lands at Carol's leaf).
     let mut options = CommitOptions::new();
-    options.remove_leaves = vec![2];
-    options.add_key_packages = vec![kd.to_bytes().unwrap()];
+    options.remove_leaves = vec![LeafIndex(2)];
+    options.add_key_packages = vec![kd.key_package.clone()];
     let won = g[1].commit(options, NOW).unwrap();
     let lost = merge(&mut g[0], &won.commit).expect("alice lost");
     assert_eq!(lost.removes.len(), 2);
@@ -374,11 +357,8 @@ fn lost_commit_options_follow_the_winner() {
         g[0].member(LeafIndex(2)).unwrap().credential,
         dave.credential
     );
-    assert_eq!(
-        again.add_key_packages,
-        vec![ke.key_package.as_wire().encode().unwrap()]
-    );
-    assert_eq!(again.remove_leaves, vec![3]);
+    assert_eq!(again.add_key_packages, vec![ke.key_package.clone()]);
+    assert_eq!(again.remove_leaves, vec![LeafIndex(3)]);
     assert_eq!(again.psks.len(), 1);
     assert_eq!(again.psks[0].psk, psk.psk);
     assert_ne!(again.psks[0].psk_nonce, psk.psk_nonce);
@@ -481,7 +461,7 @@ fn forged_own_messages_are_refused() {
         // Proposal: authenticated data added (PublicMessage) or the last
         // byte flipped (PrivateMessage).
         let proposal = g[0].propose_update().unwrap();
-        let forged = edit(&proposal, public);
+        let forged = edit(&proposal.message, public);
         let err = rejected(&mut g[0], &forged);
         if public {
             assert!(

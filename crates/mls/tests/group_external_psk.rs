@@ -5,15 +5,13 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{
-    Credential, Decode, FramedContentBody, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef,
-    Psk, ResumptionPsk, ResumptionPskUsage,
-};
-use hsmls::group::PskStore;
-use hsmls::tree_math::LeafIndex;
+use hsmls::PskStore;
+use hsmls::internal::codec::{FramedContentBody, MlsMessage, MlsMessageBody, ProposalOrRef};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{Credential, Decode, Proposal, Psk, ResumptionPsk, ResumptionPskUsage};
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
+    BasicCredentialValidator, Client, CredentialValidator, Group, GroupError, JoinOptions,
+    KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
 };
 use hsmls_crypto::Secret;
 use hsmls_custody::SoftwareCustody;
@@ -36,29 +34,20 @@ fn signer(name: &str) -> Signer {
 
 /// Alice creates a group and adds Bob.
 fn alice_and_bob() -> (Group, Group) {
-    let mut alice = Group::create(
-        GroupConfig::default(),
-        signer("alice"),
-        validator(),
-        hsmls::group::random_group_id(),
-        Vec::new(),
-        NOW,
-    )
-    .unwrap();
+    let mut alice = Client::new(signer("alice"), validator())
+        .create_group(hsmls::random_group_id(), Vec::new(), NOW)
+        .unwrap();
     let bob_signer = signer("bob");
-    let kp =
-        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob_signer).unwrap();
-    let out = alice.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    let kp = Client::new(bob_signer.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
+    let out = alice
+        .add_members(std::slice::from_ref(&kp.key_package), NOW)
+        .unwrap();
     alice.merge_pending_commit().unwrap();
-    let bob = Group::join_from_welcome(
-        GroupConfig::default(),
-        bob_signer,
-        validator(),
-        &kp,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let bob = Client::new(bob_signer, validator())
+        .join_from_welcome(&kp, &out.welcome.unwrap(), JoinOptions::default())
+        .unwrap();
     (alice, bob)
 }
 
@@ -103,18 +92,14 @@ fn external_join_with_an_external_psk() {
         .insert_external(PSK_ID.to_vec(), Secret::from_slice(PSK));
     let gi = alice.group_info().unwrap();
 
-    let (mut carol, commit) = Group::join_by_external_commit(
-        GroupConfig::default(),
-        signer("carol"),
-        validator(),
-        &gi,
-        JoinOptions {
-            psks: store_with(PSK_ID, PSK),
-            external_commit_psks: vec![Psk::External(PSK_ID.to_vec())],
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (mut carol, commit) = Client::new(signer("carol"), validator())
+        .join_by_external_commit(&gi, {
+            let mut join = JoinOptions::default();
+            join.psks = store_with(PSK_ID, PSK);
+            join.external_commit_psks = vec![Psk::External(PSK_ID.to_vec())];
+            join
+        })
+        .unwrap();
     assert_eq!(
         committed_psks(&commit),
         vec![Psk::External(PSK_ID.to_vec())]
@@ -165,32 +150,22 @@ fn external_join_with_an_external_psk() {
 fn the_joiner_needs_the_psk_value() {
     let (alice, _bob) = alice_and_bob();
     let gi = alice.group_info().unwrap();
-    let r = Group::join_by_external_commit(
-        GroupConfig::default(),
-        signer("carol"),
-        validator(),
-        &gi,
-        JoinOptions {
-            external_commit_psks: vec![Psk::External(PSK_ID.to_vec())],
-            ..Default::default()
-        },
-    );
+    let r = Client::new(signer("carol"), validator()).join_by_external_commit(&gi, {
+        let mut join = JoinOptions::default();
+        join.external_commit_psks = vec![Psk::External(PSK_ID.to_vec())];
+        join
+    });
     assert!(matches!(r, Err(GroupError::UnknownPsk)));
     // The same PSK twice is refused.
-    let r = Group::join_by_external_commit(
-        GroupConfig::default(),
-        signer("carol"),
-        validator(),
-        &gi,
-        JoinOptions {
-            psks: store_with(PSK_ID, PSK),
-            external_commit_psks: vec![
-                Psk::External(PSK_ID.to_vec()),
-                Psk::External(PSK_ID.to_vec()),
-            ],
-            ..Default::default()
-        },
-    );
+    let r = Client::new(signer("carol"), validator()).join_by_external_commit(&gi, {
+        let mut join = JoinOptions::default();
+        join.psks = store_with(PSK_ID, PSK);
+        join.external_commit_psks = vec![
+            Psk::External(PSK_ID.to_vec()),
+            Psk::External(PSK_ID.to_vec()),
+        ];
+        join
+    });
     assert!(matches!(
         r,
         Err(GroupError::InvalidProposal(ProposalRule::DuplicatePsk))
@@ -219,19 +194,19 @@ fn rejoin_with_a_resumption_psk_and_an_external_psk() {
     drop(bob);
 
     let gi = alice.group_info().unwrap();
-    let (bob, commit) = Group::rejoin_by_external_commit(
-        GroupConfig::default(),
-        bob_signer,
-        validator(),
-        &gi,
-        JoinOptions {
-            psks: kept,
-            external_commit_psks: vec![resumption.clone(), Psk::External(PSK_ID.to_vec())],
-            ..Default::default()
-        },
-        old_leaf,
-    )
-    .unwrap();
+    let (bob, commit) = Client::new(bob_signer, validator())
+        .rejoin_by_external_commit(
+            &gi,
+            {
+                let mut join = JoinOptions::default();
+                join.psks = kept;
+                join.external_commit_psks =
+                    vec![resumption.clone(), Psk::External(PSK_ID.to_vec())];
+                join
+            },
+            old_leaf,
+        )
+        .unwrap();
     assert_eq!(
         committed_psks(&commit),
         vec![resumption, Psk::External(PSK_ID.to_vec())]

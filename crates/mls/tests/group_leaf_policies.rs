@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{
-    Credential, Decode, Extension, ExtensionType, MlsMessage, MlsMessageBody, RequiredCapabilities,
-};
-use hsmls::key_package::{KeyPackageError, LAST_RESORT};
-use hsmls::message_protection::PaddingPolicy;
+use hsmls::KeyPackageError;
+use hsmls::PaddingPolicy;
+use hsmls::internal::codec::{MlsMessage, MlsMessageBody};
+use hsmls::wire::LAST_RESORT;
+use hsmls::wire::{Credential, Decode, Extension, ExtensionType, RequiredCapabilities};
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
+    BasicCredentialValidator, Client, CredentialValidator, Group, GroupError, JoinOptions,
     KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
 };
 use hsmls_custody::{CustodyError, KeyCustody, SoftwareCustody};
@@ -33,31 +33,21 @@ fn signer(name: &str) -> Signer {
 }
 
 fn create(name: &str, extensions: Vec<Extension>) -> Group {
-    Group::create(
-        GroupConfig::default(),
-        signer(name),
-        validator(),
-        hsmls::group::random_group_id(),
-        extensions,
-        NOW,
-    )
-    .unwrap()
+    Client::new(signer(name), validator())
+        .create_group(hsmls::random_group_id(), extensions, NOW)
+        .unwrap()
 }
 
 /// `group` adds the member of `kp` by Welcome and merges; the new member
 /// (`signer`) joins from that Welcome.
 fn add_and_join(group: &mut Group, signer: Signer, kp: &KeyPackageBundle) -> Group {
-    let out = group.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    let out = group
+        .add_members(std::slice::from_ref(&kp.key_package), NOW)
+        .unwrap();
     group.merge_pending_commit().unwrap();
-    Group::join_from_welcome(
-        GroupConfig::default(),
-        signer,
-        validator(),
-        kp,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap()
+    Client::new(signer, validator())
+        .join_from_welcome(kp, &out.welcome.unwrap(), JoinOptions::default())
+        .unwrap()
 }
 
 /// Whether the custody can still use `key` (ECDH with its own public key).
@@ -76,7 +66,8 @@ fn destroyed(custody: &dyn KeyCustody, key: &hsmls_custody::KeyRef) -> bool {
 #[test]
 fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
     let bob = signer("bob");
-    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600).last_resort(), &bob)
+    let kp = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600).last_resort())
         .unwrap();
     assert!(kp.is_last_resort());
     let wire = kp.key_package.as_wire();
@@ -91,21 +82,17 @@ fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
             .extensions
             .contains(&LAST_RESORT)
     );
-    let bytes = kp.to_bytes().unwrap();
+    let validated = kp.key_package.clone();
 
     for founder in ["alice", "carol"] {
         let mut g = create(founder, vec![]);
-        let out = g.add_members(&[&bytes], NOW).unwrap();
+        let out = g
+            .add_members(std::slice::from_ref(&validated), NOW)
+            .unwrap();
         g.merge_pending_commit().unwrap();
-        let b = Group::join_from_welcome(
-            GroupConfig::default(),
-            bob.clone(),
-            validator(),
-            &kp,
-            &out.welcome.unwrap(),
-            JoinOptions::default(),
-        )
-        .unwrap();
+        let b = Client::new(bob.clone(), validator())
+            .join_from_welcome(&kp, &out.welcome.unwrap(), JoinOptions::default())
+            .unwrap();
         assert_eq!(b.epoch_authenticator(), g.epoch_authenticator());
         assert!(
             usable(bob.custody.as_ref(), &kp.init_key),
@@ -114,28 +101,23 @@ fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
     }
 
     // An ordinary KeyPackage's init key is destroyed on join (§9.2).
-    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
+    let kp = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
     assert!(!kp.is_last_resort());
     let mut g = create("dave", vec![]);
-    let out = g.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    let out = g
+        .add_members(std::slice::from_ref(&kp.key_package), NOW)
+        .unwrap();
     g.merge_pending_commit().unwrap();
     let welcome = out.welcome.unwrap();
     assert!(usable(bob.custody.as_ref(), &kp.init_key));
-    Group::join_from_welcome(
-        GroupConfig::default(),
-        bob.clone(),
-        validator(),
-        &kp,
-        &welcome,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    Client::new(bob.clone(), validator())
+        .join_from_welcome(&kp, &welcome, JoinOptions::default())
+        .unwrap();
     assert!(destroyed(bob.custody.as_ref(), &kp.init_key));
     // ... so the same Welcome cannot be used twice.
-    let r = Group::join_from_welcome(
-        GroupConfig::default(),
-        bob.clone(),
-        validator(),
+    let r = Client::new(bob.clone(), validator()).join_from_welcome(
         &kp,
         &welcome,
         JoinOptions::default(),
@@ -154,21 +136,18 @@ fn last_resort_key_package_joins_twice_and_keeps_its_init_key() {
 #[test]
 fn last_resort_leaf_key_survives_an_update_in_another_group() {
     let bob = signer("bob");
-    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600).last_resort(), &bob)
+    let kp = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600).last_resort())
         .unwrap();
-    let bytes = kp.to_bytes().unwrap();
+    let validated = kp.key_package.clone();
     let join = |founder: &mut Group| {
-        let out = founder.add_members(&[&bytes], NOW).unwrap();
+        let out = founder
+            .add_members(std::slice::from_ref(&validated), NOW)
+            .unwrap();
         founder.merge_pending_commit().unwrap();
-        Group::join_from_welcome(
-            GroupConfig::default(),
-            bob.clone(),
-            validator(),
-            &kp,
-            &out.welcome.unwrap(),
-            JoinOptions::default(),
-        )
-        .unwrap()
+        Client::new(bob.clone(), validator())
+            .join_from_welcome(&kp, &out.welcome.unwrap(), JoinOptions::default())
+            .unwrap()
     };
     let mut alice = create("alice", vec![]);
     let mut carol = create("carol", vec![]);
@@ -232,13 +211,13 @@ fn last_resort_leaf_key_survives_an_update_in_another_group() {
 #[test]
 fn application_id_is_set_and_read() {
     let bob = signer("bob");
-    let kp = KeyPackageBundle::generate(
-        &KeyPackageConfig::new(NOW - 10, 3600)
-            .application_id(b"bob's phone".to_vec())
-            .unwrap(),
-        &bob,
-    )
-    .unwrap();
+    let kp = Client::new(bob.clone(), validator())
+        .generate_key_package(
+            &KeyPackageConfig::new(NOW - 10, 3600)
+                .application_id(b"bob's phone".to_vec())
+                .unwrap(),
+        )
+        .unwrap();
     let mut a = create("alice", vec![]);
     let mut b = add_and_join(&mut a, bob, &kp);
     let bi = b.own_leaf_index();
@@ -264,8 +243,8 @@ fn application_id_is_set_and_read() {
         Some(&b"bob's phone"[..])
     );
     assert!(matches!(
-        a.application_id(hsmls::tree_math::LeafIndex(7)),
-        Err(GroupError::NotAMember(7))
+        a.application_id(hsmls::wire::LeafIndex(7)),
+        Err(GroupError::NotAMember(hsmls::wire::LeafIndex(7)))
     ));
 }
 
@@ -273,13 +252,17 @@ fn application_id_is_set_and_read() {
 fn key_packages_outside_their_lifetime_are_rejected() {
     let bob = signer("bob");
     // Valid for [NOW + 100, NOW + 200].
-    let future = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW + 100, 100), &bob).unwrap();
+    let future = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW + 100, 100))
+        .unwrap();
     // Valid for [NOW - 200, NOW - 100].
-    let expired = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 200, 100), &bob).unwrap();
+    let expired = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 200, 100))
+        .unwrap();
     let mut a = create("alice", vec![]);
     for kp in [&future, &expired] {
         let before = a.state_snapshot();
-        let r = a.add_members(&[&kp.to_bytes().unwrap()], NOW);
+        let r = a.add_members(std::slice::from_ref(&kp.key_package), NOW);
         assert!(
             matches!(
                 r,
@@ -292,13 +275,13 @@ fn key_packages_outside_their_lifetime_are_rejected() {
         );
         assert!(a.state_snapshot() == before);
         assert!(matches!(
-            a.propose_add(&kp.to_bytes().unwrap(), NOW),
+            a.propose_add(&kp.key_package, NOW),
             Err(GroupError::KeyPackage(KeyPackageError::Expired { .. }))
         ));
     }
     // Within the lifetime it is accepted.
     assert!(
-        a.add_members(&[&future.to_bytes().unwrap()], NOW + 150)
+        a.add_members(std::slice::from_ref(&future.key_package), NOW + 150)
             .is_ok()
     );
     a.discard_pending_commit().unwrap();
@@ -307,11 +290,17 @@ fn key_packages_outside_their_lifetime_are_rejected() {
     // a KeyPackage valid at the committer's time but expired at the
     // receiver's is refused with the receiver's state unchanged.
     let carol = signer("carol");
-    let kc = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &carol).unwrap();
+    let kc = Client::new(carol.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
     let mut c = add_and_join(&mut a, carol, &kc);
     let dave = signer("dave");
-    let kd = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 100), &dave).unwrap();
-    let out = a.add_members(&[&kd.to_bytes().unwrap()], NOW).unwrap();
+    let kd = Client::new(dave.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 100))
+        .unwrap();
+    let out = a
+        .add_members(std::slice::from_ref(&kd.key_package), NOW)
+        .unwrap();
     let before = c.state_snapshot();
     let r = c.process_incoming(&out.commit, NOW + 1000);
     assert!(
@@ -335,7 +324,7 @@ fn required_capabilities_gate_adds() {
         proposal_types: vec![],
         credential_types: vec![],
     };
-    let data = hsmls::codec::Encode::encode(&rc).unwrap();
+    let data = hsmls::wire::Encode::encode(&rc).unwrap();
     // The founder's own leaf must support it too: give it through the
     // leaf-capabilities-free create and check the add path only.
     let mut a = create(
@@ -346,8 +335,10 @@ fn required_capabilities_gate_adds() {
         }],
     );
     let bob = signer("bob");
-    let plain = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
-    let r = a.add_members(&[&plain.to_bytes().unwrap()], NOW);
+    let plain = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
+    let r = a.add_members(std::slice::from_ref(&plain.key_package), NOW);
     assert!(
         matches!(
             r,
@@ -358,14 +349,19 @@ fn required_capabilities_gate_adds() {
         "{r:?}"
     );
     let mut config = KeyPackageConfig::new(NOW - 10, 3600);
-    let mut caps = hsmls::key_package::default_capabilities(
+    let mut caps = hsmls::internal::key_package::default_capabilities(
         config.cipher_suite,
         bob.credential.credential_type(),
     );
     caps.extensions.push(ExtensionType(0xff01));
     config.capabilities = Some(caps);
-    let able = KeyPackageBundle::generate(&config, &bob).unwrap();
-    assert!(a.add_members(&[&able.to_bytes().unwrap()], NOW).is_ok());
+    let able = Client::new(bob.clone(), validator())
+        .generate_key_package(&config)
+        .unwrap();
+    assert!(
+        a.add_members(std::slice::from_ref(&able.key_package), NOW)
+            .is_ok()
+    );
 }
 
 /// The encoded length of a PrivateMessage's ciphertext.
@@ -380,7 +376,9 @@ fn ciphertext_len(message: &[u8]) -> usize {
 fn padding_policy_of_the_group_config() {
     let mut a = create("alice", vec![]);
     let bob = signer("bob");
-    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &bob).unwrap();
+    let kp = Client::new(bob.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
     let mut b = add_and_join(&mut a, bob, &kp);
 
     // Without padding, lengths differ with the content.
@@ -412,7 +410,7 @@ fn padding_policy_of_the_group_config() {
     assert!(n > sizes[0]);
     // Handshakes are padded too.
     let p = a.propose_update().unwrap();
-    assert_eq!((ciphertext_len(&p) - 16) % 256, 0);
+    assert_eq!((ciphertext_len(&p.message) - 16) % 256, 0);
     assert!(matches!(
         b.process_incoming(&p, NOW).unwrap(),
         ProcessedMessage::Proposal { .. }

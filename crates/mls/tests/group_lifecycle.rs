@@ -6,17 +6,18 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{Credential, Decode, Encode, MlsMessage, MlsMessageBody};
-use hsmls::group::GroupStateSnapshot;
-use hsmls::key_package::KeyPackageError;
-use hsmls::message_protection::ProtectionError;
-use hsmls::secret_tree::SecretTreeError;
-use hsmls::tree::{KeyKind, TreeError};
-use hsmls::tree_math::LeafIndex;
+use hsmls::KeyPackageError;
+use hsmls::error::ProtectionError;
+use hsmls::error::SecretTreeError;
+use hsmls::error::{KeyKind, TreeError};
+use hsmls::internal::codec::{MlsMessage, MlsMessageBody};
+use hsmls::internal::group::GroupStateSnapshot;
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{Credential, Decode, Encode};
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CommitRule, CredentialValidator, Group,
-    GroupConfig, GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig,
-    MessageRule, ProcessedMessage, ProposalRule, Signer, WelcomePart,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, CommitRule, CredentialValidator,
+    Group, GroupConfig, GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle,
+    KeyPackageConfig, MessageRule, ProcessedMessage, ProposalRule, Signer, WelcomePart,
 };
 use hsmls_crypto::Secret;
 use hsmls_custody::{CustodyError, KeyCustody, SoftwareCustody};
@@ -36,7 +37,9 @@ fn signer(name: &str) -> Signer {
 }
 
 fn key_package(s: &Signer) -> KeyPackageBundle {
-    KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), s).unwrap()
+    Client::new(s.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap()
 }
 
 /// The members of one group, by leaf index (None once removed).
@@ -48,15 +51,10 @@ struct Harness {
 
 impl Harness {
     fn new(config: GroupConfig) -> Self {
-        let g = Group::create(
-            config.clone(),
-            signer("member-0"),
-            validator(),
-            hsmls::group::random_group_id(),
-            Vec::new(),
-            NOW,
-        )
-        .unwrap();
+        let g = Client::new(signer("member-0"), validator())
+            .with_group_config(config.clone())
+            .create_group(hsmls::random_group_id(), Vec::new(), NOW)
+            .unwrap();
         Harness {
             members: vec![Some(g)],
             config,
@@ -81,6 +79,16 @@ impl Harness {
         committer: usize,
         options: CommitOptions,
         joiners: Vec<(Signer, KeyPackageBundle)>,
+    ) {
+        let _delivered = self.commit_out(committer, options, joiners);
+    }
+
+    /// [`Harness::commit`], returning the commit output.
+    fn commit_out(
+        &mut self,
+        committer: usize,
+        options: CommitOptions,
+        joiners: Vec<(Signer, KeyPackageBundle)>,
     ) -> CommitOutput {
         let out = self.group(committer).commit(options, NOW).unwrap();
         for i in self.active() {
@@ -101,18 +109,14 @@ impl Harness {
         }
         self.group(committer).merge_pending_commit().unwrap();
         for (s, bundle) in joiners {
-            let g = Group::join_from_welcome(
-                self.config.clone(),
-                s,
-                validator(),
-                &bundle,
-                out.welcome.as_ref().expect("welcome"),
-                JoinOptions {
-                    ratchet_tree: out.ratchet_tree.clone(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let g = Client::new(s, validator())
+                .with_group_config(self.config.clone())
+                .join_from_welcome(&bundle, out.welcome.as_ref().expect("welcome"), {
+                    let mut join = JoinOptions::default();
+                    join.ratchet_tree = out.ratchet_tree.clone();
+                    join
+                })
+                .unwrap();
             let idx = g.own_leaf_index().0 as usize;
             if self.members.len() <= idx {
                 self.members.resize_with(idx + 1, || None);
@@ -137,7 +141,7 @@ impl Harness {
         let mut opts = CommitOptions::new();
         opts.add_key_packages = joiners
             .iter()
-            .map(|(_, kp)| kp.to_bytes().unwrap())
+            .map(|(_, kp)| kp.key_package.clone())
             .collect();
         self.commit(committer, opts, joiners);
     }
@@ -253,28 +257,26 @@ fn two_members() {
         h.group(0).process_incoming(&prop, NOW).unwrap(),
         ProcessedMessage::Proposal { .. }
     ));
-    let out = h.commit(0, CommitOptions::new(), Vec::new());
+    let out = h.commit_out(0, CommitOptions::new(), Vec::new());
     assert_eq!(out.removes.len(), 1);
     assert_eq!(h.active(), vec![0]);
 }
 
 #[test]
 fn three_members_public_handshakes() {
-    let config = GroupConfig {
-        handshake_framing: HandshakeFraming::Public,
-        ..GroupConfig::default()
-    };
+    let mut config = GroupConfig::default();
+    config.handshake_framing = HandshakeFraming::Public;
     let mut h = build(3, config);
     h.all_send();
     // Add-only commit with a forced path, then a remove by value.
     let joiner = h.new_joiner();
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![joiner.1.to_bytes().unwrap()];
+    opts.add_key_packages = vec![joiner.1.key_package.clone()];
     opts.force_path = true;
     h.commit(2, opts, vec![joiner]);
     let mut opts = CommitOptions::new();
-    opts.remove_leaves = vec![1];
-    let out = h.commit(0, opts, Vec::new());
+    opts.remove_leaves = vec![LeafIndex(1)];
+    let out = h.commit_out(0, opts, Vec::new());
     assert_eq!(out.removes[0].index, LeafIndex(1));
     h.all_send();
     // The freed leaf is reused by the next add.
@@ -299,12 +301,12 @@ fn ten_members_updates_removes_messages() {
             }
         }
     }
-    let out = h.commit(2, CommitOptions::new(), Vec::new());
+    let out = h.commit_out(2, CommitOptions::new(), Vec::new());
     let _ = out;
     h.all_send();
     // Remove three members in one commit.
     let mut opts = CommitOptions::new();
-    opts.remove_leaves = vec![3, 5, 9];
+    opts.remove_leaves = vec![LeafIndex(3), LeafIndex(5), LeafIndex(9)];
     h.commit(0, opts, Vec::new());
     assert_eq!(h.active().len(), 7);
     h.all_send();
@@ -360,7 +362,7 @@ fn hundred_members() {
     assert_eq!(out.removes[0].index, LeafIndex(6));
     h.group(5).discard_pending_commit().unwrap();
     let mut opts = CommitOptions::new();
-    opts.remove_leaves = vec![10, 20, 30];
+    opts.remove_leaves = vec![LeafIndex(10), LeafIndex(20), LeafIndex(30)];
     h.commit(99, opts, Vec::new());
     let msg = h.group(42).encrypt_application(b"to all").unwrap();
     for r in h.active() {
@@ -379,16 +381,9 @@ fn external_join_and_psks() {
     // External join from the published GroupInfo.
     let gi = h.group(1).group_info().unwrap();
     let s = signer("external");
-    let (g, commit) = Group::join_by_external_commit(
-        GroupConfig::default(),
-        s.clone(),
-        validator(),
-        &gi,
-        JoinOptions {
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (g, commit) = Client::new(s.clone(), validator())
+        .join_by_external_commit(&gi, JoinOptions::default())
+        .unwrap();
     for i in h.active() {
         let ev = h.group(i).process_incoming(&commit, NOW).unwrap();
         let ProcessedMessage::StagedCommit(staged) = ev else {
@@ -408,14 +403,9 @@ fn external_join_and_psks() {
     // external commit removes its old leaf.
     let gi = h.group(0).group_info().unwrap();
     // Without removing the old leaf, its signature key collides.
-    let (_, dup) = Group::join_by_external_commit(
-        GroupConfig::default(),
-        s.clone(),
-        validator(),
-        &gi,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let (_, dup) = Client::new(s.clone(), validator())
+        .join_by_external_commit(&gi, JoinOptions::default())
+        .unwrap();
     let err = assert_rejected_unchanged(h.group(0), &dup);
     assert!(
         matches!(
@@ -427,15 +417,9 @@ fn external_join_and_psks() {
         ),
         "{err:?}"
     );
-    let (g, commit) = Group::rejoin_by_external_commit(
-        GroupConfig::default(),
-        s,
-        validator(),
-        &gi,
-        JoinOptions::default(),
-        LeafIndex(idx as u32),
-    )
-    .unwrap();
+    let (g, commit) = Client::new(s, validator())
+        .rejoin_by_external_commit(&gi, JoinOptions::default(), LeafIndex(idx as u32))
+        .unwrap();
     h.members[idx] = None;
     for i in h.active() {
         let ProcessedMessage::StagedCommit(staged) =
@@ -456,13 +440,10 @@ fn external_join_and_psks() {
     // Removing another member's leaf by external commit is refused.
     let gi = h.group(0).group_info().unwrap();
     assert!(matches!(
-        Group::rejoin_by_external_commit(
-            GroupConfig::default(),
-            signer("intruder"),
-            validator(),
+        Client::new(signer("intruder"), validator()).rejoin_by_external_commit(
             &gi,
             JoinOptions::default(),
-            LeafIndex(1),
+            LeafIndex(1)
         ),
         Err(GroupError::InvalidCommit(
             CommitRule::ExternalCommitRemovesOther
@@ -524,7 +505,7 @@ fn is_tamper_refusal(e: &GroupError) -> bool {
     )
 }
 
-fn assert_rejected_unchanged(g: &mut Group, bytes: &[u8]) -> GroupError {
+fn assert_rejected_unchanged(g: &mut Group, bytes: impl AsRef<[u8]>) -> GroupError {
     let before: GroupStateSnapshot = g.state_snapshot();
     let err = g.process_incoming(bytes, NOW).unwrap_err();
     assert_eq!(g.state_snapshot(), before, "state changed after {err}");
@@ -534,10 +515,8 @@ fn assert_rejected_unchanged(g: &mut Group, bytes: &[u8]) -> GroupError {
 #[test]
 fn rejected_commits_leave_state_unchanged() {
     for framing in [HandshakeFraming::Private, HandshakeFraming::Public] {
-        let config = GroupConfig {
-            handshake_framing: framing,
-            ..GroupConfig::default()
-        };
+        let mut config = GroupConfig::default();
+        config.handshake_framing = framing;
         let mut h = build(3, config);
         let out = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
         // Tampered: flip one byte at a time over the message.
@@ -622,29 +601,20 @@ fn rejected_commits_leave_state_unchanged() {
 
 #[test]
 fn welcome_without_tree_needs_out_of_band_tree() {
-    let config = GroupConfig {
-        ratchet_tree_in_welcome: false,
-        ..GroupConfig::default()
-    };
+    let mut config = GroupConfig::default();
+    config.ratchet_tree_in_welcome = false;
     let mut h = Harness::new(config.clone());
     let (s, kp) = h.new_joiner();
     let out = h
         .group(0)
-        .add_members(&[&kp.to_bytes().unwrap()], NOW)
+        .add_members(std::slice::from_ref(&kp.key_package), NOW)
         .unwrap();
     h.group(0).merge_pending_commit().unwrap();
     let welcome = out.welcome.unwrap();
-    let err = Group::join_from_welcome(
-        config.clone(),
-        s.clone(),
-        validator(),
-        &kp,
-        &welcome,
-        JoinOptions {
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let err = Client::new(s.clone(), validator())
+        .with_group_config(config.clone())
+        .join_from_welcome(&kp, &welcome, JoinOptions::default())
+        .unwrap_err();
     assert!(matches!(err, GroupError::MissingRatchetTree));
     // A tampered Welcome is refused and the init key is kept: a flipped
     // byte in the GroupInfo's ciphertext (the HPKE context of the
@@ -657,17 +627,13 @@ fn welcome_without_tree_needs_out_of_band_tree() {
     ] {
         let mut bad = welcome.clone();
         bad[pos] ^= 0x80;
-        let r = Group::join_from_welcome(
-            config.clone(),
-            s.clone(),
-            validator(),
-            &kp,
-            &bad,
-            JoinOptions {
-                ratchet_tree: out.ratchet_tree.clone(),
-                ..Default::default()
-            },
-        );
+        let r = Client::new(s.clone(), validator())
+            .with_group_config(config.clone())
+            .join_from_welcome(&kp, &bad, {
+                let mut join = JoinOptions::default();
+                join.ratchet_tree = out.ratchet_tree.clone();
+                join
+            });
         match part {
             Some(part) => assert!(
                 matches!(&r, Err(GroupError::WelcomeDecryption(p)) if *p == part),
@@ -684,31 +650,23 @@ fn welcome_without_tree_needs_out_of_band_tree() {
     // A Welcome for another KeyPackage is refused.
     let other = key_package(&s);
     assert!(matches!(
-        Group::join_from_welcome(
-            config.clone(),
-            s.clone(),
-            validator(),
-            &other,
-            &welcome,
-            JoinOptions {
-                ratchet_tree: out.ratchet_tree.clone(),
-                ..Default::default()
-            },
-        ),
+        Client::new(s.clone(), validator())
+            .with_group_config(config.clone())
+            .join_from_welcome(&other, &welcome, {
+                let mut join = JoinOptions::default();
+                join.ratchet_tree = out.ratchet_tree.clone();
+                join
+            }),
         Err(GroupError::NotInWelcome)
     ));
-    let g = Group::join_from_welcome(
-        config,
-        s.clone(),
-        validator(),
-        &kp,
-        &welcome,
-        JoinOptions {
-            ratchet_tree: out.ratchet_tree,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let g = Client::new(s.clone(), validator())
+        .with_group_config(config)
+        .join_from_welcome(&kp, &welcome, {
+            let mut join = JoinOptions::default();
+            join.ratchet_tree = out.ratchet_tree;
+            join
+        })
+        .unwrap();
     assert_eq!(g.epoch_authenticator(), h.group(0).epoch_authenticator());
     // The init key was destroyed in custody after use (§9.2).
     assert!(matches!(
@@ -724,7 +682,7 @@ fn proposal_list_validation_and_context_extensions() {
     let before = h.group(0).state_snapshot();
     // Invalid lists are refused at the committer, which stays unchanged.
     let mut opts = CommitOptions::new();
-    opts.remove_leaves = vec![1, 1];
+    opts.remove_leaves = vec![LeafIndex(1), LeafIndex(1)];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
         Err(GroupError::InvalidProposal(
@@ -732,20 +690,20 @@ fn proposal_list_validation_and_context_extensions() {
         ))
     ));
     let mut opts = CommitOptions::new();
-    opts.remove_leaves = vec![0];
+    opts.remove_leaves = vec![LeafIndex(0)];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
         Err(GroupError::InvalidProposal(ProposalRule::RemovesCommitter))
     ));
     let mut opts = CommitOptions::new();
-    opts.remove_leaves = vec![17];
+    opts.remove_leaves = vec![LeafIndex(17)];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
         Err(GroupError::InvalidProposal(ProposalRule::RemoveBlankLeaf))
     ));
     let (_, kp) = h.new_joiner();
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kp.to_bytes().unwrap(), kp.to_bytes().unwrap()];
+    opts.add_key_packages = vec![kp.key_package.clone(), kp.key_package.clone()];
     assert!(matches!(
         h.group(0).commit(opts, NOW),
         Err(GroupError::InvalidProposal(
@@ -753,11 +711,11 @@ fn proposal_list_validation_and_context_extensions() {
         ))
     ));
     // A KeyPackage of an existing member (same signature key) is refused.
-    let dup =
-        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), h.group(2).signer())
-            .unwrap();
+    let dup = Client::new(h.group(2).signer().clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![dup.to_bytes().unwrap()];
+    opts.add_key_packages = vec![dup.key_package.clone()];
     let r = h.group(0).commit(opts, NOW);
     assert!(
         matches!(
@@ -772,7 +730,7 @@ fn proposal_list_validation_and_context_extensions() {
     );
     // An expired KeyPackage is refused.
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kp.to_bytes().unwrap()];
+    opts.add_key_packages = vec![kp.key_package.clone()];
     assert!(matches!(
         h.group(0).commit(opts, NOW + 7200),
         Err(GroupError::KeyPackage(KeyPackageError::Expired { .. }))
@@ -781,10 +739,7 @@ fn proposal_list_validation_and_context_extensions() {
     assert!(!h.group(0).has_pending_commit());
     // A cached proposal that would make the commit invalid can be dropped.
     let expiring = key_package(&signer("short-lived"));
-    let prop = h
-        .group(2)
-        .propose_add(&expiring.to_bytes().unwrap(), NOW)
-        .unwrap();
+    let prop = h.group(2).propose_add(&expiring.key_package, NOW).unwrap();
     assert!(matches!(
         h.group(0).process_incoming(&prop, NOW).unwrap(),
         ProcessedMessage::Proposal { .. }
@@ -804,40 +759,36 @@ fn proposal_list_validation_and_context_extensions() {
 
     // Add by reference: a proposal, then a commit of the pending list.
     let (s, kp) = h.new_joiner();
-    let prop = h
-        .group(1)
-        .propose_add(&kp.to_bytes().unwrap(), NOW)
-        .unwrap();
+    let prop = h.group(1).propose_add(&kp.key_package, NOW).unwrap();
     for r in [0usize, 2, 3] {
         assert!(matches!(
             h.group(r).process_incoming(&prop, NOW).unwrap(),
             ProcessedMessage::Proposal { .. }
         ));
     }
-    let out = h.commit(3, CommitOptions::new(), vec![(s, kp)]);
+    let out = h.commit_out(3, CommitOptions::new(), vec![(s, kp)]);
     assert_eq!(out.adds.len(), 1);
     assert!(out.welcome.is_some());
 
     // GroupContextExtensions by value and by reference.
-    let rc = hsmls::codec::RequiredCapabilities {
+    let rc = hsmls::wire::RequiredCapabilities {
         extension_types: Vec::new(),
         proposal_types: Vec::new(),
-        credential_types: vec![hsmls::codec::CredentialType::BASIC],
+        credential_types: vec![hsmls::wire::CredentialType::BASIC],
     };
-    let ext = vec![hsmls::codec::Extension::from_data(&rc).unwrap()];
+    let ext = vec![hsmls::wire::Extension::from_data(&rc).unwrap()];
     let mut opts = CommitOptions::new();
     opts.group_context_extensions = Some(ext.clone());
     h.commit(0, opts, Vec::new());
     assert_eq!(h.group(4).group_context().extensions, ext);
     // Requiring a capability no member has is refused.
-    let rc_bad = hsmls::codec::RequiredCapabilities {
-        extension_types: vec![hsmls::codec::ExtensionType(0xff00)],
+    let rc_bad = hsmls::wire::RequiredCapabilities {
+        extension_types: vec![hsmls::wire::ExtensionType(0xff00)],
         proposal_types: Vec::new(),
         credential_types: Vec::new(),
     };
     let mut opts = CommitOptions::new();
-    opts.group_context_extensions =
-        Some(vec![hsmls::codec::Extension::from_data(&rc_bad).unwrap()]);
+    opts.group_context_extensions = Some(vec![hsmls::wire::Extension::from_data(&rc_bad).unwrap()]);
     assert!(matches!(
         h.group(0).commit(opts, NOW),
         Err(GroupError::InvalidProposal(
@@ -905,37 +856,28 @@ fn welcome_with_psk() {
     let (s, kp) = h.new_joiner();
     let id = h.group(0).external_psk_id(b"team psk".to_vec());
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kp.to_bytes().unwrap()];
+    opts.add_key_packages = vec![kp.key_package.clone()];
     opts.psks = vec![id];
     let out = h.group(0).commit(opts, NOW).unwrap();
     let welcome = out.welcome.clone().unwrap();
     // Without the PSK the joiner cannot join.
     assert!(matches!(
-        Group::join_from_welcome(
-            GroupConfig::default(),
-            s.clone(),
-            validator(),
+        Client::new(s.clone(), validator()).join_from_welcome(
             &kp,
             &welcome,
-            JoinOptions::default(),
+            JoinOptions::default()
         ),
         Err(GroupError::UnknownPsk)
     ));
     // With a wrong PSK value the GroupInfo does not decrypt.
-    let mut wrong = hsmls::group::PskStore::default();
+    let mut wrong = hsmls::PskStore::default();
     wrong.insert_external(b"team psk".to_vec(), Secret::from_slice(&[4; 32]));
     assert!(matches!(
-        Group::join_from_welcome(
-            GroupConfig::default(),
-            s.clone(),
-            validator(),
-            &kp,
-            &welcome,
-            JoinOptions {
-                psks: wrong,
-                ..Default::default()
-            },
-        ),
+        Client::new(s.clone(), validator()).join_from_welcome(&kp, &welcome, {
+            let mut join = JoinOptions::default();
+            join.psks = wrong;
+            join
+        }),
         Err(GroupError::WelcomeDecryption(WelcomePart::GroupInfo))
     ));
     let ProcessedMessage::StagedCommit(staged) =
@@ -946,20 +888,15 @@ fn welcome_with_psk() {
     assert_eq!(staged.psks.len(), 1);
     h.group(1).merge_staged_commit(staged).unwrap();
     h.group(0).merge_pending_commit().unwrap();
-    let mut psks = hsmls::group::PskStore::default();
+    let mut psks = hsmls::PskStore::default();
     psks.insert_external(b"team psk".to_vec(), Secret::from_slice(&[3; 32]));
-    let g = Group::join_from_welcome(
-        GroupConfig::default(),
-        s,
-        validator(),
-        &kp,
-        &welcome,
-        JoinOptions {
-            psks,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let g = Client::new(s, validator())
+        .join_from_welcome(&kp, &welcome, {
+            let mut join = JoinOptions::default();
+            join.psks = psks;
+            join
+        })
+        .unwrap();
     h.members.push(Some(g));
     h.check_agreement();
     h.all_send();
@@ -968,15 +905,11 @@ fn welcome_with_psk() {
 #[test]
 fn handshake_framing_policy() {
     // Bob accepts only encrypted handshakes; Alice sends public ones.
-    let public = GroupConfig {
-        handshake_framing: HandshakeFraming::Public,
-        ..GroupConfig::default()
-    };
+    let mut public = GroupConfig::default();
+    public.handshake_framing = HandshakeFraming::Public;
     let mut h = build(2, public);
-    let strict = GroupConfig {
-        accept_public_handshakes: false,
-        ..h.group(1).config().clone()
-    };
+    let mut strict = h.group(1).config().clone();
+    strict.accept_public_handshakes = false;
     h.group(1).set_config(strict);
     let out = h.group(0).commit(CommitOptions::new(), NOW).unwrap();
     assert!(matches!(
@@ -999,24 +932,21 @@ fn handshake_framing_policy() {
 #[test]
 fn external_senders_and_new_member_proposals() {
     // The group lists a Delivery Service key as external sender 0.
-    let ds = signer("delivery service");
-    let senders = hsmls::codec::ExternalSenders(vec![hsmls::codec::ExternalSender {
-        signature_key: ds.signature_public_key(),
-        credential: ds.credential.clone(),
+    let ds = Client::new(signer("delivery service"), validator());
+    let senders = hsmls::wire::ExternalSenders(vec![hsmls::wire::ExternalSender {
+        signature_key: ds.signer().signature_public_key(),
+        credential: ds.signer().credential.clone(),
     }]);
-    let config = GroupConfig {
-        handshake_framing: HandshakeFraming::Public,
-        ..GroupConfig::default()
-    };
-    let g = Group::create(
-        config.clone(),
-        signer("member-0"),
-        validator(),
-        b"with ds".to_vec(),
-        vec![hsmls::codec::Extension::from_data(&senders).unwrap()],
-        NOW,
-    )
-    .unwrap();
+    let mut config = GroupConfig::default();
+    config.handshake_framing = HandshakeFraming::Public;
+    let g = Client::new(signer("member-0"), validator())
+        .with_group_config(config.clone())
+        .create_group(
+            b"with ds".to_vec(),
+            vec![hsmls::wire::Extension::from_data(&senders).unwrap()],
+            NOW,
+        )
+        .unwrap();
     let mut h = Harness {
         members: vec![Some(g)],
         config,
@@ -1024,59 +954,81 @@ fn external_senders_and_new_member_proposals() {
     };
     h.add(0, 3);
     let (group_id, epoch) = (h.group(0).group_id().to_vec(), h.group(0).epoch());
-    let suite = h.group(0).config().cipher_suite;
 
     // The DS proposes removing member 2; member 1 commits it by reference.
-    let prop = hsmls::group::external_proposal(
-        &ds,
-        suite,
-        &group_id,
-        epoch,
-        0,
-        hsmls::codec::Proposal::Remove(hsmls::codec::Remove {
-            removed: LeafIndex(2),
-        }),
-    )
-    .unwrap();
+    let prop = ds
+        .external_proposal(
+            &group_id,
+            epoch,
+            0,
+            hsmls::wire::Proposal::Remove(hsmls::wire::Remove {
+                removed: LeafIndex(2),
+            }),
+        )
+        .unwrap();
     for i in h.active() {
         match h.group(i).process_incoming(&prop, NOW).unwrap() {
-            ProcessedMessage::Proposal { sender, .. } => {
-                assert_eq!(sender, hsmls::codec::Sender::External(0))
+            ProcessedMessage::Proposal {
+                sender, reference, ..
+            } => {
+                assert_eq!(sender, hsmls::wire::Sender::External(0));
+                assert_eq!(reference, prop.reference);
             }
             other => panic!("{other:?}"),
         }
     }
+    // An Update or ExternalInit is not an external sender's to propose.
+    let member = h.group(0).members()[1].clone();
+    assert!(matches!(
+        ds.external_proposal(
+            &group_id,
+            epoch,
+            0,
+            hsmls::wire::Proposal::ExternalInit(hsmls::wire::ExternalInit {
+                kem_output: member.encryption_key.0,
+            }),
+        ),
+        Err(GroupError::InvalidProposal(
+            ProposalRule::NotAllowedFromExternalSender
+        ))
+    ));
     // An unknown external sender index or a forged key is refused.
-    let bad = hsmls::group::external_proposal(
-        &signer("not the ds"),
-        suite,
-        &group_id,
-        epoch,
-        0,
-        hsmls::codec::Proposal::Remove(hsmls::codec::Remove {
-            removed: LeafIndex(1),
-        }),
-    )
-    .unwrap();
+    let bad = Client::new(signer("not the ds"), validator())
+        .external_proposal(
+            &group_id,
+            epoch,
+            0,
+            hsmls::wire::Proposal::Remove(hsmls::wire::Remove {
+                removed: LeafIndex(1),
+            }),
+        )
+        .unwrap();
     assert!(matches!(
         assert_rejected_unchanged(h.group(0), &bad),
         GroupError::Protection(ProtectionError::InvalidSignature(_))
     ));
-    let out = h.commit(1, CommitOptions::new(), Vec::new());
+    let out = h.commit_out(1, CommitOptions::new(), Vec::new());
     assert_eq!(out.removes[0].index, LeafIndex(2));
 
-    // A new member proposes its own Add; member 0 commits it.
+    // A new member proposes its own Add; member 0 commits it. Its
+    // KeyPackage, proposed by another client, is refused.
     let (s, kp) = h.new_joiner();
     let epoch = h.group(0).epoch();
-    let prop =
-        hsmls::group::new_member_add_proposal(&s, &kp.key_package, &group_id, epoch).unwrap();
+    let joiner = Client::new(s.clone(), validator());
+    assert!(matches!(
+        ds.new_member_add_proposal(&kp.key_package, &group_id, epoch),
+        Err(GroupError::SignerMismatch)
+    ));
+    let prop = joiner
+        .new_member_add_proposal(&kp.key_package, &group_id, epoch)
+        .unwrap();
     for i in h.active() {
         assert!(matches!(
             h.group(i).process_incoming(&prop, NOW).unwrap(),
             ProcessedMessage::Proposal { .. }
         ));
     }
-    let out = h.commit(0, CommitOptions::new(), vec![(s, kp)]);
+    let out = h.commit_out(0, CommitOptions::new(), vec![(s, kp)]);
     assert_eq!(out.adds.len(), 1);
     h.all_send();
 }
@@ -1084,13 +1036,11 @@ fn external_senders_and_new_member_proposals() {
 #[test]
 fn commit_with_unknown_proposal_reference_is_rejected() {
     for framing in [HandshakeFraming::Private, HandshakeFraming::Public] {
-        let mut h = build(
-            3,
-            GroupConfig {
-                handshake_framing: framing,
-                ..GroupConfig::default()
-            },
-        );
+        let mut h = build(3, {
+            let mut config = GroupConfig::default();
+            config.handshake_framing = framing;
+            config
+        });
         // Member 1's Update reaches member 0 but not member 2.
         let prop = h.group(1).propose_update().unwrap();
         assert!(matches!(

@@ -11,11 +11,12 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::Credential;
-use hsmls::tree_math::LeafIndex;
+use hsmls::wire::Credential;
+use hsmls::wire::LeafIndex;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, CredentialValidator, Group,
+    GroupConfig, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    ProcessedMessage, Signer,
 };
 use hsmls_custody::SoftwareCustody;
 use proptest::prelude::*;
@@ -82,15 +83,10 @@ struct World {
 
 impl World {
     fn new(config: GroupConfig) -> Result<Self, TestCaseError> {
-        let g = Group::create(
-            config.clone(),
-            new_signer(0),
-            validator(),
-            b"proptest group".to_vec(),
-            Vec::new(),
-            NOW,
-        )
-        .map_err(fail("create"))?;
+        let g = Client::new(new_signer(0), validator())
+            .with_group_config(config.clone())
+            .create_group(b"proptest group".to_vec(), Vec::new(), NOW)
+            .map_err(fail("create"))?;
         Ok(World {
             members: vec![Some(g)],
             config,
@@ -132,7 +128,7 @@ impl World {
             }
             match self.group(r).process_incoming(bytes, NOW) {
                 Ok(ProcessedMessage::Proposal { sender, .. }) => {
-                    prop_assert_eq!(sender, hsmls::codec::Sender::Member(LeafIndex(from as u32)));
+                    prop_assert_eq!(sender, hsmls::wire::Sender::Member(LeafIndex(from as u32)));
                 }
                 Ok(other) => return Err(TestCaseError::fail(format!("proposal gave {other:?}"))),
                 Err(e) => return Err(TestCaseError::fail(format!("proposal at {r}: {e}"))),
@@ -181,18 +177,14 @@ impl World {
                 .welcome
                 .as_ref()
                 .ok_or_else(|| TestCaseError::fail("no Welcome"))?;
-            let g = Group::join_from_welcome(
-                self.config.clone(),
-                s,
-                validator(),
-                &bundle,
-                welcome,
-                JoinOptions {
-                    ratchet_tree: out.ratchet_tree.clone(),
-                    ..Default::default()
-                },
-            )
-            .map_err(fail("join"))?;
+            let g = Client::new(s, validator())
+                .with_group_config(self.config.clone())
+                .join_from_welcome(&bundle, welcome, {
+                    let mut join = JoinOptions::default();
+                    join.ratchet_tree = out.ratchet_tree.clone();
+                    join
+                })
+                .map_err(fail("join"))?;
             let idx = g.own_leaf_index().0 as usize;
             if self.members.len() <= idx {
                 self.members.resize_with(idx + 1, || None);
@@ -236,7 +228,8 @@ impl World {
     fn new_joiner(&mut self) -> Result<(Signer, KeyPackageBundle), TestCaseError> {
         let s = new_signer(self.next_id);
         self.next_id += 1;
-        let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &s)
+        let kp = Client::new(s.clone(), validator())
+            .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
             .map_err(fail("KeyPackage"))?;
         Ok((s, kp))
     }
@@ -250,10 +243,8 @@ impl World {
             } else {
                 HandshakeFraming::Private
             };
-            let config = GroupConfig {
-                handshake_framing: framing,
-                ..self.config.clone()
-            };
+            let mut config = self.config.clone();
+            config.handshake_framing = framing;
             self.group(i).set_config(config);
         }
     }
@@ -272,9 +263,7 @@ impl World {
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut options = CommitOptions::new();
                 for (_, kp) in &joiners {
-                    options
-                        .add_key_packages
-                        .push(kp.to_bytes().map_err(fail("encode KeyPackage"))?);
+                    options.add_key_packages.push(kp.key_package.clone());
                 }
                 self.commit(committer, options, joiners)
             }
@@ -284,7 +273,7 @@ impl World {
                     return Ok(());
                 };
                 let mut options = CommitOptions::new();
-                options.remove_leaves = vec![victim as u32];
+                options.remove_leaves = vec![LeafIndex(victim as u32)];
                 self.commit(committer, options, Vec::new())?;
                 prop_assert!(
                     self.members[victim].is_none(),
@@ -306,7 +295,7 @@ impl World {
                     .group(proposer)
                     .propose_remove(LeafIndex(victim as u32))
                     .map_err(fail("propose_remove"))?;
-                self.broadcast_proposal(proposer, &bytes)?;
+                self.broadcast_proposal(proposer, &bytes.message)?;
                 self.commit(committer, CommitOptions::new(), Vec::new())?;
                 prop_assert!(
                     self.members[victim].is_none(),
@@ -343,7 +332,7 @@ impl World {
                     .group(proposer)
                     .propose_update()
                     .map_err(fail("propose_update"))?;
-                self.broadcast_proposal(proposer, &bytes)?;
+                self.broadcast_proposal(proposer, &bytes.message)?;
                 self.commit(committer, CommitOptions::new(), Vec::new())?;
                 let new = self
                     .group(committer)
@@ -440,13 +429,11 @@ proptest! {
         public in any::<bool>(),
         ops in proptest::collection::vec((op(), any::<u8>()), 1..=12),
     ) {
-        let config = GroupConfig {
-            handshake_framing: if public {
-                HandshakeFraming::Public
-            } else {
-                HandshakeFraming::Private
-            },
-            ..GroupConfig::default()
+        let mut config = GroupConfig::default();
+        config.handshake_framing = if public {
+            HandshakeFraming::Public
+        } else {
+            HandshakeFraming::Private
         };
         let mut world = World::new(config)?;
         for (op, framings) in &ops {

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{
+use hsmls::wire::{
     CipherSuite, Credential, Extension, ExtensionType, ProtocolVersion, ReInit, ResumptionPskUsage,
 };
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
+    BasicCredentialValidator, Client, CredentialValidator, Group, GroupError, JoinOptions,
     KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, ReInitRule, Signer,
 };
 use hsmls_custody::SoftwareCustody;
@@ -29,6 +29,11 @@ fn signer(name: &str) -> Signer {
     .unwrap()
 }
 
+/// The client of `signer`, with the default group configuration.
+fn client(signer: &Signer) -> Client {
+    Client::new(signer.clone(), validator())
+}
+
 /// `group` branches a subgroup `group_id` (RFC 9420 §11.3) with `signer`
 /// and the member of `kp`.
 fn branch(
@@ -37,56 +42,40 @@ fn branch(
     group_id: &[u8],
     kp: &KeyPackageBundle,
 ) -> Result<(Group, hsmls::CommitOutput), GroupError> {
-    group.branch(
-        signer.clone(),
+    client(signer).branch(
+        group,
         group_id.to_vec(),
         vec![],
-        &[&kp.to_bytes().unwrap()],
+        std::slice::from_ref(&kp.key_package),
         NOW,
     )
 }
 
 fn key_package(s: &Signer) -> KeyPackageBundle {
-    KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), s).unwrap()
+    client(s)
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap()
 }
 
 /// A three-member group (alice, bob, carol) built by one add commit.
 fn three() -> (Vec<Group>, Vec<Signer>) {
     let signers = vec![signer("alice"), signer("bob"), signer("carol")];
-    let mut a = Group::create(
-        GroupConfig::default(),
-        signers[0].clone(),
-        validator(),
-        b"old group".to_vec(),
-        vec![],
-        NOW,
-    )
-    .unwrap();
+    let mut a = client(&signers[0])
+        .create_group(b"old group".to_vec(), vec![], NOW)
+        .unwrap();
     let kb = key_package(&signers[1]);
     let kc = key_package(&signers[2]);
     let out = a
-        .add_members(&[&kb.to_bytes().unwrap(), &kc.to_bytes().unwrap()], NOW)
+        .add_members(&[kb.key_package.clone(), kc.key_package.clone()], NOW)
         .unwrap();
     a.merge_pending_commit().unwrap();
     let welcome = out.welcome.unwrap();
-    let b = Group::join_from_welcome(
-        GroupConfig::default(),
-        signers[1].clone(),
-        validator(),
-        &kb,
-        &welcome,
-        JoinOptions::default(),
-    )
-    .unwrap();
-    let c = Group::join_from_welcome(
-        GroupConfig::default(),
-        signers[2].clone(),
-        validator(),
-        &kc,
-        &welcome,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let b = client(&signers[1])
+        .join_from_welcome(&kb, &welcome, JoinOptions::default())
+        .unwrap();
+    let c = client(&signers[2])
+        .join_from_welcome(&kc, &welcome, JoinOptions::default())
+        .unwrap();
     (vec![a, b, c], signers)
 }
 
@@ -119,13 +108,13 @@ fn reinit_params() -> ReInit {
 /// (needed for the new group's GroupContext extension).
 fn key_package_with_ext(s: &Signer) -> KeyPackageBundle {
     let mut config = KeyPackageConfig::new(NOW - 10, 3600);
-    let mut caps = hsmls::key_package::default_capabilities(
+    let mut caps = hsmls::internal::key_package::default_capabilities(
         config.cipher_suite,
         s.credential.credential_type(),
     );
     caps.extensions.push(ExtensionType(0xff01));
     config.capabilities = Some(caps);
-    KeyPackageBundle::generate(&config, s).unwrap()
+    client(s).generate_key_package(&config).unwrap()
 }
 
 #[test]
@@ -179,19 +168,13 @@ fn reinit_three_members() {
     let kc = key_package_with_ext(&signers[2]);
     // Omitting a member is refused.
     assert!(matches!(
-        groups[0].reinit_group(
-            GroupConfig::default(),
-            signers[0].clone(),
-            &[&kb.to_bytes().unwrap()],
-            NOW
-        ),
+        client(&signers[0]).reinit_group(&groups[0], std::slice::from_ref(&kb.key_package), NOW),
         Err(GroupError::ReInit(ReInitRule::MemberMissing))
     ));
-    let (new_a, out) = groups[0]
+    let (new_a, out) = client(&signers[0])
         .reinit_group(
-            GroupConfig::default(),
-            signers[0].clone(),
-            &[&kb.to_bytes().unwrap(), &kc.to_bytes().unwrap()],
+            &groups[0],
+            &[kb.key_package.clone(), kc.key_package.clone()],
             NOW,
         )
         .unwrap();
@@ -201,33 +184,14 @@ fn reinit_three_members() {
     assert_eq!(new_a.group_context().extensions, reinit_params().extensions);
 
     // A plain join cannot use the reinit PSK (it is not in the store).
-    let plain = Group::join_from_welcome(
-        GroupConfig::default(),
-        signers[1].clone(),
-        validator(),
-        &kb,
-        &welcome,
-        JoinOptions::default(),
-    );
+    let plain = client(&signers[1]).join_from_welcome(&kb, &welcome, JoinOptions::default());
     assert!(matches!(plain, Err(GroupError::UnknownPsk)), "{plain:?}");
 
-    let new_b = groups[1]
-        .join_reinit(
-            GroupConfig::default(),
-            signers[1].clone(),
-            &kb,
-            &welcome,
-            JoinOptions::default(),
-        )
+    let new_b = client(&signers[1])
+        .join_reinit(&groups[1], &kb, &welcome, JoinOptions::default())
         .unwrap();
-    let new_c = groups[2]
-        .join_reinit(
-            GroupConfig::default(),
-            signers[2].clone(),
-            &kc,
-            &welcome,
-            JoinOptions::default(),
-        )
+    let new_c = client(&signers[2])
+        .join_reinit(&groups[2], &kc, &welcome, JoinOptions::default())
         .unwrap();
     for g in [&new_b, &new_c] {
         assert_eq!(g.epoch(), 1);
@@ -260,7 +224,7 @@ fn reinit_requires_committed_reinit_and_matching_welcome() {
     let (mut groups, signers) = three();
     // Without a committed ReInit there is nothing to reinitialize.
     assert!(matches!(
-        groups[0].reinit_group(GroupConfig::default(), signers[0].clone(), &[], NOW),
+        client(&signers[0]).reinit_group(&groups[0], &[], NOW),
         Err(GroupError::ReInit(ReInitRule::NoReInitCommitted))
     ));
     // A branch Welcome is not a reinit Welcome.
@@ -268,9 +232,8 @@ fn reinit_requires_committed_reinit_and_matching_welcome() {
     let (_branch, out) = branch(&groups[0], &signers[0], b"branch", &kb).unwrap();
     let out2 = groups[0].commit_reinit(reinit_params(), NOW).unwrap();
     deliver_commit(&mut groups, 0, &out2.commit);
-    let r = groups[1].join_reinit(
-        GroupConfig::default(),
-        signers[1].clone(),
+    let r = client(&signers[1]).join_reinit(
+        &groups[1],
         &kb,
         &out.welcome.unwrap(),
         JoinOptions::default(),
@@ -284,7 +247,7 @@ fn reinit_proposal_must_stand_alone_and_not_downgrade() {
     let (mut groups, signers) = three();
     let mut options = hsmls::CommitOptions::new();
     options.reinit = Some(reinit_params());
-    options.add_key_packages = vec![key_package(&signer("dave")).to_bytes().unwrap()];
+    options.add_key_packages = vec![key_package(&signer("dave")).key_package];
     assert!(matches!(
         groups[0].commit(options, NOW),
         Err(GroupError::InvalidProposal(ProposalRule::ReInitNotAlone))
@@ -312,14 +275,8 @@ fn branch_two_of_three() {
     let ka = key_package(&signers[0]);
     let (branch_c, out) = branch(&groups[2], &signers[2], b"subgroup", &ka).unwrap();
     let welcome = out.welcome.unwrap();
-    let branch_a = groups[0]
-        .join_branch(
-            GroupConfig::default(),
-            signers[0].clone(),
-            &ka,
-            &welcome,
-            JoinOptions::default(),
-        )
+    let branch_a = client(&signers[0])
+        .join_branch(&groups[0], &ka, &welcome, JoinOptions::default())
         .unwrap();
     assert_eq!(branch_a.epoch(), 1);
     assert_eq!(branch_a.members().len(), 2);
@@ -348,20 +305,13 @@ fn branch_two_of_three() {
     ));
     // Dave's own "old group" (a different group) cannot verify it either:
     // the PSK comes from a group he is not in.
-    let other = Group::create(
-        GroupConfig::default(),
-        dave.clone(),
-        validator(),
-        b"dave's".to_vec(),
-        vec![],
-        NOW,
-    )
-    .unwrap();
+    let other = client(&dave)
+        .create_group(b"dave's".to_vec(), vec![], NOW)
+        .unwrap();
     let ka2 = key_package(&signers[0]);
     let (_b2, out) = branch(&groups[2], &signers[2], b"sub3", &ka2).unwrap();
-    let r = other.join_branch(
-        GroupConfig::default(),
-        signers[0].clone(),
+    let r = client(&signers[0]).join_branch(
+        &other,
         &ka2,
         &out.welcome.unwrap(),
         JoinOptions::default(),

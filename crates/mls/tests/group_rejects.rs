@@ -12,15 +12,16 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{Credential, Decode, Encode, MlsMessage, MlsMessageBody, Sender};
-use hsmls::group::GroupStateSnapshot;
-use hsmls::message_protection::ProtectionError;
-use hsmls::secret_tree::SecretTreeError;
-use hsmls::tree_math::LeafIndex;
+use hsmls::error::ProtectionError;
+use hsmls::error::SecretTreeError;
+use hsmls::internal::codec::{MlsMessage, MlsMessageBody};
+use hsmls::internal::group::GroupStateSnapshot;
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{Credential, Decode, Encode, Sender};
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, Member,
-    MessageRule, ProcessedMessage, ProposalRule, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, CredentialValidator, Group,
+    GroupConfig, GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    Member, MessageRule, ProcessedMessage, ProposalRule, Signer,
 };
 use hsmls_crypto::Secret;
 use hsmls_custody::SoftwareCustody;
@@ -54,7 +55,7 @@ fn digest(g: &Group) -> Digest {
 }
 
 /// Processes `bytes`, which must be refused without changing the state.
-fn rejected(g: &mut Group, bytes: &[u8]) -> GroupError {
+fn rejected(g: &mut Group, bytes: impl AsRef<[u8]>) -> GroupError {
     let before = digest(g);
     let err = match g.process_incoming(bytes, NOW) {
         Ok(ev) => panic!("bad input accepted: {ev:?}"),
@@ -77,20 +78,17 @@ fn signer(name: &str) -> Signer {
 }
 
 fn key_package(s: &Signer) -> KeyPackageBundle {
-    KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), s).unwrap()
+    Client::new(s.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap()
 }
 
 /// A group of `n` members (leaf i = member i), built by one add commit.
 fn group_of(n: usize, config: &GroupConfig, group_id: &[u8]) -> Vec<Group> {
-    let mut alice = Group::create(
-        config.clone(),
-        signer("member-0"),
-        validator(),
-        group_id.to_vec(),
-        Vec::new(),
-        NOW,
-    )
-    .unwrap();
+    let mut alice = Client::new(signer("member-0"), validator())
+        .with_group_config(config.clone())
+        .create_group(group_id.to_vec(), Vec::new(), NOW)
+        .unwrap();
     let joiners: Vec<(Signer, KeyPackageBundle)> = (1..n)
         .map(|i| {
             let s = signer(&format!("member-{i}"));
@@ -98,25 +96,19 @@ fn group_of(n: usize, config: &GroupConfig, group_id: &[u8]) -> Vec<Group> {
             (s, kp)
         })
         .collect();
-    let kps: Vec<Vec<u8>> = joiners
+    let refs: Vec<hsmls::KeyPackage> = joiners
         .iter()
-        .map(|(_, kp)| kp.to_bytes().unwrap())
+        .map(|(_, kp)| kp.key_package.clone())
         .collect();
-    let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
     let out = alice.add_members(&refs, NOW).unwrap();
     alice.merge_pending_commit().unwrap();
     let mut groups = vec![alice];
     for (s, kp) in joiners {
         groups.push(
-            Group::join_from_welcome(
-                config.clone(),
-                s,
-                validator(),
-                &kp,
-                out.welcome.as_ref().unwrap(),
-                JoinOptions::default(),
-            )
-            .unwrap(),
+            Client::new(s, validator())
+                .with_group_config(config.clone())
+                .join_from_welcome(&kp, out.welcome.as_ref().unwrap(), JoinOptions::default())
+                .unwrap(),
         );
     }
     groups
@@ -145,10 +137,9 @@ fn reencode(body: MlsMessageBody) -> Vec<u8> {
 }
 
 fn config(framing: HandshakeFraming) -> GroupConfig {
-    GroupConfig {
-        handshake_framing: framing,
-        ..GroupConfig::default()
-    }
+    let mut config = GroupConfig::default();
+    config.handshake_framing = framing;
+    config
 }
 
 /// The refusals a sweep over edited bytes (bit flips, garbage) may meet:
@@ -260,7 +251,7 @@ fn commit_from_a_removed_member() {
                 let bytes = reencode(MlsMessageBody::PublicMessage(pm));
                 assert!(matches!(
                     rejected(&mut g[2], &bytes),
-                    GroupError::NotAMember(3)
+                    GroupError::NotAMember(hsmls::wire::LeafIndex(3))
                 ));
             }
             MlsMessageBody::PrivateMessage(_) => {
@@ -382,6 +373,7 @@ fn replayed_messages() {
                 ),
                 "{err:?}"
             ),
+            other => panic!("no test for {other:?}"),
         }
         assert!(matches!(
             g[0].process_incoming(&proposal, NOW).unwrap(),
@@ -469,7 +461,7 @@ fn wrong_group_id() {
         };
         pm.group_id = b"the group".to_vec();
         pm.epoch = g[1].epoch();
-        let err = rejected(&mut g[1], &reencode(MlsMessageBody::PrivateMessage(pm)));
+        let err = rejected(&mut g[1], reencode(MlsMessageBody::PrivateMessage(pm)));
         assert!(
             matches!(
                 err,
@@ -540,7 +532,9 @@ fn welcome_not_for_us() {
     let mut g = group_of(2, &cfg, b"welcome");
     let s = signer("newcomer");
     let kp = key_package(&s);
-    let out = g[0].add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    let out = g[0]
+        .add_members(std::slice::from_ref(&kp.key_package), NOW)
+        .unwrap();
     let welcome = out.welcome.clone().unwrap();
     // A Welcome given to a member's process_incoming.
     assert!(matches!(
@@ -554,54 +548,40 @@ fn welcome_not_for_us() {
         GroupError::UnexpectedMessage(MessageRule::GroupInfo)
     ));
     assert!(matches!(
-        rejected(&mut g[1], &kp.to_bytes().unwrap()),
+        rejected(&mut g[1], kp.to_bytes().unwrap()),
         GroupError::UnexpectedMessage(MessageRule::KeyPackage)
     ));
     // Another KeyPackage of the same client cannot join from it.
     let other = key_package(&s);
     assert!(matches!(
-        Group::join_from_welcome(
-            cfg.clone(),
-            s.clone(),
-            validator(),
-            &other,
-            &welcome,
-            JoinOptions::default()
-        ),
+        Client::new(s.clone(), validator())
+            .with_group_config(cfg.clone())
+            .join_from_welcome(&other, &welcome, JoinOptions::default()),
         Err(GroupError::NotInWelcome)
     ));
     // A stranger cannot either.
     let stranger = signer("stranger");
     let theirs = key_package(&stranger);
     assert!(matches!(
-        Group::join_from_welcome(
-            cfg.clone(),
-            stranger,
-            validator(),
-            &theirs,
-            &welcome,
-            JoinOptions::default()
-        ),
+        Client::new(stranger, validator())
+            .with_group_config(cfg.clone())
+            .join_from_welcome(&theirs, &welcome, JoinOptions::default()),
         Err(GroupError::NotInWelcome)
     ));
     // A commit is not a Welcome.
     assert!(matches!(
-        Group::join_from_welcome(
-            cfg.clone(),
-            s.clone(),
-            validator(),
-            &kp,
-            &out.commit,
-            JoinOptions::default()
-        ),
+        Client::new(s.clone(), validator())
+            .with_group_config(cfg.clone())
+            .join_from_welcome(&kp, &out.commit, JoinOptions::default()),
         Err(GroupError::UnexpectedMessage(MessageRule::NotAWelcome))
     ));
     // The right KeyPackage joins; its init key was kept through the
     // refusals above.
     g[0].merge_pending_commit().unwrap();
-    let joined =
-        Group::join_from_welcome(cfg, s, validator(), &kp, &welcome, JoinOptions::default())
-            .unwrap();
+    let joined = Client::new(s, validator())
+        .with_group_config(cfg)
+        .join_from_welcome(&kp, &welcome, JoinOptions::default())
+        .unwrap();
     assert_eq!(joined.epoch_authenticator(), g[0].epoch_authenticator());
 }
 
@@ -613,7 +593,7 @@ fn public_message_framing_violations() {
     let MlsMessageBody::PublicMessage(pm) = MlsMessage::decode(&out.commit).unwrap().body else {
         panic!("a public commit");
     };
-    let edit = |f: &dyn Fn(&mut hsmls::codec::PublicMessage)| {
+    let edit = |f: &dyn Fn(&mut hsmls::internal::codec::PublicMessage)| {
         let mut m = pm.clone();
         f(&mut m);
         reencode(MlsMessageBody::PublicMessage(m))
@@ -621,7 +601,7 @@ fn public_message_framing_violations() {
     // A wrong membership tag.
     let err = rejected(
         &mut g[1],
-        &edit(&|m| {
+        edit(&|m| {
             if let Some(tag) = &mut m.membership_tag {
                 tag.0[0] ^= 1;
             }
@@ -639,7 +619,7 @@ fn public_message_framing_violations() {
         // (Non-member senders carry no membership tag, RFC 9420 §6.2.)
         let err = rejected(
             &mut g[1],
-            &edit(&|m| {
+            edit(&|m| {
                 m.content.sender = sender;
                 m.membership_tag = None;
             }),
@@ -654,7 +634,7 @@ fn public_message_framing_violations() {
     }
     let err = rejected(
         &mut g[1],
-        &edit(&|m| {
+        edit(&|m| {
             m.content.sender = Sender::NewMemberCommit;
             m.membership_tag = None;
         }),
@@ -670,14 +650,17 @@ fn public_message_framing_violations() {
     // A sender leaf beyond the tree.
     let err = rejected(
         &mut g[1],
-        &edit(&|m| m.content.sender = Sender::Member(LeafIndex(1000))),
+        edit(&|m| m.content.sender = Sender::Member(LeafIndex(1000))),
     );
-    assert!(matches!(err, GroupError::NotAMember(1000)), "{err:?}");
+    assert!(
+        matches!(err, GroupError::NotAMember(hsmls::wire::LeafIndex(1000))),
+        "{err:?}"
+    );
     // Application data in a PublicMessage.
     let err = rejected(
         &mut g[1],
-        &edit(&|m| {
-            m.content.body = hsmls::codec::FramedContentBody::Application(b"x".to_vec());
+        edit(&|m| {
+            m.content.body = hsmls::internal::codec::FramedContentBody::Application(b"x".to_vec());
             m.auth.confirmation_tag = None;
         }),
     );
@@ -691,7 +674,7 @@ fn public_message_framing_violations() {
     // Authenticated data added after signing.
     let err = rejected(
         &mut g[1],
-        &edit(&|m| m.content.authenticated_data = b"injected".to_vec()),
+        edit(&|m| m.content.authenticated_data = b"injected".to_vec()),
     );
     assert!(
         matches!(
@@ -701,9 +684,10 @@ fn public_message_framing_violations() {
         "{err:?}"
     );
     // A member whose policy refuses public handshakes.
-    g[2].set_config(GroupConfig {
-        accept_public_handshakes: false,
-        ..public.clone()
+    g[2].set_config({
+        let mut o = public.clone();
+        o.accept_public_handshakes = false;
+        o
     });
     assert!(matches!(
         rejected(&mut g[2], &out.commit),
@@ -716,14 +700,9 @@ fn public_message_framing_violations() {
 
 #[test]
 fn out_of_order_bounds() {
-    use hsmls::secret_tree::SecretTreeConfig;
-    let cfg = GroupConfig {
-        secret_tree: SecretTreeConfig {
-            max_forward_distance: 20,
-            out_of_order_tolerance: 3,
-        },
-        ..GroupConfig::default()
-    };
+    use hsmls::SecretTreeConfig;
+    let mut cfg = GroupConfig::default();
+    cfg.secret_tree = SecretTreeConfig::new(20, 3);
     let mut g = group_of(2, &cfg, b"out of order");
     let messages: Vec<Vec<u8>> = (0..30)
         .map(|i| {

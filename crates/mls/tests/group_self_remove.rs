@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{
+use hsmls::wire::{
     Credential, Encode, Proposal, ProposalType, SELF_REMOVE_PROPOSAL_TYPE, SelfRemove,
 };
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CredentialValidator, Group, GroupConfig, GroupError,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupError,
+    JoinOptions, KeyPackageConfig, ProcessedMessage, ProposalRule, Signer,
 };
 use hsmls_custody::SoftwareCustody;
 
@@ -28,41 +28,27 @@ fn signer(name: &str) -> Signer {
 }
 
 fn three() -> Vec<Group> {
-    let mut a = Group::create(
-        GroupConfig::default(),
-        signer("alice"),
-        validator(),
-        b"g".to_vec(),
-        vec![],
-        NOW,
-    )
-    .unwrap();
+    let mut a = Client::new(signer("alice"), validator())
+        .create_group(b"g".to_vec(), vec![], NOW)
+        .unwrap();
     let (sb, sc) = (signer("bob"), signer("carol"));
-    let kb = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &sb).unwrap();
-    let kc = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &sc).unwrap();
+    let kb = Client::new(sb.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
+    let kc = Client::new(sc.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        .unwrap();
     let out = a
-        .add_members(&[&kb.to_bytes().unwrap(), &kc.to_bytes().unwrap()], NOW)
+        .add_members(&[kb.key_package.clone(), kc.key_package.clone()], NOW)
         .unwrap();
     a.merge_pending_commit().unwrap();
     let w = out.welcome.unwrap();
-    let b = Group::join_from_welcome(
-        GroupConfig::default(),
-        sb,
-        validator(),
-        &kb,
-        &w,
-        JoinOptions::default(),
-    )
-    .unwrap();
-    let c = Group::join_from_welcome(
-        GroupConfig::default(),
-        sc,
-        validator(),
-        &kc,
-        &w,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let b = Client::new(sb, validator())
+        .join_from_welcome(&kb, &w, JoinOptions::default())
+        .unwrap();
+    let c = Client::new(sc, validator())
+        .join_from_welcome(&kc, &w, JoinOptions::default())
+        .unwrap();
     vec![a, b, c]
 }
 
@@ -88,7 +74,7 @@ fn member_self_removes_and_another_commits() {
                 proposal, sender, ..
             } => {
                 assert_eq!(proposal, Proposal::SelfRemove(SelfRemove {}));
-                assert_eq!(sender, hsmls::codec::Sender::Member(bob));
+                assert_eq!(sender, hsmls::wire::Sender::Member(bob));
             }
             other => panic!("{other:?}"),
         }
@@ -140,7 +126,7 @@ fn self_remove_conflicting_with_remove_of_same_leaf_is_refused() {
         ProcessedMessage::Proposal { .. }
     ));
     let mut options = CommitOptions::new();
-    options.remove_leaves = vec![bob.0];
+    options.remove_leaves = vec![bob];
     let before = g[0].state_snapshot();
     assert!(matches!(
         g[0].commit(options, NOW),

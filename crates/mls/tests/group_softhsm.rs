@@ -16,9 +16,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use hsmls::tree_math::LeafIndex;
+use hsmls::wire::LeafIndex;
 use hsmls::{
-    CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
+    Client, CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
     ProcessedMessage,
 };
 use hsmls_custody::pkcs11::{Pkcs11Config, Pkcs11Uri};
@@ -181,38 +181,30 @@ fn full_scenario_with_keys_in_softhsm() {
 
     // Alice creates the group and adds Bob, Carol and Dave by Welcome.
     members[0].group = Some(
-        Group::create(
-            gconfig.clone(),
-            members[0].signer.clone(),
-            validator(),
-            b"softhsm group".to_vec(),
-            Vec::new(),
-            NOW,
-        )
-        .unwrap(),
+        Client::new(members[0].signer.clone(), validator())
+            .with_group_config(gconfig.clone())
+            .create_group(b"softhsm group".to_vec(), Vec::new(), NOW)
+            .unwrap(),
     );
     let bundles: Vec<KeyPackageBundle> = members[1..]
         .iter()
-        .map(|m| KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &m.signer))
+        .map(|m| {
+            Client::new(m.signer.clone(), validator())
+                .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+        })
         .collect::<Result<_, _>>()
         .unwrap();
-    let kps: Vec<Vec<u8>> = bundles.iter().map(|b| b.to_bytes().unwrap()).collect();
-    let kp_refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
-    let out = members[0].group().add_members(&kp_refs, NOW).unwrap();
+    let kps: Vec<hsmls::KeyPackage> = bundles.iter().map(|b| b.key_package.clone()).collect();
+    let out = members[0].group().add_members(&kps, NOW).unwrap();
     assert_eq!(out.adds.len(), 3);
     members[0].group().merge_pending_commit().unwrap();
     let welcome = out.welcome.clone().expect("a Welcome");
     for (m, bundle) in members[1..].iter_mut().zip(&bundles) {
         m.group = Some(
-            Group::join_from_welcome(
-                gconfig.clone(),
-                m.signer.clone(),
-                validator(),
-                bundle,
-                &welcome,
-                JoinOptions::default(),
-            )
-            .unwrap(),
+            Client::new(m.signer.clone(), validator())
+                .with_group_config(gconfig.clone())
+                .join_from_welcome(bundle, &welcome, JoinOptions::default())
+                .unwrap(),
         );
     }
     check_agreement(&members);

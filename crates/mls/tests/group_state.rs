@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::Credential;
 use hsmls::state::{FORMAT_VERSION, MAGIC, RecordKind, SealedHeader};
-use hsmls::tree_math::LeafIndex;
+use hsmls::wire::Credential;
+use hsmls::wire::LeafIndex;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CredentialValidator, EpochRecord, Group, GroupConfig,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, SavedGroup, Signer,
-    StateError,
+    BasicCredentialValidator, Client, CommitOptions, CredentialValidator, EpochRecord, Group,
+    GroupConfig, JoinOptions, KeyPackage, KeyPackageBundle, KeyPackageConfig, ProcessedMessage,
+    SavedGroup, Signer, StateError,
 };
 use hsmls_crypto::Secret;
 use hsmls_custody::{KeyCustody, SoftwareCustody, SoftwareSealer, StateSealer};
@@ -26,10 +26,10 @@ fn validator() -> Arc<dyn CredentialValidator> {
     Arc::new(BasicCredentialValidator::default())
 }
 
-/// A member: its custody (with its sealer) and its group.
+/// A member: its custody (with its sealer), its client and its group.
 struct Member {
     custody: Arc<SoftwareCustody>,
-    signer: Signer,
+    client: Client,
     group: Option<Group>,
 }
 
@@ -43,7 +43,7 @@ impl Member {
         .unwrap();
         Member {
             custody,
-            signer,
+            client: Client::new(signer, validator()),
             group: None,
         }
     }
@@ -67,33 +67,38 @@ impl Member {
     }
 
     fn load(&self, saved: &SavedGroup) -> Result<Group, StateError> {
-        Group::load(
+        self.client.load_group(
             self.custody.state_sealer(),
-            self.custody.clone(),
-            validator(),
             &saved.group_id,
             &saved.state,
             &saved.epoch_records,
         )
     }
 
+    /// Loads a state blob (no epoch records) with `sealer`.
+    fn load_blob(
+        &self,
+        sealer: &dyn StateSealer,
+        group_id: &[u8],
+        state: &[u8],
+    ) -> Result<Group, StateError> {
+        self.client.load_group(sealer, group_id, state, &[])
+    }
+
     fn key_package(&self) -> KeyPackageBundle {
-        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 3600), &self.signer).unwrap()
+        self.client
+            .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
+            .unwrap()
     }
 }
 
 fn create(config: GroupConfig, group_id: &[u8]) -> Member {
     let mut a = Member::new("alice");
+    a.client = a.client.clone().with_group_config(config);
     a.group = Some(
-        Group::create(
-            config,
-            a.signer.clone(),
-            validator(),
-            group_id.to_vec(),
-            Vec::new(),
-            NOW,
-        )
-        .unwrap(),
+        a.client
+            .create_group(group_id.to_vec(), Vec::new(), NOW)
+            .unwrap(),
     );
     a
 }
@@ -101,20 +106,18 @@ fn create(config: GroupConfig, group_id: &[u8]) -> Member {
 /// `committer` adds `joiners` by Welcome.
 fn add(members: &mut [Member], committer: usize, joiners: &[usize]) {
     let bundles: Vec<_> = joiners.iter().map(|&j| members[j].key_package()).collect();
-    let kps: Vec<Vec<u8>> = bundles.iter().map(|b| b.to_bytes().unwrap()).collect();
-    let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
-    let out = members[committer].g().add_members(&refs, NOW).unwrap();
+    let kps: Vec<KeyPackage> = bundles.iter().map(|b| b.key_package.clone()).collect();
+    let out = members[committer].g().add_members(&kps, NOW).unwrap();
     deliver(members, committer, &out.commit);
     for (&j, bundle) in joiners.iter().zip(&bundles) {
-        let g = Group::join_from_welcome(
-            GroupConfig::default(),
-            members[j].signer.clone(),
-            validator(),
-            bundle,
-            out.welcome.as_ref().unwrap(),
-            JoinOptions::default(),
-        )
-        .unwrap();
+        let g = members[j]
+            .client
+            .join_from_welcome(
+                bundle,
+                out.welcome.as_ref().unwrap(),
+                JoinOptions::default(),
+            )
+            .unwrap();
         members[j].group = Some(g);
     }
     agree(members);
@@ -286,7 +289,7 @@ fn a_pending_commit_and_sent_messages_survive_a_restart() {
     let mut options = CommitOptions::new();
     options.force_path = true;
     options.authenticated_data = b"mine".to_vec();
-    m[0].g().commit(options, NOW).unwrap();
+    let _lost = m[0].g().commit(options, NOW).unwrap();
     let saved = m[0].save();
     m[0].restart(&saved);
     let won = m[1].g().self_update(NOW).unwrap();
@@ -329,64 +332,77 @@ fn a_saved_key_package_bundle_joins_after_a_restart() {
         Member::new("dave"),
     ];
     let bundle = m[1].key_package();
-    let saved = bundle
-        .save(&m[1].signer, m[1].custody.state_sealer())
+    let saved = m[1]
+        .client
+        .save_key_package(&bundle, m[1].custody.state_sealer())
         .unwrap();
     assert_eq!(saved.reference, bundle.key_package.reference().as_slice());
     assert!(!saved.last_resort);
     assert_eq!(saved.not_after, NOW - 10 + 3600);
-    let (loaded, signer) = KeyPackageBundle::load(
-        m[1].custody.state_sealer(),
-        m[1].custody.clone(),
-        &saved.reference,
-        &saved.data,
-    )
-    .unwrap();
+    // The process restarts: a new client with the same signature key.
+    let restarted = Client::new(m[1].client.signer().clone(), validator());
+    let loaded = restarted
+        .load_key_package(m[1].custody.state_sealer(), &saved.reference, &saved.data)
+        .unwrap();
     assert!(loaded == bundle);
-    assert_eq!(signer.signature_key, m[1].signer.signature_key);
-    assert_eq!(signer.credential, m[1].signer.credential);
     let out = m[0]
         .g()
-        .add_members(&[&loaded.to_bytes().unwrap()], NOW)
+        .add_members(std::slice::from_ref(&loaded.key_package), NOW)
         .unwrap();
     m[0].g().merge_pending_commit().unwrap();
     m[1].group = Some(
-        Group::join_from_welcome(
-            GroupConfig::default(),
-            signer,
-            validator(),
-            &loaded,
-            &out.welcome.unwrap(),
-            JoinOptions::default(),
-        )
-        .unwrap(),
+        restarted
+            .join_from_welcome(&loaded, &out.welcome.unwrap(), JoinOptions::default())
+            .unwrap(),
     );
     agree(&m);
 
-    // Last resort is in clear; the bundle of another KeyPackage, and a
-    // signer that did not sign it, are refused.
-    let lr =
-        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW, 60).last_resort(), &m[1].signer)
-            .unwrap();
-    let saved_lr = lr.save(&m[1].signer, m[1].custody.state_sealer()).unwrap();
+    // Last resort is in clear; the bundle of another KeyPackage, a client
+    // that did not sign it (saving or loading), and a state blob are
+    // refused.
+    let lr = m[1]
+        .client
+        .generate_key_package(&KeyPackageConfig::new(NOW, 60).last_resort())
+        .unwrap();
+    let saved_lr = m[1]
+        .client
+        .save_key_package(&lr, m[1].custody.state_sealer())
+        .unwrap();
     assert!(saved_lr.last_resort);
     assert!(matches!(
-        KeyPackageBundle::load(
+        m[1].client.load_key_package(
             m[1].custody.state_sealer(),
-            m[1].custody.clone(),
             &saved.reference,
             &saved_lr.data
         ),
         Err(StateError::WrongKeyPackage { .. })
     ));
     assert!(matches!(
-        lr.save(&m[0].signer, m[1].custody.state_sealer()),
+        m[0].client
+            .save_key_package(&lr, m[1].custody.state_sealer()),
+        Err(StateError::KeyMismatch { .. })
+    ));
+    // Another signature key in the same custody: its client does not
+    // load Dave's bundle.
+    let other = Client::new(
+        Signer::generate(
+            m[1].custody.clone() as Arc<dyn KeyCustody>,
+            Credential::Basic(b"dave".to_vec()),
+        )
+        .unwrap(),
+        validator(),
+    );
+    assert!(matches!(
+        other.load_key_package(
+            m[1].custody.state_sealer(),
+            &saved_lr.reference,
+            &saved_lr.data
+        ),
         Err(StateError::KeyMismatch { .. })
     ));
     assert!(matches!(
-        KeyPackageBundle::load(
+        m[1].client.load_key_package(
             m[1].custody.state_sealer(),
-            m[1].custody.clone(),
             &saved_lr.reference,
             &m[0].save().state
         ),
@@ -428,15 +444,9 @@ fn every_flipped_byte_of_a_small_blob_gives_its_typed_error() {
     for i in 0..blob.len() {
         let mut bad = blob.clone();
         bad[i] ^= 0x01;
-        let e = Group::load(
-            a.custody.state_sealer(),
-            a.custody.clone(),
-            validator(),
-            group_id,
-            &bad,
-            &[],
-        )
-        .unwrap_err();
+        let e = a
+            .load_blob(a.custody.state_sealer(), group_id, &bad)
+            .unwrap_err();
         let ok = match i {
             0..8 => matches!(e, StateError::BadMagic),
             8 => matches!(e, StateError::UnknownVersion(0x0101)),
@@ -469,16 +479,7 @@ fn every_flipped_byte_of_a_small_blob_gives_its_typed_error() {
 fn every_truncation_is_truncated_and_a_longer_blob_trailing() {
     let a = create(GroupConfig::default(), b"truncate");
     let saved = a.save();
-    let load = |blob: &[u8]| {
-        Group::load(
-            a.custody.state_sealer(),
-            a.custody.clone(),
-            validator(),
-            b"truncate",
-            blob,
-            &[],
-        )
-    };
+    let load = |blob: &[u8]| a.load_blob(a.custody.state_sealer(), b"truncate", blob);
     for len in 0..saved.state.len() {
         let e = load(&saved.state[..len]).unwrap_err();
         assert!(matches!(e, StateError::Truncated), "{len}: {e:?}");
@@ -511,15 +512,7 @@ fn a_blob_of_another_token_or_group_is_refused() {
     let a = create(GroupConfig::default(), b"group A");
     let saved = a.save();
     let other = SoftwareSealer::generate();
-    let e = Group::load(
-        &other,
-        a.custody.clone(),
-        validator(),
-        b"group A",
-        &saved.state,
-        &[],
-    )
-    .unwrap_err();
+    let e = a.load_blob(&other, b"group A", &saved.state).unwrap_err();
     match e {
         StateError::SealedByAnotherKey { expected, found } => {
             assert_eq!(expected, hex(other.key_id()));
@@ -527,15 +520,9 @@ fn a_blob_of_another_token_or_group_is_refused() {
         }
         e => panic!("{e:?}"),
     }
-    let e = Group::load(
-        a.custody.state_sealer(),
-        a.custody.clone(),
-        validator(),
-        b"group B",
-        &saved.state,
-        &[],
-    )
-    .unwrap_err();
+    let e = a
+        .load_blob(a.custody.state_sealer(), b"group B", &saved.state)
+        .unwrap_err();
     match e {
         StateError::WrongGroup { expected, found } => {
             assert_eq!(expected, hex(b"group B"));
@@ -543,19 +530,33 @@ fn a_blob_of_another_token_or_group_is_refused() {
         }
         e => panic!("{e:?}"),
     }
-    // Keys of another custody: the state names keys this one lacks.
-    let stranger = Arc::new(SoftwareCustody::new());
-    assert!(matches!(
-        Group::load(
-            a.custody.state_sealer(),
-            stranger,
-            validator(),
-            b"group A",
-            &saved.state,
-            &[]
+    // Keys of another custody: the state names keys this one lacks (a
+    // client whose custody is empty)...
+    let empty = Client::new(
+        Signer::new(
+            Arc::new(SoftwareCustody::new()),
+            a.client.signer().signature_key.clone(),
+            Credential::Basic(b"alice".to_vec()),
         ),
-        Err(StateError::KeyNotFound { .. })
-    ));
+        validator(),
+    );
+    let e = empty
+        .load_group(a.custody.state_sealer(), b"group A", &saved.state, &[])
+        .unwrap_err();
+    assert!(matches!(e, StateError::KeyNotFound { .. }), "{e:?}");
+    // ... or holds other keys under the same references.
+    let stranger = Client::new(
+        Signer::generate(
+            Arc::new(SoftwareCustody::new()),
+            Credential::Basic(b"alice".to_vec()),
+        )
+        .unwrap(),
+        validator(),
+    );
+    let e = stranger
+        .load_group(a.custody.state_sealer(), b"group A", &saved.state, &[])
+        .unwrap_err();
+    assert!(matches!(e, StateError::KeyMismatch { .. }), "{e:?}");
     assert!(a.load(&saved).is_ok());
 }
 
@@ -650,7 +651,7 @@ fn saved_group_debug_shows_no_bytes() {
 
 #[test]
 fn a_closed_group_reinitializes_after_a_restart_and_the_link_is_kept() {
-    use hsmls::codec::{CipherSuite, ProtocolVersion, ReInit};
+    use hsmls::wire::{CipherSuite, ProtocolVersion, ReInit};
     let mut m = vec![create(GroupConfig::default(), b"old"), Member::new("bob")];
     add(&mut m, 0, &[1]);
     let reinit = ReInit {
@@ -672,25 +673,12 @@ fn a_closed_group_reinitializes_after_a_restart_and_the_link_is_kept() {
     }
     // The loaded old groups carry the reinit PSK into the new group.
     let kp = m[1].key_package();
-    let (a_signer, b_signer) = (m[0].signer.clone(), m[1].signer.clone());
-    let (new_a, out) = m[0]
-        .g()
-        .reinit_group(
-            GroupConfig::default(),
-            a_signer,
-            &[&kp.to_bytes().unwrap()],
-            NOW,
-        )
+    let (a_client, b_client) = (m[0].client.clone(), m[1].client.clone());
+    let (new_a, out) = a_client
+        .reinit_group(m[0].g(), std::slice::from_ref(&kp.key_package), NOW)
         .unwrap();
-    let new_b = m[1]
-        .g()
-        .join_reinit(
-            GroupConfig::default(),
-            b_signer,
-            &kp,
-            &out.welcome.unwrap(),
-            JoinOptions::default(),
-        )
+    let new_b = b_client
+        .join_reinit(m[1].g(), &kp, &out.welcome.unwrap(), JoinOptions::default())
         .unwrap();
     m[0].group = Some(new_a);
     m[1].group = Some(new_b);

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
-use hsmls::{Group, GroupConfig, KeyPackageBundle, KeyPackageConfig, StateError};
+use hsmls::{Client, KeyPackageConfig, StateError};
 use hsmls_custody::{KeyCustody, Pkcs11Custody, SoftwareCustody, StateSealer};
 
 use common::{NOW, member, pkcs11_config, validator};
@@ -19,27 +19,16 @@ fn a_token_sealed_state_loads_and_other_keys_or_alterations_are_refused() {
     let custody = Arc::new(Pkcs11Custody::open(&pkcs11_config()).unwrap());
     let sealer = custody.state_sealer().unwrap();
     let mut alice = member(custody.clone(), "alice");
-    let group = Group::create(
-        GroupConfig::default(),
-        alice.signer.clone(),
-        validator(),
-        b"sealed in the token".to_vec(),
-        Vec::new(),
-        NOW,
-    )
-    .unwrap();
-    let bundle =
-        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW, 60), &alice.signer).unwrap();
+    let client = Client::new(alice.signer.clone(), validator());
+    let group = client
+        .create_group(b"sealed in the token".to_vec(), Vec::new(), NOW)
+        .unwrap();
+    let bundle = client
+        .generate_key_package(&KeyPackageConfig::new(NOW, 60))
+        .unwrap();
     let saved = group.save(&sealer).unwrap();
     let load = |sealer: &dyn StateSealer, state: &[u8]| {
-        Group::load(
-            sealer,
-            custody.clone() as Arc<dyn KeyCustody>,
-            validator(),
-            b"sealed in the token",
-            state,
-            &[],
-        )
+        client.load_group(sealer, b"sealed in the token", state, &[])
     };
     let loaded = load(&sealer, &saved.state).unwrap();
     assert!(loaded.state_snapshot() == group.state_snapshot());
@@ -84,18 +73,13 @@ fn a_token_sealed_state_loads_and_other_keys_or_alterations_are_refused() {
     ));
 
     // The KeyPackage bundle too.
-    let saved_kp = bundle.save(&alice.signer, &sealer).unwrap();
-    let (loaded_kp, signer) = KeyPackageBundle::load(
-        &sealer,
-        custody.clone(),
-        &saved_kp.reference,
-        &saved_kp.data,
-    )
-    .unwrap();
+    let saved_kp = client.save_key_package(&bundle, &sealer).unwrap();
+    let loaded_kp = client
+        .load_key_package(&sealer, &saved_kp.reference, &saved_kp.data)
+        .unwrap();
     assert!(loaded_kp == bundle);
-    assert_eq!(signer.signature_key, alice.signer.signature_key);
     assert!(matches!(
-        KeyPackageBundle::load(&other, custody.clone(), &saved_kp.reference, &saved_kp.data),
+        client.load_key_package(&other, &saved_kp.reference, &saved_kp.data),
         Err(StateError::SealedByAnotherKey { .. })
     ));
 

@@ -1,7 +1,7 @@
 //! key-schedule.json (mlswg/mls-implementations test vectors): every case of
 //! cipher suite 0x0002, every epoch, every output.
 
-use hsmls::key_schedule::{JoinerSecret, KeySchedule};
+use hsmls::internal::key_schedule::{JoinerSecret, KeySchedule};
 use hsmls_crypto::{CipherSuite, Secret};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
@@ -141,7 +141,8 @@ fn key_schedule_vectors() {
                 &e.welcome_secret,
             );
             let epoch_secret = member.epoch_secret(cs, &e.group_context).unwrap();
-            let joined = hsmls::key_schedule::EpochSecrets::derive(cs, epoch_secret).unwrap();
+            let joined =
+                hsmls::internal::key_schedule::EpochSecrets::derive(cs, epoch_secret).unwrap();
             check(
                 "encryption_secret (joiner)",
                 &joined.encryption_secret,
@@ -165,7 +166,8 @@ fn external_init_round_trip() {
     let ks = KeySchedule::run(cs, &Secret::zero(32), None, None, b"group context").unwrap();
     let external_pub = ks.epoch.external_key_pair(cs).unwrap();
     let (kem_output, joiner_init) =
-        hsmls::key_schedule::external_init(cs, external_pub.public_key().as_bytes()).unwrap();
+        hsmls::internal::key_schedule::external_init(cs, external_pub.public_key().as_bytes())
+            .unwrap();
     let member_init = ks.epoch.external_init_secret(cs, &kem_output).unwrap();
     assert_eq!(joiner_init, member_init);
     assert_eq!(joiner_init.len(), 32);

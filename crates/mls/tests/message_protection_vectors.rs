@@ -10,20 +10,24 @@
 //! and leaves the secret tree unchanged, after which the genuine message
 //! still decrypts.
 
-use hsmls::codec::{
-    AuthenticatedContent, CipherSuite as WireCipherSuite, Commit, Decode, Encode, FramedContent,
-    FramedContentBody, GroupContext, Mac, MlsMessage, MlsMessageBody, PrivateContentAad,
-    PrivateMessage, PrivateMessageContent, Proposal, ProtocolVersion, PublicMessage, Sender,
-    SenderData, SenderDataAad, SignaturePublicKey, WireFormat,
+use hsmls::PaddingPolicy;
+use hsmls::SecretTreeConfig;
+use hsmls::error::ProtectionError;
+use hsmls::error::SecretTreeError;
+use hsmls::internal::codec::{
+    AuthenticatedContent, Commit, FramedContent, FramedContentBody, Mac, MlsMessage,
+    MlsMessageBody, PrivateContentAad, PrivateMessage, PrivateMessageContent, PublicMessage,
+    SenderData, SenderDataAad,
 };
-use hsmls::message_protection::{
-    Membership, PaddingPolicy, ProtectionError, protect_private, protect_public, sign_content,
-    unprotect_private, unprotect_public,
+use hsmls::internal::message_protection::{
+    Membership, protect_private, protect_public, sign_content, unprotect_private, unprotect_public,
 };
-use hsmls::secret_tree::{
-    RatchetType, SecretTree, SecretTreeConfig, SecretTreeError, sender_data_key_nonce,
+use hsmls::internal::secret_tree::{RatchetType, SecretTree, sender_data_key_nonce};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{
+    CipherSuite as WireCipherSuite, Decode, Encode, GroupContext, Proposal, ProtocolVersion,
+    Sender, SignaturePublicKey, WireFormat,
 };
-use hsmls::tree_math::LeafIndex;
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider, Secret};
 use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
@@ -589,7 +593,7 @@ fn private_message_rejections_leave_state_unchanged() {
         matches!(e, ProtectionError::ContentDecryption)
     });
     let mut m = genuine.clone();
-    m.content_type = hsmls::codec::ContentType::Proposal;
+    m.content_type = hsmls::wire::ContentType::Proposal;
     rejected(&f, &mut tree, &m, members, ctx, |e| {
         matches!(e, ProtectionError::SenderDataDecryption)
     });
@@ -626,7 +630,7 @@ fn private_message_rejections_leave_state_unchanged() {
     // The sender's leaf is blank.
     let blank = vec![members[0].clone(), None];
     rejected(&f, &mut tree, &genuine, &blank, ctx, |e| {
-        matches!(e, ProtectionError::UnknownSender(1))
+        matches!(e, ProtectionError::UnknownSender(LeafIndex(1)))
     });
     // Another member's key for leaf 1: the signature fails after a
     // successful decryption, and the key is still not consumed.
@@ -668,11 +672,11 @@ fn seal_raw(
     f: &Fixture,
     sender_tree: &mut SecretTree,
     leaf: LeafIndex,
-    content_type: hsmls::codec::ContentType,
+    content_type: hsmls::wire::ContentType,
     plaintext: &[u8],
 ) -> PrivateMessage {
     let cs = f.cs;
-    let ratchet = if content_type == hsmls::codec::ContentType::Application {
+    let ratchet = if content_type == hsmls::wire::ContentType::Application {
         RatchetType::Application
     } else {
         RatchetType::Handshake
@@ -732,7 +736,7 @@ fn padding_must_be_zero() {
     };
     let mut plaintext = Vec::with_capacity(pmc.tls_serialized_len());
     pmc.tls_serialize(&mut plaintext).unwrap();
-    let app = hsmls::codec::ContentType::Application;
+    let app = hsmls::wire::ContentType::Application;
 
     // Zero padding decrypts (and the reuse guard of zero is handled).
     let mut sender_tree = f.tree();
@@ -780,7 +784,7 @@ fn sender_data_rejections() {
     };
     let mut plaintext = Vec::new();
     pmc.tls_serialize(&mut plaintext).unwrap();
-    let app = hsmls::codec::ContentType::Application;
+    let app = hsmls::wire::ContentType::Application;
 
     // A sender data naming a leaf outside the tree: sealed by hand with a
     // three-leaf sender tree whose leaf 2 the two-leaf receiver lacks.
@@ -794,7 +798,7 @@ fn sender_data_rejections() {
     let m = seal_raw(&f, &mut big, LeafIndex(2), app, &plaintext);
     let mut tree = f.tree();
     rejected(&f, &mut tree, &m, &f.members, &f.context, |e| {
-        matches!(e, ProtectionError::UnknownSender(2))
+        matches!(e, ProtectionError::UnknownSender(LeafIndex(2)))
     });
     let mut three = f.members.clone();
     three.push(f.members[1].clone());

@@ -3,10 +3,10 @@
 
 use std::fmt::Debug;
 
-use hsmls::codec::{
-    Add, Commit, ContentType, Decode, Encode, ExternalInit, GroupContextExtensions, GroupSecrets,
-    LeafNodeSource, MlsMessage, MlsMessageBody, Node, PreSharedKey, RatchetTree, ReInit, Remove,
-    Update, WireFormat, vl,
+use hsmls::internal::codec::{Commit, GroupSecrets, MlsMessage, MlsMessageBody, vl};
+use hsmls::wire::{
+    Add, ContentType, Decode, Encode, ExternalInit, GroupContextExtensions, LeafNodeSource, Node,
+    PreSharedKey, RatchetTree, ReInit, Remove, Update, WireFormat,
 };
 use hsmls_test_vectors::{CaseCounter, load, unhex};
 use serde::Deserialize;
@@ -152,13 +152,13 @@ fn messages_vectors() {
 
 /// Decodes `e`'s data as `T`, re-encodes it and checks the extension is
 /// unchanged.
-fn payload_round_trip<T: hsmls::codec::ExtensionData + Debug>(e: &hsmls::codec::Extension) {
+fn payload_round_trip<T: hsmls::wire::ExtensionData + Debug>(e: &hsmls::wire::Extension) {
     let data = e
         .data_as::<T>()
         .expect("type matches")
         .unwrap_or_else(|err| panic!("{:?} data: {err}", e.extension_type));
     assert_eq!(
-        &hsmls::codec::Extension::from_data(&data).expect("encode"),
+        &hsmls::wire::Extension::from_data(&data).expect("encode"),
         e
     );
 }
@@ -169,7 +169,7 @@ fn payload_round_trip<T: hsmls::codec::ExtensionData + Debug>(e: &hsmls::codec::
 /// external_pub in every GroupInfo.
 #[test]
 fn extension_payloads_in_vectors() {
-    use hsmls::codec::{
+    use hsmls::wire::{
         ApplicationId, Extension, ExtensionType, ExternalPub, ExternalSenders, RequiredCapabilities,
     };
     let cases: Vec<Case> = load("messages.json");

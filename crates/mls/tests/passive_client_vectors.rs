@@ -18,12 +18,13 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::{Decode, Encode, MlsMessage, MlsMessageBody, RatchetTree};
-use hsmls::group::PskStore;
-use hsmls::key_package::KeyPackageIn;
-use hsmls::message_protection::ProtectionError;
+use hsmls::KeyPackageIn;
+use hsmls::PskStore;
+use hsmls::error::ProtectionError;
+use hsmls::internal::codec::{MlsMessage, MlsMessageBody};
+use hsmls::wire::{Decode, Encode, RatchetTree};
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, GroupError, JoinOptions,
+    BasicCredentialValidator, Client, CredentialValidator, GroupError, JoinOptions,
     KeyPackageBundle, ProcessedMessage, Signer, WelcomePart,
 };
 use hsmls_crypto::Secret;
@@ -96,14 +97,14 @@ fn run_case(case: &Case) -> Result<(), String> {
     let kp_in =
         KeyPackageIn::from_bytes(&case.key_package).map_err(|e| format!("key_package: {e}"))?;
     let lifetime = match &kp_in.0.leaf_node.leaf_node_source {
-        hsmls::codec::LeafNodeSource::KeyPackage(l) => *l,
+        hsmls::wire::LeafNodeSource::KeyPackage(l) => *l,
         _ => return Err("key_package leaf is not of source key_package".into()),
     };
     // A time inside the vector's KeyPackage lifetime.
     let now = lifetime.not_before + (lifetime.not_after - lifetime.not_before) / 2;
     let key_package = kp_in
         .validate(
-            hsmls::codec::CipherSuite(case.cipher_suite),
+            hsmls::wire::CipherSuite(case.cipher_suite),
             validator.as_ref(),
             now,
         )
@@ -131,29 +132,20 @@ fn run_case(case: &Case) -> Result<(), String> {
         signature_key,
         wire.leaf_node.credential.clone(),
     );
-    let bundle = KeyPackageBundle {
-        key_package,
-        init_key: init_key.clone(),
-        encryption_key,
-    };
+    let bundle = KeyPackageBundle::from_keys(key_package, init_key.clone(), encryption_key);
 
     let ratchet_tree = match &case.ratchet_tree {
         Some(bytes) => Some(RatchetTree::decode(bytes).map_err(|e| format!("ratchet_tree: {e}"))?),
         None => None,
     };
-    let mut group = Group::join_from_welcome(
-        GroupConfig::default(),
-        signer,
-        validator,
-        &bundle,
-        &case.welcome,
-        JoinOptions {
-            ratchet_tree,
-            psks: psk_store(&case.external_psks),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| format!("join_from_welcome: {e}"))?;
+    let mut group = Client::new(signer, validator)
+        .join_from_welcome(&bundle, &case.welcome, {
+            let mut join = JoinOptions::default();
+            join.ratchet_tree = ratchet_tree;
+            join.psks = psk_store(&case.external_psks);
+            join
+        })
+        .map_err(|e| format!("join_from_welcome: {e}"))?;
     if group.epoch_authenticator() != case.initial_epoch_authenticator.as_slice() {
         return Err("initial_epoch_authenticator differs".into());
     }

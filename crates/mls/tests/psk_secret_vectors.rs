@@ -1,8 +1,8 @@
 //! psk_secret.json (mlswg/mls-implementations test vectors): every case of
 //! cipher suite 0x0002.
 
-use hsmls::codec::{PreSharedKeyId, Psk};
-use hsmls::psk::{PskInput, psk_secret};
+use hsmls::internal::psk::{PskInput, psk_secret};
+use hsmls::wire::{PreSharedKeyId, Psk};
 use hsmls_crypto::{CipherSuite, Secret};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;

@@ -11,37 +11,45 @@ mod common;
 use std::sync::Arc;
 
 use common::{NOW, deliver_commit, member, validator};
-use hsmls::codec::{
+use hsmls::internal::codec::{
     Decode, Encode, FramedContentBody, HpkePublicKey, Mac, MlsMessage, MlsMessageBody, Proposal,
     ProposalOrRef, PublicMessage, Remove, Sender, WireFormat,
 };
-use hsmls::message_protection::{ProtectionError, sign_content};
-use hsmls::tree::TreeError;
+use hsmls::internal::message_protection::{ProtectionError, sign_content};
+use hsmls::internal::tree::TreeError;
 use hsmls::{
-    CommitOptions, Group, GroupConfig, GroupError, HandshakeFraming, JoinOptions, KeyPackageBundle,
-    KeyPackageConfig, MessageRule, ObservedMessage, ProcessedMessage, ProposalRule, PublicGroup,
-    WelcomeRule,
+    Client, CommitOptions, GroupConfig, GroupError, HandshakeFraming, JoinOptions, KeyPackage,
+    KeyPackageBundle, KeyPackageConfig, MessageRule, ObservedMessage, ProcessedMessage,
+    ProposalRule, PublicGroup, WelcomeRule,
 };
 use hsmls_custody::{KeyCustody, SoftwareCustody};
 
 type M = common::Member<SoftwareCustody>;
 
 fn config() -> GroupConfig {
-    GroupConfig {
-        handshake_framing: HandshakeFraming::Public,
-        ..GroupConfig::default()
-    }
+    let mut c = GroupConfig::default();
+    c.handshake_framing = HandshakeFraming::Public;
+    c
+}
+
+/// `m` as a client with PublicMessage handshakes.
+fn client(m: &M) -> Client {
+    Client::new(m.signer.clone(), validator()).with_group_config(config())
 }
 
 fn soft(name: &str) -> M {
     member(Arc::new(SoftwareCustody::new()), name)
 }
 
-fn kp(m: &M) -> (KeyPackageBundle, Vec<u8>) {
-    let b =
-        KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 86_400), &m.signer).unwrap();
-    let bytes = b.to_bytes().unwrap();
-    (b, bytes)
+/// A KeyPackage bundle of `m`, and its KeyPackage as another member
+/// validates it.
+fn kp(m: &M) -> (KeyPackageBundle, KeyPackage) {
+    let c = client(m);
+    let b = c
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 86_400))
+        .unwrap();
+    let kp = c.validate_key_package(&b.to_bytes().unwrap(), NOW).unwrap();
+    (b, kp)
 }
 
 /// The observer and every member agree.
@@ -61,15 +69,9 @@ fn agree(obs: &PublicGroup, members: &mut [M]) {
 fn setup() -> (Vec<M>, PublicGroup) {
     let mut ms = vec![soft("alice"), soft("bob"), soft("carol")];
     ms[0].group = Some(
-        Group::create(
-            config(),
-            ms[0].signer.clone(),
-            validator(),
-            b"g".to_vec(),
-            vec![],
-            NOW,
-        )
-        .unwrap(),
+        client(&ms[0])
+            .create_group(b"g".to_vec(), vec![], NOW)
+            .unwrap(),
     );
     let mut obs =
         PublicGroup::from_group_info(&ms[0].group().group_info().unwrap(), None, validator())
@@ -77,7 +79,7 @@ fn setup() -> (Vec<M>, PublicGroup) {
     agree(&obs, &mut ms[..1]);
     let (bb, kb) = kp(&ms[1]);
     let (bc, kc) = kp(&ms[2]);
-    let out = ms[0].group().add_members(&[&kb, &kc], NOW).unwrap();
+    let out = ms[0].group().add_members(&[kb, kc], NOW).unwrap();
     match obs.process(&out.commit, NOW).unwrap() {
         ObservedMessage::Commit(c) => {
             assert_eq!(c.added.len(), 2);
@@ -92,9 +94,9 @@ fn setup() -> (Vec<M>, PublicGroup) {
     ms[0].group().merge_pending_commit().unwrap();
     let w = out.welcome.unwrap();
     for (i, b) in [(1, bb), (2, bc)] {
-        let s = ms[i].signer.clone();
         ms[i].group = Some(
-            Group::join_from_welcome(config(), s, validator(), &b, &w, JoinOptions::default())
+            client(&ms[i])
+                .join_from_welcome(&b, &w, JoinOptions::default())
                 .unwrap(),
         );
     }
@@ -122,12 +124,12 @@ fn follows_every_kind_of_commit() {
     let upd = ms[1].group().propose_update().unwrap();
     let add = ms[2].group().propose_add(&kd, NOW).unwrap();
     for p in [&upd, &add] {
-        assert!(matches!(
-            obs.process(p, NOW).unwrap(),
-            ObservedMessage::Proposal { .. }
-        ));
+        match obs.process(&p.message, NOW).unwrap() {
+            ObservedMessage::Proposal { reference, .. } => assert_eq!(reference, p.reference),
+            other => panic!("{other:?}"),
+        }
         for m in ms.iter_mut() {
-            let _ = m.group().process_incoming(p, NOW).unwrap();
+            let _ = m.group().process_incoming(&p.message, NOW).unwrap();
         }
     }
     assert_eq!(obs.pending_proposals().len(), 2);
@@ -155,14 +157,9 @@ fn follows_every_kind_of_commit() {
     let gi = ms[0].group().group_info().unwrap();
     obs.check_group_info(&gi).unwrap();
     let mut erin = soft("erin");
-    let (g, commit) = Group::join_by_external_commit(
-        config(),
-        erin.signer.clone(),
-        validator(),
-        &gi,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let (g, commit) = client(&erin)
+        .join_by_external_commit(&gi, JoinOptions::default())
+        .unwrap();
     erin.group = Some(g);
     let ObservedMessage::Commit(c) = obs.process(&commit, NOW).unwrap() else {
         panic!()
@@ -207,7 +204,7 @@ fn resign(
     m: &M,
     mut msg: PublicMessage,
     edit: impl FnOnce(&mut FramedContentBody),
-    ctx: &hsmls::codec::GroupContext,
+    ctx: &hsmls::wire::GroupContext,
 ) -> Vec<u8> {
     edit(&mut msg.content.body);
     let cs = hsmls_crypto::CipherSuite(0x0002).provider().unwrap();

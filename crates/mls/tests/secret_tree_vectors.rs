@@ -1,10 +1,11 @@
 //! secret-tree.json (mlswg/mls-implementations test vectors): every case of
 //! cipher suite 0x0002; plus the out-of-order rules of the sender ratchets.
 
-use hsmls::secret_tree::{
-    RatchetType, SecretTree, SecretTreeConfig, SecretTreeError, sender_data_key_nonce,
-};
-use hsmls::tree_math::{LeafIndex, TreeMathError};
+use hsmls::SecretTreeConfig;
+use hsmls::error::SecretTreeError;
+use hsmls::error::TreeMathError;
+use hsmls::internal::secret_tree::{RatchetType, SecretTree, sender_data_key_nonce};
+use hsmls::wire::LeafIndex;
 use hsmls_crypto::{CipherSuite, CipherSuiteProvider, Secret};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;
@@ -136,10 +137,7 @@ fn tree(config: SecretTreeConfig) -> SecretTree {
 
 #[test]
 fn out_of_order_within_window_then_used() {
-    let config = SecretTreeConfig {
-        max_forward_distance: 10,
-        out_of_order_tolerance: 3,
-    };
+    let config = SecretTreeConfig::new(10, 3);
     let mut reference = tree(config);
     let keys: Vec<_> = (0..10)
         .map(|_| {
@@ -193,10 +191,7 @@ fn out_of_order_within_window_then_used() {
 
 #[test]
 fn too_far_ahead_and_out_of_range() {
-    let config = SecretTreeConfig {
-        max_forward_distance: 10,
-        out_of_order_tolerance: 3,
-    };
+    let config = SecretTreeConfig::new(10, 3);
     let mut t = tree(config);
     let app = RatchetType::Application;
     assert!(matches!(
@@ -215,7 +210,7 @@ fn too_far_ahead_and_out_of_range() {
     assert!(matches!(
         t.decryption_key(LeafIndex(8), app, 0),
         Err(SecretTreeError::LeafOutOfRange {
-            leaf: 8,
+            leaf: LeafIndex(8),
             n_leaves: 8
         })
     ));

@@ -3,11 +3,13 @@
 //! decoded, both transcript hashes are computed and compared, and its
 //! confirmation tag is checked with the vector's confirmation key.
 
-use hsmls::codec::{AuthenticatedContent, Decode, Encode, FramedContentBody, Mac, WireFormat};
-use hsmls::transcript::{
-    ConfirmedTranscriptHashInput, InterimTranscriptHashInput, TranscriptError, TranscriptHashes,
-    confirmation_tag, confirmed_transcript_hash, interim_transcript_hash, verify_confirmation_tag,
+use hsmls::error::TranscriptError;
+use hsmls::internal::codec::{AuthenticatedContent, FramedContentBody, Mac};
+use hsmls::internal::transcript::{
+    ConfirmedTranscriptHashInput, InterimTranscriptHashInput, TranscriptHashes, confirmation_tag,
+    confirmed_transcript_hash, interim_transcript_hash, verify_confirmation_tag,
 };
+use hsmls::wire::{Decode, Encode, WireFormat};
 use hsmls_crypto::{CipherSuite, Secret};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;

@@ -1,9 +1,8 @@
 //! tree-math.json (RFC 9420 Appendix C): every case.
 
-use hsmls::tree_math::{
-    self, LeafIndex, NodeIndex, TreeMathError, copath, direct_path, left, parent, right, root,
-    sibling,
-};
+use hsmls::error::{NodeIndex, TreeMathError};
+use hsmls::internal::tree_math::{self, copath, direct_path, left, parent, right, root, sibling};
+use hsmls::wire::LeafIndex;
 use hsmls_test_vectors::{CaseCounter, load};
 use serde::Deserialize;
 

@@ -3,9 +3,9 @@
 //! the tree hash, which uses SHA-256 as suite 2 does, so they run with the
 //! suite-2 provider (no signature is checked).
 
-use hsmls::codec::{Decode, Encode, Proposal, RatchetTree as WireTree};
-use hsmls::tree::UnverifiedTree;
-use hsmls::tree_math::LeafIndex;
+use hsmls::internal::tree::UnverifiedTree;
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{Decode, Encode, Proposal, RatchetTree as WireTree};
 use hsmls_crypto::CipherSuite;
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
 use serde::Deserialize;

@@ -3,11 +3,12 @@
 //! validates (parent hashes, leaf signatures with the group id, keys,
 //! unmerged leaves). Also checks that tampering is rejected.
 
-use hsmls::codec::{
+use hsmls::error::NodeIndex;
+use hsmls::error::TreeError;
+use hsmls::internal::tree::{GroupParams, UnverifiedTree};
+use hsmls::wire::{
     CipherSuite as WireSuite, Decode, Node, ProtocolVersion, RatchetTree as WireTree,
 };
-use hsmls::tree::{GroupParams, TreeError, UnverifiedTree};
-use hsmls::tree_math::NodeIndex;
 use hsmls_crypto::CipherSuite;
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load, unhex};
 use serde::Deserialize;

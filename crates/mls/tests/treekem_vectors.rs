@@ -9,15 +9,19 @@
 
 use std::collections::HashMap;
 
-use hsmls::codec::{
+use hsmls::error::NodeIndex;
+use hsmls::error::{KeyKind, LeafNodeError, TreeError};
+use hsmls::internal::codec::UpdatePath;
+use hsmls::internal::tree::RatchetTree;
+use hsmls::internal::tree::{
+    GroupParams, LeafNodeParams, TreeKemPrivate, UnverifiedTree, decrypt_update_path,
+    merge_update_path, prepare_update_path,
+};
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{
     CipherSuite as WireSuite, Decode, Encode, GroupContext, ProtocolVersion,
-    RatchetTree as WireTree, UpdatePath,
+    RatchetTree as WireTree,
 };
-use hsmls::tree::{
-    GroupParams, KeyKind, LeafNodeError, LeafNodeParams, RatchetTree, TreeError, TreeKemPrivate,
-    UnverifiedTree, decrypt_update_path, merge_update_path, prepare_update_path,
-};
-use hsmls::tree_math::{LeafIndex, NodeIndex};
 use hsmls_crypto::{CipherSuite, CryptoError};
 use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SoftwareCustody};
 use hsmls_test_vectors::{CaseCounter, hex_bytes, load, unhex};

@@ -5,12 +5,13 @@
 //! verified with `signer_pub`, and the key schedule run from the joiner
 //! secret must reproduce the GroupInfo's confirmation tag.
 
-use hsmls::codec::{Decode, Encode, MlsMessage, MlsMessageBody};
-use hsmls::group::welcome::{
+use hsmls::internal::codec::{MlsMessage, MlsMessageBody};
+use hsmls::internal::group::welcome::{
     decrypt_group_info, decrypt_group_secrets, joiner_welcome_secret, verify_group_info,
 };
-use hsmls::key_schedule::{EpochSecrets, JoinerSecret};
-use hsmls::transcript::verify_confirmation_tag;
+use hsmls::internal::key_schedule::{EpochSecrets, JoinerSecret};
+use hsmls::internal::transcript::verify_confirmation_tag;
+use hsmls::wire::{Decode, Encode};
 use hsmls::{GroupError, WelcomePart};
 use hsmls_crypto::{CipherSuite, HpkeRecipient, Secret};
 use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
@@ -48,7 +49,7 @@ fn welcome_vectors() {
             panic!("welcome is not an MLSMessage(Welcome)");
         };
         assert_eq!(welcome.cipher_suite.0, case.cipher_suite);
-        let kp_ref = hsmls::codec::KeyPackageRef(
+        let kp_ref = hsmls::wire::KeyPackageRef(
             cs.make_key_package_ref(&kp.encode().unwrap())
                 .unwrap()
                 .to_vec(),
@@ -67,7 +68,7 @@ fn welcome_vectors() {
         let secrets = decrypt_group_secrets(cs, &welcome, &kp_ref, &recipient).unwrap();
         assert!(secrets.psks.is_empty());
         // A reference that is not in the Welcome is refused.
-        let other = hsmls::codec::KeyPackageRef(vec![0; 32]);
+        let other = hsmls::wire::KeyPackageRef(vec![0; 32]);
         assert!(matches!(
             decrypt_group_secrets(cs, &welcome, &other, &recipient),
             Err(GroupError::NotInWelcome)

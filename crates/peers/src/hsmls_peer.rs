@@ -1,6 +1,6 @@
 //! The hsmls peer: hsmls's own [`Group`] with software custody.
 //!
-//! Settings: cipher suite 0x0002, basic credentials, [`GroupConfig`]'s
+//! Settings: cipher suite 0x0002, basic credentials, [`GroupConfig`](hsmls::GroupConfig)'s
 //! defaults (handshakes sent as PrivateMessage, both forms accepted, the
 //! ratchet_tree extension in Welcome). Self-updates are commits with
 //! `force_path` and without a GroupInfo, as the peers make them.
@@ -9,12 +9,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsmls::codec::{Credential, Decode as _, Encode as _, RatchetTree};
-use hsmls::group::UnixTime;
-use hsmls::tree_math::LeafIndex;
+use hsmls::UnixTime;
+use hsmls::wire::LeafIndex;
+use hsmls::wire::{Credential, Decode as _, Encode as _, RatchetTree};
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, Group, JoinOptions,
+    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::SoftwareCustody;
 
@@ -55,9 +55,7 @@ fn commit_messages(output: CommitOutput) -> CommitMessages {
 /// An hsmls client with at most one group; its keys are in a
 /// [`SoftwareCustody`].
 pub struct HsmlsPeer {
-    signer: Signer,
-    validator: Arc<dyn CredentialValidator>,
-    config: GroupConfig,
+    client: Client,
     key_packages: Vec<KeyPackageBundle>,
     group: Option<Group>,
 }
@@ -90,41 +88,37 @@ impl Peer for HsmlsPeer {
         )
         .map_err(lib("signature key"))?;
         Ok(Self {
-            signer,
-            validator: Arc::new(BasicCredentialValidator::default()),
-            config: GroupConfig::default(),
+            client: Client::new(signer, Arc::new(BasicCredentialValidator::default())),
             key_packages: Vec::new(),
             group: None,
         })
     }
 
     fn key_package(&mut self) -> Result<Vec<u8>, PeerError> {
-        let bundle = KeyPackageBundle::generate(
-            &KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY),
-            &self.signer,
-        )
-        .map_err(lib("key package"))?;
+        let bundle = self
+            .client
+            .generate_key_package(&KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY))
+            .map_err(lib("key package"))?;
         let bytes = bundle.to_bytes().map_err(lib("encode key package"))?;
         self.key_packages.push(bundle);
         Ok(bytes)
     }
 
     fn create_group(&mut self, group_id: &[u8]) -> Result<(), PeerError> {
-        let group = Group::create(
-            self.config.clone(),
-            self.signer.clone(),
-            self.validator.clone(),
-            group_id.to_vec(),
-            Vec::new(),
-            now(),
-        )
-        .map_err(lib("create group"))?;
+        let group = self
+            .client
+            .create_group(group_id.to_vec(), Vec::new(), now())
+            .map_err(lib("create group"))?;
         self.group = Some(group);
         Ok(())
     }
 
     fn add_members(&mut self, key_packages: &[Vec<u8>]) -> Result<CommitMessages, PeerError> {
-        let kps: Vec<&[u8]> = key_packages.iter().map(Vec::as_slice).collect();
+        let kps = key_packages
+            .iter()
+            .map(|kp| self.client.validate_key_package(kp, now()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(lib("validate key package"))?;
         let output = self
             .group_mut()?
             .add_members(&kps, now())
@@ -141,11 +135,9 @@ impl Peer for HsmlsPeer {
     }
 
     fn self_update(&mut self) -> Result<CommitMessages, PeerError> {
-        let options = CommitOptions {
-            force_path: true,
-            group_info: false,
-            ..CommitOptions::new()
-        };
+        let mut options = CommitOptions::new();
+        options.force_path = true;
+        options.group_info = false;
         let output = self
             .group_mut()?
             .commit(options, now())
@@ -169,20 +161,12 @@ impl Peer for HsmlsPeer {
         let tree = parse_tree(ratchet_tree)?;
         let mut last_error = None;
         for (i, bundle) in self.key_packages.iter().enumerate() {
-            let options = JoinOptions {
-                ratchet_tree: tree.clone(),
-                ..JoinOptions::default()
-            };
-            match Group::join_from_welcome(
-                self.config.clone(),
-                self.signer.clone(),
-                self.validator.clone(),
-                bundle,
-                welcome,
-                options,
-            ) {
+            let mut options = JoinOptions::default();
+            options.ratchet_tree = tree.clone();
+            match self.client.join_from_welcome(bundle, welcome, options) {
                 Ok(group) => {
-                    self.key_packages.remove(i);
+                    // Used: the join destroyed its init key.
+                    let _used = self.key_packages.remove(i);
                     self.group = Some(group);
                     return Ok(());
                 }
@@ -264,10 +248,9 @@ impl Peer for HsmlsPeer {
     fn group_info(&mut self, with_ratchet_tree: bool) -> Result<Vec<u8>, PeerError> {
         let group = self.group_mut()?;
         let config = group.config().clone();
-        group.set_config(GroupConfig {
-            ratchet_tree_in_group_info: with_ratchet_tree,
-            ..config.clone()
-        });
+        let mut with_tree = config.clone();
+        with_tree.ratchet_tree_in_group_info = with_ratchet_tree;
+        group.set_config(with_tree);
         let group_info = group.group_info();
         group.set_config(config);
         group_info.map_err(lib("group info"))
@@ -278,18 +261,12 @@ impl Peer for HsmlsPeer {
         group_info: &[u8],
         ratchet_tree: Option<&[u8]>,
     ) -> Result<Vec<u8>, PeerError> {
-        let options = JoinOptions {
-            ratchet_tree: parse_tree(ratchet_tree)?,
-            ..JoinOptions::default()
-        };
-        let (group, commit) = Group::join_by_external_commit(
-            self.config.clone(),
-            self.signer.clone(),
-            self.validator.clone(),
-            group_info,
-            options,
-        )
-        .map_err(lib("external commit"))?;
+        let mut options = JoinOptions::default();
+        options.ratchet_tree = parse_tree(ratchet_tree)?;
+        let (group, commit) = self
+            .client
+            .join_by_external_commit(group_info, options)
+            .map_err(lib("external commit"))?;
         self.group = Some(group);
         Ok(commit)
     }

@@ -12,6 +12,7 @@
 //! both PublicMessage and PrivateMessage handshakes, so external commits
 //! (always PublicMessage, RFC 9420 §12.4.3.2) are processed too.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod hsmls_peer;
 pub mod mls_rs_peer;

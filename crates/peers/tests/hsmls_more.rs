@@ -23,11 +23,11 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::Credential;
-use hsmls::tree_math::LeafIndex;
+use hsmls::wire::Credential;
+use hsmls::wire::LeafIndex;
 use hsmls::{
-    BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, CredentialValidator, Group,
+    JoinOptions, KeyPackage, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
 use hsmls_custody::{CustodyError, KeyCustody, Pkcs11Custody, SoftwareCustody};
@@ -49,18 +49,27 @@ fn validator() -> Arc<dyn CredentialValidator> {
 
 /// An hsmls member driven directly.
 struct Hs {
-    signer: Signer,
+    client: Client,
     group: Option<Group>,
     bundles: Vec<KeyPackageBundle>,
 }
 
 impl Hs {
     fn new(custody: Arc<dyn KeyCustody>, name: &str) -> Self {
+        let signer =
+            Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec())).unwrap();
         Hs {
-            signer: Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec())).unwrap(),
+            client: Client::new(signer, validator()),
             group: None,
             bundles: Vec::new(),
         }
+    }
+
+    /// A peer's KeyPackage, validated by this member.
+    fn validate(&self, key_package: &[u8]) -> KeyPackage {
+        self.client
+            .validate_key_package(key_package, now())
+            .unwrap()
     }
 
     fn g(&mut self) -> &mut Group {
@@ -69,22 +78,17 @@ impl Hs {
 
     fn create(&mut self, group_id: &[u8]) {
         self.group = Some(
-            Group::create(
-                GroupConfig::default(),
-                self.signer.clone(),
-                validator(),
-                group_id.to_vec(),
-                vec![],
-                now(),
-            )
-            .unwrap(),
+            self.client
+                .create_group(group_id.to_vec(), vec![], now())
+                .unwrap(),
         );
     }
 
     fn key_package(&mut self) -> Vec<u8> {
-        let b =
-            KeyPackageBundle::generate(&KeyPackageConfig::new(now() - 60, 86_400), &self.signer)
-                .unwrap();
+        let b = self
+            .client
+            .generate_key_package(&KeyPackageConfig::new(now() - 60, 86_400))
+            .unwrap();
         let bytes = b.to_bytes().unwrap();
         self.bundles.push(b);
         bytes
@@ -93,15 +97,9 @@ impl Hs {
     fn join(&mut self, welcome: &[u8]) {
         let bundle = self.bundles.pop().expect("a KeyPackage");
         self.group = Some(
-            Group::join_from_welcome(
-                GroupConfig::default(),
-                self.signer.clone(),
-                validator(),
-                &bundle,
-                welcome,
-                JoinOptions::default(),
-            )
-            .unwrap(),
+            self.client
+                .join_from_welcome(&bundle, welcome, JoinOptions::default())
+                .unwrap(),
         );
     }
 
@@ -165,9 +163,10 @@ fn hsmls_resumption_psks(
 ) -> Hs {
     let mut a = Hs::new(Arc::new(SoftwareCustody::new()), "alice");
     a.create(b"psk group");
-    let out = a.commit(CommitOptions {
-        add_key_packages: vec![kp],
-        ..CommitOptions::new()
+    let out = a.commit({
+        let mut opts = CommitOptions::new();
+        opts.add_key_packages = vec![a.validate(&kp)];
+        opts
     });
     join(out.welcome.as_deref().unwrap());
     assert_eq!(a.agreement(), agreement(), "{name}: join");
@@ -179,9 +178,10 @@ fn hsmls_resumption_psks(
 
     // By value.
     let id = a.g().resumption_psk_id(1);
-    let out = a.commit(CommitOptions {
-        psks: vec![id],
-        ..CommitOptions::new()
+    let out = a.commit({
+        let mut opts = CommitOptions::new();
+        opts.psks = vec![id];
+        opts
     });
     assert_eq!(process(&out.commit), Event::Commit { epoch: 3 });
     assert_eq!(a.agreement(), agreement(), "{name}: PSK by value");
@@ -189,7 +189,7 @@ fn hsmls_resumption_psks(
     // By reference.
     let id = a.g().resumption_psk_id(2);
     let proposal = a.g().propose_psk(id).unwrap();
-    assert_eq!(process(&proposal), Event::Proposal);
+    assert_eq!(process(&proposal.message), Event::Proposal);
     let out = a.commit(CommitOptions::new());
     assert_eq!(process(&out.commit), Event::Commit { epoch: 4 });
     assert_eq!(a.agreement(), agreement(), "{name}: PSK by reference");
@@ -418,7 +418,7 @@ fn resumption_psk_with_openmls() {
     // openmls commits a resumption PSK proposal of hsmls by reference.
     let id = a.g().resumption_psk_id(3);
     let proposal = a.g().propose_psk(id).unwrap();
-    assert_eq!(b.process(&proposal), Event::Proposal);
+    assert_eq!(b.process(&proposal.message), Event::Proposal);
     let commit = b.commit_pending();
     let ProcessedMessage::StagedCommit(staged) = a.g().process_incoming(&commit, now()).unwrap()
     else {
@@ -451,7 +451,7 @@ fn token() -> Arc<dyn KeyCustody> {
 
 /// The signature and leaf keys of hsmls's member are the token's.
 fn assert_keys_in_token(hs: &mut Hs) {
-    let sig_uri = hs.signer.signature_key.uri().to_owned();
+    let sig_uri = hs.client.signer().signature_key.uri().to_owned();
     let leaf_uri = hs.g().own_leaf_key().uri().to_owned();
     assert!(sig_uri.starts_with("pkcs11:"), "{sig_uri}");
     assert!(leaf_uri.starts_with("pkcs11:"), "{leaf_uri}");
@@ -469,9 +469,13 @@ fn softhsm_hsmls_with_openmls_and_mls_rs() {
 
     // hsmls creates and adds both peers in one commit.
     a.create(b"three implementations");
-    let out = a.commit(CommitOptions {
-        add_key_packages: vec![o.key_package().unwrap(), r.key_package().unwrap()],
-        ..CommitOptions::new()
+    let out = a.commit({
+        let mut opts = CommitOptions::new();
+        opts.add_key_packages = vec![
+            a.validate(&o.key_package().unwrap()),
+            a.validate(&r.key_package().unwrap()),
+        ];
+        opts
     });
     let welcome = out.welcome.unwrap();
     o.join(&welcome, None).unwrap();
@@ -600,7 +604,7 @@ fn softhsm_hsmls_with_openmls_and_mls_rs() {
 /// an openmls member self-removes and hsmls commits.
 #[test]
 fn self_remove_with_openmls() {
-    use hsmls::codec::ProposalType;
+    use hsmls::wire::ProposalType;
     let mut o = Om::new(b"olivia");
     let mut o2 = Om::new(b"oscar");
     o2.plaintext_handshakes = true;
@@ -608,13 +612,13 @@ fn self_remove_with_openmls() {
     // hsmls's KeyPackage lists SelfRemove in its capabilities (openmls
     // requires every member to support a proposal type it processes).
     let mut config = KeyPackageConfig::new(now() - 60, 86_400);
-    let mut caps = hsmls::key_package::default_capabilities(
+    let mut caps = hsmls::internal::key_package::default_capabilities(
         config.cipher_suite,
-        h.signer.credential.credential_type(),
+        h.client.signer().credential.credential_type(),
     );
     caps.proposals.push(ProposalType::SELF_REMOVE);
     config.capabilities = Some(caps);
-    let bundle = KeyPackageBundle::generate(&config, &h.signer).unwrap();
+    let bundle = h.client.generate_key_package(&config).unwrap();
     let kp = bundle.to_bytes().unwrap();
     h.bundles.push(bundle);
 
@@ -632,7 +636,7 @@ fn self_remove_with_openmls() {
     assert_eq!(h.process(&proposal), None);
     assert!(matches!(
         h.g().pending_proposals().last().map(|p| &p.proposal),
-        Some(hsmls::codec::Proposal::SelfRemove(_))
+        Some(hsmls::wire::Proposal::SelfRemove(_))
     ));
     assert_eq!(o.process(&proposal), Event::Proposal);
     let out = h.commit(CommitOptions::new());
@@ -645,7 +649,7 @@ fn self_remove_with_openmls() {
 
     // henry (hsmls) self-removes; olivia (openmls) commits it.
     let proposal = h.g().propose_self_remove().unwrap();
-    assert_eq!(o.process(&proposal), Event::Proposal);
+    assert_eq!(o.process(&proposal.message), Event::Proposal);
     let commit = o.commit_pending();
     let ProcessedMessage::StagedCommit(staged) = h.g().process_incoming(&commit, now()).unwrap()
     else {
@@ -665,22 +669,14 @@ fn self_remove_with_openmls() {
 fn last_resort_key_package_with_openmls_and_mls_rs() {
     let custody = Arc::new(SoftwareCustody::new());
     let signer = Signer::generate(custody.clone(), Credential::Basic(b"lena".to_vec())).unwrap();
-    let bundle = KeyPackageBundle::generate(
-        &KeyPackageConfig::new(now() - 60, 86_400).last_resort(),
-        &signer,
-    )
-    .unwrap();
+    let lena = Client::new(signer, validator());
+    let bundle = lena
+        .generate_key_package(&KeyPackageConfig::new(now() - 60, 86_400).last_resort())
+        .unwrap();
     let kp = bundle.to_bytes().unwrap();
     let join = |welcome: &[u8]| {
-        Group::join_from_welcome(
-            GroupConfig::default(),
-            signer.clone(),
-            validator(),
-            &bundle,
-            welcome,
-            JoinOptions::default(),
-        )
-        .unwrap()
+        lena.join_from_welcome(&bundle, welcome, JoinOptions::default())
+            .unwrap()
     };
 
     let mut o = OpenMlsPeer::new(b"olivia").unwrap();

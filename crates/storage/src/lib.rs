@@ -2,7 +2,9 @@
 //! embedded SQLite implementation, [`SqliteStorage`].
 //!
 //! The store holds what [`hsmls::Group::save`] and
-//! [`hsmls::KeyPackageBundle::save`] produce: blobs sealed under a key in
+//! [`hsmls::Client::save_key_package`] produce (and
+//! [`hsmls::Client::load_group`] / [`hsmls::Client::load_key_package`]
+//! read back): blobs sealed under a key in
 //! the custody backend ([`hsmls::state`]), plus the few clear values a store
 //! needs to index them (group id, epoch, KeyPackageRef, last-resort flag,
 //! expiry). Nothing in it is readable without the token.
@@ -17,6 +19,7 @@
 //! The trait is async (sqlx is; the client runtime runs on tokio) with
 //! `Send` futures, so it can be called from spawned tasks.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod sqlite;
 

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hsmls::{
-    Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage,
-};
+use hsmls::{Client, Group, JoinOptions, KeyPackageConfig, ProcessedMessage};
 use hsmls_custody::{KeyCustody, Pkcs11Custody, SoftwareCustody};
 use hsmls_storage::{GroupStateStorage, SqliteStorage};
 use rand_core::{OsRng, RngCore};
@@ -29,20 +27,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn load(custody: &Arc<Pkcs11Custody>, store: &SqliteStorage) -> Option<Group> {
+async fn load(custody: &Arc<Pkcs11Custody>, dir: &Path, store: &SqliteStorage) -> Option<Group> {
     let groups = store.list_groups().await.unwrap();
     let id = groups.first()?;
     let saved = store.read_group(id).await.unwrap().unwrap();
+    let alice = client_in(custody.clone(), dir, "alice");
     Some(
-        Group::load(
-            &custody.state_sealer().unwrap(),
-            custody.clone() as Arc<dyn KeyCustody>,
-            validator(),
-            id,
-            &saved.state,
-            &saved.epoch_records,
-        )
-        .unwrap_or_else(|e| panic!("the stored state does not load: {e}")),
+        alice
+            .load_group(
+                &custody.state_sealer().unwrap(),
+                id,
+                &saved.state,
+                &saved.epoch_records,
+            )
+            .unwrap_or_else(|e| panic!("the stored state does not load: {e}")),
     )
 }
 
@@ -51,18 +49,12 @@ async fn saver(dir: &Path) {
     let custody = pkcs11_custody();
     let sealer = custody.state_sealer().unwrap();
     let store = SqliteStorage::open(dir.join("state.db")).await.unwrap();
-    let mut group = match load(&custody, &store).await {
+    let mut group = match load(&custody, dir, &store).await {
         Some(g) => g,
         None => {
-            let g = Group::create(
-                GroupConfig::default(),
-                signer(custody.clone(), "alice"),
-                validator(),
-                hsmls::group::random_group_id(),
-                Vec::new(),
-                NOW,
-            )
-            .unwrap();
+            let g = client_in(custody.clone(), dir, "alice")
+                .create_group(hsmls::random_group_id(), Vec::new(), NOW)
+                .unwrap();
             store.write_group(&g.save(&sealer).unwrap()).await.unwrap();
             g
         }
@@ -82,7 +74,8 @@ async fn saver(dir: &Path) {
     .unwrap();
     put(dir, "ready", b"");
     loop {
-        group.self_update(NOW).unwrap();
+        // Alone in the group: the commit goes to no one.
+        let _commit = group.self_update(NOW).unwrap();
         group.merge_pending_commit().unwrap();
         store
             .write_group(&group.save(&sealer).unwrap())
@@ -141,7 +134,7 @@ async fn a_save_killed_by_sigkill_leaves_the_last_good_state() {
             hot_journals += 1;
         }
         let store = SqliteStorage::open(d.join("state.db")).await.unwrap();
-        let group = load(&custody, &store).await.expect("a group is stored");
+        let group = load(&custody, d, &store).await.expect("a group is stored");
         let log = logged(d);
         let &(logged_epoch, ref _auth) = log.last().unwrap();
         let epoch = group.epoch();
@@ -169,21 +162,20 @@ async fn a_save_killed_by_sigkill_leaves_the_last_good_state() {
 
     // The group goes on: Alice (loaded) adds Bob, both talk and commit.
     let store = SqliteStorage::open(d.join("state.db")).await.unwrap();
-    let mut alice = load(&custody, &store).await.unwrap();
+    let mut alice = load(&custody, d, &store).await.unwrap();
     let bob_custody = Arc::new(SoftwareCustody::new());
-    let bob_signer = signer(bob_custody.clone(), "bob");
-    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW - 10, 60), &bob_signer).unwrap();
-    let out = alice.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    let bob = Client::new(signer(bob_custody.clone(), "bob"), validator());
+    let kp = bob
+        .generate_key_package(&KeyPackageConfig::new(NOW - 10, 60))
+        .unwrap();
+    let key_package = client_in(custody.clone(), d, "alice")
+        .validate_key_package(&kp.to_bytes().unwrap(), NOW)
+        .unwrap();
+    let out = alice.add_members(&[key_package], NOW).unwrap();
     alice.merge_pending_commit().unwrap();
-    let mut bob = Group::join_from_welcome(
-        GroupConfig::default(),
-        bob_signer,
-        validator(),
-        &kp,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let mut bob = bob
+        .join_from_welcome(&kp, &out.welcome.unwrap(), JoinOptions::default())
+        .unwrap();
     let msg = alice.encrypt_application(b"still here").unwrap();
     let ProcessedMessage::ApplicationMessage { data, .. } =
         bob.process_incoming(&msg, NOW).unwrap()

@@ -18,12 +18,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use hsmls::codec::Credential;
-use hsmls::codec::vl::split_vl;
+use hsmls::internal::codec::vl::split_vl;
 use hsmls::state::SealedHeader;
+use hsmls::wire::Credential;
 use hsmls::{
-    BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CredentialValidator, Group, JoinOptions, KeyPackageConfig,
+    ProcessedMessage, Signer,
 };
 use hsmls_custody::{KeyCustody, SoftwareCustody, StateSealer};
 use hsmls_storage::{GroupStateStorage, JournalMode, SqliteOptions, SqliteStorage};
@@ -80,28 +80,20 @@ async fn run(options: SqliteOptions) -> Findings {
         Arc::new(SoftwareCustody::new()),
     );
     let sealer = ca.state_sealer();
-    let mut alice = Group::create(
-        GroupConfig::default(),
-        signer(&ca, "alice"),
-        validator(),
-        hsmls::group::random_group_id(),
-        Vec::new(),
-        NOW,
-    )
-    .unwrap();
+    let mut alice = Client::new(signer(&ca, "alice"), validator())
+        .create_group(hsmls::random_group_id(), Vec::new(), NOW)
+        .unwrap();
     let bob_signer = signer(&cb, "bob");
-    let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW, 3600), &bob_signer).unwrap();
-    let out = alice.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+    let kp = Client::new(bob_signer.clone(), validator())
+        .generate_key_package(&KeyPackageConfig::new(NOW, 3600))
+        .unwrap();
+    let out = alice
+        .add_members(std::slice::from_ref(&kp.key_package), NOW)
+        .unwrap();
     alice.merge_pending_commit().unwrap();
-    let mut bob = Group::join_from_welcome(
-        GroupConfig::default(),
-        bob_signer,
-        validator(),
-        &kp,
-        &out.welcome.unwrap(),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let mut bob = Client::new(bob_signer, validator())
+        .join_from_welcome(&kp, &out.welcome.unwrap(), JoinOptions::default())
+        .unwrap();
 
     let mut written: BTreeMap<u64, Written> = BTreeMap::new();
     let save = |alice: &Group, written: &mut BTreeMap<u64, Written>| {

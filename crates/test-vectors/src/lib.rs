@@ -7,6 +7,7 @@
 //! deserialize cases into their own serde types and record how many they ran
 //! with a [`CaseCounter`], which fails the test if it ran none.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
 

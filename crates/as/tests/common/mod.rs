@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hsmls::Signer;
-use hsmls::codec::Credential;
+use hsmls::wire::Credential;
 use hsmls_as::ca::CaProfile;
 use hsmls_as::http::{DEFAULT_BODY_LIMIT, Server, tls_config};
 use hsmls_as::{AuthService, Ca, PgStore, ServiceConfig, SqliteStore, Store};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hsmls::codec::{Credential, Decode, MlsMessage, MlsMessageBody};
+use hsmls::wire::{Credential, RoutingInfo};
 use hsmls::{
     BasicCredentialValidator, CommitOptions, CommitOutput, CredentialValidator, Group, GroupConfig,
     JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
@@ -120,12 +120,25 @@ pub struct Client {
     pub positions: HashMap<Vec<u8>, u64>,
     /// The configuration of the groups it creates or joins.
     pub group_config: GroupConfig,
+    /// The credential validator of its groups.
+    pub validator: Arc<dyn CredentialValidator>,
 }
 
 impl Client {
     pub async fn new(custody: Arc<dyn KeyCustody>, name: &str, base: &str) -> Client {
         let signer = Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec()))
             .unwrap_or_else(|e| panic!("signature key for {name}: {e}"));
+        Self::with_signer(signer, name, base, validator()).await
+    }
+
+    /// A client with its own signer (e.g. an X.509 credential from the
+    /// AS) and the validator of its groups.
+    pub async fn with_signer(
+        signer: Signer,
+        name: &str,
+        base: &str,
+        validator: Arc<dyn CredentialValidator>,
+    ) -> Client {
         let ds = DsClient::new(base);
         ds.authenticate(&signer).await.unwrap();
         Client {
@@ -137,7 +150,23 @@ impl Client {
             received: Vec::new(),
             positions: HashMap::new(),
             group_config: GroupConfig::default(),
+            validator,
         }
+    }
+
+    /// The engine's client of this member (its signer, validator and
+    /// group configuration).
+    pub fn mls(&self) -> hsmls::Client {
+        hsmls::Client::new(self.signer.clone(), self.validator.clone())
+            .with_group_config(self.group_config.clone())
+    }
+
+    /// A published KeyPackage (as claimed from the DS), validated as this
+    /// member validates it before adding its owner.
+    pub fn validate(&self, key_package: &[u8]) -> hsmls::KeyPackage {
+        self.mls()
+            .validate_key_package(key_package, now())
+            .unwrap_or_else(|e| panic!("{}: KeyPackage refused: {e}", self.name))
     }
 
     /// Generates and publishes `n` KeyPackages (and a last-resort one if
@@ -149,7 +178,7 @@ impl Client {
             if i == n {
                 config = config.last_resort();
             }
-            let b = KeyPackageBundle::generate(&config, &self.signer).unwrap();
+            let b = self.mls().generate_key_package(&config).unwrap();
             out.push(b.to_bytes().unwrap());
             self.bundles.insert(b.key_package.reference().0.clone(), b);
         }
@@ -165,15 +194,10 @@ impl Client {
         if mode == GroupMode::Assisted {
             self.group_config.handshake_framing = hsmls::HandshakeFraming::Public;
         }
-        let g = Group::create(
-            self.group_config.clone(),
-            self.signer.clone(),
-            validator(),
-            hsmls::group::random_group_id(),
-            vec![],
-            now(),
-        )
-        .unwrap();
+        let g = self
+            .mls()
+            .create_group(hsmls::random_group_id(), vec![], now())
+            .unwrap();
         let id = g.group_id().to_vec();
         let group_info = (mode == GroupMode::Assisted).then(|| g.group_info().unwrap());
         self.ds
@@ -234,26 +258,16 @@ impl Client {
     }
 
     pub fn join(&mut self, welcome: &[u8]) {
-        let MlsMessage {
-            body: MlsMessageBody::Welcome(w),
-        } = MlsMessage::decode(welcome).unwrap()
-        else {
-            panic!("not a Welcome")
-        };
-        let bundle = w
-            .secrets
+        let info = RoutingInfo::parse(welcome).expect("a Welcome");
+        let bundle = info
+            .new_members
             .iter()
-            .find_map(|s| self.bundles.get(&s.new_member.0))
+            .find_map(|r| self.bundles.get(&r.0))
             .expect("a Welcome for one of my KeyPackages");
-        let g = Group::join_from_welcome(
-            self.group_config.clone(),
-            self.signer.clone(),
-            validator(),
-            bundle,
-            welcome,
-            JoinOptions::default(),
-        )
-        .unwrap();
+        let g = self
+            .mls()
+            .join_from_welcome(bundle, welcome, JoinOptions::default())
+            .unwrap();
         self.group = Some(g);
     }
 
@@ -334,7 +348,10 @@ pub async fn form(
     }
     let gid = alice.create_group(mode).await;
     let mut opts = CommitOptions::new();
-    opts.add_key_packages = vec![kb.key_package.clone(), kc.key_package.clone()];
+    opts.add_key_packages = vec![
+        alice.validate(&kb.key_package),
+        alice.validate(&kc.key_package),
+    ];
     opts.group_info = mode == GroupMode::Assisted;
     let out = alice.group().commit(opts, now()).unwrap();
     let acc = alice.send_commit(&out, vec![]).await.unwrap();

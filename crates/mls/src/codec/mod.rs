@@ -39,6 +39,7 @@ use tls_codec::{DeserializeBytes, Serialize};
 
 /// Errors of encoding and decoding the wire format.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The input ended before the structure was complete, or a vector's
     /// declared length runs past the end of the input.
@@ -82,9 +83,9 @@ impl From<tls_codec::Error> for CodecError {
 
 /// Decoding a complete structure from untrusted bytes.
 ///
-/// Implemented for the wire types of this module only (not for bare `Vec<T>`
-/// or integers, whose tls_codec decoders are not the bounded ones of
-/// [`vl`]).
+/// Implemented for the wire types only (not for bare `Vec<T>` or
+/// integers, whose tls_codec decoders are not hsmls's bounded decoders of
+/// variable-length vectors).
 pub trait Decode: Sized {
     /// Decodes `bytes` as exactly one `Self`: trailing bytes are an error.
     fn decode(bytes: &[u8]) -> Result<Self, CodecError>;

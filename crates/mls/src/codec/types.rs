@@ -183,7 +183,8 @@ impl DeserializeBytes for LeafIndex {
 }
 
 /// `Extension` (RFC 9420 §7.2, §13.4). The data of known types can be read
-/// with the payload types in this module (e.g. [`super::RatchetTreeExtension`]).
+/// with their payload types ([`Extension::data_as`], e.g. a
+/// [`super::RatchetTree`] or [`super::RequiredCapabilities`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, TlsSize, TlsSerialize, TlsDeserializeBytes)]
 pub struct Extension {
     /// The extension type (open registry: unknown types are kept).

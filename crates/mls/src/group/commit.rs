@@ -15,7 +15,7 @@ use crate::codec::{
     GroupContext, GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey,
     PreSharedKeyId, Proposal, ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
 };
-use crate::key_package::KeyPackageIn;
+use crate::key_package::KeyPackage;
 use crate::key_schedule::{EpochSecrets, KeySchedule};
 use crate::message_protection::sign_content;
 use crate::psk::{PskInput, psk_secret};
@@ -167,10 +167,12 @@ impl LostCommit {
             match p {
                 Proposal::Add(add) => {
                     let key = &add.key_package.leaf_node.signature_key;
+                    // The lost commit was given these KeyPackages validated
+                    // (CommitOptions::add_key_packages).
                     if !members.iter().any(|m| &m.signature_key == key)
-                        && let Ok(bytes) = add.key_package.encode()
+                        && let Ok(kp) = KeyPackage::from_trusted(group.cs, add.key_package.clone())
                     {
-                        options.add_key_packages.push(bytes);
+                        options.add_key_packages.push(kp);
                     }
                 }
                 Proposal::Remove(remove) => {
@@ -181,7 +183,7 @@ impl LostCommit {
                         .iter()
                         .find(|m| m.signature_key == was.signature_key)
                     {
-                        options.remove_leaves.push(now.index.0);
+                        options.remove_leaves.push(now.index);
                     }
                 }
                 Proposal::PreSharedKey(psk) => {
@@ -203,7 +205,13 @@ impl LostCommit {
     }
 }
 
-/// What [`Group::commit`] produced.
+/// What [`Group::commit`] produced: the commit to send, and the Welcome
+/// and GroupInfo that go with it. The group stays in its epoch until
+/// [`Group::merge_pending_commit`] (once the Delivery Service accepted
+/// the commit) or the commit comes back
+/// ([`ProcessedMessage::OwnCommit`](crate::ProcessedMessage::OwnCommit)).
+#[must_use = "a commit changes nothing until it is sent and merged"]
+#[non_exhaustive]
 pub struct CommitOutput {
     /// The Commit as an `MLSMessage` (PrivateMessage or PublicMessage per
     /// the group's policy): send it to the group.
@@ -236,6 +244,8 @@ impl std::fmt::Debug for CommitOutput {
 
 /// A validated commit from another member, ready to merge with
 /// [`Group::merge_staged_commit`]. Its fields show what the commit does.
+#[must_use = "a staged commit changes nothing until merged, and may carry a lost commit"]
+#[non_exhaustive]
 pub struct StagedCommit {
     /// Who committed.
     pub sender: Sender,
@@ -328,6 +338,7 @@ impl Group {
                 resolved.push(ResolvedProposal {
                     proposal: c.proposal.clone(),
                     sender: c.sender,
+                    validated: false,
                 });
             }
         }
@@ -340,13 +351,11 @@ impl Group {
             ));
         }
         for r in &options.remove_leaves {
-            by_value.push(Proposal::Remove(Remove {
-                removed: LeafIndex(*r),
-            }));
+            by_value.push(Proposal::Remove(Remove { removed: *r }));
         }
         for kp in &options.add_key_packages {
             by_value.push(Proposal::Add(Add {
-                key_package: KeyPackageIn::from_bytes(kp)?.0,
+                key_package: kp.as_wire().clone(),
             }));
         }
         for psk in &options.psks {
@@ -357,6 +366,7 @@ impl Group {
         }
         for p in by_value.iter().cloned() {
             resolved.push(ResolvedProposal {
+                validated: matches!(p, Proposal::Add(_)),
                 proposal: p.clone(),
                 sender: committer,
             });
@@ -383,7 +393,7 @@ impl Group {
         let mut fresh_key = None;
         let result = (|| {
             let (path, commit_secret, path_secrets) = if with_path {
-                let own_leaf = tree.leaf(own).ok_or(GroupError::NotAMember(own.0))?;
+                let own_leaf = tree.leaf(own).ok_or(GroupError::NotAMember(own))?;
                 let params = LeafNodeParams::from_leaf(own_leaf);
                 let prepared = prepare_update_path(
                     &mut tree,
@@ -660,7 +670,7 @@ impl Group {
             }
             Sender::Member(i) => {
                 if self.state.tree.leaf(i).is_none() {
-                    return Err(GroupError::NotAMember(i.0));
+                    return Err(GroupError::NotAMember(i));
                 }
             }
             Sender::NewMemberCommit => {}
@@ -731,7 +741,7 @@ impl Group {
             Some(path) => {
                 let sender = match committer {
                     Sender::Member(i) => {
-                        let old = self.state.tree.leaf(i).ok_or(GroupError::NotAMember(i.0))?;
+                        let old = self.state.tree.leaf(i).ok_or(GroupError::NotAMember(i))?;
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
                         if !self

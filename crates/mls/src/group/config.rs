@@ -1,12 +1,15 @@
 //! Group configuration and the options of a commit.
 
 use crate::codec::{CipherSuite, Extension, PreSharedKeyId};
+use crate::key_package::KeyPackage;
 use crate::message_protection::PaddingPolicy;
 use crate::secret_tree::SecretTreeConfig;
+use crate::tree_math::LeafIndex;
 
 /// How a group frames its handshake messages (RFC 9420 §6; RFC 9750
 /// recommends encrypting them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HandshakeFraming {
     /// Proposals and commits as PrivateMessage (the default).
     #[default]
@@ -16,8 +19,10 @@ pub enum HandshakeFraming {
     Public,
 }
 
-/// Group policy: framing, out-of-order bounds, epoch retention.
+/// Group policy: framing, out-of-order bounds, epoch retention. Build it
+/// from `GroupConfig::default()` and set the fields to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupConfig {
     /// The cipher suite (0x0002 is implemented).
     pub cipher_suite: CipherSuite,
@@ -62,13 +67,16 @@ impl Default for GroupConfig {
     }
 }
 
-/// What to put into a commit beyond the pending proposals.
+/// What to put into a commit beyond the pending proposals. Build it from
+/// [`CommitOptions::new`] and set the fields needed.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CommitOptions {
-    /// KeyPackages (as received, `MLSMessage` or bare) to add, by value.
-    pub add_key_packages: Vec<Vec<u8>>,
+    /// Validated KeyPackages to add, by value (the group checks what
+    /// depends on it; see [`crate::Group::add_members`]).
+    pub add_key_packages: Vec<KeyPackage>,
     /// Members to remove, by leaf index, by value.
-    pub remove_leaves: Vec<u32>,
+    pub remove_leaves: Vec<LeafIndex>,
     /// PSKs to inject by value (their values must be known to every
     /// member: external PSKs in each member's store, resumption PSKs of
     /// retained epochs).

@@ -11,6 +11,7 @@ use crate::psk::PskError;
 use crate::secret_tree::SecretTreeError;
 use crate::transcript::TranscriptError;
 use crate::tree::TreeError;
+use crate::tree_math::LeafIndex;
 
 /// Why a group operation failed. Every failure leaves the group state as it
 /// was before the call.
@@ -102,7 +103,7 @@ pub enum GroupError {
     InvalidConfirmationTag,
     /// The sender is not a member (or the leaf is blank).
     #[error("leaf {0} is not a member")]
-    NotAMember(u32),
+    NotAMember(LeafIndex),
     /// A PSK named by a proposal is not known to this member.
     #[error("unknown PSK")]
     UnknownPsk,
@@ -129,6 +130,11 @@ pub enum GroupError {
     /// The operation needs external_pub in the GroupInfo.
     #[error("the GroupInfo has no external_pub extension")]
     NoExternalPub,
+    /// The KeyPackage (of a join, or of a new member's own Add) is not
+    /// signed by the client's signature key: the group would sign with a
+    /// key the other members do not know for this leaf.
+    #[error("the KeyPackage is not signed by this client's signature key")]
+    SignerMismatch,
 }
 
 impl From<tls_codec::Error> for GroupError {
@@ -143,7 +149,7 @@ impl From<tls_codec::Error> for GroupError {
 #[non_exhaustive]
 pub enum MessageRule {
     /// A Welcome was given to [`crate::Group::process_incoming`]; a
-    /// Welcome is joined with [`crate::Group::join_from_welcome`].
+    /// Welcome is joined with [`crate::Client::join_from_welcome`].
     #[error("a Welcome is not a group message: join with it instead")]
     Welcome,
     /// A GroupInfo was given to [`crate::Group::process_incoming`].

@@ -3,8 +3,8 @@
 //! would-be member's own Add (`new_member_proposal`). Both are
 //! PublicMessages without a membership tag.
 
-use super::proposals::suite_provider;
-use super::{GroupError, ProposalRule};
+use super::proposals::{CachedProposal, suite_provider};
+use super::{GroupError, ProposalMessage, ProposalRule};
 use crate::codec::{
     Add, CipherSuite, Encode, FramedContent, FramedContentBody, MlsMessage, MlsMessageBody,
     Proposal, Sender, WireFormat,
@@ -17,7 +17,7 @@ fn send_public(
     signer: &Signer,
     cipher_suite: CipherSuite,
     content: FramedContent,
-) -> Result<Vec<u8>, GroupError> {
+) -> Result<ProposalMessage, GroupError> {
     let cs = suite_provider(cipher_suite)?;
     let signed = sign_content(
         cs,
@@ -27,11 +27,15 @@ fn send_public(
         content,
         None,
     )?;
+    let reference = CachedProposal::from_content(cs, &signed)?.reference;
     let message = protect_public(cs, signed, None)?;
-    Ok(MlsMessage {
-        body: MlsMessageBody::PublicMessage(message),
-    }
-    .encode()?)
+    Ok(ProposalMessage {
+        message: MlsMessage {
+            body: MlsMessageBody::PublicMessage(message),
+        }
+        .encode()?,
+        reference,
+    })
 }
 
 /// A proposal by the external sender at `sender_index` of the group's
@@ -45,7 +49,7 @@ pub fn external_proposal(
     epoch: u64,
     sender_index: u32,
     proposal: Proposal,
-) -> Result<Vec<u8>, GroupError> {
+) -> Result<ProposalMessage, GroupError> {
     if matches!(proposal, Proposal::Update(_) | Proposal::ExternalInit(_)) {
         return Err(GroupError::InvalidProposal(
             ProposalRule::NotAllowedFromExternalSender,
@@ -72,7 +76,7 @@ pub fn new_member_add_proposal(
     key_package: &KeyPackage,
     group_id: &[u8],
     epoch: u64,
-) -> Result<Vec<u8>, GroupError> {
+) -> Result<ProposalMessage, GroupError> {
     send_public(
         signer,
         key_package.cipher_suite(),

@@ -32,8 +32,10 @@ use crate::tree::{
 };
 use crate::tree_math;
 
-/// Inputs of a join beyond the group's own messages.
+/// Inputs of a join beyond the group's own messages. Build it from
+/// `JoinOptions::default()` and set the fields needed.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct JoinOptions {
     /// The ratchet tree, when the GroupInfo has no `ratchet_tree`
     /// extension (given out of band, RFC 9420 §12.4.3.3).
@@ -102,7 +104,8 @@ impl Group {
     /// (from the `ratchet_tree` extension or `options.ratchet_tree`),
     /// derives the path keys from the path secret, checks the confirmation
     /// tag, and then destroys the used init key in custody (§9.2).
-    pub fn join_from_welcome(
+    /// Applications call [`crate::Client::join_from_welcome`].
+    pub(crate) fn join_from_welcome(
         config: GroupConfig,
         signer: Signer,
         validator: Arc<dyn CredentialValidator>,
@@ -110,6 +113,9 @@ impl Group {
         welcome: &[u8],
         options: JoinOptions,
     ) -> Result<Self, GroupError> {
+        if bundle.key_package.leaf_node().signature_key != signer.signature_public_key() {
+            return Err(GroupError::SignerMismatch);
+        }
         let welcome = match MlsMessage::decode(welcome)
             .map_err(GroupError::Malformed)?
             .body
@@ -208,8 +214,9 @@ impl Group {
     /// the new epoch, and the commit (a PublicMessage) to send. If the
     /// Delivery Service refuses the commit, drop the group. The commit
     /// carries a PreSharedKey proposal for each PSK of
-    /// [`JoinOptions::external_commit_psks`].
-    pub fn join_by_external_commit(
+    /// [`JoinOptions::external_commit_psks`]. Applications call
+    /// [`crate::Client::join_by_external_commit`].
+    pub(crate) fn join_by_external_commit(
         config: GroupConfig,
         signer: Signer,
         validator: Arc<dyn CredentialValidator>,
@@ -222,7 +229,8 @@ impl Group {
     /// Re-joins by an external commit that also removes this member's old
     /// leaf `old_leaf` (resync, RFC 9420 §12.4.3.2), e.g. after losing the
     /// group state. The old leaf must hold the same credential.
-    pub fn rejoin_by_external_commit(
+    /// Applications call [`crate::Client::rejoin_by_external_commit`].
+    pub(crate) fn rejoin_by_external_commit(
         config: GroupConfig,
         signer: Signer,
         validator: Arc<dyn CredentialValidator>,
@@ -280,7 +288,7 @@ impl Group {
             ExternalInit { kem_output },
         ))];
         if let Some(old) = remove_old_leaf {
-            let leaf = tree.leaf(old).ok_or(GroupError::NotAMember(old.0))?;
+            let leaf = tree.leaf(old).ok_or(GroupError::NotAMember(old))?;
             if leaf.credential != signer.credential {
                 return Err(GroupError::InvalidCommit(
                     CommitRule::ExternalCommitRemovesOther,

@@ -13,7 +13,7 @@ impl Group {
             .state
             .tree
             .leaf(index)
-            .ok_or(GroupError::NotAMember(index.0))?;
+            .ok_or(GroupError::NotAMember(index))?;
         crate::key_package::application_id(leaf)
             .transpose()
             .map_err(GroupError::Malformed)

@@ -1,9 +1,10 @@
 //! The group state machine (RFC 9420 §8-§12), sans-IO: bytes in, events
 //! and bytes out.
 //!
-//! A [`Group`] is one member's view of one group. It is created by
-//! [`Group::create`], [`Group::join_from_welcome`] or
-//! [`Group::join_by_external_commit`]; it produces messages
+//! A [`Group`] is one member's view of one group. A
+//! [`Client`](crate::Client) creates it ([`Client::create_group`](crate::Client::create_group))
+//! or joins it ([`Client::join_from_welcome`](crate::Client::join_from_welcome),
+//! [`Client::join_by_external_commit`](crate::Client::join_by_external_commit)); it produces messages
 //! ([`Group::encrypt_application`], `propose_*`, [`Group::commit`]) and
 //! consumes them ([`Group::process_incoming`] returns a typed
 //! [`ProcessedMessage`]). Every operation either succeeds or returns a
@@ -14,48 +15,6 @@
 //! Private keys never leave the member's [`hsmls_custody::KeyCustody`]:
 //! the signature key signs there, leaf and init HPKE keys decrypt there,
 //! and replaced leaf keys and used init keys are destroyed there (§9.2).
-//!
-//! ```
-//! use std::sync::Arc;
-//! use hsmls::codec::Credential;
-//! use hsmls::{
-//!     BasicCredentialValidator, CredentialValidator, Group, GroupConfig, JoinOptions,
-//!     KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
-//! };
-//! use hsmls_custody::SoftwareCustody;
-//!
-//! let now = 1_750_000_000;
-//! let validator: Arc<dyn CredentialValidator> = Arc::new(BasicCredentialValidator::default());
-//! let alice = Signer::generate(Arc::new(SoftwareCustody::new()), Credential::Basic(b"alice".to_vec()))?;
-//! let bob = Signer::generate(Arc::new(SoftwareCustody::new()), Credential::Basic(b"bob".to_vec()))?;
-//!
-//! // Bob publishes a KeyPackage; Alice creates a group and adds him.
-//! let bob_kp = KeyPackageBundle::generate(&KeyPackageConfig::new(now, 86_400), &bob)?;
-//! let mut a = Group::create(GroupConfig::default(), alice, validator.clone(), b"chat".to_vec(), vec![], now)?;
-//! let out = a.add_members(&[&bob_kp.to_bytes()?], now)?;
-//! a.merge_pending_commit()?; // once the Delivery Service accepted out.commit
-//! let mut b = Group::join_from_welcome(
-//!     GroupConfig::default(), bob, validator, &bob_kp, &out.welcome.unwrap(), JoinOptions::default(),
-//! )?;
-//! assert_eq!(a.epoch_authenticator(), b.epoch_authenticator());
-//!
-//! // Application messages.
-//! let msg = a.encrypt_application(b"hi bob")?;
-//! match b.process_incoming(&msg, now)? {
-//!     ProcessedMessage::ApplicationMessage { data, .. } => assert_eq!(data, b"hi bob"),
-//!     other => panic!("{other:?}"),
-//! }
-//!
-//! // Bob updates his keys; Alice sees the staged commit, then merges it.
-//! let out = b.self_update(now)?;
-//! b.merge_pending_commit()?;
-//! if let ProcessedMessage::StagedCommit(staged) = a.process_incoming(&out.commit, now)? {
-//!     assert!(staged.has_path);
-//!     a.merge_staged_commit(staged)?;
-//! }
-//! assert_eq!(a.export_secret(b"label", b"", 32)?, b.export_secret(b"label", b"", 32)?);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 mod commit;
 mod config;
@@ -63,6 +22,7 @@ mod error;
 mod external;
 mod join;
 mod leaf_ext;
+mod proposal_message;
 mod proposals;
 mod psk_store;
 mod public;
@@ -86,7 +46,10 @@ pub use error::{
 };
 pub use external::{external_proposal, new_member_add_proposal};
 pub use join::JoinOptions;
-pub use proposals::{CachedProposal, ProposalEffects, ResolvedProposal};
+pub use proposal_message::ProposalMessage;
+pub use proposals::CachedProposal;
+#[cfg_attr(not(feature = "test-utils"), allow(unused_imports))]
+pub use proposals::{ProposalEffects, ResolvedProposal};
 pub use psk_store::PskStore;
 pub use public::{
     AddedMember, MAX_OBSERVED_PROPOSALS, ObservedCommit, ObservedMessage, PublicGroup,
@@ -99,7 +62,7 @@ use crate::codec::{
     Sender, SignaturePublicKey, Update, WireFormat,
 };
 use crate::credential::{CredentialValidator, Signer};
-use crate::key_package::KeyPackageIn;
+use crate::key_package::KeyPackage;
 use crate::key_schedule::EpochSecrets;
 use crate::message_protection::{
     MemberSignatureKeys, Membership, protect_private, protect_public, sign_content,
@@ -112,6 +75,7 @@ use proposals::{ValidationContext, suite_provider};
 
 /// A member of the group as the application sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Member {
     /// The member's leaf index (stable while it stays in the group).
     pub index: LeafIndex,
@@ -293,7 +257,26 @@ struct SentMessage {
     epoch: u64,
 }
 
-/// One member's state of one MLS group.
+/// One member's state of one MLS group (RFC 9420 §8-§12), sans-IO: bytes
+/// in, events and bytes out.
+///
+/// A [`Client`](crate::Client) creates it
+/// ([`Client::create_group`](crate::Client::create_group)) or joins it
+/// ([`Client::join_from_welcome`](crate::Client::join_from_welcome),
+/// [`Client::join_by_external_commit`](crate::Client::join_by_external_commit),
+/// [`Client::join_reinit`](crate::Client::join_reinit),
+/// [`Client::join_branch`](crate::Client::join_branch)) or loads it
+/// ([`Client::load_group`](crate::Client::load_group)). It produces
+/// messages ([`Group::encrypt_application`], the `propose_*` methods,
+/// [`Group::commit`] and its shorthands) and consumes them
+/// ([`Group::process_incoming`] returns a typed [`ProcessedMessage`]).
+/// Every operation either succeeds or returns a [`GroupError`] and leaves
+/// the state unchanged: commits are staged on copies and installed only by
+/// [`Group::merge_pending_commit`] / [`Group::merge_staged_commit`].
+///
+/// Private keys never leave the member's custody: the signature key signs
+/// there, leaf and init HPKE keys decrypt there, and replaced leaf keys
+/// and used init keys are destroyed there (RFC 9420 §9.2).
 pub struct Group {
     cs: &'static dyn CipherSuiteProvider,
     config: GroupConfig,
@@ -328,6 +311,7 @@ impl fmt::Debug for Group {
 
 /// A comparable snapshot of a group's whole state, for tests that check a
 /// rejected input changed nothing. Its Debug output shows no secret.
+#[cfg(feature = "test-utils")]
 #[derive(Clone, PartialEq, Eq)]
 pub struct GroupStateSnapshot {
     context: GroupContext,
@@ -346,6 +330,7 @@ pub struct GroupStateSnapshot {
     sent: Vec<SentMessage>,
 }
 
+#[cfg(feature = "test-utils")]
 impl fmt::Debug for GroupStateSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupStateSnapshot")
@@ -373,8 +358,8 @@ pub fn random_group_id() -> Vec<u8> {
 impl Group {
     /// Creates a one-member group (RFC 9420 §11) with `signer` at leaf 0.
     /// The founder's leaf encryption key is generated in the signer's
-    /// custody.
-    pub fn create(
+    /// custody. Applications call [`crate::Client::create_group`].
+    pub(crate) fn create(
         config: GroupConfig,
         signer: Signer,
         validator: Arc<dyn CredentialValidator>,
@@ -655,6 +640,8 @@ impl Group {
     }
 
     /// A snapshot of the whole state, for equality checks in tests.
+    #[cfg(feature = "test-utils")]
+    #[doc(hidden)]
     pub fn state_snapshot(&self) -> GroupStateSnapshot {
         GroupStateSnapshot {
             context: self.state.context.clone(),
@@ -798,7 +785,7 @@ impl Group {
         Ok(bytes)
     }
 
-    fn send_proposal(&mut self, proposal: Proposal) -> Result<(Vec<u8>, ProposalRef), GroupError> {
+    fn send_proposal(&mut self, proposal: Proposal) -> Result<ProposalMessage, GroupError> {
         self.check_active()?;
         if self.pending_commit.is_some() {
             return Err(GroupError::PendingCommit);
@@ -818,43 +805,43 @@ impl Group {
         self.proposals.push(cached);
         let digest = self.cs.hash(&[&bytes]);
         self.remember_sent(digest, ContentType::Proposal, self.state.context.epoch);
-        Ok((bytes, reference))
+        Ok(ProposalMessage {
+            message: bytes,
+            reference,
+        })
     }
 
-    /// Proposes adding the member of a KeyPackage (`MLSMessage` or bare).
+    /// Proposes adding the member of a validated KeyPackage (RFC 9420
+    /// §12.1.1). The group checks what depends on it (see
+    /// [`Group::add_members`]).
     pub fn propose_add(
         &mut self,
-        key_package: &[u8],
+        key_package: &KeyPackage,
         now: UnixTime,
-    ) -> Result<Vec<u8>, GroupError> {
-        let kp = KeyPackageIn::from_bytes(key_package)?.validate(
-            self.config.cipher_suite,
-            self.validator.as_ref(),
-            now,
+    ) -> Result<ProposalMessage, GroupError> {
+        proposals::check_validated_key_package(
+            &self.validation_context(now),
+            key_package.as_wire(),
         )?;
         self.state
             .tree
-            .check_leaves_fit(&[(None, kp.leaf_node())])?;
-        Ok(self
-            .send_proposal(Proposal::Add(crate::codec::Add {
-                key_package: kp.into_wire(),
-            }))?
-            .0)
+            .check_leaves_fit(&[(None, key_package.leaf_node())])?;
+        self.send_proposal(Proposal::Add(crate::codec::Add {
+            key_package: key_package.as_wire().clone(),
+        }))
     }
 
-    /// Proposes removing the member at `leaf`.
-    pub fn propose_remove(&mut self, leaf: LeafIndex) -> Result<Vec<u8>, GroupError> {
+    /// Proposes removing the member at `leaf` (RFC 9420 §12.1.3).
+    pub fn propose_remove(&mut self, leaf: LeafIndex) -> Result<ProposalMessage, GroupError> {
         if self.state.tree.leaf(leaf).is_none() {
-            return Err(GroupError::NotAMember(leaf.0));
+            return Err(GroupError::NotAMember(leaf));
         }
-        Ok(self
-            .send_proposal(Proposal::Remove(Remove { removed: leaf }))?
-            .0)
+        self.send_proposal(Proposal::Remove(Remove { removed: leaf }))
     }
 
     /// Proposes removing this member (leaving the group, RFC 9420 §12.1.3):
     /// another member must commit it.
-    pub fn leave(&mut self) -> Result<Vec<u8>, GroupError> {
+    pub fn leave(&mut self) -> Result<ProposalMessage, GroupError> {
         let own = self.state.own_leaf();
         self.propose_remove(own)
     }
@@ -862,14 +849,14 @@ impl Group {
     /// Proposes a self-update (RFC 9420 §12.1.2): a fresh leaf HPKE key
     /// generated in custody. The key replaces the current one when a commit
     /// including the proposal is merged.
-    pub fn propose_update(&mut self) -> Result<Vec<u8>, GroupError> {
+    pub fn propose_update(&mut self) -> Result<ProposalMessage, GroupError> {
         let own = self.state.own_leaf();
         let old = self
             .state
             .tree
             .leaf(own)
             .cloned()
-            .ok_or(GroupError::NotAMember(own.0))?;
+            .ok_or(GroupError::NotAMember(own))?;
         let leaf_key = self.signer.custody.generate(self.cs.hpke_key_spec())?;
         let result = (|| {
             let mut leaf = LeafNode {
@@ -887,19 +874,19 @@ impl Group {
                 &mut leaf,
                 Some((&self.state.context.group_id, own)),
             )?;
-            let (bytes, reference) = self.send_proposal(Proposal::Update(Update {
+            let sent = self.send_proposal(Proposal::Update(Update {
                 leaf_node: leaf.clone(),
             }))?;
-            Ok::<_, GroupError>((bytes, reference, leaf))
+            Ok::<_, GroupError>((sent, leaf))
         })();
         match result {
-            Ok((bytes, reference, leaf_node)) => {
+            Ok((sent, leaf_node)) => {
                 self.own_updates.push(OwnUpdate {
-                    reference,
+                    reference: sent.reference.clone(),
                     leaf_node,
                     leaf_key,
                 });
-                Ok(bytes)
+                Ok(sent)
             }
             Err(e) => {
                 let _ = self.signer.custody.destroy(&leaf_key);
@@ -913,25 +900,21 @@ impl Group {
     pub fn propose_psk(
         &mut self,
         psk: crate::codec::PreSharedKeyId,
-    ) -> Result<Vec<u8>, GroupError> {
+    ) -> Result<ProposalMessage, GroupError> {
         if self.psks.get(&psk).is_none() {
             return Err(GroupError::UnknownPsk);
         }
-        Ok(self
-            .send_proposal(Proposal::PreSharedKey(crate::codec::PreSharedKey { psk }))?
-            .0)
+        self.send_proposal(Proposal::PreSharedKey(crate::codec::PreSharedKey { psk }))
     }
 
     /// Proposes new GroupContext extensions (RFC 9420 §12.1.7).
     pub fn propose_group_context_extensions(
         &mut self,
         extensions: Vec<crate::codec::Extension>,
-    ) -> Result<Vec<u8>, GroupError> {
-        Ok(self
-            .send_proposal(Proposal::GroupContextExtensions(
-                crate::codec::GroupContextExtensions { extensions },
-            ))?
-            .0)
+    ) -> Result<ProposalMessage, GroupError> {
+        self.send_proposal(Proposal::GroupContextExtensions(
+            crate::codec::GroupContextExtensions { extensions },
+        ))
     }
 
     /// A fresh PSK id for an external PSK, with a random nonce.
@@ -958,15 +941,22 @@ impl Group {
         }
     }
 
-    /// Adds the members of these KeyPackages in one commit (by value, with
-    /// any pending proposals): shorthand for [`Group::commit`].
+    /// Adds the members of these validated KeyPackages in one commit (by
+    /// value, with any pending proposals): shorthand for [`Group::commit`].
+    ///
+    /// A [`KeyPackage`] was validated when it was made (RFC 9420 §10.1:
+    /// signatures, keys, credential through the validator given to
+    /// [`crate::KeyPackageIn::validate`], usually the client's through
+    /// [`crate::Client::validate_key_package`]); the group checks what
+    /// depends on it: its cipher suite, its lifetime at `now`, the
+    /// group's required capabilities and the tree.
     pub fn add_members(
         &mut self,
-        key_packages: &[&[u8]],
+        key_packages: &[KeyPackage],
         now: UnixTime,
     ) -> Result<CommitOutput, GroupError> {
         let mut options = CommitOptions::new();
-        options.add_key_packages = key_packages.iter().map(|k| k.to_vec()).collect();
+        options.add_key_packages = key_packages.to_vec();
         self.commit(options, now)
     }
 
@@ -977,7 +967,7 @@ impl Group {
         now: UnixTime,
     ) -> Result<CommitOutput, GroupError> {
         let mut options = CommitOptions::new();
-        options.remove_leaves = leaves.iter().map(|l| l.0).collect();
+        options.remove_leaves = leaves.to_vec();
         self.commit(options, now)
     }
 
@@ -1018,6 +1008,14 @@ impl Group {
     /// [`ProcessedMessage::OwnCommit`]; a message it sent (or a commit it
     /// merged or lost) as [`ProcessedMessage::OwnMessage`].
     pub fn process_incoming(
+        &mut self,
+        message: impl AsRef<[u8]>,
+        now: UnixTime,
+    ) -> Result<ProcessedMessage, GroupError> {
+        self.process_message(message.as_ref(), now)
+    }
+
+    fn process_message(
         &mut self,
         bytes: &[u8],
         now: UnixTime,
@@ -1101,7 +1099,7 @@ impl Group {
                 .tree
                 .leaf(*i)
                 .map(|l| l.signature_key.clone())
-                .ok_or(GroupError::NotAMember(i.0))?,
+                .ok_or(GroupError::NotAMember(*i))?,
             (Sender::NewMemberCommit, FramedContentBody::Commit(c)) => c
                 .path
                 .as_ref()

@@ -14,13 +14,15 @@ use crate::codec::{
     RequiredCapabilities, ResumptionPskUsage, Sender,
 };
 use crate::credential::CredentialValidator;
-use crate::key_package::KeyPackageIn;
+use crate::key_package::{KeyPackageError, KeyPackageIn};
 use crate::tree::{GroupParams, LeafNodeUsage, RatchetTree, validate_leaf_node};
 use crate::tree_math::LeafIndex;
 
 /// A proposal received (or sent) in the current epoch, with its
-/// reference (RFC 9420 §5.2).
+/// reference (RFC 9420 §5.2): what [`crate::Group::pending_proposals`]
+/// lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CachedProposal {
     /// `ProposalRef = RefHash("MLS 1.0 Proposal Reference", AuthenticatedContent)`.
     pub reference: ProposalRef,
@@ -32,7 +34,7 @@ pub struct CachedProposal {
 
 impl CachedProposal {
     /// Caches the proposal carried by `content` (which must be a proposal).
-    pub fn from_content(
+    pub(crate) fn from_content(
         cs: &dyn CipherSuiteProvider,
         content: &AuthenticatedContent,
     ) -> Result<Self, GroupError> {
@@ -55,6 +57,11 @@ pub struct ResolvedProposal {
     pub proposal: Proposal,
     /// Its sender (the committer for proposals by value).
     pub sender: Sender,
+    /// An Add of a [`crate::KeyPackage`] the committer was given
+    /// validated ([`crate::CommitOptions::add_key_packages`]): its
+    /// signatures and credential are not checked again, only what depends
+    /// on the group (`check_validated_key_package`).
+    pub validated: bool,
 }
 
 /// Resolves a commit's `proposals` against the cache (RFC 9420 §12.4.2).
@@ -69,6 +76,7 @@ pub fn resolve(
             ProposalOrRef::Proposal(proposal) => Ok(ResolvedProposal {
                 proposal: proposal.clone(),
                 sender: committer,
+                validated: false,
             }),
             ProposalOrRef::Reference(r) => cache
                 .iter()
@@ -76,6 +84,7 @@ pub fn resolve(
                 .map(|c| ResolvedProposal {
                     proposal: c.proposal.clone(),
                     sender: c.sender,
+                    validated: false,
                 })
                 .ok_or(GroupError::UnknownProposalRef),
         })
@@ -147,6 +156,44 @@ impl std::fmt::Debug for ValidationContext<'_> {
     }
 }
 
+/// Checks what the acceptance of an already validated KeyPackage (RFC
+/// 9420 §10.1, done by [`KeyPackageIn::validate`]: signatures, keys,
+/// credential) depends on in this group: the group's cipher suite and the
+/// KeyPackage's lifetime at `now`.
+pub fn check_validated_key_package(
+    v: &ValidationContext<'_>,
+    key_package: &KeyPackage,
+) -> Result<(), GroupError> {
+    if key_package.cipher_suite != v.context.cipher_suite {
+        return Err(KeyPackageError::WrongCipherSuite {
+            expected: v.context.cipher_suite.0,
+            actual: key_package.cipher_suite.0,
+        }
+        .into());
+    }
+    let crate::codec::LeafNodeSource::KeyPackage(lifetime) = key_package.leaf_node.leaf_node_source
+    else {
+        return Err(
+            KeyPackageError::InvalidLeafNode(crate::tree::LeafNodeError::WrongSource {
+                expected: crate::tree::LeafNodeSourceType::KeyPackage,
+                actual: crate::tree::LeafNodeSourceType::of(
+                    &key_package.leaf_node.leaf_node_source,
+                ),
+            })
+            .into(),
+        );
+    };
+    if v.now < lifetime.not_before || v.now > lifetime.not_after {
+        return Err(KeyPackageError::Expired {
+            not_before: lifetime.not_before,
+            not_after: lifetime.not_after,
+            now: v.now,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Validates an Update proposal's LeafNode from `sender` (RFC 9420
 /// §12.1.2, §7.3) against the tree.
 pub fn validate_update(
@@ -155,7 +202,7 @@ pub fn validate_update(
     sender: LeafIndex,
     leaf: &LeafNode,
 ) -> Result<(), GroupError> {
-    let old = tree.leaf(sender).ok_or(GroupError::NotAMember(sender.0))?;
+    let old = tree.leaf(sender).ok_or(GroupError::NotAMember(sender))?;
     validate_member_leaf(v, tree, LeafNodeUsage::Update(sender), sender, old, leaf)
 }
 
@@ -253,20 +300,23 @@ pub fn validate_and_apply(
                         ProposalRule::NotAllowedInExternalCommit,
                     ));
                 }
-                let kp = KeyPackageIn(add.key_package.clone()).validate(
-                    v.context.cipher_suite,
-                    v.validator,
-                    v.now,
-                )?;
+                let kp = if p.validated {
+                    check_validated_key_package(v, &add.key_package)?;
+                    add.key_package.clone()
+                } else {
+                    KeyPackageIn(add.key_package.clone())
+                        .validate(v.context.cipher_suite, v.validator, v.now)?
+                        .into_wire()
+                };
                 if let Some(rc) = &v.required_capabilities {
-                    check_required_capabilities(kp.leaf_node(), rc)?;
+                    check_required_capabilities(&kp.leaf_node, rc)?;
                 }
-                if !add_sig_keys.insert(kp.leaf_node().signature_key.0.clone()) {
+                if !add_sig_keys.insert(kp.leaf_node.signature_key.0.clone()) {
                     return Err(GroupError::InvalidProposal(
                         ProposalRule::SameClientAddedTwice,
                     ));
                 }
-                adds.push(kp.into_wire());
+                adds.push(kp);
             }
             Proposal::Update(update) => {
                 let Some(sender) = sender_leaf(&p.sender) else {
@@ -315,7 +365,7 @@ pub fn validate_and_apply(
                     ));
                 }
                 if tree.leaf(sender).is_none() {
-                    return Err(GroupError::NotAMember(sender.0));
+                    return Err(GroupError::NotAMember(sender));
                 }
                 if !touched.insert(sender) {
                     return Err(GroupError::InvalidProposal(
@@ -420,7 +470,7 @@ pub fn validate_and_apply(
     }
     effects.updates = updates;
     for i in &removes {
-        let leaf = tree.leaf(*i).cloned().ok_or(GroupError::NotAMember(i.0))?;
+        let leaf = tree.leaf(*i).cloned().ok_or(GroupError::NotAMember(*i))?;
         tree.remove_leaf(*i)?;
         effects.removes.push((*i, leaf));
     }

@@ -43,7 +43,13 @@ impl PskStore {
 
     /// Records the `resumption_psk` of an epoch, keeping at most `keep`
     /// epochs per group.
-    pub fn insert_resumption(&mut self, group_id: &[u8], epoch: u64, psk: Secret, keep: usize) {
+    pub(crate) fn insert_resumption(
+        &mut self,
+        group_id: &[u8],
+        epoch: u64,
+        psk: Secret,
+        keep: usize,
+    ) {
         self.resumption.insert((group_id.to_vec(), epoch), psk);
         let mut of_group: Vec<u64> = self
             .resumption

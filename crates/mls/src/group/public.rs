@@ -208,9 +208,11 @@ impl PublicGroup {
         &self.context.tree_hash
     }
 
-    /// The confirmation tag of the commit that started this epoch.
-    pub fn confirmation_tag(&self) -> &Mac {
-        &self.confirmation_tag
+    /// The confirmation tag of the commit that started this epoch (its
+    /// MAC value, §6.1; the observer cannot check it, only carry it into
+    /// the next interim transcript hash, §8.2).
+    pub fn confirmation_tag(&self) -> &[u8] {
+        &self.confirmation_tag.0
     }
 
     /// The ratchet tree (§12.4.3.3), to serve to external joiners.
@@ -329,7 +331,7 @@ impl PublicGroup {
                 .tree
                 .leaf(*i)
                 .map(|l| l.signature_key.clone())
-                .ok_or(GroupError::NotAMember(i.0))?,
+                .ok_or(GroupError::NotAMember(*i))?,
             (Sender::NewMemberCommit, FramedContentBody::Commit(c)) => c
                 .path
                 .as_ref()
@@ -387,7 +389,7 @@ impl PublicGroup {
         match committer {
             Sender::Member(i) => {
                 if self.tree.leaf(i).is_none() {
-                    return Err(GroupError::NotAMember(i.0));
+                    return Err(GroupError::NotAMember(i));
                 }
             }
             Sender::NewMemberCommit => {}
@@ -427,7 +429,7 @@ impl PublicGroup {
             Some(path) => {
                 let sender = match committer {
                     Sender::Member(i) => {
-                        let old = self.tree.leaf(i).ok_or(GroupError::NotAMember(i.0))?;
+                        let old = self.tree.leaf(i).ok_or(GroupError::NotAMember(i))?;
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
                         if !self

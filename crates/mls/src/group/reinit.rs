@@ -5,15 +5,16 @@
 //! Reinit: a member proposes ([`Group::propose_reinit`]) or commits
 //! ([`Group::commit_reinit`]) a ReInit; once that commit is merged the old
 //! group refuses further use ([`GroupError::ReInitialized`]). Any member
-//! then creates the new group with [`Group::reinit_group`] (the ReInit's
-//! group id, version, suite and extensions; every other member's fresh
-//! KeyPackage; a `reinit` PSK of the old group's last epoch) and the
-//! others join with [`Group::join_reinit`], which checks the Welcome
-//! against the ReInit and the old membership (§12.4.3.1).
+//! then creates the new group with [`crate::Client::reinit_group`] (the
+//! ReInit's group id, version, suite and extensions; every other member's
+//! fresh KeyPackage; a `reinit` PSK of the old group's last epoch) and the
+//! others join with [`crate::Client::join_reinit`], which checks the
+//! Welcome against the ReInit and the old membership (§12.4.3.1).
 //!
-//! Branch: [`Group::branch`] creates a group of a subset of the members
-//! with a `branch` PSK of the current epoch; [`Group::join_branch`] checks
-//! version, suite, epoch 1 and that every new member was an old one.
+//! Branch: [`crate::Client::branch`] creates a group of a subset of the
+//! members with a `branch` PSK of the current epoch;
+//! [`crate::Client::join_branch`] checks version, suite, epoch 1 and that
+//! every new member was an old one.
 //!
 //! "The same member" is decided by the group's
 //! [`CredentialValidator::valid_successor`] (RFC 9420 leaves it to the
@@ -22,16 +23,18 @@
 use hsmls_crypto::Secret;
 use rand_core::OsRng;
 
+use std::sync::Arc;
+
 use super::{
-    CommitOptions, CommitOutput, Group, GroupConfig, GroupError, JoinOptions, ReInitRule,
-    WelcomeRule,
+    CommitOptions, CommitOutput, Group, GroupConfig, GroupError, JoinOptions, ProposalMessage,
+    ReInitRule, WelcomeRule,
 };
 use crate::codec::{
     Credential, PreSharedKeyId, Proposal, ProtocolVersion, Psk, ReInit, ResumptionPsk,
     ResumptionPskUsage,
 };
 use crate::credential::{CredentialValidator, Signer};
-use crate::key_package::{KeyPackageBundle, KeyPackageIn};
+use crate::key_package::{KeyPackage, KeyPackageBundle};
 
 use super::UnixTime;
 
@@ -70,9 +73,9 @@ fn all_matched(
 
 impl Group {
     /// Proposes reinitializing the group (RFC 9420 §12.1.5).
-    pub fn propose_reinit(&mut self, reinit: ReInit) -> Result<Vec<u8>, GroupError> {
+    pub fn propose_reinit(&mut self, reinit: ReInit) -> Result<ProposalMessage, GroupError> {
         super::proposals::check_reinit(&self.validation_context(0), &reinit)?;
-        Ok(self.send_proposal(Proposal::ReInit(reinit))?.0)
+        self.send_proposal(Proposal::ReInit(reinit))
     }
 
     /// Commits a ReInit by value, alone (RFC 9420 §11.2 steps 1 and 2).
@@ -82,11 +85,9 @@ impl Group {
         reinit: ReInit,
         now: UnixTime,
     ) -> Result<CommitOutput, GroupError> {
-        let options = CommitOptions {
-            reinit: Some(reinit),
-            include_pending: false,
-            ..CommitOptions::new()
-        };
+        let mut options = CommitOptions::new();
+        options.reinit = Some(reinit);
+        options.include_pending = false;
         self.commit(options, now)
     }
 
@@ -106,12 +107,13 @@ impl Group {
     /// member of the old group) with a `reinit` PSK of the old group's last
     /// epoch. The new group is returned at epoch 1 (no one else can commit
     /// at its epoch 0) with the commit output, whose Welcome goes to the
-    /// members.
-    pub fn reinit_group(
+    /// members. Applications call [`crate::Client::reinit_group`].
+    pub(crate) fn reinit_group(
         &self,
         config: GroupConfig,
         signer: Signer,
-        key_packages: &[&[u8]],
+        validator: Arc<dyn CredentialValidator>,
+        key_packages: &[KeyPackage],
         now: UnixTime,
     ) -> Result<(Group, CommitOutput), GroupError> {
         let reinit = self
@@ -125,16 +127,19 @@ impl Group {
             return Err(GroupError::ReInit(ReInitRule::CipherSuiteMismatch));
         }
         let mut present = vec![signer.credential.clone()];
-        for kp in key_packages {
-            present.push(KeyPackageIn::from_bytes(kp)?.0.leaf_node.credential);
-        }
+        present.extend(
+            key_packages
+                .iter()
+                .map(|kp| kp.leaf_node().credential.clone()),
+        );
         let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
-        if !all_matched(self.validator.as_ref(), &old, &present) {
+        if !all_matched(validator.as_ref(), &old, &present) {
             return Err(GroupError::ReInit(ReInitRule::MemberMissing));
         }
         self.linked_group(
             config,
             signer,
+            validator,
             reinit.group_id,
             reinit.extensions,
             ResumptionPskUsage::Reinit,
@@ -144,28 +149,39 @@ impl Group {
     }
 
     /// Branches a subgroup (RFC 9420 §11.3): a new group `group_id` with
-    /// this group's version and suite, `signer` at leaf 0, adding
-    /// `key_packages` (fresh ones of some members) with a `branch` PSK of
-    /// the current epoch. Returned at epoch 1 with the commit output.
-    pub fn branch(
+    /// this group's version and suite (`config`'s suite must be it),
+    /// `signer` at leaf 0, adding `key_packages` (fresh ones of some
+    /// members) with a `branch` PSK of the current epoch. Returned at
+    /// epoch 1 with the commit output. Applications call
+    /// [`crate::Client::branch`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn branch(
         &self,
+        config: GroupConfig,
         signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
         group_id: Vec<u8>,
         extensions: Vec<crate::codec::Extension>,
-        key_packages: &[&[u8]],
+        key_packages: &[KeyPackage],
         now: UnixTime,
     ) -> Result<(Group, CommitOutput), GroupError> {
-        let mut present = vec![signer.credential.clone()];
-        for kp in key_packages {
-            present.push(KeyPackageIn::from_bytes(kp)?.0.leaf_node.credential);
+        if config.cipher_suite != self.config.cipher_suite {
+            return Err(GroupError::ReInit(ReInitRule::BranchChangesVersionOrSuite));
         }
+        let mut present = vec![signer.credential.clone()];
+        present.extend(
+            key_packages
+                .iter()
+                .map(|kp| kp.leaf_node().credential.clone()),
+        );
         let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
-        if !all_matched(self.validator.as_ref(), &present, &old) {
+        if !all_matched(validator.as_ref(), &present, &old) {
             return Err(GroupError::ReInit(ReInitRule::BranchMemberNotInGroup));
         }
         self.linked_group(
-            self.config.clone(),
+            config,
             signer,
+            validator,
             group_id,
             extensions,
             ResumptionPskUsage::Branch,
@@ -179,10 +195,11 @@ impl Group {
         &self,
         config: GroupConfig,
         signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
         group_id: Vec<u8>,
         extensions: Vec<crate::codec::Extension>,
         usage: ResumptionPskUsage,
-        key_packages: &[&[u8]],
+        key_packages: &[KeyPackage],
         now: UnixTime,
     ) -> Result<(Group, CommitOutput), GroupError> {
         let epoch = self.state.context.epoch;
@@ -192,14 +209,7 @@ impl Group {
             .resumption(&old_id, epoch)
             .cloned()
             .ok_or(GroupError::UnknownPsk)?;
-        let mut g = Group::create(
-            config,
-            signer,
-            self.validator.clone(),
-            group_id,
-            extensions,
-            now,
-        )?;
+        let mut g = Group::create(config, signer, validator, group_id, extensions, now)?;
         g.psks.insert_linked(usage, &old_id, epoch, psk);
         // §11.3: a random psk_nonce of length KDF.Nh.
         let mut psk_nonce = vec![0; g.cs.hash_len()];
@@ -212,11 +222,9 @@ impl Group {
             }),
             psk_nonce,
         };
-        let options = CommitOptions {
-            add_key_packages: key_packages.iter().map(|k| k.to_vec()).collect(),
-            psks: vec![id],
-            ..CommitOptions::new()
-        };
+        let mut options = CommitOptions::new();
+        options.add_key_packages = key_packages.to_vec();
+        options.psks = vec![id];
         let result = g.commit(options, now).and_then(|out| {
             g.merge_pending_commit()?;
             Ok(out)
@@ -234,11 +242,13 @@ impl Group {
     /// §12.4.3.1): this (closed) group supplies the `reinit` PSK; the new
     /// group must be at epoch 1, match the committed ReInit, have been
     /// keyed with this group's last-epoch `reinit` PSK, and hold every
-    /// member of this group.
-    pub fn join_reinit(
+    /// member of this group. Applications call
+    /// [`crate::Client::join_reinit`].
+    pub(crate) fn join_reinit(
         &self,
         config: GroupConfig,
         signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
         bundle: &KeyPackageBundle,
         welcome: &[u8],
         options: JoinOptions,
@@ -251,6 +261,7 @@ impl Group {
             ResumptionPskUsage::Reinit,
             config,
             signer,
+            validator.clone(),
             bundle,
             welcome,
             options,
@@ -265,7 +276,7 @@ impl Group {
         } else {
             let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
             let new: Vec<Credential> = g.members().into_iter().map(|m| m.credential).collect();
-            if all_matched(self.validator.as_ref(), &old, &new) {
+            if all_matched(validator.as_ref(), &old, &new) {
                 Ok(())
             } else {
                 Err(GroupError::ReInit(ReInitRule::MemberMissing))
@@ -277,11 +288,13 @@ impl Group {
     /// Joins a branched subgroup from its Welcome (RFC 9420 §11.3): this
     /// group supplies the `branch` PSK (any retained epoch); the new group
     /// must be at epoch 1, have this group's version and suite, and hold
-    /// only members of this group.
-    pub fn join_branch(
+    /// only members of this group. Applications call
+    /// [`crate::Client::join_branch`].
+    pub(crate) fn join_branch(
         &self,
         config: GroupConfig,
         signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
         bundle: &KeyPackageBundle,
         welcome: &[u8],
         options: JoinOptions,
@@ -290,6 +303,7 @@ impl Group {
             ResumptionPskUsage::Branch,
             config,
             signer,
+            validator.clone(),
             bundle,
             welcome,
             options,
@@ -302,7 +316,7 @@ impl Group {
         } else {
             let old: Vec<Credential> = self.members().into_iter().map(|m| m.credential).collect();
             let new: Vec<Credential> = g.members().into_iter().map(|m| m.credential).collect();
-            if all_matched(self.validator.as_ref(), &new, &old) {
+            if all_matched(validator.as_ref(), &new, &old) {
                 Ok(())
             } else {
                 Err(GroupError::ReInit(ReInitRule::BranchMemberNotInGroup))
@@ -313,11 +327,13 @@ impl Group {
 
     /// Joins with this group's resumption PSKs offered under `usage`, and
     /// checks the Welcome used one of them.
+    #[allow(clippy::too_many_arguments)]
     fn join_linked(
         &self,
         usage: ResumptionPskUsage,
         config: GroupConfig,
         signer: Signer,
+        validator: Arc<dyn CredentialValidator>,
         bundle: &KeyPackageBundle,
         welcome: &[u8],
         mut options: JoinOptions,
@@ -336,14 +352,7 @@ impl Group {
                 .ok_or(GroupError::UnknownPsk)?;
             options.psks.insert_linked(usage, old_id, *e, psk);
         }
-        let g = Group::join_from_welcome(
-            config,
-            signer,
-            self.validator.clone(),
-            bundle,
-            welcome,
-            options,
-        )?;
+        let g = Group::join_from_welcome(config, signer, validator, bundle, welcome, options)?;
         let used = g.linked_psk.as_ref().is_some_and(|r| {
             r.usage == usage && &r.psk_group_id == old_id && epochs.contains(&r.psk_epoch)
         });

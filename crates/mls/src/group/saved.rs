@@ -472,7 +472,7 @@ impl Group {
     /// `epoch_records` (records of other epochs are ignored). The group
     /// continues with `validator` for the credentials it meets from now
     /// on. Nothing is changed on failure.
-    pub fn load(
+    pub(crate) fn load(
         sealer: &dyn StateSealer,
         custody: Arc<dyn KeyCustody>,
         validator: Arc<dyn CredentialValidator>,
@@ -783,7 +783,9 @@ mod tests {
         .unwrap();
         let bob = member(custody, "bob");
         let kp = KeyPackageBundle::generate(&KeyPackageConfig::new(NOW, 3600), &bob).unwrap();
-        let out = a.add_members(&[&kp.to_bytes().unwrap()], NOW).unwrap();
+        let out = a
+            .add_members(std::slice::from_ref(&kp.key_package), NOW)
+            .unwrap();
         a.merge_pending_commit().unwrap();
         let mut b = Group::join_from_welcome(
             GroupConfig::default(),
@@ -816,10 +818,10 @@ mod tests {
             a.process_incoming(&proposal, NOW).unwrap(),
             ProcessedMessage::Proposal { .. }
         ));
-        a.propose_update().unwrap();
+        let _update = a.propose_update().unwrap();
         a.psk_store_mut()
             .insert_external(b"psk".to_vec(), Secret::from_slice(&[5; 32]));
-        a.commit(CommitOptions::new(), NOW).unwrap();
+        let _pending = a.commit(CommitOptions::new(), NOW).unwrap();
         (a, b)
     }
 

@@ -33,7 +33,7 @@ impl KeyPackageBundle {
     /// Saves the bundle with the signer whose key signed it: the
     /// KeyPackage and the custody URIs of its init, leaf and signature
     /// keys, sealed with `sealer` (see [`crate::state`]).
-    pub fn save(
+    pub(crate) fn save(
         &self,
         signer: &Signer,
         sealer: &dyn StateSealer,
@@ -79,8 +79,9 @@ impl KeyPackageBundle {
     /// be the bundle of the KeyPackage `reference`, sealed by `sealer`'s
     /// key; its keys are found in `custody` by their URIs. Returns the
     /// bundle and the signer (its credential is the KeyPackage's), ready
-    /// for [`Group::join_from_welcome`](crate::Group::join_from_welcome).
-    pub fn load(
+    /// for a join ([`crate::Client::load_key_package`] checks the signer
+    /// is the client's).
+    pub(crate) fn load(
         sealer: &dyn StateSealer,
         custody: Arc<dyn KeyCustody>,
         reference: &[u8],

@@ -19,7 +19,8 @@
 //! store can delete a past epoch's record on its own when the window
 //! moves on (§9.2), and must write the state and the set of records in one
 //! transaction (the records carry the random `save_id` of their state, and
-//! [`Group::load`](crate::Group::load) refuses records of another save).
+//! [`Client::load_group`](crate::Client::load_group) refuses records of
+//! another save).
 //!
 //! # Format (version 1)
 //!
@@ -47,8 +48,9 @@
 //! `key_package/saved.rs`). Wire structures of RFC 9420 (GroupContext,
 //! LeafNode, Node, Proposal, ...) appear as `opaque x<V>` holding their RFC
 //! encoding. The plaintext lives only in zeroizing buffers; decoding uses
-//! the bounded decoders of [`crate::codec::vl`], so a malformed blob gives a
-//! typed error, never a panic or an unbounded allocation.
+//! the project's bounded decoders of variable-length vectors, so a
+//! malformed blob gives a typed error, never a panic or an unbounded
+//! allocation.
 
 mod codec;
 mod sealed;
@@ -169,7 +171,10 @@ pub enum StateError {
 
 /// A saved group: the sealed state and one sealed record per retained past
 /// epoch. Write them to storage together, in one transaction, replacing
-/// the group's previous state and record set.
+/// the group's previous state and record set. A plain record (not
+/// `#[non_exhaustive]`): a store builds it again from what it read; new
+/// data goes inside the sealed, versioned blobs.
+#[must_use = "a saved group is lost unless written to storage"]
 #[derive(Clone, PartialEq, Eq)]
 pub struct SavedGroup {
     /// The group id (in clear in the header too).
@@ -214,7 +219,8 @@ impl std::fmt::Debug for EpochRecord {
 
 /// A saved [`KeyPackageBundle`](crate::KeyPackageBundle): its reference
 /// and last-resort flag in clear (for the store's index) and the sealed
-/// bundle.
+/// bundle. A plain record, like [`SavedGroup`].
+#[must_use = "a saved KeyPackage bundle is lost unless written to storage"]
 #[derive(Clone, PartialEq, Eq)]
 pub struct SavedKeyPackage {
     /// `KeyPackageRef` of the KeyPackage (RFC 9420 §5.2).

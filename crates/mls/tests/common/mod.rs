@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use hsmls::codec::Credential;
+use hsmls::wire::Credential;
 use hsmls::{
-    BasicCredentialValidator, CommitOutput, CredentialValidator, Group, GroupConfig, JoinOptions,
-    ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CommitOutput, CredentialValidator, Group, GroupConfig,
+    JoinOptions, ProcessedMessage, Signer,
 };
 use hsmls_custody::KeyCustody;
 use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
@@ -116,14 +116,10 @@ pub fn external_join<C>(
     gconfig: &GroupConfig,
 ) {
     let group_info = members[from].group().group_info().unwrap();
-    let (g, commit) = Group::join_by_external_commit(
-        gconfig.clone(),
-        joiner.signer.clone(),
-        validator(),
-        &group_info,
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let (g, commit) = Client::new(joiner.signer.clone(), validator())
+        .with_group_config(gconfig.clone())
+        .join_by_external_commit(&group_info, JoinOptions::default())
+        .unwrap();
     joiner.group = Some(g);
     for m in members.iter_mut().filter(|m| m.group.is_some()) {
         let g = m.group();
@@ -131,7 +127,7 @@ pub fn external_join<C>(
         else {
             panic!("expected the external commit");
         };
-        assert_eq!(staged.sender, hsmls::codec::Sender::NewMemberCommit);
+        assert_eq!(staged.sender, hsmls::wire::Sender::NewMemberCommit);
         g.merge_staged_commit(staged).unwrap();
     }
 }

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hsmls::codec::Credential;
-use hsmls::{BasicCredentialValidator, CredentialValidator, Signer};
+use hsmls::wire::Credential;
+use hsmls::{BasicCredentialValidator, Client, CredentialValidator, Signer};
 use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
 use hsmls_custody::{KeyCustody, Pkcs11Custody};
 
@@ -47,6 +47,27 @@ pub fn validator() -> Arc<dyn CredentialValidator> {
 pub fn signer(custody: Arc<dyn KeyCustody>, name: &str) -> Signer {
     Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec()))
         .unwrap_or_else(|e| panic!("signature key for {name}: {e}"))
+}
+
+/// The client `name` of processes sharing `dir`: the first process to ask
+/// generates its signature key in `custody` and writes the key's custody
+/// URI to `dir/<name>.key`; later processes (after a restart) find the key
+/// in the token by that URI, as an application keeps its identity.
+pub fn client_in(custody: Arc<dyn KeyCustody>, dir: &Path, name: &str) -> Client {
+    let file = format!("{name}.key");
+    let credential = Credential::Basic(name.as_bytes().to_vec());
+    let signer = if dir.join(&file).exists() {
+        let uri = String::from_utf8(get(dir, &file)).unwrap();
+        let key = custody
+            .find(&uri)
+            .unwrap_or_else(|e| panic!("{name}'s signature key in the token: {e}"));
+        Signer::new(custody, key, credential)
+    } else {
+        let s = signer(custody, name);
+        put(dir, &file, s.signature_key.uri().as_bytes());
+        s
+    };
+    Client::new(signer, validator())
 }
 
 /// The role of this process, if it is a child.
