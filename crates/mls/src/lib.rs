@@ -144,7 +144,9 @@ pub mod wire;
 
 pub use client::Client;
 pub use codec::{Certificate, Credential, SignaturePublicKey};
-pub use credential::{BasicCredentialValidator, CredentialError, CredentialValidator, Signer};
+pub use credential::{
+    BasicCredentialValidator, CredentialError, CredentialValidator, Signer, ValidatorError,
+};
 pub use group::{
     CachedProposal, CommitOptions, CommitOutput, CommitRule, Group, GroupConfig, GroupError,
     HandshakeFraming, JoinOptions, LostCommit, Member, MessageRule, OwnCommit, ProcessedMessage,
