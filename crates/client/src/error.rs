@@ -35,7 +35,7 @@ pub enum ClientError {
     Group(#[from] hsmls::GroupError),
     /// A KeyPackage could not be generated.
     #[error("KeyPackage: {0}")]
-    KeyPackage(#[from] hsmls::key_package::KeyPackageError),
+    KeyPackage(#[from] hsmls::KeyPackageError),
     /// The Authentication Service could not be reached or refused.
     #[error("authentication service: {0}")]
     As(#[from] hsmls_credentials::client::ClientError),

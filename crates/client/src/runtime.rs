@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hsmls::codec::{ContentType, Proposal, Sender};
-use hsmls::tree_math::LeafIndex;
+use hsmls::wire::{ContentType, LeafIndex, Proposal, Sender};
 use hsmls::{
     CommitOptions, CredentialValidator, Group, GroupConfig, HandshakeFraming, JoinOptions,
     KeyPackageBundle, KeyPackageConfig, LostCommit, Member, ProcessedMessage, Signer,
@@ -974,6 +973,21 @@ impl Inner {
         self.own().map(|o| o.signer).ok_or(ClientError::NotEnrolled)
     }
 
+    /// The engine's client of `signer`, validating with this client's
+    /// X.509 validator, with the group configuration of `mode`.
+    fn client_of(&self, signer: Signer, mode: GroupMode) -> hsmls::Client {
+        hsmls::Client::new(
+            signer,
+            self.validator.clone() as Arc<dyn CredentialValidator>,
+        )
+        .with_group_config(group_config(mode))
+    }
+
+    /// The engine's client of this client's current credential.
+    fn mls_client(&self, mode: GroupMode) -> Result<hsmls::Client, ClientError> {
+        Ok(self.client_of(self.signer()?, mode))
+    }
+
     async fn emit(&self, events: Vec<ClientEvent>) {
         if events.is_empty() {
             return;
@@ -1091,26 +1105,22 @@ impl Inner {
         let mut st = self.state.lock().await;
         for (gid, meta) in self.meta.groups().await? {
             let loaded = match self.storage.read_group(&gid).await {
-                Ok(Some(saved)) => {
-                    let (sealer, custody, validator, id) = (
-                        self.sealer.clone(),
-                        self.custody.clone(),
-                        self.validator.clone() as Arc<dyn CredentialValidator>,
-                        gid.clone(),
-                    );
-                    blocking(move || {
-                        Group::load(
-                            sealer.as_ref(),
-                            custody,
-                            validator,
-                            &id,
-                            &saved.state,
-                            &saved.epoch_records,
-                        )
-                    })
-                    .await?
-                    .map_err(|e| e.to_string())
-                }
+                Ok(Some(saved)) => match self.mls_client(GroupMode::Blind) {
+                    Ok(client) => {
+                        let (sealer, id) = (self.sealer.clone(), gid.clone());
+                        blocking(move || {
+                            client.load_group(
+                                sealer.as_ref(),
+                                &id,
+                                &saved.state,
+                                &saved.epoch_records,
+                            )
+                        })
+                        .await?
+                        .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
                 Ok(None) => Err("no saved state".to_string()),
                 Err(e) => Err(e.to_string()),
             };
@@ -1234,7 +1244,7 @@ impl Inner {
             return Err(ClientError::AsAnswer("the certificate is for another key"));
         }
         self.fetch_crl_and_checkpoint().await?;
-        let pk = hsmls::codec::SignaturePublicKey(key.public_key().as_bytes().to_vec());
+        let pk = hsmls::SignaturePublicKey(key.public_key().as_bytes().to_vec());
         self.validator
             .check(&x509_credential(&chain), &pk, Some(&self.config.identity))?;
         // The certificate is in the log the checkpoint covers.
@@ -1344,7 +1354,7 @@ impl Inner {
                 if problem == CredentialProblem::Revoked
                     && self.config.groups.remove_revoked_members
                 {
-                    revoked.push(leaf.0);
+                    revoked.push(leaf);
                 }
                 if st
                     .reported_problems
@@ -1471,14 +1481,13 @@ impl Inner {
         if remove && saved.last_resort {
             self.storage.delete_key_package(reference).await?;
         }
-        let (sealer, custody, r) = (
+        let (sealer, client, r) = (
             self.sealer.clone(),
-            signer.custody.clone(),
+            self.client_of(signer.clone(), GroupMode::Blind),
             reference.to_vec(),
         );
-        let (bundle, _) =
-            blocking(move || KeyPackageBundle::load(sealer.as_ref(), custody, &r, &saved.data))
-                .await??;
+        let bundle =
+            blocking(move || client.load_key_package(sealer.as_ref(), &r, &saved.data)).await??;
         Ok(Some(bundle))
     }
 
@@ -1489,13 +1498,13 @@ impl Inner {
         // Expired bundles: their keys go.
         for saved in self.storage.delete_expired_key_packages(t).await? {
             self.meta.delete_key_package(&saved.reference).await?;
-            let (sealer, custody) = (self.sealer.clone(), self.custody.clone());
-            let s = signer.clone();
+            let sealer = self.sealer.clone();
+            let client = self.client_of(signer.clone(), GroupMode::Blind);
             let _ = blocking(move || {
-                if let Ok((b, _)) =
-                    KeyPackageBundle::load(sealer.as_ref(), custody, &saved.reference, &saved.data)
+                if let Ok(b) =
+                    client.load_key_package(sealer.as_ref(), &saved.reference, &saved.data)
                 {
-                    let _ = b.destroy(&s);
+                    let _ = b.destroy(client.signer());
                 }
             })
             .await;
@@ -1517,7 +1526,11 @@ impl Inner {
         }
         // Generate (keys in the token) and save before publishing, so that
         // a Welcome for any published KeyPackage can be joined.
-        let (sealer, s, lifetime) = (self.sealer.clone(), signer.clone(), policy.lifetime_secs);
+        let (sealer, client, lifetime) = (
+            self.sealer.clone(),
+            self.client_of(signer.clone(), GroupMode::Blind),
+            policy.lifetime_secs,
+        );
         let bundles = blocking(move || -> Result<Vec<_>, ClientError> {
             let mut out = Vec::with_capacity(need + 1);
             for i in 0..need + usize::from(rotate) {
@@ -1525,8 +1538,8 @@ impl Inner {
                 if i == need {
                     c = c.last_resort();
                 }
-                let b = KeyPackageBundle::generate(&c, &s)?;
-                let saved = b.save(&s, sealer.as_ref())?;
+                let b = client.generate_key_package(&c)?;
+                let saved = client.save_key_package(&b, sealer.as_ref())?;
                 let bytes = b.to_bytes().map_err(hsmls::GroupError::from)?;
                 out.push((saved, bytes));
             }
@@ -1808,24 +1821,15 @@ impl Inner {
         let (reference, saved) = found.ok_or(ClientError::UnknownKeyPackage)?;
         let last_resort = saved.last_resort;
         let kept = saved.clone();
-        let (sealer, custody, validator, w) = (
+        let (sealer, client, w) = (
             self.sealer.clone(),
-            self.custody.clone(),
-            self.validator.clone() as Arc<dyn CredentialValidator>,
+            self.mls_client(GroupMode::Blind)?,
             welcome.to_vec(),
         );
         let r = reference.clone();
         let joined = blocking(move || -> Result<Group, ClientError> {
-            let (bundle, signer) =
-                KeyPackageBundle::load(sealer.as_ref(), custody, &r, &saved.data)?;
-            Ok(Group::join_from_welcome(
-                group_config(GroupMode::Blind),
-                signer,
-                validator,
-                &bundle,
-                &w,
-                JoinOptions::default(),
-            )?)
+            let bundle = client.load_key_package(sealer.as_ref(), &r, &saved.data)?;
+            Ok(client.join_from_welcome(&bundle, &w, JoinOptions::default())?)
         })
         .await
         .and_then(|r| r);
@@ -1891,18 +1895,10 @@ impl Inner {
     // ----- groups -----
 
     async fn create_group(&self, st: &mut State, mode: GroupMode) -> Result<GroupId, ClientError> {
-        let signer = self.signer()?;
-        let validator = self.validator.clone() as Arc<dyn CredentialValidator>;
+        let client = self.mls_client(mode)?;
         let t = now();
         let (group, group_info) = blocking(move || -> Result<_, ClientError> {
-            let g = Group::create(
-                group_config(mode),
-                signer,
-                validator,
-                hsmls::group::random_group_id(),
-                Vec::new(),
-                t,
-            )?;
+            let g = client.create_group(hsmls::random_group_id(), Vec::new(), t)?;
             let gi = match mode {
                 GroupMode::Assisted => Some(g.group_info()?),
                 _ => None,
@@ -1947,12 +1943,14 @@ impl Inner {
         identities: &[&str],
     ) -> Result<u64, ClientError> {
         self.entry(st, gid)?;
+        let client = self.mls_client(GroupMode::Blind)?;
         let mut o = CommitOptions::new();
         for id in identities {
             let claimed = self
                 .ds_call(|ds| ds.claim_key_package(id.as_bytes()))
                 .await?;
-            o.add_key_packages.push(claimed.key_package);
+            let key_package = client.validate_key_package(&claimed.key_package, now())?;
+            o.add_key_packages.push(key_package);
         }
         self.commit_loop(st, gid, o)
             .await?
@@ -1974,10 +1972,10 @@ impl Inner {
         };
         let mut o = CommitOptions::new();
         for id in ids {
-            let leaves: Vec<u32> = members
+            let leaves: Vec<LeafIndex> = members
                 .iter()
                 .filter(|m| wire::identity_of(&m.credential) == *id)
-                .map(|m| m.index.0)
+                .map(|m| m.index)
                 .collect();
             if leaves.is_empty() {
                 return Err(ClientError::NotAMember {
@@ -1993,7 +1991,9 @@ impl Inner {
     }
 
     async fn leave(&self, st: &mut State, gid: &[u8]) -> Result<(), ClientError> {
-        let bytes = self.on_group(st, gid, |g| g.leave()).await??;
+        let bytes = self
+            .on_group(st, gid, |g| g.leave().map(|p| p.into_message()))
+            .await??;
         self.save(st, gid).await?;
         self.send_message(st, gid, bytes).await.map(drop)
     }
@@ -2213,8 +2213,8 @@ impl Inner {
                 "only assisted groups can be rejoined",
             ));
         }
-        let signer = self.signer()?;
-        let own_key = signer.signature_public_key().0;
+        let client = self.mls_client(GroupMode::Assisted)?;
+        let own_key = client.signer().signature_public_key().0;
         for _ in 0..=self.config.groups.max_commit_retries {
             let gi = self.ds_call(|ds| ds.group_info(gid)).await?;
             let tree_bytes = self.ds_call(|ds| ds.ratchet_tree(gid)).await?;
@@ -2227,23 +2227,11 @@ impl Inner {
                 st.outbox.push(ClientEvent::Removed { group, by: None });
                 return Ok(());
             };
-            let (s, v) = (
-                signer.clone(),
-                self.validator.clone() as Arc<dyn CredentialValidator>,
-            );
+            let client = client.clone();
             let (new_group, commit, new_gi) = blocking(move || -> Result<_, ClientError> {
-                let options = JoinOptions {
-                    ratchet_tree: Some(tree),
-                    ..Default::default()
-                };
-                let (g, commit) = Group::rejoin_by_external_commit(
-                    group_config(GroupMode::Assisted),
-                    s,
-                    v,
-                    &gi,
-                    options,
-                    LeafIndex(old_leaf),
-                )?;
+                let mut options = JoinOptions::default();
+                options.ratchet_tree = Some(tree);
+                let (g, commit) = client.rejoin_by_external_commit(&gi, options, old_leaf)?;
                 let new_gi = g.group_info()?;
                 Ok((g, commit, new_gi))
             })

@@ -3,31 +3,19 @@
 //! a Welcome's KeyPackageRefs, a member's identity, and a leaf in a
 //! ratchet tree. Every decode goes through the engine's bounded decoder.
 
-use hsmls::codec::{
-    ContentType, Credential, Decode, MlsMessage, MlsMessageBody, Node, RatchetTree,
-};
+use hsmls::wire::{ContentType, Credential, Decode, LeafIndex, Node, RatchetTree, RoutingInfo};
 
 /// The public framing of a group message: group id, epoch, content type.
 pub(crate) fn framing(bytes: &[u8]) -> Option<(Vec<u8>, u64, ContentType)> {
-    match MlsMessage::decode(bytes).ok()?.body {
-        MlsMessageBody::PublicMessage(m) => Some((
-            m.content.group_id.clone(),
-            m.content.epoch,
-            m.content.content_type(),
-        )),
-        MlsMessageBody::PrivateMessage(m) => Some((m.group_id, m.epoch, m.content_type)),
-        _ => None,
-    }
+    let info = RoutingInfo::parse(bytes).ok()?;
+    Some((info.group_id?, info.epoch?, info.content_type?))
 }
 
 /// The KeyPackageRefs a Welcome is addressed to.
 pub(crate) fn welcome_refs(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
-    match MlsMessage::decode(bytes).ok()?.body {
-        MlsMessageBody::Welcome(w) => {
-            Some(w.secrets.iter().map(|s| s.new_member.0.clone()).collect())
-        }
-        _ => None,
-    }
+    let info = RoutingInfo::parse(bytes).ok()?;
+    (info.wire_format == hsmls::wire::WireFormat::WELCOME)
+        .then(|| info.new_members.into_iter().map(|r| r.0).collect())
 }
 
 /// The identity a credential names: an X.509 credential's SAN URI (of
@@ -63,10 +51,10 @@ pub(crate) fn decode_tree(bytes: &[u8]) -> Option<RatchetTree> {
 }
 
 /// The leaf index of the leaf with this signature key.
-pub(crate) fn find_leaf(tree: &RatchetTree, signature_key: &[u8]) -> Option<u32> {
+pub(crate) fn find_leaf(tree: &RatchetTree, signature_key: &[u8]) -> Option<LeafIndex> {
     tree.0.iter().enumerate().find_map(|(i, n)| match n {
         Some(Node::Leaf(l)) if i % 2 == 0 && l.signature_key.as_slice() == signature_key => {
-            u32::try_from(i / 2).ok()
+            u32::try_from(i / 2).ok().map(LeafIndex)
         }
         _ => None,
     })
