@@ -40,6 +40,28 @@ enum AsCommand {
     Revoke { serial: String },
     /// Serve the AS over HTTPS until interrupted.
     Serve,
+    /// TLS certificates for the other services (the Delivery Service).
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Issue a TLS server certificate for NAMES (DNS names or IP
+    /// addresses) from the AS's CA, with a fresh key: writes PREFIX.pem
+    /// (the certificate and the issuing CA's) and PREFIX.key (mode 0600).
+    /// Clients that trust the AS root then trust the service.
+    Issue {
+        /// The names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Where to write (PREFIX.pem, PREFIX.key).
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        /// Validity, days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +102,9 @@ pub fn run(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError> {
 async fn run_async(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError> {
     let mut config = AsConfig::from_file(&args.as_config).map_err(err)?;
     let custody = custody(&config, pkcs11)?;
+    if let AsCommand::Tls(TlsCommand::Issue { names, out, days }) = &args.command {
+        return issue_tls(&config, custody, names, out, *days);
+    }
     if let AsCommand::Init = args.command {
         let ca = config
             .init(&args.as_config, custody.clone(), now())
@@ -97,6 +122,48 @@ async fn run_async(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError
         return with_store(&config, custody, args.command).await;
     }
     with_store(&config, custody, args.command).await
+}
+
+/// `hsmls as tls issue`: a TLS server certificate from the AS's CA.
+fn issue_tls(
+    config: &AsConfig,
+    custody: Arc<dyn KeyCustody>,
+    names: &[String],
+    out: &std::path::Path,
+    days: u64,
+) -> Result<(), CliError> {
+    use hsmls_as::config::pem;
+    let (ca, _) = config.load(custody).map_err(err)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    // A minute early, so a clock a little behind still accepts it.
+    let cert = ca
+        .issue_tls(names, &key, now().saturating_sub(60), days * 86_400)
+        .map_err(err)?;
+    let with = |ext: &str| {
+        let mut p = out.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let chain = pem("CERTIFICATE", &cert) + &pem("CERTIFICATE", ca.issuing_der());
+    std::fs::write(with(".pem"), chain).map_err(err)?;
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    use std::io::Write;
+    open.open(with(".key"))
+        .and_then(|mut f| f.write_all(key_pem.as_bytes()))
+        .map_err(err)?;
+    println!(
+        "TLS certificate for {} in {} (key {})",
+        names.join(", "),
+        with(".pem").display(),
+        with(".key").display()
+    );
+    Ok(())
 }
 
 async fn with_store(
@@ -144,6 +211,7 @@ async fn command_on<S: Store>(
             let index = service.revoke(&serial).await.map_err(err)?;
             println!("revoked {serial} (log entry {index}); CRL re-signed");
         }
+        AsCommand::Tls(_) => {}
         AsCommand::Serve => {
             let listener = std::net::TcpListener::bind(&config.listen).map_err(err)?;
             let tls = config.tls().map_err(err)?;

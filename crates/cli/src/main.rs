@@ -12,16 +12,32 @@
 //! hsmls as [--as-config FILE] token issue IDENTITY
 //! hsmls as [--as-config FILE] revoke SERIAL
 //! hsmls as [--as-config FILE] serve
+//! hsmls as [--as-config FILE] tls issue NAME… --out PREFIX
+//!
+//! hsmls [--config FILE] [--json] enrol --token TOKEN
+//! hsmls [--config FILE] [--json] group (create [--assisted|--blind] | add GROUP ID… |
+//!                                 remove GROUP ID… | leave GROUP | update GROUP |
+//!                                 members GROUP | list)
+//! hsmls [--config FILE] [--json] send GROUP [TEXT]
+//! hsmls [--config FILE] [--json] receive [--follow [--for SECONDS]]
+//! hsmls [--config FILE] [--json] safety-number GROUP
+//! hsmls [--config FILE] [--json] status
+//! hsmls completions SHELL
 //! ```
 //!
-//! The PKCS#11 configuration comes from `--config FILE` or the file named by
-//! `HSMLS_PKCS11_CONFIG` (for `as`, from the AS configuration); the PIN
-//! comes from the file or environment variable that configuration names,
-//! never from the command line.
+//! For the user commands `--config` names the client configuration
+//! (default `$HSMLS_CLIENT_CONFIG`; `hsm-config/client.example.toml`), for
+//! the others the PKCS#11 configuration (default `$HSMLS_PKCS11_CONFIG`;
+//! for `as`, the AS configuration names it). PINs come from the file or
+//! environment variable that the PKCS#11 configuration names, never from
+//! the command line. Exit codes: see `exit.rs` (and `hsmls --help`).
 #![forbid(unsafe_code)]
 
 mod as_cmd;
+mod exit;
 mod group_demo;
+mod output;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,19 +60,39 @@ enum CliError {
     Check(String),
     #[error("AS: {0}")]
     As(String),
+    /// A user command failed (with the AS and DS URLs of its client, for
+    /// the hint).
+    #[error("{}", .0.error)]
+    User(Box<user::Failure>),
 }
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 done; 1 failed (another reason); 2 bad command line; \
+3 configuration missing or invalid; 4 token (PKCS#11 module, token, PIN); \
+5 not enrolled / already enrolled; 6 unknown group, not a member, removed; \
+7 Authentication Service unreachable; 8 Delivery Service unreachable; \
+9 refused by the AS or DS; 10 another hsmls process is using this client.";
 
 /// The hsmls command line: MLS with private keys in a PKCS#11 token.
 ///
-/// The PKCS#11 config file comes from --config or HSMLS_PKCS11_CONFIG
+/// User commands (enrol, group, send, receive, safety-number, status) read
+/// the client configuration from --config or HSMLS_CLIENT_CONFIG
+/// (hsm-config/client.example.toml); probe, key and the demos read a
+/// PKCS#11 configuration from --config or HSMLS_PKCS11_CONFIG
 /// (scripts/setup-hsm.sh writes one for SoftHSM). PINs are never taken as
 /// arguments.
 #[derive(Debug, Parser)]
-#[command(name = "hsmls", version)]
+#[command(name = "hsmls", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// The PKCS#11 configuration file (default: $HSMLS_PKCS11_CONFIG).
+    /// The configuration file: the client's for user commands (default:
+    /// $HSMLS_CLIENT_CONFIG), the PKCS#11 one for the others (default:
+    /// $HSMLS_PKCS11_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print one JSON object per line (user commands; errors too, on
+    /// stderr).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +112,8 @@ enum Command {
     Key(KeyCommand),
     /// The Authentication Service (an X.509 CA with its keys in the token).
     As(as_cmd::AsArgs),
+    #[command(flatten)]
+    User(user::UserCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,8 +141,26 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::User(f)) => {
+            let (e, urls) = (&f.error, &f.urls);
+            let c = e.category(urls.as_ref().map(|(a, d)| (a.as_str(), d.as_str())));
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"type": "error", "kind": c.kind, "exit_code": c.code,
+                        "message": e.to_string(), "hint": c.hint})
+                );
+            } else {
+                eprintln!("hsmls: {e}");
+                if let Some(h) = c.hint {
+                    eprintln!("hsmls: hint: {h}");
+                }
+            }
+            ExitCode::from(c.code)
+        }
         Err(e) => {
             eprintln!("hsmls: {e}");
             ExitCode::FAILURE
@@ -164,6 +220,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::As(args) => as_cmd::run(args, config),
+        Command::User(command) => user::run(
+            command,
+            config,
+            output::Output { json: cli.json },
+            <Cli as clap::CommandFactory>::command,
+        )
+        .map_err(CliError::User),
     }
 }
 
