@@ -58,6 +58,16 @@ pub enum ForkReason {
     },
     /// The saved state of the group could not be read or opened.
     StateLost(String),
+    /// The DS ordered a commit that this member refuses because its
+    /// sender's credential no longer validates (a path-less commit of a
+    /// revoked member, RFC 9750 "Invalid Commits"): the group cannot
+    /// follow the DS past it.
+    InvalidCommit {
+        /// The committer's identity.
+        member: String,
+        /// What is wrong with its credential.
+        problem: CredentialProblem,
+    },
 }
 
 /// A problem with a member's credential.

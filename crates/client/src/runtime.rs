@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hsmls::wire::{ContentType, LeafIndex, Proposal, Sender};
 use hsmls::{
-    CommitOptions, CredentialValidator, Group, GroupConfig, HandshakeFraming, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, LostCommit, Member, ProcessedMessage, Signer,
+    CommitOptions, CredentialError, CredentialValidator, Group, GroupConfig, GroupError,
+    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, LostCommit, Member,
+    ProcessedMessage, Signer,
 };
 use hsmls_credentials::api::{Renew, b64};
 use hsmls_credentials::client::AsClient;
@@ -103,6 +104,9 @@ struct State {
     pending_welcome_acks: Vec<u64>,
     forks: Vec<(Vec<u8>, ForkReason)>,
     update_soon: BTreeSet<Vec<u8>>,
+    /// Groups whose members' credentials are to be checked again (a
+    /// member's handshake was refused for its credential).
+    check_credentials: BTreeSet<Vec<u8>>,
     commit_proposals: BTreeSet<Vec<u8>>,
     last_crl_refresh: u64,
     last_key_package_check: u64,
@@ -134,6 +138,34 @@ enum Outcome {
     },
     Skipped(String),
     Fork(ForkReason),
+    /// A proposal or path-less commit of a member whose current credential
+    /// no longer validates (`GroupError::SenderCredential`).
+    SenderRefused {
+        member: String,
+        problem: CredentialProblem,
+        commit: bool,
+    },
+}
+
+/// What a credential check's typed error means for the application.
+fn problem_of_validation(e: &ValidationError) -> CredentialProblem {
+    match e {
+        ValidationError::Revoked => CredentialProblem::Revoked,
+        ValidationError::Expired => CredentialProblem::Expired,
+        other => CredentialProblem::Refused(other.to_string()),
+    }
+}
+
+/// The problem an engine credential error names: the X.509 validator's
+/// own reason, kept by the engine (`CredentialError::Rejected`).
+fn problem_of(e: &CredentialError) -> CredentialProblem {
+    match e {
+        CredentialError::Rejected(v) => match v.downcast_ref::<ValidationError>() {
+            Some(v) => problem_of_validation(v),
+            None => CredentialProblem::Refused(v.to_string()),
+        },
+        other => CredentialProblem::Refused(other.to_string()),
+    }
 }
 
 pub(crate) struct Inner {
@@ -306,6 +338,16 @@ fn process_one(g: &mut Group, bytes: &[u8], now: u64) -> Outcome {
         },
         Ok(ProcessedMessage::OwnMessage { .. }) => Outcome::Skipped("own message".into()),
         Ok(other) => Outcome::Skipped(format!("{other:?}")),
+        // The sender's credential no longer validates (revoked, expired):
+        // its proposal or path-less commit is refused, by the error's type.
+        Err(GroupError::SenderCredential { sender, error }) => Outcome::SenderRefused {
+            member: g
+                .member(sender)
+                .map(|m| wire::identity_of(&m.credential))
+                .unwrap_or_default(),
+            problem: problem_of(&error),
+            commit: matches!(framing, Some((_, _, ContentType::Commit))),
+        },
         Err(e) => {
             let current = g.epoch();
             match framing {
@@ -1326,56 +1368,60 @@ impl Inner {
         }
         // Every group's members again (the engine does not re-check members
         // whose messages carry no credential).
-        let own_key = own.signer.signature_public_key();
         let gids: Vec<Vec<u8>> = st.groups.keys().cloned().collect();
         for gid in gids {
-            let Some(Some(g)) = st.groups.get(&gid).map(|e| e.group.as_ref()) else {
-                continue;
-            };
-            if !g.is_active() {
-                continue;
-            }
-            let members = g.members();
-            let refused = self.validator.refused_members(&members);
-            let mut revoked = Vec::new();
-            for (leaf, err) in refused {
-                let Some(m) = members.iter().find(|m| m.index == leaf) else {
-                    continue;
-                };
-                if m.signature_key == own_key {
-                    continue;
-                }
-                let identity = wire::identity_of(&m.credential);
-                let problem = match err {
-                    ValidationError::Revoked => CredentialProblem::Revoked,
-                    ValidationError::Expired => CredentialProblem::Expired,
-                    other => CredentialProblem::Refused(other.to_string()),
-                };
-                if problem == CredentialProblem::Revoked
-                    && self.config.groups.remove_revoked_members
-                {
-                    revoked.push(leaf);
-                }
-                if st
-                    .reported_problems
-                    .insert((gid.clone(), format!("{identity}/{problem:?}")))
-                {
-                    st.outbox.push(ClientEvent::CredentialProblem {
-                        group: GroupId(gid.clone()),
-                        member: identity,
-                        problem,
-                    });
-                }
-            }
-            if !revoked.is_empty() {
-                let mut o = CommitOptions::new();
-                o.remove_leaves = revoked;
-                if let Err(e) = self.commit_loop(st, &gid, o).await {
-                    tracing::warn!(error = %e, "removing revoked members failed");
-                }
-            }
+            self.check_members(st, &gid).await;
         }
         Ok(())
+    }
+
+    /// Checks a group's members with the current CRL: reports each
+    /// problem once, and removes the revoked members (policy
+    /// `groups.remove_revoked_members`) in one commit.
+    async fn check_members(&self, st: &mut State, gid: &[u8]) {
+        let Some(own) = self.own() else {
+            return;
+        };
+        let own_key = own.signer.signature_public_key();
+        let Some(Some(g)) = st.groups.get(gid).map(|e| e.group.as_ref()) else {
+            return;
+        };
+        if !g.is_active() || st.groups.get(gid).is_some_and(|e| e.broken) {
+            return;
+        }
+        let members = g.members();
+        let refused = self.validator.refused_members(&members);
+        let mut revoked = Vec::new();
+        for (leaf, err) in refused {
+            let Some(m) = members.iter().find(|m| m.index == leaf) else {
+                continue;
+            };
+            if m.signature_key == own_key {
+                continue;
+            }
+            let identity = wire::identity_of(&m.credential);
+            let problem = problem_of_validation(&err);
+            if problem == CredentialProblem::Revoked && self.config.groups.remove_revoked_members {
+                revoked.push(leaf);
+            }
+            if st
+                .reported_problems
+                .insert((gid.to_vec(), format!("{identity}/{problem:?}")))
+            {
+                st.outbox.push(ClientEvent::CredentialProblem {
+                    group: GroupId(gid.to_vec()),
+                    member: identity,
+                    problem,
+                });
+            }
+        }
+        if !revoked.is_empty() {
+            let mut o = CommitOptions::new();
+            o.remove_leaves = revoked;
+            if let Err(e) = self.commit_loop(st, gid, o).await {
+                tracing::warn!(error = %e, "removing revoked members failed");
+            }
+        }
     }
 
     async fn renew_if_due(&self, st: &mut State) -> Result<bool, ClientError> {
@@ -1716,12 +1762,46 @@ impl Inner {
         let mut removed_by: Option<Option<String>> = None;
         let mut fork = None;
         let mut proposals = false;
-        let State { groups, outbox, .. } = st;
+        let mut invalid_commit = None;
+        let State {
+            groups,
+            outbox,
+            reported_problems,
+            check_credentials,
+            ..
+        } = st;
         let entry = groups
             .get_mut(gid)
             .ok_or_else(|| ClientError::UnknownGroup(hex::encode(gid)))?;
         for (seq, o) in results {
             match o {
+                Outcome::SenderRefused {
+                    member,
+                    problem,
+                    commit,
+                } => {
+                    tracing::warn!(group = %group, seq, member, ?problem, commit,
+                        "a handshake refused: its sender's credential no longer validates");
+                    if reported_problems.insert((gid.to_vec(), format!("{member}/{problem:?}"))) {
+                        outbox.push(ClientEvent::CredentialProblem {
+                            group: group.clone(),
+                            member: member.clone(),
+                            problem: problem.clone(),
+                        });
+                    }
+                    if problem == CredentialProblem::Revoked
+                        && self.config.groups.remove_revoked_members
+                    {
+                        check_credentials.insert(gid.to_vec());
+                    }
+                    if commit {
+                        // The DS ordered a commit this member must refuse
+                        // (RFC 9750 "Invalid Commits"): the group cannot
+                        // follow the DS past it.
+                        invalid_commit = Some(ForkReason::InvalidCommit { member, problem });
+                        break;
+                    }
+                }
                 Outcome::Fork(reason) => {
                     tracing::warn!(group = %group, seq, ?reason, "fork");
                     fork = Some(reason);
@@ -1794,6 +1874,14 @@ impl Inner {
             return Ok(max);
         }
         self.save(st, gid).await?;
+        if let Some(reason) = invalid_commit {
+            if let Some(e) = st.groups.get_mut(gid) {
+                e.broken = true;
+            }
+            st.check_credentials.remove(gid);
+            st.outbox.push(ClientEvent::GroupBroken { group, reason });
+            return Ok(max);
+        }
         if proposals {
             st.commit_proposals.insert(gid.to_vec());
         }
@@ -2346,6 +2434,10 @@ impl Inner {
                 if let Err(e) = self.commit_loop(st, &gid, o).await {
                     tracing::warn!(error = %e, "self-update after a last-resort join failed");
                 }
+            }
+            for gid in std::mem::take(&mut st.check_credentials) {
+                did = true;
+                self.check_members(st, &gid).await;
             }
             for gid in std::mem::take(&mut st.commit_proposals) {
                 did = true;

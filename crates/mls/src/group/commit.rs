@@ -1,6 +1,8 @@
 //! Commits (RFC 9420 §12.4): creation by a member, processing (staging)
 //! by the others, and merging.
 
+use std::sync::Arc;
+
 use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
 use hsmls_custody::KeyRef;
 
@@ -15,6 +17,7 @@ use crate::codec::{
     GroupContext, GroupSecrets, MlsMessage, MlsMessageBody, PathSecret, PreSharedKey,
     PreSharedKeyId, Proposal, ProposalOrRef, Remove, SecretBytes, Sender, Welcome,
 };
+use crate::credential::Signer;
 use crate::key_package::KeyPackage;
 use crate::key_schedule::{EpochSecrets, KeySchedule};
 use crate::message_protection::sign_content;
@@ -100,6 +103,10 @@ pub(crate) struct PendingCommit {
     pub(crate) own: OwnCommit,
     /// What the application gets back if another commit wins the epoch.
     pub(crate) lost: LostCommit,
+    /// The signer the group uses once this commit is merged, if the
+    /// commit replaced this member's credential
+    /// ([`CommitOptions::new_signer`]).
+    pub(crate) new_signer: Option<Signer>,
 }
 
 /// This member's pending commit, sent back by the Delivery Service (which
@@ -124,7 +131,7 @@ pub struct OwnCommit {
 /// its fresh keys in custody. What the lost commit was to do is here, so
 /// that the application can commit it again in the new epoch
 /// ([`LostCommit::commit_options`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LostCommit {
     /// The epoch the commit was for (the one the winning commit ended).
@@ -147,7 +154,31 @@ pub struct LostCommit {
     pub group_info: bool,
     /// The commit's `authenticated_data`.
     pub authenticated_data: Vec<u8>,
+    /// The signer the lost commit was to replace this member's credential
+    /// with ([`CommitOptions::new_signer`]).
+    pub new_signer: Option<Signer>,
 }
+
+/// Equal when every field is; signers are compared by signature key and
+/// credential (their custody handles are not comparable values).
+impl PartialEq for LostCommit {
+    fn eq(&self, other: &Self) -> bool {
+        let signer = |s: &Option<Signer>| {
+            s.as_ref()
+                .map(|s| (s.signature_key.clone(), s.credential.clone()))
+        };
+        self.epoch == other.epoch
+            && self.proposals == other.proposals
+            && self.adds == other.adds
+            && self.removes == other.removes
+            && self.force_path == other.force_path
+            && self.group_info == other.group_info
+            && self.authenticated_data == other.authenticated_data
+            && signer(&self.new_signer) == signer(&other.new_signer)
+    }
+}
+
+impl Eq for LostCommit {}
 
 impl LostCommit {
     /// Options that make the lost commit's changes again on `group`'s
@@ -163,6 +194,7 @@ impl LostCommit {
         options.force_path = self.force_path;
         options.group_info = self.group_info;
         options.authenticated_data = self.authenticated_data.clone();
+        options.new_signer = self.new_signer.clone();
         for p in &self.proposals {
             match p {
                 Proposal::Add(add) => {
@@ -322,6 +354,9 @@ impl Group {
         }
         let own = self.state.own_leaf();
         let committer = Sender::Member(own);
+        if let Some(new) = &options.new_signer {
+            self.check_new_signer(new)?;
+        }
         let mut list = Vec::new();
         let mut resolved = Vec::new();
         if options.include_pending {
@@ -387,21 +422,25 @@ impl Group {
             provisional.extensions = ext.clone();
         }
         let added: Vec<LeafIndex> = effects.adds.iter().map(|(i, _)| *i).collect();
-        let with_path = effects.path_required || options.force_path;
+        let with_path = effects.path_required || options.force_path || options.new_signer.is_some();
+        // The path's LeafNode and the new epoch's GroupInfos are signed by
+        // the signer the group will have; the commit by the current one.
+        let next_signer = options.new_signer.as_ref().unwrap_or(&self.signer);
 
         let custody = self.signer.custody.clone();
         let mut fresh_key = None;
         let result = (|| {
             let (path, commit_secret, path_secrets) = if with_path {
                 let own_leaf = tree.leaf(own).ok_or(GroupError::NotAMember(own))?;
-                let params = LeafNodeParams::from_leaf(own_leaf);
+                let mut params = LeafNodeParams::from_leaf(own_leaf);
+                params.credential = next_signer.credential.clone();
                 let prepared = prepare_update_path(
                     &mut tree,
                     own,
                     &self.state.context.group_id,
                     &params,
                     custody.as_ref(),
-                    &self.signer.signature_key,
+                    &next_signer.signature_key,
                 )?;
                 fresh_key = Some(prepared.leaf_key().clone());
                 provisional.tree_hash = tree.tree_hash()?.to_vec();
@@ -491,8 +530,12 @@ impl Group {
             let welcome = if effects.adds.is_empty() {
                 None
             } else {
-                let gi =
-                    self.build_group_info(&state, self.config.ratchet_tree_in_welcome, false)?;
+                let gi = self.build_group_info_by(
+                    &state,
+                    self.config.ratchet_tree_in_welcome,
+                    false,
+                    next_signer,
+                )?;
                 let encrypted_group_info = encrypt_group_info(self.cs, &welcome_secret, &gi)?;
                 let mut secrets_out = Vec::with_capacity(effects.adds.len());
                 for (i, kp) in &effects.adds {
@@ -531,8 +574,12 @@ impl Group {
                 )
             };
             let group_info = if options.group_info {
-                let gi =
-                    self.build_group_info(&state, self.config.ratchet_tree_in_group_info, true)?;
+                let gi = self.build_group_info_by(
+                    &state,
+                    self.config.ratchet_tree_in_group_info,
+                    true,
+                    next_signer,
+                )?;
                 Some(
                     MlsMessage {
                         body: MlsMessageBody::GroupInfo(gi),
@@ -591,6 +638,7 @@ impl Group {
             force_path: options.force_path,
             group_info: options.group_info,
             authenticated_data: options.authenticated_data,
+            new_signer: options.new_signer.clone(),
         };
         self.pending_commit = Some(Box::new(PendingCommit {
             state,
@@ -599,6 +647,7 @@ impl Group {
             digest,
             own,
             lost,
+            new_signer: options.new_signer,
         }));
         Ok(output)
     }
@@ -621,6 +670,40 @@ impl Group {
         self.install_epoch(pending.state, None);
         self.reinit = pending.reinit;
         self.remember_sent(pending.digest, ContentType::Commit, pending.from_epoch);
+        if let Some(signer) = pending.new_signer {
+            tracing::debug!(
+                uri = signer.signature_key.uri(),
+                "the group signs with its new signer"
+            );
+            self.signer = signer;
+        }
+        Ok(())
+    }
+
+    /// Checks a [`CommitOptions::new_signer`] before committing it: its key
+    /// in the group's custody, its credential valid for its key and a valid
+    /// successor of this member's current one (RFC 9420 §5.3.1), as the
+    /// other members will check it.
+    fn check_new_signer(&self, new: &Signer) -> Result<(), GroupError> {
+        if !Arc::ptr_eq(&new.custody, &self.signer.custody) {
+            return Err(GroupError::NewSignerCustody);
+        }
+        let own = self.state.own_leaf();
+        let current = self
+            .state
+            .tree
+            .leaf(own)
+            .ok_or(GroupError::NotAMember(own))?;
+        self.validator
+            .validate(&new.credential, &new.signature_public_key())?;
+        if !self
+            .validator
+            .valid_successor(&current.credential, &new.credential)
+        {
+            return Err(GroupError::InvalidCommit(
+                CommitRule::PathCredentialNotSuccessor,
+            ));
+        }
         Ok(())
     }
 

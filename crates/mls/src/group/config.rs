@@ -1,6 +1,7 @@
 //! Group configuration and the options of a commit.
 
 use crate::codec::{CipherSuite, Extension, PreSharedKeyId};
+use crate::credential::Signer;
 use crate::key_package::KeyPackage;
 use crate::message_protection::PaddingPolicy;
 use crate::secret_tree::SecretTreeConfig;
@@ -96,6 +97,20 @@ pub struct CommitOptions {
     /// Whether to produce the new epoch's signed GroupInfo (for external
     /// joiners; costs a signature and, with the tree, an O(N) encoding).
     pub group_info: bool,
+    /// Replaces this member's credential (and signature key, if it is
+    /// another) in the commit's UpdatePath (RFC 9420 §5.3.1: "a Commit
+    /// with an UpdatePath whose LeafNode has a new credential for the
+    /// committer"), e.g. a renewed certificate before the old one
+    /// expires. The commit gets a path; the path's LeafNode carries the
+    /// new credential and signature key and is signed by the new key; the
+    /// commit itself is signed by the current key (the one the other
+    /// members know for this leaf). The new credential must validate with
+    /// the group's validator and be a valid successor of the current one
+    /// ([`CredentialValidator::valid_successor`](crate::CredentialValidator::valid_successor));
+    /// its key must be in the group's custody backend. Once the commit is
+    /// merged the group signs with the new signer, and [`crate::Group::save`]
+    /// keeps it.
+    pub new_signer: Option<Signer>,
 }
 
 impl CommitOptions {

@@ -144,6 +144,11 @@ pub enum GroupError {
     /// key the other members do not know for this leaf.
     #[error("the KeyPackage is not signed by this client's signature key")]
     SignerMismatch,
+    /// [`CommitOptions::new_signer`](crate::CommitOptions::new_signer)
+    /// holds its key in another custody backend than the group's (the
+    /// group keeps its HPKE keys and its signer in one backend).
+    #[error("the new signer's key is in another custody backend than the group's")]
+    NewSignerCustody,
 }
 
 impl From<tls_codec::Error> for GroupError {

@@ -679,6 +679,18 @@ impl Group {
         with_tree: bool,
         with_external_pub: bool,
     ) -> Result<GroupInfo, GroupError> {
+        self.build_group_info_by(state, with_tree, with_external_pub, &self.signer)
+    }
+
+    /// [`Group::build_group_info`] signed by `signer` (the signer of this
+    /// member's leaf in `state`).
+    pub(crate) fn build_group_info_by(
+        &self,
+        state: &EpochState,
+        with_tree: bool,
+        with_external_pub: bool,
+        signer: &Signer,
+    ) -> Result<GroupInfo, GroupError> {
         let mut extensions = Vec::new();
         if with_tree {
             extensions.push(crate::codec::Extension::from_data(
@@ -698,7 +710,7 @@ impl Group {
             signer: state.own_leaf(),
             signature: Vec::new(),
         };
-        welcome::sign_group_info(self.cs, &self.signer, &mut gi)?;
+        welcome::sign_group_info(self.cs, signer, &mut gi)?;
         Ok(gi)
     }
 

@@ -101,6 +101,10 @@
 //!         uint8 group_info;
 //!         opaque authenticated_data<V>;
 //!     } lost;
+//!     optional<struct {                   // CommitOptions::new_signer: the
+//!         CustodyKey signature_key;       // signer after the merge (and of
+//!         opaque credential<V>;           // the lost commit's options)
+//!     }> new_signer;
 //! } PendingCommitState;
 //!
 //! struct {
@@ -451,13 +455,18 @@ impl Group {
                 digest,
                 own,
                 lost,
+                new_signer,
             } = p;
             write_epoch_state(w, pending, Some(&state.tree))?;
             w.optional(reinit.as_ref(), |w, r| w.wire(r))?;
             w.u64(*from_epoch);
             w.bytes(digest.as_bytes())?;
             write_own_commit(w, own)?;
-            write_lost_commit(w, lost)
+            write_lost_commit(w, lost)?;
+            w.optional(new_signer.as_ref(), |w, s| {
+                write_key(w, &s.signature_key)?;
+                w.wire(&s.credential)
+            })
         })?;
         psks.write_state(&mut w)?;
         w.optional(reinit.as_ref(), |w, r| w.wire(r))?;
@@ -548,7 +557,17 @@ impl Group {
             let from_epoch = r.u64("pending from_epoch")?;
             let digest = read_digest(r, "pending digest")?;
             let own = read_own_commit(r)?;
-            let lost = read_lost_commit(r)?;
+            let mut lost = read_lost_commit(r)?;
+            let new_signer = r.optional("pending new_signer", |r| {
+                let key = read_key(
+                    r,
+                    KeySpec::Signature(cs.signature_scheme()),
+                    Some(custody.as_ref()),
+                )?;
+                let credential: Credential = r.wire("new_signer credential")?;
+                Ok(Signer::new(custody.clone(), key, credential))
+            })?;
+            lost.new_signer = new_signer.clone();
             Ok(Box::new(PendingCommit {
                 state,
                 reinit,
@@ -556,6 +575,7 @@ impl Group {
                 digest,
                 own,
                 lost,
+                new_signer,
             }))
         })?;
         let psks = PskStore::read_state(&mut r)?;
@@ -649,6 +669,7 @@ fn write_lost_commit(w: &mut Writer, lost: &LostCommit) -> Result<(), StateError
         force_path,
         group_info,
         authenticated_data,
+        new_signer: _, // written once, with the pending commit's
     } = lost;
     w.u64(*epoch);
     w.list(proposals, |w, p| w.wire(p))?;
@@ -668,6 +689,7 @@ fn read_lost_commit(r: &mut Reader<'_>) -> Result<LostCommit, StateError> {
         force_path: r.bool("lost commit force_path")?,
         group_info: r.bool("lost commit group_info")?,
         authenticated_data: r.bytes("lost commit authenticated_data")?.to_vec(),
+        new_signer: None,
     })
 }
 
