@@ -1064,7 +1064,31 @@ pub struct ServeOptions {
     pub key_file: std::path::PathBuf,
     /// The DS configuration.
     pub config: DsConfig,
+    /// How clients are authenticated.
+    pub credentials: CredentialChoice,
 }
+
+/// Which credentials the DS accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialChoice {
+    /// The AS's X.509 credentials: its root certificate (DER) and, if
+    /// given, its URL to fetch the CRL from (at start and every
+    /// [`CRL_REFRESH`]); without a URL, a CRL file.
+    X509 {
+        /// The AS root certificate file (DER).
+        root: std::path::PathBuf,
+        /// The AS base URL (`https://…`).
+        as_url: Option<String>,
+        /// A CRL file (DER), if no URL.
+        crl: Option<std::path::PathBuf>,
+    },
+    /// Basic credentials (tests and demos: they prove no identity).
+    Basic,
+}
+
+/// How often the CRL is fetched again from the AS.
+pub const CRL_REFRESH: Duration = Duration::from_secs(300);
 
 /// Parses `serve` arguments (see the `hsmls-ds` binary).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
@@ -1072,6 +1096,8 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut store = None;
     let mut key_file = None;
     let mut config = DsConfig::new("hsmls-ds");
+    let mut basic = false;
+    let (mut root, mut as_url, mut crl) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -1080,6 +1106,10 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             "--sqlite" => store = Some(StoreChoice::Sqlite(value()?.into())),
             "--postgres" => store = Some(StoreChoice::Postgres(value()?)),
             "--key-file" => key_file = Some(std::path::PathBuf::from(value()?)),
+            "--as-root" => root = Some(std::path::PathBuf::from(value()?)),
+            "--as-url" => as_url = Some(value()?),
+            "--as-crl" => crl = Some(std::path::PathBuf::from(value()?)),
+            "--basic-credentials" => basic = true,
             "--ds-identity" => config.ds_identity = value()?,
             "--app-window" => {
                 config.app_window = value()?.parse().map_err(|_| "--app-window: a number")?
@@ -1097,11 +1127,26 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    let credentials = match (root, basic) {
+        (Some(root), false) => {
+            if as_url.is_none() && crl.is_none() {
+                return Err("--as-root needs --as-url URL or --as-crl FILE (the CRL)".into());
+            }
+            CredentialChoice::X509 { root, as_url, crl }
+        }
+        (None, true) => CredentialChoice::Basic,
+        _ => {
+            return Err(
+                "either --as-root FILE (X.509 credentials of the AS) or --basic-credentials".into(),
+            );
+        }
+    };
     Ok(ServeOptions {
         listen,
         store: store.ok_or("--sqlite FILE or --postgres URL is needed")?,
         key_file: key_file.ok_or("--key-file FILE is needed")?,
         config,
+        credentials,
     })
 }
 
@@ -1222,12 +1267,57 @@ pub async fn run_serve(
     }
 }
 
+/// The client authenticator of a credential choice; for X.509 with an AS
+/// URL, the CRL is fetched now and then every [`CRL_REFRESH`] (a failed
+/// refresh keeps the last CRL, and credentials are refused once it
+/// expires).
+pub async fn authenticator(
+    choice: &CredentialChoice,
+) -> Result<Arc<dyn ClientAuthenticator>, String> {
+    match choice {
+        CredentialChoice::Basic => Ok(Arc::new(crate::auth::ValidatorAuthenticator::basic())),
+        CredentialChoice::X509 { root, as_url, crl } => {
+            let root_der = std::fs::read(root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let validator = Arc::new(
+                hsmls_credentials::X509CredentialValidator::new(std::slice::from_ref(&root_der))
+                    .map_err(|e| e.to_string())?,
+            );
+            if let Some(path) = crl {
+                let der = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                validator.set_crl(&der).map_err(|e| e.to_string())?;
+            }
+            if let Some(url) = as_url {
+                let client = hsmls_credentials::client::AsClient::new(url, &root_der)
+                    .map_err(|e| e.to_string())?;
+                let der = client.crl().await.map_err(|e| e.to_string())?;
+                validator.set_crl(&der).map_err(|e| e.to_string())?;
+                let v = validator.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(CRL_REFRESH).await;
+                        match client.crl().await {
+                            Ok(der) => {
+                                if let Err(e) = v.set_crl(&der) {
+                                    tracing::warn!(error = %e, "the AS's CRL was refused");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "fetching the AS's CRL failed"),
+                        }
+                    }
+                });
+            }
+            Ok(Arc::new(crate::auth::X509Authenticator(validator)))
+        }
+    }
+}
+
 /// The command line: `serve …`.
 pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
     match args.split_first() {
         Some((cmd, rest)) if cmd == "serve" => {
             let opts = parse_serve(rest)?;
-            run_serve(opts, Arc::new(crate::auth::ValidatorAuthenticator::basic())).await
+            let authenticator = authenticator(&opts.credentials).await?;
+            run_serve(opts, authenticator).await
         }
         Some((cmd, rest)) if cmd == "load" => {
             let (bases, members, config) = parse_load(rest)?;
@@ -1237,6 +1327,6 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
             println!("{report}");
             Ok(())
         }
-        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE\n       hsmls-ds load --url URL[,URL...] [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S]".into()),
+        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE (--as-root DER (--as-url URL | --as-crl DER) | --basic-credentials)\n       hsmls-ds load --url URL[,URL...] [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S]".into()),
     }
 }

@@ -26,7 +26,7 @@ async fn start(dir: &std::path::Path, listen: &str) -> (Child, String) {
         .arg(dir.join("ds.sqlite"))
         .arg("--key-file")
         .arg(dir.join("ds.key"))
-        .args(["--rate", "1000000"])
+        .args(["--rate", "1000000", "--basic-credentials"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

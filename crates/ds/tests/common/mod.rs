@@ -455,3 +455,66 @@ impl Drop for PgDb {
         .join();
     }
 }
+
+/// A `hsmls-ds serve` child process.
+pub struct DsProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+pub async fn spawn_ds(url: &str, key_file: &std::path::Path, credentials: &[String]) -> DsProcess {
+    let mut child = tokio::process::Command::new(ds_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--postgres",
+            url,
+            "--key-file",
+        ])
+        .arg(key_file)
+        .args(["--ds-identity", "ds.test", "--rate", "100000"])
+        .args(credentials)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hsmls-ds");
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("hsmls-ds started in time")
+        .unwrap()
+        .expect("hsmls-ds printed its address");
+    let addr = line
+        .strip_prefix("listening on ")
+        .expect("listening on ADDR");
+    DsProcess {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+pub async fn two_processes(
+    db: &PgDb,
+    dir: &tempfile::TempDir,
+    credentials: &[String],
+) -> (DsProcess, DsProcess) {
+    let key = dir.path().join("ds.key");
+    let a = spawn_ds(&db.url, &key, credentials).await;
+    let b = spawn_ds(&db.url, &key, credentials).await;
+    (a, b)
+}
+
+impl Drop for DsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The arguments for basic credentials.
+pub fn basic() -> Vec<String> {
+    vec!["--basic-credentials".into()]
+}
