@@ -5,7 +5,9 @@
 //! offline for several commits and catches up; commits race through two
 //! DS processes on one PostgreSQL database; every member ends in the same
 //! epoch with the same epoch_authenticator. The DS processes check the
-//! credentials with the AS's validator (root and CRL fetched from the AS).
+//! credentials with the AS's validator (root and CRL fetched from the AS)
+//! and serve TLS with a certificate the AS issued; the clients trust the
+//! AS root for both.
 
 mod common;
 
@@ -83,6 +85,40 @@ async fn start_as(token: &Arc<Pkcs11Custody>) -> TestAs {
     }
 }
 
+/// A DER certificate or key as PEM.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The DS processes' TLS certificate, issued by the AS's CA for
+/// `127.0.0.1`, written into `dir`; returns the `--tls-*` arguments.
+fn ds_tls_from_the_as(as_: &TestAs, dir: &std::path::Path) -> Vec<String> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ca = as_.service.ca();
+    let leaf = ca
+        .issue_tls(&["127.0.0.1".into()], &key, now() - 60, 86_400)
+        .unwrap();
+    let chain = pem("CERTIFICATE", &leaf) + &pem("CERTIFICATE", ca.issuing_der());
+    std::fs::write(dir.join("ds-tls.pem"), chain).unwrap();
+    std::fs::write(dir.join("ds-tls.key"), key.serialize_pem()).unwrap();
+    vec![
+        "--tls-cert".into(),
+        dir.join("ds-tls.pem").display().to_string(),
+        "--tls-key".into(),
+        dir.join("ds-tls.key").display().to_string(),
+    ]
+}
+
 /// Enrols `name`: a signature key generated in the token, a CSR signed
 /// there, a one-time token from the operator, the chain from the AS.
 async fn enrol(as_: &TestAs, token: &Arc<Pkcs11Custody>, name: &str) -> Signer {
@@ -112,7 +148,9 @@ async fn three_enrolled_softhsm_clients_through_two_ds_processes() {
         "--as-url".to_string(),
         as_.url.clone(),
     ];
-    let (ds1, ds2) = two_processes(&db, &dir, &credentials).await;
+    let tls = ds_tls_from_the_as(&as_, dir.path());
+    let (ds1, ds2) = two_processes(&db, &dir, &tls, &credentials).await;
+    let root_pem = pem("CERTIFICATE", &root);
 
     // Every member validates with the AS root and its CRL.
     let validator = || async {
@@ -126,13 +164,14 @@ async fn three_enrolled_softhsm_clients_through_two_ds_processes() {
         enrol(&as_, &token, "carol").await,
     );
     // Alice and Carol use the first DS process, Bob the second.
-    let mut alice = Client::with_signer(sa, "alice", &ds1.base, validator().await).await;
-    let mut bob = Client::with_signer(sb, "bob", &ds2.base, validator().await).await;
-    let mut carol = Client::with_signer(sc, "carol", &ds1.base, validator().await).await;
+    let roots = root_pem.as_bytes();
+    let mut alice = Client::with_signer(sa, "alice", &ds1.base, validator().await, roots).await;
+    let mut bob = Client::with_signer(sb, "bob", &ds2.base, validator().await, roots).await;
+    let mut carol = Client::with_signer(sc, "carol", &ds1.base, validator().await, roots).await;
     bob.publish(2, true).await;
     carol.publish(2, true).await;
     // A basic credential is refused by these DS processes.
-    let stranger = hsmls_ds::DsClient::new(&ds1.base);
+    let stranger = hsmls_ds::DsClient::new(&ds1.base, roots).unwrap();
     let basic = Signer::generate(
         Arc::new(hsmls_custody::SoftwareCustody::new()),
         hsmls::wire::Credential::Basic(b"mallory".to_vec()),

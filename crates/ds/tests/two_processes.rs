@@ -17,7 +17,7 @@ use hsmls_ds::api::{GroupMode, ServerFrame};
 async fn claims_through_both_processes_never_share_a_package() {
     let db = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let (ds1, ds2) = two_processes(&db, &dir, &basic()).await;
+    let (ds1, ds2) = two_processes(&db, &dir, &pki().write_to(dir.path()), &basic()).await;
     let soft = || Arc::new(SoftwareCustody::new()) as Arc<dyn KeyCustody>;
     let mut bob = Client::new(soft(), "bob", &ds1.base).await;
     bob.publish(30, true).await;
@@ -50,7 +50,7 @@ async fn claims_through_both_processes_never_share_a_package() {
 async fn push_across_processes() {
     let db = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let (ds1, ds2) = two_processes(&db, &dir, &basic()).await;
+    let (ds1, ds2) = two_processes(&db, &dir, &pki().write_to(dir.path()), &basic()).await;
     let soft = || Arc::new(SoftwareCustody::new()) as Arc<dyn KeyCustody>;
     let mut alice = Client::new(soft(), "alice", &ds1.base).await;
     let mut bob = Client::new(soft(), "bob", &ds2.base).await;

@@ -49,7 +49,74 @@ impl<S: DsStore> Drop for TestDs<S> {
     }
 }
 
-/// Serves `store` on a free loopback port.
+/// The tests' TLS: a root CA and a server certificate for `localhost`
+/// and `127.0.0.1` it issued (rcgen, P-256), as PEM.
+pub struct TestPki {
+    /// The root certificate clients trust.
+    pub root_pem: String,
+    /// The server's chain (leaf, root).
+    pub chain_pem: String,
+    /// The server's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// The tests' PKI, made once per test binary.
+pub fn pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+        };
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.distinguished_name
+            .push(DnType::CommonName, "hsmls DS test root");
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_cert = leaf.signed_by(&key, &Issuer::new(root, root_key)).unwrap();
+        TestPki {
+            root_pem: root_cert.pem(),
+            chain_pem: format!("{}{}", leaf_cert.pem(), root_cert.pem()),
+            key_pem: key.serialize_pem(),
+        }
+    })
+}
+
+impl TestPki {
+    /// The server's TLS configuration.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        hsmls_ds::server::tls_server_config(self.chain_pem.as_bytes(), self.key_pem.as_bytes())
+            .unwrap()
+    }
+
+    /// Writes the chain and key into `dir` for a DS process; returns
+    /// the `--tls-cert`/`--tls-key` arguments.
+    pub fn write_to(&self, dir: &std::path::Path) -> Vec<String> {
+        let cert = dir.join("tls.pem");
+        let key = dir.join("tls.key");
+        std::fs::write(&cert, &self.chain_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]
+    }
+}
+
+/// A DS client of `base` trusting the tests' root.
+pub fn ds_client(base: &str) -> DsClient {
+    DsClient::new(base, pki().root_pem.as_bytes()).unwrap()
+}
+
+/// Serves `store` over TLS on a free loopback port.
 pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> TestDs<S> {
     let ds = Arc::new(Ds::new(
         store,
@@ -58,13 +125,14 @@ pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> Te
         Arc::new(ValidatorAuthenticator::basic()),
         config,
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let tls = pki().server_config();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = {
         let ds = ds.clone();
         tokio::spawn(async move {
-            serve(ds, listener, async {
+            serve(ds, listener, tls, async {
                 let _ = rx.await;
             })
             .await
@@ -128,18 +196,20 @@ impl Client {
     pub async fn new(custody: Arc<dyn KeyCustody>, name: &str, base: &str) -> Client {
         let signer = Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec()))
             .unwrap_or_else(|e| panic!("signature key for {name}: {e}"));
-        Self::with_signer(signer, name, base, validator()).await
+        Self::with_signer(signer, name, base, validator(), pki().root_pem.as_bytes()).await
     }
 
     /// A client with its own signer (e.g. an X.509 credential from the
-    /// AS) and the validator of its groups.
+    /// AS), the validator of its groups, and the roots (PEM) it trusts for
+    /// the DS's TLS certificate.
     pub async fn with_signer(
         signer: Signer,
         name: &str,
         base: &str,
         validator: Arc<dyn CredentialValidator>,
+        tls_roots: &[u8],
     ) -> Client {
-        let ds = DsClient::new(base);
+        let ds = DsClient::new(base, tls_roots).unwrap();
         ds.authenticate(&signer).await.unwrap();
         Client {
             name: name.into(),
@@ -462,7 +532,15 @@ pub struct DsProcess {
     pub base: String,
 }
 
-pub async fn spawn_ds(url: &str, key_file: &std::path::Path, credentials: &[String]) -> DsProcess {
+/// Starts `hsmls-ds serve` on PostgreSQL `url` with the DS key file
+/// `key_file`, the TLS arguments `tls` (see [`TestPki::write_to`]) and
+/// the credential arguments `credentials`.
+pub async fn spawn_ds(
+    url: &str,
+    key_file: &std::path::Path,
+    tls: &[String],
+    credentials: &[String],
+) -> DsProcess {
     let mut child = tokio::process::Command::new(ds_binary())
         .args([
             "serve",
@@ -474,6 +552,7 @@ pub async fn spawn_ds(url: &str, key_file: &std::path::Path, credentials: &[Stri
         ])
         .arg(key_file)
         .args(["--ds-identity", "ds.test", "--rate", "100000"])
+        .args(tls)
         .args(credentials)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -493,18 +572,21 @@ pub async fn spawn_ds(url: &str, key_file: &std::path::Path, credentials: &[Stri
         .expect("listening on ADDR");
     DsProcess {
         child,
-        base: format!("http://{addr}"),
+        base: format!("https://{addr}"),
     }
 }
 
+/// Two DS processes on one database, with one DS key and one TLS
+/// certificate (`tls`).
 pub async fn two_processes(
     db: &PgDb,
     dir: &tempfile::TempDir,
+    tls: &[String],
     credentials: &[String],
 ) -> (DsProcess, DsProcess) {
     let key = dir.path().join("ds.key");
-    let a = spawn_ds(&db.url, &key, credentials).await;
-    let b = spawn_ds(&db.url, &key, credentials).await;
+    let a = spawn_ds(&db.url, &key, tls, credentials).await;
+    let b = spawn_ds(&db.url, &key, tls, credentials).await;
     (a, b)
 }
 
