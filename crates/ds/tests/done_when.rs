@@ -9,136 +9,23 @@
 //! and serve TLS with a certificate the AS issued; the clients trust the
 //! AS root for both.
 
+#[path = "common/as_.rs"]
+mod as_;
 mod common;
 
 use std::sync::Arc;
 
+use as_::{TestAs, softhsm};
 use common::*;
 use hsmls::{CommitOptions, CredentialValidator, Signer};
-use hsmls_as::ca::CaProfile;
-use hsmls_as::http::{DEFAULT_BODY_LIMIT, Server, tls_config};
-use hsmls_as::{AuthService, Ca, ServiceConfig, SqliteStore};
-use hsmls_credentials::client::AsClient;
-use hsmls_credentials::csr::build_csr;
-use hsmls_credentials::{FixedClock, X509CredentialValidator, x509_credential};
-use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
-use hsmls_custody::{KeyCustody, KeyRef, KeySpec, Pkcs11Custody};
+use hsmls_custody::KeyCustody;
 use hsmls_ds::api::GroupMode;
-
-fn softhsm() -> Arc<Pkcs11Custody> {
-    if std::env::var_os(CONFIG_ENV).is_none() {
-        panic!("{CONFIG_ENV} is not set: run scripts/test.sh (it sets up the SoftHSM token)");
-    }
-    Arc::new(Pkcs11Custody::open(&Pkcs11Config::from_env().unwrap()).expect("the SoftHSM token"))
-}
-
-/// An AS on the token, serving HTTPS on loopback.
-struct TestAs {
-    service: Arc<AuthService<SqliteStore>>,
-    server: Option<Server>,
-    client: AsClient,
-    url: String,
-    keys: Vec<KeyRef>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_as(token: &Arc<Pkcs11Custody>) -> TestAs {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("as.db")).await.unwrap();
-    let t = now();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "https://127.0.0.1:{}",
-        listener.local_addr().unwrap().port()
-    );
-    let ca = Ca::create(token.clone(), CaProfile::default(), t - 60).unwrap();
-    let log = token.generate(KeySpec::ECDSA_SECP256R1_SHA256).unwrap();
-    let keys = vec![ca.root_key().clone(), ca.issuing_key().clone(), log.clone()];
-    let tls_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let tls_cert = ca
-        .issue_tls(
-            &["localhost".into(), "127.0.0.1".into()],
-            &tls_key,
-            t - 60,
-            86_400,
-        )
-        .unwrap();
-    let tls = tls_config(
-        vec![tls_cert, ca.issuing_der().to_vec()],
-        tls_key.serialize_der(),
-    )
-    .unwrap();
-    let client = AsClient::new(&url, ca.root_der()).unwrap();
-    let clock = Arc::new(FixedClock::new(t));
-    let service =
-        Arc::new(AuthService::new(store, ca, log, ServiceConfig::new(&url), clock).unwrap());
-    let server = Server::start(service.clone(), listener, tls, DEFAULT_BODY_LIMIT)
-        .await
-        .unwrap();
-    TestAs {
-        service,
-        server: Some(server),
-        client,
-        url,
-        keys,
-        _dir: dir,
-    }
-}
-
-/// A DER certificate or key as PEM.
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-/// The DS processes' TLS certificate, issued by the AS's CA for
-/// `127.0.0.1`, written into `dir`; returns the `--tls-*` arguments.
-fn ds_tls_from_the_as(as_: &TestAs, dir: &std::path::Path) -> Vec<String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let ca = as_.service.ca();
-    let leaf = ca
-        .issue_tls(&["127.0.0.1".into()], &key, now() - 60, 86_400)
-        .unwrap();
-    let chain = pem("CERTIFICATE", &leaf) + &pem("CERTIFICATE", ca.issuing_der());
-    std::fs::write(dir.join("ds-tls.pem"), chain).unwrap();
-    std::fs::write(dir.join("ds-tls.key"), key.serialize_pem()).unwrap();
-    vec![
-        "--tls-cert".into(),
-        dir.join("ds-tls.pem").display().to_string(),
-        "--tls-key".into(),
-        dir.join("ds-tls.key").display().to_string(),
-    ]
-}
-
-/// Enrols `name`: a signature key generated in the token, a CSR signed
-/// there, a one-time token from the operator, the chain from the AS.
-async fn enrol(as_: &TestAs, token: &Arc<Pkcs11Custody>, name: &str) -> Signer {
-    let identity = format!("im:{name}@hsmls.test");
-    let key = token.generate(KeySpec::ECDSA_SECP256R1_SHA256).unwrap();
-    let csr = build_csr(token.clone() as Arc<dyn KeyCustody>, &key, &identity).unwrap();
-    let one_time = as_.service.issue_token(&identity).await.unwrap();
-    let chain = as_.client.enrol(&identity, &one_time, &csr).await.unwrap();
-    Signer::new(
-        token.clone() as Arc<dyn KeyCustody>,
-        key,
-        x509_credential(&chain.ders().unwrap()),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_enrolled_softhsm_clients_through_two_ds_processes() {
     let token = softhsm();
-    let as_ = start_as(&token).await;
-    let root = as_.service.ca().root_der().to_vec();
+    let as_ = TestAs::start(token.clone()).await;
+    let root = as_.root_der();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("as-root.der"), &root).unwrap();
     let db = PgDb::create().await;
@@ -148,20 +35,17 @@ async fn three_enrolled_softhsm_clients_through_two_ds_processes() {
         "--as-url".to_string(),
         as_.url.clone(),
     ];
-    let tls = ds_tls_from_the_as(&as_, dir.path());
+    let tls = as_.ds_tls(dir.path());
     let (ds1, ds2) = two_processes(&db, &dir, &tls, &credentials).await;
-    let root_pem = pem("CERTIFICATE", &root);
+    let root_pem = as_.root_pem();
 
     // Every member validates with the AS root and its CRL.
-    let validator = || async {
-        let v = X509CredentialValidator::new(std::slice::from_ref(&root)).unwrap();
-        v.set_crl(&as_.client.crl().await.unwrap()).unwrap();
-        Arc::new(v) as Arc<dyn CredentialValidator>
-    };
+    let validator = || async { as_.validator().await as Arc<dyn CredentialValidator> };
+    let custody = token.clone() as Arc<dyn KeyCustody>;
     let (sa, sb, sc) = (
-        enrol(&as_, &token, "alice").await,
-        enrol(&as_, &token, "bob").await,
-        enrol(&as_, &token, "carol").await,
+        as_.enrol(&custody, "alice").await.signer,
+        as_.enrol(&custody, "bob").await.signer,
+        as_.enrol(&custody, "carol").await.signer,
     );
     // Alice and Carol use the first DS process, Bob the second.
     let roots = root_pem.as_bytes();
@@ -269,11 +153,5 @@ async fn three_enrolled_softhsm_clients_through_two_ds_processes() {
         token.destroy(&c.signer.signature_key).unwrap();
     }
     drop((ds1, ds2));
-    let mut as_ = as_;
-    if let Some(server) = as_.server.take() {
-        server.shutdown().await.unwrap();
-    }
-    for key in &as_.keys {
-        token.destroy(key).unwrap();
-    }
+    as_.stop().await;
 }

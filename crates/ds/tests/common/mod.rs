@@ -14,7 +14,7 @@ use hsmls::{
 };
 use hsmls_custody::{KeyCustody, SoftwareCustody};
 use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, Problem};
-use hsmls_ds::auth::{DsKey, ValidatorAuthenticator};
+use hsmls_ds::auth::{ClientAuthenticator, DsKey, ValidatorAuthenticator};
 use hsmls_ds::fanout::Hub;
 use hsmls_ds::server::serve;
 use hsmls_ds::store::{DsStore, SqliteConfig, SqliteStore};
@@ -116,13 +116,31 @@ pub fn ds_client(base: &str) -> DsClient {
     DsClient::new(base, pki().root_pem.as_bytes()).unwrap()
 }
 
-/// Serves `store` over TLS on a free loopback port.
+/// Serves `store` over TLS on a free loopback port, with basic
+/// credentials.
 pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> TestDs<S> {
+    serve_store_with(
+        store,
+        hub,
+        config,
+        Arc::new(ValidatorAuthenticator::basic()),
+    )
+    .await
+}
+
+/// Serves `store` over TLS on a free loopback port, authenticating
+/// clients with `authenticator`.
+pub async fn serve_store_with<S: DsStore>(
+    store: S,
+    hub: Hub,
+    config: DsConfig,
+    authenticator: Arc<dyn ClientAuthenticator>,
+) -> TestDs<S> {
     let ds = Arc::new(Ds::new(
         store,
         hub,
         DsKey::from_bytes([42; 32]),
-        Arc::new(ValidatorAuthenticator::basic()),
+        authenticator,
         config,
     ));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -150,11 +168,19 @@ pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> Te
 
 /// A DS on a fresh SQLite file.
 pub async fn sqlite_ds(config: DsConfig) -> TestDs<SqliteStore> {
+    sqlite_ds_with(config, Arc::new(ValidatorAuthenticator::basic())).await
+}
+
+/// A DS on a fresh SQLite file, authenticating with `authenticator`.
+pub async fn sqlite_ds_with(
+    config: DsConfig,
+    authenticator: Arc<dyn ClientAuthenticator>,
+) -> TestDs<SqliteStore> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("ds.sqlite"), SqliteConfig::default())
         .await
         .unwrap();
-    let mut t = serve_store(store, Hub::new(), config).await;
+    let mut t = serve_store_with(store, Hub::new(), config, authenticator).await;
     t.dir = Some(dir);
     t
 }
@@ -178,6 +204,9 @@ pub fn problem<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Problem {
 /// An MLS client of the DS.
 pub struct Client {
     pub name: String,
+    /// The identity the DS knows it by (KeyPackages are claimed by it):
+    /// the name for basic credentials; set it for X.509 ones.
+    pub identity: Vec<u8>,
     pub signer: Signer,
     pub ds: DsClient,
     pub bundles: HashMap<Vec<u8>, KeyPackageBundle>,
@@ -213,6 +242,7 @@ impl Client {
         ds.authenticate(&signer).await.unwrap();
         Client {
             name: name.into(),
+            identity: name.as_bytes().to_vec(),
             signer,
             ds,
             bundles: HashMap::new(),
@@ -408,8 +438,8 @@ pub async fn form(
     carol: &mut Client,
     mode: GroupMode,
 ) -> Vec<u8> {
-    let kb = alice.ds.claim_key_package(b"bob").await.unwrap();
-    let kc = alice.ds.claim_key_package(b"carol").await.unwrap();
+    let kb = alice.ds.claim_key_package(&bob.identity).await.unwrap();
+    let kc = alice.ds.claim_key_package(&carol.identity).await.unwrap();
     assert!(!kb.last_resort && !kc.last_resort);
     if mode == GroupMode::Assisted {
         for c in [&mut *bob, &mut *carol] {
