@@ -28,6 +28,7 @@ use crate::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, Serve
 use crate::client::DsClient;
 
 /// A load run's parameters.
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// Messages per second (the intended rate).

@@ -1133,15 +1133,15 @@ pub struct ServeOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CredentialChoice {
-    /// The AS's X.509 credentials: its root certificate (DER) and, if
-    /// given, its URL to fetch the CRL from (at start and every
+    /// The AS's X.509 credentials: its root certificate (PEM or DER)
+    /// and, if given, its URL to fetch the CRL from (at start and every
     /// [`CRL_REFRESH`]); without a URL, a CRL file.
     X509 {
-        /// The AS root certificate file (DER).
+        /// The AS root certificate file (PEM or DER).
         root: std::path::PathBuf,
         /// The AS base URL (`https://…`).
         as_url: Option<String>,
-        /// A CRL file (DER), if no URL.
+        /// A CRL file (PEM or DER), if no URL.
         crl: Option<std::path::PathBuf>,
     },
     /// Basic credentials (tests and demos: they prove no identity).
@@ -1303,9 +1303,9 @@ pub fn load_or_create_key(path: &std::path::Path) -> Result<DsKey, String> {
     }
 }
 
-/// Runs `serve` until SIGINT/SIGTERM, with basic credentials (the X.509
-/// validator of the Authentication Service plugs in through
-/// [`ClientAuthenticator`]).
+/// Runs `serve` until SIGINT/SIGTERM, authenticating clients with
+/// `authenticator` (see [`authenticator`]); prints `listening on ADDR` on
+/// standard output once it listens.
 pub async fn run_serve(
     opts: ServeOptions,
     authenticator: Arc<dyn ClientAuthenticator>,
@@ -1363,13 +1363,29 @@ pub async fn authenticator(
     match choice {
         CredentialChoice::Basic => Ok(Arc::new(crate::auth::ValidatorAuthenticator::basic())),
         CredentialChoice::X509 { root, as_url, crl } => {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
             let root_der = std::fs::read(root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let root_der = if root_der.starts_with(b"-----BEGIN") {
+                CertificateDer::from_pem_slice(&root_der)
+                    .map_err(|e| format!("{}: {e}", root.display()))?
+                    .to_vec()
+            } else {
+                root_der
+            };
             let validator = Arc::new(
                 hsmls_credentials::X509CredentialValidator::new(std::slice::from_ref(&root_der))
                     .map_err(|e| e.to_string())?,
             );
             if let Some(path) = crl {
                 let der = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let der = if der.starts_with(b"-----BEGIN") {
+                    CertificateRevocationListDer::from_pem_slice(&der)
+                        .map_err(|e| format!("{}: {e}", path.display()))?
+                        .to_vec()
+                } else {
+                    der
+                };
                 validator.set_crl(&der).map_err(|e| e.to_string())?;
             }
             if let Some(url) = as_url {
