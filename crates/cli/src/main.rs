@@ -12,15 +12,19 @@
 //! hsmls as [--as-config FILE] token issue IDENTITY
 //! hsmls as [--as-config FILE] revoke SERIAL
 //! hsmls as [--as-config FILE] serve
+//! hsmls ds [--ds-config FILE] serve
+//! hsmls ds load --url URL[,URL…] --tls-roots PEM [--members N] [--rate MSG/S] …
 //! ```
 //!
 //! The PKCS#11 configuration comes from `--config FILE` or the file named by
-//! `HSMLS_PKCS11_CONFIG` (for `as`, from the AS configuration); the PIN
+//! `HSMLS_PKCS11_CONFIG` (for `as`, from the AS configuration; `ds` uses no
+//! token); the PIN
 //! comes from the file or environment variable that configuration names,
 //! never from the command line.
 #![forbid(unsafe_code)]
 
 mod as_cmd;
+mod ds_cmd;
 mod group_demo;
 
 use std::path::PathBuf;
@@ -44,6 +48,8 @@ enum CliError {
     Check(String),
     #[error("AS: {0}")]
     As(String),
+    #[error("DS: {0}")]
+    Ds(String),
 }
 
 /// The hsmls command line: MLS with private keys in a PKCS#11 token.
@@ -76,6 +82,8 @@ enum Command {
     Key(KeyCommand),
     /// The Authentication Service (an X.509 CA with its keys in the token).
     As(as_cmd::AsArgs),
+    /// The Delivery Service (KeyPackage directory, ordering, fan-out).
+    Ds(ds_cmd::DsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -164,6 +172,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::As(args) => as_cmd::run(args, config),
+        Command::Ds(args) => ds_cmd::run(args),
     }
 }
 

@@ -31,7 +31,7 @@ use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupPosition, QueueBatch, S
 use hsmls_storage::{GroupStateStorage, SqliteStorage};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::config::{ClientConfig, CustodyConfig, der_of, read_bounded};
+use crate::config::{ClientConfig, CustodyConfig, der_of, pem_of, read_bounded};
 use crate::error::ClientError;
 use crate::event::{
     ClientEvent, CredentialProblem, ForkReason, GroupId, GroupMode, MemberInfo, OwnCredentialEvent,
@@ -445,7 +445,18 @@ impl ClientRuntime {
         ))?);
         let monitor = Arc::new(LogMonitor::new(log_key));
         let as_client = AsClient::new(&a.url, &root_der)?;
-        let ds = DsClient::new(config.delivery_service.url.clone());
+        let d = &config.delivery_service;
+        let ds_roots =
+            pem_of(&read_bounded(&d.root_certificate, MAX_KEY_FILE)?).ok_or_else(|| {
+                ClientError::Config(format!("{}: empty", d.root_certificate.display()))
+            })?;
+        let ds = DsClient::new(&d.url, &ds_roots).map_err(|e| {
+            ClientError::Config(format!(
+                "delivery_service ({}, {}): {e}",
+                d.url,
+                d.root_certificate.display()
+            ))
+        })?;
         let storage = SqliteStorage::open(&config.state_path).await?;
         let meta = Meta::open(&config.state_path).await?;
 
