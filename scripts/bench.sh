@@ -7,6 +7,8 @@
 #   bash scripts/bench.sh --as                        # the AS: enrolments/s on
 #                                                     # SQLite and PostgreSQL, validation
 #   bash scripts/bench.sh --as -- validate
+#   bash scripts/bench.sh --ds                        # the DS store: appends/s on
+#                                                     # SQLite and PostgreSQL, reads
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,6 +18,12 @@ if [[ "${1:-}" == "--as" ]]; then
     eval "$(bash scripts/setup-postgres.sh --env)"
     export HSMLS_TEST_PG_URL
     exec cargo bench -p hsmls-as --bench enrol "$@"
+fi
+if [[ "${1:-}" == "--ds" ]]; then
+    shift
+    eval "$(bash scripts/setup-postgres.sh --env)"
+    export HSMLS_TEST_PG_URL
+    exec cargo bench -p hsmls-ds --bench store "$@"
 fi
 if [[ $# -eq 0 || "$1" == "--" ]]; then
     set -- -p hsmls-custody "$@"

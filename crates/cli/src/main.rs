@@ -13,6 +13,8 @@
 //! hsmls as [--as-config FILE] revoke SERIAL
 //! hsmls as [--as-config FILE] serve
 //! hsmls as [--as-config FILE] tls issue NAME… --out PREFIX
+//! hsmls ds [--ds-config FILE] serve
+//! hsmls ds load --url URL[,URL…] --tls-roots PEM [--members N] [--rate MSG/S] …
 //!
 //! hsmls [--config FILE] [--json] enrol --token TOKEN
 //! hsmls [--config FILE] [--json] group (create [--assisted|--blind] | add GROUP ID… |
@@ -28,12 +30,13 @@
 //! For the user commands `--config` names the client configuration
 //! (default `$HSMLS_CLIENT_CONFIG`; `hsm-config/client.example.toml`), for
 //! the others the PKCS#11 configuration (default `$HSMLS_PKCS11_CONFIG`;
-//! for `as`, the AS configuration names it). PINs come from the file or
+//! for `as`, the AS configuration names it; `ds` uses no token). PINs come from the file or
 //! environment variable that the PKCS#11 configuration names, never from
 //! the command line. Exit codes: see `exit.rs` (and `hsmls --help`).
 #![forbid(unsafe_code)]
 
 mod as_cmd;
+mod ds_cmd;
 mod exit;
 mod group_demo;
 mod output;
@@ -64,6 +67,8 @@ enum CliError {
     /// the hint).
     #[error("{}", .0.error)]
     User(Box<user::Failure>),
+    #[error("DS: {0}")]
+    Ds(String),
 }
 
 const EXIT_CODES: &str = "\
@@ -114,6 +119,8 @@ enum Command {
     As(as_cmd::AsArgs),
     #[command(flatten)]
     User(user::UserCommand),
+    /// The Delivery Service (KeyPackage directory, ordering, fan-out).
+    Ds(ds_cmd::DsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -227,6 +234,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             <Cli as clap::CommandFactory>::command,
         )
         .map_err(CliError::User),
+        Command::Ds(args) => ds_cmd::run(args),
     }
 }
 

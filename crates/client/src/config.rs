@@ -18,7 +18,8 @@
 //! log_origin = "hsmls.invalid/as-log"
 //!
 //! [delivery_service]
-//! url = "http://ds.example.org:8443"
+//! url = "https://ds.example.org:8443"
+//! root_certificate = "ds/root.pem" # PEM or DER: the root of its TLS certificate
 //!
 //! [key_packages]
 //! batch_size = 20
@@ -98,19 +99,27 @@ impl AsConfig {
     }
 }
 
-/// The Delivery Service (RFC 9750 §5.2).
+/// The Delivery Service (RFC 9750 §5.2), reached over TLS only (HTTPS
+/// and WebSocket over TLS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DsConfig {
-    /// Its base URL (`http://host:port`).
+    /// Its base URL (`https://host:port`).
     pub url: String,
+    /// The root certificate(s) its TLS certificate chains to (PEM, one or
+    /// more blocks, or DER): the only roots trusted for the DS, never the
+    /// system's.
+    pub root_certificate: PathBuf,
 }
 
 impl DsConfig {
-    /// The DS at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        DsConfig { url: url.into() }
+    /// The DS at `url` whose TLS certificate chains to `root_certificate`.
+    pub fn new(url: impl Into<String>, root_certificate: impl Into<PathBuf>) -> Self {
+        DsConfig {
+            url: url.into(),
+            root_certificate: root_certificate.into(),
+        }
     }
 }
 
@@ -303,6 +312,7 @@ impl ClientConfig {
         }
         r(&mut self.authentication_service.root_certificate);
         r(&mut self.authentication_service.log_public_key);
+        r(&mut self.delivery_service.root_certificate);
     }
 
     /// Checks the values that cannot be right.
@@ -317,9 +327,9 @@ impl ClientConfig {
                 "authentication_service.url must be https://host:port".into(),
             ));
         }
-        if !self.delivery_service.url.starts_with("http://") {
+        if !self.delivery_service.url.starts_with("https://") {
             return Err(ClientError::Config(
-                "delivery_service.url must be http://host:port".into(),
+                "delivery_service.url must be https://host:port (the DS speaks TLS only)".into(),
             ));
         }
         if self.key_packages.batch_size == 0 || self.key_packages.batch_size > 100 {
@@ -359,6 +369,28 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ClientError
     Ok(out)
 }
 
+/// The PEM text of a PEM (kept whole: every block) or DER certificate
+/// file.
+pub(crate) fn pem_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if bytes.is_empty() {
+        return None;
+    }
+    if let Ok(t) = std::str::from_utf8(bytes)
+        && t.contains("-----BEGIN")
+    {
+        return Some(bytes.to_vec());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).ok()?);
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    Some(pem.into_bytes())
+}
+
 /// The DER bytes of a PEM (the first block) or DER file.
 pub(crate) fn der_of(bytes: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine as _;
@@ -394,7 +426,8 @@ root_certificate = "/etc/as/root.pem"
 log_public_key = "log.pub"
 
 [delivery_service]
-url = "http://127.0.0.1:8443"
+url = "https://127.0.0.1:8443"
+root_certificate = "ds-root.pem"
 
 [key_packages]
 batch_size = 10
@@ -420,6 +453,11 @@ self_update_interval_secs = 60
             PathBuf::from("/etc/as/root.pem")
         );
         assert_eq!(c.authentication_service.log_origin, "hsmls.invalid/as-log");
+        assert_eq!(c.delivery_service.url, "https://127.0.0.1:8443");
+        assert_eq!(
+            c.delivery_service.root_certificate,
+            PathBuf::from("/home/a/ds-root.pem")
+        );
         assert_eq!(
             (c.key_packages.batch_size, c.key_packages.low_water_mark),
             (10, 3)
@@ -441,8 +479,12 @@ self_update_interval_secs = 60
                 "authentication_service.url",
             ),
             (
-                TEXT.replace("http://127.0.0.1:8443", "ftp://x"),
+                TEXT.replace("https://127.0.0.1:8443", "http://127.0.0.1:8443"),
                 "delivery_service.url",
+            ),
+            (
+                TEXT.replace("root_certificate = \"ds-root.pem\"\n", ""),
+                "missing field `root_certificate`",
             ),
             (
                 TEXT.replace("batch_size = 10", "batch_size = 0"),
@@ -478,6 +520,9 @@ self_update_interval_secs = 60
             base64::engine::general_purpose::STANDARD.encode(&der)
         );
         assert_eq!(der_of(pem.as_bytes()), Some(der.clone()));
+        assert_eq!(pem_of(pem.as_bytes()), Some(pem.clone().into_bytes()));
+        assert_eq!(pem_of(&der), Some(pem.clone().into_bytes()));
+        assert_eq!(pem_of(b""), None);
         assert_eq!(der_of(&der), Some(der));
         assert_eq!(der_of(b""), None);
         assert_eq!(der_of(b"-----BEGIN X-----\n!!!\n-----END X-----\n"), None);

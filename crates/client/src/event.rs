@@ -339,4 +339,8 @@ pub struct MemberInfo {
     pub signature_key: Vec<u8>,
     /// Its leaf HPKE public key (changes with each of its updates).
     pub encryption_key: Vec<u8>,
+    /// The serial number (hex) of its leaf certificate (`None` for a
+    /// credential that is not X.509): changes when the member renews and
+    /// its next commit carries the renewed certificate.
+    pub serial: Option<String>,
 }

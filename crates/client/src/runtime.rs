@@ -31,7 +31,7 @@ use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupPosition, QueueBatch, S
 use hsmls_storage::{GroupStateStorage, SqliteStorage};
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::config::{ClientConfig, CustodyConfig, der_of, read_bounded};
+use crate::config::{ClientConfig, CustodyConfig, der_of, pem_of, read_bounded};
 use crate::error::ClientError;
 use crate::event::{
     ClientEvent, CredentialProblem, ForkReason, GroupId, GroupMode, MemberInfo, OwnCredentialEvent,
@@ -110,7 +110,7 @@ struct State {
     commit_proposals: BTreeSet<Vec<u8>>,
     last_crl_refresh: u64,
     last_key_package_check: u64,
-    last_renew_attempt: u64,
+    last_renew_check: u64,
     own_revoked_reported: bool,
     reported_problems: HashSet<(Vec<u8>, String)>,
     /// Messages and Welcomes handled so far (a fetch loop stops when a
@@ -134,7 +134,7 @@ enum Outcome {
         self_removed: bool,
         epoch: u64,
         epoch_authenticator: Vec<u8>,
-        lost: Option<LostCommit>,
+        lost: Option<Box<LostCommit>>,
     },
     Skipped(String),
     Fork(ForkReason),
@@ -217,6 +217,7 @@ fn member_info(m: &Member) -> MemberInfo {
         identity: wire::identity_of(&m.credential),
         signature_key: m.signature_key.0.clone(),
         encryption_key: m.encryption_key.0.clone(),
+        serial: wire::serial_of(&m.credential),
     }
 }
 
@@ -293,7 +294,7 @@ fn process_one(g: &mut Group, bytes: &[u8], now: u64) -> Outcome {
                 updated.push(by.clone());
             }
             let self_removed = staged.self_removed;
-            let lost = staged.lost_commit.clone();
+            let lost = staged.lost_commit.clone().map(Box::new);
             if let Err(e) = g.merge_staged_commit(staged) {
                 return Outcome::Fork(ForkReason::UnprocessableCommit(e.to_string()));
             }
@@ -444,7 +445,18 @@ impl ClientRuntime {
         ))?);
         let monitor = Arc::new(LogMonitor::new(log_key));
         let as_client = AsClient::new(&a.url, &root_der)?;
-        let ds = DsClient::new(config.delivery_service.url.clone());
+        let d = &config.delivery_service;
+        let ds_roots =
+            pem_of(&read_bounded(&d.root_certificate, MAX_KEY_FILE)?).ok_or_else(|| {
+                ClientError::Config(format!("{}: empty", d.root_certificate.display()))
+            })?;
+        let ds = DsClient::new(&d.url, &ds_roots).map_err(|e| {
+            ClientError::Config(format!(
+                "delivery_service ({}, {}): {e}",
+                d.url,
+                d.root_certificate.display()
+            ))
+        })?;
         let storage = SqliteStorage::open(&config.state_path).await?;
         let meta = Meta::open(&config.state_path).await?;
 
@@ -1184,6 +1196,9 @@ impl Inner {
                 },
             );
         }
+        // A renewal whose self-updates did not all happen before the
+        // process ended.
+        self.queue_credential_updates(&mut st);
         Ok(())
     }
 
@@ -1432,7 +1447,7 @@ impl Inner {
         if t.saturating_add(self.config.schedule.renew_margin_secs) < own.stored.not_after {
             return Ok(false);
         }
-        st.last_renew_attempt = t;
+        st.last_renew_check = t;
         match self.renew(&own).await {
             Ok(stored) => {
                 let event = OwnCredentialEvent::Renewed {
@@ -1446,6 +1461,9 @@ impl Inner {
                 );
                 *self.own.write().unwrap_or_else(|e| e.into_inner()) = Some(Own { signer, stored });
                 st.outbox.push(ClientEvent::OwnCredential(event));
+                // The renewed certificate reaches every group's leaf by a
+                // self-update (run before the operation returns).
+                self.queue_credential_updates(st);
                 // The DS session names the old certificate.
                 if let Err(e) = self.authenticate().await {
                     tracing::info!(error = %e, "new DS session after renewal failed");
@@ -1859,7 +1877,7 @@ impl Inner {
                         });
                     }
                     if lost.is_some() {
-                        entry.lost = lost;
+                        entry.lost = lost.map(|l| *l);
                     }
                 }
                 Outcome::Skipped(why) => {
@@ -2161,6 +2179,13 @@ impl Inner {
             if options_empty(&options, g) {
                 return Ok(None);
             }
+            // A renewed credential not yet in this group goes in with the
+            // commit's path (the path's LeafNode carries it).
+            if let Some(own) = self.own()
+                && Self::needs_new_signer(g, &own.signer)
+            {
+                options.new_signer = Some(own.signer);
+            }
             options.group_info = mode == GroupMode::Assisted;
             let t = now();
             let o = options.clone();
@@ -2373,6 +2398,31 @@ impl Inner {
         })
     }
 
+    /// Whether the group's leaf still has another credential (or key) than
+    /// this client's current one (a renewal not yet committed there).
+    fn needs_new_signer(g: &Group, current: &Signer) -> bool {
+        g.is_active()
+            && (g.signer().credential != current.credential
+                || g.signer().signature_key != current.signature_key)
+    }
+
+    /// Queues a self-update carrying the current credential in every group
+    /// whose leaf still has an older one.
+    fn queue_credential_updates(&self, st: &mut State) {
+        let Some(own) = self.own() else {
+            return;
+        };
+        for (gid, e) in &st.groups {
+            if !e.broken
+                && e.group
+                    .as_ref()
+                    .is_some_and(|g| Self::needs_new_signer(g, &own.signer))
+            {
+                st.update_soon.insert(gid.clone());
+            }
+        }
+    }
+
     /// Whether this member commits the pending proposals: the member with
     /// the lowest leaf index among those the proposals do not remove (one
     /// committer, fewer races).
@@ -2432,7 +2482,7 @@ impl Inner {
                 let mut o = CommitOptions::new();
                 o.force_path = true;
                 if let Err(e) = self.commit_loop(st, &gid, o).await {
-                    tracing::warn!(error = %e, "self-update after a last-resort join failed");
+                    tracing::warn!(error = %e, "self-update (last-resort join, renewal) failed");
                 }
             }
             for gid in std::mem::take(&mut st.check_credentials) {
@@ -2466,10 +2516,14 @@ impl Inner {
         {
             tracing::warn!(error = %e, "CRL refresh failed");
         }
-        if t.saturating_sub(st.last_renew_attempt) >= s.crl_refresh_interval_secs.max(60)
-            && let Err(e) = self.renew_if_due(st).await
-        {
-            tracing::warn!(error = %e, "renewal failed");
+        if t.saturating_sub(st.last_renew_check) >= s.crl_refresh_interval_secs.max(60) {
+            st.last_renew_check = t;
+            if let Err(e) = self.renew_if_due(st).await {
+                tracing::warn!(error = %e, "renewal failed");
+            }
+            // Groups a renewal's self-update did not reach yet (it failed,
+            // or the process ended first) are tried again.
+            self.queue_credential_updates(st);
         }
         if s.key_package_check_interval_secs > 0
             && t.saturating_sub(st.last_key_package_check) >= s.key_package_check_interval_secs

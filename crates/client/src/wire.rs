@@ -45,6 +45,17 @@ pub fn x509_identity(credential: &Credential) -> Option<Vec<u8>> {
     }
 }
 
+/// The serial number (hex) of an X.509 credential's leaf certificate.
+pub(crate) fn serial_of(credential: &Credential) -> Option<String> {
+    match credential {
+        Credential::X509(chain) => chain
+            .first()
+            .and_then(|leaf| hsmls_credentials::leaf_info(&leaf.cert_data).ok())
+            .map(|l| hex::encode(l.serial)),
+        Credential::Basic(_) => None,
+    }
+}
+
 /// Decodes a ratchet tree (`RatchetTree` encoding, as the DS serves it).
 pub(crate) fn decode_tree(bytes: &[u8]) -> Option<RatchetTree> {
     RatchetTree::decode(bytes).ok()

@@ -2,7 +2,8 @@
 //! key generated for it is destroyed), operations before enrolment, a
 //! second enrolment, an identity with no KeyPackage, a non-member, an
 //! unknown group, a state file of another identity, a missing trust
-//! anchor.
+//! anchor, a DS whose TLS certificate does not chain to the configured
+//! root.
 
 mod common;
 
@@ -79,6 +80,24 @@ async fn refusals_are_typed_and_change_nothing() {
         Err(ClientError::Config(m)) => assert!(m.contains("belongs to im:alice@hsmls.test"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // A DS root that is not the root of the DS's certificate: no
+    // connection (TLS refuses it), nothing changes.
+    let mut wrong_root = cfg.clone();
+    wrong_root.delivery_service.root_certificate = env.dir.path().join("other-root.pem");
+    std::fs::write(
+        &wrong_root.delivery_service.root_certificate,
+        common::ds_tls().0,
+    )
+    .unwrap();
+    let elsewhere = ClientRuntime::open(wrong_root).await.unwrap();
+    let e = elsewhere.sync().await.unwrap_err();
+    assert!(matches!(&e, ClientError::DsTransport(_)), "{e:?}");
+    assert_eq!(
+        elsewhere.cursor(&g).await.unwrap(),
+        alice.cursor(&g).await.unwrap()
+    );
+    drop(elsewhere);
+    alice.sync().await.unwrap();
     // A trust anchor that is not there.
     let mut bad = env.config("carol");
     bad.authentication_service.root_certificate = "/nonexistent/root.pem".into();

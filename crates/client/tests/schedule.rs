@@ -1,7 +1,8 @@
 //! The background work on its schedule: a member commits self-updates
 //! every interval (post-compromise security), and after its periodic CRL
 //! refresh removes a member the operator revoked; the other members see
-//! both, with the committer's identity.
+//! both, with the committer's identity. In a blind group and in an
+//! assisted one (whose DS follows the commit removing the revoked member).
 
 mod common;
 
@@ -11,7 +12,16 @@ use common::{Env, identity, member_ids, wait_for};
 use hsmls_client::{ClientEvent, CredentialProblem, GroupMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduled_self_updates_and_revoked_member_removal() {
+async fn scheduled_self_updates_and_revoked_member_removal_blind() {
+    scheduled_self_updates_and_revoked_member_removal(GroupMode::Blind).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_self_updates_and_revoked_member_removal_assisted() {
+    scheduled_self_updates_and_revoked_member_removal(GroupMode::Assisted).await;
+}
+
+async fn scheduled_self_updates_and_revoked_member_removal(mode: GroupMode) {
     let mut env = Env::start().await;
     let mut cfg = env.config("alice");
     cfg.schedule.self_update_interval_secs = 1;
@@ -19,10 +29,7 @@ async fn scheduled_self_updates_and_revoked_member_removal() {
     let alice = env.enrol(cfg).await;
     let bob = env.client("bob").await;
     let carol = env.client("carol").await;
-    // Blind: the assisted DS refuses a commit that removes a member whose
-    // credential no longer validates (crates/ds/src/assisted.rs looks the
-    // removed member's queue up through the credential check).
-    let g = alice.create_group(GroupMode::Blind).await.unwrap();
+    let g = alice.create_group(mode).await.unwrap();
     alice
         .add_members(&g, &[&identity("bob"), &identity("carol")])
         .await

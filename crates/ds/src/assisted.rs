@@ -3,17 +3,26 @@
 //! not verify, so the group cannot be stuck on an invalid winning commit
 //! (RFC 9750 §5.2, "Invalid Commits"). Handshakes are PublicMessages; the
 //! routing changes are read from the commit itself (added members by the
-//! KeyPackageRefs of their Add proposals, removed members by their
-//! credentials, an external joiner by its credential), not declared by
-//! the committer. The DS keeps the current GroupInfo (checked against the
+//! KeyPackageRefs of their Add proposals, an external joiner by its
+//! credential, removed members by their leaves), not declared by the
+//! committer.
+//!
+//! The DS keeps its own routing record of the group, leaf index → the
+//! client's queue, next to the public state: written when a leaf is filled
+//! (the creator's, an Add through its Welcome's KeyPackageRef, an external
+//! joiner's) and read to find a removed member's queue. A removal never
+//! depends on the removed member's credential being valid now (it may be
+//! revoked or expired: that is often why it is removed); only the
+//! committer's credential and the credentials of added or updated leaves
+//! are validated. The DS keeps the current GroupInfo (checked against the
 //! state the commit leads to) and serves it with the ratchet tree for
 //! external joins.
 //!
 //! What the observer cannot check (confirmation and membership tag
 //! values, UpdatePath ciphertexts, PSK values) is listed in
-//! [`hsmls::group`]'s `PublicGroup` documentation.
+//! [`hsmls::PublicGroup`]'s documentation.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use hsmls::wire::{Decode, Encode, LeafIndex, RoutingInfo, Sender};
@@ -50,13 +59,61 @@ fn invalid(e: hsmls::GroupError) -> DsError {
     DsError::InvalidHandshake(e.to_string())
 }
 
-fn load<S: DsStore>(ds: &Ds<S>, record: &GroupRecord) -> Result<PublicGroup, DsError> {
+/// The stored state of an assisted group: the observer's public state
+/// and the DS's routing record (leaf index → queue).
+struct Assisted {
+    public: PublicGroup,
+    routes: BTreeMap<u32, QueueId>,
+}
+
+/// The stored format: `MAGIC`, the number of routes (u32), each route as
+/// a leaf index (u32) and a queue id (16 bytes), then the PublicGroup's
+/// bytes.
+const MAGIC: &[u8; 8] = b"HDSASST1";
+const ROUTE_LEN: usize = 4 + 16;
+
+impl Assisted {
+    fn to_bytes(&self) -> Result<Vec<u8>, DsError> {
+        let public = self.public.to_bytes().map_err(invalid)?;
+        let mut out =
+            Vec::with_capacity(MAGIC.len() + 4 + self.routes.len() * ROUTE_LEN + public.len());
+        out.extend_from_slice(MAGIC);
+        let n = u32::try_from(self.routes.len())
+            .map_err(|_| DsError::InvalidHandshake("too many routes".into()))?;
+        out.extend_from_slice(&n.to_be_bytes());
+        for (leaf, queue) in &self.routes {
+            out.extend_from_slice(&leaf.to_be_bytes());
+            out.extend_from_slice(queue);
+        }
+        out.extend_from_slice(&public);
+        Ok(out)
+    }
+
+    fn from_bytes(bytes: &[u8], validator: Arc<dyn CredentialValidator>) -> Option<Self> {
+        let rest = bytes.strip_prefix(&MAGIC[..])?;
+        let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let rest = &rest[4..];
+        let table = rest.get(..n.checked_mul(ROUTE_LEN)?)?;
+        let routes = table
+            .chunks_exact(ROUTE_LEN)
+            .map(|c| {
+                let leaf = u32::from_be_bytes(c[..4].try_into().ok()?);
+                let queue: QueueId = c[4..].try_into().ok()?;
+                Some((leaf, queue))
+            })
+            .collect::<Option<BTreeMap<_, _>>>()?;
+        let public = PublicGroup::from_bytes(&rest[table.len()..], validator).ok()?;
+        Some(Assisted { public, routes })
+    }
+}
+
+fn load<S: DsStore>(ds: &Ds<S>, record: &GroupRecord) -> Result<Assisted, DsError> {
     let state = record
         .public_state
         .as_ref()
         .ok_or(DsError::ModeMismatch("the group is blind"))?;
-    PublicGroup::from_bytes(state, validator(ds)).map_err(|e| {
-        tracing::error!(error = %e, "stored public group state does not load");
+    Assisted::from_bytes(state, validator(ds)).ok_or_else(|| {
+        tracing::error!("stored assisted group state does not load");
         DsError::InvalidHandshake("stored state unreadable".into())
     })
 }
@@ -102,7 +159,11 @@ pub(crate) async fn create<S: DsStore>(
             "the GroupInfo is not signed by the creator".into(),
         ));
     }
-    let state = pg.to_bytes().map_err(invalid)?;
+    let state = Assisted {
+        public: pg,
+        routes: BTreeMap::from([(signer_leaf.0, queue)]),
+    }
+    .to_bytes()?;
     Ok((state, gi.clone()))
 }
 
@@ -120,12 +181,17 @@ pub(crate) async fn commit<S: DsStore>(
     if f.epoch != record.epoch {
         return Ok(None);
     }
-    let mut pg = load(ds, record)?;
+    let mut state = load(ds, record)?;
     let sender = f.public_sender.ok_or(DsError::ModeMismatch(
         "assisted mode takes PublicMessage commits",
     ))?;
     if let Sender::Member(i) = sender {
-        let m = pg.member(i).ok_or(DsError::InvalidHandshake(
+        // The committer's leaf is the session's client's (by the routing
+        // record), and its credential is valid now.
+        if state.routes.get(&i.0) != Some(&queue) {
+            return Err(DsError::NotMember);
+        }
+        let m = state.public.member(i).ok_or(DsError::InvalidHandshake(
             "the sender is not a member".into(),
         ))?;
         if ds
@@ -136,6 +202,7 @@ pub(crate) async fn commit<S: DsStore>(
             return Err(DsError::NotMember);
         }
     }
+    let pg = &mut state.public;
     let observed = pg.process(&bundle.commit, now()).map_err(invalid)?;
     let ObservedMessage::Commit(oc) = observed else {
         return Err(DsError::MalformedMessage("not a commit"));
@@ -145,12 +212,26 @@ pub(crate) async fn commit<S: DsStore>(
     ))?;
     pg.check_group_info(&group_info)
         .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
-    // Routing from the commit itself.
+    // Routing from the commit itself. Removed leaves first: an Add may
+    // fill a leaf a Remove of the same commit freed (RFC 9420 §12.3).
+    let mut removed = Vec::new();
+    for m in &oc.removed {
+        match state.routes.remove(&m.index.0) {
+            Some(q) => removed.push(q),
+            // A leaf with no route (it cannot be: every filled leaf got
+            // one) has no queue to stop.
+            None => tracing::warn!("a removed leaf had no route"),
+        }
+    }
     let mut added = Vec::new();
     let mut refs = Vec::new();
+    let mut by_ref: Vec<(Vec<u8>, u32)> = Vec::new();
     for a in &oc.added {
         match &a.key_package_ref {
-            Some(r) => refs.push(r.0.clone()),
+            Some(r) => {
+                refs.push(r.0.clone());
+                by_ref.push((r.0.clone(), a.member.index.0));
+            }
             None => {
                 // The external joiner: it is the session's client.
                 let q = ds
@@ -162,6 +243,7 @@ pub(crate) async fn commit<S: DsStore>(
                     ));
                 }
                 added.push(queue);
+                state.routes.insert(a.member.index.0, queue);
             }
         }
     }
@@ -186,24 +268,25 @@ pub(crate) async fn commit<S: DsStore>(
                 ));
             }
             added.extend(owners.iter().copied());
+            let owner_of: HashMap<&Vec<u8>, QueueId> =
+                wrefs.iter().zip(owners.iter().copied()).collect();
+            for (r, leaf) in &by_ref {
+                let q = owner_of.get(r).copied().ok_or_else(|| {
+                    DsError::InvalidHandshake(
+                        "the Welcome is not for the members the commit adds".into(),
+                    )
+                })?;
+                state.routes.insert(*leaf, q);
+            }
             Some((w, owners))
         }
     };
-    let mut removed = Vec::new();
-    for m in &oc.removed {
-        if let Some(q) = ds
-            .queue_of_credential(&m.credential, &m.signature_key)
-            .await?
-        {
-            removed.push(q);
-        }
-    }
     Ok(Some(Outcome {
         external: oc.external,
         added,
         removed,
         welcome,
-        public_state: pg.to_bytes().map_err(invalid)?,
+        public_state: state.to_bytes()?,
         group_info,
     }))
 }
@@ -227,9 +310,9 @@ pub(crate) fn proposal<S: DsStore>(
             "assisted mode takes PublicMessage proposals",
         ));
     }
-    let mut pg = load(ds, record)?;
-    pg.process(bytes, now()).map_err(invalid)?;
-    Ok((pg.to_bytes().map_err(invalid)?, record.seq))
+    let mut state = load(ds, record)?;
+    state.public.process(bytes, now()).map_err(invalid)?;
+    Ok((state.to_bytes()?, record.seq))
 }
 
 /// The current ratchet tree of an assisted group (`RatchetTree` encoding).
@@ -237,8 +320,10 @@ pub(crate) fn ratchet_tree<S: DsStore>(
     ds: &Ds<S>,
     record: &GroupRecord,
 ) -> Result<Vec<u8>, DsError> {
-    let pg = load(ds, record)?;
-    pg.ratchet_tree()
+    let state = load(ds, record)?;
+    state
+        .public
+        .ratchet_tree()
         .encode()
         .map_err(|_| DsError::InvalidHandshake("tree does not encode".into()))
 }

@@ -105,6 +105,26 @@ impl ClientAuthenticator for ValidatorAuthenticator {
     }
 }
 
+/// The Authentication Service's X.509 credentials: the chain must lead to
+/// the AS root, be unrevoked by the AS's CRL, carry id-kp-imUri and bind
+/// the signature key; the identity is the leaf's SAN URI
+/// ([`hsmls_credentials::X509CredentialValidator::check`]).
+#[derive(Debug, Clone)]
+pub struct X509Authenticator(pub Arc<hsmls_credentials::X509CredentialValidator>);
+
+impl ClientAuthenticator for X509Authenticator {
+    fn identity(
+        &self,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<Vec<u8>, CredentialError> {
+        self.0
+            .check(credential, signature_key, None)
+            .map(|leaf| leaf.identity.into_bytes())
+            .map_err(CredentialError::from)
+    }
+}
+
 /// The engine's view of a [`ClientAuthenticator`] (to validate the
 /// credentials of KeyPackages and of assisted groups' members).
 #[derive(Debug, Clone)]

@@ -1,24 +1,38 @@
-//! An async client of the Delivery Service (HTTP/1.1 and WebSocket), for
-//! the client runtime and the tests. It needs none of the server's
-//! dependencies (`default-features = false`).
+//! An async client of the Delivery Service (HTTPS and WebSocket over TLS,
+//! HTTP/1.1), for the client runtime and the tests. It needs none of the
+//! server's dependencies (`default-features = false`).
+//!
+//! The connection is always TLS (rustls 0.23, the ring provider): the
+//! client trusts the roots it is given (PEM), never the system's, and a
+//! base URL other than `https://` is refused
+//! ([`ClientError::BadUrl`]). HTTP connections are kept and reused
+//! (HTTP/1.1 keep-alive, one TLS handshake per connection).
 //!
 //! ```no_run
 //! # async fn f(signer: hsmls::Signer) -> Result<(), hsmls_ds::ClientError> {
-//! let ds = hsmls_ds::DsClient::new("http://127.0.0.1:8443");
+//! let root_pem = std::fs::read("ds-root.pem").unwrap();
+//! let ds = hsmls_ds::DsClient::new("https://127.0.0.1:8443", &root_pem)?;
 //! ds.authenticate(&signer).await?;
 //! let batch = ds.fetch(100).await?;
 //! # Ok(()) }
 //! ```
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode, header};
+use hyper::{Method, Request, StatusCode, Uri, header};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -32,7 +46,13 @@ use crate::api::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The connection or the HTTP exchange failed.
+    /// The base URL is not `https://host:port` (plain HTTP is refused).
+    #[error("bad DS URL: {0}")]
+    BadUrl(String),
+    /// The trusted roots are not PEM certificates, or none was given.
+    #[error("bad TLS roots: {0}")]
+    BadRoots(String),
+    /// The connection (TCP or TLS) or the HTTP exchange failed.
     #[error("transport: {0}")]
     Transport(String),
     /// The DS refused the request (RFC 9457 problem details).
@@ -59,24 +79,201 @@ impl ClientError {
     }
 }
 
+/// The rustls crypto provider of the DS's TLS (ring, as the AS's).
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls client configuration trusting exactly the certificates in
+/// `roots_pem` (one or more PEM `CERTIFICATE` blocks), HTTP/1.1 by ALPN.
+pub fn tls_client_config(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem) {
+        let cert = cert.map_err(|e| ClientError::BadRoots(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::BadRoots(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::BadRoots("no certificate".into()));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::BadRoots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Where a DS is: `https://host:port`.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+impl Endpoint {
+    fn parse(base: &str) -> Result<Self, ClientError> {
+        let uri: Uri = base
+            .parse()
+            .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(ClientError::BadUrl(format!(
+                "{base}: only https:// (the DS speaks TLS only)"
+            )));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(ClientError::BadUrl(format!(
+                "{base}: a path is not expected"
+            )));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::BadUrl(format!("{base}: no host")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|e| ClientError::BadUrl(format!("{base}: {e}")))?;
+        Ok(Endpoint {
+            port: uri.port_u16().unwrap_or(443),
+            host,
+            server_name,
+        })
+    }
+
+    /// A TCP connection (no Nagle: small requests and frames) with TLS on
+    /// top.
+    async fn connect(
+        &self,
+        tls: &tokio_rustls::TlsConnector,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        tcp.set_nodelay(true)?;
+        tls.connect(self.server_name.clone(), tcp).await
+    }
+}
+
+/// The connector of the HTTP client: TCP, then TLS.
+#[derive(Clone)]
+struct TlsConnect {
+    endpoint: Arc<Endpoint>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl tower_service::Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TlsIo>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        // Every request of this client goes to its one endpoint.
+        let (endpoint, tls) = (self.endpoint.clone(), self.tls.clone());
+        Box::pin(async move { Ok(TlsIo(TokioIo::new(endpoint.connect(&tls).await?))) })
+    }
+}
+
+/// A TLS connection as hyper reads and writes it.
+struct TlsIo(TokioIo<TlsStream<TcpStream>>);
+
+impl hyper::rt::Read for TlsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TlsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl Connection for TlsIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
 /// A client of one DS.
-#[derive(Debug)]
 pub struct DsClient {
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    endpoint: Arc<Endpoint>,
+    tls: tokio_rustls::TlsConnector,
+    http: Client<TlsConnect, Full<Bytes>>,
     session: Mutex<Option<Session>>,
 }
 
+impl std::fmt::Debug for DsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DsClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DsClient {
-    /// A client of the DS at `base` (e.g. `http://127.0.0.1:8443`).
-    pub fn new(base: impl Into<String>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        DsClient {
-            base: base.into().trim_end_matches('/').to_string(),
-            http: Client::builder(TokioExecutor::new()).build(connector),
+    /// A client of the DS at `base` (`https://host:port`) trusting the
+    /// certificates of `roots_pem` (PEM) for its TLS certificate.
+    pub fn new(base: &str, roots_pem: &[u8]) -> Result<Self, ClientError> {
+        Self::with_tls_config(base, tls_client_config(roots_pem)?)
+    }
+
+    /// A client of the DS at `base` (`https://host:port`) with its own
+    /// rustls configuration (e.g. shared by many clients, or with a
+    /// client certificate).
+    pub fn with_tls_config(
+        base: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/');
+        let endpoint = Arc::new(Endpoint::parse(base)?);
+        let tls = tokio_rustls::TlsConnector::from(config);
+        let connect = TlsConnect {
+            endpoint: endpoint.clone(),
+            tls: tls.clone(),
+        };
+        Ok(DsClient {
+            base: base.to_string(),
+            endpoint,
+            tls,
+            http: Client::builder(TokioExecutor::new()).build(connect),
             session: Mutex::new(None),
-        }
+        })
     }
 
     /// The current session.
@@ -340,7 +537,7 @@ impl DsClient {
     pub async fn push(&self, positions: Vec<GroupPosition>) -> Result<PushStream, ClientError> {
         let url = format!(
             "{}/v1/queues/{}/ws",
-            self.base.replacen("http", "ws", 1),
+            self.base.replacen("https", "wss", 1),
             self.queue()?
         );
         let mut req = url
@@ -350,7 +547,12 @@ impl DsClient {
             .parse()
             .map_err(|_| ClientError::NotAuthenticated)?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        let tls = self
+            .endpoint
+            .connect(&self.tls)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async(req, tls)
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let mut stream = PushStream { ws };
@@ -362,9 +564,7 @@ impl DsClient {
 /// A live push connection.
 #[derive(Debug)]
 pub struct PushStream {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>,
 }
 
 impl PushStream {

@@ -3,14 +3,15 @@
 //!
 //! One job per module:
 //! - [`api`]: the wire API (always built: the client links it);
-//! - [`client`]: an async DS client over HTTP and WebSocket (always built);
+//! - [`client`]: an async DS client over HTTPS and WebSocket over TLS
+//!   (always built);
 //! - with the `server` feature (default): [`server`] (the service and its
 //!   axum routes), [`store`] (the storage trait, SQLite and PostgreSQL),
 //!   [`ordering`] (what the DS reads of a message and the order rules),
 //!   [`directory`] (KeyPackages), [`fanout`] (cursors and push),
 //!   [`auth`] (signed challenges and sessions), [`assisted`] (the public
 //!   group state of assisted groups), [`loadgen`] (the open-loop load
-//!   generator).
+//!   generator), [`config`] (the configuration file of `hsmls ds serve`).
 //!
 //! What each group mode shows the DS, and what is stored, is in
 //! `docs/delivery-service.md`.
@@ -23,6 +24,8 @@ pub mod client;
 pub mod assisted;
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
+pub mod config;
 #[cfg(feature = "server")]
 pub mod directory;
 #[cfg(feature = "server")]

@@ -28,6 +28,7 @@ use crate::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, Serve
 use crate::client::DsClient;
 
 /// A load run's parameters.
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// Messages per second (the intended rate).
@@ -210,8 +211,14 @@ pub fn synthetic_welcome(refs: &[Vec<u8>]) -> Vec<u8> {
 /// Creates `members` clients (software keys, basic credentials named
 /// `load-<n>-<i>`) spread over `bases`, each publishing a KeyPackage; the
 /// first creates a blind group and adds the others with one commit and a
-/// Welcome naming their KeyPackageRefs.
-pub async fn setup_group(bases: &[String], members: usize, tag: &str) -> Result<LoadGroup, String> {
+/// Welcome naming their KeyPackageRefs. The clients connect with `tls`
+/// (see [`crate::client::tls_client_config`]).
+pub async fn setup_group(
+    bases: &[String],
+    tls: Arc<rustls::ClientConfig>,
+    members: usize,
+    tag: &str,
+) -> Result<LoadGroup, String> {
     let members = members.max(1);
     let mut clients = Vec::with_capacity(members);
     let mut names = Vec::with_capacity(members);
@@ -220,7 +227,8 @@ pub async fn setup_group(bases: &[String], members: usize, tag: &str) -> Result<
         let name = format!("load-{tag}-{i}").into_bytes();
         let signer = Signer::generate(custody, Credential::Basic(name.clone()))
             .map_err(|e| e.to_string())?;
-        let ds = DsClient::new(&bases[i % bases.len()]);
+        let ds = DsClient::with_tls_config(&bases[i % bases.len()], tls.clone())
+            .map_err(|e| e.to_string())?;
         ds.authenticate(&signer).await.map_err(|e| e.to_string())?;
         if i > 0 {
             let client = Client::new(

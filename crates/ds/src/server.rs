@@ -1010,13 +1010,54 @@ pub fn router<S: DsStore>(ds: Shared<S>) -> Router {
         .with_state(ds)
 }
 
-/// Serves `ds` on `listener` until `shutdown` resolves; runs the purge
-/// every [`DsConfig::purge_interval`].
+/// The rustls server configuration of the DS: its certificate chain
+/// (PEM, leaf first) and private key (PEM: PKCS#8, SEC1 or PKCS#1),
+/// HTTP/1.1 by ALPN (the WebSocket upgrade is HTTP/1.1).
+pub fn tls_server_config(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TLS certificate chain: {e}"))?;
+    if chain.is_empty() {
+        return Err("TLS certificate chain: no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("TLS key: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::client::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`tls_server_config`] from files (the key file is read into zeroizing
+/// memory).
+pub fn tls_server_config_from_files(
+    chain: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain_pem = std::fs::read(chain).map_err(|e| format!("{}: {e}", chain.display()))?;
+    let key_pem =
+        zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?);
+    tls_server_config(&chain_pem, &key_pem)
+}
+
+/// Serves `ds` over TLS (HTTPS and WebSocket over TLS) on `listener`
+/// until `shutdown` resolves (open requests then get five seconds to
+/// finish); runs the purge every [`DsConfig::purge_interval`].
 pub async fn serve<S: DsStore>(
     ds: Shared<S>,
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
     let purger = {
         let ds = ds.clone();
         tokio::spawn(async move {
@@ -1029,11 +1070,27 @@ pub async fn serve<S: DsStore>(
             }
         })
     };
+    let handle = axum_server::Handle::new();
+    let stopper = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        })
+    };
+    // TLS on top of TCP without Nagle's delay (small requests and push
+    // frames).
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle);
     let app = router(ds).into_make_service_with_connect_info::<SocketAddr>();
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let r = server.serve(app).await;
     purger.abort();
+    stopper.abort();
     r
 }
 
@@ -1062,16 +1119,47 @@ pub struct ServeOptions {
     pub store: StoreChoice,
     /// The DS key file.
     pub key_file: std::path::PathBuf,
+    /// The TLS certificate chain (PEM, leaf first).
+    pub tls_cert: std::path::PathBuf,
+    /// The TLS private key (PEM).
+    pub tls_key: std::path::PathBuf,
     /// The DS configuration.
     pub config: DsConfig,
+    /// How clients are authenticated.
+    pub credentials: CredentialChoice,
 }
+
+/// Which credentials the DS accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialChoice {
+    /// The AS's X.509 credentials: its root certificate (PEM or DER)
+    /// and, if given, its URL to fetch the CRL from (at start and every
+    /// [`CRL_REFRESH`]); without a URL, a CRL file.
+    X509 {
+        /// The AS root certificate file (PEM or DER).
+        root: std::path::PathBuf,
+        /// The AS base URL (`https://…`).
+        as_url: Option<String>,
+        /// A CRL file (PEM or DER), if no URL.
+        crl: Option<std::path::PathBuf>,
+    },
+    /// Basic credentials (tests and demos: they prove no identity).
+    Basic,
+}
+
+/// How often the CRL is fetched again from the AS.
+pub const CRL_REFRESH: Duration = Duration::from_secs(300);
 
 /// Parses `serve` arguments (see the `hsmls-ds` binary).
 pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut listen = "127.0.0.1:8443".to_string();
     let mut store = None;
     let mut key_file = None;
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut config = DsConfig::new("hsmls-ds");
+    let mut basic = false;
+    let (mut root, mut as_url, mut crl) = (None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -1080,6 +1168,12 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             "--sqlite" => store = Some(StoreChoice::Sqlite(value()?.into())),
             "--postgres" => store = Some(StoreChoice::Postgres(value()?)),
             "--key-file" => key_file = Some(std::path::PathBuf::from(value()?)),
+            "--tls-cert" => tls_cert = Some(std::path::PathBuf::from(value()?)),
+            "--tls-key" => tls_key = Some(std::path::PathBuf::from(value()?)),
+            "--as-root" => root = Some(std::path::PathBuf::from(value()?)),
+            "--as-url" => as_url = Some(value()?),
+            "--as-crl" => crl = Some(std::path::PathBuf::from(value()?)),
+            "--basic-credentials" => basic = true,
             "--ds-identity" => config.ds_identity = value()?,
             "--app-window" => {
                 config.app_window = value()?.parse().map_err(|_| "--app-window: a number")?
@@ -1097,19 +1191,50 @@ pub fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    let credentials = match (root, basic) {
+        (Some(root), false) => {
+            if as_url.is_none() && crl.is_none() {
+                return Err("--as-root needs --as-url URL or --as-crl FILE (the CRL)".into());
+            }
+            CredentialChoice::X509 { root, as_url, crl }
+        }
+        (None, true) => CredentialChoice::Basic,
+        _ => {
+            return Err(
+                "either --as-root FILE (X.509 credentials of the AS) or --basic-credentials".into(),
+            );
+        }
+    };
     Ok(ServeOptions {
         listen,
         store: store.ok_or("--sqlite FILE or --postgres URL is needed")?,
         key_file: key_file.ok_or("--key-file FILE is needed")?,
+        tls_cert: tls_cert.ok_or("--tls-cert PEM is needed (the DS speaks TLS only)")?,
+        tls_key: tls_key.ok_or("--tls-key PEM is needed (the DS speaks TLS only)")?,
         config,
+        credentials,
     })
 }
 
-/// Parses `load` arguments: the DS URLs, the group size, the run.
-pub fn parse_load(
-    args: &[String],
-) -> Result<(Vec<String>, usize, crate::loadgen::LoadConfig), String> {
+/// The options of `load` on the command line.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// The DS URLs (`https://…`), members spread over them.
+    pub bases: Vec<String>,
+    /// The roots the clients trust for the DS's TLS certificate (PEM).
+    pub tls_roots: std::path::PathBuf,
+    /// The group size.
+    pub members: usize,
+    /// The run.
+    pub config: crate::loadgen::LoadConfig,
+}
+
+/// Parses `load` arguments: the DS URLs and the roots they are trusted
+/// by, the group size, the run.
+pub fn parse_load(args: &[String]) -> Result<LoadOptions, String> {
     let mut bases = Vec::new();
+    let mut tls_roots = None;
     let mut members = 10usize;
     let mut c = crate::loadgen::LoadConfig::default();
     let mut it = args.iter();
@@ -1118,6 +1243,7 @@ pub fn parse_load(
         let num = |v: String| v.parse::<f64>().map_err(|_| format!("{a}: a number"));
         match a.as_str() {
             "--url" => bases = value()?.split(',').map(str::to_string).collect(),
+            "--tls-roots" => tls_roots = Some(std::path::PathBuf::from(value()?)),
             "--members" => members = num(value()?)? as usize,
             "--rate" => c.rate = num(value()?)?,
             "--duration" => c.duration = Duration::from_secs_f64(num(value()?)?),
@@ -1135,7 +1261,12 @@ pub fn parse_load(
     if !(c.rate > 0.0 && c.rate <= 1_000_000.0) {
         return Err("--rate: between 0 and 1,000,000".into());
     }
-    Ok((bases, members, c))
+    Ok(LoadOptions {
+        bases,
+        tls_roots: tls_roots.ok_or("--tls-roots PEM is needed (the roots of the DS's TLS)")?,
+        members,
+        config: c,
+    })
 }
 
 /// Reads the DS key from `path`, creating it (mode 0600) if it is missing.
@@ -1172,17 +1303,17 @@ pub fn load_or_create_key(path: &std::path::Path) -> Result<DsKey, String> {
     }
 }
 
-/// Runs `serve` until SIGINT/SIGTERM, with basic credentials (the X.509
-/// validator of the Authentication Service plugs in through
-/// [`ClientAuthenticator`]).
+/// Runs `serve` until SIGINT/SIGTERM, authenticating clients with
+/// `authenticator` (see [`authenticator`]); prints `listening on ADDR` on
+/// standard output once it listens.
 pub async fn run_serve(
     opts: ServeOptions,
     authenticator: Arc<dyn ClientAuthenticator>,
 ) -> Result<(), String> {
     let key = load_or_create_key(&opts.key_file)?;
-    let listener = tokio::net::TcpListener::bind(&opts.listen)
-        .await
-        .map_err(|e| format!("{}: {e}", opts.listen))?;
+    let tls = tls_server_config_from_files(&opts.tls_cert, &opts.tls_key)?;
+    let listener =
+        std::net::TcpListener::bind(&opts.listen).map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let hub = Hub::new();
     let shutdown = async {
@@ -1200,7 +1331,7 @@ pub async fn run_serve(
                 .map_err(|e| e.to_string())?;
             let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
             println!("listening on {addr}");
-            tokio::spawn(serve(ds, listener, shutdown))
+            tokio::spawn(serve(ds, listener, tls, shutdown))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())
@@ -1212,7 +1343,7 @@ pub async fn run_serve(
             let listen_task = store.listen(hub.clone());
             let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
             println!("listening on {addr}");
-            let r = tokio::spawn(serve(ds, listener, shutdown))
+            let r = tokio::spawn(serve(ds, listener, tls, shutdown))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
@@ -1222,21 +1353,86 @@ pub async fn run_serve(
     }
 }
 
+/// The client authenticator of a credential choice; for X.509 with an AS
+/// URL, the CRL is fetched now and then every [`CRL_REFRESH`] (a failed
+/// refresh keeps the last CRL, and credentials are refused once it
+/// expires).
+pub async fn authenticator(
+    choice: &CredentialChoice,
+) -> Result<Arc<dyn ClientAuthenticator>, String> {
+    match choice {
+        CredentialChoice::Basic => Ok(Arc::new(crate::auth::ValidatorAuthenticator::basic())),
+        CredentialChoice::X509 { root, as_url, crl } => {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+            let root_der = std::fs::read(root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let root_der = if root_der.starts_with(b"-----BEGIN") {
+                CertificateDer::from_pem_slice(&root_der)
+                    .map_err(|e| format!("{}: {e}", root.display()))?
+                    .to_vec()
+            } else {
+                root_der
+            };
+            let validator = Arc::new(
+                hsmls_credentials::X509CredentialValidator::new(std::slice::from_ref(&root_der))
+                    .map_err(|e| e.to_string())?,
+            );
+            if let Some(path) = crl {
+                let der = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let der = if der.starts_with(b"-----BEGIN") {
+                    CertificateRevocationListDer::from_pem_slice(&der)
+                        .map_err(|e| format!("{}: {e}", path.display()))?
+                        .to_vec()
+                } else {
+                    der
+                };
+                validator.set_crl(&der).map_err(|e| e.to_string())?;
+            }
+            if let Some(url) = as_url {
+                let client = hsmls_credentials::client::AsClient::new(url, &root_der)
+                    .map_err(|e| e.to_string())?;
+                let der = client.crl().await.map_err(|e| e.to_string())?;
+                validator.set_crl(&der).map_err(|e| e.to_string())?;
+                let v = validator.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(CRL_REFRESH).await;
+                        match client.crl().await {
+                            Ok(der) => {
+                                if let Err(e) = v.set_crl(&der) {
+                                    tracing::warn!(error = %e, "the AS's CRL was refused");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "fetching the AS's CRL failed"),
+                        }
+                    }
+                });
+            }
+            Ok(Arc::new(crate::auth::X509Authenticator(validator)))
+        }
+    }
+}
+
 /// The command line: `serve …`.
 pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
     match args.split_first() {
         Some((cmd, rest)) if cmd == "serve" => {
             let opts = parse_serve(rest)?;
-            run_serve(opts, Arc::new(crate::auth::ValidatorAuthenticator::basic())).await
+            let authenticator = authenticator(&opts.credentials).await?;
+            run_serve(opts, authenticator).await
         }
         Some((cmd, rest)) if cmd == "load" => {
-            let (bases, members, config) = parse_load(rest)?;
+            let opts = parse_load(rest)?;
+            let pem = std::fs::read(&opts.tls_roots)
+                .map_err(|e| format!("{}: {e}", opts.tls_roots.display()))?;
+            let tls = crate::client::tls_client_config(&pem).map_err(|e| e.to_string())?;
             let tag = format!("{:x}", now());
-            let group = crate::loadgen::setup_group(&bases, members, &tag).await?;
-            let report = crate::loadgen::run(&group, &config).await?;
+            let group =
+                crate::loadgen::setup_group(&opts.bases, tls, opts.members, &tag).await?;
+            let report = crate::loadgen::run(&group, &opts.config).await?;
             println!("{report}");
             Ok(())
         }
-        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE\n       hsmls-ds load --url URL[,URL...] [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S]".into()),
+        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE --tls-cert PEM --tls-key PEM (--as-root DER (--as-url URL | --as-crl DER) | --basic-credentials)\n       hsmls-ds load --url URL[,URL...] --tls-roots PEM [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S]".into()),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::ds_binary;
+use common::{ds_binary, pki};
 use hsmls::internal::codec::ContentType;
 use hsmls_ds::api::{Ack, GroupPosition, ServerFrame};
 use hsmls_ds::loadgen::{message_index, setup_group, synthetic_message};
@@ -26,7 +26,8 @@ async fn start(dir: &std::path::Path, listen: &str) -> (Child, String) {
         .arg(dir.join("ds.sqlite"))
         .arg("--key-file")
         .arg(dir.join("ds.key"))
-        .args(["--rate", "1000000"])
+        .args(["--rate", "1000000", "--basic-credentials"])
+        .args(pki().write_to(dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -71,9 +72,10 @@ async fn kill_9_during_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (child, addr) = start(dir.path(), "127.0.0.1:0").await;
     let mut child = Some(child);
-    let base = format!("http://{addr}");
+    let base = format!("https://{addr}");
+    let tls = hsmls_ds::client::tls_client_config(pki().root_pem.as_bytes()).unwrap();
     let group = Arc::new(
-        setup_group(std::slice::from_ref(&base), 4, "durability")
+        setup_group(std::slice::from_ref(&base), tls, 4, "durability")
             .await
             .unwrap(),
     );
@@ -84,9 +86,8 @@ async fn kill_9_during_load_loses_nothing_acknowledged() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut logs: Vec<Log> = (0..4).map(|_| Log::default()).collect();
     let mut online = Vec::new();
-    for m in 2..4 {
-        let client = group.members[m].clone();
-        let log = logs[m].clone();
+    for (client, log) in group.members.iter().zip(&logs).skip(2) {
+        let (client, log) = (client.clone(), log.clone());
         let stop = stop.clone();
         let gid = gid.clone();
         online.push(tokio::spawn(async move {
@@ -187,8 +188,7 @@ async fn kill_9_during_load_loses_nothing_acknowledged() {
             .unwrap();
     }
     // Offline members read everything from their stored cursors.
-    for m in 0..2 {
-        let client = &group.members[m];
+    for (client, log) in group.members.iter().zip(&logs).take(2) {
         loop {
             let batch = client.fetch(500).await.unwrap();
             let msgs: Vec<_> = batch
@@ -199,15 +199,16 @@ async fn kill_9_during_load_loses_nothing_acknowledged() {
             if msgs.is_empty() {
                 break;
             }
-            let mut log = logs[m].lock().unwrap();
-            for q in &msgs {
-                // (The commit that formed the group carries index MAX.)
-                if let Some(idx) = message_index(&q.message).filter(|i| *i != u64::MAX) {
-                    log.push((q.seq, idx));
+            {
+                let mut log = log.lock().unwrap();
+                for q in &msgs {
+                    // (The commit that formed the group carries index MAX.)
+                    if let Some(idx) = message_index(&q.message).filter(|i| *i != u64::MAX) {
+                        log.push((q.seq, idx));
+                    }
                 }
             }
             let last = msgs.last().unwrap().seq;
-            drop(log);
             client
                 .ack(&Ack {
                     messages: vec![GroupPosition {

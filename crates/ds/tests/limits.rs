@@ -9,7 +9,6 @@ use common::*;
 use hsmls::KeyPackageConfig;
 use hsmls::internal::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, PrivateMessage};
 use hsmls_custody::SoftwareCustody;
-use hsmls_ds::DsClient;
 use hsmls_ds::api::{Challenge, CommitBundle, GroupMode, SessionRequest, b64};
 use hsmls_ds::store::DsStore;
 
@@ -303,7 +302,7 @@ async fn authentication_rules() {
     let alice = Client::new(Arc::new(SoftwareCustody::new()), "alice", &t.base).await;
     let bob = Client::new(Arc::new(SoftwareCustody::new()), "bob", &t.base).await;
     // No session, a forged session, another client's queue.
-    let anon = DsClient::new(&t.base);
+    let anon = ds_client(&t.base);
     let p = problem(
         anon.send_raw("GET", "/v1/key-packages", "application/json", vec![])
             .await,
@@ -314,7 +313,7 @@ async fn authentication_rules() {
     let mut raw = b64::decode(&forged.token).unwrap();
     raw[..16].copy_from_slice(&forged.queue_id);
     forged.token = b64::encode(&raw);
-    let mallory = DsClient::new(&t.base);
+    let mallory = ds_client(&t.base);
     mallory.set_session(forged);
     let p = problem(mallory.fetch(10).await);
     assert_eq!((p.status, p.kind()), (401, "unauthenticated"));
@@ -399,7 +398,7 @@ async fn authentication_rules() {
     );
     assert_eq!((p.status, p.kind()), (400, "malformed-request"));
     // The same client gets the same queue in every session.
-    let again = DsClient::new(&t.base);
+    let again = ds_client(&t.base);
     let s = again.authenticate(&alice.signer).await.unwrap();
     assert_eq!(s.queue_id, alice.ds.session().unwrap().queue_id);
 }

@@ -220,7 +220,9 @@ impl Client {
 
     /// Re-joins by an external commit that also removes this client's old
     /// leaf `old_leaf` (resync, RFC 9420 §12.4.3.2), e.g. after losing the
-    /// group state. The old leaf must hold the same credential.
+    /// group state. The old leaf must hold the same credential, or one
+    /// this client's is a valid successor of
+    /// ([`CredentialValidator::valid_successor`]: a renewed certificate).
     pub fn rejoin_by_external_commit(
         &self,
         group_info: &[u8],

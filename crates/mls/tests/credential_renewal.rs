@@ -10,7 +10,10 @@
 //! the path's LeafNode and the new epoch's GroupInfo by the new one). A
 //! credential of another identity is refused by the receivers
 //! (`CommitRule::PathCredentialNotSuccessor`) and already by a committer
-//! whose validator has the same policy.
+//! whose validator has the same policy. A member that renewed and lost its
+//! group state resyncs by an external commit removing its old leaf (the
+//! old credential is the new one's valid predecessor); a resync removing
+//! another identity's leaf is refused (`ExternalCommitRemovesOther`).
 
 use std::sync::{Arc, Mutex};
 
@@ -326,4 +329,72 @@ fn a_successor_of_another_identity_is_refused() {
     carol.merge_pending_commit().unwrap();
     merge(bob, &out.commit);
     assert_eq!(credential_at(bob, 2), basic("carol#4"));
+}
+
+#[test]
+fn a_member_that_renewed_resyncs_by_external_commit() {
+    let (a, b, c) = (
+        party("alice#1", false),
+        party("bob#1", false),
+        party("carol#1", false),
+    );
+    let mut groups = group_of(&[&a, &b, &c]);
+    let [_alice, bob, carol] = &mut groups[..] else {
+        unreachable!()
+    };
+    // Alice renewed (same key) and lost her group state before any commit
+    // of hers carried the new credential: her resync removes her old leaf
+    // (alice#1) with alice#2, a valid successor.
+    let renewed = Client::new(
+        Signer::new(
+            a.client.custody().clone(),
+            a.client.signer().signature_key.clone(),
+            basic("alice#2"),
+        ),
+        a.validator.clone(),
+    );
+    let gi = bob.group_info().unwrap();
+    let (alice, commit) = renewed
+        .rejoin_by_external_commit(&gi, JoinOptions::default(), LeafIndex(0))
+        .unwrap();
+    merge(bob, &commit);
+    merge(carol, &commit);
+    assert_eq!(bob.epoch_authenticator(), alice.epoch_authenticator());
+    let creds: Vec<Credential> = bob.members().into_iter().map(|m| m.credential).collect();
+    assert_eq!(
+        creds,
+        vec![basic("alice#2"), basic("bob#1"), basic("carol#1")]
+    );
+
+    // Mallory's own validator would let her replace Carol's leaf; Bob's
+    // refuses the resync, and nothing changes.
+    let mallory = party("mallory#1", true);
+    let gi = bob.group_info().unwrap();
+    let (_, commit) = mallory
+        .client
+        .rejoin_by_external_commit(&gi, JoinOptions::default(), LeafIndex(2))
+        .unwrap();
+    let epoch = bob.epoch();
+    let err = bob.process_incoming(&commit, NOW).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GroupError::InvalidCommit(CommitRule::ExternalCommitRemovesOther)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(bob.epoch(), epoch);
+    // And a joiner with Bob's policy refuses to build it.
+    let eve = party("eve#1", false);
+    let err = eve
+        .client
+        .rejoin_by_external_commit(&gi, JoinOptions::default(), LeafIndex(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GroupError::InvalidCommit(CommitRule::ExternalCommitRemovesOther)
+        ),
+        "{err:?}"
+    );
 }

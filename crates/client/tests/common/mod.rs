@@ -1,8 +1,8 @@
 //! Shared by the client tests: an Authentication Service (hsmls-as over
 //! TLS on loopback, its root, issuing and log keys in the SoftHSM test
-//! token, SQLite in a temporary folder), a Delivery Service (hsmls-ds on
-//! loopback, SQLite, checking X.509 credentials against the AS root and
-//! CRL), and clients (`ClientRuntime`) with their keys in the same token,
+//! token, SQLite in a temporary folder), a Delivery Service (hsmls-ds over
+//! TLS on loopback, its certificate from a root of its own, SQLite,
+//! checking X.509 credentials against the AS root and CRL), and clients (`ClientRuntime`) with their keys in the same token,
 //! each with its own key objects and state file. Everything created in the
 //! token is destroyed by [`Env::stop`].
 #![allow(dead_code)]
@@ -73,6 +73,9 @@ pub struct Env {
     pub root_path: PathBuf,
     pub log_key_path: PathBuf,
     pub ds_url: String,
+    /// The root of the DS's TLS certificate (PEM), which the clients'
+    /// configurations name.
+    pub ds_root_path: PathBuf,
     /// The DS's credential check (its CRL is set by [`Env::revoke`]).
     pub ds_validator: Arc<X509CredentialValidator>,
     ds_stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -162,11 +165,17 @@ impl Env {
             )),
             dc,
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ds_url = format!("http://{}", listener.local_addr().unwrap());
+        // The DS's TLS certificate, from a root of its own (not the AS's).
+        let (ds_root_pem, chain_pem, key_pem) = ds_tls();
+        let ds_tls =
+            hsmls_ds::server::tls_server_config(chain_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        let ds_root_path = dir.path().join("ds-root.pem");
+        std::fs::write(&ds_root_path, ds_root_pem).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ds_url = format!("https://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let ds_task = tokio::spawn(async move {
-            hsmls_ds::server::serve(ds, listener, async {
+            hsmls_ds::server::serve(ds, listener, ds_tls, async {
                 let _ = rx.await;
             })
             .await
@@ -183,6 +192,7 @@ impl Env {
             root_path,
             log_key_path,
             ds_url,
+            ds_root_path,
             ds_validator,
             ds_stop: Some(tx),
             ds_task: Some(ds_task),
@@ -209,7 +219,7 @@ impl Env {
                 self.root_path.clone(),
                 self.log_key_path.clone(),
             ),
-            DsConfig::new(self.ds_url.clone()),
+            DsConfig::new(self.ds_url.clone(), self.ds_root_path.clone()),
         );
         c.schedule.tick_millis = 100;
         c.schedule.poll_millis = 200;
@@ -277,6 +287,29 @@ impl Drop for Env {
             t.abort();
         }
     }
+}
+
+/// A root certificate, and a server certificate chain for `localhost`
+/// and `127.0.0.1` the root issued with its key (rcgen, P-256), as PEM.
+pub fn ds_tls() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    };
+    let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.distinguished_name
+        .push(DnType::CommonName, "hsmls client tests' DS root");
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&key, &Issuer::new(root, root_key)).unwrap();
+    let chain = format!("{}{}", leaf_cert.pem(), root_cert.pem());
+    (root_cert.pem(), chain, key.serialize_pem())
 }
 
 /// Waits (at most 30 s) for an event `pred` accepts; returns it and the

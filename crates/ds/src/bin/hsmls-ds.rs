@@ -2,7 +2,7 @@
 //! real process; `hsmls ds serve` in the CLI is the same).
 //!
 //! ```text
-//! hsmls-ds serve --listen 127.0.0.1:0 (--sqlite FILE | --postgres URL)
+//! hsmls-ds serve --listen 127.0.0.1:0 (--sqlite FILE | --postgres URL) --tls-cert PEM --tls-key PEM
 //!                --key-file FILE [--ds-identity NAME] [--app-window N]
 //! ```
 //!

@@ -14,7 +14,7 @@ use hsmls::{
 };
 use hsmls_custody::{KeyCustody, SoftwareCustody};
 use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupMode, GroupPosition, Problem};
-use hsmls_ds::auth::{DsKey, ValidatorAuthenticator};
+use hsmls_ds::auth::{ClientAuthenticator, DsKey, ValidatorAuthenticator};
 use hsmls_ds::fanout::Hub;
 use hsmls_ds::server::serve;
 use hsmls_ds::store::{DsStore, SqliteConfig, SqliteStore};
@@ -49,22 +49,108 @@ impl<S: DsStore> Drop for TestDs<S> {
     }
 }
 
-/// Serves `store` on a free loopback port.
+/// The tests' TLS: a root CA and a server certificate for `localhost`
+/// and `127.0.0.1` it issued (rcgen, P-256), as PEM.
+pub struct TestPki {
+    /// The root certificate clients trust.
+    pub root_pem: String,
+    /// The server's chain (leaf, root).
+    pub chain_pem: String,
+    /// The server's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// The tests' PKI, made once per test binary.
+pub fn pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+        };
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.distinguished_name
+            .push(DnType::CommonName, "hsmls DS test root");
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_cert = leaf.signed_by(&key, &Issuer::new(root, root_key)).unwrap();
+        TestPki {
+            root_pem: root_cert.pem(),
+            chain_pem: format!("{}{}", leaf_cert.pem(), root_cert.pem()),
+            key_pem: key.serialize_pem(),
+        }
+    })
+}
+
+impl TestPki {
+    /// The server's TLS configuration.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        hsmls_ds::server::tls_server_config(self.chain_pem.as_bytes(), self.key_pem.as_bytes())
+            .unwrap()
+    }
+
+    /// Writes the chain and key into `dir` for a DS process; returns
+    /// the `--tls-cert`/`--tls-key` arguments.
+    pub fn write_to(&self, dir: &std::path::Path) -> Vec<String> {
+        let cert = dir.join("tls.pem");
+        let key = dir.join("tls.key");
+        std::fs::write(&cert, &self.chain_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]
+    }
+}
+
+/// A DS client of `base` trusting the tests' root.
+pub fn ds_client(base: &str) -> DsClient {
+    DsClient::new(base, pki().root_pem.as_bytes()).unwrap()
+}
+
+/// Serves `store` over TLS on a free loopback port, with basic
+/// credentials.
 pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> TestDs<S> {
+    serve_store_with(
+        store,
+        hub,
+        config,
+        Arc::new(ValidatorAuthenticator::basic()),
+    )
+    .await
+}
+
+/// Serves `store` over TLS on a free loopback port, authenticating
+/// clients with `authenticator`.
+pub async fn serve_store_with<S: DsStore>(
+    store: S,
+    hub: Hub,
+    config: DsConfig,
+    authenticator: Arc<dyn ClientAuthenticator>,
+) -> TestDs<S> {
     let ds = Arc::new(Ds::new(
         store,
         hub,
         DsKey::from_bytes([42; 32]),
-        Arc::new(ValidatorAuthenticator::basic()),
+        authenticator,
         config,
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let tls = pki().server_config();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = {
         let ds = ds.clone();
         tokio::spawn(async move {
-            serve(ds, listener, async {
+            serve(ds, listener, tls, async {
                 let _ = rx.await;
             })
             .await
@@ -82,11 +168,19 @@ pub async fn serve_store<S: DsStore>(store: S, hub: Hub, config: DsConfig) -> Te
 
 /// A DS on a fresh SQLite file.
 pub async fn sqlite_ds(config: DsConfig) -> TestDs<SqliteStore> {
+    sqlite_ds_with(config, Arc::new(ValidatorAuthenticator::basic())).await
+}
+
+/// A DS on a fresh SQLite file, authenticating with `authenticator`.
+pub async fn sqlite_ds_with(
+    config: DsConfig,
+    authenticator: Arc<dyn ClientAuthenticator>,
+) -> TestDs<SqliteStore> {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("ds.sqlite"), SqliteConfig::default())
         .await
         .unwrap();
-    let mut t = serve_store(store, Hub::new(), config).await;
+    let mut t = serve_store_with(store, Hub::new(), config, authenticator).await;
     t.dir = Some(dir);
     t
 }
@@ -110,6 +204,9 @@ pub fn problem<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Problem {
 /// An MLS client of the DS.
 pub struct Client {
     pub name: String,
+    /// The identity the DS knows it by (KeyPackages are claimed by it):
+    /// the name for basic credentials; set it for X.509 ones.
+    pub identity: Vec<u8>,
     pub signer: Signer,
     pub ds: DsClient,
     pub bundles: HashMap<Vec<u8>, KeyPackageBundle>,
@@ -128,21 +225,24 @@ impl Client {
     pub async fn new(custody: Arc<dyn KeyCustody>, name: &str, base: &str) -> Client {
         let signer = Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec()))
             .unwrap_or_else(|e| panic!("signature key for {name}: {e}"));
-        Self::with_signer(signer, name, base, validator()).await
+        Self::with_signer(signer, name, base, validator(), pki().root_pem.as_bytes()).await
     }
 
     /// A client with its own signer (e.g. an X.509 credential from the
-    /// AS) and the validator of its groups.
+    /// AS), the validator of its groups, and the roots (PEM) it trusts for
+    /// the DS's TLS certificate.
     pub async fn with_signer(
         signer: Signer,
         name: &str,
         base: &str,
         validator: Arc<dyn CredentialValidator>,
+        tls_roots: &[u8],
     ) -> Client {
-        let ds = DsClient::new(base);
+        let ds = DsClient::new(base, tls_roots).unwrap();
         ds.authenticate(&signer).await.unwrap();
         Client {
             name: name.into(),
+            identity: name.as_bytes().to_vec(),
             signer,
             ds,
             bundles: HashMap::new(),
@@ -338,8 +438,8 @@ pub async fn form(
     carol: &mut Client,
     mode: GroupMode,
 ) -> Vec<u8> {
-    let kb = alice.ds.claim_key_package(b"bob").await.unwrap();
-    let kc = alice.ds.claim_key_package(b"carol").await.unwrap();
+    let kb = alice.ds.claim_key_package(&bob.identity).await.unwrap();
+    let kc = alice.ds.claim_key_package(&carol.identity).await.unwrap();
     assert!(!kb.last_resort && !kc.last_resort);
     if mode == GroupMode::Assisted {
         for c in [&mut *bob, &mut *carol] {
@@ -454,4 +554,79 @@ impl Drop for PgDb {
         })
         .join();
     }
+}
+
+/// A `hsmls-ds serve` child process.
+pub struct DsProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+/// Starts `hsmls-ds serve` on PostgreSQL `url` with the DS key file
+/// `key_file`, the TLS arguments `tls` (see [`TestPki::write_to`]) and
+/// the credential arguments `credentials`.
+pub async fn spawn_ds(
+    url: &str,
+    key_file: &std::path::Path,
+    tls: &[String],
+    credentials: &[String],
+) -> DsProcess {
+    let mut child = tokio::process::Command::new(ds_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--postgres",
+            url,
+            "--key-file",
+        ])
+        .arg(key_file)
+        .args(["--ds-identity", "ds.test", "--rate", "100000"])
+        .args(tls)
+        .args(credentials)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hsmls-ds");
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("hsmls-ds started in time")
+        .unwrap()
+        .expect("hsmls-ds printed its address");
+    let addr = line
+        .strip_prefix("listening on ")
+        .expect("listening on ADDR");
+    DsProcess {
+        child,
+        base: format!("https://{addr}"),
+    }
+}
+
+/// Two DS processes on one database, with one DS key and one TLS
+/// certificate (`tls`).
+pub async fn two_processes(
+    db: &PgDb,
+    dir: &tempfile::TempDir,
+    tls: &[String],
+    credentials: &[String],
+) -> (DsProcess, DsProcess) {
+    let key = dir.path().join("ds.key");
+    let a = spawn_ds(&db.url, &key, tls, credentials).await;
+    let b = spawn_ds(&db.url, &key, tls, credentials).await;
+    (a, b)
+}
+
+impl Drop for DsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The arguments for basic credentials.
+pub fn basic() -> Vec<String> {
+    vec!["--basic-credentials".into()]
 }

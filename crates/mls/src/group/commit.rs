@@ -841,9 +841,16 @@ impl Group {
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
                         // §12.4.3.2: a Remove in an external commit removes
-                        // the joiner's own old leaf (resync).
+                        // the joiner's own old leaf (resync): its credential
+                        // or one the joiner's is a valid successor of (a
+                        // member that renewed its certificate).
                         for (_, removed) in &effects.removes {
-                            if removed.credential != path.leaf_node.credential {
+                            if removed.credential != path.leaf_node.credential
+                                && !self.validator.valid_successor(
+                                    &removed.credential,
+                                    &path.leaf_node.credential,
+                                )
+                            {
                                 return Err(GroupError::InvalidCommit(
                                     CommitRule::ExternalCommitRemovesOther,
                                 ));

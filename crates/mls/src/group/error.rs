@@ -394,8 +394,8 @@ pub enum CommitRule {
     #[error("an external commit has no UpdatePath")]
     ExternalCommitWithoutPath,
     /// §12.4.3.2: the Remove of an external commit removes a leaf whose
-    /// credential is not the joiner's (a resync removes only the joiner's
-    /// old leaf).
+    /// credential is neither the joiner's nor one the joiner's is a valid
+    /// successor of (a resync removes only the joiner's old leaf).
     #[error("an external commit removes a leaf that is not the joiner's old leaf")]
     ExternalCommitRemovesOther,
     /// §8.3: the ExternalInit's `kem_output` does not decapsulate with the

@@ -228,7 +228,8 @@ impl Group {
 
     /// Re-joins by an external commit that also removes this member's old
     /// leaf `old_leaf` (resync, RFC 9420 §12.4.3.2), e.g. after losing the
-    /// group state. The old leaf must hold the same credential.
+    /// group state. The old leaf must hold the same credential, or one the
+    /// signer's is a valid successor of (a renewed certificate).
     /// Applications call [`crate::Client::rejoin_by_external_commit`].
     pub(crate) fn rejoin_by_external_commit(
         config: GroupConfig,
@@ -289,7 +290,9 @@ impl Group {
         ))];
         if let Some(old) = remove_old_leaf {
             let leaf = tree.leaf(old).ok_or(GroupError::NotAMember(old))?;
-            if leaf.credential != signer.credential {
+            if leaf.credential != signer.credential
+                && !validator.valid_successor(&leaf.credential, &signer.credential)
+            {
                 return Err(GroupError::InvalidCommit(
                     CommitRule::ExternalCommitRemovesOther,
                 ));

@@ -446,7 +446,12 @@ impl PublicGroup {
                         self.validator
                             .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
                         for (_, removed) in &effects.removes {
-                            if removed.credential != path.leaf_node.credential {
+                            if removed.credential != path.leaf_node.credential
+                                && !self.validator.valid_successor(
+                                    &removed.credential,
+                                    &path.leaf_node.credential,
+                                )
+                            {
                                 return Err(GroupError::InvalidCommit(
                                     CommitRule::ExternalCommitRemovesOther,
                                 ));
