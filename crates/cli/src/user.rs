@@ -669,3 +669,48 @@ async fn status(client: &ClientRuntime, out: Output) -> Result<(), UserError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hsm-config/client.example.toml");
+        let c = ClientConfig::from_file(&path).unwrap();
+        assert_eq!(c.identity, "im:alice@example.org");
+        assert!(c.delivery_service.url.starts_with("https://"));
+        assert!(c.state_path.ends_with("alice/state.sqlite"));
+    }
+
+    #[test]
+    fn lock_and_inbox_sit_beside_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.sqlite");
+        assert_eq!(beside(&state, ".lock"), dir.path().join("s.sqlite.lock"));
+        let first = lock(&state).unwrap();
+        assert!(matches!(lock(&state), Err(UserError::Busy(p)) if p.ends_with("s.sqlite.lock")));
+        drop(first);
+        let _again = lock(&state).unwrap();
+        let inbox = Inbox(beside(&state, ".inbox"));
+        assert!(inbox.read().unwrap().is_empty());
+        inbox
+            .append(&[
+                json!({"type": "message", "text": "a"}),
+                json!({"type": "epoch"}),
+            ])
+            .unwrap();
+        inbox
+            .append(&[json!({"type": "message", "text": "b"})])
+            .unwrap();
+        let kept = inbox.read().unwrap();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[2]["text"], "b");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&inbox.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the inbox holds plaintext: owner only");
+        inbox.clear().unwrap();
+        assert!(inbox.read().unwrap().is_empty());
+    }
+}

@@ -63,7 +63,8 @@ fn client(custody: &str, as_port: u16) -> Client {
              [custody]\n{custody}\n\n\
              [authentication_service]\nurl = \"https://127.0.0.1:{as_port}\"\n\
              root_certificate = \"root.pem\"\nlog_public_key = \"log.pub\"\n\n\
-             [delivery_service]\nurl = \"http://127.0.0.1:{as_port}\"\n"
+             [delivery_service]\nurl = \"https://127.0.0.1:{as_port}\"\n\
+             root_certificate = \"root.pem\"\n"
         ),
     )
     .unwrap();
