@@ -389,6 +389,7 @@ on_both_stores!(bad_input_is_refused_and_changes_nothing);
 /// exactly one certificate; the log stays gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_on_one_postgres_database_share_the_token_claim() {
+    let _one = common::one_at_a_time().await;
     let db = common::postgres().await;
     let other_pool = db.second_store().await;
     let as_ = TestAs::start(db.store.clone()).await;

@@ -115,6 +115,7 @@ on_both_stores!(members_verify_inclusion);
 /// because no consistency proof joins the two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_view_is_detected() {
+    let _one = common::one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let store_a = SqliteStore::open(&dir.path().join("a.db")).await.unwrap();
     let store_b = SqliteStore::open(&dir.path().join("b.db")).await.unwrap();

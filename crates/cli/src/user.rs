@@ -46,7 +46,8 @@ pub enum UserCommand {
     Send {
         /// The group (its id in hex, or the first digits of it).
         group: String,
-        /// The message.
+        /// The message (it may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         text: Option<String>,
     },
     /// Print the messages and group events waiting on the Delivery
@@ -74,8 +75,14 @@ pub enum UserCommand {
 #[derive(Debug, Args)]
 pub struct EnrolArgs {
     /// The one-time enrolment token the AS operator issued for this
-    /// client's identity (`hsmls as token issue IDENTITY`).
-    #[arg(long, env = "HSMLS_ENROL_TOKEN", hide_env_values = true)]
+    /// client's identity (`hsmls as token issue IDENTITY`). Tokens are
+    /// base64url and may begin with `-`.
+    #[arg(
+        long,
+        env = "HSMLS_ENROL_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub token: String,
 }
 

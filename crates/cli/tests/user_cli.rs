@@ -268,6 +268,18 @@ fn the_authentication_service_unreachable() {
         &[("HSMLS_ENROL_TOKEN", "t0ken")],
     );
     assert_eq!(json_error(&o)["kind"], "as_unreachable");
+    // A token is base64url: one beginning with '-' is a token, not a flag.
+    let o = hsmls(
+        &[
+            "--config",
+            cfg(&c),
+            "enrol",
+            "--token",
+            "-QQTd6EdILIY_8hDFYr",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
 }
 
 #[test]

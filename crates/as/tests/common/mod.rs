@@ -143,6 +143,16 @@ impl Drop for PgDb {
     }
 }
 
+/// One test at a time per test binary: SoftHSM refused a token-object
+/// key generation ("The template specified for creating an object has
+/// conflicting attributes" from C_GenerateKeyPair) when the SQLite and
+/// PostgreSQL variants of a test generated token keys at the same moment
+/// through separate custody instances (seen in `transparency.rs`).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Runs `$test(store)` on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! on_both_stores {
@@ -150,11 +160,13 @@ macro_rules! on_both_stores {
         mod $test {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
+                let _one = $crate::common::one_at_a_time().await;
                 let db = $crate::common::sqlite().await;
                 super::$test(db.store.clone()).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
+                let _one = $crate::common::one_at_a_time().await;
                 let db = $crate::common::postgres().await;
                 super::$test(db.store.clone()).await;
                 db.drop_schema().await;
