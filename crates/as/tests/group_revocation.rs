@@ -3,7 +3,8 @@
 //! each with its signature key generated in the token; they form an MLS
 //! group with x509 credentials checked by `X509CredentialValidator`; the
 //! operator revokes one; the two others fetch the new CRL and refuse the
-//! revoked member's next commit. The same scenario runs on SQLite and on
+//! revoked member's next commit of any kind (with a path, without one, a
+//! proposal). The same scenario runs on SQLite and on
 //! PostgreSQL.
 
 mod common;
@@ -104,23 +105,58 @@ async fn three_members_refuse_a_revoked_one<S: Store>(store: S) {
     }
 
     // Carol's next commit is refused by both, with the revocation as the
-    // reason, and leaves their state as it was.
+    // reason, and leaves their state as it was: a commit with a path (its
+    // new leaf's credential is checked) ...
+    let revoked = |e: &CredentialError| {
+        matches!(e, CredentialError::Rejected(reason)
+            if reason.downcast_ref::<ValidationError>() == Some(&ValidationError::Revoked))
+    };
     let out = carol.self_update(t).unwrap();
     for g in [&mut alice, &mut bob] {
         let err = g.process_incoming(&out.commit, t).unwrap_err();
         assert!(
-            matches!(
-                &err,
-                GroupError::Credential(CredentialError::Rejected(reason))
-                    if *reason == ValidationError::Revoked.to_string()
-            ),
+            matches!(&err, GroupError::Credential(e) if revoked(e)),
             "{err:?}"
         );
         assert_eq!(g.epoch(), epoch);
     }
+    carol.discard_pending_commit().unwrap();
+    // ... a commit without a path (an Add: her current leaf's credential
+    // is checked) ...
+    let dave = enrol(&as_, "dave").await;
+    let dave_mls = Client::new(dave.signer.clone(), validators[2].clone());
+    clients.push(dave);
+    let dave_bundle = dave_mls
+        .generate_key_package(&KeyPackageConfig::new(t - 10, 3600))
+        .unwrap();
+    let dave_kp = mls[2]
+        .validate_key_package(&dave_bundle.to_bytes().unwrap(), t)
+        .unwrap();
+    let out = carol.add_members(&[dave_kp], t).unwrap();
+    let carol_leaf = carol.own_leaf_index();
+    for g in [&mut alice, &mut bob] {
+        let err = g.process_incoming(&out.commit, t).unwrap_err();
+        assert!(
+            matches!(&err, GroupError::SenderCredential { sender, error }
+                if *sender == carol_leaf && revoked(error)),
+            "{err:?}"
+        );
+        assert_eq!(g.epoch(), epoch);
+    }
+    carol.discard_pending_commit().unwrap();
+    // ... and a proposal.
+    let proposal = carol.propose_remove(alice.own_leaf_index()).unwrap();
+    for g in [&mut alice, &mut bob] {
+        let err = g.process_incoming(&proposal.message, t).unwrap_err();
+        assert!(
+            matches!(&err, GroupError::SenderCredential { sender, error }
+                if *sender == carol_leaf && revoked(error)),
+            "{err:?}"
+        );
+        assert!(g.pending_proposals().is_empty());
+    }
 
     // Alice and Bob go on without her: Alice removes Carol, Bob follows.
-    let carol_leaf = carol.own_leaf_index();
     let out = alice.remove_members(&[carol_leaf], t).unwrap();
     let ProcessedMessage::StagedCommit(staged) = bob.process_incoming(&out.commit, t).unwrap()
     else {

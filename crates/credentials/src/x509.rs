@@ -12,6 +12,7 @@ use der::oid::AssociatedOid;
 use hsmls::wire::LeafIndex;
 use hsmls::{
     Certificate, Credential, CredentialError, CredentialValidator, Member, SignaturePublicKey,
+    ValidatorError,
 };
 use p256::ecdsa::signature::Verifier;
 use rustls_pki_types::{
@@ -138,7 +139,7 @@ impl From<ValidationError> for CredentialError {
         match e {
             ValidationError::UnsupportedType(t) => CredentialError::UnsupportedType(t),
             ValidationError::EmptyChain => CredentialError::Empty,
-            other => CredentialError::Rejected(other.to_string()),
+            other => CredentialError::Rejected(ValidatorError::new(other)),
         }
     }
 }

@@ -94,11 +94,59 @@ pub enum CredentialError {
     /// an empty certificate chain).
     #[error("the credential is empty")]
     Empty,
-    /// The Authentication Service refused the credential (chain, validity,
-    /// revocation, or the identity-to-key binding).
+    /// A basic identity longer than the validator accepts.
+    #[error("identity longer than {max} bytes")]
+    IdentityTooLong {
+        /// The longest identity the validator accepts.
+        max: usize,
+    },
+    /// The Authentication Service's validator refused the credential
+    /// (chain, validity, revocation, or the identity-to-key binding). The
+    /// validator's own typed reason is kept: see
+    /// [`ValidatorError::downcast_ref`].
     #[error("credential rejected: {0}")]
-    Rejected(String),
+    Rejected(ValidatorError),
 }
+
+/// A credential validator's own reason for refusing a credential, kept as
+/// its typed error so that the application can match on it
+/// (`e.downcast_ref::<MyValidatorError>()`) after it crossed the engine.
+#[derive(Clone)]
+pub struct ValidatorError(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl ValidatorError {
+    /// Wraps a validator's error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ValidatorError(Arc::new(error))
+    }
+
+    /// The validator's error, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+}
+
+impl fmt::Debug for ValidatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ValidatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Two reasons are equal when they are the same error or say the same
+/// thing (the wrapped type need not implement `PartialEq`).
+impl PartialEq for ValidatorError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for ValidatorError {}
 
 /// Decides whether a credential together with the signature key it
 /// claims is valid (RFC 9420 §5.3.1: "the Authentication Service ...
@@ -158,10 +206,9 @@ impl CredentialValidator for BasicCredentialValidator {
         match credential {
             Credential::Basic(identity) if identity.is_empty() => Err(CredentialError::Empty),
             Credential::Basic(identity) if identity.len() > self.max_identity_len => {
-                Err(CredentialError::Rejected(format!(
-                    "identity longer than {} bytes",
-                    self.max_identity_len
-                )))
+                Err(CredentialError::IdentityTooLong {
+                    max: self.max_identity_len,
+                })
             }
             Credential::Basic(_) => Ok(()),
             other => Err(CredentialError::UnsupportedType(other.credential_type().0)),

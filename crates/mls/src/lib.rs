@@ -146,7 +146,9 @@ pub mod wire;
 
 pub use client::Client;
 pub use codec::{Certificate, Credential, SignaturePublicKey};
-pub use credential::{BasicCredentialValidator, CredentialError, CredentialValidator, Signer};
+pub use credential::{
+    BasicCredentialValidator, CredentialError, CredentialValidator, Signer, ValidatorError,
+};
 pub use group::{
     AddedMember, CachedProposal, CommitOptions, CommitOutput, CommitRule, Group, GroupConfig,
     GroupError, HandshakeFraming, JoinOptions, LostCommit, MAX_OBSERVED_PROPOSALS, Member,

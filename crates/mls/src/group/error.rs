@@ -48,6 +48,15 @@ pub enum GroupError {
     /// A credential was refused.
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// The current credential of the member that sent a proposal or a
+    /// path-less commit no longer validates (e.g. revoked).
+    #[error("the credential of member {sender:?} is no longer valid: {error}")]
+    SenderCredential {
+        /// The sender's leaf.
+        sender: LeafIndex,
+        /// Why its credential was refused.
+        error: CredentialError,
+    },
     /// The ratchet tree or TreeKEM refused the input.
     #[error(transparent)]
     Tree(#[from] TreeError),

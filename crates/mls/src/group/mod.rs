@@ -1235,6 +1235,7 @@ impl Group {
         secret_tree: Option<SecretTree>,
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
+        self.check_sender_credential(&content)?;
         let event = match content.content.body {
             FramedContentBody::Application(data) => {
                 let Sender::Member(sender) = content.content.sender else {
@@ -1284,6 +1285,37 @@ impl Group {
             self.state.secret_tree = st;
         }
         Ok(event)
+    }
+
+    /// A member's handshake is refused when the credential of its current
+    /// leaf no longer validates (revoked, expired: RFC 9750 §"Handling
+    /// Authentication Failures"), unless the handshake itself brings the
+    /// sender's new leaf (an Update proposal, a commit with a path), whose
+    /// credential is validated instead: that is how a member renews an
+    /// expiring certificate. Application messages are not checked here
+    /// (one chain validation per message would cost more than the message);
+    /// an application refreshes its view with
+    /// `X509CredentialValidator::refused_members` and removes such members.
+    fn check_sender_credential(&self, content: &AuthenticatedContent) -> Result<(), GroupError> {
+        let Sender::Member(sender) = content.content.sender else {
+            return Ok(());
+        };
+        let brings_new_leaf = match &content.content.body {
+            FramedContentBody::Application(_) => return Ok(()),
+            FramedContentBody::Proposal(p) => matches!(p, Proposal::Update(_)),
+            FramedContentBody::Commit(c) => c.path.is_some(),
+        };
+        if brings_new_leaf || sender == self.state.own_leaf() {
+            return Ok(());
+        }
+        let leaf = self
+            .state
+            .tree
+            .leaf(sender)
+            .ok_or(GroupError::NotAMember(sender))?;
+        self.validator
+            .validate(&leaf.credential, &leaf.signature_key)
+            .map_err(|error| GroupError::SenderCredential { sender, error })
     }
 
     /// Checks a received proposal on its own (RFC 9420 §12.1).
