@@ -9,6 +9,9 @@
 #   bash scripts/bench.sh --as -- validate
 #   bash scripts/bench.sh --ds                        # the DS store: appends/s on
 #                                                     # SQLite and PostgreSQL, reads
+#   bash scripts/bench.sh --ds-load                   # the DS end to end: hsmls-ds serve
+#                                                     # + the open-loop load generator
+#                                                     # (scripts/ds-load.sh)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -24,6 +27,11 @@ if [[ "${1:-}" == "--ds" ]]; then
     eval "$(bash scripts/setup-postgres.sh --env)"
     export HSMLS_TEST_PG_URL
     exec cargo bench -p hsmls-ds --bench store "$@"
+fi
+if [[ "${1:-}" == "--ds-load" ]]; then
+    shift
+    cargo build --release -p hsmls-ds --bin hsmls-ds
+    exec bash scripts/ds-load.sh "${CARGO_TARGET_DIR:-$ROOT/target}/release/hsmls-ds" "$@"
 fi
 if [[ $# -eq 0 || "$1" == "--" ]]; then
     set -- -p hsmls-custody "$@"
