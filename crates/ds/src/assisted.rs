@@ -20,7 +20,7 @@
 //!
 //! What the observer cannot check (confirmation and membership tag
 //! values, UpdatePath ciphertexts, PSK values) is listed in
-//! [`hsmls::group`]'s `PublicGroup` documentation.
+//! [`hsmls::PublicGroup`]'s documentation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
