@@ -13,8 +13,8 @@
 //! joiner's) and read to find a removed member's queue. A removal never
 //! depends on the removed member's credential being valid now (it may be
 //! revoked or expired: that is often why it is removed); only the
-//! committer's credential and the credentials of added or updated leaves
-//! are validated. The DS keeps the current GroupInfo (checked against the
+//! sender's credential (as the members judge it) and those of added or
+//! updated leaves are validated. The DS keeps the current GroupInfo (checked against the
 //! state the commit leads to) and serves it with the ratchet tree for
 //! external joins.
 //!
@@ -185,22 +185,15 @@ pub(crate) async fn commit<S: DsStore>(
     let sender = f.public_sender.ok_or(DsError::ModeMismatch(
         "assisted mode takes PublicMessage commits",
     ))?;
-    if let Sender::Member(i) = sender {
-        // The committer's leaf is the session's client's (by the routing
-        // record), and its credential is valid now.
-        if state.routes.get(&i.0) != Some(&queue) {
-            return Err(DsError::NotMember);
-        }
-        let m = state.public.member(i).ok_or(DsError::InvalidHandshake(
-            "the sender is not a member".into(),
-        ))?;
-        if ds
-            .queue_of_credential(&m.credential, &m.signature_key)
-            .await?
-            != Some(queue)
-        {
-            return Err(DsError::NotMember);
-        }
+    // The committer's leaf is the session's client's (by the routing
+    // record). Its credential is judged by the observer as the members
+    // judge it: the current one for a path-less commit, the one its
+    // UpdatePath brings otherwise (so an expiring certificate can be
+    // renewed by a commit).
+    if let Sender::Member(i) = sender
+        && state.routes.get(&i.0) != Some(&queue)
+    {
+        return Err(DsError::NotMember);
     }
     let pg = &mut state.public;
     let observed = pg.process(&bundle.commit, now()).map_err(invalid)?;

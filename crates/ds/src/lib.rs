@@ -16,6 +16,7 @@
 //! What each group mode shows the DS, and what is stored, is in
 //! `docs/delivery-service.md`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod api;
 pub mod client;

@@ -3,8 +3,8 @@
 //! (leaf → client), not by validating the removed member's credential, so
 //! the removal is accepted although that credential is now refused; the
 //! removed member's queue no longer gets the group's messages and it can
-//! no longer post. A commit by the revoked member itself is refused (the
-//! committer's credential is validated).
+//! no longer post. A commit or a proposal by the revoked member itself is
+//! refused (the sender's credential is judged as the members judge it).
 
 #[path = "common/as_.rs"]
 mod as_;
@@ -69,6 +69,12 @@ async fn removing_a_revoked_member_is_accepted() {
     let p = problem(carol.send_commit(&out, vec![]).await);
     assert_eq!((p.status, p.kind()), (422, "invalid-handshake"));
     carol.group().discard_pending_commit().unwrap();
+    // ... and so is her proposal (her current credential is refused, as
+    // the members refuse it).
+    let bob_leaf = bob.group().own_leaf_index();
+    let proposal = carol.group().propose_remove(bob_leaf).unwrap();
+    let p = problem(carol.ds.send_message(&proposal.message).await);
+    assert_eq!((p.status, p.kind()), (422, "invalid-handshake"));
 
     // Alice removes Carol: accepted, although Carol's credential no
     // longer validates.

@@ -437,3 +437,76 @@ fn group_info_checks_and_bad_bytes() {
     altered[i] ^= 0x40;
     assert!(PublicGroup::from_bytes(&altered, validator()).is_err());
 }
+
+/// Basic credentials minus the identities revoked so far.
+#[derive(Debug, Default)]
+struct RevocableValidator {
+    revoked: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl hsmls::CredentialValidator for RevocableValidator {
+    fn validate(
+        &self,
+        credential: &hsmls::Credential,
+        key: &hsmls::SignaturePublicKey,
+    ) -> Result<(), hsmls::CredentialError> {
+        hsmls::BasicCredentialValidator::default().validate(credential, key)?;
+        match credential {
+            hsmls::Credential::Basic(id) if self.revoked.lock().unwrap().contains(id) => {
+                Err(hsmls::CredentialError::Rejected(
+                    hsmls::ValidatorError::new(std::io::Error::other("revoked")),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_revoked_senders_proposals_and_pathless_commits_are_refused_as_members_refuse_them() {
+    let (mut ms, obs) = setup();
+    // The observer restarts from its bytes with a validator that learns
+    // of a revocation, as a DS's validator does from the AS's CRL.
+    let v = Arc::new(RevocableValidator::default());
+    let mut obs = PublicGroup::from_bytes(&obs.to_bytes().unwrap(), v.clone()).unwrap();
+    v.revoked.lock().unwrap().push(b"carol".to_vec());
+    let carol = ms[2].group().own_leaf_index();
+    let before = obs.to_bytes().unwrap();
+    // Carol's path-less commit (one that only adds: a removal needs a
+    // path): SenderCredential.
+    let (_bd, kd) = kp(&soft("dave"));
+    let mut opts = CommitOptions::new();
+    opts.force_path = false;
+    opts.add_key_packages = vec![kd];
+    let out = ms[2].group().commit(opts, NOW).unwrap();
+    ms[2].group().discard_pending_commit().unwrap();
+    let e = obs.process(&out.commit, NOW).unwrap_err();
+    assert!(
+        matches!(e, GroupError::SenderCredential { sender, .. } if sender == carol),
+        "{e:?}"
+    );
+    // Her commit with a path brings her (revoked) credential again:
+    // refused on the path's leaf.
+    let out = ms[2].group().self_update(NOW).unwrap();
+    ms[2].group().discard_pending_commit().unwrap();
+    let e = obs.process(&out.commit, NOW).unwrap_err();
+    assert!(matches!(e, GroupError::Credential(_)), "{e:?}");
+    // Her proposal (last: her own commits would include it).
+    let bob = ms[1].group().own_leaf_index();
+    let p = ms[2].group().propose_remove(bob).unwrap();
+    let e = obs.process(&p.message, NOW).unwrap_err();
+    assert!(
+        matches!(e, GroupError::SenderCredential { sender, .. } if sender == carol),
+        "{e:?}"
+    );
+    assert_eq!(obs.to_bytes().unwrap(), before);
+    // Alice removes her: accepted (the removed member's credential is not
+    // judged), and the members agree.
+    let out = ms[0].group().remove_members(&[carol], NOW).unwrap();
+    let ObservedMessage::Commit(c) = obs.process(&out.commit, NOW).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.removed[0].index, carol);
+    deliver_commit(&mut ms, 0, &out);
+    agree(&obs, &mut ms[..2]);
+}

@@ -10,6 +10,8 @@
 //! - the content signature with the sender's key (§6.1), the sender and
 //!   content-type rules, the presence of a confirmation tag on commits and
 //!   of a membership tag on members' messages;
+//! - that a member sending a proposal or a path-less commit still has a
+//!   valid credential (as members check it: `GroupError::SenderCredential`);
 //! - each proposal on its own (§12.1) and a commit's proposal list
 //!   (§12.2, §12.4.3.2 for external commits), applied to the tree in the
 //!   order of §12.3;
@@ -282,6 +284,7 @@ impl PublicGroup {
             return Err(GroupError::UnexpectedMessage(MessageRule::NotPublicMessage));
         };
         let content = self.verify(m)?;
+        self.check_sender_credential(&content)?;
         match &content.content.body {
             FramedContentBody::Proposal(proposal) => {
                 if self.proposals.len() >= MAX_OBSERVED_PROPOSALS {
@@ -312,6 +315,31 @@ impl PublicGroup {
                 MessageRule::SenderCannotSendContent,
             )),
         }
+    }
+
+    /// As the members do ([`GroupError::SenderCredential`]): a member's
+    /// proposal or path-less commit is refused when the credential of its
+    /// current leaf no longer validates; an Update or a commit with a path
+    /// is judged by the credential it brings (renewal).
+    fn check_sender_credential(&self, content: &AuthenticatedContent) -> Result<(), GroupError> {
+        let Sender::Member(sender) = content.content.sender else {
+            return Ok(());
+        };
+        let brings_new_leaf = match &content.content.body {
+            FramedContentBody::Application(_) => return Ok(()),
+            FramedContentBody::Proposal(p) => matches!(p, Proposal::Update(_)),
+            FramedContentBody::Commit(c) => c.path.is_some(),
+        };
+        if brings_new_leaf {
+            return Ok(());
+        }
+        let leaf = self
+            .tree
+            .leaf(sender)
+            .ok_or(GroupError::NotAMember(sender))?;
+        self.validator
+            .validate(&leaf.credential, &leaf.signature_key)
+            .map_err(|error| GroupError::SenderCredential { sender, error })
     }
 
     /// The sender's key, then every public check of §6.2 but the
