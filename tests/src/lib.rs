@@ -583,8 +583,63 @@ impl Ledger {
     /// `who`'s `receive`: its events, with the messages recorded.
     pub fn receive(&mut self, who: &User) -> Vec<Value> {
         let events = who.ok(&["receive"]);
+        self.record(who, &events);
+        events
+    }
+
+    /// `who` follows the live push (`receive --follow --for SECONDS`)
+    /// while `during` runs; its events, with the messages recorded.
+    pub fn follow(
+        &mut self,
+        who: &User,
+        seconds: u64,
+        during: impl FnOnce(&mut Ledger),
+    ) -> Vec<Value> {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = who
+            .command(&["receive", "--follow", "--for", &seconds.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start receive --follow");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            out
+        });
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).expect("stderr");
+            assert!(n > 0, "{} exited before following", who.name);
+            if line.contains("following") {
+                break;
+            }
+        }
+        let drain = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        during(self);
+        let status = child.wait().expect("wait");
+        let errors = drain.join().unwrap_or_default();
+        assert!(
+            status.success(),
+            "{} receive --follow: {status}\n{errors}",
+            who.name
+        );
+        let events = json_lines(&reader.join().expect("stdout"));
+        self.record(who, &events);
+        events
+    }
+
+    fn record(&mut self, who: &User, events: &[Value]) {
         let mine = self.received.entry(who.name.clone()).or_default();
-        for e in &events {
+        for e in events {
             if e["type"] == "message" {
                 mine.push((
                     e["sender"].as_str().unwrap_or_default().to_owned(),
@@ -592,7 +647,6 @@ impl Ledger {
                 ));
             }
         }
-        events
     }
 
     /// Every message the DS acknowledged reached each of its recipients

@@ -4,7 +4,8 @@
 //! enrolment, a group of three, messages, a self-update, the DS killed
 //! with SIGKILL in the middle and restarted, a commit race between two
 //! members, a member offline for two commits, a removal, and a revoked
-//! credential removed by a member. After every commit every member is in
+//! credential removed by a member; one member follows the live push
+//! (`receive --follow --for`). After every commit every member is in
 //! the same epoch with the same epoch authenticator, and every message the
 //! DS acknowledged reached each of its recipients exactly once.
 
@@ -78,9 +79,23 @@ fn scenario(storage: Storage) {
     assert_eq!(err["kind"], "ds_unreachable");
     sys.start_ds();
     ledger.send(&charlie, &g, "after the restart", &[&alice, &bob]);
-    for u in [&alice, &bob, &charlie] {
+    for u in [&alice, &charlie] {
         ledger.receive(u);
     }
+    // bob follows the live push: he gets what waited for him, then what
+    // alice sends while he follows; --for ends the process cleanly.
+    let events = ledger.follow(&bob, 3, |l| {
+        l.send(&alice, &g, "pushed to bob", &[&bob, &charlie]);
+    });
+    assert!(
+        events.iter().any(|e| e["text"] == "pushed to bob"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["text"] == "after the restart"),
+        "{events:?}"
+    );
+    ledger.receive(&charlie);
     assert_eq!(agree(&[&alice, &bob, &charlie], &g), 2);
 
     // A commit race: alice and bob both commit a self-update for epoch 2
