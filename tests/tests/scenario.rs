@@ -157,8 +157,11 @@ fn scenario(storage: Storage) {
     // The operator revokes bob's certificate; alice's client removes him.
     let status = bob.ok(&["status"]);
     let serial = status[0]["serial"].as_str().unwrap().to_owned();
-    let revoked = sys.operator(&["revoke", &serial]);
-    assert!(revoked.status.success(), "{revoked:?}");
+    let revoked = hsmls_system_tests::json_lines(
+        hsmls_system_tests::ok(&sys.operator(&["--json", "revoke", &serial])).as_bytes(),
+    );
+    assert_eq!(revoked[0]["type"], "revoked");
+    assert_eq!(revoked[0]["serial"], serial.as_str());
     let events = ledger.receive(&alice);
     let problems = of_type(&events, "credential_problem");
     assert!(

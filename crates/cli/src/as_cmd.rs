@@ -11,7 +11,10 @@ use hsmls_credentials::SystemClock;
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{KeyCustody, Pkcs11Custody};
 
+use serde_json::json;
+
 use crate::CliError;
+use crate::output::Output;
 
 /// The AS commands.
 #[derive(Debug, Args)]
@@ -91,19 +94,25 @@ fn custody(
 }
 
 /// Runs an AS command.
-pub fn run(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError> {
+/// Runs an AS command; `out` says whether to print JSON.
+pub fn run(args: AsArgs, pkcs11: Option<PathBuf>, out: Output) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(err)?;
-    runtime.block_on(run_async(args, pkcs11))
+    runtime.block_on(run_async(args, pkcs11, out))
 }
 
-async fn run_async(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError> {
+async fn run_async(args: AsArgs, pkcs11: Option<PathBuf>, out: Output) -> Result<(), CliError> {
     let mut config = AsConfig::from_file(&args.as_config).map_err(err)?;
     let custody = custody(&config, pkcs11)?;
-    if let AsCommand::Tls(TlsCommand::Issue { names, out, days }) = &args.command {
-        return issue_tls(&config, custody, names, out, *days);
+    if let AsCommand::Tls(TlsCommand::Issue {
+        names,
+        out: prefix,
+        days,
+    }) = &args.command
+    {
+        return issue_tls(&config, custody, names, prefix, *days, out);
     }
     if let AsCommand::Init = args.command {
         let ca = config
@@ -113,15 +122,25 @@ async fn run_async(args: AsArgs, pkcs11: Option<PathBuf>) -> Result<(), CliError
             .keys
             .clone()
             .ok_or_else(|| err("no keys after init"))?;
-        println!("root key:    {}", keys.root);
-        println!("issuing key: {}", keys.issuing);
-        println!("log key:     {}", keys.log);
-        println!("certificates in {}", config.state_dir().display());
+        let dir = config.state_dir();
+        out.result(
+            json!({"type": "as_initialised", "root_key": keys.root, "issuing_key": keys.issuing,
+                "log_key": keys.log, "state_dir": dir}),
+            || {
+                format!(
+                    "root key:    {}\nissuing key: {}\nlog key:     {}\ncertificates in {}",
+                    keys.root,
+                    keys.issuing,
+                    keys.log,
+                    dir.display()
+                )
+            },
+        );
         drop(ca);
         // Create the database and sign the first CRL.
-        return with_store(&config, custody, args.command).await;
+        return with_store(&config, custody, args.command, out).await;
     }
-    with_store(&config, custody, args.command).await
+    with_store(&config, custody, args.command, out).await
 }
 
 /// `hsmls as tls issue`: a TLS server certificate from the AS's CA.
@@ -129,8 +148,9 @@ fn issue_tls(
     config: &AsConfig,
     custody: Arc<dyn KeyCustody>,
     names: &[String],
-    out: &std::path::Path,
+    prefix: &std::path::Path,
     days: u64,
+    out: Output,
 ) -> Result<(), CliError> {
     use hsmls_as::config::pem;
     let (ca, _) = config.load(custody).map_err(err)?;
@@ -140,7 +160,7 @@ fn issue_tls(
         .issue_tls(names, &key, now().saturating_sub(60), days * 86_400)
         .map_err(err)?;
     let with = |ext: &str| {
-        let mut p = out.as_os_str().to_owned();
+        let mut p = prefix.as_os_str().to_owned();
         p.push(ext);
         PathBuf::from(p)
     };
@@ -157,11 +177,18 @@ fn issue_tls(
     open.open(with(".key"))
         .and_then(|mut f| f.write_all(key_pem.as_bytes()))
         .map_err(err)?;
-    println!(
-        "TLS certificate for {} in {} (key {})",
-        names.join(", "),
-        with(".pem").display(),
-        with(".key").display()
+    let (pem_path, key_path) = (with(".pem"), with(".key"));
+    out.result(
+        json!({"type": "tls_certificate", "names": names, "certificate": pem_path,
+            "key": key_path}),
+        || {
+            format!(
+                "TLS certificate for {} in {} (key {})",
+                names.join(", "),
+                pem_path.display(),
+                key_path.display()
+            )
+        },
     );
     Ok(())
 }
@@ -170,16 +197,17 @@ async fn with_store(
     config: &AsConfig,
     custody: Arc<dyn KeyCustody>,
     command: AsCommand,
+    out: Output,
 ) -> Result<(), CliError> {
     let db = config.database.as_str();
     if db == "sqlite" {
         let store = SqliteStore::open(&config.sqlite_path())
             .await
             .map_err(err)?;
-        command_on(config, custody, command, store).await
+        command_on(config, custody, command, store, out).await
     } else if db.starts_with("postgres://") || db.starts_with("postgresql://") {
         let store = PgStore::connect(db).await.map_err(err)?;
-        command_on(config, custody, command, store).await
+        command_on(config, custody, command, store, out).await
     } else {
         Err(err(format!(
             "database must be \"sqlite\" or a postgres:// URL, not {db:?}"
@@ -192,6 +220,7 @@ async fn command_on<S: Store>(
     custody: Arc<dyn KeyCustody>,
     command: AsCommand,
     store: S,
+    out: Output,
 ) -> Result<(), CliError> {
     let service = Arc::new(
         config
@@ -201,15 +230,23 @@ async fn command_on<S: Store>(
     match command {
         AsCommand::Init => {
             service.refresh_crl().await.map_err(err)?;
-            println!("database ready, first CRL signed");
+            out.result(json!({"type": "as_database_ready"}), || {
+                "database ready, first CRL signed".into()
+            });
         }
         AsCommand::Token(TokenCommand::Issue { identity }) => {
             let token = service.issue_token(&identity).await.map_err(err)?;
-            println!("{token}");
+            out.result(
+                json!({"type": "enrolment_token", "identity": identity, "token": token}),
+                || token.to_string(),
+            );
         }
         AsCommand::Revoke { serial } => {
             let index = service.revoke(&serial).await.map_err(err)?;
-            println!("revoked {serial} (log entry {index}); CRL re-signed");
+            out.result(
+                json!({"type": "revoked", "serial": serial, "log_index": index}),
+                || format!("revoked {serial} (log entry {index}); CRL re-signed"),
+            );
         }
         AsCommand::Tls(_) => {}
         AsCommand::Serve => {

@@ -94,8 +94,8 @@ struct Cli {
     /// $HSMLS_PKCS11_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Print one JSON object per line (user commands; errors too, on
-    /// stderr).
+    /// Print one JSON object per line (user and AS commands; a user
+    /// command's error too, on stderr).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -226,7 +226,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("destroyed {}", key.uri());
             Ok(())
         }
-        Command::As(args) => as_cmd::run(args, config),
+        Command::As(args) => as_cmd::run(args, config, output::Output { json: cli.json }),
         Command::User(command) => user::run(
             command,
             config,

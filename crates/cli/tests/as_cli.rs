@@ -88,6 +88,59 @@ fn init_token_revoke_and_serve() {
         "im:alice@hsmls.test",
     ]));
     assert_eq!(token.trim().len(), 43, "a 32-byte base64url token: {token}");
+    // --json: one object.
+    let issued = ok(&hsmls(&[
+        "as",
+        "--as-config",
+        cfg,
+        "--json",
+        "token",
+        "issue",
+        "im:bob@hsmls.test",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(issued.trim()).unwrap();
+    assert_eq!(v["type"], "enrolment_token");
+    assert_eq!(v["identity"], "im:bob@hsmls.test");
+    assert_eq!(v["token"].as_str().unwrap().len(), 43);
+    // A TLS certificate for the DS from the AS's CA, its key owner-only.
+    let prefix = dir.path().join("ds-tls");
+    let tls = ok(&hsmls(&[
+        "as",
+        "--as-config",
+        cfg,
+        "--json",
+        "tls",
+        "issue",
+        "127.0.0.1",
+        "localhost",
+        "--out",
+        prefix.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(tls.trim()).unwrap();
+    assert_eq!(v["type"], "tls_certificate");
+    let chain = std::fs::read_to_string(dir.path().join("ds-tls.pem")).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "leaf and issuing CA"
+    );
+    let key_mode = std::fs::metadata(dir.path().join("ds-tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o077, 0, "ds-tls.key is readable by others");
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(state.join("root.pem"))
+        .arg("-untrusted")
+        .arg(state.join("issuing.pem"))
+        .arg(dir.path().join("ds-tls.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains(": OK"),
+        "{verify:?}"
+    );
     let revoke = hsmls(&["as", "--as-config", cfg, "revoke", "0123"]);
     assert_eq!(revoke.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&revoke.stderr).contains("unknown certificate"));
