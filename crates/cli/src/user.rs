@@ -14,16 +14,20 @@
 //! Events that a command other than `receive` brings in (a commit race
 //! makes the runtime fetch what the DS holds, and with it messages that are
 //! then acknowledged) are kept in an inbox beside the state file
-//! (`STATE.inbox`, JSON lines, mode 0600) and shown by the next `receive`,
-//! so no message delivered to this client goes unseen.
+//! (`STATE.inbox`, mode 0600: one line per event, its JSON sealed with
+//! AES-256-GCM under the token's state-sealing key, as the group state
+//! is) and shown by the next `receive`, so no message delivered to this
+//! client goes unseen and none lies on disk in clear.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use hsmls_client::{ClientConfig, ClientError, ClientRuntime, GroupId, GroupMode};
+use hsmls_client::{ClientConfig, ClientError, ClientRuntime, CustodyConfig, GroupId, GroupMode};
+use hsmls_custody::{KeyCustody, StateSealer};
 use serde_json::{Value, json};
 
 use crate::exit::{CLIENT_CONFIG_ENV, UserError};
@@ -195,13 +199,29 @@ fn lock(state_path: &Path) -> Result<ClientLock, UserError> {
     }
 }
 
-/// The inbox: events brought in by commands other than `receive`.
-struct Inbox(PathBuf);
+/// The associated data of an inbox entry's seal.
+const INBOX_AAD: &[u8] = b"hsmls-cli inbox v1";
+
+/// The inbox: events brought in by commands other than `receive`, each
+/// sealed under the client's state-sealing key.
+struct Inbox {
+    path: PathBuf,
+    sealer: Arc<dyn StateSealer>,
+}
 
 impl Inbox {
     fn append(&self, events: &[Value]) -> Result<(), UserError> {
         if events.is_empty() {
             return Ok(());
+        }
+        let mut text = String::new();
+        for e in events {
+            let sealed = self
+                .sealer
+                .seal(INBOX_AAD, e.to_string().as_bytes())
+                .map_err(ClientError::Custody)?;
+            text.push_str(&hex::encode(sealed));
+            text.push('\n');
         }
         let mut open = std::fs::OpenOptions::new();
         open.create(true).append(true);
@@ -211,38 +231,76 @@ impl Inbox {
             open.mode(0o600);
         }
         let mut f = open
-            .open(&self.0)
-            .map_err(io(format!("opening {}", self.0.display())))?;
-        let mut text = String::new();
-        for e in events {
-            text.push_str(&e.to_string());
-            text.push('\n');
-        }
+            .open(&self.path)
+            .map_err(io(format!("opening {}", self.path.display())))?;
         f.write_all(text.as_bytes())
             .and_then(|()| f.sync_all())
-            .map_err(io(format!("writing {}", self.0.display())))
+            .map_err(io(format!("writing {}", self.path.display())))
     }
 
     /// The kept events; the inbox is emptied once they are printed
-    /// ([`Inbox::clear`]).
+    /// ([`Inbox::clear`]). An entry that does not open (altered, or
+    /// sealed by another token) is reported on stderr and skipped.
     fn read(&self) -> Result<Vec<Value>, UserError> {
-        match std::fs::read_to_string(&self.0) {
-            Ok(t) => Ok(t
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io(format!("reading {}", self.0.display()))(e)),
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(format!("reading {}", self.path.display()))(e)),
+        };
+        let mut events = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            let opened = hex::decode(l.trim())
+                .ok()
+                .and_then(|b| self.sealer.open(INBOX_AAD, &b).ok())
+                .and_then(|plain| serde_json::from_slice(&plain).ok());
+            match opened {
+                Some(v) => events.push(v),
+                None => progress(&format!(
+                    "warning: entry {} of {} does not open (altered, or sealed by another token); skipped",
+                    i + 1,
+                    self.path.display()
+                )),
+            }
         }
+        Ok(events)
     }
 
     fn clear(&self) -> Result<(), UserError> {
-        match std::fs::remove_file(&self.0) {
+        match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io(format!("removing {}", self.0.display()))(e))
+                Err(io(format!("removing {}", self.path.display()))(e))
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The client's custody and state sealer, opened as
+/// [`ClientRuntime::open`] would (the CLI keeps the sealer for its inbox).
+async fn custody_of(
+    config: &ClientConfig,
+) -> Result<(Arc<dyn KeyCustody>, Arc<dyn StateSealer>), UserError> {
+    type Pair = (Arc<dyn KeyCustody>, Arc<dyn StateSealer>);
+    match &config.custody {
+        CustodyConfig::Pkcs11 { config: path } => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<Pair, ClientError> {
+                let c = hsmls_custody::Pkcs11Config::from_file(&path)?;
+                let custody = Arc::new(hsmls_custody::Pkcs11Custody::open(&c)?);
+                let sealer = custody.state_sealer()?;
+                Ok((custody, Arc::new(sealer)))
+            })
+            .await
+            .map_err(|e| UserError::Client(ClientError::Task(e.to_string())))?
+            .map_err(UserError::Client)
+        }
+        CustodyConfig::Software => Ok((
+            Arc::new(hsmls_custody::SoftwareCustody::new()),
+            Arc::new(hsmls_custody::SoftwareSealer::generate()),
+        )),
+        other => Err(UserError::Client(ClientError::Config(format!(
+            "custody {other:?} is not supported by this hsmls"
+        )))),
     }
 }
 
@@ -300,8 +358,12 @@ async fn run_async(
     config: ClientConfig,
     out: Output,
 ) -> Result<(), UserError> {
-    let inbox = Inbox(beside(&config.state_path, ".inbox"));
-    let client = ClientRuntime::open(config).await?;
+    let (custody, sealer) = custody_of(&config).await?;
+    let inbox = Inbox {
+        path: beside(&config.state_path, ".inbox"),
+        sealer: sealer.clone(),
+    };
+    let client = ClientRuntime::open_with(config, custody, sealer).await?;
     let sink = match command {
         UserCommand::Receive(_) => EventSink::Print,
         _ => EventSink::Keep,
@@ -692,7 +754,7 @@ mod tests {
     }
 
     #[test]
-    fn lock_and_inbox_sit_beside_the_state_file() {
+    fn lock_and_sealed_inbox_beside_the_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.sqlite");
         assert_eq!(beside(&state, ".lock"), dir.path().join("s.sqlite.lock"));
@@ -700,7 +762,10 @@ mod tests {
         assert!(matches!(lock(&state), Err(UserError::Busy(p)) if p.ends_with("s.sqlite.lock")));
         drop(first);
         let _again = lock(&state).unwrap();
-        let inbox = Inbox(beside(&state, ".inbox"));
+        let inbox = Inbox {
+            path: beside(&state, ".inbox"),
+            sealer: Arc::new(hsmls_custody::SoftwareSealer::generate()),
+        };
         assert!(inbox.read().unwrap().is_empty());
         inbox
             .append(&[
@@ -715,8 +780,25 @@ mod tests {
         assert_eq!(kept.len(), 3);
         assert_eq!(kept[2]["text"], "b");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&inbox.0).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "the inbox holds plaintext: owner only");
+        let mode = std::fs::metadata(&inbox.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the inbox is owner only");
+        // Sealed: no plaintext in the file; another key opens nothing.
+        let raw = std::fs::read_to_string(&inbox.path).unwrap();
+        assert!(!raw.contains("message"), "{raw}");
+        let other = Inbox {
+            path: inbox.path.clone(),
+            sealer: Arc::new(hsmls_custody::SoftwareSealer::generate()),
+        };
+        assert!(other.read().unwrap().is_empty());
+        // An altered entry is skipped; the others still open.
+        let mut lines: Vec<String> = raw.lines().map(str::to_owned).collect();
+        let flipped = if lines[0].ends_with('0') { '1' } else { '0' };
+        lines[0].pop();
+        lines[0].push(flipped);
+        std::fs::write(&inbox.path, lines.join("\n") + "\n").unwrap();
+        let kept = inbox.read().unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0]["type"], "epoch");
         inbox.clear().unwrap();
         assert!(inbox.read().unwrap().is_empty());
     }
