@@ -1402,7 +1402,19 @@ impl KeyCustody for Pkcs11Custody {
         // Token objects (imported signature keys) are written under the
         // process-wide lock, until both halves exist.
         let _write = token.then(token_object_write_lock);
-        let created = s.create_object(&template);
+        let mut created = s.create_object(&template);
+        if token && matches!(created, Err(Error::Pkcs11(RvError::GeneralError, _))) {
+            // As for C_GenerateKeyPair: SoftHSM 2.6 sometimes fails a token
+            // object's creation with CKR_GENERAL_ERROR (seen once in a full
+            // test run); remove whatever carries this id, then try once more.
+            tracing::warn!(object = %label, "C_CreateObject failed with CKR_GENERAL_ERROR; retrying once");
+            if let Ok(partial) = s.find_objects(&[Attribute::Id(id.clone())]) {
+                for h in partial {
+                    let _ = s.destroy_object(h);
+                }
+            }
+            created = s.create_object(&template);
+        }
         for a in template.iter_mut() {
             if let Attribute::Value(v) = a {
                 v.zeroize();
