@@ -2329,11 +2329,23 @@ impl Inner {
         let client = self.mls_client(GroupMode::Assisted)?;
         let own_key = client.signer().signature_public_key().0;
         for _ in 0..=self.config.groups.max_commit_retries {
-            let gi = self.ds_call(|ds| ds.group_info(gid)).await?;
-            let tree_bytes = self.ds_call(|ds| ds.ratchet_tree(gid)).await?;
-            let tree = wire::decode_tree(&tree_bytes)
-                .ok_or_else(|| ClientError::DsAnswer("the ratchet tree does not decode".into()))?;
-            let Some(old_leaf) = wire::find_leaf(&tree, &own_key) else {
+            // The DS serves a group's public state to its members only: a
+            // client it no longer routes to was removed.
+            let served = match self.ds_call(|ds| ds.group_info(gid)).await {
+                Ok(gi) => Some((gi, self.ds_call(|ds| ds.ratchet_tree(gid)).await?)),
+                Err(ClientError::DsRefused(p)) if p.kind() == "not-member" => None,
+                Err(e) => return Err(e),
+            };
+            let own_leaf = match &served {
+                Some((_, tree_bytes)) => {
+                    let tree = wire::decode_tree(tree_bytes).ok_or_else(|| {
+                        ClientError::DsAnswer("the ratchet tree does not decode".into())
+                    })?;
+                    wire::find_leaf(&tree, &own_key).map(|leaf| (tree, leaf))
+                }
+                None => None,
+            };
+            let (Some((gi, _)), Some((tree, old_leaf))) = (served, own_leaf) else {
                 // Not in the group any more: it was removed while this
                 // client could not follow. Removal is the group's decision.
                 self.forget_group(st, gid).await?;

@@ -111,7 +111,7 @@ async fn a_member_behind_or_without_state_rejoins() {
     let storage = SqliteStorage::open(&carol_cfg.state_path).await.unwrap();
     assert!(storage.delete_group(g.as_bytes()).await.unwrap());
     storage.close().await;
-    let carol = ClientRuntime::open(carol_cfg).await.unwrap();
+    let carol = ClientRuntime::open(carol_cfg.clone()).await.unwrap();
     env.track(&carol);
     let mut ec = carol.events();
     carol.sync().await.unwrap();
@@ -130,6 +130,34 @@ async fn a_member_behind_or_without_state_rejoins() {
     alice.sync().await.unwrap();
     bob.sync().await.unwrap();
     assert_agree(&[&alice, &bob, &carol], &g, 5).await;
+
+    // Her state is lost once more, and while she is away Alice removes
+    // her: the DS serves the group's public state to members only, so she
+    // cannot bring herself back; she is told she was removed.
+    carol.shutdown().await;
+    drop(carol);
+    let storage = SqliteStorage::open(&carol_cfg.state_path).await.unwrap();
+    assert!(storage.delete_group(g.as_bytes()).await.unwrap());
+    storage.close().await;
+    alice
+        .remove_members(&g, &[&identity("carol")])
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    let carol = ClientRuntime::open(carol_cfg).await.unwrap();
+    env.track(&carol);
+    let mut ec = carol.events();
+    carol.sync().await.unwrap();
+    let events = drain(&mut ec);
+    assert!(
+        events.contains(&ClientEvent::Removed {
+            group: g.clone(),
+            by: None,
+        }),
+        "{events:#?}"
+    );
+    assert!(carol.groups().await.is_empty());
+    assert_agree(&[&alice, &bob], &g, 6).await;
     env.stop().await;
 }
 

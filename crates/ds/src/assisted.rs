@@ -235,6 +235,13 @@ pub(crate) async fn commit<S: DsStore>(
                         "the external joiner is not the session's client".into(),
                     ));
                 }
+                // Only a current member joins by external commit: a resync
+                // after a lost state (RFC 9420 §12.4.3.2). Anyone else
+                // enters through a member's Add, and a removed member
+                // cannot bring itself back.
+                if !ds.store().is_member(f.group_id.clone(), queue).await? {
+                    return Err(DsError::NotMember);
+                }
                 added.push(queue);
                 state.routes.insert(a.member.index.0, queue);
             }

@@ -581,8 +581,20 @@ impl<S: DsStore> Ds<S> {
         Ok(())
     }
 
-    /// Assisted mode: the current GroupInfo (`MLSMessage`).
-    pub async fn group_info(&self, group_id: Vec<u8>) -> Result<Vec<u8>, DsError> {
+    /// Refuses a client that is not a current member of the group: the
+    /// public state of an assisted group (GroupInfo, ratchet tree) is
+    /// served to its members only, for a resync after a lost state.
+    async fn member_only(&self, queue: QueueId, group_id: &[u8]) -> Result<(), DsError> {
+        if self.store.is_member(group_id.to_vec(), queue).await? {
+            Ok(())
+        } else {
+            Err(DsError::NotMember)
+        }
+    }
+
+    /// Assisted mode: the current GroupInfo (`MLSMessage`), for a member.
+    pub async fn group_info(&self, queue: QueueId, group_id: Vec<u8>) -> Result<Vec<u8>, DsError> {
+        self.member_only(queue, &group_id).await?;
         let g = self
             .store
             .group(group_id)
@@ -593,8 +605,14 @@ impl<S: DsStore> Ds<S> {
         ))
     }
 
-    /// Assisted mode: the current ratchet tree (`RatchetTree` encoding).
-    pub async fn ratchet_tree(&self, group_id: Vec<u8>) -> Result<Vec<u8>, DsError> {
+    /// Assisted mode: the current ratchet tree (`RatchetTree` encoding),
+    /// for a member.
+    pub async fn ratchet_tree(
+        &self,
+        queue: QueueId,
+        group_id: Vec<u8>,
+    ) -> Result<Vec<u8>, DsError> {
+        self.member_only(queue, &group_id).await?;
         let g = self
             .store
             .group(group_id.clone())
@@ -777,8 +795,8 @@ async fn h_group_info<S: DsStore>(
     headers: HeaderMap,
     Path(group): Path<String>,
 ) -> Result<Response, DsError> {
-    ds.session(bearer(&headers)?)?;
-    let gi = ds.group_info(group_path(&group)?).await?;
+    let q = ds.session(bearer(&headers)?)?;
+    let gi = ds.group_info(q, group_path(&group)?).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, HeaderValue::from_static(MESSAGE_MLS))],
@@ -792,8 +810,8 @@ async fn h_ratchet_tree<S: DsStore>(
     headers: HeaderMap,
     Path(group): Path<String>,
 ) -> Result<Response, DsError> {
-    ds.session(bearer(&headers)?)?;
-    let t = ds.ratchet_tree(group_path(&group)?).await?;
+    let q = ds.session(bearer(&headers)?)?;
+    let t = ds.ratchet_tree(q, group_path(&group)?).await?;
     Ok((
         StatusCode::OK,
         [(

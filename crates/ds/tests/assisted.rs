@@ -1,7 +1,8 @@
 //! Assisted mode: the DS follows the public group state, derives the
 //! routing from the commits, refuses a commit that would not verify (so
 //! the group is never stuck on it), and serves the GroupInfo and ratchet
-//! tree for an external join.
+//! tree to members for a resync (a non-member gets neither, and its
+//! external commit is refused).
 
 mod common;
 
@@ -155,17 +156,50 @@ async fn assisted_group_lifecycle() {
     }
     assert_agree(&mut [&mut alice, &mut bob, &mut carol]);
 
-    // Dave joins by an external commit from what the DS serves.
+    // Dave, not a member, gets neither the GroupInfo nor the tree, and an
+    // external commit of his (from a GroupInfo a member leaked to him) is
+    // refused with nothing stored: only members rejoin by external commit.
     let mut dave = Client::new(Arc::new(SoftwareCustody::new()), "dave", &t.base).await;
     dave.group_config.handshake_framing = HandshakeFraming::Public;
-    let gi = dave.ds.group_info(&gid).await.unwrap();
+    let p = problem(dave.ds.group_info(&gid).await);
+    assert_eq!((p.status, p.kind()), (403, "not-member"));
+    let p = problem(dave.ds.ratchet_tree(&gid).await);
+    assert_eq!((p.status, p.kind()), (403, "not-member"));
+    let leaked = alice.ds.group_info(&gid).await.unwrap();
     let (g, commit) = dave
         .mls()
-        .join_by_external_commit(&gi, JoinOptions::default())
+        .join_by_external_commit(&leaked, JoinOptions::default())
+        .unwrap();
+    let p = problem(
+        dave.ds
+            .send_commit(&CommitBundle {
+                commit,
+                group_info: Some(g.group_info().unwrap()),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!((p.status, p.kind()), (403, "not-member"));
+    let epoch =
+        t.ds.store()
+            .group(gid.clone())
+            .await
+            .unwrap()
+            .unwrap()
+            .epoch;
+    assert_eq!(epoch, 4);
+
+    // Bob, who lost his state, rejoins by an external commit (resync:
+    // it removes his old leaf) from what the DS serves him.
+    let old_leaf = bob.group().own_leaf_index();
+    let gi = bob.ds.group_info(&gid).await.unwrap();
+    let (g, commit) = bob
+        .mls()
+        .rejoin_by_external_commit(&gi, JoinOptions::default(), old_leaf)
         .unwrap();
     let new_gi = g.group_info().unwrap();
-    dave.group = Some(g);
-    let acc = dave
+    bob.group = Some(g);
+    let acc = bob
         .ds
         .send_commit(&CommitBundle {
             commit,
@@ -175,16 +209,22 @@ async fn assisted_group_lifecycle() {
         .await
         .unwrap();
     assert_eq!(acc.epoch, 5);
-    dave.positions.insert(gid.clone(), acc.seq);
-    for c in [&mut alice, &mut bob, &mut carol] {
+    bob.positions.insert(gid.clone(), acc.seq);
+    for c in [&mut alice, &mut carol] {
         assert_eq!(c.sync().await, vec!["commit"], "{}", c.name);
     }
-    dave.send_app("hi, I am dave").await;
-    for c in [&mut alice, &mut bob, &mut carol] {
+    assert!(
+        t.ds.store()
+            .is_member(gid.clone(), queue(&bob))
+            .await
+            .unwrap()
+    );
+    bob.send_app("hi, I am back").await;
+    for c in [&mut alice, &mut carol] {
         assert_eq!(c.sync().await, vec!["app"]);
     }
-    assert_eq!(dave.sync().await, vec!["own"]);
-    assert_agree(&mut [&mut alice, &mut bob, &mut carol, &mut dave]);
+    assert_eq!(bob.sync().await, vec!["own"]);
+    assert_agree(&mut [&mut alice, &mut bob, &mut carol]);
 
     // Carol is removed by Alice: the DS reads it from the commit.
     let leaf = carol.group().own_leaf_index();
@@ -198,10 +238,10 @@ async fn assisted_group_lifecycle() {
             .await
             .unwrap()
     );
-    for c in [&mut alice, &mut bob, &mut dave] {
+    for c in [&mut alice, &mut bob] {
         c.sync().await;
     }
-    assert_agree(&mut [&mut alice, &mut bob, &mut dave]);
+    assert_agree(&mut [&mut alice, &mut bob]);
 }
 
 fn queue(c: &Client) -> [u8; 16] {
