@@ -177,6 +177,24 @@ fn is_session_broken(e: &Error) -> bool {
 /// little. Session objects (wrapped HPKE keys) do not take this lock.
 static TOKEN_OBJECT_WRITES: Mutex<()> = Mutex::new(());
 
+/// How many times a token object's creation is tried again after
+/// `CKR_GENERAL_ERROR`. SoftHSM 2.6 returns it now and then when its
+/// object store is touched by several sessions or processes at once (seen
+/// about once per full test run, sometimes twice in a row); the error is
+/// transient, so a few attempts with a growing pause make it vanish.
+const GENERAL_ERROR_RETRIES: u32 = 4;
+
+/// Removes whatever a failed creation left with this id, then pauses
+/// (10, 20, 40, 80 ms) before the next attempt.
+fn remove_partial(s: &Session, id: &[u8], attempt: u32) {
+    if let Ok(partial) = s.find_objects(&[Attribute::Id(id.to_vec())]) {
+        for h in partial {
+            let _ = s.destroy_object(h);
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(10 << attempt.min(4)));
+}
+
 fn token_object_write_lock() -> std::sync::MutexGuard<'static, ()> {
     TOKEN_OBJECT_WRITES
         .lock()
@@ -909,15 +927,14 @@ impl Pkcs11Custody {
                 &public_template,
                 &private_template,
             );
-            if matches!(result, Err(Error::Pkcs11(RvError::GeneralError, _))) {
-                // The token may have created part of the pair: remove
-                // whatever carries this id, then try once more.
-                tracing::warn!(object = %label, "C_GenerateKeyPair failed with CKR_GENERAL_ERROR; retrying once");
-                if let Ok(partial) = s.find_objects(&[Attribute::Id(id.clone())]) {
-                    for h in partial {
-                        let _ = s.destroy_object(h);
-                    }
+            for attempt in 1..=GENERAL_ERROR_RETRIES {
+                if !matches!(result, Err(Error::Pkcs11(RvError::GeneralError, _))) {
+                    break;
                 }
+                // The token may have created part of the pair: remove
+                // whatever carries this id, wait, then try again.
+                tracing::warn!(object = %label, attempt, "C_GenerateKeyPair failed with CKR_GENERAL_ERROR; retrying");
+                remove_partial(&s, &id, attempt);
                 result = s.generate_key_pair(
                     &Mechanism::EccKeyPairGen,
                     &public_template,
@@ -1403,16 +1420,13 @@ impl KeyCustody for Pkcs11Custody {
         // process-wide lock, until both halves exist.
         let _write = token.then(token_object_write_lock);
         let mut created = s.create_object(&template);
-        if token && matches!(created, Err(Error::Pkcs11(RvError::GeneralError, _))) {
-            // As for C_GenerateKeyPair: SoftHSM 2.6 sometimes fails a token
-            // object's creation with CKR_GENERAL_ERROR (seen once in a full
-            // test run); remove whatever carries this id, then try once more.
-            tracing::warn!(object = %label, "C_CreateObject failed with CKR_GENERAL_ERROR; retrying once");
-            if let Ok(partial) = s.find_objects(&[Attribute::Id(id.clone())]) {
-                for h in partial {
-                    let _ = s.destroy_object(h);
-                }
+        for attempt in 1..=GENERAL_ERROR_RETRIES {
+            if !(token && matches!(created, Err(Error::Pkcs11(RvError::GeneralError, _)))) {
+                break;
             }
+            // As for C_GenerateKeyPair (seen in full test runs).
+            tracing::warn!(object = %label, attempt, "C_CreateObject failed with CKR_GENERAL_ERROR; retrying");
+            remove_partial(&s, &id, attempt);
             created = s.create_object(&template);
         }
         for a in template.iter_mut() {
