@@ -54,6 +54,27 @@ struct Hs {
     bundles: Vec<KeyPackageBundle>,
 }
 
+/// The member's keys leave the token with it: its signature key, its
+/// leaf key and the init keys of bundles never used (keys already
+/// destroyed by the engine are not found, which is as good).
+impl Drop for Hs {
+    fn drop(&mut self) {
+        let custody = self.client.signer().custody.clone();
+        let mut keys = vec![self.client.signer().signature_key.clone()];
+        if let Some(g) = &self.group {
+            keys.push(g.own_leaf_key().clone());
+        }
+        keys.extend(self.bundles.iter().map(|b| b.init_key.clone()));
+        for k in &keys {
+            match custody.destroy(k) {
+                Ok(()) | Err(CustodyError::KeyNotFound(_)) => {}
+                Err(e) if std::thread::panicking() => eprintln!("destroying a test key: {e}"),
+                Err(e) => panic!("destroying a test key: {e}"),
+            }
+        }
+    }
+}
+
 impl Hs {
     fn new(custody: Arc<dyn KeyCustody>, name: &str) -> Self {
         let signer =
