@@ -184,6 +184,16 @@ static TOKEN_OBJECT_WRITES: Mutex<()> = Mutex::new(());
 /// transient, so a few attempts with a growing pause make it vanish.
 const GENERAL_ERROR_RETRIES: u32 = 4;
 
+/// The errors SoftHSM 2.6 returns now and then, for a valid template, when
+/// object creations race in several sessions: `CKR_GENERAL_ERROR`, and
+/// `CKR_TEMPLATE_INCONSISTENT` (seen in the custody and AS tests).
+fn is_transient_creation_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Pkcs11(RvError::GeneralError | RvError::TemplateInconsistent, _)
+    )
+}
+
 /// Removes whatever a failed creation left with this id, then pauses
 /// (10, 20, 40, 80 ms) before the next attempt.
 fn remove_partial(s: &Session, id: &[u8], attempt: u32) {
@@ -928,12 +938,12 @@ impl Pkcs11Custody {
                 &private_template,
             );
             for attempt in 1..=GENERAL_ERROR_RETRIES {
-                if !matches!(result, Err(Error::Pkcs11(RvError::GeneralError, _))) {
+                if !matches!(&result, Err(e) if is_transient_creation_error(e)) {
                     break;
                 }
                 // The token may have created part of the pair: remove
                 // whatever carries this id, wait, then try again.
-                tracing::warn!(object = %label, attempt, "C_GenerateKeyPair failed with CKR_GENERAL_ERROR; retrying");
+                tracing::warn!(object = %label, attempt, "C_GenerateKeyPair failed transiently; retrying");
                 remove_partial(&s, &id, attempt);
                 result = s.generate_key_pair(
                     &Mechanism::EccKeyPairGen,
@@ -1416,16 +1426,18 @@ impl KeyCustody for Pkcs11Custody {
             Attribute::Label(label.as_bytes().to_vec()),
         ];
         let s = self.pool.get()?;
-        // Token objects (imported signature keys) are written under the
-        // process-wide lock, until both halves exist.
-        let _write = token.then(token_object_write_lock);
+        // Written under the process-wide lock, until both halves exist:
+        // token objects (imported signature keys) and session objects
+        // (imported HPKE keys) alike, since SoftHSM refused a creation
+        // racing another thread's with CKR_TEMPLATE_INCONSISTENT.
+        let _write = token_object_write_lock();
         let mut created = s.create_object(&template);
         for attempt in 1..=GENERAL_ERROR_RETRIES {
-            if !(token && matches!(created, Err(Error::Pkcs11(RvError::GeneralError, _)))) {
+            if !matches!(&created, Err(e) if is_transient_creation_error(e)) {
                 break;
             }
             // As for C_GenerateKeyPair (seen in full test runs).
-            tracing::warn!(object = %label, attempt, "C_CreateObject failed with CKR_GENERAL_ERROR; retrying");
+            tracing::warn!(object = %label, attempt, "C_CreateObject failed transiently; retrying");
             remove_partial(&s, &id, attempt);
             created = s.create_object(&template);
         }
