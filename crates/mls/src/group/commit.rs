@@ -822,40 +822,16 @@ impl Group {
         let added: Vec<LeafIndex> = effects.adds.iter().map(|(i, _)| *i).collect();
         let commit_secret = match &commit.path {
             Some(path) => {
+                super::sender::check_path_credential(
+                    &self.state.tree,
+                    self.validator.as_ref(),
+                    committer,
+                    &path.leaf_node,
+                    &effects.removes,
+                )?;
                 let sender = match committer {
-                    Sender::Member(i) => {
-                        let old = self.state.tree.leaf(i).ok_or(GroupError::NotAMember(i))?;
-                        self.validator
-                            .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
-                        if !self
-                            .validator
-                            .valid_successor(&old.credential, &path.leaf_node.credential)
-                        {
-                            return Err(GroupError::InvalidCommit(
-                                CommitRule::PathCredentialNotSuccessor,
-                            ));
-                        }
-                        i
-                    }
+                    Sender::Member(i) => i,
                     _ => {
-                        self.validator
-                            .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
-                        // §12.4.3.2: a Remove in an external commit removes
-                        // the joiner's own old leaf (resync): its credential
-                        // or one the joiner's is a valid successor of (a
-                        // member that renewed its certificate).
-                        for (_, removed) in &effects.removes {
-                            if removed.credential != path.leaf_node.credential
-                                && !self.validator.valid_successor(
-                                    &removed.credential,
-                                    &path.leaf_node.credential,
-                                )
-                            {
-                                return Err(GroupError::InvalidCommit(
-                                    CommitRule::ExternalCommitRemovesOther,
-                                ));
-                            }
-                        }
                         // The joiner's leaf enters at the leftmost free
                         // position; a placeholder with a key foreign to the
                         // tree (the external_pub) stands for it until the

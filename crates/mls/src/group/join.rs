@@ -290,13 +290,11 @@ impl Group {
         ))];
         if let Some(old) = remove_old_leaf {
             let leaf = tree.leaf(old).ok_or(GroupError::NotAMember(old))?;
-            if leaf.credential != signer.credential
-                && !validator.valid_successor(&leaf.credential, &signer.credential)
-            {
-                return Err(GroupError::InvalidCommit(
-                    CommitRule::ExternalCommitRemovesOther,
-                ));
-            }
+            super::sender::check_resync_removal(
+                validator.as_ref(),
+                &leaf.credential,
+                &signer.credential,
+            )?;
             tree.remove_leaf(old)?;
             proposals.push(ProposalOrRef::Proposal(Proposal::Remove(codec::Remove {
                 removed: old,

@@ -29,6 +29,7 @@ mod public;
 mod reinit;
 mod saved;
 mod self_remove;
+mod sender;
 pub mod welcome;
 
 use std::collections::VecDeque;
@@ -1105,46 +1106,11 @@ impl Group {
         if !self.config.accept_public_handshakes {
             return Err(GroupError::WireFormatPolicy);
         }
-        let signature_key = match (&message.content.sender, &message.content.body) {
-            (Sender::Member(i), _) => self
-                .state
-                .tree
-                .leaf(*i)
-                .map(|l| l.signature_key.clone())
-                .ok_or(GroupError::NotAMember(*i))?,
-            (Sender::NewMemberCommit, FramedContentBody::Commit(c)) => c
-                .path
-                .as_ref()
-                .map(|p| p.leaf_node.signature_key.clone())
-                .ok_or(GroupError::InvalidCommit(
-                    CommitRule::ExternalCommitWithoutPath,
-                ))?,
-            (Sender::NewMemberProposal, FramedContentBody::Proposal(Proposal::Add(a))) => {
-                a.key_package.leaf_node.signature_key.clone()
-            }
-            // §12.1.8.1: a sender listed in the external_senders extension.
-            (Sender::External(i), FramedContentBody::Proposal(_)) => {
-                let senders = crate::codec::find_extension::<crate::codec::ExternalSenders>(
-                    &self.state.context.extensions,
-                )
-                .ok_or(GroupError::UnexpectedMessage(
-                    MessageRule::NoExternalSenders,
-                ))?
-                .map_err(GroupError::Malformed)?;
-                senders
-                    .0
-                    .get(*i as usize)
-                    .map(|s| s.signature_key.clone())
-                    .ok_or(GroupError::UnexpectedMessage(
-                        MessageRule::UnknownExternalSender,
-                    ))?
-            }
-            _ => {
-                return Err(GroupError::UnexpectedMessage(
-                    MessageRule::SenderCannotSendContent,
-                ));
-            }
-        };
+        let signature_key = sender::sender_signature_key(
+            &self.state.tree,
+            &self.state.context.extensions,
+            &message.content,
+        )?;
         let content = unprotect_public(
             self.cs,
             message,
@@ -1299,35 +1265,13 @@ impl Group {
         Ok(event)
     }
 
-    /// A member's handshake is refused when the credential of its current
-    /// leaf no longer validates (revoked, expired: RFC 9750 §"Handling
-    /// Authentication Failures"), unless the handshake itself brings the
-    /// sender's new leaf (an Update proposal, a commit with a path), whose
-    /// credential is validated instead: that is how a member renews an
-    /// expiring certificate. Application messages are not checked here
-    /// (one chain validation per message would cost more than the message);
-    /// an application refreshes its view with
-    /// `X509CredentialValidator::refused_members` and removes such members.
+    /// [`sender::check_sender_credential`], except for this member's own
+    /// messages.
     fn check_sender_credential(&self, content: &AuthenticatedContent) -> Result<(), GroupError> {
-        let Sender::Member(sender) = content.content.sender else {
-            return Ok(());
-        };
-        let brings_new_leaf = match &content.content.body {
-            FramedContentBody::Application(_) => return Ok(()),
-            FramedContentBody::Proposal(p) => matches!(p, Proposal::Update(_)),
-            FramedContentBody::Commit(c) => c.path.is_some(),
-        };
-        if brings_new_leaf || sender == self.state.own_leaf() {
+        if content.content.sender == Sender::Member(self.state.own_leaf()) {
             return Ok(());
         }
-        let leaf = self
-            .state
-            .tree
-            .leaf(sender)
-            .ok_or(GroupError::NotAMember(sender))?;
-        self.validator
-            .validate(&leaf.credential, &leaf.signature_key)
-            .map_err(|error| GroupError::SenderCredential { sender, error })
+        sender::check_sender_credential(&self.state.tree, self.validator.as_ref(), &content.content)
     }
 
     /// Checks a received proposal on its own (RFC 9420 §12.1).

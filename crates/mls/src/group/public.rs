@@ -284,7 +284,11 @@ impl PublicGroup {
             return Err(GroupError::UnexpectedMessage(MessageRule::NotPublicMessage));
         };
         let content = self.verify(m)?;
-        self.check_sender_credential(&content)?;
+        super::sender::check_sender_credential(
+            &self.tree,
+            self.validator.as_ref(),
+            &content.content,
+        )?;
         match &content.content.body {
             FramedContentBody::Proposal(proposal) => {
                 if self.proposals.len() >= MAX_OBSERVED_PROPOSALS {
@@ -317,31 +321,6 @@ impl PublicGroup {
         }
     }
 
-    /// As the members do ([`GroupError::SenderCredential`]): a member's
-    /// proposal or path-less commit is refused when the credential of its
-    /// current leaf no longer validates; an Update or a commit with a path
-    /// is judged by the credential it brings (renewal).
-    fn check_sender_credential(&self, content: &AuthenticatedContent) -> Result<(), GroupError> {
-        let Sender::Member(sender) = content.content.sender else {
-            return Ok(());
-        };
-        let brings_new_leaf = match &content.content.body {
-            FramedContentBody::Application(_) => return Ok(()),
-            FramedContentBody::Proposal(p) => matches!(p, Proposal::Update(_)),
-            FramedContentBody::Commit(c) => c.path.is_some(),
-        };
-        if brings_new_leaf {
-            return Ok(());
-        }
-        let leaf = self
-            .tree
-            .leaf(sender)
-            .ok_or(GroupError::NotAMember(sender))?;
-        self.validator
-            .validate(&leaf.credential, &leaf.signature_key)
-            .map_err(|error| GroupError::SenderCredential { sender, error })
-    }
-
     /// The sender's key, then every public check of §6.2 but the
     /// membership tag's value.
     fn verify(&self, m: PublicMessage) -> Result<AuthenticatedContent, GroupError> {
@@ -354,42 +333,8 @@ impl PublicGroup {
                 current: self.context.epoch,
             });
         }
-        let signature_key = match (&m.content.sender, &m.content.body) {
-            (Sender::Member(i), _) => self
-                .tree
-                .leaf(*i)
-                .map(|l| l.signature_key.clone())
-                .ok_or(GroupError::NotAMember(*i))?,
-            (Sender::NewMemberCommit, FramedContentBody::Commit(c)) => c
-                .path
-                .as_ref()
-                .map(|p| p.leaf_node.signature_key.clone())
-                .ok_or(GroupError::InvalidCommit(
-                    CommitRule::ExternalCommitWithoutPath,
-                ))?,
-            (Sender::NewMemberProposal, FramedContentBody::Proposal(Proposal::Add(a))) => {
-                a.key_package.leaf_node.signature_key.clone()
-            }
-            (Sender::External(i), FramedContentBody::Proposal(_)) => {
-                let senders = find_extension::<codec::ExternalSenders>(&self.context.extensions)
-                    .ok_or(GroupError::UnexpectedMessage(
-                        MessageRule::NoExternalSenders,
-                    ))?
-                    .map_err(GroupError::Malformed)?;
-                senders
-                    .0
-                    .get(*i as usize)
-                    .map(|s| s.signature_key.clone())
-                    .ok_or(GroupError::UnexpectedMessage(
-                        MessageRule::UnknownExternalSender,
-                    ))?
-            }
-            _ => {
-                return Err(GroupError::UnexpectedMessage(
-                    MessageRule::SenderCannotSendContent,
-                ));
-            }
-        };
+        let signature_key =
+            super::sender::sender_signature_key(&self.tree, &self.context.extensions, &m.content)?;
         Ok(verify_public_without_membership(
             self.cs,
             m,
@@ -455,36 +400,16 @@ impl PublicGroup {
         let external = committer == Sender::NewMemberCommit;
         match &commit.path {
             Some(path) => {
+                super::sender::check_path_credential(
+                    &self.tree,
+                    self.validator.as_ref(),
+                    committer,
+                    &path.leaf_node,
+                    &effects.removes,
+                )?;
                 let sender = match committer {
-                    Sender::Member(i) => {
-                        let old = self.tree.leaf(i).ok_or(GroupError::NotAMember(i))?;
-                        self.validator
-                            .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
-                        if !self
-                            .validator
-                            .valid_successor(&old.credential, &path.leaf_node.credential)
-                        {
-                            return Err(GroupError::InvalidCommit(
-                                CommitRule::PathCredentialNotSuccessor,
-                            ));
-                        }
-                        i
-                    }
+                    Sender::Member(i) => i,
                     _ => {
-                        self.validator
-                            .validate(&path.leaf_node.credential, &path.leaf_node.signature_key)?;
-                        for (_, removed) in &effects.removes {
-                            if removed.credential != path.leaf_node.credential
-                                && !self.validator.valid_successor(
-                                    &removed.credential,
-                                    &path.leaf_node.credential,
-                                )
-                            {
-                                return Err(GroupError::InvalidCommit(
-                                    CommitRule::ExternalCommitRemovesOther,
-                                ));
-                            }
-                        }
                         // The joiner's leaf enters at the leftmost free
                         // position; the UpdatePath then replaces it. The
                         // placeholder's encryption key (the members use
