@@ -27,5 +27,6 @@ case!(
     messages,
     stored_once_and_acknowledged,
     welcomes_and_purge,
-    races
+    races,
+    mixed_messages
 );
