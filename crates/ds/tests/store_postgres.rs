@@ -28,5 +28,6 @@ case!(
     stored_once_and_acknowledged,
     welcomes_and_purge,
     races,
-    mixed_messages
+    mixed_messages,
+    ordered_batch
 );

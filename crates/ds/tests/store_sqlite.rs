@@ -32,7 +32,8 @@ case!(
     stored_once_and_acknowledged,
     welcomes_and_purge,
     races,
-    mixed_messages
+    mixed_messages,
+    ordered_batch
 );
 
 /// The mixed run again with a writer that waits 100 ms for more: the
