@@ -90,11 +90,16 @@ pub enum SizedValue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublicKeyFault {
-    /// Not the suite's encoding (for P-256: 65 bytes, uncompressed SEC1,
-    /// starting 0x04).
-    #[error("not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)")]
+    /// Not the suite's encoding (for the NIST curves: an uncompressed SEC1
+    /// point starting 0x04, 65/97/133 bytes; for X25519 and Ed25519: 32
+    /// bytes).
+    #[error("not the suite's key encoding (its length or SEC1 form)")]
     Encoding,
     /// Well encoded, but not a point of the curve (or the identity).
-    #[error("not a point on the P-256 curve")]
+    #[error("not a point on the curve")]
     NotOnCurve,
+    /// An X25519 key whose Diffie-Hellman value is all zero: a low-order
+    /// point (RFC 9180 §7.1.4, RFC 7748 §6.1).
+    #[error("low-order point: the Diffie-Hellman value is all zero")]
+    LowOrder,
 }

@@ -13,21 +13,30 @@
 //! key may sit in a token. HPKE sealing, verification and the KDF run in
 //! software.
 //!
-//! Implemented suites: 0x0002 (MLS_128_DHKEMP256_AES128GCM_SHA256_P256).
-//! Every other suite is one module away: implement [`CipherSuiteProvider`]
-//! for it and add it to [`CipherSuite::provider`].
+//! Implemented suites: 0x0001 and 0x0003 (X25519/Ed25519, one generic
+//! [`X25519Suite`] over the AEAD), 0x0002 (P-256), 0x0005 (P-521) and 0x0007
+//! (P-384) (one generic [`NistSuite`] over curve, hash and AEAD). The X448
+//! suites (0x0004, 0x0006) are not implemented.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod encoding;
 mod error;
 pub mod hpke;
+mod nist;
 mod p256_sha256_aes128gcm;
+mod primitives;
 mod secret;
 mod suite;
+mod x25519_ed25519;
 
 pub use error::{CryptoError, PublicKeyFault, SizedValue};
+pub use nist::{NistSuite, P384Sha384Aes256Gcm, P521Sha512Aes256Gcm};
 pub use p256_sha256_aes128gcm::P256Sha256Aes128Gcm;
+pub use x25519_ed25519::{
+    X25519Aes128GcmSha256Ed25519, X25519ChaCha20Poly1305Sha256Ed25519, X25519Suite,
+};
+pub use primitives::{SuiteAead, SuiteHash};
 pub use secret::{Digest, MAX_DIGEST_LEN, Secret};
 pub use suite::{
     CipherSuite, CipherSuiteProvider, HpkePrivateKey, HpkePublicKey, HpkeRecipient, HpkeSuite,

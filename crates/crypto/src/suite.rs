@@ -17,9 +17,9 @@ use crate::{CryptoError, Digest, MLS_LABEL_PREFIX, Secret, hpke};
 pub struct CipherSuite(pub u16);
 
 impl CipherSuite {
-    /// 0x0001.
+    /// 0x0001, mandatory to implement (RFC 9420 §17.1).
     pub const MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519: Self = Self(0x0001);
-    /// 0x0002, the suite hsmls implements.
+    /// 0x0002.
     pub const MLS_128_DHKEMP256_AES128GCM_SHA256_P256: Self = Self(0x0002);
     /// 0x0003.
     pub const MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_ED25519: Self = Self(0x0003);
@@ -32,13 +32,30 @@ impl CipherSuite {
     /// 0x0007.
     pub const MLS_256_DHKEMP384_AES256GCM_SHA384_P384: Self = Self(0x0007);
 
+    /// Every suite this build implements, in code-point order.
+    pub const IMPLEMENTED: [CipherSuite; 5] = [
+        Self::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519,
+        Self::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+        Self::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_ED25519,
+        Self::MLS_256_DHKEMP521_AES256GCM_SHA512_P521,
+        Self::MLS_256_DHKEMP384_AES256GCM_SHA384_P384,
+    ];
+
     /// The implementation of this suite, or
     /// [`CryptoError::UnsupportedCipherSuite`].
     pub fn provider(self) -> Result<&'static dyn CipherSuiteProvider, CryptoError> {
         match self {
+            Self::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519 => {
+                Ok(&crate::x25519_ed25519::X25519_AES128GCM_SUITE)
+            }
             Self::MLS_128_DHKEMP256_AES128GCM_SHA256_P256 => {
                 Ok(&crate::p256_sha256_aes128gcm::SUITE)
             }
+            Self::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_ED25519 => {
+                Ok(&crate::x25519_ed25519::X25519_CHACHA20POLY1305_SUITE)
+            }
+            Self::MLS_256_DHKEMP521_AES256GCM_SHA512_P521 => Ok(&crate::nist::P521_SUITE),
+            Self::MLS_256_DHKEMP384_AES256GCM_SHA384_P384 => Ok(&crate::nist::P384_SUITE),
             CipherSuite(other) => Err(CryptoError::UnsupportedCipherSuite(other)),
         }
     }

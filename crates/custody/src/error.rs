@@ -10,7 +10,8 @@ pub enum CustodyError {
     #[error("invalid public key: {0}")]
     InvalidPublicKey(PointFault),
     /// An imported private key is not a valid key of its algorithm (for
-    /// P-256: not a 32-byte scalar in [1, n-1]).
+    /// the NIST curves: not an Nsk-byte scalar in [1, n-1]; for X25519 and
+    /// Ed25519: not 32 bytes).
     #[error("invalid private key: not a valid {0} private key")]
     InvalidPrivateKey(KeySpec),
     /// A digest given to `sign_prehash` is not as long as the scheme's hash
@@ -23,6 +24,13 @@ pub enum CustodyError {
         expected: usize,
         /// The length given.
         actual: usize,
+    },
+    /// `sign_prehash` was asked of a scheme that signs the whole message,
+    /// not a digest (Ed25519 is PureEdDSA, RFC 8032 §5.1.6): use `sign`.
+    #[error("{scheme} signs the whole message, not a digest")]
+    PrehashNotApplicable {
+        /// The key's signature scheme.
+        scheme: SignatureScheme,
     },
     /// The key exists but was generated for another purpose.
     #[error("{operation} needs a {expected} key, but this is a {actual} key")]
@@ -115,13 +123,18 @@ pub enum CustodyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PointFault {
-    /// Not the algorithm's encoding (for P-256: 65 bytes, uncompressed
-    /// SEC1, starting 0x04).
-    #[error("not an uncompressed SEC1 P-256 point (65 bytes starting 0x04)")]
+    /// Not the algorithm's encoding (for the NIST curves: an uncompressed
+    /// SEC1 point starting 0x04, 65/97/133 bytes; for X25519 and Ed25519:
+    /// 32 bytes).
+    #[error("not the key encoding of the algorithm (its length or SEC1 form)")]
     Encoding,
     /// Well encoded, but not a point of the curve (or the identity).
-    #[error("point is not on the P-256 curve")]
+    #[error("point is not on the curve")]
     NotOnCurve,
+    /// An X25519 key whose Diffie-Hellman value is all zero: a low-order
+    /// point (RFC 7748 §6.1, RFC 9180 §7.1.4).
+    #[error("low-order point: the Diffie-Hellman value is all zero")]
+    LowOrder,
     /// A token's `CKA_EC_POINT` holds no point of the key's curve (neither
     /// a DER OCTET STRING of one nor a bare one).
     #[error("CKA_EC_POINT does not hold a point of the key's curve")]

@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
+use p256::elliptic_curve;
+use sha2::{Digest, Sha256, Sha384, Sha512};
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::CustodyError;
@@ -22,6 +23,16 @@ pub enum SignatureScheme {
     /// `ecdsa_secp256r1_sha256` (0x0403): ECDSA over P-256 with SHA-256,
     /// ASN.1 DER signatures (RFC 9420 §5.1.2). Cipher suite 0x0002.
     EcdsaSecp256r1Sha256,
+    /// `ecdsa_secp384r1_sha384` (0x0503): ECDSA over P-384 with SHA-384,
+    /// DER signatures. Cipher suite 0x0007.
+    EcdsaSecp384r1Sha384,
+    /// `ecdsa_secp521r1_sha512` (0x0603): ECDSA over P-521 with SHA-512,
+    /// DER signatures. Cipher suite 0x0005.
+    EcdsaSecp521r1Sha512,
+    /// `ed25519` (0x0807): PureEdDSA over edwards25519 (RFC 8032 §5.1),
+    /// which signs the message itself, not a digest of it. Cipher suites
+    /// 0x0001 and 0x0003.
+    Ed25519,
 }
 
 impl SignatureScheme {
@@ -29,6 +40,9 @@ impl SignatureScheme {
     pub const fn value(self) -> u16 {
         match self {
             SignatureScheme::EcdsaSecp256r1Sha256 => 0x0403,
+            SignatureScheme::EcdsaSecp384r1Sha384 => 0x0503,
+            SignatureScheme::EcdsaSecp521r1Sha512 => 0x0603,
+            SignatureScheme::Ed25519 => 0x0807,
         }
     }
 
@@ -36,46 +50,65 @@ impl SignatureScheme {
     pub const fn name(self) -> &'static str {
         match self {
             SignatureScheme::EcdsaSecp256r1Sha256 => "ecdsa_secp256r1_sha256",
+            SignatureScheme::EcdsaSecp384r1Sha384 => "ecdsa_secp384r1_sha384",
+            SignatureScheme::EcdsaSecp521r1Sha512 => "ecdsa_secp521r1_sha512",
+            SignatureScheme::Ed25519 => "ed25519",
         }
     }
 
     /// Length of the digest that [`KeyCustody::sign_prehash`] takes: the
-    /// output length of the scheme's hash.
+    /// output length of the scheme's hash; `None` for a scheme that signs
+    /// the whole message (Ed25519).
     ///
     /// [`KeyCustody::sign_prehash`]: crate::KeyCustody::sign_prehash
-    pub const fn prehash_len(self) -> usize {
+    pub const fn prehash_len(self) -> Option<usize> {
         match self {
-            SignatureScheme::EcdsaSecp256r1Sha256 => 32,
+            SignatureScheme::EcdsaSecp256r1Sha256 => Some(32),
+            SignatureScheme::EcdsaSecp384r1Sha384 => Some(48),
+            SignatureScheme::EcdsaSecp521r1Sha512 => Some(64),
+            SignatureScheme::Ed25519 => None,
         }
     }
 
     /// The scheme's hash of `message`: what [`KeyCustody::sign_prehash`]
     /// signs when [`KeyCustody::sign`] is given `message` (SHA-256 for
-    /// `ecdsa_secp256r1_sha256`).
+    /// `ecdsa_secp256r1_sha256`, SHA-384 and SHA-512 for P-384 and P-521);
+    /// `None` for Ed25519, which signs the message itself.
     ///
     /// [`KeyCustody::sign_prehash`]: crate::KeyCustody::sign_prehash
     /// [`KeyCustody::sign`]: crate::KeyCustody::sign
-    pub fn prehash(self, message: &[u8]) -> Vec<u8> {
+    pub fn prehash(self, message: &[u8]) -> Option<Vec<u8>> {
         match self {
-            SignatureScheme::EcdsaSecp256r1Sha256 => Sha256::digest(message).to_vec(),
+            SignatureScheme::EcdsaSecp256r1Sha256 => Some(Sha256::digest(message).to_vec()),
+            SignatureScheme::EcdsaSecp384r1Sha384 => Some(Sha384::digest(message).to_vec()),
+            SignatureScheme::EcdsaSecp521r1Sha512 => Some(Sha512::digest(message).to_vec()),
+            SignatureScheme::Ed25519 => None,
         }
     }
 
-    /// Length of an encoded public key (`SignaturePublicKey`): 65 bytes,
-    /// uncompressed SEC1, for P-256.
+    /// Length of an encoded public key (`SignaturePublicKey`): the
+    /// uncompressed SEC1 point for ECDSA (65, 97, 133 bytes), 32 bytes for
+    /// Ed25519 (RFC 8032 §5.1.5).
     pub const fn public_key_len(self) -> usize {
         match self {
             SignatureScheme::EcdsaSecp256r1Sha256 => 65,
+            SignatureScheme::EcdsaSecp384r1Sha384 => 97,
+            SignatureScheme::EcdsaSecp521r1Sha512 => 133,
+            SignatureScheme::Ed25519 => 32,
         }
     }
 
     /// Length of an encoded private key (for [`KeyCustody::import`]): the
-    /// 32-byte big-endian scalar for P-256.
+    /// big-endian scalar for ECDSA (32, 48, 66 bytes), the 32-byte seed for
+    /// Ed25519 (RFC 8032 §5.1.5).
     ///
     /// [`KeyCustody::import`]: crate::KeyCustody::import
     pub const fn private_key_len(self) -> usize {
         match self {
             SignatureScheme::EcdsaSecp256r1Sha256 => 32,
+            SignatureScheme::EcdsaSecp384r1Sha384 => 48,
+            SignatureScheme::EcdsaSecp521r1Sha512 => 66,
+            SignatureScheme::Ed25519 => 32,
         }
     }
 }
@@ -97,6 +130,13 @@ impl fmt::Display for SignatureScheme {
 pub enum KemAlgorithm {
     /// `DHKEM(P-256, HKDF-SHA256)` (0x0010). Cipher suite 0x0002.
     DhKemP256HkdfSha256,
+    /// `DHKEM(P-384, HKDF-SHA384)` (0x0011). Cipher suite 0x0007.
+    DhKemP384HkdfSha384,
+    /// `DHKEM(P-521, HKDF-SHA512)` (0x0012). Cipher suite 0x0005.
+    DhKemP521HkdfSha512,
+    /// `DHKEM(X25519, HKDF-SHA256)` (0x0020). Cipher suites 0x0001 and
+    /// 0x0003.
+    DhKemX25519HkdfSha256,
 }
 
 impl KemAlgorithm {
@@ -104,6 +144,9 @@ impl KemAlgorithm {
     pub const fn kem_id(self) -> u16 {
         match self {
             KemAlgorithm::DhKemP256HkdfSha256 => 0x0010,
+            KemAlgorithm::DhKemP384HkdfSha384 => 0x0011,
+            KemAlgorithm::DhKemP521HkdfSha512 => 0x0012,
+            KemAlgorithm::DhKemX25519HkdfSha256 => 0x0020,
         }
     }
 
@@ -111,32 +154,47 @@ impl KemAlgorithm {
     pub const fn name(self) -> &'static str {
         match self {
             KemAlgorithm::DhKemP256HkdfSha256 => "DHKEM(P-256, HKDF-SHA256)",
+            KemAlgorithm::DhKemP384HkdfSha384 => "DHKEM(P-384, HKDF-SHA384)",
+            KemAlgorithm::DhKemP521HkdfSha512 => "DHKEM(P-521, HKDF-SHA512)",
+            KemAlgorithm::DhKemX25519HkdfSha256 => "DHKEM(X25519, HKDF-SHA256)",
         }
     }
 
     /// `Ndh`: length of the Diffie-Hellman value that [`KeyCustody::dh`]
-    /// returns (RFC 9180 §4.1; the x-coordinate, 32 bytes, for P-256).
+    /// returns (RFC 9180 §4.1, §7.1: the x-coordinate for the NIST curves,
+    /// 32/48/66 bytes; the 32-byte X25519 output).
     ///
     /// [`KeyCustody::dh`]: crate::KeyCustody::dh
     pub const fn n_dh(self) -> usize {
         match self {
             KemAlgorithm::DhKemP256HkdfSha256 => 32,
+            KemAlgorithm::DhKemP384HkdfSha384 => 48,
+            KemAlgorithm::DhKemP521HkdfSha512 => 66,
+            KemAlgorithm::DhKemX25519HkdfSha256 => 32,
         }
     }
 
     /// `Npk`: length of an encoded public key (RFC 9180 §7.1; uncompressed
-    /// SEC1, 65 bytes, for P-256). Also `Nenc`.
+    /// SEC1 for the NIST curves, 65/97/133 bytes; 32 for X25519). Also
+    /// `Nenc`.
     pub const fn n_pk(self) -> usize {
         match self {
             KemAlgorithm::DhKemP256HkdfSha256 => 65,
+            KemAlgorithm::DhKemP384HkdfSha384 => 97,
+            KemAlgorithm::DhKemP521HkdfSha512 => 133,
+            KemAlgorithm::DhKemX25519HkdfSha256 => 32,
         }
     }
 
-    /// `Nsk`: length of an encoded private key (RFC 9180 §7.1; the 32-byte
-    /// big-endian scalar for P-256).
+    /// `Nsk`: length of an encoded private key (RFC 9180 §7.1; the
+    /// big-endian scalar for the NIST curves, 32/48/66 bytes; 32 for
+    /// X25519).
     pub const fn n_sk(self) -> usize {
         match self {
             KemAlgorithm::DhKemP256HkdfSha256 => 32,
+            KemAlgorithm::DhKemP384HkdfSha384 => 48,
+            KemAlgorithm::DhKemP521HkdfSha512 => 66,
+            KemAlgorithm::DhKemX25519HkdfSha256 => 32,
         }
     }
 }
@@ -189,6 +247,33 @@ impl KeySpec {
         KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256);
     /// The HPKE key of cipher suite 0x0002 (`DHKEM(P-256, HKDF-SHA256)`).
     pub const DHKEM_P256_HKDF_SHA256: KeySpec = KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256);
+    /// The signature key of cipher suite 0x0007 (`ecdsa_secp384r1_sha384`).
+    pub const ECDSA_SECP384R1_SHA384: KeySpec =
+        KeySpec::Signature(SignatureScheme::EcdsaSecp384r1Sha384);
+    /// The HPKE key of cipher suite 0x0007 (`DHKEM(P-384, HKDF-SHA384)`).
+    pub const DHKEM_P384_HKDF_SHA384: KeySpec = KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384);
+    /// The signature key of cipher suite 0x0005 (`ecdsa_secp521r1_sha512`).
+    pub const ECDSA_SECP521R1_SHA512: KeySpec =
+        KeySpec::Signature(SignatureScheme::EcdsaSecp521r1Sha512);
+    /// The HPKE key of cipher suite 0x0005 (`DHKEM(P-521, HKDF-SHA512)`).
+    pub const DHKEM_P521_HKDF_SHA512: KeySpec = KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512);
+    /// The signature key of cipher suites 0x0001 and 0x0003 (`ed25519`).
+    pub const ED25519: KeySpec = KeySpec::Signature(SignatureScheme::Ed25519);
+    /// The HPKE key of cipher suites 0x0001 and 0x0003
+    /// (`DHKEM(X25519, HKDF-SHA256)`).
+    pub const DHKEM_X25519_HKDF_SHA256: KeySpec =
+        KeySpec::Kem(KemAlgorithm::DhKemX25519HkdfSha256);
+    /// Every key spec hsmls knows, for tests and probes.
+    pub const ALL: [KeySpec; 8] = [
+        KeySpec::ECDSA_SECP256R1_SHA256,
+        KeySpec::DHKEM_P256_HKDF_SHA256,
+        KeySpec::ECDSA_SECP384R1_SHA384,
+        KeySpec::DHKEM_P384_HKDF_SHA384,
+        KeySpec::ECDSA_SECP521R1_SHA512,
+        KeySpec::DHKEM_P521_HKDF_SHA512,
+        KeySpec::ED25519,
+        KeySpec::DHKEM_X25519_HKDF_SHA256,
+    ];
 
     /// Whether this is a signature key or an HPKE key.
     pub const fn purpose(self) -> KeyPurpose {
@@ -226,24 +311,65 @@ impl fmt::Display for KeySpec {
     }
 }
 
-/// Parses an uncompressed SEC1 P-256 point (`0x04 ‖ X ‖ Y`, on the curve,
-/// not the identity).
-pub(crate) fn parse_p256(bytes: &[u8]) -> Result<p256::PublicKey, CustodyError> {
-    if bytes.len() != 65 || bytes[0] != 0x04 {
+/// Parses an uncompressed SEC1 point of curve `C` (`0x04 ‖ X ‖ Y`, on
+/// the curve, not the identity).
+pub(crate) fn parse_sec1<C>(bytes: &[u8]) -> Result<elliptic_curve::PublicKey<C>, CustodyError>
+where
+    C: elliptic_curve::CurveArithmetic,
+    elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
+    elliptic_curve::AffinePoint<C>:
+        elliptic_curve::sec1::FromEncodedPoint<C> + elliptic_curve::sec1::ToEncodedPoint<C>,
+{
+    let field = <elliptic_curve::FieldBytesSize<C> as elliptic_curve::generic_array::typenum::Unsigned>::USIZE;
+    if bytes.len() != 1 + 2 * field || bytes[0] != 0x04 {
         return Err(CustodyError::InvalidPublicKey(crate::PointFault::Encoding));
     }
-    p256::PublicKey::from_sec1_bytes(bytes)
+    elliptic_curve::PublicKey::<C>::from_sec1_bytes(bytes)
         .map_err(|_| CustodyError::InvalidPublicKey(crate::PointFault::NotOnCurve))
 }
 
-/// Checks that `bytes` is a valid public key of `spec` (for the P-256
-/// algorithms: an uncompressed SEC1 point on the curve). Peer keys are
-/// always checked in software before they reach a token (a token's own
-/// checks vary).
+/// Parses an uncompressed SEC1 P-256 point.
+pub(crate) fn parse_p256(bytes: &[u8]) -> Result<p256::PublicKey, CustodyError> {
+    parse_sec1::<p256::NistP256>(bytes)
+}
+
+/// Parses a 32-byte X25519 public key (RFC 7748 §5: any 32 bytes; a
+/// low-order point is refused when its Diffie-Hellman value is all zero).
+pub(crate) fn parse_x25519(bytes: &[u8]) -> Result<x25519_dalek::PublicKey, CustodyError> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| CustodyError::InvalidPublicKey(crate::PointFault::Encoding))?;
+    Ok(x25519_dalek::PublicKey::from(bytes))
+}
+
+/// Parses a 32-byte Ed25519 public key (RFC 8032 §5.1.3: a valid point
+/// encoding).
+pub(crate) fn parse_ed25519(bytes: &[u8]) -> Result<ed25519_dalek::VerifyingKey, CustodyError> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| CustodyError::InvalidPublicKey(crate::PointFault::Encoding))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| CustodyError::InvalidPublicKey(crate::PointFault::NotOnCurve))
+}
+
+/// Checks that `bytes` is a valid public key of `spec` (for the NIST
+/// algorithms: an uncompressed SEC1 point on the curve; Ed25519: a point
+/// encoding; X25519: 32 bytes). Peer keys are always checked in software
+/// before they reach a token (a token's own checks vary).
 pub(crate) fn validate_public_key(spec: KeySpec, bytes: &[u8]) -> Result<(), CustodyError> {
     match spec {
         KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
         | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => parse_p256(bytes).map(drop),
+        KeySpec::Signature(SignatureScheme::EcdsaSecp384r1Sha384)
+        | KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => {
+            parse_sec1::<p384::NistP384>(bytes).map(drop)
+        }
+        KeySpec::Signature(SignatureScheme::EcdsaSecp521r1Sha512)
+        | KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => {
+            parse_sec1::<p521::NistP521>(bytes).map(drop)
+        }
+        KeySpec::Signature(SignatureScheme::Ed25519) => parse_ed25519(bytes).map(drop),
+        KeySpec::Kem(KemAlgorithm::DhKemX25519HkdfSha256) => parse_x25519(bytes).map(drop),
     }
 }
 
@@ -499,8 +625,8 @@ mod tests {
             (ecdsa.value(), ecdsa.name()),
             (0x0403, "ecdsa_secp256r1_sha256")
         );
-        assert_eq!(ecdsa.prehash_len(), 32);
-        assert_eq!(ecdsa.prehash(b"abc").len(), 32);
+        assert_eq!(ecdsa.prehash_len(), Some(32));
+        assert_eq!(ecdsa.prehash(b"abc").map(|d| d.len()), Some(32));
         let kem = KemAlgorithm::DhKemP256HkdfSha256;
         assert_eq!(
             (kem.kem_id(), kem.name()),

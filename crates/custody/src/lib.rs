@@ -76,14 +76,16 @@ pub trait KeyCustody: Send + Sync + fmt::Debug {
 
     /// Signs `prehash`, a digest of the scheme's hash
     /// ([`SignatureScheme::prehash_len`] bytes, else
-    /// [`CustodyError::PrehashLength`]). For ECDSA the result is an ASN.1
+    /// [`CustodyError::PrehashLength`]; a scheme that signs the whole
+    /// message, Ed25519, is [`CustodyError::PrehashNotApplicable`]). For ECDSA the result is an ASN.1
     /// DER signature normalised to low S (RFC 9420 §5.1.2 uses DER for
     /// ECDSA).
     fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError>;
 
     /// Signs a whole message (`Signature.Sign` of RFC 9420 §5.1.2). For
     /// ECDSA: [`sign_prehash`](Self::sign_prehash) of
-    /// [`SignatureScheme::prehash`]`(message)`.
+    /// [`SignatureScheme::prehash`]`(message)`; for Ed25519, PureEdDSA over
+    /// the message (RFC 8032 §5.1.6).
     fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError>;
 
     /// The Diffie-Hellman step of the key's KEM (`DH(skR, pkE)` in
@@ -137,14 +139,16 @@ impl<T: KeyCustody + ?Sized> KeyCustody for std::sync::Arc<T> {
 
 /// Checks that `prehash` has the length `scheme` signs
 /// ([`CustodyError::PrehashLength`] otherwise); for backends.
+/// A scheme that signs whole messages (Ed25519) is
+/// [`CustodyError::PrehashNotApplicable`].
 pub(crate) fn check_prehash(scheme: SignatureScheme, prehash: &[u8]) -> Result<(), CustodyError> {
-    if prehash.len() == scheme.prehash_len() {
-        Ok(())
-    } else {
-        Err(CustodyError::PrehashLength {
+    match scheme.prehash_len() {
+        None => Err(CustodyError::PrehashNotApplicable { scheme }),
+        Some(expected) if prehash.len() == expected => Ok(()),
+        Some(expected) => Err(CustodyError::PrehashLength {
             scheme,
-            expected: scheme.prehash_len(),
+            expected,
             actual: prehash.len(),
-        })
+        }),
     }
 }

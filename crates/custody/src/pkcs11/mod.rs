@@ -129,10 +129,22 @@ const P256: Curve = Curve {
     bits: 256,
 };
 
-fn curve(spec: KeySpec) -> &'static Curve {
+/// The token curve of `spec`, or [`CustodyError::Unsupported`]: this
+/// backend holds the P-256 keys of suite 0x0002 only (yet).
+fn curve(spec: KeySpec) -> Result<&'static Curve, CustodyError> {
     match spec {
         KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
-        | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => &P256,
+        | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => Ok(&P256),
+        _ => Err(not_in_token(spec)),
+    }
+}
+
+/// [`CustodyError::Unsupported`] for a key spec the PKCS#11 backend does
+/// not hold (yet): every spec but suite 0x0002's.
+fn not_in_token(spec: KeySpec) -> CustodyError {
+    CustodyError::Unsupported {
+        spec,
+        reason: "the PKCS#11 backend holds P-256 keys only (suite 0x0002)".into(),
     }
 }
 
@@ -287,13 +299,16 @@ enum Offer {
 /// The mechanisms a token lacks for keys of `spec`, by PKCS#11 name, given
 /// what it said about each needed mechanism.
 fn missing_mechanisms(spec: KeySpec, offer: &dyn Fn(MechanismType) -> Offer) -> Vec<String> {
-    let bits = curve(spec).bits;
+    let Ok(curve) = curve(spec) else {
+        return vec![format!("{spec} in this backend")];
+    };
+    let bits = curve.bits;
     let mut needed = vec![MechanismType::ECC_KEY_PAIR_GEN];
-    match spec {
-        KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256) => {
+    match spec.purpose() {
+        KeyPurpose::Signature => {
             needed.push(MechanismType::ECDSA);
         }
-        KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => needed.extend([
+        KeyPurpose::Hpke => needed.extend([
             MechanismType::ECDH1_DERIVE,
             MechanismType::AES_KEY_GEN,
             MechanismType::AES_KEY_WRAP_PAD,
@@ -910,7 +925,7 @@ impl Pkcs11Custody {
         let label = label_for(KeyPurpose::Signature, &id);
         let public_template = [
             Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(curve(spec).params.to_vec()),
+            Attribute::EcParams(curve(spec)?.params.to_vec()),
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
@@ -981,7 +996,7 @@ impl Pkcs11Custody {
         let label = label_for(KeyPurpose::Hpke, &id);
         let public_template = [
             Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(curve(spec).params.to_vec()),
+            Attribute::EcParams(curve(spec)?.params.to_vec()),
             Attribute::Token(false),
             Attribute::Private(false),
         ];
@@ -1403,6 +1418,7 @@ impl KeyCustody for Pkcs11Custody {
                     .map_err(|_| CustodyError::InvalidPrivateKey(spec))?;
                 PublicKey::new(spec, secret.public_key().to_encoded_point(false).as_bytes())?
             }
+            _ => return Err(not_in_token(spec)),
         };
         let purpose = spec.purpose();
         let id = new_id();
@@ -1411,7 +1427,7 @@ impl KeyCustody for Pkcs11Custody {
         let mut template = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(curve(spec).params.to_vec()),
+            Attribute::EcParams(curve(spec)?.params.to_vec()),
             Attribute::Value(private_key.to_vec()),
             Attribute::Token(token),
             Attribute::Private(true),
@@ -1456,7 +1472,7 @@ impl KeyCustody for Pkcs11Custody {
                 let public_template = [
                     Attribute::Class(ObjectClass::PUBLIC_KEY),
                     Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(curve(spec).params.to_vec()),
+                    Attribute::EcParams(curve(spec)?.params.to_vec()),
                     Attribute::EcPoint(encode_ec_point(&point)),
                     Attribute::Token(true),
                     Attribute::Private(false),
@@ -1502,6 +1518,7 @@ impl KeyCustody for Pkcs11Custody {
                                 }
                             })?
                         }
+                        _ => return Err(not_in_token(key.spec())),
                     };
                     let sig = sig.normalize_s().unwrap_or(sig);
                     return Ok(sig.to_der().as_bytes().to_vec());
@@ -1519,13 +1536,15 @@ impl KeyCustody for Pkcs11Custody {
     /// the digest in the token.
     fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
         let scheme = key.signature_scheme("sign")?;
-        self.sign_prehash(key, &scheme.prehash(message))
+        let prehash = scheme.prehash(message).ok_or_else(|| not_in_token(key.spec()))?;
+        self.sign_prehash(key, &prehash)
     }
 
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
         let kem = key.kem("ECDH")?;
         match kem {
             KemAlgorithm::DhKemP256HkdfSha256 => parse_p256(peer_public_key).map(drop)?,
+            _ => return Err(not_in_token(key.spec())),
         }
         for attempt in 0..2 {
             let (id, handle) = self.resolve(key, "ECDH")?;
