@@ -80,6 +80,24 @@ pub struct CaseCounter {
     file: &'static str,
     ran: usize,
     skipped: usize,
+    /// Cases run and skipped per cipher suite, for
+    /// [`CaseCounter::finish_per_suite`].
+    ran_by_suite: std::collections::BTreeMap<u16, usize>,
+    skipped_by_suite: std::collections::BTreeMap<u16, usize>,
+}
+
+/// The cipher suites hsmls implements (RFC 9420 §17.1): 0x0001, 0x0002,
+/// 0x0003, 0x0005, 0x0007.
+pub const IMPLEMENTED_SUITES: [u16; 5] = [0x0001, 0x0002, 0x0003, 0x0005, 0x0007];
+
+/// The only suites a vector test may skip: X448/Ed448 (0x0004, 0x0006),
+/// which hsmls does not implement.
+pub const UNIMPLEMENTED_SUITES: [u16; 2] = [0x0004, 0x0006];
+
+/// `n` cases for each implemented suite: the expectation of the vector
+/// files with the same number of cases per suite.
+pub fn per_suite(n: usize) -> Vec<(u16, usize)> {
+    IMPLEMENTED_SUITES.iter().map(|&s| (s, n)).collect()
 }
 
 impl CaseCounter {
@@ -89,7 +107,55 @@ impl CaseCounter {
             file,
             ran: 0,
             skipped: 0,
+            ran_by_suite: Default::default(),
+            skipped_by_suite: Default::default(),
         }
+    }
+
+    /// One case of cipher suite `suite` was run and passed.
+    pub fn ran_suite(&mut self, suite: u16) {
+        self.ran += 1;
+        *self.ran_by_suite.entry(suite).or_default() += 1;
+    }
+
+    /// One case of cipher suite `suite` was skipped; fails unless the suite
+    /// is one hsmls does not implement ([`UNIMPLEMENTED_SUITES`]).
+    pub fn skipped_suite(&mut self, suite: u16) {
+        assert!(
+            UNIMPLEMENTED_SUITES.contains(&suite),
+            "{}: a case of suite 0x{suite:04x} was skipped; only 0x0004 and 0x0006 may be",
+            self.file
+        );
+        self.skipped += 1;
+        *self.skipped_by_suite.entry(suite).or_default() += 1;
+    }
+
+    /// Prints the tally per suite and fails if the cases run per suite
+    /// differ from `expected` (every listed suite must run exactly its
+    /// count, which must not be zero; no other suite may run).
+    pub fn finish_per_suite(self, expected: &[(u16, usize)]) -> usize {
+        for (suite, n) in &self.ran_by_suite {
+            println!("{}: suite 0x{suite:04x}: {n} cases run", self.file);
+        }
+        for (suite, n) in &self.skipped_by_suite {
+            println!("{}: suite 0x{suite:04x}: {n} cases skipped", self.file);
+        }
+        println!(
+            "{}: {} cases run, {} skipped",
+            self.file, self.ran, self.skipped
+        );
+        assert!(
+            expected.iter().all(|&(_, n)| n > 0),
+            "{}: an expected count is zero",
+            self.file
+        );
+        let expected: std::collections::BTreeMap<u16, usize> = expected.iter().copied().collect();
+        assert_eq!(
+            self.ran_by_suite, expected,
+            "{}: cases run per suite (left) differ from the expected (right)",
+            self.file
+        );
+        self.ran
     }
 
     /// One case was run and passed.
