@@ -1,10 +1,10 @@
 //! psk_secret.json (mlswg/mls-implementations test vectors): every case of
-//! cipher suite 0x0002.
+//! each implemented cipher suite (0x0001, 0x0002, 0x0003, 0x0005, 0x0007; X448 cases skipped and counted).
 
 use hsmls::internal::psk::{PskInput, psk_secret};
 use hsmls::wire::{PreSharedKeyId, Psk};
 use hsmls_crypto::{CipherSuite, Secret};
-use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
+use hsmls_test_vectors::{CaseCounter, hex_bytes, load, per_suite};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -31,7 +31,7 @@ fn psk_secret_vectors() {
     let mut counter = CaseCounter::new("psk_secret.json");
     for case in cases {
         let Ok(cs) = CipherSuite(case.cipher_suite).provider() else {
-            counter.skipped();
+            counter.skipped_suite(case.cipher_suite);
             continue;
         };
         // The vectors' PSKs are external PSKs (test-vectors.md).
@@ -60,7 +60,7 @@ fn psk_secret_vectors() {
             "{} PSKs",
             case.psks.len()
         );
-        counter.ran();
+        counter.ran_suite(case.cipher_suite);
     }
-    counter.finish(Some(11));
+    counter.finish_per_suite(&per_suite(11));
 }

@@ -1,5 +1,5 @@
 //! transcript-hashes.json (mlswg/mls-implementations test vectors): every
-//! case of cipher suite 0x0002. The serialized AuthenticatedContent is
+//! case of each implemented cipher suite (0x0001, 0x0002, 0x0003, 0x0005, 0x0007; X448 cases skipped and counted). The serialized AuthenticatedContent is
 //! decoded, both transcript hashes are computed and compared, and its
 //! confirmation tag is checked with the vector's confirmation key.
 
@@ -11,7 +11,7 @@ use hsmls::internal::transcript::{
 };
 use hsmls::wire::{Decode, Encode, WireFormat};
 use hsmls_crypto::{CipherSuite, Secret};
-use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
+use hsmls_test_vectors::{CaseCounter, hex_bytes, load, per_suite};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -35,7 +35,7 @@ fn transcript_hashes_vectors() {
     let mut counter = CaseCounter::new("transcript-hashes.json");
     for case in cases {
         let Ok(cs) = CipherSuite(case.cipher_suite).provider() else {
-            counter.skipped();
+            counter.skipped_suite(case.cipher_suite);
             continue;
         };
         let ac = AuthenticatedContent::decode(&case.authenticated_content).unwrap();
@@ -138,7 +138,7 @@ fn transcript_hashes_vectors() {
             ConfirmedTranscriptHashInput::new(&app),
             Err(TranscriptError::NotACommit(_))
         ));
-        counter.ran();
+        counter.ran_suite(case.cipher_suite);
     }
-    counter.finish(Some(1));
+    counter.finish_per_suite(&per_suite(1));
 }

@@ -1,5 +1,5 @@
 //! welcome.json (mlswg/mls-implementations test vectors): every case of
-//! cipher suite 0x0002. The vector's init private key is imported into
+//! each implemented cipher suite (0x0001, 0x0002, 0x0003, 0x0005, 0x0007; X448 cases skipped and counted). The vector's init private key is imported into
 //! SoftwareCustody and the GroupSecrets are decrypted through custody; the
 //! GroupInfo is decrypted with the welcome key and nonce, its signature is
 //! verified with `signer_pub`, and the key schedule run from the joiner
@@ -14,8 +14,8 @@ use hsmls::internal::transcript::verify_confirmation_tag;
 use hsmls::wire::{Decode, Encode};
 use hsmls::{GroupError, WelcomePart};
 use hsmls_crypto::{CipherSuite, HpkeRecipient, Secret};
-use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
-use hsmls_test_vectors::{CaseCounter, hex_bytes, load};
+use hsmls_custody::{KeyCustody, SoftwareCustody};
+use hsmls_test_vectors::{CaseCounter, hex_bytes, load, per_suite};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -37,7 +37,7 @@ fn welcome_vectors() {
     let mut counter = CaseCounter::new("welcome.json");
     for case in cases {
         let Ok(cs) = CipherSuite(case.cipher_suite).provider() else {
-            counter.skipped();
+            counter.skipped_suite(case.cipher_suite);
             continue;
         };
         let MlsMessageBody::KeyPackage(kp) = MlsMessage::decode(&case.key_package).unwrap().body
@@ -57,7 +57,7 @@ fn welcome_vectors() {
 
         let custody = SoftwareCustody::new();
         let init_key = custody
-            .import(KeySpec::DHKEM_P256_HKDF_SHA256, &case.init_priv)
+            .import(cs.hpke_key_spec(), &case.init_priv)
             .unwrap();
         assert_eq!(init_key.public_key().as_bytes(), kp.init_key.as_slice());
         let recipient = HpkeRecipient::Custody {
@@ -111,7 +111,7 @@ fn welcome_vectors() {
             decrypt_group_info(cs, &welcome_secret, &tampered),
             Err(GroupError::WelcomeDecryption(WelcomePart::GroupInfo))
         ));
-        counter.ran();
+        counter.ran_suite(case.cipher_suite);
     }
-    counter.finish(Some(1));
+    counter.finish_per_suite(&per_suite(1));
 }
