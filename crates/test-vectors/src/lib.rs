@@ -73,6 +73,16 @@ pub fn hex_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::E
     hex::decode(&s).map_err(serde::de::Error::custom)
 }
 
+/// `bytes` left-padded with zeros to `len` (longer input is returned
+/// as is). Some vector files give P-521 private keys as the minimal
+/// big-endian integer (65 bytes when the top byte is zero), where RFC 9180
+/// §7.1.2 `SerializePrivateKey` and hsmls's custody take exactly `Nsk` = 66.
+pub fn left_pad(bytes: &[u8], len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len.saturating_sub(bytes.len())];
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// Counts the cases a vector test ran and asserts the count on drop-free
 /// [`CaseCounter::finish`].
 #[derive(Debug)]

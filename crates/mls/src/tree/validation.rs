@@ -67,7 +67,7 @@ fn is_default_proposal(t: ProposalType) -> bool {
 /// Validates a LeafNode on its own (§7.3): its source for `usage`, its
 /// signature (LeafNodeTBS with the group id and leaf index for update and
 /// commit sources), its keys, that its capabilities cover the group's cipher
-/// suite, version and required capabilities, its own credential type and
+/// suite (for a KeyPackage's leaf), version and required capabilities, its own credential type and
 /// extensions, and the lifetime of key_package leaves when `params.now` is
 /// given.
 ///
@@ -128,9 +128,13 @@ pub fn validate_leaf_node(
         )
         .map_err(|_| err(LeafNodeError::InvalidSignature))?;
 
-    // Capabilities.
+    // Capabilities. The group's cipher suite must be listed by a
+    // KeyPackage's leaf (what a joiner offers, §10.1, §12.1.1); a leaf
+    // already in the group (in the tree, an Update or an UpdatePath) proves
+    // the suite by its signature in it, and §7.3 does not require it listed:
+    // treekem.json's suite-0x0007 leaves list suites 1–6 only.
     let caps = &leaf.capabilities;
-    if !caps.cipher_suites.contains(&params.cipher_suite) {
+    if usage == LeafNodeUsage::KeyPackage && !caps.cipher_suites.contains(&params.cipher_suite) {
         return Err(err(LeafNodeError::CipherSuiteNotSupported(
             params.cipher_suite.0,
         )));
