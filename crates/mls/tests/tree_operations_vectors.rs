@@ -1,7 +1,6 @@
 //! tree-operations.json (RFC 9420 §7.7, §7.8, §12.1): every case. The cases
-//! are for cipher suite 1 only; they exercise Add, Update and Remove and
-//! the tree hash, which uses SHA-256 as suite 2 does, so they run with the
-//! suite-2 provider (no signature is checked).
+//! are for cipher suite 0x0001 only and run with its provider; they
+//! exercise Add, Update and Remove and the tree hash.
 
 use hsmls::internal::tree::UnverifiedTree;
 use hsmls::wire::LeafIndex;
@@ -28,9 +27,9 @@ struct Case {
 
 #[test]
 fn tree_operations_vectors() {
-    let provider = CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
+    let provider = CipherSuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519
         .provider()
-        .expect("suite 2");
+        .expect("suite 1");
     let cases: Vec<Case> = load("tree-operations.json");
     let mut counter = CaseCounter::new("tree-operations.json");
     let mut kinds = [0usize; 3];
@@ -91,8 +90,8 @@ fn tree_operations_vectors() {
             "case {n}: tree_hash_after (fresh)"
         );
         assert_eq!(fresh, tree);
-        counter.ran();
+        counter.ran_suite(c.cipher_suite);
     }
     assert_eq!(kinds, [2, 1, 2], "two adds, one update, two removes");
-    counter.finish(Some(5));
+    counter.finish_per_suite(&[(0x0001, 5)]);
 }
