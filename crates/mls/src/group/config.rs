@@ -25,7 +25,10 @@ pub enum HandshakeFraming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GroupConfig {
-    /// The cipher suite (0x0002 is implemented).
+    /// The cipher suite of the groups this client creates and joins by
+    /// external commit (0x0001, 0x0002, 0x0003, 0x0005 and 0x0007 are
+    /// implemented; the default is 0x0002). A Welcome is joined in the
+    /// suite of the KeyPackage it is addressed to.
     pub cipher_suite: CipherSuite,
     /// How this member sends handshake messages.
     pub handshake_framing: HandshakeFraming,

@@ -123,11 +123,14 @@ impl Group {
             MlsMessageBody::Welcome(w) => w,
             _ => return Err(GroupError::UnexpectedMessage(MessageRule::NotAWelcome)),
         };
-        if welcome.cipher_suite != config.cipher_suite
-            || bundle.key_package.cipher_suite() != config.cipher_suite
-        {
+        // The group runs the suite of the KeyPackage it invites (RFC 9420
+        // §12.4.3.1): the configured suite is the one of groups this client
+        // creates, not a limit on the Welcomes it accepts.
+        if welcome.cipher_suite != bundle.key_package.cipher_suite() {
             return Err(GroupError::UnsupportedCipherSuite(welcome.cipher_suite.0));
         }
+        let mut config = config;
+        config.cipher_suite = welcome.cipher_suite;
         let cs = suite_provider(config.cipher_suite)?;
         let custody = signer.custody.clone();
         let secrets = decrypt_group_secrets(
