@@ -33,13 +33,13 @@ mod x25519_ed25519;
 pub use error::{CryptoError, PublicKeyFault, SizedValue};
 pub use nist::{NistSuite, P384Sha384Aes256Gcm, P521Sha512Aes256Gcm};
 pub use p256_sha256_aes128gcm::P256Sha256Aes128Gcm;
-pub use x25519_ed25519::{
-    X25519Aes128GcmSha256Ed25519, X25519ChaCha20Poly1305Sha256Ed25519, X25519Suite,
-};
 pub use primitives::{SuiteAead, SuiteHash};
 pub use secret::{Digest, MAX_DIGEST_LEN, Secret};
 pub use suite::{
     CipherSuite, CipherSuiteProvider, HpkePrivateKey, HpkePublicKey, HpkeRecipient, HpkeSuite,
+};
+pub use x25519_ed25519::{
+    X25519Aes128GcmSha256Ed25519, X25519ChaCha20Poly1305Sha256Ed25519, X25519Suite,
 };
 
 /// The prefix of every MLS label (RFC 9420 §5.1.2, §5.1.3, §8).

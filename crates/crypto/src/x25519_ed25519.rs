@@ -74,8 +74,11 @@ fn parse_public(bytes: &[u8]) -> Result<PublicKey, CryptoError> {
 }
 
 fn secret_key(bytes: &[u8]) -> Result<StaticSecret, CryptoError> {
-    let bytes: Zeroizing<[u8; N]> =
-        Zeroizing::new(bytes.try_into().map_err(|_| CryptoError::InvalidPrivateKey)?);
+    let bytes: Zeroizing<[u8; N]> = Zeroizing::new(
+        bytes
+            .try_into()
+            .map_err(|_| CryptoError::InvalidPrivateKey)?,
+    );
     Ok(StaticSecret::from(*bytes))
 }
 

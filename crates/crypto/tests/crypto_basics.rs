@@ -130,9 +130,7 @@ fn crypto_basics_vectors() {
             Err(CryptoError::InvalidSignature)
         ));
         let custody = SoftwareCustody::new();
-        let key = custody
-            .import(cs.signature_key_spec(), &s.r#priv)
-            .unwrap();
+        let key = custody.import(cs.signature_key_spec(), &s.r#priv).unwrap();
         assert_eq!(key.public_key().as_bytes(), s.r#pub.as_slice());
         let sig = cs
             .sign_with_label(&custody, &key, label, &s.content)
@@ -164,9 +162,7 @@ fn crypto_basics_vectors() {
         // private key in a custody backend; so does our own.
         let h = &case.encrypt_with_label;
         let label = h.label.as_bytes();
-        let key = custody
-            .import(cs.hpke_key_spec(), &h.r#priv)
-            .unwrap();
+        let key = custody.import(cs.hpke_key_spec(), &h.r#priv).unwrap();
         assert_eq!(key.public_key().as_bytes(), h.r#pub.as_slice());
         let recipient = HpkeRecipient::Custody {
             custody: &custody,

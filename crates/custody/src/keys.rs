@@ -261,8 +261,7 @@ impl KeySpec {
     pub const ED25519: KeySpec = KeySpec::Signature(SignatureScheme::Ed25519);
     /// The HPKE key of cipher suites 0x0001 and 0x0003
     /// (`DHKEM(X25519, HKDF-SHA256)`).
-    pub const DHKEM_X25519_HKDF_SHA256: KeySpec =
-        KeySpec::Kem(KemAlgorithm::DhKemX25519HkdfSha256);
+    pub const DHKEM_X25519_HKDF_SHA256: KeySpec = KeySpec::Kem(KemAlgorithm::DhKemX25519HkdfSha256);
     /// Every key spec hsmls knows, for tests and probes.
     pub const ALL: [KeySpec; 8] = [
         KeySpec::ECDSA_SECP256R1_SHA256,
@@ -644,6 +643,51 @@ mod tests {
         ] {
             assert_eq!((spec.public_key_len(), spec.private_key_len()), (65, 32));
         }
+    }
+
+    #[test]
+    fn new_suites_algorithms_have_their_registry_values_and_sizes() {
+        // (scheme, value, name, prehash, public, private)
+        for (scheme, value, name, prehash, public, private) in [
+            (
+                SignatureScheme::EcdsaSecp384r1Sha384,
+                0x0503,
+                "ecdsa_secp384r1_sha384",
+                Some(48),
+                97,
+                48,
+            ),
+            (
+                SignatureScheme::EcdsaSecp521r1Sha512,
+                0x0603,
+                "ecdsa_secp521r1_sha512",
+                Some(64),
+                133,
+                66,
+            ),
+            (SignatureScheme::Ed25519, 0x0807, "ed25519", None, 32, 32),
+        ] {
+            assert_eq!((scheme.value(), scheme.name()), (value, name));
+            assert_eq!(scheme.prehash_len(), prehash);
+            assert_eq!(scheme.prehash(b"abc").map(|d| d.len()), prehash);
+            assert_eq!(
+                (scheme.public_key_len(), scheme.private_key_len()),
+                (public, private)
+            );
+        }
+        // RFC 9180 §7.1: kem_id, Ndh, Npk, Nsk.
+        for (kem, id, n_dh, n_pk, n_sk) in [
+            (KemAlgorithm::DhKemP384HkdfSha384, 0x0011, 48, 97, 48),
+            (KemAlgorithm::DhKemP521HkdfSha512, 0x0012, 66, 133, 66),
+            (KemAlgorithm::DhKemX25519HkdfSha256, 0x0020, 32, 32, 32),
+        ] {
+            assert_eq!(kem.kem_id(), id);
+            assert_eq!((kem.n_dh(), kem.n_pk(), kem.n_sk()), (n_dh, n_pk, n_sk));
+        }
+        assert_eq!(KeySpec::ALL.len(), 8);
+        let mut unique = KeySpec::ALL.to_vec();
+        unique.dedup();
+        assert_eq!(unique.len(), 8);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::fmt;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use p256::ecdsa::signature::hazmat::{PrehashSigner, RandomizedPrehashSigner};
 use p256::ecdsa::signature::Signer;
+use p256::ecdsa::signature::hazmat::{PrehashSigner, RandomizedPrehashSigner};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::OsRng;
 use zeroize::Zeroizing;
@@ -64,9 +64,17 @@ impl Secret {
 
     fn public_key(&self) -> PublicKey {
         let bytes = match self {
-            Secret::EcdsaP256(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            Secret::EcdsaP256(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
             Secret::DhKemP256(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
-            Secret::EcdsaP384(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            Secret::EcdsaP384(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
             Secret::DhKemP384(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
             Secret::EcdsaP521(k) => p521::PublicKey::from_secret_scalar(k.as_nonzero_scalar())
                 .to_encoded_point(false)
@@ -124,21 +132,21 @@ impl Secret {
             KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256) => Secret::EcdsaP256(
                 p256::ecdsa::SigningKey::from_slice(private_key).map_err(|_| invalid())?,
             ),
-            KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => Secret::DhKemP256(
-                p256::SecretKey::from_slice(private_key).map_err(|_| invalid())?,
-            ),
+            KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => {
+                Secret::DhKemP256(p256::SecretKey::from_slice(private_key).map_err(|_| invalid())?)
+            }
             KeySpec::Signature(SignatureScheme::EcdsaSecp384r1Sha384) => Secret::EcdsaP384(
                 p384::ecdsa::SigningKey::from_slice(private_key).map_err(|_| invalid())?,
             ),
-            KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => Secret::DhKemP384(
-                p384::SecretKey::from_slice(private_key).map_err(|_| invalid())?,
-            ),
+            KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => {
+                Secret::DhKemP384(p384::SecretKey::from_slice(private_key).map_err(|_| invalid())?)
+            }
             KeySpec::Signature(SignatureScheme::EcdsaSecp521r1Sha512) => Secret::EcdsaP521(
                 p521::ecdsa::SigningKey::from_slice(private_key).map_err(|_| invalid())?,
             ),
-            KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => Secret::DhKemP521(
-                p521::SecretKey::from_slice(private_key).map_err(|_| invalid())?,
-            ),
+            KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => {
+                Secret::DhKemP521(p521::SecretKey::from_slice(private_key).map_err(|_| invalid())?)
+            }
             KeySpec::Signature(SignatureScheme::Ed25519) => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 seed.copy_from_slice(private_key);

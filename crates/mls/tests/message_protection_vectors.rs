@@ -104,7 +104,10 @@ impl Fixture {
         let signer = custody
             .import(
                 cs.signature_key_spec(),
-                &left_pad(&case.signature_priv, cs.signature_key_spec().private_key_len()),
+                &left_pad(
+                    &case.signature_priv,
+                    cs.signature_key_spec().private_key_len(),
+                ),
             )
             .unwrap();
         assert_eq!(

@@ -39,7 +39,11 @@ const SUITE: u16 = 2;
 
 /// Imports a vector's private key of `spec` (P-521 keys may come a byte
 /// short: left-padded to Nsk).
-fn import(custody: &SoftwareCustody, spec: KeySpec, private: &[u8]) -> Result<hsmls_custody::KeyRef, CustodyError> {
+fn import(
+    custody: &SoftwareCustody,
+    spec: KeySpec,
+    private: &[u8],
+) -> Result<hsmls_custody::KeyRef, CustodyError> {
     custody.import(spec, &left_pad(private, spec.private_key_len()))
 }
 

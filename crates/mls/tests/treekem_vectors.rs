@@ -125,7 +125,10 @@ fn treekem_vectors() {
             let leaf_key = custody
                 .import(
                     provider.hpke_key_spec(),
-                    &left_pad(&lp.encryption_priv, provider.hpke_key_spec().private_key_len()),
+                    &left_pad(
+                        &lp.encryption_priv,
+                        provider.hpke_key_spec().private_key_len(),
+                    ),
                 )
                 .expect("import leaf key");
             let leaf = tree.leaf(LeafIndex(lp.index)).expect("member leaf");
@@ -138,7 +141,10 @@ fn treekem_vectors() {
             let signature_key = custody
                 .import(
                     provider.signature_key_spec(),
-                    &left_pad(&lp.signature_priv, provider.signature_key_spec().private_key_len()),
+                    &left_pad(
+                        &lp.signature_priv,
+                        provider.signature_key_spec().private_key_len(),
+                    ),
                 )
                 .expect("import signature key");
             assert_eq!(
@@ -311,7 +317,10 @@ fn treekem_vectors() {
         counter.ran_suite(c.cipher_suite);
     }
     counter.finish_per_suite(&per_suite(11));
-    assert!(decrypted > 5 * 100, "decrypted {decrypted} vector UpdatePaths");
+    assert!(
+        decrypted > 5 * 100,
+        "decrypted {decrypted} vector UpdatePaths"
+    );
     assert!(
         fresh_processed > 5 * 100,
         "processed {fresh_processed} fresh UpdatePaths"

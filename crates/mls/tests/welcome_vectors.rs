@@ -56,9 +56,7 @@ fn welcome_vectors() {
         );
 
         let custody = SoftwareCustody::new();
-        let init_key = custody
-            .import(cs.hpke_key_spec(), &case.init_priv)
-            .unwrap();
+        let init_key = custody.import(cs.hpke_key_spec(), &case.init_priv).unwrap();
         assert_eq!(init_key.public_key().as_bytes(), kp.init_key.as_slice());
         let recipient = HpkeRecipient::Custody {
             custody: &custody,

@@ -1536,7 +1536,9 @@ impl KeyCustody for Pkcs11Custody {
     /// the digest in the token.
     fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
         let scheme = key.signature_scheme("sign")?;
-        let prehash = scheme.prehash(message).ok_or_else(|| not_in_token(key.spec()))?;
+        let prehash = scheme
+            .prehash(message)
+            .ok_or_else(|| not_in_token(key.spec()))?;
         self.sign_prehash(key, &prehash)
     }
 
