@@ -48,8 +48,12 @@ pub struct NistSuite<C, H, A> {
     /// The `bitmask` of DeriveKeyPair's rejection sampling (RFC 9180
     /// §7.1.3: 0xff for P-256 and P-384, 0x01 for P-521).
     bitmask: u8,
-    _algorithms: PhantomData<fn() -> (C, H, A)>,
+    _algorithms: Algorithms<C, H, A>,
 }
+
+/// The type parameters, held without owning a value of them (the suite
+/// stays `Send + Sync` whatever they are).
+type Algorithms<C, H, A> = PhantomData<fn() -> (C, H, A)>;
 
 impl<C, H, A> fmt::Debug for NistSuite<C, H, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
