@@ -144,7 +144,7 @@ where
     }
 
     fn key_pair(sk: &SecretKey<C>) -> HpkePrivateKey {
-        let private = Secret::from_slice(&sk.to_bytes());
+        let private = Secret::from_slice(&Zeroizing::new(sk.to_bytes()));
         HpkePrivateKey::from_parts(private, HpkePublicKey::from_vec(Self::public_key_bytes(sk)))
     }
 

@@ -46,8 +46,8 @@ impl Signer {
 
     /// Generates a fresh signature key in `custody` for `credential`, of
     /// the signature scheme of cipher suite 0x0002
-    /// (`ecdsa_secp256r1_sha256`), the suite hsmls implements;
-    /// [`Signer::generate_for`] takes the scheme.
+    /// (`ecdsa_secp256r1_sha256`), the default suite;
+    /// [`Signer::generate_for`] takes the scheme (another suite's).
     pub fn generate(
         custody: Arc<dyn KeyCustody>,
         credential: Credential,

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use hsmls::wire::{CipherSuite as WireSuite, Credential};
 use hsmls::{
     BasicCredentialValidator, Client, CommitOutput, CredentialValidator, Group, GroupConfig,
-    JoinOptions, KeyPackageBundle, KeyPackageConfig, KeyPackageError, ProcessedMessage, Signer,
+    GroupError, JoinOptions, KeyPackageBundle, KeyPackageConfig, KeyPackageError, ProcessedMessage,
+    Signer,
 };
 use hsmls_crypto::{CipherSuite, CryptoError};
-use hsmls_custody::{KeyCustody, KeySpec, SoftwareCustody};
+use hsmls_custody::{KeyCustody, KeySpec, SignatureScheme, SoftwareCustody};
 
 const NOW: u64 = 1_750_000_000;
 
@@ -267,6 +268,64 @@ fn a_signature_key_of_another_scheme_is_refused() {
                 actual: KeySpec::ECDSA_SECP256R1_SHA256,
             }))
         ),
+        "{:?}",
+        r.err()
+    );
+}
+
+/// A Welcome is joined in the suite of the KeyPackage it is addressed to,
+/// whatever suite the joiner's client is configured with for the groups it
+/// creates (the default, 0x0002, here); a Welcome of another suite than the
+/// KeyPackage's is refused.
+#[test]
+fn a_welcome_is_joined_in_the_suite_of_its_key_package() {
+    let suite = CipherSuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519;
+    let mut alice = Member::new(suite, "alice");
+    alice.group = Some(
+        alice
+            .client
+            .create_group(hsmls::random_group_id(), Vec::new(), NOW)
+            .unwrap(),
+    );
+    let custody = Arc::new(SoftwareCustody::new());
+    let signer = Signer::generate_for(
+        custody as Arc<dyn KeyCustody>,
+        Credential::Basic(b"bob".to_vec()),
+        SignatureScheme::Ed25519,
+    )
+    .unwrap();
+    let bob = Client::new(signer, validator());
+    assert_eq!(
+        bob.group_config().cipher_suite,
+        WireSuite(0x0002),
+        "the default configuration"
+    );
+    let mut config = KeyPackageConfig::new(NOW - 10, 3600);
+    config.cipher_suite = WireSuite(suite.0);
+    let bundle = bob.generate_key_package(&config).unwrap();
+    let out = alice
+        .g()
+        .add_members(&[bundle.key_package.clone()], NOW)
+        .unwrap();
+    alice.g().merge_pending_commit().unwrap();
+    let welcome = out.welcome.unwrap();
+    let g = bob
+        .join_from_welcome(&bundle, &welcome, JoinOptions::default())
+        .unwrap();
+    assert_eq!(g.config().cipher_suite, WireSuite(suite.0));
+    assert_eq!(g.epoch_authenticator(), alice.g().epoch_authenticator());
+
+    // A Welcome of suite 0x0001 for a 0x0002 KeyPackage is refused.
+    let p256 = Member::new(
+        CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+        "carol",
+    );
+    let other = p256.key_package(CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256);
+    let r = p256
+        .client
+        .join_from_welcome(&other, &welcome, JoinOptions::default());
+    assert!(
+        matches!(r, Err(GroupError::UnsupportedCipherSuite(0x0001))),
         "{:?}",
         r.err()
     );
