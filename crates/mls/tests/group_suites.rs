@@ -305,7 +305,7 @@ fn a_welcome_is_joined_in_the_suite_of_its_key_package() {
     let bundle = bob.generate_key_package(&config).unwrap();
     let out = alice
         .g()
-        .add_members(&[bundle.key_package.clone()], NOW)
+        .add_members(std::slice::from_ref(&bundle.key_package), NOW)
         .unwrap();
     alice.g().merge_pending_commit().unwrap();
     let welcome = out.welcome.unwrap();
