@@ -1,6 +1,7 @@
 //! The hsmls peer: hsmls's own [`Group`] with software custody.
 //!
-//! Settings: cipher suite 0x0002, basic credentials, [`GroupConfig`](hsmls::GroupConfig)'s
+//! Settings: cipher suite 0x0002 (or the one given to
+//! [`Peer::with_suite`]), basic credentials, [`GroupConfig`](hsmls::GroupConfig)'s
 //! defaults (handshakes sent as PrivateMessage, both forms accepted, the
 //! ratchet_tree extension in Welcome). Self-updates are commits with
 //! `force_path` and without a GroupInfo, as the peers make them.
@@ -13,7 +14,7 @@ use hsmls::UnixTime;
 use hsmls::wire::LeafIndex;
 use hsmls::wire::{Credential, Decode as _, Encode as _, RatchetTree};
 use hsmls::{
-    BasicCredentialValidator, Client, CommitOptions, CommitOutput, Group, JoinOptions,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, Group, GroupConfig, JoinOptions,
     KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::SoftwareCustody;
@@ -55,6 +56,7 @@ fn commit_messages(output: CommitOutput) -> CommitMessages {
 /// An hsmls client with at most one group; its keys are in a
 /// [`SoftwareCustody`].
 pub struct HsmlsPeer {
+    suite: u16,
     client: Client,
     key_packages: Vec<KeyPackageBundle>,
     group: Option<Group>,
@@ -81,14 +83,23 @@ impl HsmlsPeer {
 impl Peer for HsmlsPeer {
     const NAME: &'static str = NAME;
 
-    fn new(identity: &[u8]) -> Result<Self, PeerError> {
-        let signer = Signer::generate(
+    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+        let scheme = hsmls_crypto::CipherSuite(suite)
+            .provider()
+            .map_err(lib("cipher suite"))?
+            .signature_scheme();
+        let signer = Signer::generate_for(
             Arc::new(SoftwareCustody::new()),
             Credential::Basic(identity.to_vec()),
+            scheme,
         )
         .map_err(lib("signature key"))?;
+        let mut config = GroupConfig::default();
+        config.cipher_suite = hsmls::wire::CipherSuite(suite);
         Ok(Self {
-            client: Client::new(signer, Arc::new(BasicCredentialValidator::default())),
+            suite,
+            client: Client::new(signer, Arc::new(BasicCredentialValidator::default()))
+                .with_group_config(config),
             key_packages: Vec::new(),
             group: None,
         })
@@ -97,7 +108,11 @@ impl Peer for HsmlsPeer {
     fn key_package(&mut self) -> Result<Vec<u8>, PeerError> {
         let bundle = self
             .client
-            .generate_key_package(&KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY))
+            .generate_key_package(&{
+                let mut config = KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY);
+                config.cipher_suite = hsmls::wire::CipherSuite(self.suite);
+                config
+            })
             .map_err(lib("key package"))?;
         let bytes = bundle.to_bytes().map_err(lib("encode key package"))?;
         self.key_packages.push(bundle);

@@ -6,8 +6,9 @@
 //! driven by the same interop tests and the same comparative benchmarks.
 //!
 //! All peers run cipher suite 0x0002
-//! (`MLS_128_DHKEMP256_AES128GCM_SHA256_P256`, RFC 9420 §17.1) with their
-//! RustCrypto providers and basic credentials, and protect handshake
+//! (`MLS_128_DHKEMP256_AES128GCM_SHA256_P256`, RFC 9420 §17.1) by default,
+//! or the suite given to [`Peer::with_suite`] (0x0001, the mandatory suite,
+//! in the interop tests), with their RustCrypto providers and basic credentials, and protect handshake
 //! messages as PrivateMessage (RFC 9750 recommends it); every peer accepts
 //! both PublicMessage and PrivateMessage handshakes, so external commits
 //! (always PublicMessage, RFC 9420 §12.4.3.2) are processed too.
@@ -22,7 +23,7 @@ pub use hsmls_peer::HsmlsPeer;
 pub use mls_rs_peer::MlsRsPeer;
 pub use openmls_peer::OpenMlsPeer;
 
-/// The cipher suite every peer runs: MLS_128_DHKEMP256_AES128GCM_SHA256_P256.
+/// The cipher suite of [`Peer::new`]: MLS_128_DHKEMP256_AES128GCM_SHA256_P256.
 pub const CIPHER_SUITE: u16 = 0x0002;
 
 /// An error of a peer, with the operation that failed.
@@ -89,9 +90,16 @@ pub trait Peer: Sized {
     /// The implementation's name, for reports.
     const NAME: &'static str;
 
-    /// A new client with a fresh P-256 signature key and a basic credential
-    /// holding `identity`.
-    fn new(identity: &[u8]) -> Result<Self, PeerError>;
+    /// A new client of cipher suite [`CIPHER_SUITE`] (0x0002) with a fresh
+    /// P-256 signature key and a basic credential holding `identity`.
+    fn new(identity: &[u8]) -> Result<Self, PeerError> {
+        Self::with_suite(identity, CIPHER_SUITE)
+    }
+    /// A new client of cipher suite `suite` (RFC 9420 §17.1): a fresh
+    /// signature key of the suite's scheme, KeyPackages and groups of the
+    /// suite; [`PeerError::Library`] if the peer's crypto provider lacks
+    /// it.
+    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError>;
     /// A fresh KeyPackage (RFC 9420 §10) as an MLSMessage; the client keeps
     /// its private init and leaf keys.
     fn key_package(&mut self) -> Result<Vec<u8>, PeerError>;

@@ -1,6 +1,7 @@
 //! The mls-rs peer (mls-rs 0.57 with mls-rs-crypto-rustcrypto).
 //!
-//! Settings: cipher suite 0x0002 (`CipherSuite::P256_AES128`), basic
+//! Settings: cipher suite 0x0002 (`CipherSuite::P256_AES128`, or the one
+//! given to `Peer::with_suite`), basic
 //! credentials, `DefaultMlsRules` with `encrypt_control_messages = true`
 //! (handshakes sent as PrivateMessage; mls-rs's default sends them as
 //! PublicMessage) and no padding (as openmls's default). mls-rs always
@@ -24,7 +25,6 @@ use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use crate::{CommitMessages, Event, Peer, PeerError};
 
 const NAME: &str = "mls-rs";
-const CIPHER_SUITE: CipherSuite = CipherSuite::P256_AES128;
 
 type Config = WithMlsRules<
     DefaultMlsRules,
@@ -90,12 +90,13 @@ impl MlsRsPeer {
 impl Peer for MlsRsPeer {
     const NAME: &'static str = NAME;
 
-    fn new(identity: &[u8]) -> Result<Self, PeerError> {
+    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+        let cipher_suite = CipherSuite::from(suite);
         let crypto = RustCryptoProvider::default();
-        let suite = crypto
-            .cipher_suite_provider(CIPHER_SUITE)
-            .ok_or_else(|| lib("cipher suite")("0x0002 not supported"))?;
-        let (secret, public) = suite
+        let provider = crypto
+            .cipher_suite_provider(cipher_suite)
+            .ok_or_else(|| lib("cipher suite")(format!("0x{suite:04x} not supported")))?;
+        let (secret, public) = provider
             .signature_key_generate()
             .map_err(lib("signature key"))?;
         let credential = BasicCredential::new(identity.to_vec()).into_credential();
@@ -108,7 +109,7 @@ impl Peer for MlsRsPeer {
             .signing_identity(
                 SigningIdentity::new(credential, public),
                 secret,
-                CIPHER_SUITE,
+                cipher_suite,
             )
             .build();
         Ok(Self {

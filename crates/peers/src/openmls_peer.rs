@@ -1,6 +1,7 @@
 //! The openmls peer (openmls 0.9 with openmls_rust_crypto).
 //!
-//! Settings: cipher suite 0x0002, basic credentials, the ratchet_tree
+//! Settings: cipher suite 0x0002 (or the one given to `Peer::with_suite`),
+//! basic credentials, the ratchet_tree
 //! extension in every Welcome, and the wire-format policy
 //! `MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY`: handshakes are sent as
 //! PrivateMessage, and both PrivateMessage and PublicMessage handshakes are
@@ -18,7 +19,6 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use crate::{CommitMessages, Event, Peer, PeerError};
 
 const NAME: &str = "openmls";
-const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256;
 
 fn lib<E: fmt::Display>(operation: &'static str) -> impl FnOnce(E) -> PeerError {
     move |e| PeerError::Library {
@@ -35,9 +35,9 @@ fn unexpected(expected: &'static str) -> PeerError {
     }
 }
 
-fn create_config() -> MlsGroupCreateConfig {
+fn create_config(suite: Ciphersuite) -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
-        .ciphersuite(CIPHERSUITE)
+        .ciphersuite(suite)
         .use_ratchet_tree_extension(true)
         .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
         .build()
@@ -64,6 +64,7 @@ fn parse_ratchet_tree(bytes: Option<&[u8]>) -> Result<Option<RatchetTreeIn>, Pee
 /// An openmls client with at most one group. Its whole state (keys, group)
 /// lives in the provider's in-memory storage.
 pub struct OpenMlsPeer {
+    suite: Ciphersuite,
     provider: OpenMlsRustCrypto,
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
@@ -108,15 +109,17 @@ fn commit_messages(
 impl Peer for OpenMlsPeer {
     const NAME: &'static str = NAME;
 
-    fn new(identity: &[u8]) -> Result<Self, PeerError> {
+    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+        let suite = Ciphersuite::try_from(suite).map_err(lib("cipher suite"))?;
         let provider = OpenMlsRustCrypto::default();
-        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm())
-            .map_err(lib("signature key"))?;
+        let signer =
+            SignatureKeyPair::new(suite.signature_algorithm()).map_err(lib("signature key"))?;
         let credential = CredentialWithKey {
             credential: BasicCredential::new(identity.to_vec()).into(),
             signature_key: signer.public().into(),
         };
         Ok(Self {
+            suite,
             provider,
             signer,
             credential,
@@ -127,7 +130,7 @@ impl Peer for OpenMlsPeer {
     fn key_package(&mut self) -> Result<Vec<u8>, PeerError> {
         let bundle = KeyPackage::builder()
             .build(
-                CIPHERSUITE,
+                self.suite,
                 &self.provider,
                 &self.signer,
                 self.credential.clone(),
@@ -142,7 +145,7 @@ impl Peer for OpenMlsPeer {
         let group = MlsGroup::new_with_group_id(
             &self.provider,
             &self.signer,
-            &create_config(),
+            &create_config(self.suite),
             GroupId::from_slice(group_id),
             self.credential.clone(),
         )

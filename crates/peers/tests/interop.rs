@@ -1,7 +1,11 @@
 //! Lifecycle tests for each peer and cross tests between peers, all through
 //! the byte-oriented [`Peer`] trait, so hsmls slots in with one line per test.
 
-use hsmls_peers::{Event, HsmlsPeer, MlsRsPeer, OpenMlsPeer, Peer, PeerError};
+use hsmls_peers::{CIPHER_SUITE, Event, HsmlsPeer, MlsRsPeer, OpenMlsPeer, Peer, PeerError};
+
+/// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519, mandatory to implement
+/// (RFC 9420 §17.1) and the default of openmls and mls-rs.
+const SUITE_0X0001: u16 = 0x0001;
 
 const EXPORTER_LABEL: &str = "hsmls interop";
 const EXPORTER_CONTEXT: &[u8] = b"exporter context";
@@ -40,10 +44,10 @@ fn message<A: Peer, B: Peer>(from: &mut A, to: &mut B, text: &[u8]) -> Result<()
 /// Three members of one implementation: create, add two by one Welcome,
 /// two self-updates, a remove, application messages and an external join;
 /// all members agree after every commit. (Tampering: `genuine_after_tampered`.)
-fn lifecycle<P: Peer>() -> Result<(), PeerError> {
-    let mut a = P::new(b"alice")?;
-    let mut b = P::new(b"bob")?;
-    let mut c = P::new(b"carol")?;
+fn lifecycle<P: Peer>(suite: u16) -> Result<(), PeerError> {
+    let mut a = P::with_suite(b"alice", suite)?;
+    let mut b = P::with_suite(b"bob", suite)?;
+    let mut c = P::with_suite(b"carol", suite)?;
     a.create_group(b"lifecycle group")?;
     assert_eq!(a.epoch()?, 0);
 
@@ -87,7 +91,7 @@ fn lifecycle<P: Peer>() -> Result<(), PeerError> {
     message(&mut b, &mut a, b"hello alice")?;
 
     // External join (RFC 9420 §12.4.3.2) against a GroupInfo with the tree.
-    let mut d = P::new(b"dave")?;
+    let mut d = P::with_suite(b"dave", suite)?;
     let group_info = a.group_info(true)?;
     let commit = d.join_external(&group_info, None)?;
     expect_commit(a.process(&commit)?, 5);
@@ -104,10 +108,10 @@ fn lifecycle<P: Peer>() -> Result<(), PeerError> {
 /// Welcome; both implementations commit (self-updates, a remove, an add by
 /// the `B` member, an external join), exchange messages, and agree on the
 /// epoch authenticator and an exported secret after every step.
-fn cross<A: Peer, B: Peer>() -> Result<(), PeerError> {
-    let mut a1 = A::new(b"a1")?;
-    let mut a2 = A::new(b"a2")?;
-    let mut b1 = B::new(b"b1")?;
+fn cross<A: Peer, B: Peer>(suite: u16) -> Result<(), PeerError> {
+    let mut a1 = A::with_suite(b"a1", suite)?;
+    let mut a2 = A::with_suite(b"a2", suite)?;
+    let mut b1 = B::with_suite(b"b1", suite)?;
     a1.create_group(b"cross group")?;
 
     let add = a1.add_members(&[b1.key_package()?, a2.key_package()?])?;
@@ -148,7 +152,7 @@ fn cross<A: Peer, B: Peer>() -> Result<(), PeerError> {
     message(&mut a2, &mut b1, b"after updates")?;
 
     // B adds a B member; the joiner uses a ratchet tree given out of band.
-    let mut b2 = B::new(b"b2")?;
+    let mut b2 = B::with_suite(b"b2", suite)?;
     let add = b1.add_members(&[b2.key_package()?])?;
     b1.merge_pending()?;
     expect_commit(a1.process(&add.commit)?, 4);
@@ -173,7 +177,7 @@ fn cross<A: Peer, B: Peer>() -> Result<(), PeerError> {
     assert_eq!(b2.member_count()?, 3);
 
     // A fresh B client joins by an external commit against A's GroupInfo.
-    let mut b3 = B::new(b"b3")?;
+    let mut b3 = B::with_suite(b"b3", suite)?;
     let group_info = a2.group_info(false)?;
     let tree = a2.ratchet_tree()?;
     let commit = b3.join_external(&group_info, Some(&tree))?;
@@ -191,47 +195,47 @@ fn cross<A: Peer, B: Peer>() -> Result<(), PeerError> {
 
 #[test]
 fn openmls_lifecycle() -> Result<(), PeerError> {
-    lifecycle::<OpenMlsPeer>()
+    lifecycle::<OpenMlsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn mls_rs_lifecycle() -> Result<(), PeerError> {
-    lifecycle::<MlsRsPeer>()
+    lifecycle::<MlsRsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn hsmls_lifecycle() -> Result<(), PeerError> {
-    lifecycle::<HsmlsPeer>()
+    lifecycle::<HsmlsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn hsmls_creates_openmls_joins() -> Result<(), PeerError> {
-    cross::<HsmlsPeer, OpenMlsPeer>()
+    cross::<HsmlsPeer, OpenMlsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn openmls_creates_hsmls_joins() -> Result<(), PeerError> {
-    cross::<OpenMlsPeer, HsmlsPeer>()
+    cross::<OpenMlsPeer, HsmlsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn hsmls_creates_mls_rs_joins() -> Result<(), PeerError> {
-    cross::<HsmlsPeer, MlsRsPeer>()
+    cross::<HsmlsPeer, MlsRsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn mls_rs_creates_hsmls_joins() -> Result<(), PeerError> {
-    cross::<MlsRsPeer, HsmlsPeer>()
+    cross::<MlsRsPeer, HsmlsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn openmls_creates_mls_rs_joins() -> Result<(), PeerError> {
-    cross::<OpenMlsPeer, MlsRsPeer>()
+    cross::<OpenMlsPeer, MlsRsPeer>(CIPHER_SUITE)
 }
 
 #[test]
 fn mls_rs_creates_openmls_joins() -> Result<(), PeerError> {
-    cross::<MlsRsPeer, OpenMlsPeer>()
+    cross::<MlsRsPeer, OpenMlsPeer>(CIPHER_SUITE)
 }
 
 /// Delivers a commit whose PrivateMessage AEAD tag is flipped, then the
@@ -295,4 +299,82 @@ fn hsmls_rejected_private_message_keeps_key() -> Result<(), PeerError> {
 fn mls_rs_rejected_private_message_burns_key() -> Result<(), PeerError> {
     assert!(!genuine_after_tampered::<MlsRsPeer>()?);
     Ok(())
+}
+
+// ----- suite 0x0001 (X25519, AES-128-GCM, Ed25519) -----
+
+#[test]
+fn hsmls_lifecycle_0x0001() -> Result<(), PeerError> {
+    lifecycle::<HsmlsPeer>(SUITE_0X0001)
+}
+
+#[test]
+fn openmls_lifecycle_0x0001() -> Result<(), PeerError> {
+    lifecycle::<OpenMlsPeer>(SUITE_0X0001)
+}
+
+#[test]
+fn mls_rs_lifecycle_0x0001() -> Result<(), PeerError> {
+    lifecycle::<MlsRsPeer>(SUITE_0X0001)
+}
+
+#[test]
+fn hsmls_creates_openmls_joins_0x0001() -> Result<(), PeerError> {
+    cross::<HsmlsPeer, OpenMlsPeer>(SUITE_0X0001)
+}
+
+#[test]
+fn openmls_creates_hsmls_joins_0x0001() -> Result<(), PeerError> {
+    cross::<OpenMlsPeer, HsmlsPeer>(SUITE_0X0001)
+}
+
+#[test]
+fn hsmls_creates_mls_rs_joins_0x0001() -> Result<(), PeerError> {
+    cross::<HsmlsPeer, MlsRsPeer>(SUITE_0X0001)
+}
+
+#[test]
+fn mls_rs_creates_hsmls_joins_0x0001() -> Result<(), PeerError> {
+    cross::<MlsRsPeer, HsmlsPeer>(SUITE_0X0001)
+}
+
+// ----- suite 0x0003 (X25519, ChaCha20Poly1305, Ed25519) -----
+
+/// MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519.
+const SUITE_0X0003: u16 = 0x0003;
+
+#[test]
+fn hsmls_creates_openmls_joins_0x0003() -> Result<(), PeerError> {
+    cross::<HsmlsPeer, OpenMlsPeer>(SUITE_0X0003)
+}
+
+#[test]
+fn openmls_creates_hsmls_joins_0x0003() -> Result<(), PeerError> {
+    cross::<OpenMlsPeer, HsmlsPeer>(SUITE_0X0003)
+}
+
+#[test]
+fn hsmls_creates_mls_rs_joins_0x0003() -> Result<(), PeerError> {
+    cross::<HsmlsPeer, MlsRsPeer>(SUITE_0X0003)
+}
+
+#[test]
+fn mls_rs_creates_hsmls_joins_0x0003() -> Result<(), PeerError> {
+    cross::<MlsRsPeer, HsmlsPeer>(SUITE_0X0003)
+}
+
+// ----- suite 0x0007 (P-384, AES-256-GCM, SHA-384) -----
+// With mls-rs only: openmls_rust_crypto 0.6 does not offer the suite.
+
+/// MLS_256_DHKEMP384_AES256GCM_SHA384_P384.
+const SUITE_0X0007: u16 = 0x0007;
+
+#[test]
+fn hsmls_creates_mls_rs_joins_0x0007() -> Result<(), PeerError> {
+    cross::<HsmlsPeer, MlsRsPeer>(SUITE_0X0007)
+}
+
+#[test]
+fn mls_rs_creates_hsmls_joins_0x0007() -> Result<(), PeerError> {
+    cross::<MlsRsPeer, HsmlsPeer>(SUITE_0X0007)
 }
