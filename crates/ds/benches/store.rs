@@ -11,7 +11,9 @@
 //!   of its own (created and dropped).
 //! * `read/sqlite`: one member reading 256 messages after its cursor (and
 //!   opening them).
-//! * `seal`: sealing a 256-byte message (XAES-256-GCM and its tags).
+//! * `seal/{tags,seal,open}`: what the sealing layer does to a 256-byte
+//!   message: its three tags (HMAC-SHA256), sealing and opening it
+//!   (XAES-256-GCM).
 //! * `framing`: decoding a 256-byte PrivateMessage's framing and its
 //!   SHA-256 (what the DS does to every message before storing it).
 //!
@@ -230,18 +232,31 @@ fn benches(c: &mut Criterion) {
             (f.epoch, digest(&bytes))
         })
     });
-    // What the sealing layer does to one message on its way in: the
-    // group, member and digest tags, and the seal.
+    // What the sealing layer does to one 256-byte message: its group,
+    // member and digest tags, the seal on the way in, the open on the way
+    // out.
     let keys = AtRest::new(&DsKey::from_bytes([3; 32]));
     let d = digest(&bytes);
-    c.bench_function("seal", |b| {
+    let g = keys.group_tag(&[7; 32]);
+    let t = keys.digest_tag(&d);
+    let sealed = keys.seal(Sealed::Message, &[&g, &t], &bytes);
+    let mut sg = c.benchmark_group("seal");
+    sg.bench_function("tags", |b| {
         b.iter(|| {
-            let g = keys.group_tag(&[7; 32]);
-            let m = keys.member_tag(&[1; 16]);
-            let t = keys.digest_tag(&d);
-            (m, keys.seal(Sealed::Message, &[&g, &t], &bytes))
+            (
+                keys.group_tag(&[7; 32]),
+                keys.member_tag(&[1; 16]),
+                keys.digest_tag(&d),
+            )
         })
     });
+    sg.bench_function("seal", |b| {
+        b.iter(|| keys.seal(Sealed::Message, &[&g, &t], &bytes))
+    });
+    sg.bench_function("open", |b| {
+        b.iter(|| keys.open(Sealed::Message, &[&g, &t], &sealed).unwrap())
+    });
+    sg.finish();
 }
 
 criterion_group!(name = ds; config = Criterion::default().sample_size(20); targets = benches);
