@@ -31,7 +31,10 @@ fi
 if [[ "${1:-}" == "--ds-load" ]]; then
     shift
     cargo build --release -p hsmls-ds --bin hsmls-ds
-    exec bash scripts/ds-load.sh "${CARGO_TARGET_DIR:-$ROOT/target}/release/hsmls-ds" "$@"
+    # The target directory cargo used (.cargo/config.toml or CARGO_TARGET_DIR).
+    target="$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    exec bash scripts/ds-load.sh "$target/release/hsmls-ds" "$@"
 fi
 if [[ $# -eq 0 || "$1" == "--" ]]; then
     set -- -p hsmls-custody "$@"

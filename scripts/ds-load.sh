@@ -10,7 +10,8 @@
 #
 # DS_LOAD_RUNS is a list of MEMBERS:RATE (messages/s), by default
 # DS_LOAD_RUNS_SQLITE or DS_LOAD_RUNS_POSTGRES; each run sends for
-# DS_LOAD_SECONDS seconds (default 5) from DS_LOAD_SENDERS members and
+# DS_LOAD_SECONDS seconds (default 5) from DS_LOAD_SENDERS members (on
+# their push connections, or with DS_LOAD_SEND_OVER=http one POST each) and
 # waits up to 20 s for the last deliveries (an overloaded run takes
 # longer: its senders wait for their answers).
 # Prints one report line per run.
@@ -23,6 +24,8 @@ RUNS_SQLITE="${DS_LOAD_RUNS:-${DS_LOAD_RUNS_SQLITE:-10:2000 10:5000 10:10000 10:
 RUNS_POSTGRES="${DS_LOAD_RUNS:-${DS_LOAD_RUNS_POSTGRES:-10:250 10:500 10:1000 1000:25 1000:50 1000:100}}"
 SECONDS_PER_RUN="${DS_LOAD_SECONDS:-5}"
 SENDERS="${DS_LOAD_SENDERS:-8}"
+# ws: messages sent on the senders' push connections; http: one POST each.
+SEND_OVER="${DS_LOAD_SEND_OVER:-ws}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/hsmls-ds-load.XXXXXX")"
 SERVER=""
@@ -65,6 +68,11 @@ start_server() { # store-args...
     exit 1
 }
 
+# utime + stime of a process, in clock ticks.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
 stop_server() {
     kill "$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true
@@ -93,9 +101,26 @@ for store in $STORES; do
         members="${run%%:*}"
         rate="${run##*:}"
         printf '%-8s members %-5s rate %-6s ' "$store" "$members" "$rate"
+        before="$(cpu_ticks "$SERVER")"
+        load_start="$(date +%s%N)"
         "$BIN" load --url "https://$ADDR" --tls-roots "$WORK/root.pem" \
             --members "$members" --rate "$rate" --duration "$SECONDS_PER_RUN" \
-            --senders "$SENDERS" --drain 20
+            --senders "$SENDERS" --send-over "$SEND_OVER" --drain 20 &
+        load_pid=$!
+        load_ticks=0
+        while kill -0 "$load_pid" 2>/dev/null; do
+            load_ticks="$(cpu_ticks "$load_pid" 2>/dev/null || echo "$load_ticks")"
+            sleep 0.2
+        done
+        wait "$load_pid"
+        # The server's CPU time over the run (set-up included): a figure
+        # that other processes on the machine do not inflate, unlike the
+        # rates and latencies.
+        after="$(cpu_ticks "$SERVER")"
+        tck="$(getconf CLK_TCK)"
+        echo "         server CPU $(( (after - before) * 1000 / tck )) ms," \
+            "load generator CPU $(( load_ticks * 1000 / tck )) ms (to 0.2 s before its end)," \
+            "wall $(( ($(date +%s%N) - load_start) / 1000000 )) ms"
     done
     stop_server
 done

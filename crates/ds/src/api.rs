@@ -22,7 +22,15 @@
 //! | `GET /v1/groups/{group}/ratchet-tree` | assisted mode: the current ratchet tree |
 //! | `GET /v1/queues/{queue}/messages` | fetch from the cursor |
 //! | `POST /v1/queues/{queue}/ack` | acknowledge |
-//! | `GET /v1/queues/{queue}/ws` | WebSocket: live push, resuming from a sequence number |
+//! | `GET /v1/queues/{queue}/ws` | WebSocket: live push, resuming from a sequence number; messages sent on it too |
+//!
+//! On the WebSocket, control frames are JSON text ([`ClientFrame`],
+//! [`ServerFrame`]); group messages travel in binary frames, without JSON
+//! or base64 (see [`QueuedMessage::encode_frame`] and [`SendFrame`]), since they are the
+//! bulk of the traffic: a client sends an application message or proposal
+//! as a binary frame and gets [`ServerFrame::Accepted`] or
+//! [`ServerFrame::Refused`] with the same request id, as it would from
+//! `POST /v1/messages`.
 
 use serde::{Deserialize, Serialize};
 
@@ -365,7 +373,9 @@ pub enum ClientFrame {
     Ack(Ack),
 }
 
-/// What the DS pushes on the WebSocket.
+/// What the DS pushes on the WebSocket. Group messages come as binary
+/// frames ([`QueuedMessage::encode_frame`]); [`crate::client::PushStream`] returns them
+/// as [`ServerFrame::Message`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -374,6 +384,103 @@ pub enum ServerFrame {
     Message(QueuedMessage),
     /// A Welcome.
     Welcome(QueuedWelcome),
+    /// A message sent on the connection ([`SendFrame`]) was accepted.
+    Accepted {
+        /// The request id of the [`SendFrame`].
+        id: u64,
+        /// Where it was ordered.
+        #[serde(flatten)]
+        accepted: Accepted,
+    },
+    /// A message sent on the connection was refused.
+    Refused {
+        /// The request id of the [`SendFrame`].
+        id: u64,
+        /// Why (the problem `POST /v1/messages` would have answered).
+        problem: Problem,
+    },
+}
+
+/// A binary frame from the client: an application message or a proposal
+/// to order, as `POST /v1/messages` would (RFC 9420 §6 `MLSMessage`).
+///
+/// Layout: `request_id` (8 bytes, big endian) then the `MLSMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFrame<'a> {
+    /// Chosen by the client; the answer carries it.
+    pub request_id: u64,
+    /// The `MLSMessage`.
+    pub message: &'a [u8],
+}
+
+/// Why a binary frame could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Shorter than its fixed header.
+    #[error("frame shorter than its header")]
+    Truncated,
+    /// The group id's length runs past the frame.
+    #[error("group id length past the end of the frame")]
+    GroupIdLength,
+}
+
+impl<'a> SendFrame<'a> {
+    /// The frame's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.message.len());
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        out.extend_from_slice(self.message);
+        out
+    }
+
+    /// Reads a frame (untrusted bytes; the message is checked by the DS
+    /// as any posted message).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, FrameError> {
+        let (id, message) = bytes
+            .split_first_chunk::<8>()
+            .ok_or(FrameError::Truncated)?;
+        Ok(SendFrame {
+            request_id: u64::from_be_bytes(*id),
+            message,
+        })
+    }
+}
+
+/// The binary frame in which the DS pushes a group message.
+///
+/// Layout: `seq` (8 bytes, big endian), the group id's length (2 bytes,
+/// big endian), the group id, then the `MLSMessage`.
+impl QueuedMessage {
+    /// The frame of message `seq` of `group_id` (group ids are at most
+    /// 65,535 bytes: the DS refuses longer ones when a group is created).
+    pub fn encode_frame(group_id: &[u8], seq: u64, message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + group_id.len() + message.len());
+        out.extend_from_slice(&seq.to_be_bytes());
+        let len = u16::try_from(group_id.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&group_id[..usize::from(len)]);
+        out.extend_from_slice(message);
+        out
+    }
+
+    /// Reads a frame (untrusted bytes from the network).
+    pub fn decode_frame(bytes: &[u8]) -> Result<QueuedMessage, FrameError> {
+        let (seq, rest) = bytes
+            .split_first_chunk::<8>()
+            .ok_or(FrameError::Truncated)?;
+        let (len, rest) = rest.split_first_chunk::<2>().ok_or(FrameError::Truncated)?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        if rest.len() < len {
+            return Err(FrameError::GroupIdLength);
+        }
+        let (group_id, message) = rest.split_at(len);
+        Ok(QueuedMessage {
+            group_id: group_id.to_vec(),
+            seq: u64::from_be_bytes(*seq),
+            message: message.to_vec(),
+        })
+    }
 }
 
 /// A refusal (RFC 9457 problem details).
@@ -400,5 +507,51 @@ impl Problem {
         self.problem_type
             .strip_prefix(PROBLEM_BASE)
             .unwrap_or(&self.problem_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_frames_round_trip_and_refuse_short_input() {
+        let f = SendFrame {
+            request_id: 0x0102_0304_0506_0708,
+            message: b"mls bytes",
+        };
+        let bytes = f.encode();
+        assert_eq!(SendFrame::decode(&bytes), Ok(f));
+        for n in 0..8 {
+            assert_eq!(SendFrame::decode(&bytes[..n]), Err(FrameError::Truncated));
+        }
+        // An empty message decodes (the DS then refuses it as malformed).
+        assert_eq!(SendFrame::decode(&bytes[..8]).unwrap().message, b"");
+
+        let pushed = QueuedMessage::encode_frame(b"group", 42, b"message");
+        let m = QueuedMessage::decode_frame(&pushed).unwrap();
+        assert_eq!(
+            (m.group_id.as_slice(), m.seq, m.message.as_slice()),
+            (&b"group"[..], 42, &b"message"[..])
+        );
+        for n in 0..10 {
+            assert_eq!(
+                QueuedMessage::decode_frame(&pushed[..n]),
+                Err(FrameError::Truncated)
+            );
+        }
+        for n in 10..15 {
+            assert_eq!(
+                QueuedMessage::decode_frame(&pushed[..n]),
+                Err(FrameError::GroupIdLength)
+            );
+        }
+        // A length naming more than the frame holds.
+        let mut long = pushed.clone();
+        long[8..10].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(
+            QueuedMessage::decode_frame(&long),
+            Err(FrameError::GroupIdLength)
+        );
     }
 }

@@ -39,7 +39,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::api::{
     AUTH_LABEL, Accepted, Ack, Challenge, ClaimRequest, ClaimedKeyPackage, ClientFrame,
     CommitBundle, CreateGroup, GroupPosition, KeyPackageCounts, MESSAGE_MLS, Problem,
-    PublishKeyPackages, QueueBatch, ServerFrame, Session, SessionRequest, b64,
+    PublishKeyPackages, QueueBatch, QueuedMessage, SendFrame, ServerFrame, Session, SessionRequest,
+    b64,
 };
 
 /// Why a DS request failed.
@@ -555,43 +556,144 @@ impl DsClient {
         let (ws, _) = tokio_tungstenite::client_async(req, tls)
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let mut stream = PushStream { ws };
+        let stream = PushStream::start(ws);
         stream.send(&ClientFrame::Resume { positions }).await?;
         Ok(stream)
     }
 }
 
-/// A live push connection.
-#[derive(Debug)]
+/// Frames read ahead of [`PushStream::next`] at most; past this the
+/// reader stops reading (the DS's writes wait in the socket).
+const PUSH_BUFFER: usize = 1024;
+
+/// The answers awaited by the [`MessageSender`]s of a connection.
+type Pending = Arc<Mutex<PendingSends>>;
+
+#[derive(Default)]
+struct PendingSends {
+    next_id: u64,
+    waiting:
+        std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Result<Accepted, ClientError>>>,
+    /// Set when the connection ended: later sends fail at once.
+    closed: bool,
+}
+
+/// A live push connection: what the DS pushes ([`PushStream::next`]),
+/// acknowledgements, and messages sent on it ([`PushStream::sender`]).
+///
+/// A reader task reads the socket (answers to sends go to their senders,
+/// the rest to [`PushStream::next`]); a writer task writes what is
+/// queued, several frames per flush. Dropping the stream stops both.
 pub struct PushStream {
-    ws: tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>,
+    frames: tokio::sync::mpsc::Receiver<Result<ServerFrame, ClientError>>,
+    out: tokio::sync::mpsc::UnboundedSender<WsMessage>,
+    pending: Pending,
+    reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PushStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushStream").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PushStream {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+        fail_pending(&self.pending);
+    }
+}
+
+/// Fails every awaited send: the connection is gone.
+fn fail_pending(pending: &Pending) {
+    let waiting = {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.closed = true;
+        std::mem::take(&mut p.waiting)
+    };
+    for (_, w) in waiting {
+        let _ = w.send(Err(ClientError::Transport("push connection closed".into())));
+    }
 }
 
 impl PushStream {
-    async fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+    fn start(ws: tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>) -> Self {
+        let (mut sink, mut source) = ws.split();
+        let (frames_tx, frames) = tokio::sync::mpsc::channel(PUSH_BUFFER);
+        let (out, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<WsMessage>();
+        let pending: Pending = Arc::default();
+        let writer = tokio::spawn(async move {
+            while let Some(first) = out_rx.recv().await {
+                let close = matches!(first, WsMessage::Close(_));
+                if sink.feed(first).await.is_err() {
+                    return;
+                }
+                // What else is queued goes out in the same write.
+                while let Ok(m) = out_rx.try_recv() {
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() || close {
+                    return;
+                }
+            }
+        });
+        let reader_pending = pending.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = match source.next().await {
+                    Some(Ok(WsMessage::Text(t))) => {
+                        match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                            Ok(ServerFrame::Accepted { id, accepted }) => {
+                                answer(&reader_pending, id, Ok(accepted));
+                                continue;
+                            }
+                            Ok(ServerFrame::Refused { id, problem }) => {
+                                answer(&reader_pending, id, Err(ClientError::Refused(problem)));
+                                continue;
+                            }
+                            Ok(f) => Ok(f),
+                            Err(e) => Err(ClientError::UnexpectedAnswer(e.to_string())),
+                        }
+                    }
+                    Some(Ok(WsMessage::Binary(b))) => QueuedMessage::decode_frame(&b)
+                        .map(ServerFrame::Message)
+                        .map_err(|e| ClientError::UnexpectedAnswer(e.to_string())),
+                    Some(Ok(WsMessage::Close(_))) | None => break,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => Err(ClientError::Transport(e.to_string())),
+                };
+                let failed = frame.is_err();
+                if frames_tx.send(frame).await.is_err() || failed {
+                    break;
+                }
+            }
+            fail_pending(&reader_pending);
+        });
+        PushStream {
+            frames,
+            out,
+            pending,
+            reader,
+            writer,
+        }
+    }
+
+    async fn send(&self, frame: &ClientFrame) -> Result<(), ClientError> {
         let text =
             serde_json::to_string(frame).map_err(|e| ClientError::Transport(e.to_string()))?;
-        self.ws
+        self.out
             .send(WsMessage::Text(text.into()))
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))
+            .map_err(|_| ClientError::Transport("push connection closed".into()))
     }
 
     /// The next pushed message or Welcome; `None` when the DS closed.
+    /// (Cancel-safe: a frame is never lost to a dropped call.)
     pub async fn next(&mut self) -> Option<Result<ServerFrame, ClientError>> {
-        loop {
-            match self.ws.next().await? {
-                Ok(WsMessage::Text(t)) => {
-                    return Some(
-                        serde_json::from_str(t.as_str())
-                            .map_err(|e| ClientError::UnexpectedAnswer(e.to_string())),
-                    );
-                }
-                Ok(WsMessage::Close(_)) => return None,
-                Ok(_) => continue,
-                Err(e) => return Some(Err(ClientError::Transport(e.to_string()))),
-            }
-        }
+        self.frames.recv().await
     }
 
     /// Acknowledges on the connection.
@@ -599,8 +701,78 @@ impl PushStream {
         self.send(&ClientFrame::Ack(ack)).await
     }
 
+    /// A handle that sends messages on this connection (cheaper than
+    /// [`DsClient::send_message`]: no HTTP request per message). Its sends
+    /// fail with [`ClientError::Transport`] once the connection ends.
+    pub fn sender(&self) -> MessageSender {
+        MessageSender {
+            out: self.out.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
+        let _ = self.out.send(WsMessage::Close(None));
+        // The writer ends after sending the close frame.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.writer).await;
+    }
+}
+
+/// Routes an answer to its waiting send.
+fn answer(pending: &Pending, id: u64, result: Result<Accepted, ClientError>) {
+    let waiting = pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .waiting
+        .remove(&id);
+    if let Some(w) = waiting {
+        let _ = w.send(result);
+    }
+}
+
+/// Sends application messages and proposals on a push connection
+/// ([`PushStream::sender`]); clones share the connection.
+#[derive(Clone)]
+pub struct MessageSender {
+    out: tokio::sync::mpsc::UnboundedSender<WsMessage>,
+    pending: Pending,
+}
+
+impl std::fmt::Debug for MessageSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageSender").finish_non_exhaustive()
+    }
+}
+
+impl MessageSender {
+    /// Sends an application message or proposal (`MLSMessage`) and waits
+    /// for the DS's answer: as [`DsClient::send_message`].
+    pub async fn send(&self, message: &[u8]) -> Result<Accepted, ClientError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.closed {
+                return Err(ClientError::Transport("push connection closed".into()));
+            }
+            p.next_id += 1;
+            let id = p.next_id;
+            p.waiting.insert(id, tx);
+            id
+        };
+        let frame = SendFrame {
+            request_id: id,
+            message,
+        }
+        .encode();
+        if self.out.send(WsMessage::Binary(frame.into())).is_err() {
+            answer(
+                &self.pending,
+                id,
+                Err(ClientError::Transport("push connection closed".into())),
+            );
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ClientError::Transport("push connection closed".into())))
     }
 }

@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
-use axum::extract::ws::Utf8Bytes;
+use axum::body::Bytes;
 use tokio::sync::Notify;
 
-use crate::api::{QueuedMessage, ServerFrame};
+use crate::api::QueuedMessage;
 
 use crate::store::QueueId;
 
@@ -38,12 +38,21 @@ struct HubInner {
 /// push does not read them back from the store.
 #[derive(Debug, Default)]
 struct Recent {
-    /// The push frames (JSON text), built once per message.
-    messages: BTreeMap<u64, Utf8Bytes>,
+    /// The push frames (binary), built once per message.
+    messages: BTreeMap<u64, Bytes>,
     bytes: usize,
     /// The highest sequence number known (from this process or a hint).
     latest: u64,
+    /// A missing message before `latest` and when it was first seen
+    /// missing: the messages of one writer batch are published by
+    /// concurrent tasks, so seq 6 may come a moment before seq 5.
+    gap: Option<(u64, std::time::Instant)>,
 }
+
+/// How long a gap in the recent messages is waited for before the store
+/// is read (the message may have been accepted by another process, or
+/// its publishing task ended early).
+pub const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The most messages kept per group for live push.
 pub const RECENT_MESSAGES: usize = 4096;
@@ -58,9 +67,13 @@ pub enum RecentAfter {
     /// Nothing is known after the position.
     UpToDate,
     /// The next messages' push frames (contiguous from the position).
-    Messages(Vec<(u64, Utf8Bytes)>),
+    Messages(Vec<(u64, Bytes)>),
     /// The next message is not in the cache: read the store.
     Unknown,
+    /// The next message is not in the cache yet but a later one is: it is
+    /// most likely being published; ask again after [`GAP_WAIT`] at most
+    /// (its publication wakes the followers).
+    Pending,
 }
 
 fn wake(list: &mut Vec<Weak<Notify>>) {
@@ -73,14 +86,10 @@ fn wake(list: &mut Vec<Weak<Notify>>) {
     });
 }
 
-/// The push frame (JSON text) of a group message.
-pub fn push_frame(group_id: &[u8], seq: u64, message: &[u8]) -> Utf8Bytes {
-    let frame = ServerFrame::Message(QueuedMessage {
-        group_id: group_id.to_vec(),
-        seq,
-        message: message.to_vec(),
-    });
-    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
+/// The push frame (binary, [`QueuedMessage::encode_frame`]) of a group
+/// message.
+pub fn push_frame(group_id: &[u8], seq: u64, message: &[u8]) -> Bytes {
+    Bytes::from(QueuedMessage::encode_frame(group_id, seq, message))
 }
 
 impl Hub {
@@ -146,8 +155,8 @@ impl Hub {
         until: Option<u64>,
         limit: usize,
     ) -> RecentAfter {
-        let r = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(g) = r.get(group_id) else {
+        let mut r = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(g) = r.get_mut(group_id) else {
             return RecentAfter::Unknown;
         };
         let last = until.map_or(g.latest, |u| u.min(g.latest));
@@ -163,10 +172,31 @@ impl Hub {
             }
             next += 1;
         }
-        if out.is_empty() {
-            RecentAfter::Unknown
-        } else {
-            RecentAfter::Messages(out)
+        if !out.is_empty() {
+            return RecentAfter::Messages(out);
+        }
+        // `next` is missing and a later message is known. A message older
+        // than the cache's oldest, or a gap waited for long enough, is
+        // read from the store.
+        let oldest = g.messages.first_key_value().map(|(k, _)| *k);
+        if oldest.is_none_or(|o| next < o) {
+            return RecentAfter::Unknown;
+        }
+        let cached_after = g.messages.range(next..).next().is_some();
+        let now = std::time::Instant::now();
+        match g.gap {
+            Some((seq, since)) if seq == next => {
+                if cached_after && now.duration_since(since) < GAP_WAIT {
+                    RecentAfter::Pending
+                } else {
+                    RecentAfter::Unknown
+                }
+            }
+            _ if cached_after => {
+                g.gap = Some((next, now));
+                RecentAfter::Pending
+            }
+            _ => RecentAfter::Unknown,
         }
     }
 
@@ -208,6 +238,37 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seqs(r: RecentAfter) -> Vec<u64> {
+        match r {
+            RecentAfter::Messages(v) => v.into_iter().map(|(s, _)| s).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gap_is_waited_for_then_read_from_the_store() {
+        let hub = Hub::new();
+        hub.publish(b"g", 1, b"one");
+        // Seq 3 published before seq 2 (concurrent tasks of one batch).
+        hub.publish(b"g", 3, b"three");
+        assert_eq!(seqs(hub.recent_after(b"g", 0, None, 10)), vec![1]);
+        assert_eq!(hub.recent_after(b"g", 1, None, 10), RecentAfter::Pending);
+        hub.publish(b"g", 2, b"two");
+        assert_eq!(seqs(hub.recent_after(b"g", 1, None, 10)), vec![2, 3]);
+        // A gap that stays: the store is read after GAP_WAIT.
+        hub.publish(b"g", 5, b"five");
+        assert_eq!(hub.recent_after(b"g", 3, None, 10), RecentAfter::Pending);
+        std::thread::sleep(GAP_WAIT + std::time::Duration::from_millis(5));
+        assert_eq!(hub.recent_after(b"g", 3, None, 10), RecentAfter::Unknown);
+        // Before the oldest cached message, or a group not cached: the
+        // store, at once.
+        assert_eq!(hub.recent_after(b"h", 0, None, 10), RecentAfter::Unknown);
+        let hub = Hub::new();
+        hub.publish(b"g", 7, b"seven");
+        assert_eq!(hub.recent_after(b"g", 5, None, 10), RecentAfter::Unknown);
+        assert_eq!(hub.recent_after(b"g", 7, None, 10), RecentAfter::UpToDate);
+    }
 
     #[tokio::test]
     async fn wakes_followers_only() {

@@ -43,10 +43,23 @@ pub struct LoadConfig {
     pub senders: usize,
     /// How long to wait for the last deliveries after the last send.
     pub drain: Duration,
-    /// Requests in flight per sender at most (its HTTP/1.1 connections):
-    /// a message whose turn comes while all are busy waits for one, and
-    /// the wait counts in its latency.
+    /// Requests in flight per sender at most (with HTTP, its HTTP/1.1
+    /// connections): a message whose turn comes while all are busy waits
+    /// for one, and the wait counts in its latency.
     pub in_flight: usize,
+    /// How the senders send.
+    pub transport: SendTransport,
+}
+
+/// How the load generator's senders send their messages.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendTransport {
+    /// On the sender's push connection (binary frames, answered on it).
+    #[default]
+    WebSocket,
+    /// `POST /v1/messages`, one HTTPS request each.
+    Http,
 }
 
 impl Default for LoadConfig {
@@ -59,6 +72,7 @@ impl Default for LoadConfig {
             senders: 8,
             drain: Duration::from_secs(20),
             in_flight: 32,
+            transport: SendTransport::default(),
         }
     }
 }
@@ -317,6 +331,8 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
         s.ack(Ack::default()).await.map_err(|e| e.to_string())?;
         streams.push(s);
     }
+    let ws_senders: Vec<crate::client::MessageSender> =
+        streams.iter().map(|s| s.sender()).collect();
     let expected = Arc::new(AtomicU64::new(u64::MAX));
     let start = Instant::now() + Duration::from_millis(200);
     let deadline = start + config.duration + config.drain;
@@ -416,6 +432,8 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
         }
         tokio::time::sleep_until(intended.into()).await;
         let client = group.members[(i as usize) % senders].clone();
+        let ws_sender = ws_senders[(i as usize) % senders].clone();
+        let transport = config.transport;
         let permit = permits[(i as usize) % senders].clone();
         let msg = synthetic_message(
             &group.group_id,
@@ -433,7 +451,11 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
         sent += 1;
         tasks.push(tokio::spawn(async move {
             let _permit = permit.acquire_owned().await;
-            match client.send_message(&msg).await {
+            let result = match transport {
+                SendTransport::WebSocket => ws_sender.send(&msg).await,
+                SendTransport::Http => client.send_message(&msg).await,
+            };
+            match result {
                 Ok(_) => {
                     let done = Instant::now();
                     let us = done.saturating_duration_since(intended).as_micros() as u64;

@@ -12,19 +12,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::SinkExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hsmls::wire::{CipherSuite, ContentType, Credential, Decode, Sender};
 use tokio::sync::Notify;
 
 use crate::api::{
     Accepted, Ack, ClaimRequest, ClaimedKeyPackage, ClientFrame, CommitBundle, CreateGroup,
     GroupMode, KeyPackageCounts, MESSAGE_MLS, PROBLEM_JSON, PublishKeyPackages, QueueBatch,
-    QueuedMessage, QueuedWelcome, ServerFrame, Session, SessionRequest, b64,
+    QueuedMessage, QueuedWelcome, SendFrame, ServerFrame, Session, SessionRequest, b64,
 };
 use crate::assisted;
 use crate::auth::{AuthFailure, Authenticator, ClientAuthenticator, DsKey};
@@ -284,7 +285,9 @@ impl<S: DsStore> Ds<S> {
 
     /// Creates a group with the client as its only member.
     pub async fn create_group(&self, queue: QueueId, req: CreateGroup) -> Result<(), DsError> {
-        if req.group_id.is_empty() || req.group_id.len() > self.config.max_group_id {
+        if req.group_id.is_empty()
+            || req.group_id.len() > self.config.max_group_id.min(usize::from(u16::MAX))
+        {
             return Err(DsError::MalformedRequest("group id length"));
         }
         let (public_state, group_info) = match req.mode {
@@ -863,40 +866,76 @@ async fn h_ws<S: DsStore>(
     Path(queue): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, DsError> {
-    let q = ds.session(bearer(&headers)?)?;
+    let token = bearer(&headers)?.to_owned();
+    let q = ds.session(&token)?;
     own_queue(q, &queue)?;
     Ok(ws
         .max_message_size(ds.config.max_body)
         .on_upgrade(move |socket| async move {
-            if let Err(e) = push(ds, q, socket).await {
+            if let Err(e) = push(ds, q, token, socket).await {
                 tracing::debug!(error = %e, "push connection ended");
             }
         }))
 }
 
+/// Messages sent on one push connection and not yet answered, at most:
+/// past this the connection stops reading until answers go out (the
+/// client's sends wait in its socket).
+pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+
+/// A message sent on a push connection ([`crate::api::SendFrame`]):
+/// ordered as `POST /v1/messages` would, with the session checked (and
+/// rate limited) per message.
+async fn send_on_push<S: DsStore>(
+    ds: Shared<S>,
+    token: Arc<str>,
+    frame: Bytes,
+) -> Option<ServerFrame> {
+    let send = SendFrame::decode(&frame).ok()?;
+    let id = send.request_id;
+    let result = match ds.session(&token) {
+        Ok(q) => ds.message(q, send.message.to_vec()).await,
+        Err(e) => Err(e),
+    };
+    Some(match result {
+        Ok(accepted) => ServerFrame::Accepted { id, accepted },
+        Err(e) => {
+            if let DsError::Storage(err) = &e {
+                tracing::error!(error = %err, "storage failure");
+            }
+            ServerFrame::Refused {
+                id,
+                problem: e.problem(),
+            }
+        }
+    })
+}
+
 /// One push connection: sends what is after its positions, then whatever
-/// arrives, and takes acknowledgements and resume positions. New group
-/// messages come from the hub's recent messages when it has them, else
-/// from the store; a queue event (a Welcome, a membership change) or the
-/// periodic timer re-reads the Welcomes and memberships.
+/// arrives, and takes acknowledgements, resume positions and messages to
+/// order (binary frames, answered on the connection). New group messages
+/// come from the hub's recent messages when it has them, else from the
+/// store; a queue event (a Welcome, a membership change) or the periodic
+/// timer re-reads the Welcomes and memberships.
 async fn push<S: DsStore>(
     ds: Shared<S>,
     queue: QueueId,
+    token: String,
     mut socket: WebSocket,
 ) -> Result<(), String> {
+    let token: Arc<str> = token.into();
     let group_notify = Arc::new(Notify::new());
     let queue_notify = Arc::new(Notify::new());
     ds.hub.follow_queue(&queue, &queue_notify);
     let mut positions: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut sent_welcomes: std::collections::BTreeSet<u64> = Default::default();
     let mut followed: std::collections::HashSet<Vec<u8>> = Default::default();
+    let mut in_flight = FuturesUnordered::new();
     let limit = ds.config.fetch_limit;
     // The client names its positions first (a `resume` frame); without one
     // within 2 s, delivery starts from the stored cursors.
-    if let Ok(Some(Ok(WsMessage::Text(t)))) =
-        tokio::time::timeout(Duration::from_secs(2), socket.recv()).await
-    {
-        match serde_json::from_str::<ClientFrame>(t.as_str()) {
+    match tokio::time::timeout(Duration::from_secs(2), socket.recv()).await {
+        Ok(Some(Ok(WsMessage::Text(t)))) => match serde_json::from_str::<ClientFrame>(t.as_str()) {
             Ok(ClientFrame::Resume { positions: p }) => {
                 for gp in p {
                     positions.insert(gp.group_id, gp.seq);
@@ -904,7 +943,11 @@ async fn push<S: DsStore>(
             }
             Ok(ClientFrame::Ack(ack)) => ds.ack(queue, ack).await.map_err(|e| e.to_string())?,
             Err(_) => return Err("malformed client frame".into()),
+        },
+        Ok(Some(Ok(WsMessage::Binary(b)))) => {
+            in_flight.push(send_on_push(ds.clone(), token.clone(), b));
         }
+        _ => {}
     }
     let mut memberships = Vec::new();
     let mut refresh = true;
@@ -919,7 +962,7 @@ async fn push<S: DsStore>(
             for (id, welcome) in welcomes {
                 if sent_welcomes.insert(id) {
                     let frame = ServerFrame::Welcome(QueuedWelcome { id, welcome });
-                    send_frame(&mut socket, &frame).await?;
+                    feed_frame(&mut socket, &frame).await?;
                 }
             }
             memberships = ds
@@ -934,17 +977,22 @@ async fn push<S: DsStore>(
             }
         }
         let mut more = false;
+        let mut gap = false;
         for m in &memberships {
             let pos = positions.entry(m.group_id.clone()).or_insert(m.cursor);
             if *pos < m.cursor {
                 *pos = m.cursor;
             }
-            let msgs: Vec<(u64, Utf8Bytes)> =
+            let msgs: Vec<(u64, Bytes)> =
                 match ds
                     .hub
                     .recent_after(&m.group_id, *pos, m.until, limit as usize)
                 {
                     RecentAfter::UpToDate => continue,
+                    RecentAfter::Pending => {
+                        gap = true;
+                        continue;
+                    }
                     RecentAfter::Messages(v) => v,
                     RecentAfter::Unknown => ds
                         .store
@@ -962,7 +1010,7 @@ async fn push<S: DsStore>(
             for (seq, frame) in msgs {
                 *pos = seq;
                 socket
-                    .feed(WsMessage::Text(frame))
+                    .feed(WsMessage::Binary(frame))
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -971,11 +1019,26 @@ async fn push<S: DsStore>(
         if more {
             continue;
         }
+        let reading = in_flight.len() < MAX_SENDS_IN_FLIGHT;
         tokio::select! {
             _ = group_notify.notified() => {}
             _ = queue_notify.notified() => refresh = true,
             _ = tokio::time::sleep(Duration::from_secs(30)) => refresh = true,
-            incoming = socket.recv() => {
+            _ = tokio::time::sleep(crate::fanout::GAP_WAIT), if gap => {}
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                match answer {
+                    Some(frame) => feed_frame(&mut socket, &frame).await?,
+                    None => return Err("malformed send frame".into()),
+                }
+                // Every answer that is ready goes out in the same write.
+                while let Some(Some(answer)) = in_flight.next().now_or_never() {
+                    match answer {
+                        Some(frame) => feed_frame(&mut socket, &frame).await?,
+                        None => return Err("malformed send frame".into()),
+                    }
+                }
+            }
+            incoming = socket.recv(), if reading => {
                 let Some(Ok(msg)) = incoming else { return Ok(()) };
                 match msg {
                     WsMessage::Text(t) => {
@@ -996,6 +1059,9 @@ async fn push<S: DsStore>(
                             }
                         }
                     }
+                    WsMessage::Binary(b) => {
+                        in_flight.push(send_on_push(ds.clone(), token.clone(), b));
+                    }
                     WsMessage::Close(_) => return Ok(()),
                     _ => {}
                 }
@@ -1004,10 +1070,11 @@ async fn push<S: DsStore>(
     }
 }
 
-async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), String> {
+/// Queues a control frame without flushing (the loop flushes).
+async fn feed_frame(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), String> {
     let text = serde_json::to_string(frame).map_err(|e| e.to_string())?;
     socket
-        .send(WsMessage::Text(text.into()))
+        .feed(WsMessage::Text(text.into()))
         .await
         .map_err(|e| e.to_string())
 }
@@ -1274,6 +1341,13 @@ pub fn parse_load(args: &[String]) -> Result<LoadOptions, String> {
             "--senders" => c.senders = num(value()?)? as usize,
             "--drain" => c.drain = Duration::from_secs_f64(num(value()?)?),
             "--in-flight" => c.in_flight = num(value()?)? as usize,
+            "--send-over" => {
+                c.transport = match value()?.as_str() {
+                    "ws" => crate::loadgen::SendTransport::WebSocket,
+                    "http" => crate::loadgen::SendTransport::Http,
+                    _ => return Err("--send-over: ws or http".into()),
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -1457,6 +1531,6 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
             println!("{report}");
             Ok(())
         }
-        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE --tls-cert PEM --tls-key PEM (--as-root DER (--as-url URL | --as-crl DER) | --basic-credentials)\n       hsmls-ds load --url URL[,URL...] --tls-roots PEM [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S]".into()),
+        _ => Err("usage: hsmls-ds serve --listen ADDR (--sqlite FILE | --postgres URL) --key-file FILE --tls-cert PEM --tls-key PEM (--as-root DER (--as-url URL | --as-crl DER) | --basic-credentials)\n       hsmls-ds load --url URL[,URL...] --tls-roots PEM [--members N] [--rate MSG/S] [--duration S] [--max N] [--payload BYTES] [--senders N] [--drain S] [--in-flight N] [--send-over ws|http]".into()),
     }
 }

@@ -28,5 +28,6 @@ case!(
     stored_once_and_acknowledged,
     welcomes_and_purge,
     races,
-    another_key
+    another_key,
+    mixed_messages
 );

@@ -32,8 +32,22 @@ case!(
     stored_once_and_acknowledged,
     welcomes_and_purge,
     races,
-    another_key
+    another_key,
+    mixed_messages
 );
+
+/// The mixed run again with a writer that waits 100 ms for more: the
+/// 120 messages land in one or two transactions, so the writer's
+/// appending of several messages together decides them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_messages_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SqliteConfig::default().linger(std::time::Duration::from_millis(100));
+    let s = SqliteStore::open(dir.path().join("ds.sqlite"), config)
+        .await
+        .unwrap();
+    suite::mixed_messages(&suite::sealed(s)).await;
+}
 
 #[tokio::test]
 async fn pragmas_and_file_mode() {

@@ -196,8 +196,19 @@ type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 type AnyResult = Result<Box<dyn Any + Send>, StoreError>;
 type RunFn = Box<dyn for<'c> Fn(&'c mut SqliteConnection) -> BoxFut<'c, AnyResult> + Send + Sync>;
 
+/// What a writer request does.
+enum Work {
+    /// Any write: a closure run in the transaction.
+    Run(RunFn),
+    /// An application message or proposal without public state: appended
+    /// together with the batch's other messages to its group
+    /// ([`append_messages`]), a few statements per group and batch
+    /// instead of one per message.
+    Message(MessageRow),
+}
+
 struct Job {
-    run: RunFn,
+    work: Work,
     reply: oneshot::Sender<AnyResult>,
 }
 
@@ -279,13 +290,19 @@ impl SqliteStore {
             + Sync
             + 'static,
     {
-        let (reply, rx) = oneshot::channel();
         let run: RunFn = Box::new(move |c| {
             let fut = f(c);
             Box::pin(async move { fut.await.map(|v| Box::new(v) as Box<dyn Any + Send>) })
         });
+        self.submit(Work::Run(run)).await
+    }
+
+    /// Sends `work` to the writer and waits for its result, after its
+    /// transaction committed.
+    async fn submit<T: Send + 'static>(&self, work: Work) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Job { run, reply })
+            .send(Job { work, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         let any = rx.await.map_err(|_| StoreError::WriterGone)??;
@@ -343,7 +360,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
                         // The request fails alone: run it once more for its
                         // error, outside any batch, and roll it back.
                         let _ = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
-                        let r = (job.run)(&mut *conn).await;
+                        let r = run_job(&mut *conn, &job.work).await;
                         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                         match r {
                             Ok(_) => Err(StoreError::WriterGone),
@@ -368,13 +385,46 @@ async fn run_in_transaction(
         return Err(());
     }
     let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let r = (job.run)(&mut *conn).await;
-        if r.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(());
+    let mut rest = jobs;
+    while let Some(job) = rest.first() {
+        // A run of consecutive messages is appended together; anything
+        // else runs alone, in arrival order.
+        let run = match job.work {
+            Work::Message(_) => rest
+                .iter()
+                .position(|j| !matches!(j.work, Work::Message(_)))
+                .unwrap_or(rest.len()),
+            Work::Run(_) => 1,
+        };
+        let (these, after) = rest.split_at(run);
+        rest = after;
+        let r: Result<Vec<AnyResult>, StoreError> = match &job.work {
+            Work::Run(f) => Ok(vec![f(&mut *conn).await]),
+            Work::Message(_) => {
+                let messages: Vec<&MessageRow> = these
+                    .iter()
+                    .filter_map(|j| match &j.work {
+                        Work::Message(m) => Some(m),
+                        Work::Run(_) => None,
+                    })
+                    .collect();
+                append_messages(&mut *conn, &messages)
+                    .await
+                    .map(|outcomes| {
+                        outcomes
+                            .into_iter()
+                            .map(|o| Ok(Box::new(o) as Box<dyn Any + Send>))
+                            .collect()
+                    })
+            }
+        };
+        match r {
+            Ok(rs) if rs.iter().all(Result::is_ok) => results.extend(rs),
+            _ => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(());
+            }
         }
-        results.push(r);
     }
     match sqlx::query("COMMIT").execute(&mut *conn).await {
         Ok(_) => Ok(results),
@@ -384,6 +434,142 @@ async fn run_in_transaction(
             Err(())
         }
     }
+}
+
+/// Runs one request alone (outside the batching of messages).
+async fn run_job(conn: &mut SqliteConnection, work: &Work) -> AnyResult {
+    match work {
+        Work::Run(f) => f(conn).await,
+        Work::Message(m) => op_message(conn, m.clone())
+            .await
+            .map(|o| Box::new(o) as Box<dyn Any + Send>),
+    }
+}
+
+/// The rows of one multi-row insert of messages, at most (6 parameters
+/// each; SQLite takes 32,766).
+const INSERT_CHUNK: usize = 64;
+
+/// Appends a run of messages (none with public state) inside the
+/// writer's transaction, deciding each as [`op_message`] would in their
+/// order. A group with one message of the run takes `op_message`'s one
+/// statement; a group with several takes four or so (its row, which of
+/// the senders are members, which digests are stored, then multi-row
+/// inserts), instead of one round trip to SQLite's thread per message,
+/// which bounded the writer at about 7,700 messages/s (measured).
+/// Nothing else writes between the statements: the writer is the only
+/// writer and the run holds no commit, so the group's epoch and
+/// membership cannot change within it.
+async fn append_messages(
+    c: &mut SqliteConnection,
+    messages: &[&MessageRow],
+) -> Result<Vec<MessageOutcome>, StoreError> {
+    let mut outcomes = vec![MessageOutcome::UnknownGroup; messages.len()];
+    // The run's groups, in order of first appearance.
+    let mut groups: Vec<(&Tag, Vec<usize>)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match groups.iter_mut().find(|(g, _)| **g == m.group) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((&m.group, vec![i])),
+        }
+    }
+    for (group, members_of_run) in groups {
+        if let [only] = members_of_run[..] {
+            outcomes[only] = op_message(&mut *c, messages[only].clone()).await?;
+            continue;
+        }
+        let Some(row) = sqlx::query("SELECT epoch, seq FROM groups WHERE tag = ?1")
+            .bind(&group[..])
+            .fetch_optional(&mut *c)
+            .await?
+        else {
+            continue; // UnknownGroup for each
+        };
+        let epoch = i64_of(&row, 0, "epoch")?;
+        let mut seq = i64_of(&row, 1, "seq")?;
+        let hex_list = |items: &mut dyn Iterator<Item = &[u8]>| {
+            let mut v: Vec<String> = items.map(hex::encode).collect();
+            v.sort_unstable();
+            v.dedup();
+            serde_json::to_string(&v).unwrap_or_default()
+        };
+        let senders = hex_list(&mut members_of_run.iter().map(|&i| &messages[i].sender[..]));
+        let current: std::collections::HashSet<Vec<u8>> = sqlx::query_scalar(
+            "SELECT member_tag FROM members WHERE group_tag = ?1 AND until IS NULL
+               AND member_tag IN (SELECT unhex(value) FROM json_each(?2))",
+        )
+        .bind(&group[..])
+        .bind(senders)
+        .fetch_all(&mut *c)
+        .await?
+        .into_iter()
+        .collect();
+        let digests = hex_list(&mut members_of_run.iter().map(|&i| &messages[i].digest[..]));
+        let mut stored: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+        for r in sqlx::query(
+            "SELECT digest_tag, seq FROM messages WHERE group_tag = ?1
+               AND digest_tag IN (SELECT unhex(value) FROM json_each(?2))",
+        )
+        .bind(&group[..])
+        .bind(digests)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            stored.insert(r.try_get(0)?, i64_of(&r, 1, "seq")?);
+        }
+        let mut accepted: Vec<(usize, u64)> = Vec::with_capacity(members_of_run.len());
+        for &i in &members_of_run {
+            let m = messages[i];
+            outcomes[i] = if !current.contains(&m.sender[..]) {
+                MessageOutcome::NotMember
+            } else if let Some(&dup) = stored.get(&m.digest[..]) {
+                MessageOutcome::Duplicate { seq: dup }
+            } else if m.epoch > epoch || m.epoch.saturating_add(m.window) < epoch {
+                MessageOutcome::WrongEpoch {
+                    current_epoch: epoch,
+                }
+            } else {
+                seq += 1;
+                stored.insert(m.digest.to_vec(), seq);
+                accepted.push((i, seq));
+                MessageOutcome::Accepted { seq, epoch }
+            };
+        }
+        // Multi-row inserts of a few fixed sizes (the statement cache
+        // keeps one of each); the trigger moves the group's counter.
+        let mut rest = &accepted[..];
+        while !rest.is_empty() {
+            let n = [INSERT_CHUNK, 8, 1]
+                .into_iter()
+                .find(|&n| n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, after) = rest.split_at(n);
+            rest = after;
+            let mut sql = String::from(
+                "INSERT INTO messages (group_tag, seq, epoch, digest_tag, message, stored_at) VALUES ",
+            );
+            for k in 0..n {
+                if k > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?,?,?,?,?,?)");
+            }
+            // Only placeholders are spliced in: no input reaches the text.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &(i, s) in chunk {
+                let m = messages[i];
+                q = q
+                    .bind(&m.group[..])
+                    .bind(to_i64(s, "seq")?)
+                    .bind(to_i64(epoch, "epoch")?)
+                    .bind(&m.digest[..])
+                    .bind(&m.message)
+                    .bind(to_i64(m.now, "now")?);
+            }
+            q.execute(&mut *c).await?;
+        }
+    }
+    Ok(outcomes)
 }
 
 fn i64_of(row: &sqlx::sqlite::SqliteRow, i: usize, what: &'static str) -> Result<u64, StoreError> {
@@ -936,7 +1122,10 @@ impl DsStore for SqliteStore {
     }
 
     async fn append_message(&self, message: MessageRow) -> Result<MessageOutcome, StoreError> {
-        self.write(move |c| op_message(c, message.clone())).await
+        if message.public_state.is_some() {
+            return self.write(move |c| op_message(c, message.clone())).await;
+        }
+        self.submit(Work::Message(message)).await
     }
 
     async fn memberships(&self, member: Tag) -> Result<Vec<MembershipRow>, StoreError> {

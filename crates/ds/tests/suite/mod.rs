@@ -510,6 +510,102 @@ pub async fn another_key<S: DsStore + Clone>(s: &Store<S>) {
     assert_eq!(again.find_client(tag(71)).await.unwrap(), None);
 }
 
+/// Concurrent messages of every kind at once (the SQLite writer appends
+/// such a run together): each gets the outcome it would get alone, the
+/// accepted ones a gapless order, and of two identical messages one is
+/// accepted and the other names its seq.
+pub async fn mixed_messages<S: DsStore>(s: &Store<S>) {
+    let a = s.client_queue([90; 32]).await.unwrap();
+    let b = s.client_queue([91; 32]).await.unwrap();
+    let outsider = s.client_queue([92; 32]).await.unwrap();
+    let (g1, g2) = (b"group-mixed-1", b"group-mixed-2");
+    for g in [g1, g2] {
+        s.create_group(group(g, a)).await.unwrap();
+        let mut add = commit(g, 0, a, 1);
+        add.added = vec![b];
+        s.append_commit(add).await.unwrap();
+    }
+    // Both groups at epoch 1, seq 1.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Fresh,
+        Twin,
+        Outsider,
+        OldEpoch,
+        Unknown,
+    }
+    let mut plan = Vec::new();
+    for i in 0..120u8 {
+        let (g, kind): (&'static [u8], Kind) = match i % 8 {
+            0..=2 => (g1, Kind::Fresh),
+            3 => (g1, Kind::Twin),
+            4 => (g2, Kind::Fresh),
+            5 => (g1, Kind::Outsider),
+            6 => (g2, Kind::OldEpoch),
+            _ => (b"group-mixed-none", Kind::Unknown),
+        };
+        let sender = match kind {
+            Kind::Outsider => outsider,
+            _ if i % 2 == 0 => a,
+            _ => b,
+        };
+        // (Digest 1 is the groups' commit.)
+        let digest = match kind {
+            Kind::Twin => 200 + i / 8 % 8,
+            _ => i + 2,
+        };
+        let mut m = message(g, 1, sender, digest);
+        if let Kind::OldEpoch = kind {
+            m.window = 0;
+            m.epoch = 0;
+        }
+        plan.push((kind, g, m));
+    }
+    let mut tasks = Vec::new();
+    for (kind, g, m) in plan {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let digest = m.digest;
+            (kind, g, digest, s.append_message(m).await.unwrap())
+        }));
+    }
+    let mut seqs: std::collections::HashMap<&[u8], Vec<u64>> = Default::default();
+    let mut twins: std::collections::HashMap<[u8; 32], (Vec<u64>, Vec<u64>)> = Default::default();
+    for t in tasks {
+        let (kind, g, digest, outcome) = t.await.unwrap();
+        match (kind, outcome) {
+            (Kind::Fresh, MessageOutcome::Accepted { seq, epoch: 1 }) => {
+                seqs.entry(g).or_default().push(seq)
+            }
+            (Kind::Twin, MessageOutcome::Accepted { seq, epoch: 1 }) => {
+                seqs.entry(g).or_default().push(seq);
+                twins.entry(digest).or_default().0.push(seq);
+            }
+            (Kind::Twin, MessageOutcome::Duplicate { seq }) => {
+                twins.entry(digest).or_default().1.push(seq)
+            }
+            (Kind::Outsider, MessageOutcome::NotMember)
+            | (Kind::OldEpoch, MessageOutcome::WrongEpoch { current_epoch: 1 })
+            | (Kind::Unknown, MessageOutcome::UnknownGroup) => {}
+            (kind, other) => panic!("{kind:?}: {other:?}"),
+        }
+    }
+    for (g, expected) in [(&g1[..], 53), (&g2[..], 15)] {
+        let mut v = seqs.remove(g).unwrap();
+        v.sort_unstable();
+        assert_eq!(v, (2..2 + expected).collect::<Vec<u64>>(), "gapless");
+        let read = s.read_messages(g.to_vec(), 1, None, 1000).await.unwrap();
+        assert_eq!(read.len() as u64, expected);
+    }
+    // 15 twin messages over 8 digests: one accepted per digest, the rest
+    // name it.
+    assert_eq!(twins.len(), 8);
+    for (accepted, duplicates) in twins.values() {
+        assert_eq!(accepted.len(), 1, "{twins:?}");
+        assert!(duplicates.iter().all(|d| *d == accepted[0]));
+    }
+}
+
 /// Runs the whole suite on a fresh store.
 pub async fn run_all<S: DsStore + Clone>(s: Store<S>) {
     let s = &s;
@@ -522,4 +618,5 @@ pub async fn run_all<S: DsStore + Clone>(s: Store<S>) {
     welcomes_and_purge(s).await;
     races(s).await;
     another_key(s).await;
+    mixed_messages(s).await;
 }
