@@ -104,6 +104,8 @@ pub struct LoadReport {
     pub deliver_p99_ms: f64,
     /// Deliveries out of order or twice (must be 0).
     pub order_violations: u64,
+    /// The first failure's error, if any failed.
+    pub first_error: Option<String>,
 }
 
 /// A blind-mode group of DS clients, set up for a run.
@@ -348,7 +350,9 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
                 last_at: None,
             };
             let mut last_seq = 0u64;
-            let mut seen = std::collections::HashSet::new();
+            // One bit per message index (a hash set of 100,000 indices
+            // took an eighth of the generator's CPU time, measured).
+            let mut seen = vec![0u64; (n as usize).div_ceil(64)];
             loop {
                 if r.count >= expected.load(Ordering::Acquire) {
                     break;
@@ -361,7 +365,14 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
                 .await
                 {
                     Ok(Some(Ok(f))) => f,
-                    Ok(_) => break,
+                    Ok(Some(Err(e))) => {
+                        tracing::warn!(error = %e, "a receiver's push connection failed");
+                        break;
+                    }
+                    Ok(None) => {
+                        tracing::warn!("a receiver's push connection was closed by the DS");
+                        break;
+                    }
                     Err(_) => {
                         if Instant::now() >= deadline {
                             break;
@@ -379,7 +390,16 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
                     continue;
                 }
                 let at = Instant::now();
-                if m.seq <= last_seq || !seen.insert(idx) {
+                let fresh = match seen.get_mut((idx / 64) as usize) {
+                    Some(word) => {
+                        let bit = 1u64 << (idx % 64);
+                        let fresh = *word & bit == 0;
+                        *word |= bit;
+                        fresh
+                    }
+                    None => false,
+                };
+                if m.seq <= last_seq || !fresh {
                     r.violations += 1;
                 }
                 last_seq = m.seq;
@@ -418,6 +438,7 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let last_accept = Arc::new(Mutex::new(start));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let senders = config.senders.clamp(1, group.members.len());
     let permits: Vec<Arc<tokio::sync::Semaphore>> = (0..senders)
         .map(|_| Arc::new(tokio::sync::Semaphore::new(config.in_flight.max(1))))
@@ -442,11 +463,12 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
             i,
             config.payload,
         );
-        let (accept, accepted, failed, last_accept) = (
+        let (accept, accepted, failed, last_accept, first_error) = (
             accept.clone(),
             accepted.clone(),
             failed.clone(),
             last_accept.clone(),
+            first_error.clone(),
         );
         sent += 1;
         tasks.push(tokio::spawn(async move {
@@ -469,6 +491,10 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
                 Err(e) => {
                     failed.fetch_add(1, Ordering::AcqRel);
                     tracing::debug!(error = %e, "load message failed");
+                    first_error
+                        .lock()
+                        .await
+                        .get_or_insert_with(|| e.to_string());
                 }
             }
         }));
@@ -518,6 +544,7 @@ pub async fn run(group: &LoadGroup, config: &LoadConfig) -> Result<LoadReport, S
         deliver_p50_ms: ms(&dh, 0.5),
         deliver_p99_ms: ms(&dh, 0.99),
         order_violations: violations,
+        first_error: first_error.lock().await.clone(),
     })
 }
 
@@ -538,7 +565,11 @@ impl std::fmt::Display for LoadReport {
             self.deliver_p50_ms,
             self.deliver_p99_ms,
             self.order_violations
-        )
+        )?;
+        if let Some(e) = &self.first_error {
+            write!(f, " | first failure: {e}")?;
+        }
+        Ok(())
     }
 }
 

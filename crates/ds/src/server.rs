@@ -17,8 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::SinkExt;
 use hsmls::wire::{CipherSuite, ContentType, Credential, Decode, Sender};
 use tokio::sync::Notify;
 
@@ -35,6 +34,7 @@ use crate::fanout::{Hub, RecentAfter, push_frame};
 use crate::ordering::{digest, framing, welcome_refs};
 use crate::store::{
     CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewMessage, QueueId, SealedStore,
+    StoreError,
 };
 
 /// Seconds since the Unix epoch.
@@ -513,6 +513,113 @@ impl<S: DsStore> Ds<S> {
         })
     }
 
+    /// Orders several application messages or proposals of `queue`, in
+    /// the order given (as [`Ds::message`] would one after the other, but
+    /// the plain ones stored together: one writer transaction with
+    /// SQLite). Each gets its own answer; a refused one does not stop the
+    /// others.
+    pub async fn messages(
+        &self,
+        queue: QueueId,
+        messages: Vec<Vec<u8>>,
+    ) -> Vec<Result<Accepted, DsError>> {
+        let mut results: Vec<Option<Result<Accepted, DsError>>> =
+            (0..messages.len()).map(|_| None).collect();
+        // A run of plain messages (no assisted proposal) waiting to be
+        // stored: their index, group id and epoch, and the message.
+        let mut run: Vec<(usize, Vec<u8>, u64, NewMessage)> = Vec::new();
+        for (i, bytes) in messages.into_iter().enumerate() {
+            let f = match framing(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let window = match f.content_type {
+                ContentType::Commit => {
+                    results[i] = Some(Err(DsError::MalformedMessage(
+                        "commits go in a commit bundle",
+                    )));
+                    continue;
+                }
+                ContentType::Proposal => 0,
+                ContentType::Application => self.config.app_window,
+            };
+            let mode = match self.mode_of(&f.group_id).await {
+                Ok(m) => m,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if mode == GroupMode::Assisted && f.content_type == ContentType::Proposal {
+                // Checked against the public state: alone, in its turn.
+                self.store_run(&mut run, &mut results).await;
+                results[i] = Some(self.message(queue, bytes).await);
+                continue;
+            }
+            let new = NewMessage {
+                group_id: f.group_id.clone(),
+                epoch: f.epoch,
+                window,
+                digest: digest(&bytes),
+                sender: queue,
+                message: bytes,
+                public_state: None,
+                now: now(),
+            };
+            run.push((i, f.group_id, f.epoch, new));
+        }
+        self.store_run(&mut run, &mut results).await;
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(DsError::MalformedMessage("not decided"))))
+            .collect()
+    }
+
+    /// Stores a run of plain messages for [`Ds::messages`], in order.
+    async fn store_run(
+        &self,
+        run: &mut Vec<(usize, Vec<u8>, u64, NewMessage)>,
+        results: &mut [Option<Result<Accepted, DsError>>],
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let run = std::mem::take(run);
+        let news: Vec<NewMessage> = run.iter().map(|(_, _, _, m)| m.clone()).collect();
+        match self.store.append_messages(news).await {
+            Ok(outcomes) => {
+                for ((i, group_id, epoch, m), outcome) in run.into_iter().zip(outcomes) {
+                    results[i] = Some(match outcome {
+                        MessageOutcome::Accepted { seq, epoch } => {
+                            self.hub.publish(&group_id, seq, &m.message);
+                            Ok(Accepted { seq, epoch })
+                        }
+                        MessageOutcome::Duplicate { seq } => Err(DsError::Duplicate { seq }),
+                        MessageOutcome::WrongEpoch { current_epoch } => Err(DsError::WrongEpoch {
+                            message_epoch: epoch,
+                            current_epoch,
+                        }),
+                        MessageOutcome::NotMember => Err(DsError::NotMember),
+                        MessageOutcome::UnknownGroup => Err(DsError::UnknownGroup),
+                        // Only a message with public state can meet a
+                        // changed state; decide it alone.
+                        _ => self.message(m.sender, m.message).await,
+                    });
+                }
+            }
+            Err(e) => {
+                let mut first = Some(e);
+                for (i, ..) in run {
+                    let e = first.take().unwrap_or(StoreError::BatchFailed);
+                    results[i] = Some(Err(DsError::Storage(e)));
+                }
+            }
+        }
+    }
+
     /// A group's mode (it never changes), from a bounded in-memory cache
     /// or the store.
     async fn mode_of(&self, group_id: &[u8]) -> Result<GroupMode, DsError> {
@@ -883,32 +990,85 @@ async fn h_ws<S: DsStore>(
 /// client's sends wait in its socket).
 pub const MAX_SENDS_IN_FLIGHT: usize = 256;
 
-/// A message sent on a push connection ([`crate::api::SendFrame`]):
-/// ordered as `POST /v1/messages` would, with the session checked (and
-/// rate limited) per message.
-async fn send_on_push<S: DsStore>(
+/// The most messages sent on a push connection that are stored together.
+const SEND_BATCH: usize = 64;
+
+/// The messages sent on one push connection ([`crate::api::SendFrame`]),
+/// ordered in the order they came: those waiting are taken together and
+/// stored by one [`Ds::messages`] call, and the next ones wait for it.
+/// Each is answered as `POST /v1/messages` would answer it, with the
+/// session checked (and rate limited) per message. A frame that does not
+/// decode is answered with `None` (the connection then closes).
+///
+/// It runs in its own task, not in the connection's loop: with
+/// PostgreSQL a message holds its group's row lock until it commits, and
+/// the loop may be waiting on the store for an acknowledgement.
+async fn order_sends<S: DsStore>(
     ds: Shared<S>,
     token: Arc<str>,
-    frame: Bytes,
-) -> Option<ServerFrame> {
-    let send = SendFrame::decode(&frame).ok()?;
-    let id = send.request_id;
-    let result = match ds.session(&token) {
-        Ok(q) => ds.message(q, send.message.to_vec()).await,
-        Err(e) => Err(e),
-    };
-    Some(match result {
-        Ok(accepted) => ServerFrame::Accepted { id, accepted },
-        Err(e) => {
-            if let DsError::Storage(err) = &e {
-                tracing::error!(error = %err, "storage failure");
-            }
-            ServerFrame::Refused {
-                id,
-                problem: e.problem(),
+    mut frames: tokio::sync::mpsc::Receiver<Bytes>,
+    answers: tokio::sync::mpsc::Sender<Option<ServerFrame>>,
+) {
+    let mut batch = Vec::with_capacity(SEND_BATCH);
+    while let Some(first) = frames.recv().await {
+        batch.push(first);
+        while batch.len() < SEND_BATCH {
+            match frames.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
             }
         }
-    })
+        // Each frame: its id and either a message to store or its refusal.
+        let mut decided: Vec<(u64, Option<Result<Accepted, DsError>>)> = Vec::new();
+        let mut to_store = Vec::new();
+        let mut queue = None;
+        let mut malformed = false;
+        for frame in batch.drain(..) {
+            let Ok(send) = SendFrame::decode(&frame) else {
+                malformed = true;
+                break;
+            };
+            match ds.session(&token) {
+                Ok(q) => {
+                    queue = Some(q);
+                    to_store.push(send.message.to_vec());
+                    decided.push((send.request_id, None));
+                }
+                Err(e) => decided.push((send.request_id, Some(Err(e)))),
+            }
+        }
+        let mut stored = match queue {
+            Some(q) => ds.messages(q, to_store).await.into_iter(),
+            None => Vec::new().into_iter(),
+        };
+        for (id, result) in decided {
+            let result = match result {
+                Some(r) => r,
+                None => stored
+                    .next()
+                    .unwrap_or(Err(DsError::MalformedMessage("not decided"))),
+            };
+            let frame = match result {
+                Ok(accepted) => ServerFrame::Accepted { id, accepted },
+                Err(e) => {
+                    if let DsError::Storage(err) = &e {
+                        tracing::error!(error = %err, "storage failure");
+                    }
+                    ServerFrame::Refused {
+                        id,
+                        problem: e.problem(),
+                    }
+                }
+            };
+            if answers.send(Some(frame)).await.is_err() {
+                return;
+            }
+        }
+        if malformed {
+            let _ = answers.send(None).await;
+            return;
+        }
+    }
 }
 
 /// One push connection: sends what is after its positions, then whatever
@@ -930,7 +1090,12 @@ async fn push<S: DsStore>(
     let mut positions: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut sent_welcomes: std::collections::BTreeSet<u64> = Default::default();
     let mut followed: std::collections::HashSet<Vec<u8>> = Default::default();
-    let mut in_flight = FuturesUnordered::new();
+    // Messages sent on the connection are ordered by their own task
+    // (`order_sends`), their answers coming back here.
+    let (sends, sends_rx) = tokio::sync::mpsc::channel(MAX_SENDS_IN_FLIGHT);
+    let (answers, mut answers_rx) = tokio::sync::mpsc::channel(MAX_SENDS_IN_FLIGHT);
+    tokio::spawn(order_sends(ds.clone(), token.clone(), sends_rx, answers));
+    let mut in_flight = 0usize;
     let limit = ds.config.fetch_limit;
     // The client names its positions first (a `resume` frame); without one
     // within 2 s, delivery starts from the stored cursors.
@@ -945,7 +1110,9 @@ async fn push<S: DsStore>(
             Err(_) => return Err("malformed client frame".into()),
         },
         Ok(Some(Ok(WsMessage::Binary(b)))) => {
-            in_flight.push(send_on_push(ds.clone(), token.clone(), b));
+            in_flight += 1;
+            // Room: at most MAX_SENDS_IN_FLIGHT are in flight.
+            let _ = sends.send(b).await;
         }
         _ => {}
     }
@@ -1019,19 +1186,21 @@ async fn push<S: DsStore>(
         if more {
             continue;
         }
-        let reading = in_flight.len() < MAX_SENDS_IN_FLIGHT;
+        let reading = in_flight < MAX_SENDS_IN_FLIGHT;
         tokio::select! {
             _ = group_notify.notified() => {}
             _ = queue_notify.notified() => refresh = true,
             _ = tokio::time::sleep(Duration::from_secs(30)) => refresh = true,
             _ = tokio::time::sleep(crate::fanout::GAP_WAIT), if gap => {}
-            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+            Some(answer) = answers_rx.recv(), if in_flight > 0 => {
+                in_flight -= 1;
                 match answer {
                     Some(frame) => feed_frame(&mut socket, &frame).await?,
                     None => return Err("malformed send frame".into()),
                 }
                 // Every answer that is ready goes out in the same write.
-                while let Some(Some(answer)) = in_flight.next().now_or_never() {
+                while let Ok(answer) = answers_rx.try_recv() {
+                    in_flight -= 1;
                     match answer {
                         Some(frame) => feed_frame(&mut socket, &frame).await?,
                         None => return Err("malformed send frame".into()),
@@ -1060,7 +1229,8 @@ async fn push<S: DsStore>(
                         }
                     }
                     WsMessage::Binary(b) => {
-                        in_flight.push(send_on_push(ds.clone(), token.clone(), b));
+                        in_flight += 1;
+                        let _ = sends.send(b).await;
                     }
                     WsMessage::Close(_) => return Ok(()),
                     _ => {}

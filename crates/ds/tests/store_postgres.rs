@@ -29,5 +29,6 @@ case!(
     welcomes_and_purge,
     races,
     another_key,
-    mixed_messages
+    mixed_messages,
+    ordered_batch
 );

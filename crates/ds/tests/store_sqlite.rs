@@ -33,7 +33,8 @@ case!(
     welcomes_and_purge,
     races,
     another_key,
-    mixed_messages
+    mixed_messages,
+    ordered_batch
 );
 
 /// The mixed run again with a writer that waits 100 ms for more: the

@@ -8,7 +8,8 @@
 //!
 //! The key file holds the DS key (32 bytes, created with mode 0600 if
 //! missing); every process serving one database must use the same one.
-//! The bound address is printed as `listening on ADDR`.
+//! The bound address is printed as `listening on ADDR`; logs go to
+//! standard error (`RUST_LOG`, default `warn`).
 
 use std::process::ExitCode;
 
@@ -34,4 +35,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn tracing_init() {}
+/// Logs to standard error, filtered by `RUST_LOG` (default `warn`).
+fn tracing_init() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -77,6 +77,10 @@ pub enum StoreError {
     /// The SQLite writer task is gone (the store is shutting down).
     #[error("the writer task stopped")]
     WriterGone,
+    /// Another message stored in the same call failed (its error is
+    /// logged and answered to it); this one was not stored either.
+    #[error("the batch this request was stored with failed")]
+    BatchFailed,
     /// The database file could not be prepared.
     #[error("cannot prepare the database file: {0}")]
     File(#[source] std::io::Error),
@@ -561,6 +565,24 @@ pub trait DsStore: Send + Sync + 'static {
         &self,
         message: MessageRow,
     ) -> impl Future<Output = Result<MessageOutcome, StoreError>> + Send;
+
+    /// Orders several application messages or proposals in the order
+    /// given (those of one group get increasing sequence numbers in that
+    /// order), each decided as [`DsStore::append_message`] would decide it
+    /// alone. By default one after the other; a store may do them
+    /// together.
+    fn append_messages(
+        &self,
+        messages: Vec<MessageRow>,
+    ) -> impl Future<Output = Result<Vec<MessageOutcome>, StoreError>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for m in messages {
+                outcomes.push(self.append_message(m).await?);
+            }
+            Ok(outcomes)
+        }
+    }
 
     /// The memberships of the client with member tag `member` (current,
     /// and past ones whose last message it has not acknowledged).

@@ -249,12 +249,10 @@ impl<S: DsStore> SealedStore<S> {
         self.inner.append_commit(row).await
     }
 
-    /// [`DsStore::append_message`].
-    pub async fn append_message(&self, m: NewMessage) -> Result<MessageOutcome, StoreError> {
-        self.check_key().await?;
+    fn message_row(&self, m: NewMessage) -> MessageRow {
         let group = self.keys.group_tag(&m.group_id);
         let digest = self.keys.digest_tag(&m.digest);
-        let row = MessageRow {
+        MessageRow {
             group,
             epoch: m.epoch,
             window: m.window,
@@ -272,8 +270,24 @@ impl<S: DsStore> SealedStore<S> {
                 )
             }),
             now: m.now,
-        };
+        }
+    }
+
+    /// [`DsStore::append_message`].
+    pub async fn append_message(&self, m: NewMessage) -> Result<MessageOutcome, StoreError> {
+        self.check_key().await?;
+        let row = self.message_row(m);
         self.inner.append_message(row).await
+    }
+
+    /// [`DsStore::append_messages`]: several, in their order.
+    pub async fn append_messages(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<MessageOutcome>, StoreError> {
+        self.check_key().await?;
+        let rows = messages.into_iter().map(|m| self.message_row(m)).collect();
+        self.inner.append_messages(rows).await
     }
 
     /// [`DsStore::memberships`], with the group ids opened.

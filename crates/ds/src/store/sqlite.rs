@@ -200,11 +200,11 @@ type RunFn = Box<dyn for<'c> Fn(&'c mut SqliteConnection) -> BoxFut<'c, AnyResul
 enum Work {
     /// Any write: a closure run in the transaction.
     Run(RunFn),
-    /// An application message or proposal without public state: appended
-    /// together with the batch's other messages to its group
+    /// Application messages or proposals without public state, in their
+    /// order: appended together with the batch's other messages
     /// ([`append_messages`]), a few statements per group and batch
-    /// instead of one per message.
-    Message(MessageRow),
+    /// instead of one per message. The reply is their outcomes.
+    Messages(Vec<MessageRow>),
 }
 
 struct Job {
@@ -390,9 +390,9 @@ async fn run_in_transaction(
         // A run of consecutive messages is appended together; anything
         // else runs alone, in arrival order.
         let run = match job.work {
-            Work::Message(_) => rest
+            Work::Messages(_) => rest
                 .iter()
-                .position(|j| !matches!(j.work, Work::Message(_)))
+                .position(|j| !matches!(j.work, Work::Messages(_)))
                 .unwrap_or(rest.len()),
             Work::Run(_) => 1,
         };
@@ -400,20 +400,27 @@ async fn run_in_transaction(
         rest = after;
         let r: Result<Vec<AnyResult>, StoreError> = match &job.work {
             Work::Run(f) => Ok(vec![f(&mut *conn).await]),
-            Work::Message(_) => {
-                let messages: Vec<&MessageRow> = these
+            Work::Messages(_) => {
+                let lists: Vec<&[MessageRow]> = these
                     .iter()
                     .filter_map(|j| match &j.work {
-                        Work::Message(m) => Some(m),
+                        Work::Messages(m) => Some(m.as_slice()),
                         Work::Run(_) => None,
                     })
                     .collect();
+                let messages: Vec<&MessageRow> = lists.iter().flat_map(|l| l.iter()).collect();
                 append_messages(&mut *conn, &messages)
                     .await
                     .map(|outcomes| {
-                        outcomes
-                            .into_iter()
-                            .map(|o| Ok(Box::new(o) as Box<dyn Any + Send>))
+                        // Each job's share of the outcomes, in its order.
+                        let mut outcomes = outcomes.into_iter();
+                        lists
+                            .iter()
+                            .map(|l| {
+                                let mine: Vec<MessageOutcome> =
+                                    outcomes.by_ref().take(l.len()).collect();
+                                Ok(Box::new(mine) as Box<dyn Any + Send>)
+                            })
                             .collect()
                     })
             }
@@ -440,9 +447,13 @@ async fn run_in_transaction(
 async fn run_job(conn: &mut SqliteConnection, work: &Work) -> AnyResult {
     match work {
         Work::Run(f) => f(conn).await,
-        Work::Message(m) => op_message(conn, m.clone())
-            .await
-            .map(|o| Box::new(o) as Box<dyn Any + Send>),
+        Work::Messages(list) => {
+            let mut outcomes = Vec::with_capacity(list.len());
+            for m in list {
+                outcomes.push(op_message(&mut *conn, m.clone()).await?);
+            }
+            Ok(Box::new(outcomes) as Box<dyn Any + Send>)
+        }
     }
 }
 
@@ -1125,7 +1136,29 @@ impl DsStore for SqliteStore {
         if message.public_state.is_some() {
             return self.write(move |c| op_message(c, message.clone())).await;
         }
-        self.submit(Work::Message(message)).await
+        let mut outcomes: Vec<MessageOutcome> = self.submit(Work::Messages(vec![message])).await?;
+        outcomes
+            .pop()
+            .ok_or(StoreError::CorruptRow("writer reply count"))
+    }
+
+    async fn append_messages(
+        &self,
+        messages: Vec<MessageRow>,
+    ) -> Result<Vec<MessageOutcome>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        if messages.iter().any(|m| m.public_state.is_some()) {
+            // Assisted proposals, each against the state it was checked
+            // with: one at a time, in order.
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for m in messages {
+                outcomes.push(self.append_message(m).await?);
+            }
+            return Ok(outcomes);
+        }
+        self.submit(Work::Messages(messages)).await
     }
 
     async fn memberships(&self, member: Tag) -> Result<Vec<MembershipRow>, StoreError> {

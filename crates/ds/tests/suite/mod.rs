@@ -606,6 +606,52 @@ pub async fn mixed_messages<S: DsStore>(s: &Store<S>) {
     }
 }
 
+/// Several messages in one call: decided in the order given, those of a
+/// group numbered in that order, a refusal not stopping the rest.
+pub async fn ordered_batch<S: DsStore>(s: &Store<S>) {
+    let a = s.client_queue([95; 32]).await.unwrap();
+    let outsider = s.client_queue([96; 32]).await.unwrap();
+    let (g1, g2) = (b"group-ordered-1", b"group-ordered-2");
+    for g in [g1, g2] {
+        s.create_group(group(g, a)).await.unwrap();
+        s.append_commit(commit(g, 0, a, 1)).await.unwrap();
+    }
+    let mut batch = Vec::new();
+    for i in 0..12u8 {
+        let g: &[u8] = if i % 3 == 2 { g2 } else { g1 };
+        batch.push(match i {
+            5 => message(g1, 1, a, 10), // the same bytes as message 0
+            7 => message(g1, 1, outsider, 40),
+            _ => message(g, 1, a, 10 + i),
+        });
+    }
+    let outcomes = s.append_messages(batch).await.unwrap();
+    assert_eq!(outcomes.len(), 12);
+    let (mut next1, mut next2) = (2u64, 2u64);
+    for (i, o) in outcomes.iter().enumerate() {
+        let want = match i {
+            5 => MessageOutcome::Duplicate { seq: 2 },
+            7 => MessageOutcome::NotMember,
+            _ if i % 3 == 2 => {
+                next2 += 1;
+                MessageOutcome::Accepted {
+                    seq: next2 - 1,
+                    epoch: 1,
+                }
+            }
+            _ => {
+                next1 += 1;
+                MessageOutcome::Accepted {
+                    seq: next1 - 1,
+                    epoch: 1,
+                }
+            }
+        };
+        assert_eq!(*o, want, "message {i}");
+    }
+    assert!(s.append_messages(vec![]).await.unwrap().is_empty());
+}
+
 /// Runs the whole suite on a fresh store.
 pub async fn run_all<S: DsStore + Clone>(s: Store<S>) {
     let s = &s;
@@ -619,4 +665,5 @@ pub async fn run_all<S: DsStore + Clone>(s: Store<S>) {
     races(s).await;
     another_key(s).await;
     mixed_messages(s).await;
+    ordered_batch(s).await;
 }
