@@ -29,7 +29,13 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo sets CARGO_MANIFEST_DIR when it runs a test: prefer it to the
+    // value compiled in, which names wherever the binary was built (a
+    // target directory shared by two checkouts keeps the other's path).
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .expect("tests/ is inside the repository")
         .to_path_buf()
