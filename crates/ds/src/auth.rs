@@ -217,12 +217,17 @@ impl DsKey {
         Self::from_bytes(k)
     }
 
-    /// `HMAC-SHA256(HMAC-SHA256(key, purpose), parts…)`.
-    pub(crate) fn mac(&self, purpose: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    /// The key of one purpose: `HMAC-SHA256(key, purpose)`.
+    pub(crate) fn subkey(&self, purpose: &[u8]) -> Zeroizing<[u8; 32]> {
         let mut sub = Hmac::<Sha256>::new_from_slice(&self.0[..]).expect("any key length");
         sub.update(purpose);
-        let subkey = Zeroizing::new(sub.finalize().into_bytes());
-        let mut m = Hmac::<Sha256>::new_from_slice(&subkey).expect("any key length");
+        Zeroizing::new(sub.finalize().into_bytes().into())
+    }
+
+    /// `HMAC-SHA256(HMAC-SHA256(key, purpose), parts…)`.
+    pub(crate) fn mac(&self, purpose: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let subkey = self.subkey(purpose);
+        let mut m = Hmac::<Sha256>::new_from_slice(&subkey[..]).expect("any key length");
         for p in parts {
             m.update(&(p.len() as u64).to_be_bytes());
             m.update(p);

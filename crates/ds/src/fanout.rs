@@ -228,8 +228,16 @@ impl Hub {
         }
     }
 
-    /// Wakes every connection (after hints may have been lost).
+    /// Wakes every connection after hints may have been lost: the recent
+    /// messages are forgotten first, since their `latest` may be behind
+    /// what other processes accepted meanwhile, so every connection
+    /// re-reads the store from its position.
     pub fn wake_all(&self) {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut all = self.inner.all.lock().unwrap_or_else(|e| e.into_inner());
         wake(&mut all);
     }
@@ -268,6 +276,9 @@ mod tests {
         hub.publish(b"g", 7, b"seven");
         assert_eq!(hub.recent_after(b"g", 5, None, 10), RecentAfter::Unknown);
         assert_eq!(hub.recent_after(b"g", 7, None, 10), RecentAfter::UpToDate);
+        // After lost hints the cache is not trusted: the store is read.
+        hub.wake_all();
+        assert_eq!(hub.recent_after(b"g", 7, None, 10), RecentAfter::Unknown);
     }
 
     #[tokio::test]

@@ -10,7 +10,8 @@
 //!   [`ordering`] (what the DS reads of a message and the order rules),
 //!   [`directory`] (KeyPackages), [`fanout`] (cursors and push),
 //!   [`auth`] (signed challenges and sessions), [`assisted`] (the public
-//!   group state of assisted groups), [`loadgen`] (the open-loop load
+//!   group state of assisted groups), [`seal`] (the keyed tags and sealed
+//!   cells of the data at rest), [`loadgen`] (the open-loop load
 //!   generator), [`config`] (the configuration file of `hsmls ds serve`).
 //!
 //! What each group mode shows the DS, and what is stored, is in
@@ -37,6 +38,8 @@ pub mod fanout;
 pub mod loadgen;
 #[cfg(feature = "server")]
 pub mod ordering;
+#[cfg(feature = "server")]
+pub mod seal;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

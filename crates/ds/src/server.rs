@@ -33,7 +33,8 @@ use crate::error::DsError;
 use crate::fanout::{Hub, RecentAfter, push_frame};
 use crate::ordering::{digest, framing, welcome_refs};
 use crate::store::{
-    CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewMessage, QueueId, StoreError,
+    CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewMessage, QueueId, SealedStore,
+    StoreError,
 };
 
 /// Seconds since the Unix epoch.
@@ -132,7 +133,7 @@ impl Limiter {
 /// The Delivery Service: storage, push hub, authentication, rules.
 #[derive(Debug)]
 pub struct Ds<S: DsStore> {
-    store: S,
+    store: SealedStore<S>,
     hub: Hub,
     auth: Authenticator,
     config: DsConfig,
@@ -146,7 +147,10 @@ fn queue_str(q: &QueueId) -> String {
 
 impl<S: DsStore> Ds<S> {
     /// A DS over `store`, with its key and the Authentication Service's
-    /// credential rules.
+    /// credential rules. The store holds tags and sealed cells under keys
+    /// derived from `key` ([`SealedStore`]); a database written under
+    /// another key is refused at its first use
+    /// ([`crate::store::StoreError::WrongDsKey`]).
     pub fn new(
         store: S,
         hub: Hub,
@@ -154,6 +158,7 @@ impl<S: DsStore> Ds<S> {
         authenticator: Arc<dyn ClientAuthenticator>,
         config: DsConfig,
     ) -> Self {
+        let store = SealedStore::new(store, &key);
         let auth = Authenticator::new(key, config.ds_identity.clone(), authenticator);
         Ds {
             store,
@@ -165,8 +170,8 @@ impl<S: DsStore> Ds<S> {
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &S {
+    /// The store (its values sealed under the DS key on their way in).
+    pub fn store(&self) -> &SealedStore<S> {
         &self.store
     }
 
@@ -1591,6 +1596,7 @@ pub async fn run_serve(
                 .await
                 .map_err(|e| e.to_string())?;
             let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
+            ds.store().check_key().await.map_err(|e| e.to_string())?;
             println!("listening on {addr}");
             tokio::spawn(serve(ds, listener, tls, shutdown))
                 .await
@@ -1601,8 +1607,9 @@ pub async fn run_serve(
             let store = crate::store::PostgresStore::connect(&url, 16)
                 .await
                 .map_err(|e| e.to_string())?;
-            let listen_task = store.listen(hub.clone());
-            let ds = Arc::new(Ds::new(store, hub, key, authenticator, opts.config));
+            let ds = Arc::new(Ds::new(store, hub.clone(), key, authenticator, opts.config));
+            ds.store().check_key().await.map_err(|e| e.to_string())?;
+            let listen_task = ds.store().inner().listen(hub, ds.store().at_rest().clone());
             println!("listening on {addr}");
             let r = tokio::spawn(serve(ds, listener, tls, shutdown))
                 .await

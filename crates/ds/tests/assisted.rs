@@ -16,7 +16,6 @@ use hsmls::internal::codec::{
 use hsmls::{CommitOptions, HandshakeFraming, JoinOptions, PublicGroup};
 use hsmls_custody::SoftwareCustody;
 use hsmls_ds::api::{CommitBundle, GroupMode};
-use hsmls_ds::store::DsStore;
 
 /// Bob's commit re-signed with a proposal removing Bob himself: a valid
 /// signature, an invalid commit (RFC 9420 §12.2).

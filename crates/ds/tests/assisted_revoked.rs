@@ -18,7 +18,6 @@ use hsmls::CredentialValidator;
 use hsmls_custody::{KeyCustody, SoftwareCustody};
 use hsmls_ds::api::GroupMode;
 use hsmls_ds::auth::X509Authenticator;
-use hsmls_ds::store::DsStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_revoked_member_is_accepted() {

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use hsmls_ds::api::{Ack, GroupMode, GroupPosition, ServerFrame};
-use hsmls_ds::store::DsStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_through_the_ds() {

@@ -10,7 +10,6 @@ use hsmls::KeyPackageConfig;
 use hsmls::internal::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, PrivateMessage};
 use hsmls_custody::SoftwareCustody;
 use hsmls_ds::api::{Challenge, CommitBundle, GroupMode, SessionRequest, b64};
-use hsmls_ds::store::DsStore;
 
 fn private(group_id: &[u8], epoch: u64, content_type: ContentType, len: usize) -> Vec<u8> {
     MlsMessage {

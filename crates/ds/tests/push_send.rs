@@ -12,7 +12,6 @@ use hsmls::internal::codec::{ContentType, Encode, MlsMessage, MlsMessageBody, Pr
 use hsmls_custody::SoftwareCustody;
 use hsmls_ds::api::{GroupMode, ServerFrame};
 use hsmls_ds::client::ClientError;
-use hsmls_ds::store::DsStore;
 
 fn private(group_id: &[u8], epoch: u64, content_type: ContentType) -> Vec<u8> {
     MlsMessage {

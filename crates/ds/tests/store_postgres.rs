@@ -13,7 +13,7 @@ macro_rules! case {
         async fn $name() {
             let db = PgDb::create().await;
             let s = PostgresStore::connect(&db.url, 8).await.unwrap();
-            suite::$name(&s).await;
+            suite::$name(&suite::sealed(s.clone())).await;
             s.pool().close().await;
         }
     )*};
@@ -28,6 +28,7 @@ case!(
     stored_once_and_acknowledged,
     welcomes_and_purge,
     races,
+    another_key,
     mixed_messages,
     ordered_batch
 );

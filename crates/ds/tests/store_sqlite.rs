@@ -18,7 +18,7 @@ macro_rules! case {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let (_dir, s) = store().await;
-            suite::$name(&s).await;
+            suite::$name(&suite::sealed(s)).await;
         }
     )*};
 }
@@ -32,6 +32,7 @@ case!(
     stored_once_and_acknowledged,
     welcomes_and_purge,
     races,
+    another_key,
     mixed_messages,
     ordered_batch
 );
@@ -46,7 +47,7 @@ async fn mixed_messages_in_one_batch() {
     let s = SqliteStore::open(dir.path().join("ds.sqlite"), config)
         .await
         .unwrap();
-    suite::mixed_messages(&s).await;
+    suite::mixed_messages(&suite::sealed(s)).await;
 }
 
 #[tokio::test]
@@ -66,12 +67,12 @@ async fn pragmas_and_file_mode() {
 
 #[tokio::test]
 async fn reopened_store_keeps_everything() {
-    use hsmls_ds::store::DsStore;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ds.sqlite");
     let s = SqliteStore::open(&path, SqliteConfig::default())
         .await
         .unwrap();
+    let s = suite::sealed(s);
     let q = s.client_queue([5; 32]).await.unwrap();
     s.create_group(suite::group(b"g", q)).await.unwrap();
     s.append_commit(suite::commit(b"g", 0, q, 1)).await.unwrap();
@@ -79,6 +80,7 @@ async fn reopened_store_keeps_everything() {
     let s = SqliteStore::open(&path, SqliteConfig::default())
         .await
         .unwrap();
+    let s = suite::sealed(s);
     assert_eq!(s.find_client([5; 32]).await.unwrap(), Some(q));
     assert_eq!(s.group(b"g".to_vec()).await.unwrap().unwrap().epoch, 1);
 }

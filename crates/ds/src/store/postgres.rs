@@ -12,91 +12,152 @@
 //! Every accepted message sends `NOTIFY hsmls_ds` (delivered at commit);
 //! [`PostgresStore::listen`] turns them into wake-ups for the local push
 //! hub. They are hints only: a woken connection re-reads from its
-//! position.
+//! position. A hint names its group by the group's tag and sealed id (as
+//! stored in the group's row) and a Welcome's recipient by its queue id
+//! sealed: PostgreSQL's notification queue (and a log of statements)
+//! holds no group id or queue id in clear either.
 
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
+use std::sync::Arc;
+
 use super::{
-    Claimed, CommitOutcome, DsStore, GroupRecord, Membership, MessageOutcome, NewCommit, NewGroup,
-    NewKeyPackage, NewMessage, Purged, QueueId, StoreError, StoredMessage, random_queue_id, to_i64,
-    to_queue, to_u64,
+    ClaimedRow, CommitOutcome, CommitRow, DsStore, GroupRow, KeyPackageRow, MembershipRow,
+    MessageOutcome, MessageRow, NewGroupRow, Purged, QueueId, SCHEMA_VERSION, StoreError,
+    StoredRow, Tag, random_queue_id, to_i64, to_queue, to_tag, to_u64,
 };
 use crate::api::{GroupMode, KeyPackageCounts};
 use crate::fanout::Hub;
+use crate::seal::{AtRest, Sealed};
 
 /// The notification channel.
 pub const CHANNEL: &str = "hsmls_ds";
 
+/// The tables of [`SCHEMA_VERSION`] (tags and sealed cells: see
+/// [`super::sealed`]).
 const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS clients (
+    "CREATE TABLE ds_meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        schema_version BIGINT NOT NULL,
+        key_check BYTEA
+    )",
+    "CREATE TABLE clients (
         identity_tag BYTEA PRIMARY KEY,
         queue_id BYTEA NOT NULL UNIQUE,
         last_resort_claims BIGINT NOT NULL DEFAULT 0
     )",
-    "CREATE TABLE IF NOT EXISTS key_packages (
+    "CREATE TABLE key_packages (
         id BIGSERIAL PRIMARY KEY,
-        reference BYTEA NOT NULL UNIQUE,
+        reference_tag BYTEA NOT NULL UNIQUE,
         owner BYTEA NOT NULL,
         key_package BYTEA NOT NULL,
         not_after BIGINT NOT NULL,
-        last_resort BOOLEAN NOT NULL
+        last_resort BOOLEAN NOT NULL,
+        route BYTEA NOT NULL
     )",
-    "CREATE INDEX IF NOT EXISTS key_packages_owner ON key_packages (owner, last_resort, id)",
-    "CREATE TABLE IF NOT EXISTS kp_routes (
-        reference BYTEA PRIMARY KEY,
-        owner BYTEA NOT NULL,
+    "CREATE INDEX key_packages_owner ON key_packages (owner, last_resort, id)",
+    "CREATE TABLE kp_routes (
+        reference_tag BYTEA PRIMARY KEY,
+        owner_sealed BYTEA NOT NULL,
         until BIGINT NOT NULL
     )",
-    "CREATE TABLE IF NOT EXISTS groups (
-        id BYTEA PRIMARY KEY,
+    "CREATE TABLE groups (
+        tag BYTEA PRIMARY KEY,
+        sealed_id BYTEA NOT NULL,
         mode BIGINT NOT NULL,
         epoch BIGINT NOT NULL,
         seq BIGINT NOT NULL,
         public_state BYTEA,
         group_info BYTEA
     )",
-    "CREATE TABLE IF NOT EXISTS members (
-        group_id BYTEA NOT NULL,
-        queue_id BYTEA NOT NULL,
+    "CREATE TABLE members (
+        group_tag BYTEA NOT NULL,
+        member_tag BYTEA NOT NULL,
         cursor BIGINT NOT NULL,
         until BIGINT,
-        PRIMARY KEY (group_id, queue_id)
+        PRIMARY KEY (group_tag, member_tag)
     )",
-    "CREATE INDEX IF NOT EXISTS members_queue ON members (queue_id)",
-    "CREATE INDEX IF NOT EXISTS members_cursor ON members (group_id, cursor)",
-    "CREATE TABLE IF NOT EXISTS commits (
-        group_id BYTEA NOT NULL,
+    "CREATE INDEX members_member ON members (member_tag)",
+    "CREATE INDEX members_cursor ON members (group_tag, cursor)",
+    "CREATE TABLE commits (
+        group_tag BYTEA NOT NULL,
         epoch BIGINT NOT NULL,
-        digest BYTEA NOT NULL,
+        digest_tag BYTEA NOT NULL,
         seq BIGINT NOT NULL,
         stored_at BIGINT NOT NULL,
-        PRIMARY KEY (group_id, epoch)
+        PRIMARY KEY (group_tag, epoch)
     )",
-    "CREATE TABLE IF NOT EXISTS messages (
-        group_id BYTEA NOT NULL,
+    "CREATE TABLE messages (
+        group_tag BYTEA NOT NULL,
         seq BIGINT NOT NULL,
-        digest BYTEA NOT NULL,
+        digest_tag BYTEA NOT NULL,
         message BYTEA NOT NULL,
         stored_at BIGINT NOT NULL,
-        PRIMARY KEY (group_id, seq)
+        PRIMARY KEY (group_tag, seq)
     )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS messages_digest ON messages (group_id, digest)",
-    "CREATE INDEX IF NOT EXISTS messages_stored_at ON messages (stored_at)",
-    "CREATE TABLE IF NOT EXISTS welcome_bodies (
+    "CREATE UNIQUE INDEX messages_digest ON messages (group_tag, digest_tag)",
+    "CREATE INDEX messages_stored_at ON messages (stored_at)",
+    "CREATE TABLE welcome_bodies (
         id BIGSERIAL PRIMARY KEY,
         body BYTEA NOT NULL,
         stored_at BIGINT NOT NULL
     )",
-    "CREATE TABLE IF NOT EXISTS inbox (
-        queue_id BYTEA NOT NULL,
+    "CREATE TABLE inbox (
+        recipient_tag BYTEA NOT NULL,
         welcome_id BIGINT NOT NULL,
-        PRIMARY KEY (queue_id, welcome_id)
+        PRIMARY KEY (recipient_tag, welcome_id)
     )",
-    "CREATE INDEX IF NOT EXISTS inbox_welcome ON inbox (welcome_id)",
+    "CREATE INDEX inbox_welcome ON inbox (welcome_id)",
 ];
+
+/// Counts the tables of schema version 1 (which had no version row) in
+/// the current schema.
+const VERSION_1_TABLES: &str = "SELECT COUNT(*) FROM information_schema.tables
+    WHERE table_schema = current_schema()
+    AND table_name IN ('clients', 'key_packages', 'kp_routes', 'groups', 'members', 'commits',
+                       'messages', 'welcome_bodies', 'inbox')";
+
+/// Creates the tables in a new database, or checks the version of an
+/// existing one (inside the caller's transaction).
+async fn prepare_schema(tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    let has_meta: bool = sqlx::query_scalar("SELECT to_regclass('ds_meta') IS NOT NULL")
+        .fetch_one(&mut **tx)
+        .await?;
+    if has_meta {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT schema_version FROM ds_meta WHERE id = 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+        return match found {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(found) => Err(StoreError::SchemaVersion {
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            None => Err(StoreError::CorruptRow("ds_meta has no version row")),
+        };
+    }
+    let old: i64 = sqlx::query_scalar(VERSION_1_TABLES)
+        .fetch_one(&mut **tx)
+        .await?;
+    if old > 0 {
+        return Err(StoreError::SchemaVersion {
+            found: 1,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    for statement in SCHEMA {
+        sqlx::query(*statement).execute(&mut **tx).await?;
+    }
+    sqlx::query("INSERT INTO ds_meta (id, schema_version) VALUES (1, $1)")
+        .bind(SCHEMA_VERSION)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
 
 /// The DS store on PostgreSQL (see the module documentation).
 #[derive(Debug, Clone)]
@@ -108,15 +169,15 @@ fn u(row: &PgRow, i: usize, what: &'static str) -> Result<u64, StoreError> {
     to_u64(row.try_get::<i64, _>(i)?, what)
 }
 
-/// The hint payload of a group's new message: `g` + hex(group id) + `:` +
-/// seq.
-fn group_hint(group_id: &[u8], seq: i64) -> String {
-    format!("g{}:{seq}", hex::encode(group_id))
+/// The hint payload of a group's new message: `g` + hex(group tag) + `:`
+/// + seq + `:` + hex(sealed group id, from the group's row).
+fn group_hint(group: &Tag, seq: i64, sealed_id: &[u8]) -> String {
+    format!("g{}:{seq}:{}", hex::encode(group), hex::encode(sealed_id))
 }
 
-/// The hint payload of a queue's new Welcome.
-fn queue_hint(queue: &QueueId) -> String {
-    format!("q{}", hex::encode(queue))
+/// The hint payload of a queue's new Welcome: `q` + hex(sealed queue id).
+fn queue_hint(sealed_queue: &[u8]) -> String {
+    format!("q{}", hex::encode(sealed_queue))
 }
 
 async fn notify(tx: &mut Transaction<'_, Postgres>, payload: String) -> Result<(), StoreError> {
@@ -130,19 +191,17 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, payload: String) -> Result<(
 
 async fn is_current_member(
     c: &mut sqlx::PgConnection,
-    group_id: &[u8],
-    queue: &QueueId,
+    group: &Tag,
+    member: &Tag,
 ) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query(
-            "SELECT 1 FROM members WHERE group_id = $1 AND queue_id = $2 AND until IS NULL",
-        )
-        .bind(group_id)
-        .bind(&queue[..])
-        .fetch_optional(&mut *c)
-        .await?
-        .is_some(),
+    Ok(sqlx::query(
+        "SELECT 1 FROM members WHERE group_tag = $1 AND member_tag = $2 AND until IS NULL",
     )
+    .bind(&group[..])
+    .bind(&member[..])
+    .fetch_optional(&mut *c)
+    .await?
+    .is_some())
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -163,9 +222,7 @@ impl PostgresStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7306551)")
             .execute(&mut *tx)
             .await?;
-        for s in SCHEMA {
-            sqlx::query(*s).execute(&mut *tx).await?;
-        }
+        prepare_schema(&mut tx).await?;
         tx.commit().await?;
         Ok(PostgresStore { pool })
     }
@@ -177,9 +234,10 @@ impl PostgresStore {
 
     /// Listens for the other processes' notifications and wakes `hub`'s
     /// subscribers; after a lost connection every subscriber is woken
-    /// (they re-read from their positions). Runs until the task is
-    /// dropped.
-    pub fn listen(&self, hub: Hub) -> tokio::task::JoinHandle<()> {
+    /// (they re-read from their positions). `keys` (the DS key's, as
+    /// every process's) open the hints' sealed ids. Runs until the task
+    /// is dropped.
+    pub fn listen(&self, hub: Hub, keys: Arc<AtRest>) -> tokio::task::JoinHandle<()> {
         let pool = self.pool.clone();
         tokio::spawn(async move {
             loop {
@@ -200,7 +258,7 @@ impl PostgresStore {
                 hub.wake_all();
                 loop {
                     match listener.try_recv().await {
-                        Ok(Some(n)) => apply_hint(&hub, n.payload()),
+                        Ok(Some(n)) => apply_hint(&hub, &keys, n.payload()),
                         Ok(None) => {
                             hub.wake_all();
                         }
@@ -215,25 +273,48 @@ impl PostgresStore {
     }
 }
 
-fn apply_hint(hub: &Hub, payload: &str) {
-    if let Some(rest) = payload.strip_prefix('g') {
-        if let Some((gid, seq)) = rest.split_once(':')
-            && let (Ok(gid), Ok(seq)) = (hex::decode(gid), seq.parse::<u64>())
-        {
-            hub.group_advanced(&gid, seq);
+/// Wakes what a hint names. A hint that does not parse or open (it
+/// cannot come from a process with the same key) wakes everyone: hints
+/// are never trusted for more than a re-read.
+fn apply_hint(hub: &Hub, keys: &AtRest, payload: &str) {
+    let woke = if let Some(rest) = payload.strip_prefix('g') {
+        let mut parts = rest.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(tag), Some(seq), Some(sealed)) => {
+                match (hex::decode(tag), seq.parse::<u64>(), hex::decode(sealed)) {
+                    (Ok(tag), Ok(seq), Ok(sealed)) => keys
+                        .open(Sealed::GroupId, &[&tag], &sealed)
+                        .map(|gid| hub.group_advanced(&gid, seq))
+                        .is_ok(),
+                    _ => false,
+                }
+            }
+            _ => false,
         }
-    } else if let Some(q) = payload.strip_prefix('q')
-        && let Ok(q) = hex::decode(q)
-        && let Ok(q) = to_queue(&q)
-    {
-        hub.queue_changed(&q);
+    } else if let Some(q) = payload.strip_prefix('q') {
+        hex::decode(q)
+            .ok()
+            .and_then(|sealed| keys.open_queue(Sealed::Hint, &[], &sealed).ok())
+            .map(|q| hub.queue_changed(&q))
+            .is_some()
+    } else {
+        false
+    };
+    if !woke {
+        tracing::warn!("a wake-up hint did not open; waking every push connection");
+        hub.wake_all();
     }
 }
 
 /// What [`decide_message`] found, inside its transaction.
 enum Decided {
-    /// Counted and inserted (not yet committed).
-    Accepted { seq: i64, epoch: u64 },
+    /// Counted and inserted (not yet committed); the group's sealed id is
+    /// for the hint.
+    Accepted {
+        seq: i64,
+        epoch: u64,
+        sealed_id: Vec<u8>,
+    },
     /// Not stored.
     Refused(MessageOutcome),
 }
@@ -242,16 +323,17 @@ enum Decided {
 /// in `tx` (which the caller commits or drops).
 async fn decide_message(
     tx: &mut Transaction<'_, Postgres>,
-    m: &NewMessage,
+    m: &MessageRow,
 ) -> Result<Decided, StoreError> {
     let e = to_i64(m.epoch, "epoch")?;
     let window = to_i64(m.window, "window")?;
     let now = to_i64(m.now, "now")?;
-    if let Some(r) = sqlx::query("SELECT seq FROM messages WHERE group_id = $1 AND digest = $2")
-        .bind(&m.group_id)
-        .bind(&m.digest[..])
-        .fetch_optional(&mut **tx)
-        .await?
+    if let Some(r) =
+        sqlx::query("SELECT seq FROM messages WHERE group_tag = $1 AND digest_tag = $2")
+            .bind(&m.group[..])
+            .bind(&m.digest[..])
+            .fetch_optional(&mut **tx)
+            .await?
     {
         return Ok(Decided::Refused(MessageOutcome::Duplicate {
             seq: u(&r, 0, "seq")?,
@@ -263,12 +345,13 @@ async fn decide_message(
     };
     let row = sqlx::query(
         "UPDATE groups SET seq = seq + 1, public_state = COALESCE($5, public_state)
-         WHERE id = $1 AND epoch >= $2 AND epoch <= $2 + $3
+         WHERE tag = $1 AND epoch >= $2 AND epoch <= $2 + $3
            AND ($6::BIGINT IS NULL OR seq = $6)
-           AND EXISTS (SELECT 1 FROM members WHERE group_id = $1 AND queue_id = $4 AND until IS NULL)
-         RETURNING seq, epoch",
+           AND EXISTS (SELECT 1 FROM members
+                       WHERE group_tag = $1 AND member_tag = $4 AND until IS NULL)
+         RETURNING seq, epoch, sealed_id",
     )
-    .bind(&m.group_id)
+    .bind(&m.group[..])
     .bind(e)
     .bind(window)
     .bind(&m.sender[..])
@@ -277,14 +360,14 @@ async fn decide_message(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {
-        let Some(g) = sqlx::query("SELECT epoch, seq FROM groups WHERE id = $1")
-            .bind(&m.group_id)
+        let Some(g) = sqlx::query("SELECT epoch, seq FROM groups WHERE tag = $1")
+            .bind(&m.group[..])
             .fetch_optional(&mut **tx)
             .await?
         else {
             return Ok(Decided::Refused(MessageOutcome::UnknownGroup));
         };
-        if !is_current_member(tx, &m.group_id, &m.sender).await? {
+        if !is_current_member(tx, &m.group, &m.sender).await? {
             return Ok(Decided::Refused(MessageOutcome::NotMember));
         }
         let current = u(&g, 0, "epoch")?;
@@ -297,17 +380,23 @@ async fn decide_message(
     };
     let seq: i64 = row.try_get(0)?;
     let epoch = u(&row, 1, "epoch")?;
+    let sealed_id: Vec<u8> = row.try_get(2)?;
     sqlx::query(
-        "INSERT INTO messages (group_id, seq, digest, message, stored_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO messages (group_tag, seq, digest_tag, message, stored_at)
+         VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(&m.group_id)
+    .bind(&m.group[..])
     .bind(seq)
     .bind(&m.digest[..])
     .bind(&m.message)
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(Decided::Accepted { seq, epoch })
+    Ok(Decided::Accepted {
+        seq,
+        epoch,
+        sealed_id,
+    })
 }
 
 impl PostgresStore {
@@ -315,18 +404,22 @@ impl PostgresStore {
     /// failed (rolled back).
     async fn append_in_one_transaction(
         &self,
-        messages: &[NewMessage],
+        messages: &[MessageRow],
     ) -> Result<Option<Vec<MessageOutcome>>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(messages.len());
         // The last seq per group, for one hint each.
-        let mut last: Vec<(&[u8], i64)> = Vec::new();
+        let mut last: Vec<(&Tag, i64, Vec<u8>)> = Vec::new();
         for m in messages {
             match decide_message(&mut tx, m).await {
-                Ok(Decided::Accepted { seq, epoch }) => {
-                    match last.iter_mut().find(|(g, _)| *g == m.group_id.as_slice()) {
-                        Some((_, s)) => *s = seq,
-                        None => last.push((&m.group_id, seq)),
+                Ok(Decided::Accepted {
+                    seq,
+                    epoch,
+                    sealed_id,
+                }) => {
+                    match last.iter_mut().find(|(g, _, _)| **g == m.group) {
+                        Some((_, s, _)) => *s = seq,
+                        None => last.push((&m.group, seq, sealed_id)),
                     }
                     outcomes.push(MessageOutcome::Accepted {
                         seq: to_u64(seq, "seq")?,
@@ -338,8 +431,8 @@ impl PostgresStore {
                 Err(e) => return Err(e),
             }
         }
-        for (g, seq) in last {
-            notify(&mut tx, group_hint(g, seq)).await?;
+        for (g, seq, sealed_id) in last {
+            notify(&mut tx, group_hint(g, seq, &sealed_id)).await?;
         }
         match tx.commit().await {
             Ok(()) => Ok(Some(outcomes)),
@@ -349,6 +442,20 @@ impl PostgresStore {
 }
 
 impl DsStore for PostgresStore {
+    async fn key_check(&self, check: Tag) -> Result<bool, StoreError> {
+        // Concurrent first starts: the row lock orders the updates, the
+        // second finds the first's value.
+        sqlx::query("UPDATE ds_meta SET key_check = $1 WHERE id = 1 AND key_check IS NULL")
+            .bind(&check[..])
+            .execute(&self.pool)
+            .await?;
+        let stored: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT key_check FROM ds_meta WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(stored.as_deref() == Some(&check[..]))
+    }
+
     async fn client_queue(&self, identity_tag: [u8; 32]) -> Result<QueueId, StoreError> {
         let q = random_queue_id();
         sqlx::query(
@@ -375,19 +482,21 @@ impl DsStore for PostgresStore {
     async fn publish_key_packages(
         &self,
         owner: QueueId,
-        key_packages: Vec<NewKeyPackage>,
+        key_packages: Vec<KeyPackageRow>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for kp in &key_packages {
             sqlx::query(
-                "INSERT INTO key_packages (reference, owner, key_package, not_after, last_resort)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reference) DO NOTHING",
+                "INSERT INTO key_packages
+                    (reference_tag, owner, key_package, not_after, last_resort, route)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reference_tag) DO NOTHING",
             )
-            .bind(&kp.reference)
+            .bind(&kp.reference[..])
             .bind(&owner[..])
             .bind(&kp.key_package)
             .bind(to_i64(kp.not_after, "not_after")?)
             .bind(kp.last_resort)
+            .bind(&kp.route)
             .execute(&mut *tx)
             .await?;
         }
@@ -404,7 +513,7 @@ impl DsStore for PostgresStore {
         owner: QueueId,
         now: u64,
         route_until: u64,
-    ) -> Result<Option<Claimed>, StoreError> {
+    ) -> Result<Option<ClaimedRow>, StoreError> {
         let now = to_i64(now, "now")?;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -412,23 +521,19 @@ impl DsStore for PostgresStore {
                 SELECT id FROM key_packages
                 WHERE owner = $1 AND NOT last_resort AND not_after >= $2
                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-             RETURNING reference, key_package",
+             RETURNING reference_tag, key_package, route",
         )
         .bind(&owner[..])
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let claimed = match row {
-            Some(r) => Claimed {
-                reference: r.try_get(0)?,
-                key_package: r.try_get(1)?,
-                last_resort: false,
-            },
+        let (row, last_resort) = match row {
+            Some(r) => (r, false),
             None => {
                 // A plain read: a last-resort package held by another
                 // claim is served all the same.
                 let Some(r) = sqlx::query(
-                    "SELECT reference, key_package FROM key_packages
+                    "SELECT reference_tag, key_package, route FROM key_packages
                      WHERE owner = $1 AND last_resort AND not_after >= $2
                      ORDER BY not_after DESC, id DESC LIMIT 1",
                 )
@@ -445,19 +550,22 @@ impl DsStore for PostgresStore {
                 .bind(&owner[..])
                 .execute(&mut *tx)
                 .await?;
-                Claimed {
-                    reference: r.try_get(0)?,
-                    key_package: r.try_get(1)?,
-                    last_resort: true,
-                }
+                (r, true)
             }
         };
+        let claimed = ClaimedRow {
+            reference: to_tag(&row.try_get::<Vec<u8>, _>(0)?)?,
+            key_package: row.try_get(1)?,
+            last_resort,
+        };
+        let route: Vec<u8> = row.try_get(2)?;
         sqlx::query(
-            "INSERT INTO kp_routes (reference, owner, until) VALUES ($1, $2, $3)
-             ON CONFLICT (reference) DO UPDATE SET owner = excluded.owner, until = excluded.until",
+            "INSERT INTO kp_routes (reference_tag, owner_sealed, until) VALUES ($1, $2, $3)
+             ON CONFLICT (reference_tag)
+             DO UPDATE SET owner_sealed = excluded.owner_sealed, until = excluded.until",
         )
-        .bind(&claimed.reference)
-        .bind(&owner[..])
+        .bind(&claimed.reference[..])
+        .bind(&route)
         .bind(to_i64(route_until, "route_until")?)
         .execute(&mut *tx)
         .await?;
@@ -488,30 +596,29 @@ impl DsStore for PostgresStore {
 
     async fn route_key_package_refs(
         &self,
-        references: Vec<Vec<u8>>,
-    ) -> Result<Vec<Option<QueueId>>, StoreError> {
+        references: Vec<Tag>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut out = Vec::with_capacity(references.len());
         let mut c = self.pool.acquire().await?;
         for r in &references {
-            let row = sqlx::query("SELECT owner FROM kp_routes WHERE reference = $1")
-                .bind(r)
-                .fetch_optional(&mut *c)
-                .await?;
-            out.push(
-                row.map(|r| to_queue(&r.try_get::<Vec<u8>, _>(0)?))
-                    .transpose()?,
-            );
+            let owner: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT owner_sealed FROM kp_routes WHERE reference_tag = $1")
+                    .bind(&r[..])
+                    .fetch_optional(&mut *c)
+                    .await?;
+            out.push(owner);
         }
         Ok(out)
     }
 
-    async fn create_group(&self, g: NewGroup) -> Result<bool, StoreError> {
+    async fn create_group(&self, g: NewGroupRow) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
-            "INSERT INTO groups (id, mode, epoch, seq, public_state, group_info)
-             VALUES ($1, $2, $3, 0, $4, $5) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO groups (tag, sealed_id, mode, epoch, seq, public_state, group_info)
+             VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT (tag) DO NOTHING",
         )
-        .bind(&g.group_id)
+        .bind(&g.group[..])
+        .bind(&g.sealed_id)
         .bind(g.mode.code())
         .bind(to_i64(g.epoch, "epoch")?)
         .bind(&g.public_state)
@@ -523,9 +630,9 @@ impl DsStore for PostgresStore {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO members (group_id, queue_id, cursor, until) VALUES ($1, $2, 0, NULL)",
+            "INSERT INTO members (group_tag, member_tag, cursor, until) VALUES ($1, $2, 0, NULL)",
         )
-        .bind(&g.group_id)
+        .bind(&g.group[..])
         .bind(&g.creator[..])
         .execute(&mut *tx)
         .await?;
@@ -533,15 +640,15 @@ impl DsStore for PostgresStore {
         Ok(true)
     }
 
-    async fn group(&self, group_id: Vec<u8>) -> Result<Option<GroupRecord>, StoreError> {
+    async fn group(&self, group: Tag) -> Result<Option<GroupRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT mode, epoch, seq, public_state, group_info FROM groups WHERE id = $1",
+            "SELECT mode, epoch, seq, public_state, group_info FROM groups WHERE tag = $1",
         )
-        .bind(&group_id)
+        .bind(&group[..])
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            Ok(GroupRecord {
+            Ok(GroupRow {
                 mode: GroupMode::from_code(r.try_get(0)?).ok_or(StoreError::CorruptRow("mode"))?,
                 epoch: u(&r, 1, "epoch")?,
                 seq: u(&r, 2, "seq")?,
@@ -552,12 +659,12 @@ impl DsStore for PostgresStore {
         .transpose()
     }
 
-    async fn is_member(&self, group_id: Vec<u8>, queue: QueueId) -> Result<bool, StoreError> {
+    async fn is_member(&self, group: Tag, member: Tag) -> Result<bool, StoreError> {
         let mut c = self.pool.acquire().await?;
-        is_current_member(&mut c, &group_id, &queue).await
+        is_current_member(&mut c, &group, &member).await
     }
 
-    async fn append_commit(&self, m: NewCommit) -> Result<CommitOutcome, StoreError> {
+    async fn append_commit(&self, m: CommitRow) -> Result<CommitOutcome, StoreError> {
         let epoch = to_i64(m.epoch, "epoch")?;
         let now = to_i64(m.now, "now")?;
         let mut tx = self.pool.begin().await?;
@@ -568,9 +675,9 @@ impl DsStore for PostgresStore {
             })
         };
         let find_retry =
-            "SELECT seq FROM commits WHERE group_id = $1 AND epoch = $2 AND digest = $3";
+            "SELECT seq FROM commits WHERE group_tag = $1 AND epoch = $2 AND digest_tag = $3";
         if let Some(r) = sqlx::query(find_retry)
-            .bind(&m.group_id)
+            .bind(&m.group[..])
             .bind(epoch)
             .bind(&m.digest[..])
             .fetch_optional(&mut *tx)
@@ -583,11 +690,11 @@ impl DsStore for PostgresStore {
         let row = sqlx::query(
             "UPDATE groups SET epoch = epoch + 1, seq = seq + 1,
                 public_state = COALESCE($3, public_state), group_info = COALESCE($4, group_info)
-             WHERE id = $1 AND epoch = $2 AND ($6 OR EXISTS (
-                SELECT 1 FROM members WHERE group_id = $1 AND queue_id = $5 AND until IS NULL))
-             RETURNING seq, epoch",
+             WHERE tag = $1 AND epoch = $2 AND ($6 OR EXISTS (
+                SELECT 1 FROM members WHERE group_tag = $1 AND member_tag = $5 AND until IS NULL))
+             RETURNING seq, epoch, sealed_id",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(epoch)
         .bind(&m.public_state)
         .bind(&m.group_info)
@@ -598,15 +705,15 @@ impl DsStore for PostgresStore {
         let Some(row) = row else {
             // Why not: no group, not a member, a concurrent retry of the
             // same commit that won, or another commit has the epoch.
-            let Some(g) = sqlx::query("SELECT epoch FROM groups WHERE id = $1")
-                .bind(&m.group_id)
+            let Some(g) = sqlx::query("SELECT epoch FROM groups WHERE tag = $1")
+                .bind(&m.group[..])
                 .fetch_optional(&mut *tx)
                 .await?
             else {
                 return Ok(CommitOutcome::UnknownGroup);
             };
             if let Some(r) = sqlx::query(find_retry)
-                .bind(&m.group_id)
+                .bind(&m.group[..])
                 .bind(epoch)
                 .bind(&m.digest[..])
                 .fetch_optional(&mut *tx)
@@ -614,7 +721,7 @@ impl DsStore for PostgresStore {
             {
                 return retry(r);
             }
-            if !m.external && !is_current_member(&mut tx, &m.group_id, &m.sender).await? {
+            if !m.external && !is_current_member(&mut tx, &m.group, &m.sender).await? {
                 return Ok(CommitOutcome::NotMember);
             }
             return Ok(CommitOutcome::Conflict {
@@ -623,10 +730,12 @@ impl DsStore for PostgresStore {
         };
         let seq: i64 = row.try_get(0)?;
         let new_epoch = u(&row, 1, "epoch")?;
+        let sealed_id: Vec<u8> = row.try_get(2)?;
         sqlx::query(
-            "INSERT INTO messages (group_id, seq, digest, message, stored_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO messages (group_tag, seq, digest_tag, message, stored_at)
+             VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(seq)
         .bind(&m.digest[..])
         .bind(&m.message)
@@ -634,9 +743,10 @@ impl DsStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO commits (group_id, epoch, digest, seq, stored_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO commits (group_tag, epoch, digest_tag, seq, stored_at)
+             VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(epoch)
         .bind(&m.digest[..])
         .bind(seq)
@@ -645,9 +755,10 @@ impl DsStore for PostgresStore {
         .await?;
         for q in &m.removed {
             sqlx::query(
-                "UPDATE members SET until = $3 WHERE group_id = $1 AND queue_id = $2 AND until IS NULL",
+                "UPDATE members SET until = $3
+                 WHERE group_tag = $1 AND member_tag = $2 AND until IS NULL",
             )
-            .bind(&m.group_id)
+            .bind(&m.group[..])
             .bind(&q[..])
             .bind(seq)
             .execute(&mut *tx)
@@ -655,35 +766,39 @@ impl DsStore for PostgresStore {
         }
         for q in &m.added {
             sqlx::query(
-                "INSERT INTO members (group_id, queue_id, cursor, until) VALUES ($1, $2, $3, NULL)
-                 ON CONFLICT (group_id, queue_id) DO UPDATE SET cursor = excluded.cursor, until = NULL",
+                "INSERT INTO members (group_tag, member_tag, cursor, until) VALUES ($1, $2, $3, NULL)
+                 ON CONFLICT (group_tag, member_tag)
+                 DO UPDATE SET cursor = excluded.cursor, until = NULL",
             )
-            .bind(&m.group_id)
+            .bind(&m.group[..])
             .bind(&q[..])
             .bind(seq)
             .execute(&mut *tx)
             .await?;
         }
-        if let Some((body, recipients)) = &m.welcome {
+        if let Some(w) = &m.welcome {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO welcome_bodies (body, stored_at) VALUES ($1, $2) RETURNING id",
             )
-            .bind(body)
+            .bind(&w.body)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            for q in recipients {
+            for r in &w.recipients {
                 sqlx::query(
-                    "INSERT INTO inbox (queue_id, welcome_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    "INSERT INTO inbox (recipient_tag, welcome_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
                 )
-                .bind(&q[..])
+                .bind(&r[..])
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-                notify(&mut tx, queue_hint(q)).await?;
+            }
+            for h in &w.hints {
+                notify(&mut tx, queue_hint(h)).await?;
             }
         }
-        notify(&mut tx, group_hint(&m.group_id, seq)).await?;
+        notify(&mut tx, group_hint(&m.group, seq, &sealed_id)).await?;
         tx.commit().await?;
         Ok(CommitOutcome::Accepted {
             seq: to_u64(seq, "seq")?,
@@ -691,11 +806,15 @@ impl DsStore for PostgresStore {
         })
     }
 
-    async fn append_message(&self, m: NewMessage) -> Result<MessageOutcome, StoreError> {
+    async fn append_message(&self, m: MessageRow) -> Result<MessageOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         match decide_message(&mut tx, &m).await {
-            Ok(Decided::Accepted { seq, epoch }) => {
-                notify(&mut tx, group_hint(&m.group_id, seq)).await?;
+            Ok(Decided::Accepted {
+                seq,
+                epoch,
+                sealed_id,
+            }) => {
+                notify(&mut tx, group_hint(&m.group, seq, &sealed_id)).await?;
                 tx.commit().await?;
                 Ok(MessageOutcome::Accepted {
                     seq: to_u64(seq, "seq")?,
@@ -707,11 +826,13 @@ impl DsStore for PostgresStore {
                 // The same bytes committed concurrently: give the counter
                 // back and report where they are.
                 tx.rollback().await?;
-                let r = sqlx::query("SELECT seq FROM messages WHERE group_id = $1 AND digest = $2")
-                    .bind(&m.group_id)
-                    .bind(&m.digest[..])
-                    .fetch_one(&self.pool)
-                    .await?;
+                let r = sqlx::query(
+                    "SELECT seq FROM messages WHERE group_tag = $1 AND digest_tag = $2",
+                )
+                .bind(&m.group[..])
+                .bind(&m.digest[..])
+                .fetch_one(&self.pool)
+                .await?;
                 Ok(MessageOutcome::Duplicate {
                     seq: u(&r, 0, "seq")?,
                 })
@@ -727,7 +848,7 @@ impl DsStore for PostgresStore {
     /// batch back, and its messages are decided one by one instead.
     async fn append_messages(
         &self,
-        messages: Vec<NewMessage>,
+        messages: Vec<MessageRow>,
     ) -> Result<Vec<MessageOutcome>, StoreError> {
         if messages.len() > 1
             && messages.iter().all(|m| m.public_state.is_none())
@@ -742,18 +863,22 @@ impl DsStore for PostgresStore {
         Ok(outcomes)
     }
 
-    async fn memberships(&self, queue: QueueId) -> Result<Vec<Membership>, StoreError> {
-        let rows = sqlx::query("SELECT group_id, cursor, until FROM members WHERE queue_id = $1")
-            .bind(&queue[..])
-            .fetch_all(&self.pool)
-            .await?;
+    async fn memberships(&self, member: Tag) -> Result<Vec<MembershipRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.group_tag, g.sealed_id, m.cursor, m.until
+             FROM members m JOIN groups g ON g.tag = m.group_tag WHERE m.member_tag = $1",
+        )
+        .bind(&member[..])
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
-                Ok(Membership {
-                    group_id: r.try_get(0)?,
-                    cursor: u(r, 1, "cursor")?,
+                Ok(MembershipRow {
+                    group: to_tag(&r.try_get::<Vec<u8>, _>(0)?)?,
+                    sealed_id: r.try_get(1)?,
+                    cursor: u(r, 2, "cursor")?,
                     until: r
-                        .try_get::<Option<i64>, _>(2)?
+                        .try_get::<Option<i64>, _>(3)?
                         .map(|v| to_u64(v, "until"))
                         .transpose()?,
                 })
@@ -763,17 +888,18 @@ impl DsStore for PostgresStore {
 
     async fn read_messages(
         &self,
-        group_id: Vec<u8>,
+        group: Tag,
         after: u64,
         until: Option<u64>,
         limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+    ) -> Result<Vec<StoredRow>, StoreError> {
         let until = until.map_or(Ok(i64::MAX), |v| to_i64(v, "until"))?;
         let rows = sqlx::query(
-            "SELECT seq, message FROM messages WHERE group_id = $1 AND seq > $2 AND seq <= $3
+            "SELECT seq, digest_tag, message FROM messages
+             WHERE group_tag = $1 AND seq > $2 AND seq <= $3
              ORDER BY seq LIMIT $4",
         )
-        .bind(&group_id)
+        .bind(&group[..])
         .bind(to_i64(after, "after")?)
         .bind(until)
         .bind(i64::from(limit))
@@ -781,9 +907,10 @@ impl DsStore for PostgresStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(StoredMessage {
+                Ok(StoredRow {
                     seq: u(r, 0, "seq")?,
-                    message: r.try_get(1)?,
+                    digest: to_tag(&r.try_get::<Vec<u8>, _>(1)?)?,
+                    message: r.try_get(2)?,
                 })
             })
             .collect()
@@ -791,14 +918,14 @@ impl DsStore for PostgresStore {
 
     async fn read_welcomes(
         &self,
-        queue: QueueId,
+        inbox: Tag,
         limit: u32,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let rows = sqlx::query(
             "SELECT i.welcome_id, b.body FROM inbox i JOIN welcome_bodies b ON b.id = i.welcome_id
-             WHERE i.queue_id = $1 ORDER BY i.welcome_id LIMIT $2",
+             WHERE i.recipient_tag = $1 ORDER BY i.welcome_id LIMIT $2",
         )
-        .bind(&queue[..])
+        .bind(&inbox[..])
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -809,19 +936,20 @@ impl DsStore for PostgresStore {
 
     async fn acknowledge(
         &self,
-        queue: QueueId,
-        positions: Vec<(Vec<u8>, u64)>,
+        member: Tag,
+        inbox: Tag,
+        positions: Vec<(Tag, u64)>,
         welcomes: Vec<u64>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (group_id, seq) in positions {
+        for (group, seq) in positions {
             let seq = to_i64(seq, "seq")?;
             let changed = sqlx::query(
-                "UPDATE members SET cursor = LEAST($3, (SELECT seq FROM groups WHERE id = $1))
-                 WHERE group_id = $1 AND queue_id = $2 AND cursor < $3",
+                "UPDATE members SET cursor = LEAST($3, (SELECT seq FROM groups WHERE tag = $1))
+                 WHERE group_tag = $1 AND member_tag = $2 AND cursor < $3",
             )
-            .bind(&group_id)
-            .bind(&queue[..])
+            .bind(&group[..])
+            .bind(&member[..])
             .bind(seq)
             .execute(&mut *tx)
             .await?
@@ -830,26 +958,26 @@ impl DsStore for PostgresStore {
                 continue;
             }
             sqlx::query(
-                "DELETE FROM members WHERE group_id = $1 AND queue_id = $2
+                "DELETE FROM members WHERE group_tag = $1 AND member_tag = $2
                  AND until IS NOT NULL AND cursor >= until",
             )
-            .bind(&group_id)
-            .bind(&queue[..])
+            .bind(&group[..])
+            .bind(&member[..])
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "DELETE FROM messages WHERE group_id = $1 AND seq <= COALESCE(
-                    (SELECT MIN(cursor) FROM members WHERE group_id = $1),
-                    (SELECT seq FROM groups WHERE id = $1))",
+                "DELETE FROM messages WHERE group_tag = $1 AND seq <= COALESCE(
+                    (SELECT MIN(cursor) FROM members WHERE group_tag = $1),
+                    (SELECT seq FROM groups WHERE tag = $1))",
             )
-            .bind(&group_id)
+            .bind(&group[..])
             .execute(&mut *tx)
             .await?;
         }
         for id in welcomes {
             let id = to_i64(id, "welcome id")?;
-            let n = sqlx::query("DELETE FROM inbox WHERE queue_id = $1 AND welcome_id = $2")
-                .bind(&queue[..])
+            let n = sqlx::query("DELETE FROM inbox WHERE recipient_tag = $1 AND welcome_id = $2")
+                .bind(&inbox[..])
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
@@ -911,9 +1039,9 @@ impl DsStore for PostgresStore {
         })
     }
 
-    async fn stored_message_count(&self, group_id: Vec<u8>) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE group_id = $1")
-            .bind(&group_id)
+    async fn stored_message_count(&self, group: Tag) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE group_tag = $1")
+            .bind(&group[..])
             .fetch_one(&self.pool)
             .await?;
         to_u64(n, "count")

@@ -25,85 +25,140 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claimed, CommitOutcome, DsStore, GroupRecord, Membership, MessageOutcome, NewCommit, NewGroup,
-    NewKeyPackage, NewMessage, Purged, QueueId, StoreError, StoredMessage, random_queue_id, to_i64,
-    to_queue, to_u64,
+    ClaimedRow, CommitOutcome, CommitRow, DsStore, GroupRow, KeyPackageRow, MembershipRow,
+    MessageOutcome, MessageRow, NewGroupRow, Purged, QueueId, SCHEMA_VERSION, StoreError,
+    StoredRow, Tag, random_queue_id, to_i64, to_queue, to_tag, to_u64,
 };
 use crate::api::{GroupMode, KeyPackageCounts};
 
+/// The tables of [`SCHEMA_VERSION`] (tags and sealed cells: see
+/// [`super::sealed`]).
 const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS clients (
+    "CREATE TABLE ds_meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        schema_version INTEGER NOT NULL,
+        key_check BLOB
+    )",
+    "CREATE TABLE clients (
         identity_tag BLOB PRIMARY KEY NOT NULL,
         queue_id BLOB NOT NULL UNIQUE,
         last_resort_claims INTEGER NOT NULL DEFAULT 0
     )",
-    "CREATE TABLE IF NOT EXISTS key_packages (
+    "CREATE TABLE key_packages (
         id INTEGER PRIMARY KEY,
-        reference BLOB NOT NULL UNIQUE,
+        reference_tag BLOB NOT NULL UNIQUE,
         owner BLOB NOT NULL,
         key_package BLOB NOT NULL,
         not_after INTEGER NOT NULL,
-        last_resort INTEGER NOT NULL CHECK (last_resort IN (0, 1))
+        last_resort INTEGER NOT NULL CHECK (last_resort IN (0, 1)),
+        route BLOB NOT NULL
     )",
-    "CREATE INDEX IF NOT EXISTS key_packages_owner ON key_packages (owner, last_resort, id)",
-    "CREATE TABLE IF NOT EXISTS kp_routes (
-        reference BLOB PRIMARY KEY NOT NULL,
-        owner BLOB NOT NULL,
+    "CREATE INDEX key_packages_owner ON key_packages (owner, last_resort, id)",
+    "CREATE TABLE kp_routes (
+        reference_tag BLOB PRIMARY KEY NOT NULL,
+        owner_sealed BLOB NOT NULL,
         until INTEGER NOT NULL
     )",
-    "CREATE TABLE IF NOT EXISTS groups (
-        id BLOB PRIMARY KEY NOT NULL,
+    "CREATE TABLE groups (
+        tag BLOB PRIMARY KEY NOT NULL,
+        sealed_id BLOB NOT NULL,
         mode INTEGER NOT NULL,
         epoch INTEGER NOT NULL,
         seq INTEGER NOT NULL,
         public_state BLOB,
         group_info BLOB
     )",
-    "CREATE TABLE IF NOT EXISTS members (
-        group_id BLOB NOT NULL,
-        queue_id BLOB NOT NULL,
+    "CREATE TABLE members (
+        group_tag BLOB NOT NULL,
+        member_tag BLOB NOT NULL,
         cursor INTEGER NOT NULL,
         until INTEGER,
-        PRIMARY KEY (group_id, queue_id)
+        PRIMARY KEY (group_tag, member_tag)
     )",
-    "CREATE INDEX IF NOT EXISTS members_queue ON members (queue_id)",
-    "CREATE INDEX IF NOT EXISTS members_cursor ON members (group_id, cursor)",
-    "CREATE TABLE IF NOT EXISTS commits (
-        group_id BLOB NOT NULL,
+    "CREATE INDEX members_member ON members (member_tag)",
+    "CREATE INDEX members_cursor ON members (group_tag, cursor)",
+    "CREATE TABLE commits (
+        group_tag BLOB NOT NULL,
         epoch INTEGER NOT NULL,
-        digest BLOB NOT NULL,
+        digest_tag BLOB NOT NULL,
         seq INTEGER NOT NULL,
         stored_at INTEGER NOT NULL,
-        PRIMARY KEY (group_id, epoch)
+        PRIMARY KEY (group_tag, epoch)
     )",
-    "CREATE TABLE IF NOT EXISTS messages (
-        group_id BLOB NOT NULL,
+    "CREATE TABLE messages (
+        group_tag BLOB NOT NULL,
         seq INTEGER NOT NULL,
         epoch INTEGER NOT NULL DEFAULT 0,
-        digest BLOB NOT NULL,
+        digest_tag BLOB NOT NULL,
         message BLOB NOT NULL,
         stored_at INTEGER NOT NULL,
-        PRIMARY KEY (group_id, seq)
+        PRIMARY KEY (group_tag, seq)
     )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS messages_digest ON messages (group_id, digest)",
-    "CREATE INDEX IF NOT EXISTS messages_stored_at ON messages (stored_at)",
+    "CREATE UNIQUE INDEX messages_digest ON messages (group_tag, digest_tag)",
+    "CREATE INDEX messages_stored_at ON messages (stored_at)",
     // A message inserted at seq moves the group's counter there (the
     // one-statement insert of application messages and proposals).
-    "CREATE TRIGGER IF NOT EXISTS messages_seq AFTER INSERT ON messages BEGIN
-        UPDATE groups SET seq = NEW.seq WHERE id = NEW.group_id AND seq < NEW.seq;
+    "CREATE TRIGGER messages_seq AFTER INSERT ON messages BEGIN
+        UPDATE groups SET seq = NEW.seq WHERE tag = NEW.group_tag AND seq < NEW.seq;
     END",
-    "CREATE TABLE IF NOT EXISTS welcome_bodies (
+    "CREATE TABLE welcome_bodies (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         body BLOB NOT NULL,
         stored_at INTEGER NOT NULL
     )",
-    "CREATE TABLE IF NOT EXISTS inbox (
-        queue_id BLOB NOT NULL,
+    "CREATE TABLE inbox (
+        recipient_tag BLOB NOT NULL,
         welcome_id INTEGER NOT NULL,
-        PRIMARY KEY (queue_id, welcome_id)
+        PRIMARY KEY (recipient_tag, welcome_id)
     )",
-    "CREATE INDEX IF NOT EXISTS inbox_welcome ON inbox (welcome_id)",
+    "CREATE INDEX inbox_welcome ON inbox (welcome_id)",
 ];
+
+/// Counts the tables of schema version 1 (which had no version row).
+const VERSION_1_TABLES: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'
+    AND name IN ('clients', 'key_packages', 'kp_routes', 'groups', 'members', 'commits',
+                 'messages', 'welcome_bodies', 'inbox')";
+
+/// Creates the tables in a new database, or checks the version of an
+/// existing one (inside the caller's transaction).
+async fn prepare_schema(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let has_meta =
+        sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ds_meta'")
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+    if has_meta {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT schema_version FROM ds_meta WHERE id = 1")
+                .fetch_optional(&mut *conn)
+                .await?;
+        return match found {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(found) => Err(StoreError::SchemaVersion {
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            None => Err(StoreError::CorruptRow("ds_meta has no version row")),
+        };
+    }
+    let old: i64 = sqlx::query_scalar(VERSION_1_TABLES)
+        .fetch_one(&mut *conn)
+        .await?;
+    if old > 0 {
+        return Err(StoreError::SchemaVersion {
+            found: 1,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    for statement in SCHEMA {
+        sqlx::query(*statement).execute(&mut *conn).await?;
+    }
+    sqlx::query("INSERT INTO ds_meta (id, schema_version) VALUES (1, ?1)")
+        .bind(SCHEMA_VERSION)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
 
 /// Options of [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -149,7 +204,7 @@ enum Work {
     /// order: appended together with the batch's other messages
     /// ([`append_messages`]), a few statements per group and batch
     /// instead of one per message. The reply is their outcomes.
-    Messages(Vec<NewMessage>),
+    Messages(Vec<MessageRow>),
 }
 
 struct Job {
@@ -189,8 +244,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let mut conn = SqliteConnection::connect_with(&connect).await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&mut conn).await?;
+        if let Err(e) = prepare_schema(&mut conn).await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+            return Err(e);
         }
         sqlx::query("COMMIT").execute(&mut conn).await?;
         let readers = SqlitePoolOptions::new()
@@ -345,14 +401,14 @@ async fn run_in_transaction(
         let r: Result<Vec<AnyResult>, StoreError> = match &job.work {
             Work::Run(f) => Ok(vec![f(&mut *conn).await]),
             Work::Messages(_) => {
-                let lists: Vec<&[NewMessage]> = these
+                let lists: Vec<&[MessageRow]> = these
                     .iter()
                     .filter_map(|j| match &j.work {
                         Work::Messages(m) => Some(m.as_slice()),
                         Work::Run(_) => None,
                     })
                     .collect();
-                let messages: Vec<&NewMessage> = lists.iter().flat_map(|l| l.iter()).collect();
+                let messages: Vec<&MessageRow> = lists.iter().flat_map(|l| l.iter()).collect();
                 append_messages(&mut *conn, &messages)
                     .await
                     .map(|outcomes| {
@@ -417,24 +473,24 @@ const INSERT_CHUNK: usize = 64;
 /// membership cannot change within it.
 async fn append_messages(
     c: &mut SqliteConnection,
-    messages: &[&NewMessage],
+    messages: &[&MessageRow],
 ) -> Result<Vec<MessageOutcome>, StoreError> {
     let mut outcomes = vec![MessageOutcome::UnknownGroup; messages.len()];
     // The run's groups, in order of first appearance.
-    let mut groups: Vec<(&[u8], Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(&Tag, Vec<usize>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        match groups.iter_mut().find(|(g, _)| *g == m.group_id.as_slice()) {
+        match groups.iter_mut().find(|(g, _)| **g == m.group) {
             Some((_, v)) => v.push(i),
-            None => groups.push((&m.group_id, vec![i])),
+            None => groups.push((&m.group, vec![i])),
         }
     }
-    for (group_id, members_of_run) in groups {
+    for (group, members_of_run) in groups {
         if let [only] = members_of_run[..] {
             outcomes[only] = op_message(&mut *c, messages[only].clone()).await?;
             continue;
         }
-        let Some(row) = sqlx::query("SELECT epoch, seq FROM groups WHERE id = ?1")
-            .bind(group_id)
+        let Some(row) = sqlx::query("SELECT epoch, seq FROM groups WHERE tag = ?1")
+            .bind(&group[..])
             .fetch_optional(&mut *c)
             .await?
         else {
@@ -450,10 +506,10 @@ async fn append_messages(
         };
         let senders = hex_list(&mut members_of_run.iter().map(|&i| &messages[i].sender[..]));
         let current: std::collections::HashSet<Vec<u8>> = sqlx::query_scalar(
-            "SELECT queue_id FROM members WHERE group_id = ?1 AND until IS NULL
-               AND queue_id IN (SELECT unhex(value) FROM json_each(?2))",
+            "SELECT member_tag FROM members WHERE group_tag = ?1 AND until IS NULL
+               AND member_tag IN (SELECT unhex(value) FROM json_each(?2))",
         )
-        .bind(group_id)
+        .bind(&group[..])
         .bind(senders)
         .fetch_all(&mut *c)
         .await?
@@ -462,10 +518,10 @@ async fn append_messages(
         let digests = hex_list(&mut members_of_run.iter().map(|&i| &messages[i].digest[..]));
         let mut stored: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
         for r in sqlx::query(
-            "SELECT digest, seq FROM messages WHERE group_id = ?1
-               AND digest IN (SELECT unhex(value) FROM json_each(?2))",
+            "SELECT digest_tag, seq FROM messages WHERE group_tag = ?1
+               AND digest_tag IN (SELECT unhex(value) FROM json_each(?2))",
         )
-        .bind(group_id)
+        .bind(&group[..])
         .bind(digests)
         .fetch_all(&mut *c)
         .await?
@@ -501,7 +557,7 @@ async fn append_messages(
             let (chunk, after) = rest.split_at(n);
             rest = after;
             let mut sql = String::from(
-                "INSERT INTO messages (group_id, seq, epoch, digest, message, stored_at) VALUES ",
+                "INSERT INTO messages (group_tag, seq, epoch, digest_tag, message, stored_at) VALUES ",
             );
             for k in 0..n {
                 if k > 0 {
@@ -514,7 +570,7 @@ async fn append_messages(
             for &(i, s) in chunk {
                 let m = messages[i];
                 q = q
-                    .bind(&m.group_id)
+                    .bind(&m.group[..])
                     .bind(to_i64(s, "seq")?)
                     .bind(to_i64(epoch, "epoch")?)
                     .bind(&m.digest[..])
@@ -531,8 +587,8 @@ fn i64_of(row: &sqlx::sqlite::SqliteRow, i: usize, what: &'static str) -> Result
     to_u64(row.try_get::<i64, _>(i)?, what)
 }
 
-fn group_of(row: &sqlx::sqlite::SqliteRow) -> Result<GroupRecord, StoreError> {
-    Ok(GroupRecord {
+fn group_of(row: &sqlx::sqlite::SqliteRow) -> Result<GroupRow, StoreError> {
+    Ok(GroupRow {
         mode: GroupMode::from_code(row.try_get(0)?).ok_or(StoreError::CorruptRow("mode"))?,
         epoch: i64_of(row, 1, "epoch")?,
         seq: i64_of(row, 2, "seq")?,
@@ -543,30 +599,28 @@ fn group_of(row: &sqlx::sqlite::SqliteRow) -> Result<GroupRecord, StoreError> {
 
 async fn is_current_member(
     c: &mut SqliteConnection,
-    group_id: &[u8],
-    queue: &QueueId,
+    group: &Tag,
+    member: &Tag,
 ) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query(
-            "SELECT 1 FROM members WHERE group_id = ?1 AND queue_id = ?2 AND until IS NULL",
-        )
-        .bind(group_id)
-        .bind(&queue[..])
-        .fetch_optional(&mut *c)
-        .await?
-        .is_some(),
+    Ok(sqlx::query(
+        "SELECT 1 FROM members WHERE group_tag = ?1 AND member_tag = ?2 AND until IS NULL",
     )
+    .bind(&group[..])
+    .bind(&member[..])
+    .fetch_optional(&mut *c)
+    .await?
+    .is_some())
 }
 
 fn op_commit<'c>(
     c: &'c mut SqliteConnection,
-    m: NewCommit,
+    m: CommitRow,
 ) -> BoxFut<'c, Result<CommitOutcome, StoreError>> {
     Box::pin(async move {
         let epoch = to_i64(m.epoch, "epoch")?;
         let now = to_i64(m.now, "now")?;
-        let Some(row) = sqlx::query("SELECT epoch, seq FROM groups WHERE id = ?1")
-            .bind(&m.group_id)
+        let Some(row) = sqlx::query("SELECT epoch, seq FROM groups WHERE tag = ?1")
+            .bind(&m.group[..])
             .fetch_optional(&mut *c)
             .await?
         else {
@@ -574,9 +628,9 @@ fn op_commit<'c>(
         };
         let current = i64_of(&row, 0, "epoch")?;
         if let Some(r) = sqlx::query(
-            "SELECT seq FROM commits WHERE group_id = ?1 AND epoch = ?2 AND digest = ?3",
+            "SELECT seq FROM commits WHERE group_tag = ?1 AND epoch = ?2 AND digest_tag = ?3",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(epoch)
         .bind(&m.digest[..])
         .fetch_optional(&mut *c)
@@ -587,7 +641,7 @@ fn op_commit<'c>(
                 epoch: m.epoch + 1,
             });
         }
-        if !m.external && !is_current_member(c, &m.group_id, &m.sender).await? {
+        if !m.external && !is_current_member(c, &m.group, &m.sender).await? {
             return Ok(CommitOutcome::NotMember);
         }
         if current != m.epoch {
@@ -598,9 +652,9 @@ fn op_commit<'c>(
         let row = sqlx::query(
             "UPDATE groups SET epoch = epoch + 1, seq = seq + 1,
                 public_state = COALESCE(?3, public_state), group_info = COALESCE(?4, group_info)
-             WHERE id = ?1 AND epoch = ?2 RETURNING seq, epoch",
+             WHERE tag = ?1 AND epoch = ?2 RETURNING seq, epoch",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(epoch)
         .bind(&m.public_state)
         .bind(&m.group_info)
@@ -609,9 +663,10 @@ fn op_commit<'c>(
         let seq: i64 = row.try_get(0)?;
         let new_epoch = i64_of(&row, 1, "epoch")?;
         sqlx::query(
-            "INSERT INTO messages (group_id, seq, digest, message, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO messages (group_tag, seq, digest_tag, message, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(seq)
         .bind(&m.digest[..])
         .bind(&m.message)
@@ -619,9 +674,10 @@ fn op_commit<'c>(
         .execute(&mut *c)
         .await?;
         sqlx::query(
-            "INSERT INTO commits (group_id, epoch, digest, seq, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO commits (group_tag, epoch, digest_tag, seq, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(epoch)
         .bind(&m.digest[..])
         .bind(seq)
@@ -630,9 +686,10 @@ fn op_commit<'c>(
         .await?;
         for q in &m.removed {
             sqlx::query(
-                "UPDATE members SET until = ?3 WHERE group_id = ?1 AND queue_id = ?2 AND until IS NULL",
+                "UPDATE members SET until = ?3
+                 WHERE group_tag = ?1 AND member_tag = ?2 AND until IS NULL",
             )
-            .bind(&m.group_id)
+            .bind(&m.group[..])
             .bind(&q[..])
             .bind(seq)
             .execute(&mut *c)
@@ -640,29 +697,32 @@ fn op_commit<'c>(
         }
         for q in &m.added {
             sqlx::query(
-                "INSERT INTO members (group_id, queue_id, cursor, until) VALUES (?1, ?2, ?3, NULL)
-                 ON CONFLICT (group_id, queue_id) DO UPDATE SET cursor = excluded.cursor, until = NULL",
+                "INSERT INTO members (group_tag, member_tag, cursor, until) VALUES (?1, ?2, ?3, NULL)
+                 ON CONFLICT (group_tag, member_tag)
+                 DO UPDATE SET cursor = excluded.cursor, until = NULL",
             )
-            .bind(&m.group_id)
+            .bind(&m.group[..])
             .bind(&q[..])
             .bind(seq)
             .execute(&mut *c)
             .await?;
         }
-        if let Some((body, recipients)) = &m.welcome {
+        if let Some(w) = &m.welcome {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO welcome_bodies (body, stored_at) VALUES (?1, ?2) RETURNING id",
             )
-            .bind(body)
+            .bind(&w.body)
             .bind(now)
             .fetch_one(&mut *c)
             .await?;
-            for q in recipients {
-                sqlx::query("INSERT OR IGNORE INTO inbox (queue_id, welcome_id) VALUES (?1, ?2)")
-                    .bind(&q[..])
-                    .bind(id)
-                    .execute(&mut *c)
-                    .await?;
+            for r in &w.recipients {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO inbox (recipient_tag, welcome_id) VALUES (?1, ?2)",
+                )
+                .bind(&r[..])
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
             }
         }
         Ok(CommitOutcome::Accepted {
@@ -674,7 +734,7 @@ fn op_commit<'c>(
 
 fn op_message<'c>(
     c: &'c mut SqliteConnection,
-    m: NewMessage,
+    m: MessageRow,
 ) -> BoxFut<'c, Result<MessageOutcome, StoreError>> {
     Box::pin(async move {
         let now = to_i64(m.now, "now")?;
@@ -687,15 +747,16 @@ fn op_message<'c>(
             None => None,
         };
         if let Some(row) = sqlx::query(
-            "INSERT INTO messages (group_id, seq, epoch, digest, message, stored_at)
+            "INSERT INTO messages (group_tag, seq, epoch, digest_tag, message, stored_at)
              SELECT ?1, g.seq + 1, g.epoch, ?3, ?4, ?5 FROM groups g
-             WHERE g.id = ?1 AND g.epoch >= ?6 AND g.epoch - ?6 <= ?7
-               AND EXISTS (SELECT 1 FROM members WHERE group_id = ?1 AND queue_id = ?2 AND until IS NULL)
-               AND NOT EXISTS (SELECT 1 FROM messages WHERE group_id = ?1 AND digest = ?3)
+             WHERE g.tag = ?1 AND g.epoch >= ?6 AND g.epoch - ?6 <= ?7
+               AND EXISTS (SELECT 1 FROM members
+                           WHERE group_tag = ?1 AND member_tag = ?2 AND until IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM messages WHERE group_tag = ?1 AND digest_tag = ?3)
                AND (?8 IS NULL OR g.seq = ?8)
              RETURNING seq, epoch",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(&m.sender[..])
         .bind(&m.digest[..])
         .bind(&m.message)
@@ -707,8 +768,8 @@ fn op_message<'c>(
         .await?
         {
             if let Some((state, _)) = &m.public_state {
-                sqlx::query("UPDATE groups SET public_state = ?2 WHERE id = ?1")
-                    .bind(&m.group_id)
+                sqlx::query("UPDATE groups SET public_state = ?2 WHERE tag = ?1")
+                    .bind(&m.group[..])
                     .bind(state)
                     .execute(&mut *c)
                     .await?;
@@ -722,11 +783,12 @@ fn op_message<'c>(
         // and a duplicate.
         let Some(row) = sqlx::query(
             "SELECT g.epoch, g.seq,
-                EXISTS (SELECT 1 FROM members WHERE group_id = ?1 AND queue_id = ?2 AND until IS NULL),
-                (SELECT seq FROM messages WHERE group_id = ?1 AND digest = ?3)
-             FROM groups g WHERE g.id = ?1",
+                EXISTS (SELECT 1 FROM members
+                        WHERE group_tag = ?1 AND member_tag = ?2 AND until IS NULL),
+                (SELECT seq FROM messages WHERE group_tag = ?1 AND digest_tag = ?3)
+             FROM groups g WHERE g.tag = ?1",
         )
-        .bind(&m.group_id)
+        .bind(&m.group[..])
         .bind(&m.sender[..])
         .bind(&m.digest[..])
         .fetch_optional(&mut *c)
@@ -763,19 +825,20 @@ fn op_message<'c>(
 
 fn op_ack<'c>(
     c: &'c mut SqliteConnection,
-    queue: QueueId,
-    positions: Vec<(Vec<u8>, u64)>,
+    member: Tag,
+    inbox: Tag,
+    positions: Vec<(Tag, u64)>,
     welcomes: Vec<u64>,
 ) -> BoxFut<'c, Result<(), StoreError>> {
     Box::pin(async move {
-        for (group_id, seq) in positions {
+        for (group, seq) in positions {
             let seq = to_i64(seq, "seq")?;
             let changed = sqlx::query(
-                "UPDATE members SET cursor = MIN(?3, (SELECT seq FROM groups WHERE id = ?1))
-                 WHERE group_id = ?1 AND queue_id = ?2 AND cursor < ?3",
+                "UPDATE members SET cursor = MIN(?3, (SELECT seq FROM groups WHERE tag = ?1))
+                 WHERE group_tag = ?1 AND member_tag = ?2 AND cursor < ?3",
             )
-            .bind(&group_id)
-            .bind(&queue[..])
+            .bind(&group[..])
+            .bind(&member[..])
             .bind(seq)
             .execute(&mut *c)
             .await?
@@ -784,26 +847,26 @@ fn op_ack<'c>(
                 continue;
             }
             sqlx::query(
-                "DELETE FROM members WHERE group_id = ?1 AND queue_id = ?2
+                "DELETE FROM members WHERE group_tag = ?1 AND member_tag = ?2
                  AND until IS NOT NULL AND cursor >= until",
             )
-            .bind(&group_id)
-            .bind(&queue[..])
+            .bind(&group[..])
+            .bind(&member[..])
             .execute(&mut *c)
             .await?;
             sqlx::query(
-                "DELETE FROM messages WHERE group_id = ?1 AND seq <= COALESCE(
-                    (SELECT MIN(cursor) FROM members WHERE group_id = ?1),
-                    (SELECT seq FROM groups WHERE id = ?1))",
+                "DELETE FROM messages WHERE group_tag = ?1 AND seq <= COALESCE(
+                    (SELECT MIN(cursor) FROM members WHERE group_tag = ?1),
+                    (SELECT seq FROM groups WHERE tag = ?1))",
             )
-            .bind(&group_id)
+            .bind(&group[..])
             .execute(&mut *c)
             .await?;
         }
         for id in welcomes {
             let id = to_i64(id, "welcome id")?;
-            let n = sqlx::query("DELETE FROM inbox WHERE queue_id = ?1 AND welcome_id = ?2")
-                .bind(&queue[..])
+            let n = sqlx::query("DELETE FROM inbox WHERE recipient_tag = ?1 AND welcome_id = ?2")
+                .bind(&inbox[..])
                 .bind(id)
                 .execute(&mut *c)
                 .await?
@@ -827,27 +890,23 @@ fn op_claim<'c>(
     owner: QueueId,
     now: i64,
     route_until: i64,
-) -> BoxFut<'c, Result<Option<Claimed>, StoreError>> {
+) -> BoxFut<'c, Result<Option<ClaimedRow>, StoreError>> {
     Box::pin(async move {
         let row = sqlx::query(
             "DELETE FROM key_packages WHERE id = (
                 SELECT id FROM key_packages WHERE owner = ?1 AND last_resort = 0 AND not_after >= ?2
                 ORDER BY id LIMIT 1)
-             RETURNING reference, key_package",
+             RETURNING reference_tag, key_package, route",
         )
         .bind(&owner[..])
         .bind(now)
         .fetch_optional(&mut *c)
         .await?;
-        let claimed = match row {
-            Some(r) => Claimed {
-                reference: r.try_get(0)?,
-                key_package: r.try_get(1)?,
-                last_resort: false,
-            },
+        let (row, last_resort) = match row {
+            Some(r) => (r, false),
             None => {
                 let Some(r) = sqlx::query(
-                    "SELECT reference, key_package FROM key_packages
+                    "SELECT reference_tag, key_package, route FROM key_packages
                      WHERE owner = ?1 AND last_resort = 1 AND not_after >= ?2
                      ORDER BY not_after DESC, id DESC LIMIT 1",
                 )
@@ -864,18 +923,20 @@ fn op_claim<'c>(
                 .bind(&owner[..])
                 .execute(&mut *c)
                 .await?;
-                Claimed {
-                    reference: r.try_get(0)?,
-                    key_package: r.try_get(1)?,
-                    last_resort: true,
-                }
+                (r, true)
             }
         };
+        let claimed = ClaimedRow {
+            reference: to_tag(&row.try_get::<Vec<u8>, _>(0)?)?,
+            key_package: row.try_get(1)?,
+            last_resort,
+        };
+        let route: Vec<u8> = row.try_get(2)?;
         sqlx::query(
-            "INSERT OR REPLACE INTO kp_routes (reference, owner, until) VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO kp_routes (reference_tag, owner_sealed, until) VALUES (?1, ?2, ?3)",
         )
-        .bind(&claimed.reference)
-        .bind(&owner[..])
+        .bind(&claimed.reference[..])
+        .bind(&route)
         .bind(route_until)
         .execute(&mut *c)
         .await?;
@@ -884,6 +945,23 @@ fn op_claim<'c>(
 }
 
 impl DsStore for SqliteStore {
+    async fn key_check(&self, check: Tag) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE ds_meta SET key_check = ?1 WHERE id = 1 AND key_check IS NULL")
+                    .bind(&check[..])
+                    .execute(&mut *c)
+                    .await?;
+                let stored: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT key_check FROM ds_meta WHERE id = 1")
+                        .fetch_one(&mut *c)
+                        .await?;
+                Ok(stored.as_deref() == Some(&check[..]))
+            })
+        })
+        .await
+    }
+
     async fn client_queue(&self, identity_tag: [u8; 32]) -> Result<QueueId, StoreError> {
         if let Some(q) = self.find_client(identity_tag).await? {
             return Ok(q);
@@ -921,21 +999,23 @@ impl DsStore for SqliteStore {
     async fn publish_key_packages(
         &self,
         owner: QueueId,
-        key_packages: Vec<NewKeyPackage>,
+        key_packages: Vec<KeyPackageRow>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
             let key_packages = key_packages.clone();
             Box::pin(async move {
                 for kp in &key_packages {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO key_packages (reference, owner, key_package, not_after, last_resort)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR IGNORE INTO key_packages
+                            (reference_tag, owner, key_package, not_after, last_resort, route)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
-                    .bind(&kp.reference)
+                    .bind(&kp.reference[..])
                     .bind(&owner[..])
                     .bind(&kp.key_package)
                     .bind(to_i64(kp.not_after, "not_after")?)
                     .bind(i64::from(kp.last_resort))
+                    .bind(&kp.route)
                     .execute(&mut *c)
                     .await?;
                 }
@@ -954,7 +1034,7 @@ impl DsStore for SqliteStore {
         owner: QueueId,
         now: u64,
         route_until: u64,
-    ) -> Result<Option<Claimed>, StoreError> {
+    ) -> Result<Option<ClaimedRow>, StoreError> {
         let now = to_i64(now, "now")?;
         let until = to_i64(route_until, "route_until")?;
         self.write(move |c| op_claim(c, owner, now, until)).await
@@ -983,32 +1063,32 @@ impl DsStore for SqliteStore {
 
     async fn route_key_package_refs(
         &self,
-        references: Vec<Vec<u8>>,
-    ) -> Result<Vec<Option<QueueId>>, StoreError> {
+        references: Vec<Tag>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut out = Vec::with_capacity(references.len());
         let mut c = self.readers.acquire().await?;
         for r in &references {
-            let row = sqlx::query("SELECT owner FROM kp_routes WHERE reference = ?1")
-                .bind(r)
-                .fetch_optional(&mut *c)
-                .await?;
-            out.push(
-                row.map(|r| to_queue(&r.try_get::<Vec<u8>, _>(0)?))
-                    .transpose()?,
-            );
+            let owner: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT owner_sealed FROM kp_routes WHERE reference_tag = ?1")
+                    .bind(&r[..])
+                    .fetch_optional(&mut *c)
+                    .await?;
+            out.push(owner);
         }
         Ok(out)
     }
 
-    async fn create_group(&self, g: NewGroup) -> Result<bool, StoreError> {
+    async fn create_group(&self, g: NewGroupRow) -> Result<bool, StoreError> {
         self.write(move |c| {
             let g = g.clone();
             Box::pin(async move {
                 let n = sqlx::query(
-                    "INSERT OR IGNORE INTO groups (id, mode, epoch, seq, public_state, group_info)
-                     VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                    "INSERT OR IGNORE INTO groups
+                        (tag, sealed_id, mode, epoch, seq, public_state, group_info)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
                 )
-                .bind(&g.group_id)
+                .bind(&g.group[..])
+                .bind(&g.sealed_id)
                 .bind(g.mode.code())
                 .bind(to_i64(g.epoch, "epoch")?)
                 .bind(&g.public_state)
@@ -1019,37 +1099,40 @@ impl DsStore for SqliteStore {
                 if n == 0 {
                     return Ok(false);
                 }
-                sqlx::query("INSERT INTO members (group_id, queue_id, cursor, until) VALUES (?1, ?2, 0, NULL)")
-                    .bind(&g.group_id)
-                    .bind(&g.creator[..])
-                    .execute(&mut *c)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO members (group_tag, member_tag, cursor, until)
+                     VALUES (?1, ?2, 0, NULL)",
+                )
+                .bind(&g.group[..])
+                .bind(&g.creator[..])
+                .execute(&mut *c)
+                .await?;
                 Ok(true)
             })
         })
         .await
     }
 
-    async fn group(&self, group_id: Vec<u8>) -> Result<Option<GroupRecord>, StoreError> {
+    async fn group(&self, group: Tag) -> Result<Option<GroupRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT mode, epoch, seq, public_state, group_info FROM groups WHERE id = ?1",
+            "SELECT mode, epoch, seq, public_state, group_info FROM groups WHERE tag = ?1",
         )
-        .bind(&group_id)
+        .bind(&group[..])
         .fetch_optional(&self.readers)
         .await?;
         row.as_ref().map(group_of).transpose()
     }
 
-    async fn is_member(&self, group_id: Vec<u8>, queue: QueueId) -> Result<bool, StoreError> {
+    async fn is_member(&self, group: Tag, member: Tag) -> Result<bool, StoreError> {
         let mut c = self.readers.acquire().await?;
-        is_current_member(&mut c, &group_id, &queue).await
+        is_current_member(&mut c, &group, &member).await
     }
 
-    async fn append_commit(&self, commit: NewCommit) -> Result<CommitOutcome, StoreError> {
+    async fn append_commit(&self, commit: CommitRow) -> Result<CommitOutcome, StoreError> {
         self.write(move |c| op_commit(c, commit.clone())).await
     }
 
-    async fn append_message(&self, message: NewMessage) -> Result<MessageOutcome, StoreError> {
+    async fn append_message(&self, message: MessageRow) -> Result<MessageOutcome, StoreError> {
         if message.public_state.is_some() {
             return self.write(move |c| op_message(c, message.clone())).await;
         }
@@ -1061,7 +1144,7 @@ impl DsStore for SqliteStore {
 
     async fn append_messages(
         &self,
-        messages: Vec<NewMessage>,
+        messages: Vec<MessageRow>,
     ) -> Result<Vec<MessageOutcome>, StoreError> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -1078,18 +1161,22 @@ impl DsStore for SqliteStore {
         self.submit(Work::Messages(messages)).await
     }
 
-    async fn memberships(&self, queue: QueueId) -> Result<Vec<Membership>, StoreError> {
-        let rows = sqlx::query("SELECT group_id, cursor, until FROM members WHERE queue_id = ?1")
-            .bind(&queue[..])
-            .fetch_all(&self.readers)
-            .await?;
+    async fn memberships(&self, member: Tag) -> Result<Vec<MembershipRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.group_tag, g.sealed_id, m.cursor, m.until
+             FROM members m JOIN groups g ON g.tag = m.group_tag WHERE m.member_tag = ?1",
+        )
+        .bind(&member[..])
+        .fetch_all(&self.readers)
+        .await?;
         rows.iter()
             .map(|r| {
-                Ok(Membership {
-                    group_id: r.try_get(0)?,
-                    cursor: i64_of(r, 1, "cursor")?,
+                Ok(MembershipRow {
+                    group: to_tag(&r.try_get::<Vec<u8>, _>(0)?)?,
+                    sealed_id: r.try_get(1)?,
+                    cursor: i64_of(r, 2, "cursor")?,
                     until: r
-                        .try_get::<Option<i64>, _>(2)?
+                        .try_get::<Option<i64>, _>(3)?
                         .map(|u| to_u64(u, "until"))
                         .transpose()?,
                 })
@@ -1099,17 +1186,18 @@ impl DsStore for SqliteStore {
 
     async fn read_messages(
         &self,
-        group_id: Vec<u8>,
+        group: Tag,
         after: u64,
         until: Option<u64>,
         limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+    ) -> Result<Vec<StoredRow>, StoreError> {
         let until = until.map_or(Ok(i64::MAX), |u| to_i64(u, "until"))?;
         let rows = sqlx::query(
-            "SELECT seq, message FROM messages WHERE group_id = ?1 AND seq > ?2 AND seq <= ?3
+            "SELECT seq, digest_tag, message FROM messages
+             WHERE group_tag = ?1 AND seq > ?2 AND seq <= ?3
              ORDER BY seq LIMIT ?4",
         )
-        .bind(&group_id)
+        .bind(&group[..])
         .bind(to_i64(after, "after")?)
         .bind(until)
         .bind(i64::from(limit))
@@ -1117,9 +1205,10 @@ impl DsStore for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(StoredMessage {
+                Ok(StoredRow {
                     seq: i64_of(r, 0, "seq")?,
-                    message: r.try_get(1)?,
+                    digest: to_tag(&r.try_get::<Vec<u8>, _>(1)?)?,
+                    message: r.try_get(2)?,
                 })
             })
             .collect()
@@ -1127,14 +1216,14 @@ impl DsStore for SqliteStore {
 
     async fn read_welcomes(
         &self,
-        queue: QueueId,
+        inbox: Tag,
         limit: u32,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let rows = sqlx::query(
             "SELECT i.welcome_id, b.body FROM inbox i JOIN welcome_bodies b ON b.id = i.welcome_id
-             WHERE i.queue_id = ?1 ORDER BY i.welcome_id LIMIT ?2",
+             WHERE i.recipient_tag = ?1 ORDER BY i.welcome_id LIMIT ?2",
         )
-        .bind(&queue[..])
+        .bind(&inbox[..])
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?;
@@ -1145,11 +1234,12 @@ impl DsStore for SqliteStore {
 
     async fn acknowledge(
         &self,
-        queue: QueueId,
-        positions: Vec<(Vec<u8>, u64)>,
+        member: Tag,
+        inbox: Tag,
+        positions: Vec<(Tag, u64)>,
         welcomes: Vec<u64>,
     ) -> Result<(), StoreError> {
-        self.write(move |c| op_ack(c, queue, positions.clone(), welcomes.clone()))
+        self.write(move |c| op_ack(c, member, inbox, positions.clone(), welcomes.clone()))
             .await
     }
 
@@ -1199,9 +1289,9 @@ impl DsStore for SqliteStore {
         .await
     }
 
-    async fn stored_message_count(&self, group_id: Vec<u8>) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE group_id = ?1")
-            .bind(&group_id)
+    async fn stored_message_count(&self, group: Tag) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE group_tag = ?1")
+            .bind(&group[..])
             .fetch_one(&self.readers)
             .await?;
         to_u64(n, "count")

@@ -1,14 +1,26 @@
 //! The store conformance suite: every [`DsStore`] passes the same tests
-//! (instantiated in `store_sqlite.rs` and `store_postgres.rs`).
+//! (instantiated in `store_sqlite.rs` and `store_postgres.rs`), through
+//! the sealing layer the DS uses ([`SealedStore`]: the store holds tags
+//! and sealed cells).
 #![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use hsmls_ds::api::GroupMode;
+use hsmls_ds::auth::DsKey;
 use hsmls_ds::store::{
-    CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewKeyPackage, NewMessage, QueueId,
+    CommitOutcome, DsStore, MessageOutcome, NewCommit, NewGroup, NewKeyPackage, NewMessage,
+    QueueId, SealedStore, StoreError,
 };
+
+/// A store under the suite's DS key, shared by concurrent tasks.
+pub type Store<S> = Arc<SealedStore<S>>;
+
+/// `store` under the suite's DS key.
+pub fn sealed<S: DsStore>(store: S) -> Store<S> {
+    Arc::new(SealedStore::new(store, &DsKey::from_bytes([9; 32])))
+}
 
 pub const NOW: u64 = 1_800_000_000;
 
@@ -66,7 +78,7 @@ pub fn message(id: &[u8], epoch: u64, sender: QueueId, d: u8) -> NewMessage {
     }
 }
 
-pub async fn clients<S: DsStore>(s: &S) {
+pub async fn clients<S: DsStore>(s: &Store<S>) {
     let a = s.client_queue(tag(1)).await.unwrap();
     let a2 = s.client_queue(tag(1)).await.unwrap();
     let b = s.client_queue(tag(2)).await.unwrap();
@@ -76,7 +88,7 @@ pub async fn clients<S: DsStore>(s: &S) {
     assert_eq!(s.find_client(tag(3)).await.unwrap(), None);
 }
 
-pub async fn key_packages<S: DsStore>(s: &S) {
+pub async fn key_packages<S: DsStore>(s: &Store<S>) {
     let owner = s.client_queue(tag(10)).await.unwrap();
     s.publish_key_packages(
         owner,
@@ -108,10 +120,10 @@ pub async fn key_packages<S: DsStore>(s: &S) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(first.reference, vec![10, 1, 0xaa], "oldest first");
+    assert_eq!(first.key_package, vec![10, 1, 0xbb, 0xcc], "oldest first");
     assert_eq!(
-        second.reference,
-        vec![10, 4, 0xaa],
+        second.key_package,
+        vec![10, 4, 0xbb, 0xcc],
         "the expired one is skipped"
     );
     assert!(!first.last_resort && !second.last_resort);
@@ -122,7 +134,7 @@ pub async fn key_packages<S: DsStore>(s: &S) {
             .unwrap()
             .unwrap();
         assert!(lr.last_resort);
-        assert_eq!(lr.reference, vec![10, 3, 0xaa]);
+        assert_eq!(lr.key_package, vec![10, 3, 0xbb, 0xcc]);
     }
     let c = s.key_package_counts(owner, NOW).await.unwrap();
     assert_eq!(
@@ -131,7 +143,7 @@ pub async fn key_packages<S: DsStore>(s: &S) {
     );
     // Routes of handed-out references.
     let routes = s
-        .route_key_package_refs(vec![first.reference.clone(), vec![9, 9], vec![10, 3, 0xaa]])
+        .route_key_package_refs(vec![vec![10, 1, 0xaa], vec![9, 9], vec![10, 3, 0xaa]])
         .await
         .unwrap();
     assert_eq!(routes, vec![Some(owner), None, Some(owner)]);
@@ -151,7 +163,7 @@ pub async fn key_packages<S: DsStore>(s: &S) {
     assert_eq!(p.key_packages, 1, "the one that ended at NOW - 1");
     assert!(p.routes >= 2);
     assert_eq!(
-        s.route_key_package_refs(vec![first.reference])
+        s.route_key_package_refs(vec![vec![10, 1, 0xaa]])
             .await
             .unwrap(),
         vec![None]
@@ -168,7 +180,7 @@ pub async fn key_packages<S: DsStore>(s: &S) {
 
 /// Concurrent claims never get the same package; once the ordinary ones
 /// are gone, the last-resort package is served to every claim.
-pub async fn concurrent_claims<S: DsStore + Clone>(s: &S) {
+pub async fn concurrent_claims<S: DsStore>(s: &Store<S>) {
     let owner = s.client_queue(tag(20)).await.unwrap();
     let mut kps: Vec<_> = (0..20).map(|i| kp(20, i, false, NOW + 100)).collect();
     kps.push(kp(20, 200, true, NOW + 100));
@@ -190,14 +202,14 @@ pub async fn concurrent_claims<S: DsStore + Clone>(s: &S) {
         if c.last_resort {
             last_resort += 1;
         } else {
-            assert!(ordinary.insert(c.reference), "a package handed out twice");
+            assert!(ordinary.insert(c.key_package), "a package handed out twice");
         }
     }
     assert_eq!(ordinary.len(), 20);
     assert_eq!(last_resort, 20);
 }
 
-pub async fn commits<S: DsStore>(s: &S) {
+pub async fn commits<S: DsStore>(s: &Store<S>) {
     let a = s.client_queue(tag(30)).await.unwrap();
     let b = s.client_queue(tag(31)).await.unwrap();
     let c = s.client_queue(tag(32)).await.unwrap();
@@ -285,7 +297,7 @@ pub async fn commits<S: DsStore>(s: &S) {
     assert_eq!((rec.epoch, rec.seq, rec.mode), (3, 3, GroupMode::Blind));
 }
 
-pub async fn messages<S: DsStore>(s: &S) {
+pub async fn messages<S: DsStore>(s: &Store<S>) {
     let a = s.client_queue(tag(40)).await.unwrap();
     let b = s.client_queue(tag(41)).await.unwrap();
     let g = b"group-messages";
@@ -343,7 +355,7 @@ pub async fn messages<S: DsStore>(s: &S) {
 
 /// Storage per message does not grow with the group: N members, M
 /// messages, M rows; rows go when every member acknowledged them.
-pub async fn stored_once_and_acknowledged<S: DsStore>(s: &S) {
+pub async fn stored_once_and_acknowledged<S: DsStore>(s: &Store<S>) {
     let g = b"group-fanout";
     let members: Vec<QueueId> = {
         let mut v = Vec::new();
@@ -387,7 +399,7 @@ pub async fn stored_once_and_acknowledged<S: DsStore>(s: &S) {
     assert_eq!(s.stored_message_count(g.to_vec()).await.unwrap(), 0);
 }
 
-pub async fn welcomes_and_purge<S: DsStore>(s: &S) {
+pub async fn welcomes_and_purge<S: DsStore>(s: &Store<S>) {
     let a = s.client_queue(tag(60)).await.unwrap();
     let b = s.client_queue(tag(61)).await.unwrap();
     let c = s.client_queue(tag(62)).await.unwrap();
@@ -417,7 +429,7 @@ pub async fn welcomes_and_purge<S: DsStore>(s: &S) {
 
 /// Concurrent commits for one epoch: exactly one wins. Concurrent
 /// messages: gapless sequence numbers, read back in order.
-pub async fn races<S: DsStore + Clone>(s: &S) {
+pub async fn races<S: DsStore>(s: &Store<S>) {
     let mut qs = Vec::new();
     for i in 0..16u8 {
         qs.push(s.client_queue([200 + i; 32]).await.unwrap());
@@ -468,11 +480,41 @@ pub async fn races<S: DsStore + Clone>(s: &S) {
     assert!(read.windows(2).all(|w| w[1].seq == w[0].seq + 1));
 }
 
+/// A database written under one DS key refuses another: every call of a
+/// store under the other key fails with `WrongDsKey` and serves nothing,
+/// while the first key goes on.
+pub async fn another_key<S: DsStore + Clone>(s: &Store<S>) {
+    let a = s.client_queue(tag(70)).await.unwrap();
+    s.create_group(group(b"group-key", a)).await.unwrap();
+    let other = SealedStore::new(s.inner().clone(), &DsKey::from_bytes([10; 32]));
+    assert!(matches!(
+        other.check_key().await,
+        Err(StoreError::WrongDsKey)
+    ));
+    assert!(matches!(
+        other.memberships(a).await,
+        Err(StoreError::WrongDsKey)
+    ));
+    assert!(matches!(
+        other.group(b"group-key".to_vec()).await,
+        Err(StoreError::WrongDsKey)
+    ));
+    assert!(matches!(
+        other.client_queue(tag(71)).await,
+        Err(StoreError::WrongDsKey)
+    ));
+    // The check holds across restarts: a fresh store under the first key
+    // still reads everything.
+    let again = SealedStore::new(s.inner().clone(), &DsKey::from_bytes([9; 32]));
+    assert_eq!(again.memberships(a).await.unwrap().len(), 1);
+    assert_eq!(again.find_client(tag(71)).await.unwrap(), None);
+}
+
 /// Concurrent messages of every kind at once (the SQLite writer appends
 /// such a run together): each gets the outcome it would get alone, the
 /// accepted ones a gapless order, and of two identical messages one is
 /// accepted and the other names its seq.
-pub async fn mixed_messages<S: DsStore + Clone>(s: &S) {
+pub async fn mixed_messages<S: DsStore>(s: &Store<S>) {
     let a = s.client_queue([90; 32]).await.unwrap();
     let b = s.client_queue([91; 32]).await.unwrap();
     let outsider = s.client_queue([92; 32]).await.unwrap();
@@ -566,7 +608,7 @@ pub async fn mixed_messages<S: DsStore + Clone>(s: &S) {
 
 /// Several messages in one call: decided in the order given, those of a
 /// group numbered in that order, a refusal not stopping the rest.
-pub async fn ordered_batch<S: DsStore + Clone>(s: &S) {
+pub async fn ordered_batch<S: DsStore>(s: &Store<S>) {
     let a = s.client_queue([95; 32]).await.unwrap();
     let outsider = s.client_queue([96; 32]).await.unwrap();
     let (g1, g2) = (b"group-ordered-1", b"group-ordered-2");
@@ -611,8 +653,8 @@ pub async fn ordered_batch<S: DsStore + Clone>(s: &S) {
 }
 
 /// Runs the whole suite on a fresh store.
-pub async fn run_all<S: DsStore + Clone>(s: Arc<S>) {
-    let s = s.as_ref();
+pub async fn run_all<S: DsStore + Clone>(s: Store<S>) {
+    let s = &s;
     clients(s).await;
     key_packages(s).await;
     concurrent_claims(s).await;
@@ -621,6 +663,7 @@ pub async fn run_all<S: DsStore + Clone>(s: Arc<S>) {
     stored_once_and_acknowledged(s).await;
     welcomes_and_purge(s).await;
     races(s).await;
+    another_key(s).await;
     mixed_messages(s).await;
     ordered_batch(s).await;
 }
