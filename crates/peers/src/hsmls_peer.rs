@@ -1,7 +1,7 @@
 //! The hsmls peer: hsmls's own [`Group`] with software custody.
 //!
 //! Settings: cipher suite 0x0002 (or the one given to
-//! [`Peer::with_suite`]), basic credentials, [`GroupConfig`](hsmls::GroupConfig)'s
+//! [`Peer::with_suite`]), basic credentials, [`GroupConfig`]'s
 //! defaults (handshakes sent as PrivateMessage, both forms accepted, the
 //! ratchet_tree extension in Welcome). Self-updates are commits with
 //! `force_path` and without a GroupInfo, as the peers make them.
