@@ -29,10 +29,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// ECDSA's DER encoding with a low S (RFC 9420 §5.1.2), for any curve's
+/// `ecdsa::Signature` (a macro: the generic bounds name the deprecated
+/// generic-array 0.14 traits).
+macro_rules! der_low_s {
+    ($sig:expr $(,)?) => {{
+        let sig = $sig;
+        let sig = sig.normalize_s().unwrap_or(sig);
+        sig.to_der().as_bytes().to_vec()
+    }};
+}
+
 mod error;
 mod keys;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod router;
 pub mod seal;
 pub mod software;
 
@@ -43,6 +55,7 @@ pub use keys::{
 };
 #[cfg(feature = "pkcs11")]
 pub use pkcs11::{Pkcs11Config, Pkcs11Custody, Pkcs11Sealer};
+pub use router::{CustodyRouter, HpkeKeyHome, KeyHome};
 pub use seal::{SoftwareSealer, StateSealer};
 pub use software::SoftwareCustody;
 
@@ -65,6 +78,17 @@ use std::fmt;
 pub trait KeyCustody: Send + Sync + fmt::Debug {
     /// What this backend can hold.
     fn capabilities(&self) -> &Capabilities;
+
+    /// Why this backend cannot hold keys of `spec`, or `None` if it can
+    /// (for operators and for [`CustodyRouter`]). By default the
+    /// capabilities' summary.
+    fn unsupported_reason(&self, spec: KeySpec) -> Option<String> {
+        if self.capabilities().supports(spec) {
+            None
+        } else {
+            Some(self.capabilities().summary.clone())
+        }
+    }
 
     /// Generates a fresh key pair of `spec` inside the backend, or
     /// [`CustodyError::Unsupported`] if the backend cannot hold such keys.
@@ -113,6 +137,9 @@ pub trait KeyCustody: Send + Sync + fmt::Debug {
 impl<T: KeyCustody + ?Sized> KeyCustody for std::sync::Arc<T> {
     fn capabilities(&self) -> &Capabilities {
         (**self).capabilities()
+    }
+    fn unsupported_reason(&self, spec: KeySpec) -> Option<String> {
+        (**self).unsupported_reason(spec)
     }
     fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         (**self).generate(spec)
