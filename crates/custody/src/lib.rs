@@ -12,8 +12,10 @@
 //! RFC 9180 §7.1 name them. The software backend holds the keys of cipher
 //! suites 0x0001/0x0003 (`ed25519`, `DHKEM(X25519, HKDF-SHA256)`), 0x0002
 //! (`ecdsa_secp256r1_sha256`, `DHKEM(P-256, HKDF-SHA256)`), 0x0005 (P-521)
-//! and 0x0007 (P-384); the PKCS#11 backend those of suite 0x0002 and answers
-//! [`CustodyError::Unsupported`] for the others (yet). A key is
+//! and 0x0007 (P-384); the PKCS#11 backend all of them but the X25519 HPKE
+//! keys (no Montgomery key agreement in SoftHSM 2.6.1), which it answers
+//! with [`CustodyError::Unsupported`]; [`CustodyRouter`] keeps those in
+//! software only when the configuration says so. A key is
 //! named by a [`KeyRef`], which carries the public key and a persistent,
 //! human-readable locator (a PKCS#11 URI, RFC 7512, for token keys) from
 //! which [`KeyCustody::find`] finds the key again after a restart.

@@ -7,8 +7,11 @@
 //!   with `CKA_SENSITIVE` true, `CKA_EXTRACTABLE` false, `CKA_SIGN` true and
 //!   nothing else, and its public key, sharing a random 16-byte `CKA_ID`.
 //!   They survive restarts and are found again by their PKCS#11 URI
-//!   (RFC 7512). Signing uses `CKM_ECDSA` over the SHA-256 digest; the raw
-//!   `r‖s` is converted to DER and normalised to low S.
+//!   (RFC 7512). ECDSA keys (P-256, P-384, P-521) sign with `CKM_ECDSA`
+//!   over the scheme's digest (SHA-256/384/512, computed in software); the
+//!   raw `r‖s` is converted to DER and normalised to low S. Ed25519 keys
+//!   (`CKK_EC_EDWARDS`, `CKA_EC_PARAMS` the DER of OID 1.3.101.112) sign the
+//!   whole message with `CKM_EDDSA` (PureEdDSA).
 //! * **HPKE keys** (leaf and init keys, RFC 9420 §5.1.3) are needed in bulk,
 //!   one per KeyPackage, and a token object costs about 80 ms to create on
 //!   SoftHSM (it is written to disk). So an HPKE key is a **session object**
