@@ -44,10 +44,11 @@ mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hsmls_custody::pkcs11::Pkcs11Config;
-use hsmls_custody::{CustodyError, KeyCustody, KeySpec, Pkcs11Custody};
+use hsmls_custody::{CustodyError, CustodyRouter, KeyCustody, KeyHome, KeySpec, Pkcs11Custody};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::OsRng;
@@ -186,6 +187,44 @@ fn open(config: Option<PathBuf>) -> Result<Pkcs11Custody, CliError> {
     Ok(Pkcs11Custody::open(&load(config)?)?)
 }
 
+/// The cipher suites `hsmls probe` reports on (RFC 9420 §17.1).
+const PROBED_SUITES: [u16; 5] = [0x0001, 0x0002, 0x0003, 0x0005, 0x0007];
+
+/// One line per cipher suite and key kind: where the key would live with
+/// this configuration (the token, software, or nowhere) and why.
+fn key_homes(router: &CustodyRouter) -> Vec<String> {
+    let mut lines = Vec::new();
+    for suite in PROBED_SUITES {
+        let Some((signature, hpke)) = KeySpec::of_cipher_suite(suite) else {
+            continue;
+        };
+        for spec in [signature, hpke] {
+            let (kind, algorithm) = match spec {
+                KeySpec::Signature(s) => ("signature", s.name()),
+                KeySpec::Kem(k) => ("HPKE", k.name()),
+                _ => ("other", "?"),
+            };
+            let home = match router.home(spec) {
+                Ok(KeyHome::Token) => format!(
+                    "token (mechanisms present: {})",
+                    Pkcs11Custody::mechanisms(spec).join(", ")
+                ),
+                Ok(KeyHome::Software) => format!(
+                    "software (the token cannot: {}; allowed by hpke_keys = {:?})",
+                    router.token().unsupported_reason(spec).unwrap_or_default(),
+                    router.hpke_keys().config_value()
+                ),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("refused ({e})"),
+            };
+            lines.push(format!(
+                "suite 0x{suite:04x} {kind} key ({algorithm}): {home}"
+            ));
+        }
+    }
+    lines
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     let config = cli.config;
     match cli.command {
@@ -198,8 +237,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::CustodyDemo => demo(&open(config)?),
         Command::GroupDemo => group_demo::group_demo(&load(config)?),
         Command::Probe => {
-            let custody = open(config)?;
+            let config = load(config)?;
+            let custody = Pkcs11Custody::open(&config)?;
             println!("{}", custody.capabilities().summary);
+            let router = CustodyRouter::new(Arc::new(custody), config.hpke_keys);
+            for line in key_homes(&router) {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Key(KeyCommand::Generate { kind }) => {

@@ -110,6 +110,75 @@ fn probe_reports_the_token_without_false_alarms() {
     assert!(alarms.is_empty(), "alarms:\n{}", alarms.join("\n"));
 }
 
+/// The probe's line for `suite` and key `kind` ("signature" or "HPKE").
+fn home_line<'a>(text: &'a str, suite: &str, kind: &str) -> &'a str {
+    let prefix = format!("suite {suite} {kind} key (");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(lines.len(), 1, "{prefix}\n{text}");
+    lines[0]
+}
+
+/// `hsmls probe` says where each key of each suite lives: with the default
+/// configuration the X25519 HPKE keys of 0x0001 and 0x0003 are refused and
+/// everything else is in the token; with `hpke_keys =
+/// "token-else-software"` those keys live in software, and only those.
+#[test]
+fn probe_shows_where_each_suites_keys_live() {
+    let text = stdout_ok(&hsmls(&["probe"]));
+    for suite in ["0x0001", "0x0002", "0x0003", "0x0005", "0x0007"] {
+        let sig = home_line(&text, suite, "signature");
+        assert!(sig.contains(": token (mechanisms present: CKM_EC"), "{sig}");
+    }
+    for suite in ["0x0001", "0x0003"] {
+        let line = home_line(&text, suite, "signature");
+        assert!(
+            line.contains("(ed25519)") && line.contains("CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA"),
+            "{line}"
+        );
+        let line = home_line(&text, suite, "HPKE");
+        assert!(
+            line.contains("DHKEM(X25519, HKDF-SHA256)): refused (")
+                && line.contains("hpke_keys = \"token\"")
+                && line.contains("CKM_EC_MONTGOMERY_KEY_PAIR_GEN"),
+            "{line}"
+        );
+    }
+    for (suite, kem) in [
+        ("0x0002", "P-256"),
+        ("0x0005", "P-521"),
+        ("0x0007", "P-384"),
+    ] {
+        let line = home_line(&text, suite, "HPKE");
+        assert!(
+            line.contains(&format!("DHKEM({kem}"))
+                && line
+                    .contains(": token (mechanisms present: CKM_EC_KEY_PAIR_GEN, CKM_ECDH1_DERIVE"),
+            "{line}"
+        );
+    }
+
+    // The same token, with software allowed for what it cannot hold.
+    let base = std::env::var("HSMLS_PKCS11_CONFIG").expect("HSMLS_PKCS11_CONFIG");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pkcs11.toml");
+    let mut text = std::fs::read_to_string(&base).unwrap();
+    text.push_str("\nhpke_keys = \"token-else-software\"\n");
+    std::fs::write(&config, text).unwrap();
+    let text = stdout_ok(&hsmls(&["--config", config.to_str().unwrap(), "probe"]));
+    for suite in ["0x0001", "0x0003"] {
+        let line = home_line(&text, suite, "HPKE");
+        assert!(
+            line.contains(": software (the token cannot:")
+                && line.contains("allowed by hpke_keys = \"token-else-software\""),
+            "{line}"
+        );
+    }
+    for suite in ["0x0002", "0x0005", "0x0007"] {
+        let line = home_line(&text, suite, "HPKE");
+        assert!(line.contains(": token ("), "{line}");
+    }
+}
+
 #[test]
 fn pin_is_not_accepted_on_the_command_line() {
     let out = hsmls(&["--pin", "1234", "probe"]);

@@ -58,6 +58,24 @@ pub enum CustodyError {
         /// What the backend lacks.
         reason: String,
     },
+    /// Custody routing found no backend for keys of this kind: the token
+    /// cannot hold them, and the configuration does not let software custody
+    /// hold them (signature keys live only in the token; HPKE keys in
+    /// software only with `hpke_keys = "token-else-software"`).
+    #[error(
+        "no custody for {purpose} keys of cipher suite(s) {suites} ({spec}): \
+         the token cannot hold them ({reason}) and {rule}",
+        suites = crate::router::suite_list(.spec),
+        rule = crate::router::refusal_rule(.purpose)
+    )]
+    KeyHomeRefused {
+        /// The kind of key asked for.
+        spec: KeySpec,
+        /// Signature or HPKE key.
+        purpose: KeyPurpose,
+        /// Why the token cannot hold it.
+        reason: String,
+    },
     /// A token object found by a URI is not a key hsmls can use (another
     /// curve, or neither a signing nor a deriving key).
     #[error("{uri} is not a key hsmls can use: {reason}")]

@@ -282,6 +282,43 @@ impl KeySpec {
         }
     }
 
+    /// The MLS cipher suites (RFC 9420 §17.1) whose keys of this kind are
+    /// keys of this spec.
+    pub const fn cipher_suites(self) -> &'static [u16] {
+        match self {
+            KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
+            | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => &[0x0002],
+            KeySpec::Signature(SignatureScheme::EcdsaSecp384r1Sha384)
+            | KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => &[0x0007],
+            KeySpec::Signature(SignatureScheme::EcdsaSecp521r1Sha512)
+            | KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => &[0x0005],
+            KeySpec::Signature(SignatureScheme::Ed25519)
+            | KeySpec::Kem(KemAlgorithm::DhKemX25519HkdfSha256) => &[0x0001, 0x0003],
+        }
+    }
+
+    /// The keys of MLS cipher suite `suite` (RFC 9420 §17.1): its
+    /// signature key and its HPKE key, or `None` for a suite hsmls does
+    /// not implement.
+    pub const fn of_cipher_suite(suite: u16) -> Option<(KeySpec, KeySpec)> {
+        match suite {
+            0x0001 | 0x0003 => Some((KeySpec::ED25519, KeySpec::DHKEM_X25519_HKDF_SHA256)),
+            0x0002 => Some((
+                KeySpec::ECDSA_SECP256R1_SHA256,
+                KeySpec::DHKEM_P256_HKDF_SHA256,
+            )),
+            0x0005 => Some((
+                KeySpec::ECDSA_SECP521R1_SHA512,
+                KeySpec::DHKEM_P521_HKDF_SHA512,
+            )),
+            0x0007 => Some((
+                KeySpec::ECDSA_SECP384R1_SHA384,
+                KeySpec::DHKEM_P384_HKDF_SHA384,
+            )),
+            _ => None,
+        }
+    }
+
     /// Length of an encoded public key.
     pub const fn public_key_len(self) -> usize {
         match self {

@@ -12,8 +12,10 @@
 //! RFC 9180 §7.1 name them. The software backend holds the keys of cipher
 //! suites 0x0001/0x0003 (`ed25519`, `DHKEM(X25519, HKDF-SHA256)`), 0x0002
 //! (`ecdsa_secp256r1_sha256`, `DHKEM(P-256, HKDF-SHA256)`), 0x0005 (P-521)
-//! and 0x0007 (P-384); the PKCS#11 backend those of suite 0x0002 and answers
-//! [`CustodyError::Unsupported`] for the others (yet). A key is
+//! and 0x0007 (P-384); the PKCS#11 backend all of them but the X25519 HPKE
+//! keys (no Montgomery key agreement in SoftHSM 2.6.1), which it answers
+//! with [`CustodyError::Unsupported`]; [`CustodyRouter`] keeps those in
+//! software only when the configuration says so. A key is
 //! named by a [`KeyRef`], which carries the public key and a persistent,
 //! human-readable locator (a PKCS#11 URI, RFC 7512, for token keys) from
 //! which [`KeyCustody::find`] finds the key again after a restart.
@@ -29,10 +31,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// ECDSA's DER encoding with a low S (RFC 9420 §5.1.2), for any curve's
+/// `ecdsa::Signature` (a macro: the generic bounds name the deprecated
+/// generic-array 0.14 traits).
+macro_rules! der_low_s {
+    ($sig:expr $(,)?) => {{
+        let sig = $sig;
+        let sig = sig.normalize_s().unwrap_or(sig);
+        sig.to_der().as_bytes().to_vec()
+    }};
+}
+
 mod error;
 mod keys;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod router;
 pub mod seal;
 pub mod software;
 
@@ -43,6 +57,7 @@ pub use keys::{
 };
 #[cfg(feature = "pkcs11")]
 pub use pkcs11::{Pkcs11Config, Pkcs11Custody, Pkcs11Sealer};
+pub use router::{CustodyRouter, HpkeKeyHome, KeyHome};
 pub use seal::{SoftwareSealer, StateSealer};
 pub use software::SoftwareCustody;
 
@@ -65,6 +80,17 @@ use std::fmt;
 pub trait KeyCustody: Send + Sync + fmt::Debug {
     /// What this backend can hold.
     fn capabilities(&self) -> &Capabilities;
+
+    /// Why this backend cannot hold keys of `spec`, or `None` if it can
+    /// (for operators and for [`CustodyRouter`]). By default the
+    /// capabilities' summary.
+    fn unsupported_reason(&self, spec: KeySpec) -> Option<String> {
+        if self.capabilities().supports(spec) {
+            None
+        } else {
+            Some(self.capabilities().summary.clone())
+        }
+    }
 
     /// Generates a fresh key pair of `spec` inside the backend, or
     /// [`CustodyError::Unsupported`] if the backend cannot hold such keys.
@@ -113,6 +139,9 @@ pub trait KeyCustody: Send + Sync + fmt::Debug {
 impl<T: KeyCustody + ?Sized> KeyCustody for std::sync::Arc<T> {
     fn capabilities(&self) -> &Capabilities {
         (**self).capabilities()
+    }
+    fn unsupported_reason(&self, spec: KeySpec) -> Option<String> {
+        (**self).unsupported_reason(spec)
     }
     fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         (**self).generate(spec)

@@ -161,17 +161,6 @@ impl Secret {
     }
 }
 
-/// ECDSA's DER encoding with a low S (RFC 9420 §5.1.2), for any curve's
-/// `ecdsa::Signature` (a macro: the generic bounds name the deprecated
-/// generic-array 0.14 traits).
-macro_rules! der_low_s {
-    ($sig:expr $(,)?) => {{
-        let sig = $sig;
-        let sig = sig.normalize_s().unwrap_or(sig);
-        sig.to_der().as_bytes().to_vec()
-    }};
-}
-
 /// Keys in process memory, zeroized when destroyed or dropped.
 pub struct SoftwareCustody {
     keys: RwLock<HashMap<u64, Secret>>,

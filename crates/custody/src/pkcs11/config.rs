@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::CustodyError;
+use crate::{CustodyError, HpkeKeyHome};
 
 /// The environment variable naming the configuration file
 /// (`scripts/setup-hsm.sh` writes `.hsm/pkcs11.toml`).
@@ -108,6 +108,7 @@ impl PinSource {
 /// pool_size = 4                       # optional
 /// wrapping_key_label = "hsmls-hpke-wrap"  # optional
 /// state_seal_key_label = "hsmls-state-seal"  # optional
+/// hpke_keys = "token"                 # optional: or "token-else-software"
 /// ```
 ///
 /// Relative paths are resolved against the directory of the file.
@@ -126,6 +127,10 @@ pub struct Pkcs11Config {
     /// Label of the token-resident AES-256 key that seals state at rest
     /// ([`Pkcs11Custody::state_sealer`](super::Pkcs11Custody::state_sealer)).
     pub state_seal_key_label: String,
+    /// Where the HPKE keys of a KEM the token cannot hold may live
+    /// (`hpke_keys` in the file; default: in the token only, so such keys
+    /// are refused). Read by [`CustodyRouter`](crate::CustodyRouter).
+    pub hpke_keys: HpkeKeyHome,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +143,7 @@ struct ConfigFile {
     pool_size: Option<usize>,
     wrapping_key_label: Option<String>,
     state_seal_key_label: Option<String>,
+    hpke_keys: Option<String>,
 }
 
 impl Pkcs11Config {
@@ -150,6 +156,7 @@ impl Pkcs11Config {
             pool_size: DEFAULT_POOL_SIZE,
             wrapping_key_label: DEFAULT_WRAPPING_KEY_LABEL.into(),
             state_seal_key_label: DEFAULT_STATE_SEAL_KEY_LABEL.into(),
+            hpke_keys: HpkeKeyHome::Token,
         }
     }
 
@@ -184,6 +191,14 @@ impl Pkcs11Config {
                 "token_label must be 1 to 32 bytes".into(),
             ));
         }
+        let hpke_keys = match file.hpke_keys.as_deref() {
+            None => HpkeKeyHome::Token,
+            Some(value) => HpkeKeyHome::from_config(value).ok_or_else(|| {
+                CustodyError::Config(format!(
+                    "hpke_keys must be \"token\" or \"token-else-software\", not {value:?}"
+                ))
+            })?,
+        };
         Ok(Pkcs11Config {
             module: resolve(file.module),
             token_label: file.token_label,
@@ -195,6 +210,7 @@ impl Pkcs11Config {
             state_seal_key_label: file
                 .state_seal_key_label
                 .unwrap_or_else(|| DEFAULT_STATE_SEAL_KEY_LABEL.into()),
+            hpke_keys,
         })
     }
 
@@ -249,6 +265,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.state_seal_key_label, "seal-2");
+        assert_eq!(c.hpke_keys, HpkeKeyHome::Token);
+        let c = Pkcs11Config::from_toml(
+            "module = \"/m.so\"\ntoken_label = \"t\"\npin_env = \"P\"\nhpke_keys = \"token-else-software\"\n",
+            Path::new("/etc/hsmls"),
+        )
+        .unwrap();
+        assert_eq!(c.hpke_keys, HpkeKeyHome::TokenElseSoftware);
     }
 
     #[test]
@@ -259,6 +282,7 @@ mod tests {
             "module = \"m\"\ntoken_label = \"t\"\npin = \"1234\"\n",
             "module = \"m\"\ntoken_label = \"t\"\npin_env = \"E\"\npool_size = 0\n",
             "module = \"m\"\ntoken_label = \"\"\npin_env = \"E\"\n",
+            "module = \"m\"\ntoken_label = \"t\"\npin_env = \"E\"\nhpke_keys = \"software\"\n",
             "not toml at all [",
         ] {
             assert!(

@@ -7,8 +7,11 @@
 //!   with `CKA_SENSITIVE` true, `CKA_EXTRACTABLE` false, `CKA_SIGN` true and
 //!   nothing else, and its public key, sharing a random 16-byte `CKA_ID`.
 //!   They survive restarts and are found again by their PKCS#11 URI
-//!   (RFC 7512). Signing uses `CKM_ECDSA` over the SHA-256 digest; the raw
-//!   `r‖s` is converted to DER and normalised to low S.
+//!   (RFC 7512). ECDSA keys (P-256, P-384, P-521) sign with `CKM_ECDSA`
+//!   over the scheme's digest (SHA-256/384/512, computed in software); the
+//!   raw `r‖s` is converted to DER and normalised to low S. Ed25519 keys
+//!   (`CKK_EC_EDWARDS`, `CKA_EC_PARAMS` the DER of OID 1.3.101.112) sign the
+//!   whole message with `CKM_EDDSA` (PureEdDSA).
 //! * **HPKE keys** (leaf and init keys, RFC 9420 §5.1.3) are needed in bulk,
 //!   one per KeyPackage, and a token object costs about 80 ms to create on
 //!   SoftHSM (it is written to disk). So an HPKE key is a **session object**
@@ -92,6 +95,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 
 use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{
@@ -105,7 +109,7 @@ use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::KeyObjectFault;
-use crate::keys::parse_p256;
+use crate::keys::validate_public_key;
 use crate::{
     Capabilities, CustodyError, KemAlgorithm, KeyAttributes, KeyCustody, KeyPurpose, KeyRef,
     KeySpec, PublicKey, SharedSecret, SignatureScheme, check_prehash,
@@ -115,48 +119,239 @@ use pool::{PooledSession, SessionPool};
 
 /// DER of the named curve P-256 (OID 1.2.840.10045.3.1.7), for `CKA_EC_PARAMS`.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of the named curve P-384 (secp384r1, OID 1.3.132.0.34).
+const P384_PARAMS: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the named curve P-521 (secp521r1, OID 1.3.132.0.35).
+const P521_PARAMS: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+/// DER of the OID id-Ed25519 (1.3.101.112, RFC 8410 §3), the
+/// `CKA_EC_PARAMS` hsmls gives Ed25519 keys (PKCS#11 v3.0 §2.3.10 allows
+/// it, and SoftHSM 2.6.1 accepts it).
+const ED25519_OID_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+/// The other `CKA_EC_PARAMS` PKCS#11 v3.0 names for Ed25519: the curve
+/// name as a DER PrintableString "edwards25519". Recognised on keys made by
+/// other tools.
+const ED25519_NAME_PARAMS: [u8; 14] = [
+    0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9',
+];
 
 /// The elliptic curve a key of `spec` lives on, as the token knows it.
 struct Curve {
+    /// `CKA_KEY_TYPE`: `CKK_EC` (Weierstrass) or `CKK_EC_EDWARDS`.
+    key_type: KeyType,
     /// `CKA_EC_PARAMS`: the DER of the named curve's OID.
     params: &'static [u8],
-    /// The key size `CKM_EC_KEY_PAIR_GEN` must offer, in bits.
+    /// The key-pair generation mechanism.
+    key_gen: MechanismType,
+    /// The key size the key-pair generation must offer, in bits.
     bits: usize,
+    /// The signature mechanism (for signature keys).
+    sign: MechanismType,
 }
 
-const P256: Curve = Curve {
-    params: &P256_PARAMS,
+impl Curve {
+    /// The key-pair generation mechanism, with its (empty) parameters.
+    fn key_gen_mechanism(&self) -> Mechanism<'static> {
+        if self.key_gen == MechanismType::ECC_EDWARDS_KEY_PAIR_GEN {
+            Mechanism::EccEdwardsKeyPairGen
+        } else {
+            Mechanism::EccKeyPairGen
+        }
+    }
+}
+
+const fn weierstrass(params: &'static [u8], bits: usize) -> Curve {
+    Curve {
+        key_type: KeyType::EC,
+        params,
+        key_gen: MechanismType::ECC_KEY_PAIR_GEN,
+        bits,
+        sign: MechanismType::ECDSA,
+    }
+}
+
+const P256: Curve = weierstrass(&P256_PARAMS, 256);
+const P384: Curve = weierstrass(&P384_PARAMS, 384);
+const P521: Curve = weierstrass(&P521_PARAMS, 521);
+const ED25519: Curve = Curve {
+    key_type: KeyType::EC_EDWARDS,
+    params: &ED25519_OID_PARAMS,
+    key_gen: MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
     bits: 256,
+    sign: MechanismType::EDDSA,
 };
 
-/// The token curve of `spec`, or [`CustodyError::Unsupported`]: this
-/// backend holds the P-256 keys of suite 0x0002 only (yet).
+/// The token curve of `spec`, or [`CustodyError::Unsupported`] for
+/// `DHKEM(X25519, HKDF-SHA256)`, which this backend does not hold.
 fn curve(spec: KeySpec) -> Result<&'static Curve, CustodyError> {
     match spec {
         KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
         | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => Ok(&P256),
+        KeySpec::Signature(SignatureScheme::EcdsaSecp384r1Sha384)
+        | KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => Ok(&P384),
+        KeySpec::Signature(SignatureScheme::EcdsaSecp521r1Sha512)
+        | KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => Ok(&P521),
+        KeySpec::Signature(SignatureScheme::Ed25519) => Ok(&ED25519),
         _ => Err(not_in_token(spec)),
     }
 }
 
+/// Why this backend does not hold X25519 HPKE keys.
+pub const X25519_REASON: &str = "the PKCS#11 backend holds no X25519 keys: X25519 key agreement \
+     in a token needs CKM_EC_MONTGOMERY_KEY_PAIR_GEN and CKM_ECDH1_DERIVE on Montgomery keys, \
+     which SoftHSM 2.6.1 lacks (and hsmls does not implement)";
+
 /// [`CustodyError::Unsupported`] for a key spec the PKCS#11 backend does
-/// not hold (yet): every spec but suite 0x0002's.
+/// not hold: `DHKEM(X25519, HKDF-SHA256)` (suites 0x0001 and 0x0003).
 fn not_in_token(spec: KeySpec) -> CustodyError {
     CustodyError::Unsupported {
         spec,
-        reason: "the PKCS#11 backend holds P-256 keys only (suite 0x0002)".into(),
+        reason: X25519_REASON.into(),
     }
 }
 
 /// The key of `purpose` on the curve with `CKA_EC_PARAMS` `params`, if
 /// hsmls has such a key.
 fn spec_for(purpose: KeyPurpose, params: &[u8]) -> Option<KeySpec> {
-    match (purpose, params) {
-        (KeyPurpose::Signature, p) if p == P256_PARAMS => Some(KeySpec::ECDSA_SECP256R1_SHA256),
-        (KeyPurpose::Hpke, p) if p == P256_PARAMS => Some(KeySpec::DHKEM_P256_HKDF_SHA256),
+    let sig = purpose == KeyPurpose::Signature;
+    if params == P256_PARAMS {
+        Some(if sig {
+            KeySpec::ECDSA_SECP256R1_SHA256
+        } else {
+            KeySpec::DHKEM_P256_HKDF_SHA256
+        })
+    } else if params == P384_PARAMS {
+        Some(if sig {
+            KeySpec::ECDSA_SECP384R1_SHA384
+        } else {
+            KeySpec::DHKEM_P384_HKDF_SHA384
+        })
+    } else if params == P521_PARAMS {
+        Some(if sig {
+            KeySpec::ECDSA_SECP521R1_SHA512
+        } else {
+            KeySpec::DHKEM_P521_HKDF_SHA512
+        })
+    } else if sig && (params == ED25519_OID_PARAMS || params == ED25519_NAME_PARAMS) {
+        Some(KeySpec::ED25519)
+    } else {
+        None
+    }
+}
+
+/// The KEM of a wrapped HPKE key, from the length of its public key (the
+/// NIST curves' uncompressed points differ in length: 65, 97, 133 bytes).
+fn kem_for_public_len(len: usize) -> Option<KeySpec> {
+    [
+        KeySpec::DHKEM_P256_HKDF_SHA256,
+        KeySpec::DHKEM_P384_HKDF_SHA384,
+        KeySpec::DHKEM_P521_HKDF_SHA512,
+    ]
+    .into_iter()
+    .find(|s| s.public_key_len() == len)
+}
+
+/// The uncompressed base point of a NIST KEM's curve: the ECDH of a private
+/// key with it gives the x-coordinate of the key's own public point.
+fn generator(spec: KeySpec) -> Option<Vec<u8>> {
+    match spec {
+        KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => Some(
+            p256::AffinePoint::GENERATOR
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+        ),
+        KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => Some(
+            p384::AffinePoint::GENERATOR
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+        ),
+        KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => Some(
+            p521::AffinePoint::GENERATOR
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+        ),
         _ => None,
     }
 }
+
+/// The public key of the private key `private_key` of `spec` (for import),
+/// or [`CustodyError::InvalidPrivateKey`].
+fn public_of(spec: KeySpec, private_key: &[u8]) -> Result<PublicKey, CustodyError> {
+    let invalid = || CustodyError::InvalidPrivateKey(spec);
+    // Exactly the key length: the NIST scalar crates would also accept (and
+    // pad) shorter slices.
+    if private_key.len() != spec.private_key_len() {
+        return Err(invalid());
+    }
+    let bytes = match spec {
+        KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
+        | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => {
+            p256::SecretKey::from_slice(private_key)
+                .map_err(|_| invalid())?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec()
+        }
+        KeySpec::Signature(SignatureScheme::EcdsaSecp384r1Sha384)
+        | KeySpec::Kem(KemAlgorithm::DhKemP384HkdfSha384) => {
+            p384::SecretKey::from_slice(private_key)
+                .map_err(|_| invalid())?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec()
+        }
+        KeySpec::Signature(SignatureScheme::EcdsaSecp521r1Sha512)
+        | KeySpec::Kem(KemAlgorithm::DhKemP521HkdfSha512) => {
+            p521::SecretKey::from_slice(private_key)
+                .map_err(|_| invalid())?
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec()
+        }
+        KeySpec::Signature(SignatureScheme::Ed25519) => {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            seed.copy_from_slice(private_key);
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes()
+                .to_vec()
+        }
+        _ => return Err(not_in_token(spec)),
+    };
+    PublicKey::new(spec, &bytes)
+}
+
+/// The DER encoding, with a low S (RFC 9420 §5.1.2), of the raw `r‖s` that
+/// `CKM_ECDSA` returns (PKCS#11 v2.40 §2.3.1); for Ed25519 the 64-byte
+/// signature as it is (RFC 8032 §5.1.6).
+fn signature_encoding(scheme: SignatureScheme, raw: &[u8]) -> Result<Vec<u8>, CustodyError> {
+    let bad = || CustodyError::Token {
+        operation: "C_Sign",
+        reason: format!(
+            "{scheme}: the token returned a signature of {} bytes",
+            raw.len()
+        ),
+    };
+    Ok(match scheme {
+        SignatureScheme::EcdsaSecp256r1Sha256 => {
+            der_low_s!(p256::ecdsa::Signature::from_slice(raw).map_err(|_| bad())?)
+        }
+        SignatureScheme::EcdsaSecp384r1Sha384 => {
+            der_low_s!(p384::ecdsa::Signature::from_slice(raw).map_err(|_| bad())?)
+        }
+        SignatureScheme::EcdsaSecp521r1Sha512 => {
+            der_low_s!(p521::ecdsa::Signature::from_slice(raw).map_err(|_| bad())?)
+        }
+        SignatureScheme::Ed25519 if raw.len() == 64 => raw.to_vec(),
+        _ => return Err(bad()),
+    })
+}
+
 /// Length of the random `CKA_ID` given to every key.
 const ID_LEN: usize = 16;
 
@@ -279,10 +474,15 @@ fn label_for(purpose: KeyPurpose, id: &[u8]) -> String {
 
 /// The mechanisms hsmls uses, with their PKCS#11 names. The probe asks the
 /// token about each one (`C_GetMechanismInfo`) instead of listing them all.
-const NEEDED_MECHANISMS: [(MechanismType, &str); 5] = [
+const NEEDED_MECHANISMS: [(MechanismType, &str); 7] = [
     (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
     (MechanismType::ECDSA, "CKM_ECDSA"),
     (MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
+    (
+        MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+        "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+    ),
+    (MechanismType::EDDSA, "CKM_EDDSA"),
     (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
     (MechanismType::AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
 ];
@@ -296,6 +496,22 @@ enum Offer {
     Present { min: usize, max: usize },
 }
 
+/// The mechanisms keys of `purpose` on `curve` need: the curve's key-pair
+/// generation, then its signature mechanism, or ECDH and the AES key
+/// generation and key wrap of wrapped HPKE keys.
+fn needed_mechanisms(curve: &Curve, purpose: KeyPurpose) -> Vec<MechanismType> {
+    let mut needed = vec![curve.key_gen];
+    match purpose {
+        KeyPurpose::Signature => needed.push(curve.sign),
+        KeyPurpose::Hpke => needed.extend([
+            MechanismType::ECDH1_DERIVE,
+            MechanismType::AES_KEY_GEN,
+            MechanismType::AES_KEY_WRAP_PAD,
+        ]),
+    }
+    needed
+}
+
 /// The mechanisms a token lacks for keys of `spec`, by PKCS#11 name, given
 /// what it said about each needed mechanism.
 fn missing_mechanisms(spec: KeySpec, offer: &dyn Fn(MechanismType) -> Offer) -> Vec<String> {
@@ -303,17 +519,7 @@ fn missing_mechanisms(spec: KeySpec, offer: &dyn Fn(MechanismType) -> Offer) -> 
         return vec![format!("{spec} in this backend")];
     };
     let bits = curve.bits;
-    let mut needed = vec![MechanismType::ECC_KEY_PAIR_GEN];
-    match spec.purpose() {
-        KeyPurpose::Signature => {
-            needed.push(MechanismType::ECDSA);
-        }
-        KeyPurpose::Hpke => needed.extend([
-            MechanismType::ECDH1_DERIVE,
-            MechanismType::AES_KEY_GEN,
-            MechanismType::AES_KEY_WRAP_PAD,
-        ]),
-    }
+    let needed = needed_mechanisms(curve, spec.purpose());
     let name = |m: MechanismType| {
         NEEDED_MECHANISMS
             .iter()
@@ -324,9 +530,7 @@ fn missing_mechanisms(spec: KeySpec, offer: &dyn Fn(MechanismType) -> Offer) -> 
     for m in needed {
         match offer(m) {
             Offer::Absent => missing.push(name(m).to_owned()),
-            Offer::Present { min, max }
-                if m == MechanismType::ECC_KEY_PAIR_GEN && !(min <= bits && bits <= max) =>
-            {
+            Offer::Present { min, max } if m == curve.key_gen && !(min <= bits && bits <= max) => {
                 missing.push(format!("{} ({bits}-bit keys)", name(m)));
             }
             Offer::Present { .. } => {}
@@ -435,6 +639,8 @@ pub struct Pkcs11Custody {
     keys: RwLock<HashMap<Vec<u8>, LiveKey>>,
     /// `CKA_ID`s of wrapped keys destroyed through this instance.
     destroyed: Mutex<HashSet<Vec<u8>>>,
+    /// Why the token cannot hold the key specs it does not support.
+    refusals: HashMap<KeySpec, String>,
     /// Label of the AES key that seals state at rest.
     state_seal_key_label: String,
 }
@@ -487,6 +693,7 @@ impl Pkcs11Custody {
             wrapping_keys: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
             destroyed: Mutex::new(HashSet::new()),
+            refusals: HashMap::new(),
             state_seal_key_label: config.state_seal_key_label.clone(),
         };
         custody.probe(&config.wrapping_key_label)?;
@@ -566,13 +773,18 @@ impl Pkcs11Custody {
             .map_err(|e| token_err("C_GetTokenInfo", e))?;
         let mut key_specs = Vec::new();
         let mut notes = Vec::new();
-        for spec in [
-            KeySpec::ECDSA_SECP256R1_SHA256,
-            KeySpec::DHKEM_P256_HKDF_SHA256,
-        ] {
+        let mut refusals = HashMap::new();
+        for spec in KeySpec::ALL {
+            if curve(spec).is_err() {
+                notes.push(format!("{spec} keys: no ({X25519_REASON})"));
+                refusals.insert(spec, X25519_REASON.to_owned());
+                continue;
+            }
             let missing = missing_mechanisms(spec, &offer);
             if !missing.is_empty() {
-                notes.push(format!("{spec} keys: no ({} missing)", missing.join(", ")));
+                let why = format!("the token lacks {}", missing.join(", "));
+                notes.push(format!("{spec} keys: no ({why})"));
+                refusals.insert(spec, why);
                 continue;
             }
             match spec.purpose() {
@@ -580,23 +792,31 @@ impl Pkcs11Custody {
                     key_specs.push(spec);
                     notes.push(format!("{spec} keys: yes (token objects)"));
                 }
-                KeyPurpose::Hpke => match self.wrapping_key(wrapping_key_label) {
-                    Ok(w) => {
+                KeyPurpose::Hpke => {
+                    if self.wrapping.is_none() {
+                        match self.wrapping_key(wrapping_key_label) {
+                            Ok(w) => self.wrapping = Some(w),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot provision the HPKE wrapping key");
+                                let why = format!("wrapping key unavailable: {e}");
+                                notes.push(format!("{spec} keys: no ({why})"));
+                                refusals.insert(spec, why);
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(w) = &self.wrapping {
                         notes.push(format!(
                             "{spec} keys: yes (session objects wrapped under AES key \
                              {wrapping_key_label:?} id {})",
                             hex::encode(&w.id)
                         ));
-                        self.wrapping = Some(w);
                         key_specs.push(spec);
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot provision the HPKE wrapping key");
-                        notes.push(format!("{spec} keys: no (wrapping key unavailable: {e})"));
-                    }
-                },
+                }
             }
         }
+        self.refusals = refusals;
         self.capabilities = Capabilities::new(
             key_specs,
             format!(
@@ -904,9 +1124,30 @@ impl Pkcs11Custody {
         } else {
             Err(CustodyError::Unsupported {
                 spec,
-                reason: self.capabilities.summary.clone(),
+                reason: self.refusal(spec),
             })
         }
+    }
+
+    /// Why the token cannot hold keys of `spec` (as the probe found).
+    fn refusal(&self, spec: KeySpec) -> String {
+        self.refusals
+            .get(&spec)
+            .cloned()
+            .unwrap_or_else(|| self.capabilities.summary.clone())
+    }
+
+    /// The PKCS#11 mechanisms keys of `spec` use in this backend (for
+    /// operators: `hsmls probe`); empty for a spec it never holds.
+    pub fn mechanisms(spec: KeySpec) -> Vec<&'static str> {
+        let Ok(curve) = curve(spec) else {
+            return Vec::new();
+        };
+        needed_mechanisms(curve, spec.purpose())
+            .into_iter()
+            .filter_map(|m| NEEDED_MECHANISMS.iter().find(|(t, _)| *t == m))
+            .map(|(_, n)| *n)
+            .collect()
     }
 
     /// Reports an error of an operation on a pooled session, closing the
@@ -921,11 +1162,13 @@ impl Pkcs11Custody {
     // ---- key generation -------------------------------------------------
 
     fn generate_signature(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        let curve = curve(spec)?;
+        let mechanism = curve.key_gen_mechanism();
         let id = new_id();
         let label = label_for(KeyPurpose::Signature, &id);
         let public_template = [
-            Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(curve(spec)?.params.to_vec()),
+            Attribute::KeyType(curve.key_type),
+            Attribute::EcParams(curve.params.to_vec()),
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
@@ -947,11 +1190,7 @@ impl Pkcs11Custody {
         let s = self.pool.get()?;
         let generated = {
             let _write = token_object_write_lock();
-            let mut result = s.generate_key_pair(
-                &Mechanism::EccKeyPairGen,
-                &public_template,
-                &private_template,
-            );
+            let mut result = s.generate_key_pair(&mechanism, &public_template, &private_template);
             for attempt in 1..=GENERAL_ERROR_RETRIES {
                 if !matches!(&result, Err(e) if is_transient_creation_error(e)) {
                     break;
@@ -960,11 +1199,7 @@ impl Pkcs11Custody {
                 // whatever carries this id, wait, then try again.
                 tracing::warn!(object = %label, attempt, "C_GenerateKeyPair failed transiently; retrying");
                 remove_partial(&s, &id, attempt);
-                result = s.generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &public_template,
-                    &private_template,
-                );
+                result = s.generate_key_pair(&mechanism, &public_template, &private_template);
             }
             result
         };
@@ -994,9 +1229,10 @@ impl Pkcs11Custody {
     fn generate_hpke(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         let id = new_id();
         let label = label_for(KeyPurpose::Hpke, &id);
+        let curve = curve(spec)?;
         let public_template = [
-            Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(curve(spec)?.params.to_vec()),
+            Attribute::KeyType(curve.key_type),
+            Attribute::EcParams(curve.params.to_vec()),
             Attribute::Token(false),
             Attribute::Private(false),
         ];
@@ -1015,7 +1251,7 @@ impl Pkcs11Custody {
         ];
         let s = self.pool.get()?;
         let (public, private) = match s.generate_key_pair(
-            &Mechanism::EccKeyPairGen,
+            &curve.key_gen_mechanism(),
             &public_template,
             &private_template,
         ) {
@@ -1143,9 +1379,10 @@ impl Pkcs11Custody {
                 "a wrapped key needs x-hsmls-wrapped, x-hsmls-wrapping-key and x-hsmls-public: {uri}"
             )));
         };
-        // Wrapped keys are the HPKE keys of DHKEM(P-256, HKDF-SHA256), the
-        // only KEM hsmls has; a URI for another KEM will name it.
-        let spec = KeySpec::DHKEM_P256_HKDF_SHA256;
+        // Wrapped keys are HPKE keys of a NIST curve, whose KEM the length
+        // of the stated public key names.
+        let spec = kem_for_public_len(public.len())
+            .ok_or(CustodyError::InvalidPublicKey(crate::PointFault::Encoding))?;
         let public = PublicKey::new(spec, public)?;
         let label = u
             .object
@@ -1179,8 +1416,12 @@ impl Pkcs11Custody {
         };
         // The public key in the URI must belong to the unwrapped private key:
         // ECDH with the base point gives the x-coordinate of d·G.
-        let generator = p256::AffinePoint::GENERATOR.to_encoded_point(false);
-        let x = match Self::ecdh(&s, handle, generator.as_bytes(), 32) {
+        let (Some(generator), KeySpec::Kem(kem)) = (generator(spec), spec) else {
+            let _ = s.destroy_object(handle);
+            return Err(not_in_token(spec));
+        };
+        let n = kem.n_dh();
+        let x = match Self::ecdh(&s, handle, &generator, n) {
             Ok(x) => x,
             Err(e) => {
                 let _ = s.destroy_object(handle);
@@ -1189,7 +1430,7 @@ impl Pkcs11Custody {
         };
         let matches = public
             .as_bytes()
-            .get(1..33)
+            .get(1..1 + n)
             .is_some_and(|px| bool::from(px.ct_eq(&x[..])));
         if !matches {
             let _ = s.destroy_object(handle);
@@ -1214,10 +1455,9 @@ impl Pkcs11Custody {
         u: &Pkcs11Uri,
         uri: &str,
     ) -> Result<(Vec<u8>, String, LiveKey, PublicKey), CustodyError> {
-        let mut template = vec![
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::EC),
-        ];
+        // Any key type: Weierstrass (CKK_EC) and Edwards (CKK_EC_EDWARDS)
+        // keys alike; read_spec tells them apart by CKA_EC_PARAMS.
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
         if let Some(id) = &u.id {
             template.push(Attribute::Id(id.clone()));
         }
@@ -1332,6 +1572,34 @@ impl Pkcs11Custody {
         self.wrapping.as_ref().map(|w| w.handle)
     }
 
+    /// Signs `data` in the token with the key's mechanism (`CKM_ECDSA` on a
+    /// digest, `CKM_EDDSA` on a message) and encodes the result for MLS.
+    fn sign_in_token(
+        &self,
+        key: &KeyRef,
+        scheme: SignatureScheme,
+        data: &[u8],
+    ) -> Result<Vec<u8>, CustodyError> {
+        let mechanism = match curve(key.spec())?.sign {
+            m if m == MechanismType::EDDSA => {
+                Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure))
+            }
+            _ => Mechanism::Ecdsa,
+        };
+        for attempt in 0..2 {
+            let (id, handle) = self.resolve(key, "sign")?;
+            let s = self.pool.get()?;
+            match s.sign(&mechanism, handle, data) {
+                Ok(raw) => return signature_encoding(scheme, &raw),
+                Err(e) if is_stale_handle(&e) && attempt == 0 => {
+                    self.forget(&id);
+                }
+                Err(e) => return Err(Self::fail(s, "C_Sign", e)),
+            }
+        }
+        Err(CustodyError::KeyNotFound(key.uri().to_owned()))
+    }
+
     /// Reads the protection attributes of a private key object.
     fn read_key_attributes(s: &Session, handle: ObjectHandle) -> Result<KeyAttributes, Error> {
         let wanted = [
@@ -1396,6 +1664,16 @@ impl KeyCustody for Pkcs11Custody {
         &self.capabilities
     }
 
+    /// What the probe found missing for `spec` (mechanisms, the wrapping
+    /// key), or why this backend never holds it (X25519).
+    fn unsupported_reason(&self, spec: KeySpec) -> Option<String> {
+        if self.capabilities.supports(spec) {
+            None
+        } else {
+            Some(self.refusal(spec))
+        }
+    }
+
     fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         self.require(spec)?;
         match spec.purpose() {
@@ -1406,28 +1684,16 @@ impl KeyCustody for Pkcs11Custody {
 
     fn import(&self, spec: KeySpec, private_key: &[u8]) -> Result<KeyRef, CustodyError> {
         self.require(spec)?;
-        // Exactly the key length: p256 would also accept (and pad) shorter
-        // slices.
-        if private_key.len() != spec.private_key_len() {
-            return Err(CustodyError::InvalidPrivateKey(spec));
-        }
-        let point = match spec {
-            KeySpec::Signature(SignatureScheme::EcdsaSecp256r1Sha256)
-            | KeySpec::Kem(KemAlgorithm::DhKemP256HkdfSha256) => {
-                let secret = p256::SecretKey::from_slice(private_key)
-                    .map_err(|_| CustodyError::InvalidPrivateKey(spec))?;
-                PublicKey::new(spec, secret.public_key().to_encoded_point(false).as_bytes())?
-            }
-            _ => return Err(not_in_token(spec)),
-        };
+        let point = public_of(spec, private_key)?;
+        let curve = curve(spec)?;
         let purpose = spec.purpose();
         let id = new_id();
         let label = label_for(purpose, &id);
         let token = purpose == KeyPurpose::Signature;
         let mut template = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::EcParams(curve(spec)?.params.to_vec()),
+            Attribute::KeyType(curve.key_type),
+            Attribute::EcParams(curve.params.to_vec()),
             Attribute::Value(private_key.to_vec()),
             Attribute::Token(token),
             Attribute::Private(true),
@@ -1471,8 +1737,8 @@ impl KeyCustody for Pkcs11Custody {
             KeyPurpose::Signature => {
                 let public_template = [
                     Attribute::Class(ObjectClass::PUBLIC_KEY),
-                    Attribute::KeyType(KeyType::EC),
-                    Attribute::EcParams(curve(spec)?.params.to_vec()),
+                    Attribute::KeyType(curve.key_type),
+                    Attribute::EcParams(curve.params.to_vec()),
                     Attribute::EcPoint(encode_ec_point(&point)),
                     Attribute::Token(true),
                     Attribute::Private(false),
@@ -1499,55 +1765,26 @@ impl KeyCustody for Pkcs11Custody {
     fn sign_prehash(&self, key: &KeyRef, prehash: &[u8]) -> Result<Vec<u8>, CustodyError> {
         let scheme = key.signature_scheme("sign")?;
         check_prehash(scheme, prehash)?;
-        for attempt in 0..2 {
-            let (id, handle) = self.resolve(key, "sign")?;
-            let s = self.pool.get()?;
-            match s.sign(&Mechanism::Ecdsa, handle, prehash) {
-                Ok(raw) => {
-                    // CKM_ECDSA gives the raw r‖s (PKCS#11 v2.40 §2.3.1):
-                    // DER with a low S for MLS.
-                    let sig = match scheme {
-                        SignatureScheme::EcdsaSecp256r1Sha256 => {
-                            p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
-                                CustodyError::Token {
-                                    operation: "C_Sign",
-                                    reason: format!(
-                                        "expected a 64-byte r‖s, got {} bytes",
-                                        raw.len()
-                                    ),
-                                }
-                            })?
-                        }
-                        _ => return Err(not_in_token(key.spec())),
-                    };
-                    let sig = sig.normalize_s().unwrap_or(sig);
-                    return Ok(sig.to_der().as_bytes().to_vec());
-                }
-                Err(e) if is_stale_handle(&e) && attempt == 0 => {
-                    self.forget(&id);
-                }
-                Err(e) => return Err(Self::fail(s, "C_Sign", e)),
-            }
-        }
-        Err(CustodyError::KeyNotFound(key.uri().to_owned()))
+        self.sign_in_token(key, scheme, prehash)
     }
 
-    /// Hashes in software (SoftHSM offers no `CKM_ECDSA_SHA256`) and signs
-    /// the digest in the token.
+    /// ECDSA: hashes in software with the scheme's hash (SoftHSM offers no
+    /// `CKM_ECDSA_SHA256`/`SHA384`/`SHA512`) and signs the digest in the
+    /// token. Ed25519: `CKM_EDDSA` over the whole message (PureEdDSA,
+    /// RFC 8032 §5.1.6).
     fn sign(&self, key: &KeyRef, message: &[u8]) -> Result<Vec<u8>, CustodyError> {
         let scheme = key.signature_scheme("sign")?;
-        let prehash = scheme
-            .prehash(message)
-            .ok_or_else(|| not_in_token(key.spec()))?;
-        self.sign_prehash(key, &prehash)
+        match scheme.prehash(message) {
+            Some(prehash) => self.sign_in_token(key, scheme, &prehash),
+            None => self.sign_in_token(key, scheme, message),
+        }
     }
 
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
         let kem = key.kem("ECDH")?;
-        match kem {
-            KemAlgorithm::DhKemP256HkdfSha256 => parse_p256(peer_public_key).map(drop)?,
-            _ => return Err(not_in_token(key.spec())),
-        }
+        curve(key.spec())?;
+        // The peer key is validated in software before it reaches the token.
+        validate_public_key(key.spec(), peer_public_key)?;
         for attempt in 0..2 {
             let (id, handle) = self.resolve(key, "ECDH")?;
             let s = self.pool.get()?;
@@ -1645,7 +1882,7 @@ impl KeyCustody for Pkcs11Custody {
                 return Err(CustodyError::KeyNotFound(uri.to_owned()));
             }
             let public = match (self.cached(&id), &u.public) {
-                (Some(_), Some(p)) => PublicKey::new(KeySpec::DHKEM_P256_HKDF_SHA256, p)?,
+                (Some(live), Some(p)) => PublicKey::new(live.spec, p)?,
                 _ => self.unwrap_hpke(&u, &id, uri)?.1,
             };
             let label = u
@@ -1732,9 +1969,115 @@ mod tests {
             spec_for(KeyPurpose::Hpke, &P256_PARAMS),
             Some(KeySpec::DHKEM_P256_HKDF_SHA256)
         );
-        // P-384 (1.3.132.0.34): not a curve hsmls uses yet.
-        let p384 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-        assert_eq!(spec_for(KeyPurpose::Signature, &p384), None);
+        for (params, sig, hpke) in [
+            (
+                &P384_PARAMS[..],
+                Some(KeySpec::ECDSA_SECP384R1_SHA384),
+                Some(KeySpec::DHKEM_P384_HKDF_SHA384),
+            ),
+            (
+                &P521_PARAMS[..],
+                Some(KeySpec::ECDSA_SECP521R1_SHA512),
+                Some(KeySpec::DHKEM_P521_HKDF_SHA512),
+            ),
+            // Ed25519 by OID or by name: a signature key only.
+            (&ED25519_OID_PARAMS[..], Some(KeySpec::ED25519), None),
+            (&ED25519_NAME_PARAMS[..], Some(KeySpec::ED25519), None),
+            // secp256k1 (1.3.132.0.10): not a curve hsmls uses.
+            (&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a][..], None, None),
+        ] {
+            assert_eq!(spec_for(KeyPurpose::Signature, params), sig);
+            assert_eq!(spec_for(KeyPurpose::Hpke, params), hpke);
+        }
+    }
+
+    #[test]
+    fn every_spec_but_x25519_has_its_curve_and_mechanisms() {
+        for spec in KeySpec::ALL {
+            if spec == KeySpec::DHKEM_X25519_HKDF_SHA256 {
+                assert!(matches!(
+                    curve(spec),
+                    Err(CustodyError::Unsupported { spec: s, .. }) if s == spec
+                ));
+                assert!(Pkcs11Custody::mechanisms(spec).is_empty());
+                continue;
+            }
+            assert!(missing_mechanisms(spec, &softhsm).is_empty(), "{spec}");
+            let m = Pkcs11Custody::mechanisms(spec);
+            let expected: &[&str] = match spec {
+                KeySpec::ED25519 => &["CKM_EC_EDWARDS_KEY_PAIR_GEN", "CKM_EDDSA"],
+                s if s.purpose() == KeyPurpose::Signature => &["CKM_EC_KEY_PAIR_GEN", "CKM_ECDSA"],
+                _ => &[
+                    "CKM_EC_KEY_PAIR_GEN",
+                    "CKM_ECDH1_DERIVE",
+                    "CKM_AES_KEY_GEN",
+                    "CKM_AES_KEY_WRAP_PAD",
+                ],
+            };
+            assert_eq!(m, expected, "{spec}");
+        }
+        // A token without EdDSA holds the ECDSA keys but not Ed25519.
+        let no_eddsa = |m| {
+            if m == MechanismType::EDDSA {
+                Offer::Absent
+            } else {
+                Offer::Present { min: 112, max: 521 }
+            }
+        };
+        assert_eq!(
+            missing_mechanisms(KeySpec::ED25519, &no_eddsa),
+            ["CKM_EDDSA"]
+        );
+        assert!(missing_mechanisms(KeySpec::ECDSA_SECP521R1_SHA512, &no_eddsa).is_empty());
+    }
+
+    #[test]
+    fn wrapped_keys_kem_follows_the_public_key_length() {
+        assert_eq!(
+            kem_for_public_len(65),
+            Some(KeySpec::DHKEM_P256_HKDF_SHA256)
+        );
+        assert_eq!(
+            kem_for_public_len(97),
+            Some(KeySpec::DHKEM_P384_HKDF_SHA384)
+        );
+        assert_eq!(
+            kem_for_public_len(133),
+            Some(KeySpec::DHKEM_P521_HKDF_SHA512)
+        );
+        assert_eq!(kem_for_public_len(32), None);
+    }
+
+    #[test]
+    fn token_signatures_become_low_s_der_or_stay_raw_for_ed25519() {
+        // A P-384 r‖s with a high S becomes DER with the low S.
+        let sk = p384::ecdsa::SigningKey::from_slice(&[5u8; 48]).unwrap();
+        let digest = [9u8; 48];
+        let sig: p384::ecdsa::Signature =
+            p256::ecdsa::signature::hazmat::PrehashSigner::sign_prehash(&sk, &digest).unwrap();
+        let low = sig.normalize_s().unwrap_or(sig);
+        let (r, s) = low.split_scalars();
+        let high = p384::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+        for raw in [low.to_bytes(), high.to_bytes()] {
+            let der = signature_encoding(SignatureScheme::EcdsaSecp384r1Sha384, &raw).unwrap();
+            assert_eq!(der, low.to_der().as_bytes());
+        }
+        assert_eq!(
+            signature_encoding(SignatureScheme::Ed25519, &[3u8; 64]).unwrap(),
+            [3u8; 64]
+        );
+        for (scheme, len) in [
+            (SignatureScheme::EcdsaSecp521r1Sha512, 130),
+            (SignatureScheme::Ed25519, 63),
+        ] {
+            assert!(matches!(
+                signature_encoding(scheme, &vec![1u8; len]),
+                Err(CustodyError::Token {
+                    operation: "C_Sign",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]
