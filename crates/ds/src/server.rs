@@ -454,13 +454,7 @@ impl<S: DsStore> Ds<S> {
     /// Orders an application message or a proposal.
     pub async fn message(&self, queue: QueueId, bytes: Vec<u8>) -> Result<Accepted, DsError> {
         let f = framing(&bytes)?;
-        let window = match f.content_type {
-            ContentType::Commit => {
-                return Err(DsError::MalformedMessage("commits go in a commit bundle"));
-            }
-            ContentType::Proposal => 0,
-            ContentType::Application => self.config.app_window,
-        };
+        let window = self.message_window(f.content_type)?;
         let mode = self.mode_of(&f.group_id).await?;
         let d = digest(&bytes);
         let mut last_epoch = 0;
@@ -490,26 +484,52 @@ impl<S: DsStore> Ds<S> {
                     now: now(),
                 })
                 .await?;
-            return match outcome {
-                MessageOutcome::Accepted { seq, epoch } => {
-                    self.hub.publish(&f.group_id, seq, &bytes);
-                    Ok(Accepted { seq, epoch })
-                }
-                MessageOutcome::Duplicate { seq } => Err(DsError::Duplicate { seq }),
-                MessageOutcome::WrongEpoch { current_epoch } => Err(DsError::WrongEpoch {
-                    message_epoch: f.epoch,
-                    current_epoch,
-                }),
-                MessageOutcome::StateChanged => continue,
-                MessageOutcome::NotMember => Err(DsError::NotMember),
-                MessageOutcome::UnknownGroup => Err(DsError::UnknownGroup),
-            };
+            match self.answer(&f.group_id, f.epoch, &bytes, outcome) {
+                Some(answer) => return answer,
+                None => continue,
+            }
         }
         // The group kept moving under four attempts: the proposal is not
         // of its epoch any more.
         Err(DsError::WrongEpoch {
             message_epoch: f.epoch,
             current_epoch: last_epoch,
+        })
+    }
+
+    /// How many epochs back a posted message of `content_type` is taken
+    /// (commits go in a commit bundle).
+    fn message_window(&self, content_type: ContentType) -> Result<u64, DsError> {
+        match content_type {
+            ContentType::Commit => Err(DsError::MalformedMessage("commits go in a commit bundle")),
+            ContentType::Proposal => Ok(0),
+            ContentType::Application => Ok(self.config.app_window),
+        }
+    }
+
+    /// The answer to a posted message the store decided (an accepted one
+    /// is published to the push connections); `None` if the group's state
+    /// changed under an assisted proposal (decide it again).
+    fn answer(
+        &self,
+        group_id: &[u8],
+        message_epoch: u64,
+        bytes: &[u8],
+        outcome: MessageOutcome,
+    ) -> Option<Result<Accepted, DsError>> {
+        Some(match outcome {
+            MessageOutcome::Accepted { seq, epoch } => {
+                self.hub.publish(group_id, seq, bytes);
+                Ok(Accepted { seq, epoch })
+            }
+            MessageOutcome::Duplicate { seq } => Err(DsError::Duplicate { seq }),
+            MessageOutcome::WrongEpoch { current_epoch } => Err(DsError::WrongEpoch {
+                message_epoch,
+                current_epoch,
+            }),
+            MessageOutcome::StateChanged => return None,
+            MessageOutcome::NotMember => Err(DsError::NotMember),
+            MessageOutcome::UnknownGroup => Err(DsError::UnknownGroup),
         })
     }
 
@@ -536,15 +556,12 @@ impl<S: DsStore> Ds<S> {
                     continue;
                 }
             };
-            let window = match f.content_type {
-                ContentType::Commit => {
-                    results[i] = Some(Err(DsError::MalformedMessage(
-                        "commits go in a commit bundle",
-                    )));
+            let window = match self.message_window(f.content_type) {
+                Ok(w) => w,
+                Err(e) => {
+                    results[i] = Some(Err(e));
                     continue;
                 }
-                ContentType::Proposal => 0,
-                ContentType::Application => self.config.app_window,
             };
             let mode = match self.mode_of(&f.group_id).await {
                 Ok(m) => m,
@@ -592,21 +609,11 @@ impl<S: DsStore> Ds<S> {
         match self.store.append_messages(news).await {
             Ok(outcomes) => {
                 for ((i, group_id, epoch, m), outcome) in run.into_iter().zip(outcomes) {
-                    results[i] = Some(match outcome {
-                        MessageOutcome::Accepted { seq, epoch } => {
-                            self.hub.publish(&group_id, seq, &m.message);
-                            Ok(Accepted { seq, epoch })
-                        }
-                        MessageOutcome::Duplicate { seq } => Err(DsError::Duplicate { seq }),
-                        MessageOutcome::WrongEpoch { current_epoch } => Err(DsError::WrongEpoch {
-                            message_epoch: epoch,
-                            current_epoch,
-                        }),
-                        MessageOutcome::NotMember => Err(DsError::NotMember),
-                        MessageOutcome::UnknownGroup => Err(DsError::UnknownGroup),
+                    results[i] = Some(match self.answer(&group_id, epoch, &m.message, outcome) {
+                        Some(answer) => answer,
                         // Only a message with public state can meet a
                         // changed state; decide it alone.
-                        _ => self.message(m.sender, m.message).await,
+                        None => self.message(m.sender, m.message).await,
                     });
                 }
             }

@@ -61,6 +61,18 @@ pub type Tag = [u8; 32];
 /// tables held tags and sealed cells) had no version row.
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// The verdict on the version row of an existing database (both stores).
+pub(crate) fn check_schema_version(found: Option<i64>) -> Result<(), StoreError> {
+    match found {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) => Err(StoreError::SchemaVersion {
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+        None => Err(StoreError::CorruptRow("ds_meta has no version row")),
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

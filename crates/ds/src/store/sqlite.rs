@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     ClaimedRow, CommitOutcome, CommitRow, DsStore, GroupRow, KeyPackageRow, MembershipRow,
     MessageOutcome, MessageRow, NewGroupRow, Purged, QueueId, SCHEMA_VERSION, StoreError,
-    StoredRow, Tag, random_queue_id, to_i64, to_queue, to_tag, to_u64,
+    StoredRow, Tag, check_schema_version, random_queue_id, to_i64, to_queue, to_tag, to_u64,
 };
 use crate::api::{GroupMode, KeyPackageCounts};
 
@@ -132,14 +132,7 @@ async fn prepare_schema(conn: &mut SqliteConnection) -> Result<(), StoreError> {
             sqlx::query_scalar("SELECT schema_version FROM ds_meta WHERE id = 1")
                 .fetch_optional(&mut *conn)
                 .await?;
-        return match found {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some(found) => Err(StoreError::SchemaVersion {
-                found,
-                expected: SCHEMA_VERSION,
-            }),
-            None => Err(StoreError::CorruptRow("ds_meta has no version row")),
-        };
+        return check_schema_version(found);
     }
     let old: i64 = sqlx::query_scalar(VERSION_1_TABLES)
         .fetch_one(&mut *conn)
