@@ -34,6 +34,7 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 # The documentation an application reads (hsmls without test-utils).
 RUSTDOCFLAGS="-D warnings" cargo doc -p hsmls --no-deps
+bash scripts/callgrind-guard.sh --check
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
