@@ -478,10 +478,8 @@ pub fn validate_and_apply(
         let batch: Vec<(Option<LeafIndex>, &LeafNode)> =
             adds.iter().map(|kp| (None, &kp.leaf_node)).collect();
         tree.check_leaves_fit(&batch)?;
-        for kp in adds {
-            let i = tree.add_leaf(kp.leaf_node.clone())?;
-            effects.adds.push((i, kp));
-        }
+        let indices = tree.add_leaves(adds.iter().map(|kp| kp.leaf_node.clone()))?;
+        effects.adds.extend(indices.into_iter().zip(adds));
     }
     Ok(effects)
 }
