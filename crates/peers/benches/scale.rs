@@ -203,10 +203,8 @@ fn main() {
     let (out, d) = measured(|| {
         let mut options = CommitOptions::new();
         options.force_path = true;
-        options.add_key_packages = kps
-            .iter()
-            .map(|kp| creator_client.validate_key_package(kp, NOW))
-            .collect::<Result<Vec<_>, _>>()
+        options.add_key_packages = creator_client
+            .validate_key_packages(&kps, NOW)
             .expect("valid KeyPackages");
         let out = creator.commit(options, NOW).expect("add commit");
         creator.merge_pending_commit().expect("merge");
