@@ -282,15 +282,16 @@ impl RatchetTree {
             }
             .into());
         }
+        let excluded = Excluded::new(excluded);
         let mut out = Vec::new();
-        self.resolution_into(x, excluded, &mut out)?;
+        self.resolution_into(x, &excluded, &mut out)?;
         Ok(out)
     }
 
     fn resolution_into(
         &self,
         x: NodeIndex,
-        excluded: &[LeafIndex],
+        excluded: &Excluded<'_>,
         out: &mut Vec<NodeIndex>,
     ) -> Result<(), TreeError> {
         match self.node(x) {
@@ -322,6 +323,10 @@ impl RatchetTree {
     /// The size of the resolution of `x` without the leaves in `excluded`,
     /// computed without building it.
     pub fn resolution_len(&self, x: NodeIndex, excluded: &[LeafIndex]) -> usize {
+        self.resolution_len_in(x, &Excluded::new(excluded))
+    }
+
+    fn resolution_len_in(&self, x: NodeIndex, excluded: &Excluded<'_>) -> usize {
         let i = x.0 as usize;
         if x.is_leaf() {
             let present = self.nodes.is_present(i);
@@ -338,7 +343,9 @@ impl RatchetTree {
             return 0;
         }
         match (tree_math::left(x), tree_math::right(x)) {
-            (Ok(l), Ok(r)) => self.resolution_len(l, excluded) + self.resolution_len(r, excluded),
+            (Ok(l), Ok(r)) => {
+                self.resolution_len_in(l, excluded) + self.resolution_len_in(r, excluded)
+            }
             _ => 0,
         }
     }
@@ -350,6 +357,15 @@ impl RatchetTree {
         &self,
         x: NodeIndex,
         excluded: &[LeafIndex],
+        target: NodeIndex,
+    ) -> Option<usize> {
+        self.resolution_position_in(x, &Excluded::new(excluded), target)
+    }
+
+    fn resolution_position_in(
+        &self,
+        x: NodeIndex,
+        excluded: &Excluded<'_>,
         target: NodeIndex,
     ) -> Option<usize> {
         if x.0 as usize >= self.nodes.len() || !in_subtree(x, target) {
@@ -380,10 +396,10 @@ impl RatchetTree {
         }
         let (l, r) = (tree_math::left(x).ok()?, tree_math::right(x).ok()?);
         if target < x {
-            self.resolution_position(l, excluded, target)
+            self.resolution_position_in(l, excluded, target)
         } else {
-            self.resolution_position(r, excluded, target)
-                .map(|k| k + self.resolution_len(l, excluded))
+            self.resolution_position_in(r, excluded, target)
+                .map(|k| k + self.resolution_len_in(l, excluded))
         }
     }
 
@@ -606,11 +622,18 @@ impl RatchetTree {
         x: NodeIndex,
         excluded: &[LeafIndex],
     ) -> Result<Digest, TreeError> {
+        self.tree_hash_excluding_in(x, &Excluded::new(excluded))
+    }
+
+    fn tree_hash_excluding_in(
+        &self,
+        x: NodeIndex,
+        excluded: &Excluded<'_>,
+    ) -> Result<Digest, TreeError> {
         let s = half_span(x);
         let (lo, hi) = (x.0.saturating_sub(s), x.0.saturating_add(s));
-        let touched = excluded
-            .iter()
-            .any(|l| l.node_index().is_ok_and(|n| n.0 >= lo && n.0 <= hi));
+        // Leaf i is node 2i: the leaves of the subtree are lo/2 ..= hi/2.
+        let touched = excluded.any_in(LeafIndex(lo / 2), LeafIndex(hi / 2));
         if !touched && let Some(h) = self.cached_hash(x) {
             return Ok(h);
         }
@@ -618,8 +641,8 @@ impl RatchetTree {
             let leaf = if touched { None } else { self.leaf_at(x) };
             return hashes::leaf_tree_hash(self.provider, x, leaf);
         }
-        let l = self.tree_hash_excluding(tree_math::left(x)?, excluded)?;
-        let r = self.tree_hash_excluding(tree_math::right(x)?, excluded)?;
+        let l = self.tree_hash_excluding_in(tree_math::left(x)?, excluded)?;
+        let r = self.tree_hash_excluding_in(tree_math::right(x)?, excluded)?;
         match self.parent_node(x) {
             Some(p) if touched => {
                 let mut p = p.clone();
@@ -782,5 +805,34 @@ impl RatchetTree {
             }
         }
         Ok(())
+    }
+}
+
+/// A set of leaves left out of a resolution or tree hash (the leaves a
+/// Commit adds, a parent's unmerged leaves): sorted once, so that each
+/// membership test costs O(log k), not O(k) (a commit adding N members to
+/// a fresh group tests each of the N leaves of a resolution).
+struct Excluded<'a>(std::borrow::Cow<'a, [LeafIndex]>);
+
+impl<'a> Excluded<'a> {
+    fn new(leaves: &'a [LeafIndex]) -> Self {
+        if leaves.windows(2).all(|w| w[0] < w[1]) {
+            Excluded(std::borrow::Cow::Borrowed(leaves))
+        } else {
+            let mut v = leaves.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            Excluded(std::borrow::Cow::Owned(v))
+        }
+    }
+
+    fn contains(&self, l: &LeafIndex) -> bool {
+        self.0.binary_search(l).is_ok()
+    }
+
+    /// Whether a leaf in `lo ..= hi` is excluded.
+    fn any_in(&self, lo: LeafIndex, hi: LeafIndex) -> bool {
+        let from = self.0.partition_point(|l| *l < lo);
+        self.0.get(from).is_some_and(|l| *l <= hi)
     }
 }
