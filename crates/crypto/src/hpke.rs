@@ -258,7 +258,14 @@ pub fn open_base<S: CipherSuiteProvider + ?Sized>(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    open_base_hashed(cs, recipient, enc, &InfoHash::new(cs, info), aad, ciphertext)
+    open_base_hashed(
+        cs,
+        recipient,
+        enc,
+        &InfoHash::new(cs, info),
+        aad,
+        ciphertext,
+    )
 }
 
 /// [`open_base`] with `info` hashed beforehand ([`InfoHash`]).

@@ -44,7 +44,10 @@ mod tests {
         let expected: Vec<u32> = items.iter().map(|x| x * 3).collect();
         assert_eq!(serial, expected);
         assert_eq!(parallel, expected);
-        assert_eq!(map(&[] as &[u32], 1, |x| *x).expect("empty"), Vec::<u32>::new());
+        assert_eq!(
+            map(&[] as &[u32], 1, |x| *x).expect("empty"),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]

@@ -563,8 +563,9 @@ impl Group {
                         }),
                         psks: effects.psks.clone(),
                     };
-                    let reference =
-                        crate::codec::KeyPackageRef(cs.make_key_package_ref(&kp.encode()?)?.to_vec());
+                    let reference = crate::codec::KeyPackageRef(
+                        cs.make_key_package_ref(&kp.encode()?)?.to_vec(),
+                    );
                     encrypt_group_secrets(cs, reference, kp.init_key.as_slice(), &context, &gs)
                 };
                 let secrets_out = crate::parallel::map(&effects.adds, PARALLEL_WELCOME, seal)?

@@ -718,7 +718,11 @@ impl RatchetTree {
             let Some(key) = self.encryption_key(NodeIndex(x as u32)) else {
                 continue;
             };
-            for &k in by_enc_fp.get(&fingerprint(key.as_slice())).into_iter().flatten() {
+            for &k in by_enc_fp
+                .get(&fingerprint(key.as_slice()))
+                .into_iter()
+                .flatten()
+            {
                 if leaves[k].1.encryption_key == *key {
                     tree_enc.entry(k).or_insert(NodeIndex(x as u32));
                 }
@@ -730,7 +734,11 @@ impl RatchetTree {
                 continue;
             };
             let key = &member.signature_key;
-            for &k in by_sig_fp.get(&fingerprint(key.as_slice())).into_iter().flatten() {
+            for &k in by_sig_fp
+                .get(&fingerprint(key.as_slice()))
+                .into_iter()
+                .flatten()
+            {
                 if leaves[k].1.signature_key == *key && replaced_by(x) != Some(k) {
                     tree_sig.entry(k).or_insert(NodeIndex(x as u32));
                 }
