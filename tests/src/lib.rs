@@ -458,8 +458,11 @@ impl System {
         if matches!(suite, 0x0001 | 0x0003) {
             let p11 = dir.join("hsm/pkcs11.toml");
             let text = std::fs::read_to_string(&p11).expect("pkcs11.toml");
-            std::fs::write(&p11, format!("{text}\nhpke_keys = \"token-else-software\"\n"))
-                .expect("pkcs11.toml");
+            std::fs::write(
+                &p11,
+                format!("{text}\nhpke_keys = \"token-else-software\"\n"),
+            )
+            .expect("pkcs11.toml");
         }
         let identity = format!("im:{name}@hsmls.test");
         let config = dir.join("client.toml");
