@@ -20,7 +20,10 @@
 #  - creates the tpm2-pkcs11 primary key and a token labelled as in
 #    hsm-config/tpm-token.env (tpm2_ptool init / addtoken) when missing;
 #  - writes DIR/user.pin (0600), DIR/pkcs11.toml (the custody config of the
-#    token) and DIR/env (the variables tpm2-pkcs11 needs).
+#    token), DIR/pkcs11-split.toml (signature keys in the TPM, HPKE keys and
+#    the state-sealing key in the token of --hpke-token FILE, by default the
+#    repository's SoftHSM test token .hsm/pkcs11.toml of setup-hsm.sh) and
+#    DIR/env (the variables tpm2-pkcs11 needs).
 #
 # Idempotent: a second run finds everything running and changes nothing.
 #
@@ -29,12 +32,14 @@
 #   bash scripts/setup-tpm.sh --stop     stop what this script started for DIR
 #   --dir DIR                            another folder (and TPM) than .tpm/
 #   --quiet                              no progress lines on stderr
+#   --hpke-token FILE                    the HPKE token of pkcs11-split.toml
 #
 # Use it from other scripts with:  eval "$(bash scripts/setup-tpm.sh --env)"
 # The exports: TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI, DBUS_SESSION_BUS_ADDRESS
 # (read by tpm2-pkcs11 inside the process that opens the token),
-# TPM2TOOLS_TCTI (for tpm2-tools) and HSMLS_TPM_PKCS11_CONFIG (the custody
-# config file).
+# TPM2TOOLS_TCTI (for tpm2-tools),
+# HSMLS_TPM_PKCS11_CONFIG and HSMLS_TPM_SPLIT_PKCS11_CONFIG (the custody
+# config files).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,11 +49,12 @@ source "$ROOT/hsm-config/tpm-token.env"
 : "${HSMLS_TPM_TOKEN_LABEL:?} ${HSMLS_TPM_USER_PIN:?} ${HSMLS_TPM_SO_PIN:?}"
 
 TPM_DIR="$ROOT/.tpm"
+HPKE_TOKEN="$ROOT/.hsm/pkcs11.toml"
 PRINT_ENV=0
 QUIET=0
 STOP=0
 usage() {
-    echo "usage: setup-tpm.sh [--env] [--quiet] [--stop] [--dir DIR]" >&2
+    echo "usage: setup-tpm.sh [--env] [--quiet] [--stop] [--dir DIR] [--hpke-token FILE]" >&2
     exit 2
 }
 while [[ $# -gt 0 ]]; do
@@ -57,6 +63,7 @@ while [[ $# -gt 0 ]]; do
         --quiet) QUIET=1 ;;
         --stop) STOP=1 ;;
         --dir) [[ $# -ge 2 ]] || usage; TPM_DIR="$2"; shift ;;
+        --hpke-token) [[ $# -ge 2 ]] || usage; HPKE_TOKEN="$2"; shift ;;
         *) usage ;;
     esac
     shift
@@ -72,6 +79,7 @@ STORE="$TPM_DIR/store"
 BUS="$TPM_DIR/bus"
 PIN_FILE="$TPM_DIR/user.pin"
 P11_CONFIG="$TPM_DIR/pkcs11.toml"
+SPLIT_CONFIG="$TPM_DIR/pkcs11-split.toml"
 ENV_FILE="$TPM_DIR/env"
 # A unix socket path is at most 107 bytes.
 [[ ${#BUS} -lt 100 ]] || die "folder path too long for the bus socket: $TPM_DIR"
@@ -101,6 +109,12 @@ stop_one() {
 }
 
 if [[ "$STOP" == 1 ]]; then
+    # An orderly TPM2_Shutdown first, so that the next start is not an
+    # unorderly one (which counts against dictionary-attack protection).
+    if running "$TPM_DIR/abrmd.pid" "tpm2-abrmd"; then
+        DBUS_SESSION_BUS_ADDRESS="unix:path=$BUS" TPM2TOOLS_TCTI="tabrmd:bus_type=session" \
+            timeout 5 tpm2_shutdown >/dev/null 2>&1 || true
+    fi
     stop_one "$TPM_DIR/abrmd.pid" "tpm2-abrmd"
     stop_one "$TPM_DIR/dbus.pid" "$TPM_DIR/dbus.conf"
     stop_one "$TPM_DIR/swtpm.pid" "$STATE"
@@ -216,12 +230,22 @@ fi
 # 4. tpm2-abrmd, the resource manager, on that bus.
 TCTI="tabrmd:bus_type=session"
 export TPM2TOOLS_TCTI="$TCTI" TPM2_PKCS11_TCTI="$TCTI" TPM2_PKCS11_STORE="$STORE"
+# tpm2-pkcs11 1.9.0 leaves one transient object loaded per generated key
+# for as long as the process's connection lasts (seen: the 28th
+# C_GenerateKeyPair of a process fails with TPM_RC_OBJECT_MEMORY under the
+# default of 27 per connection), so the limit is raised to abrmd's maximum.
+ABRMD_LIMIT="--max-transients=100"
+if running "$TPM_DIR/abrmd.pid" "tpm2-abrmd" && ! running "$TPM_DIR/abrmd.pid" "$ABRMD_LIMIT"; then
+    stop_one "$TPM_DIR/abrmd.pid" "tpm2-abrmd"
+fi
 if ! running "$TPM_DIR/abrmd.pid" "tpm2-abrmd"; then
     ALLOW_ROOT=()
     [[ "$(id -u)" -ne 0 ]] || ALLOW_ROOT=(--allow-root)
     log "starting tpm2-abrmd"
-    setsid tpm2-abrmd --session --tcti="swtpm:host=127.0.0.1,port=$PORT" "${ALLOW_ROOT[@]}" \
-        </dev/null >"$TPM_DIR/abrmd.log" 2>&1 &
+    # --flush-all: a resource manager restarted on a running swtpm must not
+    # inherit the objects and sessions of its predecessor.
+    setsid tpm2-abrmd --session --flush-all "$ABRMD_LIMIT" --tcti="swtpm:host=127.0.0.1,port=$PORT" \
+        "${ALLOW_ROOT[@]}" </dev/null >"$TPM_DIR/abrmd.log" 2>&1 &
     echo $! >"$TPM_DIR/abrmd.pid"
 fi
 ready=0
@@ -230,6 +254,12 @@ for _ in $(seq 30); do
     sleep 0.2
 done
 [[ "$ready" == 1 ]] || die "the TPM does not answer through tpm2-abrmd (see $TPM_DIR/abrmd.log)"
+# A test TPM: dictionary-attack lockout would turn a swtpm killed without
+# TPM2_Shutdown (a crashed test run) into TPM_RC_LOCKOUT for every key use
+# until the recovery time has passed. Clear it, and let it recover at once.
+tpm2_dictionarylockout --clear-lockout >/dev/null 2>&1 || log "could not clear the DA lockout"
+tpm2_dictionarylockout --setup-parameters --max-tries=1000 --recovery-time=0 \
+    --lockout-recovery-time=0 >/dev/null 2>&1 || log "could not set the DA parameters"
 
 # 5. The tpm2-pkcs11 primary key and the token. (Outputs are read whole:
 # `grep -q` on a pipe would end tpm2_ptool early and fail the pipeline.)
@@ -258,12 +288,24 @@ token_label = "$HSMLS_TPM_TOKEN_LABEL"
 pin_file = "$PIN_FILE"
 pool_size = 2
 TOML
+write_if_changed "$SPLIT_CONFIG" <<TOML
+# Written by scripts/setup-tpm.sh: signature keys in the TPM token, HPKE keys
+# (and the state-sealing key: the TPM has no AES-GCM) in the token of
+# hpke_token. See docs/custody.md. That file must exist when hsmls opens this
+# one (scripts/setup-hsm.sh writes the default).
+module = "$MODULE"
+token_label = "$HSMLS_TPM_TOKEN_LABEL"
+pin_file = "$PIN_FILE"
+pool_size = 2
+hpke_token = "$HPKE_TOKEN"
+TOML
 write_if_changed "$ENV_FILE" <<ENV
 export TPM2_PKCS11_STORE=$(printf '%q' "$STORE")
 export TPM2_PKCS11_TCTI=$(printf '%q' "$TCTI")
 export TPM2TOOLS_TCTI=$(printf '%q' "$TCTI")
 export DBUS_SESSION_BUS_ADDRESS=$(printf '%q' "$DBUS_SESSION_BUS_ADDRESS")
 export HSMLS_TPM_PKCS11_CONFIG=$(printf '%q' "$P11_CONFIG")
+export HSMLS_TPM_SPLIT_PKCS11_CONFIG=$(printf '%q' "$SPLIT_CONFIG")
 ENV
 
 if [[ "$PRINT_ENV" == 1 ]]; then
