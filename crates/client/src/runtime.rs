@@ -386,13 +386,12 @@ impl ClientRuntime {
             CustodyConfig::Pkcs11 { config: path } => {
                 let path = path.clone();
                 blocking(move || -> Result<_, ClientError> {
+                    // The signature token, and the HPKE token of a split
+                    // configuration (`hpke_token`), routed by key kind.
                     let c = hsmls_custody::Pkcs11Config::from_file(&path)?;
-                    let custody = Arc::new(hsmls_custody::Pkcs11Custody::open(&c)?);
+                    let custody = hsmls_custody::ConfiguredCustody::open(&c)?;
                     let sealer = custody.state_sealer()?;
-                    Ok((
-                        custody as Arc<dyn KeyCustody>,
-                        Arc::new(sealer) as Arc<dyn StateSealer>,
-                    ))
+                    Ok((custody.custody(), Arc::new(sealer) as Arc<dyn StateSealer>))
                 })
                 .await??
             }
