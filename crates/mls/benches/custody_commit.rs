@@ -10,7 +10,7 @@
 //!   and its confirmation signed with the signature key), then discarded
 //!   (the fresh leaf key destroyed);
 //! - **commit/process**: the member processes another member's self-update
-//!   commit (its leaf HPKE key decrypts the path secret: `dh` in custody;
+//!   commit (a PublicMessage, so that the same one can be processed again) (its leaf HPKE key decrypts the path secret: `dh` in custody;
 //!   signatures are verified in software), staged and dropped;
 //! - **message/create**: an application message (signed with the
 //!   signature key, then encrypted).
@@ -24,8 +24,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hsmls::wire::Credential;
 use hsmls::{
-    BasicCredentialValidator, Client, CredentialValidator, Group, JoinOptions, KeyPackageConfig,
-    ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CredentialValidator, Group, GroupConfig, HandshakeFraming,
+    JoinOptions, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{ConfiguredCustody, KeyCustody, Pkcs11Custody, SoftwareCustody};
@@ -37,10 +37,14 @@ fn validator() -> Arc<dyn CredentialValidator> {
     Arc::new(BasicCredentialValidator::default())
 }
 
+/// Commits as PublicMessage, so that one commit can be processed again and
+/// again (a PrivateMessage consumes its secret-tree generation).
 fn client(custody: Arc<dyn KeyCustody>, name: &str) -> Client {
     let signer = Signer::generate(custody, Credential::Basic(name.as_bytes().to_vec()))
         .expect("signature key");
-    Client::new(signer, validator())
+    let mut config = GroupConfig::default();
+    config.handshake_framing = HandshakeFraming::Public;
+    Client::new(signer, validator()).with_group_config(config)
 }
 
 /// The custodies to measure, with whatever keeps them open.
