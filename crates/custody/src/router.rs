@@ -20,18 +20,37 @@
 //! a key the chosen home cannot hold is refused with
 //! [`CustodyError::KeyHomeRefused`]: never a silent fallback.
 //!
-//! A key's URI says which backend made it: `software:` locators are the
-//! software backend's; a `pkcs11:` URI names its token by label
+//! A key's URI says which backend made it: `software:` and
+//! `software-sealed:` locators are the software backend's; a `pkcs11:` URI names its token by label
 //! (`token=…`, RFC 7512), which picks the signature token or the HPKE
 //! token. So `find`, `destroy` and the key operations go to that backend.
+//!
+//! Software HPKE keys live as long as the process, unless the router is
+//! given a [`StateSealer`] (the token's non-extractable AES key,
+//! [`CustodyRouter::with_sealed_software_keys`]): an X25519 HPKE key is
+//! then generated in memory and its URI carries its private key sealed
+//! under that token key (`software-sealed:<KEM id>:<hex>`), the way the
+//! token's own HPKE keys carry their wrapped blob, so a process that
+//! restarts finds it again from the URI its saved state holds, and a copy
+//! of that state is useless without the token. As for the token's HPKE
+//! keys, forward secrecy needs every stored copy of a destroyed key's URI
+//! deleted.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+use zeroize::Zeroizing;
 
 use crate::{
-    Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec,
-    SharedSecret, SoftwareCustody,
+    Capabilities, CustodyError, KemAlgorithm, KeyAttributes, KeyCustody, KeyPurpose, KeyRef,
+    KeySpec, SharedSecret, SoftwareCustody, StateSealer,
 };
+
+/// The URI prefix of a software HPKE key sealed under the token's key.
+const SEALED_PREFIX: &str = "software-sealed:";
+/// The additional data of a sealed software HPKE key (with the KEM id).
+const SEALED_AAD: &[u8] = b"hsmls software HPKE key";
 
 /// Where HPKE keys live (the `hpke_keys` setting of the PKCS#11
 /// configuration file). "The token" is the HPKE token when the
@@ -175,6 +194,10 @@ pub struct CustodyRouter {
     software: Option<SoftwareCustody>,
     hpke_keys: HpkeKeyHome,
     capabilities: Capabilities,
+    /// Seals software HPKE keys into their URIs, when set.
+    sealer: Option<Arc<dyn StateSealer>>,
+    /// Sealed URI → the key in `software` (after generation or `find`).
+    sealed: RwLock<HashMap<String, KeyRef>>,
 }
 
 impl fmt::Debug for CustodyRouter {
@@ -237,6 +260,8 @@ impl CustodyRouter {
             software,
             hpke_keys,
             capabilities: Capabilities::new(Vec::new(), String::new()),
+            sealer: None,
+            sealed: RwLock::new(HashMap::new()),
         };
         let mut specs = Vec::new();
         let mut notes = Vec::new();
@@ -269,6 +294,15 @@ impl CustodyRouter {
             ),
         );
         router
+    }
+
+    /// Seals the X25519 HPKE keys kept in software under `sealer` (the
+    /// token's state-sealing key) into their URIs, so they survive a
+    /// restart (module documentation).
+    #[must_use]
+    pub fn with_sealed_software_keys(mut self, sealer: Arc<dyn StateSealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// The HPKE key policy.
@@ -358,12 +392,12 @@ impl CustodyRouter {
             })
     }
 
-    /// The home of the key named by `uri`: software for `software:`
-    /// locators; for a `pkcs11:` URI of a split router, the token its
+    /// The home of the key named by `uri`: software for `software:` and
+    /// `software-sealed:` locators; for a `pkcs11:` URI of a split router, the token its
     /// `token=` label names (a URI without one goes to the signature
     /// token); the token otherwise.
     pub fn home_of(&self, uri: &str) -> Result<KeyHome, CustodyError> {
-        if uri.starts_with("software:") {
+        if uri.starts_with("software:") || uri.starts_with(SEALED_PREFIX) {
             return match &self.software {
                 Some(_) => Ok(KeyHome::Software),
                 // No software custody: no key of this router has such a URI.
@@ -380,6 +414,72 @@ impl CustodyRouter {
             Some(_) => Err(CustodyError::KeyNotFound(uri.to_owned())),
             None => Ok(KeyHome::Token),
         }
+    }
+
+    fn sealed_aad(spec: KeySpec) -> Vec<u8> {
+        let mut aad = SEALED_AAD.to_vec();
+        if let KeySpec::Kem(k) = spec {
+            aad.extend_from_slice(&k.kem_id().to_be_bytes());
+        }
+        aad
+    }
+
+    /// A new X25519 key in software, its private key sealed into its URI.
+    fn generate_sealed(
+        &self,
+        software: &SoftwareCustody,
+        sealer: &dyn StateSealer,
+        spec: KeySpec,
+    ) -> Result<KeyRef, CustodyError> {
+        let mut private = Zeroizing::new(vec![0u8; spec.private_key_len()]);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut private);
+        let inner = software.import(spec, &private)?;
+        let sealed = sealer.seal(&Self::sealed_aad(spec), &private)?;
+        let KeySpec::Kem(kem) = spec else {
+            return Err(CustodyError::InvalidUri("not an HPKE key".into()));
+        };
+        let uri = format!(
+            "{SEALED_PREFIX}{:04x}:{}",
+            kem.kem_id(),
+            hex::encode(sealed)
+        );
+        let key = KeyRef::new(inner.public_key().clone(), uri.clone());
+        self.sealed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uri, inner);
+        Ok(key)
+    }
+
+    /// The software key behind a sealed URI: known, or unsealed now.
+    fn unseal(&self, uri: &str) -> Result<KeyRef, CustodyError> {
+        if let Some(k) = self
+            .sealed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uri)
+        {
+            return Ok(k.clone());
+        }
+        let (Some(software), Some(sealer)) = (&self.software, &self.sealer) else {
+            return Err(CustodyError::KeyNotFound(uri.to_owned()));
+        };
+        let bad = || CustodyError::InvalidUri(uri.to_owned());
+        let rest = uri.strip_prefix(SEALED_PREFIX).ok_or_else(bad)?;
+        let (kem, blob) = rest.split_once(':').ok_or_else(bad)?;
+        let kem = u16::from_str_radix(kem, 16).map_err(|_| bad())?;
+        let spec = KeySpec::ALL
+            .into_iter()
+            .find(|s| matches!(s, KeySpec::Kem(k) if k.kem_id() == kem))
+            .ok_or_else(bad)?;
+        let blob = hex::decode(blob).map_err(|_| bad())?;
+        let private = sealer.open(&Self::sealed_aad(spec), &blob)?;
+        let inner = software.import(spec, &private)?;
+        self.sealed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uri.to_owned(), inner.clone());
+        Ok(inner)
     }
 
     /// The backend that made the key named by `uri`.
@@ -400,6 +500,12 @@ impl KeyCustody for CustodyRouter {
     }
 
     fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
+        if let (Ok(KeyHome::Software), Some(software), Some(sealer)) =
+            (self.home(spec), &self.software, &self.sealer)
+            && spec == KeySpec::Kem(KemAlgorithm::DhKemX25519HkdfSha256)
+        {
+            return self.generate_sealed(software, sealer.as_ref(), spec);
+        }
         self.backend_for(spec)?.generate(spec)
     }
 
@@ -416,18 +522,38 @@ impl KeyCustody for CustodyRouter {
     }
 
     fn dh(&self, key: &KeyRef, peer_public_key: &[u8]) -> Result<SharedSecret, CustodyError> {
+        if key.uri().starts_with(SEALED_PREFIX) {
+            let inner = self.unseal(key.uri())?;
+            return self.backend_of(key.uri())?.dh(&inner, peer_public_key);
+        }
         self.backend_of(key.uri())?.dh(key, peer_public_key)
     }
 
     fn destroy(&self, key: &KeyRef) -> Result<(), CustodyError> {
+        if key.uri().starts_with(SEALED_PREFIX) {
+            let inner = self.unseal(key.uri())?;
+            self.sealed
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key.uri());
+            return self.backend_of(key.uri())?.destroy(&inner);
+        }
         self.backend_of(key.uri())?.destroy(key)
     }
 
     fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
+        if uri.starts_with(SEALED_PREFIX) {
+            let inner = self.unseal(uri)?;
+            return Ok(KeyRef::new(inner.public_key().clone(), uri.to_owned()));
+        }
         self.backend_of(uri)?.find(uri)
     }
 
     fn key_attributes(&self, key: &KeyRef) -> Result<KeyAttributes, CustodyError> {
+        if key.uri().starts_with(SEALED_PREFIX) {
+            let inner = self.unseal(key.uri())?;
+            return self.backend_of(key.uri())?.key_attributes(&inner);
+        }
         self.backend_of(key.uri())?.key_attributes(key)
     }
 }

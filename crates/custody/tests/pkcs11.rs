@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use hsmls_custody::pkcs11::{PinSource, Pkcs11Uri};
 use hsmls_custody::{
-    CustodyError, KeyAttributes, KeyCustody, KeyObjectFault, KeyPurpose, KeyRef, KeySpec,
-    Pkcs11Custody, PointFault, PublicKey,
+    CustodyError, KeyCustody, KeyObjectFault, KeyPurpose, KeyRef, KeySpec, Pkcs11Custody,
+    PointFault, PublicKey,
 };
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};

@@ -20,6 +20,8 @@
 //!   object, with an unreadable `CKA_VALUE`, right after generation and
 //!   at the end: the key never left the TPM;
 //! - her HPKE keys were generated in the SoftHSM token (`KeyHome::HpkeToken`).
+// `common` is shared: not every helper is used here.
+#![allow(dead_code)]
 
 mod common;
 

@@ -85,6 +85,35 @@ impl ConfiguredCustody {
         })
     }
 
+    /// Opens as [`open`](Self::open), then finds (or creates) the
+    /// state-sealing key in its home ([`state_sealer`](Self::state_sealer))
+    /// and lets the router seal the HPKE keys it keeps in software under it
+    /// ([`CustodyRouter::with_sealed_software_keys`]), so that they survive
+    /// a restart: what the client runtime opens.
+    pub fn open_sealed(config: &Pkcs11Config) -> Result<(Self, Pkcs11Sealer), CustodyError> {
+        let opened = Self::open(config)?;
+        let sealer = opened.state_sealer()?;
+        let ConfiguredCustody {
+            router,
+            token,
+            hpke_token,
+        } = opened;
+        // The router was made by `open` and is not shared yet.
+        let router = Arc::try_unwrap(router).map_err(|_| CustodyError::Token {
+            operation: "ConfiguredCustody::open_sealed",
+            reason: "the router is shared".into(),
+        })?;
+        let router = router.with_sealed_software_keys(Arc::new(sealer.clone()));
+        Ok((
+            ConfiguredCustody {
+                router: Arc::new(router),
+                token,
+                hpke_token,
+            },
+            sealer,
+        ))
+    }
+
     /// Opens the configuration that `HSMLS_PKCS11_CONFIG` names.
     pub fn open_from_env() -> Result<Self, CustodyError> {
         Self::open(&Pkcs11Config::from_env()?)

@@ -694,8 +694,11 @@ impl Group {
             .tree
             .leaf(own)
             .ok_or(GroupError::NotAMember(own))?;
-        self.validator
-            .validate(&new.credential, &new.signature_public_key())?;
+        self.validator.validate_in_suite(
+            self.state.context.cipher_suite,
+            &new.credential,
+            &new.signature_public_key(),
+        )?;
         if !self
             .validator
             .valid_successor(&current.credential, &new.credential)

@@ -217,8 +217,11 @@ pub fn validate_member_leaf(
     leaf: &LeafNode,
 ) -> Result<(), GroupError> {
     validate_leaf_node(v.cs, leaf, usage, &v.group_params())?;
-    v.validator
-        .validate(&leaf.credential, &leaf.signature_key)?;
+    v.validator.validate_in_suite(
+        v.context.cipher_suite,
+        &leaf.credential,
+        &leaf.signature_key,
+    )?;
     if !v
         .validator
         .valid_successor(&old.credential, &leaf.credential)

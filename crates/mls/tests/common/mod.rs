@@ -2,7 +2,6 @@
 //! `group_softhsm.rs`): the test token's configuration, a member whose keys
 //! live in a (wrapped) custody on the token, and commit and message delivery
 //! between the members.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -137,10 +136,12 @@ pub fn external_join<C>(
 /// `scripts/setup-tpm.sh`: signature keys in the TPM 2.0 test token (swtpm
 /// through tpm2-pkcs11), HPKE keys and the state-sealing key in the SoftHSM
 /// test token.
+#[allow(dead_code)] // used by group_tpm.rs only
 pub const SPLIT_CONFIG_ENV: &str = "HSMLS_TPM_SPLIT_PKCS11_CONFIG";
 
 /// The split configuration. Fails (never skips) when the TPM was not
 /// started.
+#[allow(dead_code)] // used by group_tpm.rs only
 pub fn split_config() -> Pkcs11Config {
     let path = std::env::var_os(SPLIT_CONFIG_ENV).unwrap_or_else(|| {
         panic!(
