@@ -286,13 +286,10 @@ async fn custody_of(
             let path = path.clone();
             tokio::task::spawn_blocking(move || -> Result<Pair, ClientError> {
                 let c = hsmls_custody::Pkcs11Config::from_file(&path)?;
-                let token = Arc::new(hsmls_custody::Pkcs11Custody::open(&c)?);
-                let sealer: Arc<dyn StateSealer> = Arc::new(token.state_sealer()?);
-                // As the runtime does: X25519 HPKE keys in software, sealed
-                // under the token, only with hpke_keys = "token-else-software".
-                let router = hsmls_custody::CustodyRouter::new(token, c.hpke_keys)
-                    .with_sealed_software_keys(sealer.clone());
-                Ok((Arc::new(router) as Arc<dyn KeyCustody>, sealer))
+                // As the runtime does (ConfiguredCustody::open_sealed).
+                let (custody, sealer) = hsmls_custody::ConfiguredCustody::open_sealed(&c)?;
+                let sealer: Arc<dyn StateSealer> = Arc::new(sealer);
+                Ok((custody.custody(), sealer))
             })
             .await
             .map_err(|e| UserError::Client(ClientError::Task(e.to_string())))?

@@ -389,14 +389,11 @@ impl ClientRuntime {
                 let path = path.clone();
                 blocking(move || -> Result<_, ClientError> {
                     let c = hsmls_custody::Pkcs11Config::from_file(&path)?;
-                    let token = Arc::new(hsmls_custody::Pkcs11Custody::open(&c)?);
-                    let sealer: Arc<dyn StateSealer> = Arc::new(token.state_sealer()?);
-                    // Each key to the token when it can hold it; X25519
-                    // HPKE keys to software (sealed under the token's
+                    // Each key to its token (the HPKE token of a split configuration,
+                    // `hpke_token`); X25519 HPKE keys to software (sealed under the
                     // state key) only with hpke_keys = "token-else-software".
-                    let router = hsmls_custody::CustodyRouter::new(token, c.hpke_keys)
-                        .with_sealed_software_keys(sealer.clone());
-                    Ok((Arc::new(router) as Arc<dyn KeyCustody>, sealer))
+                    let (custody, sealer) = hsmls_custody::ConfiguredCustody::open_sealed(&c)?;
+                    Ok((custody.custody(), Arc::new(sealer) as Arc<dyn StateSealer>))
                 })
                 .await??
             }
