@@ -22,12 +22,13 @@
 //! deletes the used key from the [`SecretTree`] (RFC 9420 §9.2) only after
 //! decryption, parsing and signature verification all succeeded.
 
-use hsmls_crypto::{CipherSuiteProvider, CryptoError, Secret};
+use hsmls_crypto::{CipherSuiteProvider, CryptoError, Digest, MLS_LABEL_PREFIX, Secret};
 use hsmls_custody::{KeyCustody, KeyRef};
 use rand_core::CryptoRngCore;
 use tls_codec::{Serialize, Size};
 use zeroize::Zeroizing;
 
+use crate::codec::vl::{vl_bytes, vl_header_len, write_vl_header};
 use crate::codec::{
     AuthenticatedContent, CodecError, ContentType, Decode, Encode, FramedContent,
     FramedContentAuthData, FramedContentBody, GroupContext, PrivateContentAad, PrivateMessage,
@@ -429,8 +430,40 @@ pub fn unprotect_public(
     membership_key: &Secret,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
-    unprotect_public_checked(cs, message, context, Some(membership_key), signature_key)
-        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
+    unprotect_public_checked(
+        cs,
+        message,
+        context,
+        Some(membership_key),
+        signature_key,
+        None,
+    )
+    .map(|(content, _)| content)
+    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
+}
+
+/// [`unprotect_public`] for a member about to process the content: a
+/// commit's `confirmed_transcript_hash` (RFC 9420 §8.2, over
+/// `interim_transcript_hash_before`) comes back with it, hashed from the
+/// same encoding of the content as the membership tag and the signature.
+/// `None` for other content types.
+pub(crate) fn unprotect_public_with_transcript(
+    cs: &dyn CipherSuiteProvider,
+    message: PublicMessage,
+    context: &GroupContext,
+    membership_key: &Secret,
+    signature_key: &[u8],
+    interim_transcript_hash_before: &[u8],
+) -> Result<(AuthenticatedContent, Option<Digest>), ProtectionError> {
+    unprotect_public_checked(
+        cs,
+        message,
+        context,
+        Some(membership_key),
+        signature_key,
+        Some(interim_transcript_hash_before),
+    )
+    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
 }
 
 /// Checks a PublicMessage as an observer without the epoch's secrets
@@ -444,9 +477,17 @@ pub fn verify_public_without_membership(
     context: &GroupContext,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
-    unprotect_public_checked(cs, message, context, None, signature_key)
+    unprotect_public_checked(cs, message, context, None, signature_key, None)
+        .map(|(content, _)| content)
         .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
 }
+
+/// From this size of `FramedContentTBS` on (a commit whose UpdatePath is
+/// encrypted to thousands of leaves), the membership tag, the signature
+/// and the confirmed transcript hash, three independent SHA-256 passes
+/// over the content, run on their own threads. Below it a thread costs
+/// more than it saves.
+const PARALLEL_CHECKS_FROM: usize = 256 * 1024;
 
 fn unprotect_public_checked(
     cs: &dyn CipherSuiteProvider,
@@ -454,7 +495,8 @@ fn unprotect_public_checked(
     context: &GroupContext,
     membership_key: Option<&Secret>,
     signature_key: &[u8],
-) -> Result<AuthenticatedContent, ProtectionError> {
+    interim_transcript_hash_before: Option<&[u8]>,
+) -> Result<(AuthenticatedContent, Option<Digest>), ProtectionError> {
     check_group_epoch(&message.content.group_id, message.content.epoch, context)?;
     let content_type = message.content.content_type();
     if content_type == ContentType::Application {
@@ -462,25 +504,109 @@ fn unprotect_public_checked(
     }
     check_sender_content(&message.content)?;
     check_confirmation_tag(content_type, &message.auth)?;
-    match (&message.content.sender, &message.membership_tag) {
-        (Sender::Member(_), Some(tag)) => {
-            if let Some(membership_key) = membership_key {
-                let tbm = message.membership_tag_input(context)?;
-                cs.verify_mac(membership_key.as_bytes(), &[&tbm], tag.as_slice())
-                    .map_err(|_| ProtectionError::InvalidMembershipTag)?;
-            }
-        }
+    let membership = match (&message.content.sender, &message.membership_tag) {
+        (Sender::Member(_), Some(tag)) => membership_key.map(|key| (key, tag.as_slice())),
         (Sender::Member(_), None) => return Err(ProtectionError::MissingMembershipTag),
         (_, Some(_)) => return Err(ProtectionError::UnexpectedMembershipTag),
-        (_, None) => {}
-    }
-    let content = AuthenticatedContent {
-        wire_format: WireFormat::PUBLIC_MESSAGE,
-        content: message.content,
-        auth: message.auth,
+        (_, None) => None,
     };
-    verify_content_signature(cs, &content, context, signature_key)?;
-    Ok(content)
+
+    // One encoding of FramedContentTBS serves all three checks. It is
+    // written behind room for the SignContent header (RFC 9420 §5.1.2:
+    // `opaque label<V>; opaque content<V>;`), which is filled in once its
+    // length is known, so that the signature is checked over one
+    // contiguous buffer without copying the content.
+    let label_len = MLS_LABEL_PREFIX.len() + FRAMED_CONTENT_TBS.len();
+    let room = vl_header_len(label_len) + label_len + 4;
+    let mut buffer = Vec::with_capacity(
+        room + message.content.tls_serialized_len() + context.tls_serialized_len(),
+    );
+    buffer.resize(room, 0);
+    let ctx = needs_context(&message.content.sender).then_some(context);
+    let framed =
+        message
+            .content
+            .write_to_be_signed(WireFormat::PUBLIC_MESSAGE, ctx, &mut buffer)?;
+    let mut header = Vec::with_capacity(room);
+    write_vl_header(label_len, &mut header).map_err(CodecError::from)?;
+    header.extend_from_slice(MLS_LABEL_PREFIX);
+    header.extend_from_slice(FRAMED_CONTENT_TBS);
+    write_vl_header(buffer.len() - room, &mut header).map_err(CodecError::from)?;
+    let sign_start = room - header.len();
+    buffer[sign_start..room].copy_from_slice(&header);
+    let sign_content = &buffer[sign_start..];
+    let tbs = &buffer[room..];
+    let auth = message.auth.encode()?;
+    let mut signature = Vec::with_capacity(message.auth.signature.len() + 4);
+    vl_bytes::tls_serialize(&message.auth.signature, &mut signature).map_err(CodecError::from)?;
+
+    // AuthenticatedContentTBM = FramedContentTBS ‖ FramedContentAuthData
+    let check_tag = || match membership {
+        Some((key, tag)) => cs
+            .verify_mac(key.as_bytes(), &[tbs, &auth], tag)
+            .map_err(|_| ProtectionError::InvalidMembershipTag),
+        None => Ok(()),
+    };
+    let check_signature = || {
+        cs.verify(signature_key, &[sign_content], &message.auth.signature)
+            .map_err(ProtectionError::InvalidSignature)
+    };
+    // ConfirmedTranscriptHashInput = wire_format ‖ content ‖ signature<V>
+    let transcript = || match (content_type, interim_transcript_hash_before) {
+        (ContentType::Commit, Some(interim)) => {
+            Some(cs.hash(&[interim, &buffer[framed.clone()], &signature]))
+        }
+        _ => None,
+    };
+    let confirmed = if tbs.len() >= PARALLEL_CHECKS_FROM {
+        let (tag, signature, confirmed) = std::thread::scope(|scope| {
+            let signature = on_thread(scope, check_signature);
+            let confirmed = on_thread(scope, transcript);
+            let tag = check_tag();
+            (tag, signature.join(), confirmed.join())
+        });
+        tag?;
+        signature?;
+        confirmed
+    } else {
+        check_tag()?;
+        check_signature()?;
+        transcript()
+    };
+    Ok((
+        AuthenticatedContent {
+            wire_format: WireFormat::PUBLIC_MESSAGE,
+            content: message.content,
+            auth: message.auth,
+        },
+        confirmed,
+    ))
+}
+
+/// Work started on a scoped thread, or run on this one if no thread
+/// could be started.
+enum OnThread<'scope, T> {
+    Spawned(std::thread::ScopedJoinHandle<'scope, T>),
+    Done(T),
+}
+
+impl<T> OnThread<'_, T> {
+    fn join(self) -> T {
+        match self {
+            OnThread::Spawned(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            OnThread::Done(v) => v,
+        }
+    }
+}
+
+fn on_thread<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    f: impl FnOnce() -> T + Send + Clone + 'scope,
+) -> OnThread<'scope, T> {
+    match std::thread::Builder::new().spawn_scoped(scope, f.clone()) {
+        Ok(h) => OnThread::Spawned(h),
+        Err(_) => OnThread::Done(f()),
+    }
 }
 
 /// `nonce XOR (reuse_guard || 0…)` (RFC 9420 §6.3.1).

@@ -570,3 +570,41 @@ fn edit(message: &[u8], public: bool) -> Vec<u8> {
         forged
     }
 }
+
+/// A commit whose content is above 256 KiB (its membership tag,
+/// signature and confirmed transcript hash are computed on separate
+/// threads, and only a message from this member's own leaf is hashed to
+/// recognise it): other members stage it with the committer's transcript
+/// (same epoch authenticator), a copy with one byte changed is refused
+/// with the state unchanged, and the committer recognises its own copy.
+#[test]
+fn large_commit_is_processed_and_echoed() {
+    let mut groups = group_of(3, &config(HandshakeFraming::Public));
+    let mut options = CommitOptions::new();
+    options.force_path = true;
+    options.authenticated_data = vec![0xa5; 300 * 1024];
+    let out = groups[0].commit(options, NOW).unwrap();
+
+    let mut bytes = out.commit.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    let before = groups[1].epoch_authenticator().to_vec();
+    assert!(matches!(
+        groups[1].process_incoming(&bytes, NOW),
+        Err(GroupError::Protection(
+            ProtectionError::InvalidMembershipTag
+        ))
+    ));
+    assert_eq!(groups[1].epoch_authenticator(), &before[..]);
+
+    merge(&mut groups[1], &out.commit);
+    merge(&mut groups[2], &out.commit);
+    assert!(matches!(
+        groups[0].process_incoming(&out.commit, NOW).unwrap(),
+        ProcessedMessage::OwnCommit(_)
+    ));
+    let expected = groups[0].epoch_authenticator().to_vec();
+    assert_ne!(expected, before);
+    assert_eq!(groups[1].epoch_authenticator(), &expected[..]);
+    assert_eq!(groups[2].epoch_authenticator(), &expected[..]);
+}

@@ -974,3 +974,53 @@ mod bit_flips {
         }
     }
 }
+
+/// A PublicMessage whose FramedContentTBS is above 256 KiB has its
+/// membership tag and signature checked on separate threads
+/// (`message_protection::PARALLEL_CHECKS_FROM`): the same outcomes as for
+/// a small message, and the membership tag still reported first.
+#[test]
+fn large_public_message_checks() {
+    let f = fixture();
+    let body = public_proposal(&f).content.body;
+    let large = |signer: &KeyRef| {
+        let mut framed = f.framed(body.clone());
+        framed.authenticated_data = vec![0x5a; 300 * 1024];
+        let ac = sign_content(
+            f.cs,
+            &f.custody,
+            signer,
+            WireFormat::PUBLIC_MESSAGE,
+            framed,
+            Some(&f.context),
+        )
+        .unwrap();
+        protect_public(f.cs, ac, Some(f.membership())).unwrap()
+    };
+    let genuine = large(&f.signer);
+    let content = unprotect_pub(&f, genuine.clone()).unwrap();
+    assert_eq!(content.content, genuine.content);
+
+    // Content changed after tagging: the membership tag fails.
+    let mut m = genuine.clone();
+    m.content.authenticated_data[200 * 1024] ^= 1;
+    assert!(matches!(
+        unprotect_pub(&f, m),
+        Err(ProtectionError::InvalidMembershipTag)
+    ));
+    // Signed by a key that is not the sender's, tagged correctly.
+    let other = f.custody.generate(f.cs.signature_key_spec()).unwrap();
+    let forged = large(&other);
+    assert!(matches!(
+        unprotect_pub(&f, forged.clone()),
+        Err(ProtectionError::InvalidSignature(_))
+    ));
+    // Both wrong: the membership tag is reported.
+    let mut m = forged;
+    m.membership_tag.as_mut().unwrap().0[0] ^= 1;
+    assert!(matches!(
+        unprotect_pub(&f, m),
+        Err(ProtectionError::InvalidMembershipTag)
+    ));
+    f.custody.destroy(&other).unwrap();
+}

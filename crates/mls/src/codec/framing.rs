@@ -137,13 +137,30 @@ impl FramedContent {
         context: Option<&GroupContext>,
     ) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(self.tls_serialized_len() + 64);
-        ProtocolVersion::MLS10.tls_serialize(&mut out)?;
-        wire_format.tls_serialize(&mut out)?;
-        self.tls_serialize(&mut out)?;
+        self.write_to_be_signed(wire_format, context, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the encoding of `FramedContentTBS` (see
+    /// [`FramedContent::to_be_signed`]) to `out`, so that a caller can
+    /// put it behind a prefix without copying it. Returns where
+    /// `wire_format ‖ content` lies in `out` (the start of the
+    /// `ConfirmedTranscriptHashInput` of a commit, RFC 9420 §8.2).
+    pub fn write_to_be_signed(
+        &self,
+        wire_format: WireFormat,
+        context: Option<&GroupContext>,
+        out: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>, CodecError> {
+        ProtocolVersion::MLS10.tls_serialize(out)?;
+        let start = out.len();
+        wire_format.tls_serialize(out)?;
+        self.tls_serialize(out)?;
+        let framed = start..out.len();
         let needs_context = matches!(self.sender, Sender::Member(_) | Sender::NewMemberCommit);
         match (needs_context, context) {
             (true, Some(ctx)) => {
-                ctx.tls_serialize(&mut out)?;
+                ctx.tls_serialize(out)?;
             }
             (false, None) => {}
             (true, None) => {
@@ -157,7 +174,7 @@ impl FramedContent {
                 ));
             }
         }
-        Ok(out)
+        Ok(framed)
     }
 }
 

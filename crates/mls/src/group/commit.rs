@@ -740,9 +740,12 @@ impl Group {
 
     /// Validates a commit from another member (RFC 9420 §12.4.2) and
     /// computes the next epoch without changing the group.
+    /// `precomputed_confirmed`: the commit's confirmed transcript hash, if
+    /// already computed over the current interim transcript hash.
     pub(crate) fn stage_commit(
         &self,
         content: &AuthenticatedContent,
+        precomputed_confirmed: Option<Digest>,
         now: UnixTime,
     ) -> Result<StagedCommit, GroupError> {
         let FramedContentBody::Commit(commit) = &content.content.body else {
@@ -886,11 +889,14 @@ impl Group {
                 .map_err(|_| GroupError::InvalidCommit(CommitRule::ExternalInitKemOutput))?,
             None => self.state.secrets.init_secret.clone(),
         };
-        let confirmed = confirmed_transcript_hash(
-            self.cs,
-            &self.state.interim_transcript_hash,
-            &ConfirmedTranscriptHashInput::new(content)?,
-        )?;
+        let confirmed = match precomputed_confirmed {
+            Some(confirmed) => confirmed,
+            None => confirmed_transcript_hash(
+                self.cs,
+                &self.state.interim_transcript_hash,
+                &ConfirmedTranscriptHashInput::new(content)?,
+            )?,
+        };
         let mut context = provisional;
         context.confirmed_transcript_hash = confirmed.to_vec();
         let psk = compute_psk_secret(self.cs, &self.psks, &effects.psks)?;

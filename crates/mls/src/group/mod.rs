@@ -67,7 +67,7 @@ use crate::key_package::KeyPackage;
 use crate::key_schedule::EpochSecrets;
 use crate::message_protection::{
     MemberSignatureKeys, Membership, protect_private, protect_public, sign_content,
-    unprotect_private, unprotect_public,
+    unprotect_private, unprotect_public_with_transcript,
 };
 use crate::secret_tree::SecretTree;
 use crate::tree::{RatchetTree, TreeKemPrivate};
@@ -1037,11 +1037,25 @@ impl Group {
         bytes: &[u8],
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
-        if let Some(event) = self.recognise_own(bytes)? {
+        let message = MlsMessage::decode(bytes);
+        // Only a PublicMessage from this member's leaf, or a PrivateMessage
+        // (its sender is encrypted), can be one this member sent: others
+        // are not hashed (a commit to a large group is megabytes).
+        let may_be_own = match &message {
+            Ok(m) => match &m.body {
+                MlsMessageBody::PublicMessage(p) => {
+                    p.content.sender == Sender::Member(self.state.own_leaf())
+                }
+                MlsMessageBody::PrivateMessage(_) => true,
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if may_be_own && let Some(event) = self.recognise_own(bytes)? {
             return Ok(event);
         }
         self.check_active()?;
-        let message = MlsMessage::decode(bytes).map_err(GroupError::Malformed)?;
+        let message = message.map_err(GroupError::Malformed)?;
         match message.body {
             MlsMessageBody::PublicMessage(m) => self.process_public(m, now),
             MlsMessageBody::PrivateMessage(m) => self.process_private(m, now),
@@ -1115,14 +1129,15 @@ impl Group {
             &self.state.context.extensions,
             &message.content,
         )?;
-        let content = unprotect_public(
+        let (content, confirmed_transcript_hash) = unprotect_public_with_transcript(
             self.cs,
             message,
             &self.state.context,
             &self.state.secrets.membership_key,
             signature_key.as_slice(),
+            &self.state.interim_transcript_hash,
         )?;
-        self.process_content(content, None, now)
+        self.process_content(content, None, confirmed_transcript_hash, now)
     }
 
     fn process_private(
@@ -1153,7 +1168,7 @@ impl Group {
                 &self.state.context,
                 &TreeKeys(&self.state.tree),
             )?;
-            return self.process_content(unprotected.content, None, now);
+            return self.process_content(unprotected.content, None, None, now);
         }
         // Handshakes are validated after decryption: stage the secret tree
         // and keep it only if the whole message is accepted.
@@ -1166,7 +1181,7 @@ impl Group {
             &self.state.context,
             &TreeKeys(&self.state.tree),
         )?;
-        self.process_content(unprotected.content, Some(secret_tree), now)
+        self.process_content(unprotected.content, Some(secret_tree), None, now)
     }
 
     /// A late application message of a retained past epoch.
@@ -1211,10 +1226,13 @@ impl Group {
         })
     }
 
+    /// `confirmed_transcript_hash`: a commit's, if already computed from
+    /// the current interim transcript hash (PublicMessage).
     fn process_content(
         &mut self,
         content: AuthenticatedContent,
         secret_tree: Option<SecretTree>,
+        confirmed_transcript_hash: Option<Digest>,
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
         self.check_sender_credential(&content)?;
@@ -1259,7 +1277,7 @@ impl Group {
                 event
             }
             FramedContentBody::Commit(_) => {
-                let staged = self.stage_commit(&content, now)?;
+                let staged = self.stage_commit(&content, confirmed_transcript_hash, now)?;
                 ProcessedMessage::StagedCommit(staged)
             }
         };
