@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use hsmls::error::CodecError;
 use hsmls::internal::codec::vl::{read_vl_header, split_vl};
 use hsmls::internal::codec::{
-    Commit, FramedContentAuthData, GroupSecrets, Mac, MlsMessage, MlsMessageBody,
-    PrivateMessageContent, ProposalOrRef, PublicMessage, Welcome,
+    Commit, FramedContentAuthData, GroupSecrets, HpkeCiphertexts, Mac, MlsMessage, MlsMessageBody,
+    PrivateMessageContent, ProposalOrRef, PublicMessage, UpdatePathNode, Welcome,
 };
 use hsmls::wire::LeafIndex;
 use hsmls::wire::{
@@ -524,4 +524,55 @@ fn every_vector_field_uses_the_bounded_decoder() {
         }
     }
     assert!(checked > 30, "found only {checked} vector fields");
+}
+
+/// `UpdatePathNode.encrypted_path_secret` is kept encoded
+/// (`HpkeCiphertexts`): decoding still checks every element's framing
+/// inside the list, and `get` returns the same ciphertexts.
+#[test]
+fn encrypted_path_secrets_are_framed_like_a_vector() {
+    // encryption_key<V> = aa bb; encrypted_path_secret<V> holding
+    // {kem_output = 11, ciphertext = 22 33} and {kem_output = "", ciphertext = ""}.
+    let good = [
+        0x02, 0xaa, 0xbb, 0x07, 0x01, 0x11, 0x02, 0x22, 0x33, 0x00, 0x00,
+    ];
+    let node = UpdatePathNode::decode(&good).unwrap();
+    let list = &node.encrypted_path_secret;
+    assert_eq!(list.len(), 2);
+    let first = list.get(0).unwrap();
+    assert_eq!(
+        (first.kem_output.as_slice(), first.ciphertext.as_slice()),
+        (&[0x11][..], &[0x22, 0x33][..])
+    );
+    let second = list.get(1).unwrap();
+    assert!(second.kem_output.is_empty() && second.ciphertext.is_empty());
+    assert!(list.get(2).is_none());
+    assert_eq!(node.encode().unwrap(), good);
+    let rebuilt: HpkeCiphertexts = vec![first, second].try_into().unwrap();
+    assert_eq!(&rebuilt, list);
+
+    // The second element's ciphertext runs past the list's end (the list
+    // declares 6 bytes; the byte after it would complete the element).
+    let past_end = [
+        0x02, 0xaa, 0xbb, 0x06, 0x01, 0x11, 0x02, 0x22, 0x33, 0x00, 0x00,
+    ];
+    assert_eq!(
+        UpdatePathNode::decode(&past_end),
+        Err(CodecError::Truncated)
+    );
+    // An element with a kem_output only.
+    let half = [0x02, 0xaa, 0xbb, 0x02, 0x01, 0x11];
+    assert_eq!(UpdatePathNode::decode(&half), Err(CodecError::Truncated));
+    // A non-minimal header inside an element.
+    let non_minimal = [0x02, 0xaa, 0xbb, 0x04, 0x40, 0x01, 0x11, 0x00];
+    assert_eq!(
+        UpdatePathNode::decode(&non_minimal),
+        Err(CodecError::InvalidLengthHeader)
+    );
+    // A list longer than the input.
+    let truncated = [0x02, 0xaa, 0xbb, 0x3f, 0x00, 0x00];
+    assert_eq!(
+        UpdatePathNode::decode(&truncated),
+        Err(CodecError::Truncated)
+    );
 }

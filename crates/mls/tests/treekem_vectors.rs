@@ -380,7 +380,9 @@ fn rejected_merges_leave_tree_unchanged(
         });
         // A missing ciphertext.
         let mut bad = path.clone();
-        bad.nodes[0].encrypted_path_secret.pop();
+        let mut fewer = bad.nodes[0].encrypted_path_secret.to_vec();
+        fewer.pop();
+        bad.nodes[0].encrypted_path_secret = fewer.try_into().unwrap();
         let mut t = tree.clone();
         let r = merge_update_path(&mut t, sender, &bad, params, &[]);
         check(t, r, "a missing ciphertext", &|e| {

@@ -1,13 +1,13 @@
 //! Ratchet tree wire types (RFC 9420 §7): LeafNode, ParentNode, Node,
 //! UpdatePath.
 
-use tls_codec::{Serialize, Size, TlsDeserializeBytes, TlsSerialize, TlsSize};
+use tls_codec::{DeserializeBytes, Serialize, Size, TlsDeserializeBytes, TlsSerialize, TlsSize};
 
 use super::CodecError;
 use super::types::{
     Capabilities, Credential, Extension, HpkePublicKey, Lifetime, SignaturePublicKey,
 };
-use super::vl::{vl_bytes, vl_vec};
+use super::vl::{split_vl, vl_bytes, vl_header_len, vl_vec, write_vl_header};
 use crate::tree_math::LeafIndex;
 
 /// `LeafNodeSource` with its `select` body (RFC 9420 §7.2).
@@ -152,8 +152,118 @@ pub struct UpdatePathNode {
     /// `HPKEPublicKey encryption_key`
     pub encryption_key: HpkePublicKey,
     /// `HPKECiphertext encrypted_path_secret<V>`
-    #[tls_codec(with = "vl_vec")]
-    pub encrypted_path_secret: Vec<HpkeCiphertext>,
+    pub encrypted_path_secret: HpkeCiphertexts,
+}
+
+/// `HPKECiphertext encrypted_path_secret<V>` (RFC 9420 §7.6), kept as its
+/// encoding. A commit's UpdatePath in a group with blank parents carries
+/// a ciphertext for almost every member, and a member decrypts one of
+/// them: decoding checks the framing of every element (two vectors, each
+/// inside the element, the elements inside the list, as the `vl_vec`
+/// decoder does) and copies the list once, instead of allocating two
+/// vectors per ciphertext; [`HpkeCiphertexts::get`] decodes one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct HpkeCiphertexts {
+    /// The encoded elements (the vector's content, without its header).
+    encoded: Vec<u8>,
+    /// The number of elements.
+    len: usize,
+}
+
+impl HpkeCiphertexts {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of ciphertexts.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a ciphertext.
+    pub fn push(&mut self, ciphertext: &HpkeCiphertext) -> Result<(), CodecError> {
+        ciphertext.tls_serialize(&mut self.encoded)?;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The `index`-th ciphertext, decoded.
+    pub fn get(&self, index: usize) -> Option<HpkeCiphertext> {
+        self.iter().nth(index)
+    }
+
+    /// The ciphertexts in order, decoded one by one.
+    pub fn iter(&self) -> impl Iterator<Item = HpkeCiphertext> + '_ {
+        let mut rest = self.encoded.as_slice();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            // The framing was checked when the list was decoded or built.
+            let (ct, next) = HpkeCiphertext::tls_deserialize_bytes(rest).ok()?;
+            rest = next;
+            Some(ct)
+        })
+    }
+
+    /// The ciphertexts, decoded.
+    pub fn to_vec(&self) -> Vec<HpkeCiphertext> {
+        self.iter().collect()
+    }
+}
+
+impl TryFrom<Vec<HpkeCiphertext>> for HpkeCiphertexts {
+    type Error = CodecError;
+
+    fn try_from(v: Vec<HpkeCiphertext>) -> Result<Self, CodecError> {
+        let mut out = HpkeCiphertexts::new();
+        for ct in &v {
+            out.push(ct)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Size for HpkeCiphertexts {
+    fn tls_serialized_len(&self) -> usize {
+        vl_header_len(self.encoded.len()) + self.encoded.len()
+    }
+}
+
+impl Serialize for HpkeCiphertexts {
+    fn tls_serialize<W: std::io::Write>(&self, writer: &mut W) -> Result<usize, tls_codec::Error> {
+        let header = write_vl_header(self.encoded.len(), writer)?;
+        writer.write_all(&self.encoded)?;
+        Ok(header + self.encoded.len())
+    }
+}
+
+impl DeserializeBytes for HpkeCiphertexts {
+    fn tls_deserialize_bytes(bytes: &[u8]) -> Result<(Self, &[u8]), tls_codec::Error> {
+        let (content, rest) = split_vl(bytes)?;
+        let mut walk = content;
+        let mut len = 0;
+        while !walk.is_empty() {
+            // kem_output<V>, ciphertext<V>: at least two bytes.
+            let (_, after_kem_output) = split_vl(walk)?;
+            let (_, after_ciphertext) = split_vl(after_kem_output)?;
+            walk = after_ciphertext;
+            len += 1;
+        }
+        Ok((
+            HpkeCiphertexts {
+                encoded: content.to_vec(),
+                len,
+            },
+            rest,
+        ))
+    }
 }
 
 /// `UpdatePath` (RFC 9420 §7.6).

@@ -11,8 +11,8 @@ use super::ratchet_tree::{RatchetTree, in_subtree};
 use super::validation::{GroupParams, LeafNodeUsage, validate_leaf_node};
 use super::{KeyKind, MergeMismatch, TreeError, hashes};
 use crate::codec::{
-    Capabilities, Credential, Extension, HpkeCiphertext, HpkePublicKey, LeafNode, LeafNodeSource,
-    Node, ParentNode, SignaturePublicKey, UpdatePath, UpdatePathNode,
+    Capabilities, Credential, Extension, HpkeCiphertext, HpkeCiphertexts, HpkePublicKey, LeafNode,
+    LeafNodeSource, Node, ParentNode, SignaturePublicKey, UpdatePath, UpdatePathNode,
 };
 use crate::tree_math::{self, LeafIndex, NodeIndex};
 
@@ -351,7 +351,7 @@ impl PreparedUpdatePath {
             .iter()
             .map(|p| UpdatePathNode {
                 encryption_key: HpkePublicKey(p.key.public_key().as_bytes().to_vec()),
-                encrypted_path_secret: Vec::new(),
+                encrypted_path_secret: HpkeCiphertexts::new(),
             })
             .collect();
         if sealed.len() != jobs.len() {
@@ -359,7 +359,7 @@ impl PreparedUpdatePath {
         }
         for ((k, _), ct) in jobs.iter().zip(sealed) {
             if let Some(n) = nodes.get_mut(*k) {
-                n.encrypted_path_secret.push(ct?);
+                n.encrypted_path_secret.push(&ct?)?;
             }
         }
         let mut path_secrets = Vec::with_capacity(self.path.len());
