@@ -12,6 +12,10 @@ use super::{KeyKind, TreeError, TreeShape};
 use crate::codec::{self, CredentialType, LeafNode, Node, ParentNode};
 use crate::tree_math::{self, LeafIndex, NodeIndex};
 
+/// From this many leaves on, a tree hashed from scratch is hashed on two
+/// threads (one per half under the root).
+const PARALLEL_TREE_HASH_LEAVES: u32 = 1024;
+
 /// The largest number of leaves a tree may have: node indices are `u32`.
 pub const MAX_LEAVES: u32 = 1 << 31;
 
@@ -567,10 +571,68 @@ impl RatchetTree {
     // ----- hashes -----
 
     /// The tree hash of the root (§7.8), the `tree_hash` of the GroupContext.
-    /// Recomputes only the nodes changed since the last call.
+    /// Recomputes only the nodes changed since the last call. In a tree of
+    /// at least 1,024 leaves, the two halves under
+    /// the root are hashed on two threads when both are stale (a tree
+    /// received in a Welcome, whose hashes are all stale).
     pub fn tree_hash(&mut self) -> Result<Digest, TreeError> {
         let root = self.root();
+        if self.n_leaves >= PARALLEL_TREE_HASH_LEAVES && self.nodes.hash(root.0 as usize).is_none()
+        {
+            let (left, right) = (tree_math::left(root)?, tree_math::right(root)?);
+            let stale = |x: NodeIndex| {
+                (x.0 as usize) < self.nodes.len() && self.nodes.hash(x.0 as usize).is_none()
+            };
+            if stale(left) && stale(right) {
+                let this = &*self;
+                let (l, r) = std::thread::scope(|scope| {
+                    let r = std::thread::Builder::new()
+                        .spawn_scoped(scope, move || this.stale_subtree_hashes(right))
+                        .map_err(|_| TreeError::WorkerPanicked);
+                    let l = this.stale_subtree_hashes(left);
+                    let r = r.and_then(|h| h.join().map_err(|_| TreeError::WorkerPanicked));
+                    (l, r)
+                });
+                for (x, h) in l?.into_iter().chain(r??) {
+                    self.nodes.set_hash(x, Some(h));
+                }
+            }
+        }
         self.node_tree_hash(root)
+    }
+
+    /// The tree hashes of `x` and of its stale descendants (§7.8), computed
+    /// without writing the cache: (node, hash) pairs, children first.
+    fn stale_subtree_hashes(&self, x: NodeIndex) -> Result<Vec<(usize, Digest)>, TreeError> {
+        let mut out = Vec::new();
+        self.stale_subtree_hashes_in(x, &mut out)?;
+        Ok(out)
+    }
+
+    fn stale_subtree_hashes_in(
+        &self,
+        x: NodeIndex,
+        out: &mut Vec<(usize, Digest)>,
+    ) -> Result<Digest, TreeError> {
+        if let Some(h) = self.nodes.hash(x.0 as usize) {
+            return Ok(h);
+        }
+        if x.0 as usize >= self.nodes.len() {
+            return Err(tree_math::TreeMathError::OutOfTree {
+                node: x.0,
+                n_leaves: self.n_leaves,
+            }
+            .into());
+        }
+        let h = if x.is_leaf() {
+            hashes::leaf_tree_hash(self.provider, x, self.leaf_at(x))?
+        } else {
+            let l = self.stale_subtree_hashes_in(tree_math::left(x)?, out)?;
+            let r = self.stale_subtree_hashes_in(tree_math::right(x)?, out)?;
+            hashes::parent_tree_hash(self.provider, self.parent_node(x), &l, &r)?
+        };
+        out.push((x.0 as usize, h));
+        Ok(h)
     }
 
     /// The tree hash of node `x` (§7.8).

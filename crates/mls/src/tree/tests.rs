@@ -204,6 +204,53 @@ fn large_tree_incremental_hashes_and_resolutions() {
     assert_eq!(tree.tree_hash().expect("hash"), fresh_hash(&tree));
 }
 
+/// A tree of at least 1,024 leaves hashed from scratch is hashed on two
+/// threads (one per half under the root): the same root hash as node by
+/// node on this thread, and every node's hash is cached afterwards.
+#[test]
+fn parallel_tree_hash_matches_serial() {
+    let p = provider();
+    let mut tree = RatchetTree::new(p, dummy_leaf(0));
+    for i in 1..1500 {
+        tree.add_leaf(dummy_leaf(i)).expect("add");
+    }
+    for (k, x) in [(1u8, 511u32), (2, 1023), (3, 2047), (4, 3071)] {
+        tree.set_node(NodeIndex(x), Some(parent(k)));
+    }
+    assert_eq!(tree.leaf_count(), 2048);
+    let mut serial = UnverifiedTree::new(p, tree.to_ratchet_tree())
+        .expect("well formed")
+        .trusted_without_validation();
+    let root = serial.root();
+    let expected = serial.node_tree_hash(root).expect("serial hash");
+    let mut parallel = UnverifiedTree::new(p, tree.to_ratchet_tree())
+        .expect("well formed")
+        .trusted_without_validation();
+    assert!(parallel.cached_hash(root).is_none());
+    assert_eq!(parallel.tree_hash().expect("parallel hash"), expected);
+    for x in 0..parallel.node_count() {
+        let x = NodeIndex(x);
+        assert_eq!(
+            parallel.cached_hash(x),
+            Some(serial.node_tree_hash(x).expect("hash")),
+            "{x:?}"
+        );
+    }
+    // A changed leaf in one half: only that path is recomputed, and the
+    // hash still matches.
+    parallel
+        .update_leaf(LeafIndex(1200), dummy_leaf(5000))
+        .expect("update");
+    serial
+        .update_leaf(LeafIndex(1200), dummy_leaf(5000))
+        .expect("update");
+    let root = serial.root();
+    assert_eq!(
+        parallel.tree_hash().expect("hash"),
+        serial.node_tree_hash(root).expect("hash")
+    );
+}
+
 /// Membership checks: duplicate keys and credential types.
 #[test]
 fn check_leaves_fit_rejects_duplicates() {
