@@ -7,13 +7,17 @@
 //!
 //! `--port` defaults to 50051. Keys live in memory (zeroized on drop)
 //! unless `--pkcs11` is given or `HSMLS_INTEROP_PKCS11=1` is set: then
-//! they live in the PKCS#11 token that `HSMLS_PKCS11_CONFIG` describes.
+//! they live in the PKCS#11 token that `HSMLS_PKCS11_CONFIG` describes,
+//! through a [`CustodyRouter`]: the HPKE keys of a suite the token cannot
+//! hold (X25519 on SoftHSM: suites 0x0001 and 0x0003) live in process
+//! memory only when that file says `hpke_keys = "token-else-software"`,
+//! and are refused otherwise; signature keys always live in the token.
 #![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use hsmls_custody::{KeyCustody, Pkcs11Custody, SoftwareCustody};
+use hsmls_custody::{CustodyRouter, KeyCustody, Pkcs11Config, Pkcs11Custody, SoftwareCustody};
 use hsmls_interop::InteropClient;
 
 const USAGE: &str = "usage: hsmls-interop-client [--port N] [--pkcs11]
@@ -64,7 +68,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let custody: Arc<dyn KeyCustody> = if args.pkcs11 {
-        match Pkcs11Custody::open_from_env() {
+        match Pkcs11Config::from_env().and_then(|config| {
+            let token = Pkcs11Custody::open(&config)?;
+            Ok(CustodyRouter::new(Arc::new(token), config.hpke_keys))
+        }) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 eprintln!("cannot open the PKCS#11 token: {e}");

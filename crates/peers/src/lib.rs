@@ -18,6 +18,7 @@
 pub mod hsmls_peer;
 pub mod mls_rs_peer;
 pub mod openmls_peer;
+pub mod scenario;
 
 pub use hsmls_peer::HsmlsPeer;
 pub use mls_rs_peer::MlsRsPeer;
