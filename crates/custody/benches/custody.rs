@@ -10,8 +10,9 @@
 //!   ECDSA over P-256/SHA-256, P-384/SHA-384 and P-521/SHA-512 (the digest
 //!   in software, `CKM_ECDSA` in the token; DER, low S);
 //! - `dh/{curve}/{backend}`: `KeyCustody::dh` with a fixed valid peer key
-//!   (`CKM_ECDH1_DERIVE`, the secret read and its object destroyed); X25519
-//!   in software only (SoftHSM has no Montgomery key agreement);
+//!   (`CKM_ECDH1_DERIVE`, the secret read and its object destroyed) on
+//!   X25519, P-256, P-384 and P-521; X25519 in software only (SoftHSM has
+//!   no Montgomery key agreement: skipped with its reason);
 //! - `keygen_hpke/{backend}`, `keygen_signature/{backend}`: P-256 key
 //!   generation and destruction (HPKE keys: session objects wrapped under
 //!   the token's AES key; signature keys: token objects).
@@ -34,26 +35,31 @@ fn backends() -> Vec<(&'static str, Box<dyn KeyCustody>)> {
     ]
 }
 
-/// The curves, with their signature and KEM key specs.
-const CURVES: [(&str, KeySpec, KeySpec); 4] = [
+/// The curves: the signature key spec and its name, the KEM key spec and
+/// its name (Curve25519 signs as Ed25519 and agrees as X25519).
+const CURVES: [(&str, KeySpec, &str, KeySpec); 4] = [
     (
         "ed25519",
         KeySpec::ED25519,
+        "x25519",
         KeySpec::DHKEM_X25519_HKDF_SHA256,
     ),
     (
         "p256",
         KeySpec::ECDSA_SECP256R1_SHA256,
+        "p256",
         KeySpec::DHKEM_P256_HKDF_SHA256,
     ),
     (
         "p384",
         KeySpec::ECDSA_SECP384R1_SHA384,
+        "p384",
         KeySpec::DHKEM_P384_HKDF_SHA384,
     ),
     (
         "p521",
         KeySpec::ECDSA_SECP521R1_SHA512,
+        "p521",
         KeySpec::DHKEM_P521_HKDF_SHA512,
     ),
 ];
@@ -63,7 +69,7 @@ fn bench(c: &mut Criterion) {
     // Peer public keys, one per KEM, made once in software.
     let peers = SoftwareCustody::new();
     let backends = backends();
-    for (curve, sig_spec, kem_spec) in CURVES {
+    for (curve, sig_spec, kem, kem_spec) in CURVES {
         let mut g = c.benchmark_group(format!("sign/{curve}"));
         g.throughput(Throughput::Elements(1));
         for (name, custody) in &backends {
@@ -77,12 +83,12 @@ fn bench(c: &mut Criterion) {
 
         let peer_key = peers.generate(kem_spec).unwrap();
         let peer = peer_key.public_key().as_bytes().to_vec();
-        let mut g = c.benchmark_group(format!("dh/{curve}"));
+        let mut g = c.benchmark_group(format!("dh/{kem}"));
         g.throughput(Throughput::Elements(1));
         for (name, custody) in &backends {
             if !custody.capabilities().supports(kem_spec) {
                 eprintln!(
-                    "dh/{curve}/{name}: skipped: {}",
+                    "dh/{kem}/{name}: skipped: {}",
                     custody.unsupported_reason(kem_spec).unwrap_or_default()
                 );
                 continue;
