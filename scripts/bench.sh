@@ -9,6 +9,10 @@
 #   bash scripts/bench.sh --as -- validate
 #   bash scripts/bench.sh --ds                        # the DS store: appends/s on
 #                                                     # SQLite and PostgreSQL, reads
+#   bash scripts/bench.sh --tpm                       # MLS commit create/process and
+#                                                     # messages with one member's keys in
+#                                                     # software, SoftHSM, and the swtpm TPM
+#                                                     # (signature key) + SoftHSM (HPKE)
 #   bash scripts/bench.sh --ds-load                   # the DS end to end: hsmls-ds serve
 #                                                     # + the open-loop load generator
 #                                                     # (scripts/ds-load.sh)
@@ -35,6 +39,11 @@ if [[ "${1:-}" == "--ds" ]]; then
     eval "$(bash scripts/setup-postgres.sh --env)"
     export HSMLS_TEST_PG_URL
     exec cargo bench -p hsmls-ds --bench store "$@"
+fi
+if [[ "${1:-}" == "--tpm" ]]; then
+    shift
+    eval "$(bash scripts/setup-tpm.sh --env --quiet)"
+    exec cargo bench -p hsmls --bench custody_commit "$@"
 fi
 if [[ "${1:-}" == "--ds-load" ]]; then
     shift

@@ -21,6 +21,9 @@
 #   bash scripts/demo.sh --postgres   the AS and the DS on PostgreSQL
 #                                     (scripts/setup-postgres.sh)
 #   bash scripts/demo.sh --keep       keep the demo folder (for a look)
+#   bash scripts/demo.sh --suite 0x0001   every client on that MLS cipher
+#                                     suite (0x0001, 0x0002 default, 0x0003,
+#                                     0x0005, 0x0007)
 #   HSMLS_BIN=/path/to/hsmls          use that binary instead of building
 #
 # The old single-process demos are `hsmls demo` (custody-demo, group-demo).
@@ -30,13 +33,23 @@ cd "$ROOT"
 
 POSTGRES=0
 KEEP=0
-for a in "$@"; do
-    case "$a" in
+SUITE=0x0002
+USAGE="usage: demo.sh [--postgres] [--keep] [--suite 0x0001|0x0002|0x0003|0x0005|0x0007]"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
         --postgres) POSTGRES=1 ;;
         --keep) KEEP=1 ;;
-        *) echo "usage: demo.sh [--postgres] [--keep]" >&2; exit 2 ;;
+        --suite) SUITE="${2:-}"; shift ;;
+        --suite=*) SUITE="${1#--suite=}" ;;
+        *) echo "$USAGE" >&2; exit 2 ;;
     esac
+    shift
 done
+case "$SUITE" in
+    0x0001|0x0003) HPKE_KEYS="token-else-software" ;;
+    0x0002|0x0005|0x0007) HPKE_KEYS="token" ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
+esac
 
 # ---------------------------------------------------------------- setup
 if [[ -n "${HSMLS_BIN:-}" ]]; then
@@ -212,11 +225,21 @@ say "   DS listening on https://127.0.0.1:$DS_PORT"
 
 # ---------------------------------------------------------------- clients
 step "alice, bob and charlie: a SoftHSM token each, enrolment with one-time tokens"
+say "   cipher suite $SUITE"
+if [[ "$HPKE_KEYS" != token ]]; then
+    say "   HPKE keys (X25519) in software, sealed under each token's AES key: SoftHSM has no"
+    say "   X25519 key agreement (no CKM_EC_MONTGOMERY_KEY_PAIR_GEN), so pkcs11.toml says"
+    say "   hpke_keys = \"token-else-software\"; the Ed25519 signature keys stay in the token"
+fi
 for who in alice bob charlie; do
     bash scripts/setup-hsm.sh --quiet --dir "$DEMO/$who/hsm" --token "demo-$who"
+    if [[ "$HPKE_KEYS" != token ]]; then
+        echo "hpke_keys = \"$HPKE_KEYS\"" >>"$DEMO/$who/hsm/pkcs11.toml"
+    fi
     cat >"$DEMO/$who/client.toml" <<EOF
 identity = "$(identity "$who")"
 state_path = "state.sqlite"
+cipher_suite = $SUITE
 
 [custody]
 kind = "pkcs11"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every check of the project: SoftHSM token and PostgreSQL setup,
+# Runs every check of the project: SoftHSM token, TPM and PostgreSQL setup,
 # formatting, clippy, the documentation (warnings denied),
 # and the whole test suite (the PKCS#11 tests use the SoftHSM token).
 set -euo pipefail
@@ -8,6 +8,13 @@ cd "$ROOT"
 
 eval "$(bash scripts/setup-hsm.sh --env)"
 export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
+# The TPM 2.0 tests: a software TPM (swtpm on 127.0.0.1) with a tpm2-pkcs11
+# token, behind tpm2-abrmd on a private bus (scripts/setup-tpm.sh; its split
+# configuration points HPKE keys at the SoftHSM token above). They fail,
+# never skip, without it; the script fails here if the TPM cannot start.
+eval "$(bash scripts/setup-tpm.sh --env --quiet)"
+export TPM2_PKCS11_STORE TPM2_PKCS11_TCTI TPM2TOOLS_TCTI DBUS_SESSION_BUS_ADDRESS \
+    HSMLS_TPM_PKCS11_CONFIG HSMLS_TPM_SPLIT_PKCS11_CONFIG
 # The AS storage tests also run on PostgreSQL: a private server on
 # 127.0.0.1 (scripts/setup-postgres.sh). They fail, never skip, without it.
 eval "$(bash scripts/setup-postgres.sh --env)"
@@ -34,6 +41,7 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 # The documentation an application reads (hsmls without test-utils).
 RUSTDOCFLAGS="-D warnings" cargo doc -p hsmls --no-deps
+bash scripts/callgrind-guard.sh --check
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -442,16 +442,34 @@ impl System {
     }
 
     /// A user named `name` (identity `im:NAME@hsmls.test`) with a token of
-    /// its own, enrolled with a one-time token from the operator.
+    /// its own, enrolled with a one-time token from the operator, on suite
+    /// 0x0002.
     pub fn user(&self, name: &str) -> User {
+        self.user_in_suite(name, 0x0002)
+    }
+
+    /// [`user`](Self::user) on MLS cipher suite `suite` (`cipher_suite` in
+    /// its configuration). For the X25519 suites (0x0001, 0x0003), which
+    /// SoftHSM cannot hold, its PKCS#11 configuration keeps the HPKE keys
+    /// in software (`hpke_keys = "token-else-software"`).
+    pub fn user_in_suite(&self, name: &str, suite: u16) -> User {
         let dir = self.dir.path().join(name);
         let softhsm = token(&dir.join("hsm"), &format!("system-{name}"));
+        if matches!(suite, 0x0001 | 0x0003) {
+            let p11 = dir.join("hsm/pkcs11.toml");
+            let text = std::fs::read_to_string(&p11).expect("pkcs11.toml");
+            std::fs::write(
+                &p11,
+                format!("{text}\nhpke_keys = \"token-else-software\"\n"),
+            )
+            .expect("pkcs11.toml");
+        }
         let identity = format!("im:{name}@hsmls.test");
         let config = dir.join("client.toml");
         std::fs::write(
             &config,
             format!(
-                "identity = \"{identity}\"\nstate_path = \"state.sqlite\"\n\n\
+                "identity = \"{identity}\"\nstate_path = \"state.sqlite\"\ncipher_suite = {suite}\n\n\
                  [custody]\nkind = \"pkcs11\"\nconfig = \"hsm/pkcs11.toml\"\n\n\
                  [authentication_service]\nurl = \"https://127.0.0.1:{}\"\n\
                  root_certificate = \"../as/state/root.pem\"\n\

@@ -29,11 +29,11 @@ fn agree(members: &[&User], group: &str) -> u64 {
     first.0
 }
 
-fn scenario(storage: Storage) {
+fn scenario(storage: Storage, suite: u16) {
     let mut sys = System::start(storage);
-    let alice = sys.user("alice");
-    let bob = sys.user("bob");
-    let charlie = sys.user("charlie");
+    let alice = sys.user_in_suite("alice", suite);
+    let bob = sys.user_in_suite("bob", suite);
+    let charlie = sys.user_in_suite("charlie", suite);
     let mut ledger = Ledger::default();
 
     // alice creates a group and adds bob and charlie.
@@ -186,10 +186,23 @@ fn scenario(storage: Storage) {
 
 #[test]
 fn scenario_on_sqlite() {
-    scenario(Storage::Sqlite);
+    scenario(Storage::Sqlite, 0x0002);
+}
+
+/// Suite 0x0001: Ed25519 signature keys in each token, X25519 HPKE keys
+/// in software sealed under it (`hpke_keys = "token-else-software"`).
+#[test]
+fn scenario_on_sqlite_suite_0x0001() {
+    scenario(Storage::Sqlite, 0x0001);
+}
+
+/// Suite 0x0007: P-384 signature and HPKE keys, all in each token.
+#[test]
+fn scenario_on_sqlite_suite_0x0007() {
+    scenario(Storage::Sqlite, 0x0007);
 }
 
 #[test]
 fn scenario_on_postgres() {
-    scenario(Storage::Postgres);
+    scenario(Storage::Postgres, 0x0002);
 }

@@ -16,7 +16,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use hsmls_credentials::csr::{CustodySigningKey, P256PublicKey};
+use der::{Decode, Encode};
+use hsmls_credentials::csr::{CustodySigningKey, SubjectPublicKey};
+use hsmls_credentials::keys;
 use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SignatureScheme};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
@@ -154,7 +156,11 @@ impl fmt::Debug for Ca {
 pub struct LeafRequest<'a> {
     /// The identity (SAN URI).
     pub identity: &'a str,
-    /// The subject's P-256 public key (SEC1 uncompressed point).
+    /// The signature scheme of the subject's key (the certificate's SPKI:
+    /// Ed25519, or ECDSA on P-256, P-384 or P-521).
+    pub scheme: SignatureScheme,
+    /// The subject's public key, in the MLS encoding of `scheme` (SEC1
+    /// uncompressed point, or the 32-byte Ed25519 key).
     pub public_key: &'a [u8],
     /// The serial number.
     pub serial: &'a [u8],
@@ -283,8 +289,29 @@ impl Ca {
         }];
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::Sha256;
-        let cert = p.signed_by(&P256PublicKey(req.public_key.to_vec()), &self.issuer()?)?;
-        Ok(cert.der().to_vec())
+        // rcgen writes the profile; it has no P-521 algorithm without its
+        // aws_lc_rs backend, so the subject's SubjectPublicKeyInfo is put
+        // in by x509-cert, and the to-be-signed certificate is signed once,
+        // in the token, after that.
+        let subject = SubjectPublicKey::new(req.scheme, req.public_key)?;
+        let draft = p.signed_by(
+            &subject,
+            &Issuer::new(
+                issuing_params(&self.profile),
+                Unsigned(CustodySigningKey::new(
+                    self.custody.clone(),
+                    self.issuing_key.clone(),
+                )?),
+            ),
+        )?;
+        let build = |e: der::Error| CaError::Build(e.to_string());
+        let mut cert = x509_cert::Certificate::from_der(draft.der()).map_err(build)?;
+        cert.tbs_certificate.subject_public_key_info =
+            keys::spki(req.scheme, req.public_key).map_err(build)?;
+        let tbs = cert.tbs_certificate.to_der().map_err(build)?;
+        let signature = self.custody.sign(&self.issuing_key, &tbs)?;
+        cert.signature = der::asn1::BitString::from_bytes(&signature).map_err(build)?;
+        cert.to_der().map_err(build)
     }
 
     /// Issues a TLS server certificate for `names` (DNS names or IP
@@ -336,6 +363,25 @@ impl Ca {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         Ok(params.signed_by(&self.issuer()?)?.der().to_vec())
+    }
+}
+
+/// The issuing key's public half, with a signature rcgen writes as empty:
+/// [`Ca::issue_leaf`] signs the finished to-be-signed certificate itself.
+struct Unsigned(CustodySigningKey);
+
+impl rcgen::PublicKeyData for Unsigned {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl rcgen::SigningKey for Unsigned {
+    fn sign(&self, _msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(Vec::new())
     }
 }
 

@@ -1,24 +1,20 @@
 //! Checking a PKCS#10 request (RFC 2986) without C code: x509-cert parses
-//! it, p256 verifies its signature (the client's proof of possession).
+//! it, and the signature (the client's proof of possession) is verified
+//! with the key's own MLS signature scheme (Ed25519, or ECDSA on P-256,
+//! P-384 or P-521 with SHA-256, SHA-384 or SHA-512:
+//! [`hsmls_credentials::keys`]).
 //! Only the public key and the SAN URI identity are read; every other
 //! requested extension is ignored, never copied into a certificate.
 
 use der::oid::AssociatedOid;
 use der::{Decode, Encode};
-use p256::ecdsa::signature::Verifier;
+use hsmls_credentials::keys::{self, SignatureScheme};
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::request::{CertReq, ExtensionReq};
 
 /// The largest CSR accepted (bytes of DER).
 pub const MAX_CSR_LEN: usize = 8 * 1024;
-
-const OID_EC_PUBLIC_KEY: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_ECDSA_SHA256: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
 /// Why a CSR was refused. One variant per rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +26,12 @@ pub enum CsrError {
     /// Not a DER PKCS#10 request.
     #[error("the CSR does not parse")]
     Malformed,
-    /// The key is not a P-256 key or the signature not ECDSA-SHA256.
-    #[error("the CSR's key or signature algorithm is not P-256 ECDSA with SHA-256")]
+    /// The key is not an Ed25519, P-256, P-384 or P-521 key, or the
+    /// request is not signed with that key's own algorithm
+    /// (ecdsa-with-SHA256/-SHA384/-SHA512 or Ed25519).
+    #[error(
+        "the CSR's key is not Ed25519/P-256/P-384/P-521, or its signature algorithm is not the key's"
+    )]
     UnsupportedAlgorithm,
     /// The signature does not verify with the request's key: no proof of
     /// possession.
@@ -45,7 +45,9 @@ pub enum CsrError {
 /// What the AS takes from a verified CSR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCsr {
-    /// The P-256 key (SEC1 uncompressed point).
+    /// The key's signature scheme.
+    pub scheme: SignatureScheme,
+    /// The key, in the MLS encoding of its scheme.
     pub public_key: Vec<u8>,
     /// The DER SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
@@ -60,15 +62,9 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
     }
     let req = CertReq::from_der(der_bytes).map_err(|_| CsrError::Malformed)?;
     let spki = &req.info.public_key;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
-    if spki.algorithm.oid != OID_EC_PUBLIC_KEY
-        || curve != Some(OID_P256)
-        || req.algorithm.oid != OID_ECDSA_SHA256
-    {
+    let scheme = keys::scheme_of_spki(spki).ok_or(CsrError::UnsupportedAlgorithm)?;
+    let expected = keys::signature_algorithm(scheme);
+    if req.algorithm.oid != expected.oid || req.algorithm.parameters.is_some() {
         return Err(CsrError::UnsupportedAlgorithm);
     }
     let public_key = spki
@@ -76,16 +72,11 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
         .as_bytes()
         .ok_or(CsrError::Malformed)?
         .to_vec();
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key)
-        .map_err(|_| CsrError::UnsupportedAlgorithm)?;
-    let signature = req
-        .signature
-        .as_bytes()
-        .and_then(|s| p256::ecdsa::Signature::from_der(s).ok())
-        .ok_or(CsrError::BadSignature)?;
+    let signature = req.signature.as_bytes().ok_or(CsrError::BadSignature)?;
     let info = req.info.to_der().map_err(|_| CsrError::Malformed)?;
-    key.verify(&info, &signature)
-        .map_err(|_| CsrError::BadSignature)?;
+    if !keys::verify(scheme, &public_key, &info, signature) {
+        return Err(CsrError::BadSignature);
+    }
     let mut uris = Vec::new();
     for attr in req.info.attributes.iter() {
         if attr.oid != ExtensionReq::OID {
@@ -108,6 +99,7 @@ pub fn verify_csr(der_bytes: &[u8]) -> Result<VerifiedCsr, CsrError> {
         }
     }
     Ok(VerifiedCsr {
+        scheme,
         public_key,
         spki_der: spki.to_der().map_err(|_| CsrError::Malformed)?,
         uris,

@@ -12,9 +12,8 @@ use hsmls_credentials::api::{
     RevokeCert, b64, unb64,
 };
 use hsmls_credentials::tlog::{self, Hash, LogKey, NodeId};
-use hsmls_credentials::{Clock, EntryKind, LogEntry, cert_hash, leaf_info};
-use hsmls_custody::KeyRef;
-use p256::ecdsa::signature::Verifier;
+use hsmls_credentials::{Clock, EntryKind, LogEntry, cert_hash, keys, leaf_info};
+use hsmls_custody::{KeyRef, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use crate::ca::{Ca, CaError, LeafRequest, random_serial};
@@ -336,6 +335,7 @@ impl<S: Store> AuthService<S> {
     async fn sign_leaf(
         &self,
         identity: &str,
+        scheme: SignatureScheme,
         public_key: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>, u64), AsError> {
         let now = self.clock.now();
@@ -351,6 +351,7 @@ impl<S: Store> AuthService<S> {
         let der = blocking(move || {
             ca.issue_leaf(&LeafRequest {
                 identity: &identity,
+                scheme,
                 public_key: &public_key,
                 serial: &s,
                 not_before: now,
@@ -383,7 +384,9 @@ impl<S: Store> AuthService<S> {
         if order.expires <= now {
             return Err(AsError::TokenExpired);
         }
-        let (der, serial, not_after) = self.sign_leaf(&order.identity, &csr.public_key).await?;
+        let (der, serial, not_after) = self
+            .sign_leaf(&order.identity, csr.scheme, &csr.public_key)
+            .await?;
         let serial_hex = hex::encode(&serial);
         let entry = LogEntry {
             kind: EntryKind::Issued,
@@ -456,14 +459,11 @@ impl<S: Store> AuthService<S> {
             return Err(AsError::CertificateExpired);
         }
         let info = leaf_info(cert_der).map_err(|e| AsError::Malformed(e.to_string()))?;
-        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&info.public_key)
-            .map_err(|_| AsError::BadProofOfPossession)?;
-        let sig = p256::ecdsa::Signature::from_der(signature)
-            .map_err(|_| AsError::BadProofOfPossession)?;
         let mut signed = label.to_vec();
         signed.extend_from_slice(message);
-        key.verify(&signed, &sig)
-            .map_err(|_| AsError::BadProofOfPossession)?;
+        if !keys::verify(info.scheme, &info.public_key, &signed, signature) {
+            return Err(AsError::BadProofOfPossession);
+        }
         Ok(row)
     }
 
@@ -485,7 +485,9 @@ impl<S: Store> AuthService<S> {
             return Err(AsError::BadCsr(CsrError::IdentityMismatch));
         }
         let now = self.clock.now();
-        let (der, serial, not_after) = self.sign_leaf(&current.identity, &csr.public_key).await?;
+        let (der, serial, not_after) = self
+            .sign_leaf(&current.identity, csr.scheme, &csr.public_key)
+            .await?;
         let serial_hex = hex::encode(&serial);
         let entry = LogEntry {
             kind: EntryKind::Issued,

@@ -25,6 +25,7 @@ const CRL_URL: &str = "https://as.hsmls.test/crl";
 fn leaf(ca: &Ca, identity: &str, public_key: &[u8], now: u64) -> Vec<u8> {
     ca.issue_leaf(&LeafRequest {
         identity,
+        scheme: hsmls_custody::SignatureScheme::EcdsaSecp256r1Sha256,
         public_key,
         serial: &random_serial(),
         not_before: now,

@@ -322,6 +322,7 @@ async fn bad_input_is_refused_and_changes_nothing<S: Store>(store: S) {
     let foreign = other_ca
         .issue_leaf(&hsmls_as::ca::LeafRequest {
             identity: &id,
+            scheme: hsmls_custody::SignatureScheme::EcdsaSecp256r1Sha256,
             public_key: key.public_key().as_bytes(),
             serial: &hsmls_as::ca::random_serial(),
             not_before: common::now() - 60,

@@ -143,6 +143,7 @@ async fn a_split_view_is_detected() {
         let der = ca
             .issue_leaf(&LeafRequest {
                 identity: &identity,
+                scheme: hsmls_custody::SignatureScheme::EcdsaSecp256r1Sha256,
                 public_key: member_key.public_key().as_bytes(),
                 serial: &serial,
                 not_before: t,

@@ -44,11 +44,13 @@ mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hsmls_custody::pkcs11::Pkcs11Config;
-use hsmls_custody::{CustodyError, CustodyRouter, KeyCustody, KeyHome, KeySpec, Pkcs11Custody};
+use hsmls_custody::{
+    ConfiguredCustody, CustodyError, CustodyRouter, HpkeKeyHome, KeyCustody, KeyHome, KeySpec,
+    Pkcs11Custody, SealHome,
+};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::OsRng;
@@ -191,7 +193,8 @@ fn open(config: Option<PathBuf>) -> Result<Pkcs11Custody, CliError> {
 const PROBED_SUITES: [u16; 5] = [0x0001, 0x0002, 0x0003, 0x0005, 0x0007];
 
 /// One line per cipher suite and key kind: where the key would live with
-/// this configuration (the token, software, or nowhere) and why.
+/// this configuration (the signature token, the HPKE token, software, or
+/// nowhere) and why.
 fn key_homes(router: &CustodyRouter) -> Vec<String> {
     let mut lines = Vec::new();
     for suite in PROBED_SUITES {
@@ -209,9 +212,20 @@ fn key_homes(router: &CustodyRouter) -> Vec<String> {
                     "token (mechanisms present: {})",
                     Pkcs11Custody::mechanisms(spec).join(", ")
                 ),
+                Ok(KeyHome::HpkeToken) => format!(
+                    "HPKE token (named by hpke_token; mechanisms present: {})",
+                    Pkcs11Custody::mechanisms(spec).join(", ")
+                ),
+                Ok(KeyHome::Software) if router.hpke_keys() == HpkeKeyHome::Software => {
+                    "software (chosen by hpke_keys = \"software\")".to_owned()
+                }
                 Ok(KeyHome::Software) => format!(
                     "software (the token cannot: {}; allowed by hpke_keys = {:?})",
-                    router.token().unsupported_reason(spec).unwrap_or_default(),
+                    router
+                        .hpke_token()
+                        .unwrap_or(router.token())
+                        .unsupported_reason(spec)
+                        .unwrap_or_default(),
                     router.hpke_keys().config_value()
                 ),
                 Ok(other) => format!("{other:?}"),
@@ -223,6 +237,32 @@ fn key_homes(router: &CustodyRouter) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Where the state-sealing key would live, and why (nothing is created).
+fn seal_line(custody: &ConfiguredCustody) -> String {
+    let home = match custody.seal_home() {
+        Ok(SealHome::Token) => format!(
+            "token {:?} (CKM_AES_KEY_GEN, CKM_AES_GCM present)",
+            custody.token().token_label()
+        ),
+        Ok(SealHome::HpkeToken) => {
+            let why = match custody.token().can_seal() {
+                Err(e) => e.to_string(),
+                Ok(()) => String::new(),
+            };
+            format!(
+                "HPKE token {:?} (CKM_AES_KEY_GEN, CKM_AES_GCM present; {why})",
+                custody
+                    .hpke_token()
+                    .map(|h| h.token_label())
+                    .unwrap_or_default()
+            )
+        }
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("refused ({e})"),
+    };
+    format!("state-sealing key: {home}")
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -238,12 +278,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::GroupDemo => group_demo::group_demo(&load(config)?),
         Command::Probe => {
             let config = load(config)?;
-            let custody = Pkcs11Custody::open(&config)?;
-            println!("{}", custody.capabilities().summary);
-            let router = CustodyRouter::new(Arc::new(custody), config.hpke_keys);
-            for line in key_homes(&router) {
+            let custody = ConfiguredCustody::open(&config)?;
+            println!("{}", custody.token().capabilities().summary);
+            if let Some(h) = custody.hpke_token() {
+                println!("HPKE token: {}", h.capabilities().summary);
+            }
+            for line in key_homes(custody.router()) {
                 println!("{line}");
             }
+            println!("{}", seal_line(&custody));
             Ok(())
         }
         Command::Key(KeyCommand::Generate { kind }) => {

@@ -286,9 +286,10 @@ async fn custody_of(
             let path = path.clone();
             tokio::task::spawn_blocking(move || -> Result<Pair, ClientError> {
                 let c = hsmls_custody::Pkcs11Config::from_file(&path)?;
-                let custody = Arc::new(hsmls_custody::Pkcs11Custody::open(&c)?);
-                let sealer = custody.state_sealer()?;
-                Ok((custody, Arc::new(sealer)))
+                // As the runtime does (ConfiguredCustody::open_sealed).
+                let (custody, sealer) = hsmls_custody::ConfiguredCustody::open_sealed(&c)?;
+                let sealer: Arc<dyn StateSealer> = Arc::new(sealer);
+                Ok((custody.custody(), sealer))
             })
             .await
             .map_err(|e| UserError::Client(ClientError::Task(e.to_string())))?

@@ -179,6 +179,76 @@ fn probe_shows_where_each_suites_keys_live() {
     }
 }
 
+/// `hsmls probe` on the split configuration of `scripts/setup-tpm.sh`
+/// (`HSMLS_TPM_SPLIT_PKCS11_CONFIG`): the P-256 signature key in the TPM
+/// token, the HPKE keys in the SoftHSM token named by `hpke_token`, and the
+/// state-sealing key there too because the TPM lacks AES-GCM. On the TPM
+/// alone, HPKE keys and the sealing key are refused with the reason.
+#[test]
+fn probe_of_the_split_config_names_each_keys_token() {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run `bash scripts/test.sh` (it runs scripts/setup-tpm.sh)")
+        })
+    };
+    let text = stdout_ok(&hsmls(&[
+        "--config",
+        &var("HSMLS_TPM_SPLIT_PKCS11_CONFIG"),
+        "probe",
+    ]));
+    assert!(text.starts_with("PKCS#11 token \"hsmls-tpm\""), "{text}");
+    assert!(
+        text.contains("\nHPKE token: PKCS#11 token \"hsmls-test\""),
+        "{text}"
+    );
+    let sig = home_line(&text, "0x0002", "signature");
+    assert!(
+        sig.ends_with(": token (mechanisms present: CKM_EC_KEY_PAIR_GEN, CKM_ECDSA)"),
+        "{sig}"
+    );
+    for suite in ["0x0002", "0x0005", "0x0007"] {
+        let line = home_line(&text, suite, "HPKE");
+        assert!(
+            line.contains(": HPKE token (named by hpke_token;"),
+            "{line}"
+        );
+    }
+    let ed = home_line(&text, "0x0001", "signature");
+    assert!(
+        ed.contains("refused (") && ed.contains("CKM_EDDSA") && ed.contains("signature token"),
+        "{ed}"
+    );
+    let seal: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("state-sealing key: "))
+        .collect();
+    assert_eq!(seal.len(), 1, "{text}");
+    assert!(
+        seal[0].contains("HPKE token \"hsmls-test\"") && seal[0].contains("CKM_AES_GCM"),
+        "{}",
+        seal[0]
+    );
+
+    let text = stdout_ok(&hsmls(&[
+        "--config",
+        &var("HSMLS_TPM_PKCS11_CONFIG"),
+        "probe",
+    ]));
+    let line = home_line(&text, "0x0002", "HPKE");
+    assert!(
+        line.contains("refused (") && line.contains("CKM_ECDH1_DERIVE"),
+        "{line}"
+    );
+    let seal = text
+        .lines()
+        .find(|l| l.starts_with("state-sealing key: "))
+        .unwrap();
+    assert!(
+        seal.contains("refused (") && seal.contains("no hpke_token is configured"),
+        "{seal}"
+    );
+}
+
 #[test]
 fn pin_is_not_accepted_on_the_command_line() {
     let out = hsmls(&["--pin", "1234", "probe"]);

@@ -6,6 +6,8 @@
 //! ```toml
 //! identity = "im:alice@example.org"
 //! state_path = "alice.sqlite"
+//! cipher_suite = 0x0001            # or its name; default 0x0002
+//! join_cipher_suites = []          # other suites whose Welcomes it joins
 //!
 //! [custody]
 //! kind = "pkcs11"
@@ -227,6 +229,102 @@ impl Default for GroupPolicy {
     }
 }
 
+/// The MLS cipher suites hsmls implements, by their RFC 9420 §17.1 names.
+pub const SUITES: [(u16, &str); 5] = [
+    (0x0001, "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"),
+    (0x0002, "MLS_128_DHKEMP256_AES128GCM_SHA256_P256"),
+    (
+        0x0003,
+        "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
+    ),
+    (0x0005, "MLS_256_DHKEMP521_AES256GCM_SHA512_P521"),
+    (0x0007, "MLS_256_DHKEMP384_AES256GCM_SHA384_P384"),
+];
+
+/// The suite named `text`: a number (`1`, `0x0001`) or the RFC 9420
+/// §17.1 name, one of [`SUITES`].
+pub fn parse_suite(text: &str) -> Result<u16, ClientError> {
+    let t = text.trim();
+    let value = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u16::from_str_radix(hex, 16).ok()
+    } else if let Ok(n) = t.parse::<u16>() {
+        Some(n)
+    } else {
+        SUITES
+            .iter()
+            .find(|(_, name)| name.eq_ignore_ascii_case(t))
+            .map(|(v, _)| *v)
+    };
+    value
+        .filter(|v| SUITES.iter().any(|(s, _)| s == v))
+        .ok_or_else(|| {
+            ClientError::Config(format!(
+                "cipher suite {t:?} is not one of {}",
+                SUITES
+                    .iter()
+                    .map(|(v, n)| format!("0x{v:04x} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// The name of suite `value` ([`SUITES`]), or `"unknown"`.
+pub fn suite_name(value: u16) -> &'static str {
+    SUITES
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map_or("unknown", |(_, n)| n)
+}
+
+/// A cipher suite in the TOML file: an integer (`cipher_suite = 0x0001`)
+/// or a string (a number or the suite's name); written as an integer.
+mod suite_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+
+    fn one(raw: Raw) -> Result<u16, String> {
+        match raw {
+            Raw::Number(n) => super::parse_suite(&n.to_string()),
+            Raw::Text(t) => super::parse_suite(&t),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    pub fn serialize<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(*v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        one(Raw::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub mod list {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[u16], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+            Vec::<Raw>::deserialize(d)?
+                .into_iter()
+                .map(|r| one(r).map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
+}
+
+fn default_suite() -> u16 {
+    0x0002
+}
+
 /// The whole configuration of one client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +337,20 @@ pub struct ClientConfig {
     /// The SQLite file of the client's state (sealed groups, KeyPackage
     /// bundles, credential, cursors).
     pub state_path: PathBuf,
+    /// The MLS cipher suite of its KeyPackages and of the groups it
+    /// creates (`cipher_suite = 0x0001`, or the RFC 9420 §17.1 name;
+    /// default 0x0002). With a PKCS#11 token that cannot hold the suite's
+    /// HPKE keys (X25519 on SoftHSM: suites 0x0001 and 0x0003), the
+    /// PKCS#11 configuration must say `hpke_keys = "token-else-software"`,
+    /// or the client refuses to open.
+    #[serde(default = "default_suite", with = "suite_serde")]
+    pub cipher_suite: u16,
+    /// Other suites whose Welcomes the client joins (a Welcome in a suite
+    /// neither `cipher_suite` nor listed here is refused with
+    /// [`ClientError::WelcomeSuiteRefused`]). Its KeyPackages are of
+    /// `cipher_suite` only.
+    #[serde(default, with = "suite_serde::list")]
+    pub join_cipher_suites: Vec<u16>,
     /// Where the keys live.
     pub custody: CustodyConfig,
     /// The Authentication Service.
@@ -268,6 +380,8 @@ impl ClientConfig {
         ClientConfig {
             identity: identity.into(),
             state_path: state_path.into(),
+            cipher_suite: default_suite(),
+            join_cipher_suites: Vec::new(),
             custody,
             authentication_service,
             delivery_service,
@@ -321,6 +435,9 @@ impl ClientConfig {
             return Err(ClientError::Config(
                 "identity must be 1 to 1024 bytes".into(),
             ));
+        }
+        for suite in std::iter::once(&self.cipher_suite).chain(&self.join_cipher_suites) {
+            parse_suite(&suite.to_string())?;
         }
         if !self.authentication_service.url.starts_with("https://") {
             return Err(ClientError::Config(

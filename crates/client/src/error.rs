@@ -18,6 +18,32 @@ pub enum ClientError {
     /// file).
     #[error("already enrolled as {0}")]
     AlreadyEnrolled(String),
+    /// A Welcome in a cipher suite that is neither the client's
+    /// `cipher_suite` nor one of its `join_cipher_suites`.
+    #[error(
+        "a Welcome in cipher suite 0x{suite:04x}, which this client does not join (cipher_suite 0x{own:04x}; list it in join_cipher_suites to accept it)"
+    )]
+    WelcomeSuiteRefused {
+        /// The Welcome's suite.
+        suite: u16,
+        /// The client's suite.
+        own: u16,
+    },
+    /// The custody configuration cannot hold a key the client's cipher
+    /// suite needs (checked when the client opens, not at first use).
+    #[error(
+        "cipher suite 0x{suite:04x} needs {kind} keys ({spec}) that the custody configuration cannot hold: {reason}"
+    )]
+    SuiteKeyRefused {
+        /// The client's suite.
+        suite: u16,
+        /// "signature" or "HPKE".
+        kind: &'static str,
+        /// The key's algorithm.
+        spec: String,
+        /// Why (the custody's refusal, naming the setting to change).
+        reason: String,
+    },
     /// The custody backend (the token) failed.
     #[error("key custody: {0}")]
     Custody(#[from] hsmls_custody::CustodyError),

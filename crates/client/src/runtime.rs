@@ -25,7 +25,7 @@ use hsmls_credentials::tlog::{self, LogKey, LogMonitor};
 use hsmls_credentials::{
     LogEntry, ValidationError, X509CredentialValidator, cert_hash, leaf_info, x509_credential,
 };
-use hsmls_custody::{KeyCustody, KeyRef, KeySpec, StateSealer};
+use hsmls_custody::{KeyCustody, KeyRef, StateSealer};
 use hsmls_ds::DsClient;
 use hsmls_ds::api::{Ack, CommitBundle, CreateGroup, GroupPosition, QueueBatch, ServerFrame};
 use hsmls_storage::{GroupStateStorage, SqliteStorage};
@@ -64,14 +64,16 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ClientError::Task(e.to_string()))
 }
 
-/// The group configuration of a mode: assisted groups frame handshakes as
-/// PublicMessage (the DS follows them), blind groups as PrivateMessage.
+/// The group configuration of a mode in cipher suite `suite`: assisted
+/// groups frame handshakes as PublicMessage (the DS follows them), blind
+/// groups as PrivateMessage.
 #[allow(
     clippy::field_reassign_with_default,
     reason = "the engine's options are built from their defaults"
 )]
-pub(crate) fn group_config(mode: GroupMode) -> GroupConfig {
+pub(crate) fn group_config(mode: GroupMode, suite: u16) -> GroupConfig {
     let mut c = GroupConfig::default();
+    c.cipher_suite = hsmls::wire::CipherSuite(suite);
     c.handshake_framing = match mode {
         GroupMode::Assisted => HandshakeFraming::Public,
         _ => HandshakeFraming::Private,
@@ -387,12 +389,11 @@ impl ClientRuntime {
                 let path = path.clone();
                 blocking(move || -> Result<_, ClientError> {
                     let c = hsmls_custody::Pkcs11Config::from_file(&path)?;
-                    let custody = Arc::new(hsmls_custody::Pkcs11Custody::open(&c)?);
-                    let sealer = custody.state_sealer()?;
-                    Ok((
-                        custody as Arc<dyn KeyCustody>,
-                        Arc::new(sealer) as Arc<dyn StateSealer>,
-                    ))
+                    // Each key to its token (the HPKE token of a split configuration,
+                    // `hpke_token`); X25519 HPKE keys to software (sealed under the
+                    // state key) only with hpke_keys = "token-else-software".
+                    let (custody, sealer) = hsmls_custody::ConfiguredCustody::open_sealed(&c)?;
+                    Ok((custody.custody(), Arc::new(sealer) as Arc<dyn StateSealer>))
                 })
                 .await??
             }
@@ -418,6 +419,7 @@ impl ClientRuntime {
         sealer: Arc<dyn StateSealer>,
     ) -> Result<Self, ClientError> {
         config.check()?;
+        check_suite_keys(config.cipher_suite, custody.as_ref())?;
         let a = &config.authentication_service;
         let root_der =
             der_of(&read_bounded(&a.root_certificate, MAX_KEY_FILE)?).ok_or_else(|| {
@@ -573,7 +575,7 @@ impl ClientRuntime {
         if let Some(o) = inner.own() {
             return Err(ClientError::AlreadyEnrolled(o.stored.identity));
         }
-        let spec = KeySpec::ECDSA_SECP256R1_SHA256;
+        let spec = suite_provider(inner.config.cipher_suite)?.signature_key_spec();
         let c = inner.custody.clone();
         let key = blocking(move || c.generate(spec)).await??;
         let result = inner.enrol_with_key(&key, token).await;
@@ -1034,7 +1036,7 @@ impl Inner {
             signer,
             self.validator.clone() as Arc<dyn CredentialValidator>,
         )
-        .with_group_config(group_config(mode))
+        .with_group_config(group_config(mode, self.config.cipher_suite))
     }
 
     /// The engine's client of this client's current credential.
@@ -1599,6 +1601,7 @@ impl Inner {
             let mut out = Vec::with_capacity(need + 1);
             for i in 0..need + usize::from(rotate) {
                 let mut c = KeyPackageConfig::new(t.saturating_sub(60), lifetime);
+                c.cipher_suite = client.group_config().cipher_suite;
                 if i == need {
                     c = c.last_resort();
                 }
@@ -1916,6 +1919,18 @@ impl Inner {
 
     async fn join_welcome(&self, st: &mut State, welcome: &[u8]) -> Result<(), ClientError> {
         self.own().ok_or(ClientError::NotEnrolled)?;
+        if let Some(suite) = hsmls::wire::RoutingInfo::parse(welcome)
+            .ok()
+            .and_then(|i| i.cipher_suite)
+        {
+            let own = self.config.cipher_suite;
+            if suite.0 != own && !self.config.join_cipher_suites.contains(&suite.0) {
+                return Err(ClientError::WelcomeSuiteRefused {
+                    suite: suite.0,
+                    own,
+                });
+            }
+        }
         let refs = wire::welcome_refs(welcome).ok_or(ClientError::UnknownKeyPackage)?;
         let mut found = None;
         for r in refs {
@@ -1969,7 +1984,7 @@ impl Inner {
             Err(e) => return Err(e),
         };
         let mut group = group;
-        group.set_config(group_config(mode));
+        group.set_config(group_config(mode, self.config.cipher_suite));
         let (epoch, members) = (group.epoch(), identities(&group.members()));
         st.groups.insert(
             gid.clone(),
@@ -2570,4 +2585,36 @@ impl Inner {
             }
         }
     }
+}
+
+/// The crypto provider of suite `suite` (checked by the configuration).
+fn suite_provider(
+    suite: u16,
+) -> Result<&'static dyn hsmls_crypto::CipherSuiteProvider, ClientError> {
+    hsmls_crypto::CipherSuite(suite)
+        .provider()
+        .map_err(|e| ClientError::Config(format!("cipher suite 0x{suite:04x}: {e}")))
+}
+
+/// Refuses to open a client whose custody cannot hold the keys of its
+/// suite (the signature key, the HPKE keys), naming the suite and the key
+/// kind: the error comes at start, not at the first KeyPackage.
+fn check_suite_keys(suite: u16, custody: &dyn KeyCustody) -> Result<(), ClientError> {
+    let cs = suite_provider(suite)?;
+    for (kind, spec) in [
+        ("signature", cs.signature_key_spec()),
+        ("HPKE", cs.hpke_key_spec()),
+    ] {
+        if !custody.capabilities().supports(spec) {
+            return Err(ClientError::SuiteKeyRefused {
+                suite,
+                kind,
+                spec: spec.to_string(),
+                reason: custody
+                    .unsupported_reason(spec)
+                    .unwrap_or_else(|| custody.capabilities().summary.clone()),
+            });
+        }
+    }
+    Ok(())
 }

@@ -119,7 +119,9 @@ pub struct Renew {
     pub certificate: String,
     /// The new DER CSR, base64url.
     pub csr: String,
-    /// DER ECDSA signature by the current key, base64url.
+    /// Signature by the current key over `RENEW_LABEL ‖ csr`, in the
+    /// X.509 form of its scheme (DER ECDSA, or the 64-byte Ed25519
+    /// signature), base64url.
     pub signature: String,
 }
 
@@ -131,7 +133,7 @@ pub struct Renew {
 pub struct RevokeCert {
     /// The DER certificate, base64url.
     pub certificate: String,
-    /// DER ECDSA signature by the certificate's key over [`REVOKE_LABEL`] ‖
+    /// Signature by the certificate's key (DER ECDSA or Ed25519) over [`REVOKE_LABEL`] ‖
     /// certificate, base64url.
     pub signature: String,
 }

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod client;
 pub mod csr;
+pub mod keys;
 pub mod tlog;
 pub mod x509;
 

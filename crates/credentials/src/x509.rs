@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use der::Decode;
 use der::oid::AssociatedOid;
-use hsmls::wire::LeafIndex;
+use hsmls::wire::{CipherSuite, LeafIndex};
 use hsmls::{
     Certificate, Credential, CredentialError, CredentialValidator, Member, SignaturePublicKey,
     ValidatorError,
@@ -27,6 +27,7 @@ use webpki::{
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage as X509KeyUsage, KeyUsages, SubjectAltName};
 
+use crate::keys::{self, SignatureScheme};
 use crate::tlog::{self, Hash, LogMonitor};
 use crate::{EntryKind, InclusionProof, LogEntry};
 
@@ -36,11 +37,6 @@ pub const ID_KP_IM_URI: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.40");
 /// The DER value bytes of [`ID_KP_IM_URI`], as rustls-webpki takes them.
 const ID_KP_IM_URI_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x28];
-
-const OID_EC_PUBLIC_KEY: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 
 /// The longest certificate chain accepted in a credential (leaf, issuing
 /// CA, and room for one more intermediate and the root).
@@ -109,6 +105,23 @@ pub enum ValidationError {
     /// The leaf names no identity: exactly one SAN URI is required.
     #[error("the leaf certificate does not carry exactly one SAN URI")]
     NoIdentity,
+    /// The leaf certificate's key is not one an MLS credential may carry
+    /// (Ed25519, or ECDSA on P-256, P-384 or P-521: [`crate::keys`]).
+    #[error("the certificate's key is not an Ed25519, P-256, P-384 or P-521 key")]
+    UnsupportedKey,
+    /// The leaf certificate's key is of another signature scheme than the
+    /// group's (or KeyPackage's) cipher suite (RFC 9420 §5.1.2: the
+    /// signature key is one of the suite's scheme), or the suite is not
+    /// one hsmls implements (`expected` is then `None`).
+    #[error("the certificate's key is {found}, not a key of cipher suite 0x{suite:04x}")]
+    SchemeMismatch {
+        /// The cipher suite.
+        suite: u16,
+        /// The suite's signature scheme.
+        expected: Option<SignatureScheme>,
+        /// The scheme of the certificate's key.
+        found: SignatureScheme,
+    },
     /// The leaf certificate's key is not the LeafNode's signature key
     /// (RFC 9420 §5.3.1).
     #[error("the certificate's key is not the member's signature key")]
@@ -230,8 +243,11 @@ pub struct LeafInfo {
     pub identity: String,
     /// The serial number (big-endian bytes as in the certificate).
     pub serial: Vec<u8>,
-    /// The subject public key (SEC1 uncompressed P-256 point).
+    /// The subject public key, in the MLS encoding of its scheme (SEC1
+    /// uncompressed point, or the 32-byte Ed25519 key).
     pub public_key: Vec<u8>,
+    /// The signature scheme of the subject public key.
+    pub scheme: SignatureScheme,
     /// notAfter, Unix seconds.
     pub not_after: u64,
 }
@@ -256,16 +272,7 @@ fn parse_leaf(der_bytes: &[u8]) -> Result<ParsedLeaf, ValidationError> {
         .map_err(|_| ValidationError::Malformed("not a DER X.509 certificate"))?;
     let tbs = &cert.tbs_certificate;
     let spki = &tbs.subject_public_key_info;
-    if spki.algorithm.oid != OID_EC_PUBLIC_KEY
-        || spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
-            != Some(OID_P256)
-    {
-        return Err(ValidationError::Malformed("the key is not a P-256 key"));
-    }
+    let scheme = keys::scheme_of_spki(spki).ok_or(ValidationError::UnsupportedKey)?;
     let public_key = spki
         .subject_public_key
         .as_bytes()
@@ -306,6 +313,7 @@ fn parse_leaf(der_bytes: &[u8]) -> Result<ParsedLeaf, ValidationError> {
             identity,
             serial: tbs.serial_number.as_bytes().to_vec(),
             public_key,
+            scheme,
             not_after,
         },
         im_uri,
@@ -558,6 +566,33 @@ impl X509CredentialValidator {
         Ok(leaf.info)
     }
 
+    /// [`check`](Self::check) for a group (or KeyPackage) of cipher suite
+    /// `suite`: the leaf certificate's key must also be of the suite's
+    /// signature scheme ([`ValidationError::SchemeMismatch`]: a P-384
+    /// certificate in a 0x0001 group is refused).
+    pub fn check_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+        expected_identity: Option<&str>,
+    ) -> Result<LeafInfo, ValidationError> {
+        if let Credential::X509(chain) = credential
+            && let Some(leaf) = chain.first()
+        {
+            let leaf = parse_leaf(&leaf.cert_data)?;
+            let expected = keys::suite_scheme(suite);
+            if expected != Some(leaf.info.scheme) {
+                return Err(ValidationError::SchemeMismatch {
+                    suite: suite.0,
+                    expected,
+                    found: leaf.info.scheme,
+                });
+            }
+        }
+        self.check(credential, signature_key, expected_identity)
+    }
+
     /// Checks every member of a group again (e.g. after
     /// [`set_crl`](Self::set_crl)) and returns those whose credential is now refused,
     /// with the reason. The engine checks a credential when it meets one
@@ -631,6 +666,17 @@ impl CredentialValidator for X509CredentialValidator {
         signature_key: &SignaturePublicKey,
     ) -> Result<(), CredentialError> {
         self.check(credential, signature_key, None)
+            .map(|_| ())
+            .map_err(CredentialError::from)
+    }
+
+    fn validate_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<(), CredentialError> {
+        self.check_in_suite(suite, credential, signature_key, None)
             .map(|_| ())
             .map_err(CredentialError::from)
     }

@@ -94,16 +94,65 @@ struct Context {
     exporter_secret: Secret,
 }
 
+/// The `info`-dependent half of `KeySchedule` in base mode (RFC 9180
+/// §5.1): `psk_id_hash` (of the empty `psk_id`) and `info_hash`. It does
+/// not depend on the recipient, so a sender that seals one `info` to many
+/// recipients (the GroupSecrets of a Welcome, whose `info` carries the
+/// whole `encrypted_group_info`, RFC 9420 §12.4.3.1) hashes `info` once.
+#[derive(Clone)]
+pub struct InfoHash {
+    psk_id_hash: Secret,
+    info_hash: Secret,
+}
+
+impl std::fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfoHash").finish_non_exhaustive()
+    }
+}
+
+impl InfoHash {
+    /// Hashes `info` (with the empty `psk_id` of base mode).
+    pub fn new<S: CipherSuiteProvider + ?Sized>(cs: &S, info: &[u8]) -> Self {
+        Self::from_parts(cs, &[info])
+    }
+
+    /// Hashes `info = info_parts[0] ‖ info_parts[1] ‖ …` without building it.
+    pub fn from_parts<S: CipherSuiteProvider + ?Sized>(cs: &S, info_parts: &[&[u8]]) -> Self {
+        let suite_id = hpke_suite_id(cs);
+        let psk_id_hash = labeled_extract(cs, &suite_id, &[], b"psk_id_hash", &[]);
+        let mut ikm: Vec<&[u8]> = Vec::with_capacity(3 + info_parts.len());
+        ikm.extend_from_slice(&[HPKE_V1, &suite_id[..], b"info_hash"]);
+        ikm.extend_from_slice(info_parts);
+        let info_hash = cs.kdf_extract(&[], &ikm);
+        InfoHash {
+            psk_id_hash,
+            info_hash,
+        }
+    }
+}
+
 /// `KeySchedule(mode_base, shared_secret, info, "", "")` (RFC 9180 §5.1).
 fn key_schedule<S: CipherSuiteProvider + ?Sized>(
     cs: &S,
     shared_secret: &[u8],
     info: &[u8],
 ) -> Result<Context, CryptoError> {
+    key_schedule_hashed(cs, shared_secret, &InfoHash::new(cs, info))
+}
+
+/// `KeySchedule` with `info` already hashed.
+fn key_schedule_hashed<S: CipherSuiteProvider + ?Sized>(
+    cs: &S,
+    shared_secret: &[u8],
+    hashed: &InfoHash,
+) -> Result<Context, CryptoError> {
     let suite_id = hpke_suite_id(cs);
-    let psk_id_hash = labeled_extract(cs, &suite_id, &[], b"psk_id_hash", &[]);
-    let info_hash = labeled_extract(cs, &suite_id, &[], b"info_hash", info);
-    let ksc: [&[u8]; 3] = [&[MODE_BASE], psk_id_hash.as_bytes(), info_hash.as_bytes()];
+    let ksc: [&[u8]; 3] = [
+        &[MODE_BASE],
+        hashed.psk_id_hash.as_bytes(),
+        hashed.info_hash.as_bytes(),
+    ];
     let secret = labeled_extract(cs, &suite_id, shared_secret, b"secret", &[]);
     let mut key = Secret::zero(cs.aead_key_len());
     labeled_expand(
@@ -171,8 +220,21 @@ pub fn seal_base<S: CipherSuiteProvider + ?Sized>(
     plaintext: &[u8],
     ikm_e: Option<&[u8]>,
 ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+    seal_base_hashed(cs, pk_r, &InfoHash::new(cs, info), aad, plaintext, ikm_e)
+}
+
+/// [`seal_base`] with `info` hashed beforehand ([`InfoHash`]): the same
+/// output as `seal_base` with that `info`.
+pub fn seal_base_hashed<S: CipherSuiteProvider + ?Sized>(
+    cs: &S,
+    pk_r: &[u8],
+    info: &InfoHash,
+    aad: &[u8],
+    plaintext: &[u8],
+    ikm_e: Option<&[u8]>,
+) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
     let (shared_secret, enc) = cs.kem_encap(pk_r, ikm_e)?;
-    let ctx = key_schedule(cs, shared_secret.as_bytes(), info)?;
+    let ctx = key_schedule_hashed(cs, shared_secret.as_bytes(), info)?;
     let mut buffer = Vec::with_capacity(plaintext.len() + 16);
     buffer.extend_from_slice(plaintext);
     // Sequence number 0: the nonce is base_nonce itself.
@@ -196,8 +258,27 @@ pub fn open_base<S: CipherSuiteProvider + ?Sized>(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    open_base_hashed(
+        cs,
+        recipient,
+        enc,
+        &InfoHash::new(cs, info),
+        aad,
+        ciphertext,
+    )
+}
+
+/// [`open_base`] with `info` hashed beforehand ([`InfoHash`]).
+pub fn open_base_hashed<S: CipherSuiteProvider + ?Sized>(
+    cs: &S,
+    recipient: &HpkeRecipient<'_>,
+    enc: &[u8],
+    info: &InfoHash,
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let shared_secret = cs.kem_decap(enc, recipient)?;
-    let ctx = key_schedule(cs, shared_secret.as_bytes(), info)?;
+    let ctx = key_schedule_hashed(cs, shared_secret.as_bytes(), info)?;
     let mut buffer = Zeroizing::new(ciphertext.to_vec());
     cs.aead_open_in_place(
         ctx.key.as_bytes(),

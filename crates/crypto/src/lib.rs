@@ -37,6 +37,7 @@ pub use primitives::{SuiteAead, SuiteHash};
 pub use secret::{Digest, MAX_DIGEST_LEN, Secret};
 pub use suite::{
     CipherSuite, CipherSuiteProvider, HpkePrivateKey, HpkePublicKey, HpkeRecipient, HpkeSuite,
+    PreparedEncryptContext,
 };
 pub use x25519_ed25519::{
     X25519Aes128GcmSha256Ed25519, X25519ChaCha20Poly1305Sha256Ed25519, X25519Suite,

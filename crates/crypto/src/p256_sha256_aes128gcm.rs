@@ -7,7 +7,6 @@ use aes_gcm::{Aes128Gcm, Nonce};
 use hkdf::{Hkdf, HkdfExtract};
 use hmac::{Hmac, Mac};
 use hsmls_custody::{KemAlgorithm, KeyCustody, KeyRef, SignatureScheme};
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::elliptic_curve::subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -348,15 +347,28 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         if public_key.len() != NPK {
             return Err(CryptoError::InvalidPublicKey(PublicKeyFault::Encoding));
         }
-        let vk = VerifyingKey::from_sec1_bytes(public_key)
+        // Parsed here for the typed errors (a point off the curve, a
+        // signature that is not DER with scalars in range); the check
+        // itself is ring's (assembly, about 5x faster than p256 0.13's
+        // generic ladder: a group of N verifies 2N signatures to be
+        // created and N to be joined). ring gets the canonical r ‖ s.
+        VerifyingKey::from_sec1_bytes(public_key)
             .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))?;
         let sig = Signature::from_der(signature).map_err(|_| CryptoError::MalformedSignature)?;
-        let mut h = Sha256::new();
-        for p in message {
-            h.update(p);
-        }
-        vk.verify_prehash(&h.finalize(), &sig)
-            .map_err(|_| CryptoError::InvalidSignature)
+        let joined;
+        let message: &[u8] = match message {
+            [one] => one,
+            parts => {
+                joined = parts.concat();
+                &joined
+            }
+        };
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            public_key,
+        )
+        .verify(message, &sig.to_bytes())
+        .map_err(|_| CryptoError::InvalidSignature)
     }
 
     fn validate_signature_public_key(&self, public_key: &[u8]) -> Result<(), CryptoError> {

@@ -464,8 +464,46 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
         plaintext: &[u8],
         ikm_e: Option<&[u8]>,
     ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
-        let info = encrypt_context(label, context)?;
-        hpke::seal_base(self, public_key, &info, &[], plaintext, ikm_e)
+        let prepared = self.prepare_encrypt_context(label, context)?;
+        self.encrypt_with_prepared_context(public_key, &prepared, plaintext, ikm_e)
+    }
+
+    /// The `EncryptContext` of `EncryptWithLabel(_, Label, Context, _)`
+    /// (RFC 9420 §5.1.3) hashed into HPKE's key schedule once, for sealing
+    /// to many recipients with
+    /// [`CipherSuiteProvider::encrypt_with_prepared_context`]: a Welcome's
+    /// context is its `encrypted_group_info`, which carries the ratchet
+    /// tree, so hashing it per new member would cost O(N²).
+    fn prepare_encrypt_context(
+        &self,
+        label: &[u8],
+        context: &[u8],
+    ) -> Result<PreparedEncryptContext, CryptoError> {
+        let label_len = VarintPrefix::new(MLS_LABEL_PREFIX.len() + label.len())?;
+        let context_len = VarintPrefix::new(context.len())?;
+        Ok(PreparedEncryptContext(hpke::InfoHash::from_parts(
+            self,
+            &[
+                label_len.as_bytes(),
+                MLS_LABEL_PREFIX,
+                label,
+                context_len.as_bytes(),
+                context,
+            ],
+        )))
+    }
+
+    /// `EncryptWithLabel` with the label and context of `prepared`
+    /// ([`CipherSuiteProvider::prepare_encrypt_context`]); the same output
+    /// as [`CipherSuiteProvider::encrypt_with_label`].
+    fn encrypt_with_prepared_context(
+        &self,
+        public_key: &[u8],
+        prepared: &PreparedEncryptContext,
+        plaintext: &[u8],
+        ikm_e: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+        hpke::seal_base_hashed(self, public_key, &prepared.0, &[], plaintext, ikm_e)
     }
 
     /// `DecryptWithLabel(PrivateKey, Label, Context, KEMOutput, Ciphertext)`
@@ -479,8 +517,8 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
         kem_output: &[u8],
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let info = encrypt_context(label, context)?;
-        hpke::open_base(self, recipient, kem_output, &info, &[], ciphertext)
+        let prepared = self.prepare_encrypt_context(label, context)?;
+        hpke::open_base_hashed(self, recipient, kem_output, &prepared.0, &[], ciphertext)
     }
 
     /// Checks `tag == MAC(key, parts…)` in constant time.
@@ -494,22 +532,8 @@ pub trait CipherSuiteProvider: Send + Sync + fmt::Debug {
     }
 }
 
-/// Encodes `struct { opaque label<V>; opaque context<V>; } EncryptContext`
-/// with `label = "MLS 1.0 " + Label` (RFC 9420 §5.1.3).
-fn encrypt_context(label: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let label_len = VarintPrefix::new(MLS_LABEL_PREFIX.len() + label.len())?;
-    let context_len = VarintPrefix::new(context.len())?;
-    let mut info = Vec::with_capacity(
-        label_len.as_bytes().len()
-            + MLS_LABEL_PREFIX.len()
-            + label.len()
-            + context_len.as_bytes().len()
-            + context.len(),
-    );
-    info.extend_from_slice(label_len.as_bytes());
-    info.extend_from_slice(MLS_LABEL_PREFIX);
-    info.extend_from_slice(label);
-    info.extend_from_slice(context_len.as_bytes());
-    info.extend_from_slice(context);
-    Ok(info)
-}
+/// An `EncryptContext` (label and context of `EncryptWithLabel`, RFC 9420
+/// §5.1.3) already hashed into HPKE's key schedule
+/// ([`CipherSuiteProvider::prepare_encrypt_context`]). Public data only.
+#[derive(Clone, Debug)]
+pub struct PreparedEncryptContext(hpke::InfoHash);

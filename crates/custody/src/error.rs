@@ -58,10 +58,22 @@ pub enum CustodyError {
         /// What the backend lacks.
         reason: String,
     },
+    /// The token holds keys of this kind but refuses to import one
+    /// (`C_CreateObject` of a private key answered
+    /// `CKR_ATTRIBUTE_VALUE_INVALID`: tpm2-pkcs11 creates keys only inside
+    /// the TPM).
+    #[error("token {token:?} does not import {spec} private keys (it only generates them)")]
+    ImportRefused {
+        /// The kind of key given.
+        spec: KeySpec,
+        /// The token's label.
+        token: String,
+    },
     /// Custody routing found no backend for keys of this kind: the token
-    /// cannot hold them, and the configuration does not let software custody
-    /// hold them (signature keys live only in the token; HPKE keys in
-    /// software only with `hpke_keys = "token-else-software"`).
+    /// chosen for them cannot hold them, and the configuration does not let
+    /// software custody hold them (signature keys live only in the
+    /// signature token; HPKE keys in software only with `hpke_keys =
+    /// "token-else-software"` or `"software"`).
     #[error(
         "no custody for {purpose} keys of cipher suite(s) {suites} ({spec}): \
          the token cannot hold them ({reason}) and {rule}",
@@ -76,6 +88,16 @@ pub enum CustodyError {
         /// Why the token cannot hold it.
         reason: String,
     },
+    /// A configuration splitting custody between a signature token and an
+    /// HPKE token breaks one of the split's rules.
+    #[error("custody split: {0}")]
+    SplitConfig(crate::router::SplitFault),
+    /// No token of the configuration can hold the state-sealing key: the
+    /// signature token cannot seal, and no HPKE token is configured or it
+    /// cannot seal either (process memory is never the sealing key's home:
+    /// a key that dies with the process would leave saved state unreadable).
+    #[error("no token of the configuration can hold the state-sealing key: {0}")]
+    NoSealingHome(String),
     /// A token object found by a URI is not a key hsmls can use (another
     /// curve, or neither a signing nor a deriving key).
     #[error("{uri} is not a key hsmls can use: {reason}")]

@@ -56,8 +56,8 @@ pub use keys::{
     SharedSecret, SignatureScheme,
 };
 #[cfg(feature = "pkcs11")]
-pub use pkcs11::{Pkcs11Config, Pkcs11Custody, Pkcs11Sealer};
-pub use router::{CustodyRouter, HpkeKeyHome, KeyHome};
+pub use pkcs11::{ConfiguredCustody, Pkcs11Config, Pkcs11Custody, Pkcs11Sealer, SealHome};
+pub use router::{CustodyRouter, HpkeKeyHome, KeyHome, SplitFault};
 pub use seal::{SoftwareSealer, StateSealer};
 pub use software::SoftwareCustody;
 

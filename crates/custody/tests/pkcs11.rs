@@ -4,15 +4,17 @@
 
 mod common;
 
+use common::{raw_attributes, tuple};
+
 use std::path::PathBuf;
 
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use hsmls_custody::pkcs11::{PinSource, Pkcs11Uri};
 use hsmls_custody::{
-    CustodyError, KeyAttributes, KeyCustody, KeyObjectFault, KeyPurpose, KeyRef, KeySpec,
-    Pkcs11Custody, PointFault, PublicKey,
+    CustodyError, KeyCustody, KeyObjectFault, KeyPurpose, KeyRef, KeySpec, Pkcs11Custody,
+    PointFault, PublicKey,
 };
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
@@ -37,63 +39,6 @@ fn digest() -> [u8; 32] {
 
 const SIG: KeySpec = KeySpec::ECDSA_SECP256R1_SHA256;
 const HPKE: KeySpec = KeySpec::DHKEM_P256_HKDF_SHA256;
-
-/// Reads the protection attributes of a key's private object straight from
-/// the token with cryptoki (the `test-utils` access), failing if the token
-/// does not report one: the reference `key_attributes` is checked against.
-fn raw_attributes(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool, bool, bool, bool) {
-    let handle = c.private_key_handle(key).unwrap();
-    let attrs = c
-        .with_session(|s| {
-            s.get_attributes(
-                handle,
-                &[
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::NeverExtractable,
-                    AttributeType::Token,
-                ],
-            )
-        })
-        .unwrap()
-        .unwrap();
-    let mut found = [None; 5];
-    for a in attrs {
-        match a {
-            Attribute::Sensitive(b) => found[0] = Some(b),
-            Attribute::Extractable(b) => found[1] = Some(b),
-            Attribute::AlwaysSensitive(b) => found[2] = Some(b),
-            Attribute::NeverExtractable(b) => found[3] = Some(b),
-            Attribute::Token(b) => found[4] = Some(b),
-            _ => {}
-        }
-    }
-    let info = c
-        .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
-        .unwrap()
-        .unwrap();
-    let value_readable = match info.as_slice() {
-        [AttributeInfo::Sensitive] => false,
-        [AttributeInfo::Available(_)] => true,
-        other => panic!("CKA_VALUE info {other:?}"),
-    };
-    let [Some(a), Some(b), Some(c2), Some(d), Some(e)] = found else {
-        panic!("the token did not report every attribute: {found:?}");
-    };
-    (a, b, c2, d, value_readable, e)
-}
-
-fn tuple(a: &KeyAttributes) -> (bool, bool, bool, bool, bool, bool) {
-    (
-        a.sensitive,
-        a.extractable,
-        a.always_sensitive,
-        a.never_extractable,
-        a.value_readable,
-        a.token_object,
-    )
-}
 
 #[test]
 fn capabilities_report_both_key_kinds_on_softhsm() {

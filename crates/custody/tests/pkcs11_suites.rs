@@ -15,7 +15,7 @@ use cryptoki::object::Attribute;
 use hsmls_custody::pkcs11::Pkcs11Uri;
 use hsmls_custody::{
     CustodyError, CustodyRouter, HpkeKeyHome, KeyCustody, KeyHome, KeyObjectFault, KeyPurpose,
-    KeyRef, KeySpec, Pkcs11Custody, SignatureScheme, SoftwareCustody,
+    KeyRef, KeySpec, Pkcs11Custody, SignatureScheme, SoftwareCustody, StateSealer,
 };
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use rand_core::{OsRng, RngCore};
@@ -534,4 +534,57 @@ fn router_never_sends_signature_keys_to_software() {
         ),
         "{e:?}"
     );
+}
+
+/// With the token's sealing key, an X25519 HPKE key kept in software
+/// carries its private key sealed into its URI: another router on the
+/// same token (a restarted process) finds it and gets the same DH; a
+/// router with another sealing key, or an altered URI, does not.
+#[test]
+fn router_seals_software_hpke_keys_into_their_uris() {
+    let token = Arc::new(common::pkcs11_custody());
+    let sealer: Arc<dyn StateSealer> = Arc::new(token.state_sealer().unwrap());
+    let r = CustodyRouter::new(token.clone(), HpkeKeyHome::TokenElseSoftware)
+        .with_sealed_software_keys(sealer.clone());
+    let x25519 = KeySpec::DHKEM_X25519_HKDF_SHA256;
+    let hpke = r.generate(x25519).unwrap();
+    assert!(
+        hpke.uri().starts_with("software-sealed:0020:"),
+        "{}",
+        hpke.uri()
+    );
+    let peer = SoftwareCustody::new().generate(x25519).unwrap();
+    let dh = r.dh(&hpke, peer.public_key().as_bytes()).unwrap();
+
+    // A restarted process: a new router, the same token key.
+    let again = CustodyRouter::new(token.clone(), HpkeKeyHome::TokenElseSoftware)
+        .with_sealed_software_keys(sealer.clone());
+    let found = again.find(hpke.uri()).unwrap();
+    assert_eq!(found, hpke);
+    assert_eq!(
+        again
+            .dh(&found, peer.public_key().as_bytes())
+            .unwrap()
+            .as_bytes(),
+        dh.as_bytes()
+    );
+    // Another sealing key (another token's) opens nothing.
+    let other: Arc<dyn StateSealer> = Arc::new(hsmls_custody::SoftwareSealer::generate());
+    let foreign = CustodyRouter::new(token.clone(), HpkeKeyHome::TokenElseSoftware)
+        .with_sealed_software_keys(other);
+    let f = foreign.find(hpke.uri());
+    assert!(matches!(f, Err(CustodyError::SealedDataRejected)), "{f:?}");
+    // One changed hex digit of the sealed key.
+    let mut altered = hpke.uri().to_owned();
+    let last = altered.pop().unwrap();
+    altered.push(if last == '0' { '1' } else { '0' });
+    let f = again.find(&altered);
+    assert!(matches!(f, Err(CustodyError::SealedDataRejected)), "{f:?}");
+    // Without the sealer (the default), software keys are plain.
+    let plain = router(HpkeKeyHome::TokenElseSoftware)
+        .generate(x25519)
+        .unwrap();
+    assert!(plain.uri().starts_with("software:"), "{}", plain.uri());
+    r.destroy(&hpke).unwrap();
+    again.destroy(&found).unwrap();
 }

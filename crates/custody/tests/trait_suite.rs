@@ -1,15 +1,18 @@
 //! One test-suite for the `KeyCustody` trait, instantiated for every backend:
-//! the software backend and the PKCS#11 backend on the SoftHSM test token.
-//! Every test runs for the keys of cipher suite 0x0002
-//! (`ecdsa_secp256r1_sha256`, `DHKEM(P-256, HKDF-SHA256)`).
+//! the software backend, the PKCS#11 backend on the SoftHSM test token, the
+//! PKCS#11 backend on the TPM 2.0 test token (swtpm through tpm2-pkcs11,
+//! `scripts/setup-tpm.sh`: signature keys only, HPKE keys refused), and the
+//! split `CustodyRouter` of `.tpm/pkcs11-split.toml` (signature keys in the
+//! TPM, HPKE keys in SoftHSM). Every test runs for the keys of cipher suite
+//! 0x0002 (`ecdsa_secp256r1_sha256`, `DHKEM(P-256, HKDF-SHA256)`).
 
 mod common;
 
 use std::sync::Arc;
 
 use hsmls_custody::{
-    CustodyError, KemAlgorithm, KeyCustody, KeyPurpose, KeySpec, PointFault, SignatureScheme,
-    SoftwareCustody,
+    CustodyError, KemAlgorithm, KeyCustody, KeyPurpose, KeyRef, KeySpec, PointFault,
+    SignatureScheme, SoftwareCustody,
 };
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
@@ -39,10 +42,36 @@ fn uncompressed(secret: &p256::SecretKey) -> Vec<u8> {
 const SIG: KeySpec = KeySpec::ECDSA_SECP256R1_SHA256;
 const HPKE: KeySpec = KeySpec::DHKEM_P256_HKDF_SHA256;
 
+/// A fresh P-256 HPKE key of `c`, or, for a backend that holds none
+/// (`holds` false: a TPM token without `C_DeriveKey`), `None` after
+/// checking that `generate` and `import` refuse it with `Unsupported`.
+fn hpke_key(c: &dyn KeyCustody, holds: bool) -> Option<KeyRef> {
+    if holds {
+        return Some(c.generate(HPKE).unwrap());
+    }
+    assert!(
+        !c.capabilities().supports(HPKE),
+        "{}",
+        c.capabilities().summary
+    );
+    let scalar = p256::SecretKey::random(&mut OsRng).to_bytes();
+    for r in [c.generate(HPKE), c.import(HPKE, &scalar)] {
+        assert!(
+            matches!(&r, Err(CustodyError::Unsupported { spec, reason })
+                if *spec == HPKE && reason.contains("CKM_ECDH1_DERIVE")),
+            "{r:?}"
+        );
+    }
+    None
+}
+
 /// `$protected`: whether the backend reports its keys as protected (a token:
-/// sensitive, not extractable, value unreadable) or not (process memory).
+/// sensitive, not extractable, value unreadable) or not (process memory);
+/// `$hpke`: whether it holds P-256 HPKE keys; `$imports`: whether it
+/// imports signature keys (a TPM token does neither: the tests then check
+/// the refusals instead).
 macro_rules! custody_suite {
-    ($backend:ident, $make:expr, $protected:expr) => {
+    ($backend:ident, $make:expr, $protected:expr, $hpke:expr, $imports:expr) => {
         mod $backend {
             use super::*;
 
@@ -50,28 +79,43 @@ macro_rules! custody_suite {
                 $make
             }
 
+            const HOLDS_HPKE: bool = $hpke;
+            /// Whether the backend imports signature keys (a TPM does not).
+            const IMPORTS_SIGNATURE_KEYS: bool = $imports;
+
+            /// The key specs the backend holds.
+            fn specs() -> Vec<KeySpec> {
+                if HOLDS_HPKE { vec![SIG, HPKE] } else { vec![SIG] }
+            }
+
             #[test]
             fn capabilities_list_the_suite_0x0002_keys() {
                 let c = custody();
                 assert!(c.capabilities().supports(SIG), "{}", c.capabilities().summary);
-                assert!(c.capabilities().supports(HPKE), "{}", c.capabilities().summary);
+                assert_eq!(
+                    c.capabilities().supports(HPKE),
+                    HOLDS_HPKE,
+                    "{}",
+                    c.capabilities().summary
+                );
             }
 
             #[test]
             fn keys_carry_their_spec() {
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
-                let hpke = c.generate(HPKE).unwrap();
                 assert_eq!(sig.spec(), SIG);
                 assert_eq!(sig.public_key().spec(), SIG);
                 assert_eq!(sig.purpose(), KeyPurpose::Signature);
                 assert_eq!(sig.public_key().as_bytes().len(), SIG.public_key_len());
-                assert_eq!(hpke.spec(), HPKE);
-                assert_eq!(hpke.public_key().spec(), HPKE);
-                assert_eq!(hpke.purpose(), KeyPurpose::Hpke);
-                assert_eq!(hpke.public_key().as_bytes().len(), HPKE.public_key_len());
                 c.destroy(&sig).unwrap();
-                c.destroy(&hpke).unwrap();
+                if let Some(hpke) = hpke_key(&c, HOLDS_HPKE) {
+                    assert_eq!(hpke.spec(), HPKE);
+                    assert_eq!(hpke.public_key().spec(), HPKE);
+                    assert_eq!(hpke.purpose(), KeyPurpose::Hpke);
+                    assert_eq!(hpke.public_key().as_bytes().len(), HPKE.public_key_len());
+                    c.destroy(&hpke).unwrap();
+                }
             }
 
             #[test]
@@ -148,7 +192,9 @@ macro_rules! custody_suite {
             #[test]
             fn ecdh_equals_software_dh() {
                 let c = custody();
-                let key = c.generate(HPKE).unwrap();
+                let Some(key) = hpke_key(&c, HOLDS_HPKE) else {
+                    return;
+                };
                 for _ in 0..4 {
                     let peer = p256::SecretKey::random(&mut OsRng);
                     let dh = c.dh(&key, &uncompressed(&peer)).unwrap();
@@ -164,7 +210,9 @@ macro_rules! custody_suite {
             #[test]
             fn shared_secret_debug_shows_no_bytes() {
                 let c = custody();
-                let key = c.generate(HPKE).unwrap();
+                let Some(key) = hpke_key(&c, HOLDS_HPKE) else {
+                    return;
+                };
                 let dh = c.dh(&key, &uncompressed(&p256::SecretKey::random(&mut OsRng))).unwrap();
                 let shown = format!("{dh:?}");
                 assert_eq!(shown, "SharedSecret(32 bytes)");
@@ -175,7 +223,7 @@ macro_rules! custody_suite {
             #[test]
             fn attributes_say_how_the_key_is_kept() {
                 let c = custody();
-                for spec in [SIG, HPKE] {
+                for spec in specs() {
                     let key = c.generate(spec).unwrap();
                     let a = c.key_attributes(&key).unwrap();
                     let protected: bool = $protected;
@@ -196,20 +244,34 @@ macro_rules! custody_suite {
                 let c = custody();
                 let secret = p256::SecretKey::random(&mut OsRng);
                 let scalar = secret.to_bytes();
-                let sig = c.import(SIG, &scalar).unwrap();
-                assert_eq!(sig.spec(), SIG);
-                assert_eq!(sig.public_key().as_bytes(), &uncompressed(&secret)[..]);
-                let digest = random_digest();
-                let der = c.sign_prehash(&sig, &digest).unwrap();
-                common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
+                if IMPORTS_SIGNATURE_KEYS {
+                    let sig = c.import(SIG, &scalar).unwrap();
+                    assert_eq!(sig.spec(), SIG);
+                    assert_eq!(sig.public_key().as_bytes(), &uncompressed(&secret)[..]);
+                    let digest = random_digest();
+                    let der = c.sign_prehash(&sig, &digest).unwrap();
+                    common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
+                    c.destroy(&sig).unwrap();
+                } else {
+                    // A TPM creates its keys itself: a scalar from outside
+                    // is refused, by name.
+                    let r = c.import(SIG, &scalar);
+                    assert!(
+                        matches!(&r, Err(CustodyError::ImportRefused { spec, .. }) if *spec == SIG),
+                        "{r:?}"
+                    );
+                }
 
+                if !HOLDS_HPKE {
+                    assert!(hpke_key(&c, false).is_none());
+                    return;
+                }
                 let hpke = c.import(HPKE, &scalar).unwrap();
                 assert_eq!(hpke.spec(), HPKE);
                 assert_eq!(hpke.public_key().as_bytes(), &uncompressed(&secret)[..]);
                 let peer = p256::SecretKey::random(&mut OsRng);
                 let dh = c.dh(&hpke, &uncompressed(&peer)).unwrap();
                 assert_eq!(dh.as_bytes(), software_dh(&secret, &uncompressed(&peer)));
-                c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
             }
 
@@ -220,7 +282,7 @@ macro_rules! custody_suite {
                     hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
                         .unwrap();
                 for bad in [vec![0u8; 32], order, vec![1u8; 31], vec![1u8; 33], vec![]] {
-                    for spec in [SIG, HPKE] {
+                    for spec in specs() {
                         assert!(
                             matches!(
                                 c.import(spec, &bad),
@@ -237,7 +299,18 @@ macro_rules! custody_suite {
             fn destroyed_key_is_gone() {
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
-                let hpke = c.generate(HPKE).unwrap();
+                let Some(hpke) = hpke_key(&c, HOLDS_HPKE) else {
+                    c.destroy(&sig).unwrap();
+                    for r in [
+                        c.sign_prehash(&sig, &random_digest()),
+                        c.sign(&sig, b"message"),
+                    ] {
+                        assert!(matches!(r, Err(CustodyError::KeyNotFound(_))), "{r:?}");
+                    }
+                    assert!(matches!(c.find(sig.uri()), Err(CustodyError::KeyNotFound(_))));
+                    assert!(matches!(c.destroy(&sig), Err(CustodyError::KeyNotFound(_))));
+                    return;
+                };
                 let peer = uncompressed(&p256::SecretKey::random(&mut OsRng));
                 c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
@@ -272,22 +345,24 @@ macro_rules! custody_suite {
             fn find_by_uri_returns_a_working_key() {
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
-                let hpke = c.generate(HPKE).unwrap();
                 let found_sig = c.find(sig.uri()).unwrap();
-                let found_hpke = c.find(hpke.uri()).unwrap();
                 assert_eq!(found_sig.purpose(), KeyPurpose::Signature);
                 assert_eq!(found_sig.public_key(), sig.public_key());
-                assert_eq!(found_hpke.purpose(), KeyPurpose::Hpke);
-                assert_eq!(found_hpke.public_key(), hpke.public_key());
                 let digest = random_digest();
                 let der = c.sign_prehash(&found_sig, &digest).unwrap();
                 common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
+                assert_eq!(found_sig.spec(), SIG);
+                c.destroy(&sig).unwrap();
+                let Some(hpke) = hpke_key(&c, HOLDS_HPKE) else {
+                    return;
+                };
+                let found_hpke = c.find(hpke.uri()).unwrap();
+                assert_eq!(found_hpke.purpose(), KeyPurpose::Hpke);
+                assert_eq!(found_hpke.public_key(), hpke.public_key());
                 let peer = p256::SecretKey::random(&mut OsRng);
                 let dh = c.dh(&found_hpke, &uncompressed(&peer)).unwrap();
                 assert_eq!(dh.as_bytes(), software_dh(&peer, hpke.public_key().as_bytes()));
-                assert_eq!(found_sig.spec(), SIG);
                 assert_eq!(found_hpke.spec(), HPKE);
-                c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
             }
 
@@ -295,7 +370,6 @@ macro_rules! custody_suite {
             fn wrong_purpose_is_refused() {
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
-                let hpke = c.generate(HPKE).unwrap();
                 let peer = uncompressed(&p256::SecretKey::random(&mut OsRng));
                 assert!(matches!(
                     c.dh(&sig, &peer),
@@ -305,6 +379,10 @@ macro_rules! custody_suite {
                         ..
                     })
                 ));
+                c.destroy(&sig).unwrap();
+                let Some(hpke) = hpke_key(&c, HOLDS_HPKE) else {
+                    return;
+                };
                 assert!(matches!(
                     c.sign_prehash(&hpke, &random_digest()),
                     Err(CustodyError::WrongPurpose {
@@ -321,14 +399,15 @@ macro_rules! custody_suite {
                         ..
                     })
                 ));
-                c.destroy(&sig).unwrap();
                 c.destroy(&hpke).unwrap();
             }
 
             #[test]
             fn off_curve_and_malformed_peer_points_are_refused() {
                 let c = custody();
-                let hpke = c.generate(HPKE).unwrap();
+                let Some(hpke) = hpke_key(&c, HOLDS_HPKE) else {
+                    return;
+                };
                 let good = uncompressed(&p256::SecretKey::random(&mut OsRng));
                 let mut off_curve = good.clone();
                 off_curve[64] ^= 1;
@@ -361,7 +440,7 @@ macro_rules! custody_suite {
             fn concurrent_signing_and_ecdh_from_several_threads() {
                 let c = Arc::new(custody());
                 let sig = c.generate(SIG).unwrap();
-                let hpke = c.generate(HPKE).unwrap();
+                let hpke = hpke_key(&*c, HOLDS_HPKE);
                 let threads: Vec<_> = (0..8)
                     .map(|_| {
                         let (c, sig, hpke) = (Arc::clone(&c), sig.clone(), hpke.clone());
@@ -371,6 +450,9 @@ macro_rules! custody_suite {
                                 let der = c.sign_prehash(&sig, &digest).unwrap();
                                 common::assert_valid_low_s_der(sig.public_key(), &digest, &der);
                             }
+                            let Some(hpke) = hpke else {
+                                return;
+                            };
                             let peer = p256::SecretKey::random(&mut OsRng);
                             let dh = c.dh(&hpke, &uncompressed(&peer)).unwrap();
                             assert_eq!(
@@ -386,14 +468,18 @@ macro_rules! custody_suite {
                     t.join().expect("a signing thread failed");
                 }
                 c.destroy(&sig).unwrap();
-                c.destroy(&hpke).unwrap();
+                if let Some(hpke) = &hpke {
+                    c.destroy(hpke).unwrap();
+                }
             }
         }
     };
 }
 
-custody_suite!(software, SoftwareCustody::new(), false);
-custody_suite!(pkcs11, common::pkcs11_custody(), true);
+custody_suite!(software, SoftwareCustody::new(), false, true, true);
+custody_suite!(pkcs11, common::pkcs11_custody(), true, true, true);
+custody_suite!(tpm, common::tpm_custody(), true, false, false);
+custody_suite!(split, common::split_router(), true, true, false);
 
 /// The PKCS#11 backend holds every key spec but X25519's (SoftHSM 2.6.1
 /// has no Montgomery key agreement): it answers `Unsupported` with the

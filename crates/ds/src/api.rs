@@ -166,6 +166,26 @@ pub struct SessionRequest {
     /// `SignWithLabel(key, AUTH_LABEL, challenge.to_be_signed())`.
     #[serde(with = "b64")]
     pub signature: Vec<u8>,
+    /// The MLS cipher suite whose signature scheme made `signature` and
+    /// whose scheme the credential's key must have (RFC 9420 §5.1.2);
+    /// 0x0002 when absent (clients before suites other than 0x0002).
+    #[serde(default = "default_auth_suite")]
+    pub cipher_suite: u16,
+}
+
+fn default_auth_suite() -> u16 {
+    0x0002
+}
+
+/// The cipher suite a client names in its [`SessionRequest`] for a
+/// signature key of `scheme`: the lowest suite of that scheme (0x0001
+/// for Ed25519, 0x0002 for P-256, 0x0005 for P-521, 0x0007 for P-384).
+pub fn auth_suite(scheme: hsmls_custody::SignatureScheme) -> Option<u16> {
+    [0x0001u16, 0x0002, 0x0005, 0x0007].into_iter().find(|s| {
+        hsmls_crypto::CipherSuite(*s)
+            .provider()
+            .is_ok_and(|p| p.signature_scheme() == scheme)
+    })
 }
 
 /// A bearer session.

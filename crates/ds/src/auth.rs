@@ -43,6 +43,20 @@ pub trait ClientAuthenticator: Send + Sync + fmt::Debug {
         credential: &Credential,
         signature_key: &SignaturePublicKey,
     ) -> Result<Vec<u8>, CredentialError>;
+
+    /// [`identity`](Self::identity) for a key that signs in cipher suite
+    /// `suite`: an authenticator that can tell the credential's key type
+    /// refuses a key of another signature scheme. The default ignores
+    /// `suite`.
+    fn identity_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<Vec<u8>, CredentialError> {
+        let _ = suite;
+        self.identity(credential, signature_key)
+    }
 }
 
 /// A [`ClientAuthenticator`] from an engine [`CredentialValidator`] and a
@@ -103,6 +117,17 @@ impl ClientAuthenticator for ValidatorAuthenticator {
             _ => Err(CredentialError::Empty),
         }
     }
+
+    fn identity_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<Vec<u8>, CredentialError> {
+        self.validator
+            .validate_in_suite(suite, credential, signature_key)?;
+        self.identity(credential, signature_key)
+    }
 }
 
 /// The Authentication Service's X.509 credentials: the chain must lead to
@@ -123,6 +148,18 @@ impl ClientAuthenticator for X509Authenticator {
             .map(|leaf| leaf.identity.into_bytes())
             .map_err(CredentialError::from)
     }
+
+    fn identity_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<Vec<u8>, CredentialError> {
+        self.0
+            .check_in_suite(suite, credential, signature_key, None)
+            .map(|leaf| leaf.identity.into_bytes())
+            .map_err(CredentialError::from)
+    }
 }
 
 /// The engine's view of a [`ClientAuthenticator`] (to validate the
@@ -137,6 +174,17 @@ impl CredentialValidator for AuthenticatorValidator {
         signature_key: &SignaturePublicKey,
     ) -> Result<(), CredentialError> {
         self.0.identity(credential, signature_key).map(drop)
+    }
+
+    fn validate_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<(), CredentialError> {
+        self.0
+            .identity_in_suite(suite, credential, signature_key)
+            .map(drop)
     }
 }
 
@@ -166,6 +214,9 @@ pub enum AuthFailure {
     /// The signature does not verify with the credential's key.
     #[error("bad signature")]
     BadSignature,
+    /// The request names a cipher suite hsmls does not implement.
+    #[error("unsupported cipher suite")]
+    UnsupportedCipherSuite,
     /// The session token is malformed, forged or expired.
     #[error("invalid session")]
     InvalidSession,
@@ -182,6 +233,7 @@ impl AuthFailure {
             AuthFailure::MalformedCredential => "malformed credential",
             AuthFailure::CredentialRefused => "credential refused",
             AuthFailure::BadSignature => "bad signature",
+            AuthFailure::UnsupportedCipherSuite => "unsupported cipher suite",
             AuthFailure::InvalidSession => "invalid session",
         }
     }
@@ -322,16 +374,16 @@ impl Authenticator {
         {
             return Err(AuthFailure::ChallengeExpired);
         }
+        let cs = hsmls_crypto::CipherSuite(req.cipher_suite)
+            .provider()
+            .map_err(|_| AuthFailure::UnsupportedCipherSuite)?;
         let credential =
             Credential::decode(&req.credential).map_err(|_| AuthFailure::MalformedCredential)?;
         let key = SignaturePublicKey(req.signature_key.clone());
         let identity = self
             .authenticator
-            .identity(&credential, &key)
+            .identity_in_suite(CipherSuite(req.cipher_suite), &credential, &key)
             .map_err(|_| AuthFailure::CredentialRefused)?;
-        let cs = hsmls_crypto::CipherSuite(CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0)
-            .provider()
-            .map_err(|_| AuthFailure::BadSignature)?;
         cs.verify_with_label(
             &req.signature_key,
             AUTH_LABEL,
@@ -432,6 +484,7 @@ mod tests {
             credential: vec![],
             signature_key: vec![],
             signature: vec![],
+            cipher_suite: 0x0002,
         };
         let mut forged = c.clone();
         forged.issued_at += 1;
@@ -442,6 +495,13 @@ mod tests {
         assert_eq!(
             a.verify(&req(c.clone()), 2000),
             Err(AuthFailure::ChallengeExpired)
+        );
+        // A suite hsmls does not implement (X448/Ed448) is refused first.
+        let mut x448 = req(c.clone());
+        x448.cipher_suite = 0x0004;
+        assert_eq!(
+            a.verify(&x448, 1000),
+            Err(AuthFailure::UnsupportedCipherSuite)
         );
         assert_eq!(
             a.verify(&req(c), 1000),

@@ -370,13 +370,16 @@ impl DsClient {
             .await?;
         let signer = signer.clone();
         let tbs = challenge.to_be_signed();
+        let suite = match signer.signature_key.spec() {
+            hsmls_custody::KeySpec::Signature(scheme) => crate::api::auth_suite(scheme),
+            _ => None,
+        }
+        .ok_or_else(|| ClientError::Signing("not a signature key of an MLS suite".into()))?;
         let (signature, key, credential) = tokio::task::spawn_blocking(move || {
             use hsmls::wire::Encode;
-            let cs = hsmls_crypto::CipherSuite(
-                hsmls::wire::CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256.0,
-            )
-            .provider()
-            .map_err(|e| ClientError::Signing(e.to_string()))?;
+            let cs = hsmls_crypto::CipherSuite(suite)
+                .provider()
+                .map_err(|e| ClientError::Signing(e.to_string()))?;
             let sig = cs
                 .sign_with_label(
                     signer.custody.as_ref(),
@@ -398,6 +401,7 @@ impl DsClient {
             credential,
             signature_key: key,
             signature,
+            cipher_suite: suite,
         };
         let session: Session = self
             .json(

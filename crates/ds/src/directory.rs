@@ -23,16 +23,24 @@ use crate::store::NewKeyPackage;
 /// The most KeyPackages in one publish request.
 pub const MAX_BATCH: usize = 100;
 
-/// Validates a published KeyPackage; returns it as stored and the
-/// identity its credential names (which must be the publisher's).
+/// Validates a published KeyPackage in its own cipher suite, which must be
+/// one of `suites`; returns it as stored and the identity its credential
+/// names (which must be the publisher's).
 pub fn validate_key_package(
     bytes: &[u8],
-    suite: CipherSuite,
+    suites: &[CipherSuite],
     authenticator: &std::sync::Arc<dyn ClientAuthenticator>,
     now: u64,
 ) -> Result<(NewKeyPackage, Vec<u8>), DsError> {
     let kp_in =
         KeyPackageIn::from_bytes(bytes).map_err(|e| DsError::InvalidKeyPackage(e.to_string()))?;
+    let suite = kp_in.0.cipher_suite;
+    if !suites.contains(&suite) {
+        return Err(DsError::InvalidKeyPackage(format!(
+            "cipher suite 0x{:04x} is not served here",
+            suite.0
+        )));
+    }
     let validator = AuthenticatorValidator(authenticator.clone());
     let kp = kp_in
         .validate(suite, &validator, now)

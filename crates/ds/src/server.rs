@@ -61,8 +61,11 @@ pub struct RateLimit {
 pub struct DsConfig {
     /// The DS's name in challenges (e.g. its host name).
     pub ds_identity: String,
-    /// The cipher suite of the KeyPackages and groups it serves.
-    pub cipher_suite: CipherSuite,
+    /// The cipher suites of the KeyPackages it accepts: each KeyPackage is
+    /// validated in its own suite, which must be one of these (groups'
+    /// suites are their creators' business; an assisted group's commits
+    /// are checked in the group's suite).
+    pub cipher_suites: Vec<CipherSuite>,
     /// Application messages are accepted from this many epochs back.
     pub app_window: u64,
     /// Never-acknowledged messages and Welcomes are deleted after this
@@ -83,13 +86,16 @@ pub struct DsConfig {
 }
 
 impl DsConfig {
-    /// Defaults for the DS named `ds_identity`: suite 0x0002, application
+    /// Defaults for the DS named `ds_identity`: KeyPackages of suites
+    /// 0x0001, 0x0002, 0x0003, 0x0005 and 0x0007 (all hsmls implements), application
     /// messages from 2 epochs back, 14 days of retention, 1 MiB bodies,
     /// 200 requests per second (burst 400) per client.
     pub fn new(ds_identity: impl Into<String>) -> Self {
         DsConfig {
             ds_identity: ds_identity.into(),
-            cipher_suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+            cipher_suites: [0x0001, 0x0002, 0x0003, 0x0005, 0x0007]
+                .map(CipherSuite)
+                .to_vec(),
             app_window: 2,
             message_ttl: 14 * 86_400,
             route_ttl: 14 * 86_400,
@@ -241,7 +247,7 @@ impl<S: DsStore> Ds<S> {
         let authenticator = self.auth.client_authenticator().clone();
         for bytes in &req.key_packages {
             let (kp, identity) =
-                validate_key_package(bytes, self.config.cipher_suite, &authenticator, t)?;
+                validate_key_package(bytes, &self.config.cipher_suites, &authenticator, t)?;
             // The credential must name the publisher (the store knows
             // clients by the tag of their identity).
             let tag = self.auth.key().identity_tag(&identity);

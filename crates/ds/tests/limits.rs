@@ -352,6 +352,7 @@ async fn authentication_rules() {
         challenge: ch,
         credential: cred_of.credential.encode().unwrap(),
         signature_key: cred_of.signature_public_key().0,
+        cipher_suite: 0x0002,
     };
     let post = |req: SessionRequest| {
         let anon = &anon;

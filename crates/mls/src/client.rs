@@ -18,6 +18,10 @@ use crate::key_package::{
 use crate::state::{EpochRecord, SavedKeyPackage, StateError};
 use crate::tree_math::LeafIndex;
 
+/// From this many KeyPackages on, [`Client::validate_key_packages`] uses
+/// several threads.
+const PARALLEL_KEY_PACKAGES: usize = 16;
+
 /// An MLS client: the identity ([`Signer`]: credential and signature key
 /// in custody, which also holds the client's HPKE keys), the
 /// [`CredentialValidator`] that decides which credentials it accepts
@@ -116,6 +120,24 @@ impl Client {
             self.validator.as_ref(),
             now,
         )
+    }
+
+    /// [`Client::validate_key_package`] for many KeyPackages at once (a
+    /// commit adding thousands of members): the signature checks are
+    /// spread over the available cores. Returns the KeyPackages in input
+    /// order, or the error of the first invalid one (in input order);
+    /// validate them one by one to sort out which ones are invalid.
+    pub fn validate_key_packages<B: AsRef<[u8]> + Sync>(
+        &self,
+        key_packages: &[B],
+        now: UnixTime,
+    ) -> Result<Vec<KeyPackage>, KeyPackageError> {
+        crate::parallel::map(key_packages, PARALLEL_KEY_PACKAGES, |kp| {
+            self.validate_key_package(kp.as_ref(), now)
+        })
+        .map_err(KeyPackageError::LeafNode)?
+        .into_iter()
+        .collect()
     }
 
     /// Saves a KeyPackage bundle this client generated: the KeyPackage and

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hsmls_custody::{KeyCustody, KeyRef, KeySpec, SignatureScheme};
 
-use crate::codec::{Credential, SignaturePublicKey};
+use crate::codec::{CipherSuite, Credential, SignaturePublicKey};
 
 /// A member's identity as a signer: its credential, its signature key in
 /// custody, and the custody backend that holds the key (and the member's
@@ -159,6 +159,23 @@ pub trait CredentialValidator: Send + Sync + fmt::Debug {
         credential: &Credential,
         signature_key: &SignaturePublicKey,
     ) -> Result<(), CredentialError>;
+
+    /// Validates `credential` for `signature_key` in a group (or
+    /// KeyPackage) of cipher suite `suite`: RFC 9420 §5.1.2 makes the
+    /// signature key one of the suite's signature scheme, so a validator
+    /// that can tell a credential's key type (an X.509 certificate's
+    /// SubjectPublicKeyInfo) refuses a key of another scheme here. The
+    /// engine calls this method; the default ignores `suite` and calls
+    /// [`validate`](Self::validate).
+    fn validate_in_suite(
+        &self,
+        suite: CipherSuite,
+        credential: &Credential,
+        signature_key: &SignaturePublicKey,
+    ) -> Result<(), CredentialError> {
+        let _ = suite;
+        self.validate(credential, signature_key)
+    }
 
     /// Whether a member may replace its credential `old` by `new` in an
     /// Update or a commit path (RFC 9420 §5.3.1: "the identity ... SHOULD

@@ -434,7 +434,7 @@ impl KeyPackageIn {
         if kp.init_key == leaf.encryption_key {
             return Err(KeyPackageError::InitKeyEqualsEncryptionKey);
         }
-        validator.validate(&leaf.credential, &leaf.signature_key)?;
+        validator.validate_in_suite(cipher_suite, &leaf.credential, &leaf.signature_key)?;
         KeyPackage::from_trusted(cs, kp)
     }
 }

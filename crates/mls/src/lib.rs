@@ -131,6 +131,7 @@ mod key_package;
 mod key_schedule;
 #[cfg_attr(not(feature = "test-utils"), allow(dead_code, unused_imports))]
 mod message_protection;
+mod parallel;
 #[cfg_attr(not(feature = "test-utils"), allow(dead_code, unused_imports))]
 mod psk;
 #[cfg_attr(not(feature = "test-utils"), allow(dead_code, unused_imports))]

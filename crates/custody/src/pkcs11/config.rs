@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::{CustodyError, HpkeKeyHome};
+use crate::{CustodyError, HpkeKeyHome, SplitFault};
 
 /// The environment variable naming the configuration file
 /// (`scripts/setup-hsm.sh` writes `.hsm/pkcs11.toml`).
@@ -108,10 +108,19 @@ impl PinSource {
 /// pool_size = 4                       # optional
 /// wrapping_key_label = "hsmls-hpke-wrap"  # optional
 /// state_seal_key_label = "hsmls-state-seal"  # optional
-/// hpke_keys = "token"                 # optional: or "token-else-software"
+/// hpke_keys = "token"                 # optional: or "token-else-software", "software"
+/// hpke_token = "hpke-pkcs11.toml"     # optional: another token for HPKE keys
 /// ```
 ///
 /// Relative paths are resolved against the directory of the file.
+///
+/// `hpke_token` names a second configuration file of this format: the
+/// token that holds the HPKE keys (and the state-sealing key when this
+/// token cannot seal), while this one holds the signature keys; that file
+/// may set neither `hpke_keys` nor `hpke_token` ([`SplitFault::NestedHpkeToken`]).
+/// `hpke_keys = "software"` with `hpke_token` is refused
+/// ([`SplitFault::SoftwareAndHpkeToken`]). See
+/// [`ConfiguredCustody`](super::ConfiguredCustody).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pkcs11Config {
     /// Path of the PKCS#11 module (shared library).
@@ -131,6 +140,10 @@ pub struct Pkcs11Config {
     /// (`hpke_keys` in the file; default: in the token only, so such keys
     /// are refused). Read by [`CustodyRouter`](crate::CustodyRouter).
     pub hpke_keys: HpkeKeyHome,
+    /// The configuration file of the token that holds the HPKE keys
+    /// (`hpke_token` in the file, resolved against its directory); `None`:
+    /// HPKE keys go to this token (or software, as `hpke_keys` says).
+    pub hpke_token: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +157,7 @@ struct ConfigFile {
     wrapping_key_label: Option<String>,
     state_seal_key_label: Option<String>,
     hpke_keys: Option<String>,
+    hpke_token: Option<PathBuf>,
 }
 
 impl Pkcs11Config {
@@ -157,6 +171,7 @@ impl Pkcs11Config {
             wrapping_key_label: DEFAULT_WRAPPING_KEY_LABEL.into(),
             state_seal_key_label: DEFAULT_STATE_SEAL_KEY_LABEL.into(),
             hpke_keys: HpkeKeyHome::Token,
+            hpke_token: None,
         }
     }
 
@@ -195,10 +210,13 @@ impl Pkcs11Config {
             None => HpkeKeyHome::Token,
             Some(value) => HpkeKeyHome::from_config(value).ok_or_else(|| {
                 CustodyError::Config(format!(
-                    "hpke_keys must be \"token\" or \"token-else-software\", not {value:?}"
+                    "hpke_keys must be \"token\", \"token-else-software\" or \"software\", not {value:?}"
                 ))
             })?,
         };
+        if hpke_keys == HpkeKeyHome::Software && file.hpke_token.is_some() {
+            return Err(CustodyError::SplitConfig(SplitFault::SoftwareAndHpkeToken));
+        }
         Ok(Pkcs11Config {
             module: resolve(file.module),
             token_label: file.token_label,
@@ -211,23 +229,30 @@ impl Pkcs11Config {
                 .state_seal_key_label
                 .unwrap_or_else(|| DEFAULT_STATE_SEAL_KEY_LABEL.into()),
             hpke_keys,
+            hpke_token: file.hpke_token.map(resolve),
         })
+    }
+
+    /// Reads the configuration of the HPKE token (`hpke_token`), if one is
+    /// named. Refused with [`SplitFault::NestedHpkeToken`] if that file
+    /// sets `hpke_keys` or `hpke_token` itself.
+    pub fn hpke_token_config(&self) -> Result<Option<Pkcs11Config>, CustodyError> {
+        let Some(path) = &self.hpke_token else {
+            return Ok(None);
+        };
+        let text = read_bounded(path)?;
+        let nested: ConfigFile =
+            toml::from_str(&text).map_err(|e| CustodyError::Config(e.message().to_owned()))?;
+        if nested.hpke_keys.is_some() || nested.hpke_token.is_some() {
+            return Err(CustodyError::SplitConfig(SplitFault::NestedHpkeToken));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).map(Some)
     }
 
     /// Reads a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, CustodyError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| CustodyError::Config(format!("cannot open {}: {e}", path.display())))?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_LEN + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| CustodyError::Config(format!("cannot read {}: {e}", path.display())))?;
-        if text.len() as u64 > MAX_CONFIG_LEN {
-            return Err(CustodyError::Config(format!(
-                "{} is larger than {MAX_CONFIG_LEN} bytes",
-                path.display()
-            )));
-        }
+        let text = read_bounded(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base)
     }
@@ -241,6 +266,23 @@ impl Pkcs11Config {
             ))),
         }
     }
+}
+
+/// A configuration file's text, at most `MAX_CONFIG_LEN` bytes.
+fn read_bounded(path: &Path) -> Result<String, CustodyError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| CustodyError::Config(format!("cannot open {}: {e}", path.display())))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| CustodyError::Config(format!("cannot read {}: {e}", path.display())))?;
+    if text.len() as u64 > MAX_CONFIG_LEN {
+        return Err(CustodyError::Config(format!(
+            "{} is larger than {MAX_CONFIG_LEN} bytes",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -282,7 +324,7 @@ mod tests {
             "module = \"m\"\ntoken_label = \"t\"\npin = \"1234\"\n",
             "module = \"m\"\ntoken_label = \"t\"\npin_env = \"E\"\npool_size = 0\n",
             "module = \"m\"\ntoken_label = \"\"\npin_env = \"E\"\n",
-            "module = \"m\"\ntoken_label = \"t\"\npin_env = \"E\"\nhpke_keys = \"software\"\n",
+            "module = \"m\"\ntoken_label = \"t\"\npin_env = \"E\"\nhpke_keys = \"hpke-token\"\n",
             "not toml at all [",
         ] {
             assert!(
@@ -293,6 +335,68 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn hpke_token_is_resolved_and_its_rules_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = "module = \"/m.so\"\ntoken_label = \"sig\"\npin_env = \"P\"\n";
+        let c = Pkcs11Config::from_toml(&format!("{head}hpke_keys = \"software\"\n"), dir.path())
+            .unwrap();
+        assert_eq!(c.hpke_keys, HpkeKeyHome::Software);
+        assert_eq!(c.hpke_token_config().unwrap(), None);
+
+        // "software" and an HPKE token: two homes for the HPKE keys.
+        let e = Pkcs11Config::from_toml(
+            &format!("{head}hpke_keys = \"software\"\nhpke_token = \"h.toml\"\n"),
+            dir.path(),
+        );
+        assert!(
+            matches!(
+                e,
+                Err(CustodyError::SplitConfig(SplitFault::SoftwareAndHpkeToken))
+            ),
+            "{e:?}"
+        );
+
+        let main = dir.path().join("sig.toml");
+        std::fs::write(&main, format!("{head}hpke_token = \"hpke/h.toml\"\n")).unwrap();
+        std::fs::create_dir(dir.path().join("hpke")).unwrap();
+        let hpke = dir.path().join("hpke/h.toml");
+        std::fs::write(
+            &hpke,
+            "module = \"m.so\"\ntoken_label = \"kem\"\npin_file = \"pin\"\n",
+        )
+        .unwrap();
+        let c = Pkcs11Config::from_file(&main).unwrap();
+        assert_eq!(c.hpke_token.as_deref(), Some(hpke.as_path()));
+        let h = c.hpke_token_config().unwrap().unwrap();
+        assert_eq!(h.token_label, "kem");
+        // The HPKE token's paths resolve against its own folder.
+        assert_eq!(h.module, dir.path().join("hpke/m.so"));
+        assert_eq!(h.pin, PinSource::File(dir.path().join("hpke/pin")));
+
+        // The HPKE token's file may not route keys itself.
+        for extra in ["hpke_keys = \"token\"\n", "hpke_token = \"x.toml\"\n"] {
+            std::fs::write(
+                &hpke,
+                format!("module = \"m.so\"\ntoken_label = \"kem\"\npin_env = \"P\"\n{extra}"),
+            )
+            .unwrap();
+            let e = c.hpke_token_config();
+            assert!(
+                matches!(
+                    e,
+                    Err(CustodyError::SplitConfig(SplitFault::NestedHpkeToken))
+                ),
+                "{extra}: {e:?}"
+            );
+        }
+        std::fs::remove_file(&hpke).unwrap();
+        assert!(matches!(
+            c.hpke_token_config(),
+            Err(CustodyError::Config(_))
+        ));
     }
 
     #[test]

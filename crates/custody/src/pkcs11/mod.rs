@@ -79,6 +79,7 @@
 //! not; fixing it needs a change in cryptoki (this crate forbids `unsafe`).
 
 mod config;
+mod configured;
 mod module;
 mod pool;
 mod seal;
@@ -87,6 +88,7 @@ pub mod uri;
 pub use config::{
     CONFIG_ENV, DEFAULT_POOL_SIZE, DEFAULT_STATE_SEAL_KEY_LABEL, PinSource, Pkcs11Config,
 };
+pub use configured::{ConfiguredCustody, SealHome};
 pub use seal::Pkcs11Sealer;
 pub use uri::Pkcs11Uri;
 
@@ -1171,7 +1173,10 @@ impl Pkcs11Custody {
             Attribute::EcParams(curve.params.to_vec()),
             Attribute::Token(true),
             Attribute::Private(false),
-            Attribute::Verify(true),
+            // No CKA_VERIFY: hsmls verifies in software, and tpm2-pkcs11
+            // refuses a template whose CKA_VERIFY differs from what it
+            // derives from the TPM key ("User specified and TPM specified
+            // attr mismatch: 0x10a", C_GenerateKeyPair CKR_GENERAL_ERROR).
             Attribute::Id(id.clone()),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
@@ -1730,6 +1735,15 @@ impl KeyCustody for Pkcs11Custody {
         }
         let private = match created {
             Ok(h) => h,
+            // tpm2-pkcs11 creates no private key objects ("Can only create
+            // RSA Public key objects or data objects"): keys are made in
+            // the TPM or not at all.
+            Err(Error::Pkcs11(RvError::AttributeValueInvalid, _)) => {
+                return Err(CustodyError::ImportRefused {
+                    spec,
+                    token: self.token_label.clone(),
+                });
+            }
             Err(e) => return Err(Self::fail(s, "C_CreateObject", e)),
         };
         match purpose {

@@ -55,6 +55,12 @@ impl fmt::Debug for Pkcs11Sealer {
     }
 }
 
+/// The mechanisms the state-sealing key needs.
+pub(crate) const SEAL_MECHANISMS: [(MechanismType, &str); 2] = [
+    (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+    (MechanismType::AES_GCM, "CKM_AES_GCM"),
+];
+
 /// The attributes a sealing key must have; keys with the label but
 /// another policy are ignored.
 fn is_sealing_key(s: &Session, handle: ObjectHandle) -> Result<bool, CustodyError> {
@@ -119,18 +125,14 @@ fn find_sealing_key(
 }
 
 impl Pkcs11Custody {
-    /// The token's state-sealing key (label
-    /// [`Pkcs11Config::state_seal_key_label`](super::Pkcs11Config::state_seal_key_label)),
-    /// found, or created on first use. Fails with
-    /// [`CustodyError::SealingUnsupported`] if the token lacks
-    /// `CKM_AES_KEY_GEN` or `CKM_AES_GCM`.
-    pub fn state_sealer(self: &Arc<Self>) -> Result<Pkcs11Sealer, CustodyError> {
+    /// Whether the token can hold the state-sealing key: `Ok` if it offers
+    /// `CKM_AES_KEY_GEN` and `CKM_AES_GCM`, else
+    /// [`CustodyError::SealingUnsupported`] naming the first one missing.
+    /// Creates nothing (for `hsmls probe`).
+    pub fn can_seal(&self) -> Result<(), CustodyError> {
         // C_GetMechanismInfo per mechanism, not C_GetMechanismList (see
         // `probe`: cryptoki logs an error for every mechanism it cannot name).
-        for (m, name) in [
-            (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
-            (MechanismType::AES_GCM, "CKM_AES_GCM"),
-        ] {
+        for (m, name) in SEAL_MECHANISMS {
             if matches!(self.offer(m)?, Offer::Absent) {
                 return Err(CustodyError::SealingUnsupported(format!(
                     "token {:?} does not offer {name}",
@@ -138,6 +140,16 @@ impl Pkcs11Custody {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The token's state-sealing key (label
+    /// [`Pkcs11Config::state_seal_key_label`](super::Pkcs11Config::state_seal_key_label)),
+    /// found, or created on first use. Fails with
+    /// [`CustodyError::SealingUnsupported`] if the token lacks
+    /// `CKM_AES_KEY_GEN` or `CKM_AES_GCM`.
+    pub fn state_sealer(self: &Arc<Self>) -> Result<Pkcs11Sealer, CustodyError> {
+        self.can_seal()?;
         let label = self.state_seal_key_label.clone();
         let s = self.pool.get()?;
         let found = match find_sealing_key(&s, &label)? {

@@ -1,8 +1,9 @@
 //! Shared helpers for the custody tests.
 #![allow(dead_code)]
 
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
 use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
-use hsmls_custody::{Pkcs11Custody, PublicKey};
+use hsmls_custody::{KeyAttributes, KeyRef, Pkcs11Custody, PublicKey};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 
@@ -39,4 +40,103 @@ pub fn assert_valid_low_s_der(public: &PublicKey, digest: &[u8; 32], der: &[u8])
     let vk = VerifyingKey::from_sec1_bytes(public.as_bytes()).expect("public key");
     vk.verify_prehash(digest, &sig)
         .expect("signature does not verify with p256");
+}
+
+/// The environment variable naming the TPM test token's configuration
+/// (`eval "$(bash scripts/setup-tpm.sh --env)"`).
+pub const TPM_CONFIG_ENV: &str = "HSMLS_TPM_PKCS11_CONFIG";
+/// The environment variable naming the split configuration: signature keys
+/// in the TPM token, HPKE keys and the sealing key in the SoftHSM token.
+pub const SPLIT_CONFIG_ENV: &str = "HSMLS_TPM_SPLIT_PKCS11_CONFIG";
+
+/// The configuration file `var` names. Fails (never skips) when the
+/// environment does not name one: the TPM must have been started.
+pub fn config_of(var: &str) -> Pkcs11Config {
+    let path = std::env::var_os(var).unwrap_or_else(|| {
+        panic!(
+            "{var} is not set: this test needs the TPM 2.0 test token (swtpm). \
+             Run `bash scripts/test.sh` (it runs scripts/setup-tpm.sh and exports {var})."
+        )
+    });
+    Pkcs11Config::from_file(std::path::Path::new(&path))
+        .unwrap_or_else(|e| panic!("bad {var}: {e}"))
+}
+
+/// A custody on the TPM test token (tpm2-pkcs11 on swtpm).
+pub fn tpm_custody() -> Pkcs11Custody {
+    Pkcs11Custody::open(&config_of(TPM_CONFIG_ENV)).unwrap_or_else(|e| {
+        panic!("cannot open the TPM test token: {e} (run `bash scripts/setup-tpm.sh`)")
+    })
+}
+
+/// The split custody: signature keys in the TPM token, HPKE keys in the
+/// SoftHSM test token, as `.tpm/pkcs11-split.toml` configures it.
+pub fn split_custody() -> hsmls_custody::ConfiguredCustody {
+    hsmls_custody::ConfiguredCustody::open(&config_of(SPLIT_CONFIG_ENV)).unwrap_or_else(|e| {
+        panic!("cannot open the split custody: {e} (run `bash scripts/test.sh`)")
+    })
+}
+
+/// The router of [`split_custody`].
+pub fn split_router() -> std::sync::Arc<hsmls_custody::CustodyRouter> {
+    split_custody().router().clone()
+}
+
+/// Reads the protection attributes of a key's private object straight from
+/// the token with cryptoki (the `test-utils` access), failing if the token
+/// does not report one: the reference `key_attributes` is checked against.
+pub fn raw_attributes(c: &Pkcs11Custody, key: &KeyRef) -> (bool, bool, bool, bool, bool, bool) {
+    let handle = c.private_key_handle(key).unwrap();
+    let attrs = c
+        .with_session(|s| {
+            s.get_attributes(
+                handle,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                    AttributeType::Token,
+                ],
+            )
+        })
+        .unwrap()
+        .unwrap();
+    let mut found = [None; 5];
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(b) => found[0] = Some(b),
+            Attribute::Extractable(b) => found[1] = Some(b),
+            Attribute::AlwaysSensitive(b) => found[2] = Some(b),
+            Attribute::NeverExtractable(b) => found[3] = Some(b),
+            Attribute::Token(b) => found[4] = Some(b),
+            _ => {}
+        }
+    }
+    let info = c
+        .with_session(|s| s.get_attribute_info(handle, &[AttributeType::Value]))
+        .unwrap()
+        .unwrap();
+    let value_readable = match info.as_slice() {
+        // SoftHSM answers CKR_ATTRIBUTE_SENSITIVE; tpm2-pkcs11, which holds
+        // no value at all (the key is in the TPM), CKR_ATTRIBUTE_TYPE_INVALID.
+        [AttributeInfo::Sensitive | AttributeInfo::TypeInvalid] => false,
+        [AttributeInfo::Available(_)] => true,
+        other => panic!("CKA_VALUE info {other:?}"),
+    };
+    let [Some(a), Some(b), Some(c2), Some(d), Some(e)] = found else {
+        panic!("the token did not report every attribute: {found:?}");
+    };
+    (a, b, c2, d, value_readable, e)
+}
+
+pub fn tuple(a: &KeyAttributes) -> (bool, bool, bool, bool, bool, bool) {
+    (
+        a.sensitive,
+        a.extractable,
+        a.always_sensitive,
+        a.never_extractable,
+        a.value_readable,
+        a.token_object,
+    )
 }

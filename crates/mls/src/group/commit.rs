@@ -1,13 +1,14 @@
 //! Commits (RFC 9420 §12.4): creation by a member, processing (staging)
 //! by the others, and merging.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
 use hsmls_custody::KeyRef;
 
 use super::proposals::{ProposalEffects, ResolvedProposal, resolve, validate_and_apply};
-use super::welcome::{encrypt_group_info, encrypt_group_secrets};
+use super::welcome::{WELCOME_LABEL, encrypt_group_info, encrypt_group_secrets};
 use super::{
     CommitOptions, CommitRule, EpochState, Group, GroupConfig, GroupError, Member, MessageRule,
     UnixTime,
@@ -29,6 +30,10 @@ use crate::transcript::{
 };
 use crate::tree::{LeafNodeParams, decrypt_update_path, merge_update_path, prepare_update_path};
 use crate::tree_math::LeafIndex;
+
+/// From this many new members on, a Welcome's GroupSecrets are sealed on
+/// several threads.
+const PARALLEL_WELCOME: usize = 32;
 
 /// Builds the secret tree of an epoch, consuming `encryption_secret`
 /// (RFC 9420 §9, §9.2).
@@ -537,31 +542,35 @@ impl Group {
                     next_signer,
                 )?;
                 let encrypted_group_info = encrypt_group_info(self.cs, &welcome_secret, &gi)?;
-                let mut secrets_out = Vec::with_capacity(effects.adds.len());
-                for (i, kp) in &effects.adds {
-                    let path_secret = path_secrets
-                        .iter()
-                        .find(|(j, _)| j == i)
-                        .and_then(|(_, s)| s.clone())
-                        .map(|path_secret| PathSecret { path_secret });
+                // Every new member's EncryptWithLabel has the same context
+                // (the encrypted GroupInfo, with the tree: O(N) bytes):
+                // hashed once, then the seals run on every core.
+                let context = self
+                    .cs
+                    .prepare_encrypt_context(WELCOME_LABEL, &encrypted_group_info)?;
+                let path_secret_of: HashMap<LeafIndex, &SecretBytes> = path_secrets
+                    .iter()
+                    .filter_map(|(j, s)| s.as_ref().map(|s| (*j, s)))
+                    .collect();
+                let cs = self.cs;
+                let seal = |(i, kp): &(LeafIndex, crate::codec::KeyPackage)| {
                     let gs = GroupSecrets {
                         joiner_secret: SecretBytes::new(
                             joiner_secret.as_secret().as_bytes().to_vec(),
                         ),
-                        path_secret,
+                        path_secret: path_secret_of.get(i).map(|s| PathSecret {
+                            path_secret: (*s).clone(),
+                        }),
                         psks: effects.psks.clone(),
                     };
                     let reference = crate::codec::KeyPackageRef(
-                        self.cs.make_key_package_ref(&kp.encode()?)?.to_vec(),
+                        cs.make_key_package_ref(&kp.encode()?)?.to_vec(),
                     );
-                    secrets_out.push(encrypt_group_secrets(
-                        self.cs,
-                        reference,
-                        kp.init_key.as_slice(),
-                        &encrypted_group_info,
-                        &gs,
-                    )?);
-                }
+                    encrypt_group_secrets(cs, reference, kp.init_key.as_slice(), &context, &gs)
+                };
+                let secrets_out = crate::parallel::map(&effects.adds, PARALLEL_WELCOME, seal)?
+                    .into_iter()
+                    .collect::<Result<Vec<_>, GroupError>>()?;
                 Some(
                     MlsMessage {
                         body: MlsMessageBody::Welcome(Welcome {
@@ -694,8 +703,11 @@ impl Group {
             .tree
             .leaf(own)
             .ok_or(GroupError::NotAMember(own))?;
-        self.validator
-            .validate(&new.credential, &new.signature_public_key())?;
+        self.validator.validate_in_suite(
+            self.state.context.cipher_suite,
+            &new.credential,
+            &new.signature_public_key(),
+        )?;
         if !self
             .validator
             .valid_successor(&current.credential, &new.credential)

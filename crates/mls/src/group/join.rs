@@ -81,7 +81,11 @@ fn verified_tree(
     let tree =
         UnverifiedTree::new(cs, wire)?.verify(&gi.group_context.tree_hash, &group_params(gi))?;
     for (_, leaf) in tree.leaves() {
-        validator.validate(&leaf.credential, &leaf.signature_key)?;
+        validator.validate_in_suite(
+            gi.group_context.cipher_suite,
+            &leaf.credential,
+            &leaf.signature_key,
+        )?;
     }
     Ok(tree)
 }
@@ -273,7 +277,11 @@ impl Group {
             ));
         }
         let cs = suite_provider(config.cipher_suite)?;
-        validator.validate(&signer.credential, &signer.signature_public_key())?;
+        validator.validate_in_suite(
+            config.cipher_suite,
+            &signer.credential,
+            &signer.signature_public_key(),
+        )?;
         let mut tree = verified_tree(cs, &gi, options.ratchet_tree, validator.as_ref())?;
         check_group_info_signer(cs, &tree, &gi)?;
         let external_pub = find_extension::<ExternalPub>(&gi.extensions)

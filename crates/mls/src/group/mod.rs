@@ -369,7 +369,11 @@ impl Group {
         now: UnixTime,
     ) -> Result<Self, GroupError> {
         let cs = suite_provider(config.cipher_suite)?;
-        validator.validate(&signer.credential, &signer.signature_public_key())?;
+        validator.validate_in_suite(
+            config.cipher_suite,
+            &signer.credential,
+            &signer.signature_public_key(),
+        )?;
         let leaf_key = signer.custody.generate(cs.hpke_key_spec())?;
         let result = (|| {
             // The founder's leaf has source key_package (§11) with a

@@ -217,8 +217,11 @@ pub fn validate_member_leaf(
     leaf: &LeafNode,
 ) -> Result<(), GroupError> {
     validate_leaf_node(v.cs, leaf, usage, &v.group_params())?;
-    v.validator
-        .validate(&leaf.credential, &leaf.signature_key)?;
+    v.validator.validate_in_suite(
+        v.context.cipher_suite,
+        &leaf.credential,
+        &leaf.signature_key,
+    )?;
     if !v
         .validator
         .valid_successor(&old.credential, &leaf.credential)
@@ -478,10 +481,8 @@ pub fn validate_and_apply(
         let batch: Vec<(Option<LeafIndex>, &LeafNode)> =
             adds.iter().map(|kp| (None, &kp.leaf_node)).collect();
         tree.check_leaves_fit(&batch)?;
-        for kp in adds {
-            let i = tree.add_leaf(kp.leaf_node.clone())?;
-            effects.adds.push((i, kp));
-        }
+        let indices = tree.add_leaves(adds.iter().map(|kp| kp.leaf_node.clone()))?;
+        effects.adds.extend(indices.into_iter().zip(adds));
     }
     Ok(effects)
 }

@@ -167,7 +167,11 @@ impl PublicGroup {
             &group_params(&gi.group_context),
         )?;
         for (_, leaf) in tree.leaves() {
-            validator.validate(&leaf.credential, &leaf.signature_key)?;
+            validator.validate_in_suite(
+                gi.group_context.cipher_suite,
+                &leaf.credential,
+                &leaf.signature_key,
+            )?;
         }
         let signer = tree
             .leaf(gi.signer)

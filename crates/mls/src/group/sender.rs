@@ -79,7 +79,7 @@ pub(crate) fn check_sender_credential(
     }
     let leaf = tree.leaf(sender).ok_or(GroupError::NotAMember(sender))?;
     validator
-        .validate(&leaf.credential, &leaf.signature_key)
+        .validate_in_suite(tree_suite(tree), &leaf.credential, &leaf.signature_key)
         .map_err(|error| GroupError::SenderCredential { sender, error })
 }
 
@@ -98,7 +98,11 @@ pub(crate) fn check_path_credential(
         Sender::Member(i) => Some(tree.leaf(i).ok_or(GroupError::NotAMember(i))?),
         _ => None,
     };
-    validator.validate(&path_leaf.credential, &path_leaf.signature_key)?;
+    validator.validate_in_suite(
+        tree_suite(tree),
+        &path_leaf.credential,
+        &path_leaf.signature_key,
+    )?;
     match old {
         Some(old) if !validator.valid_successor(&old.credential, &path_leaf.credential) => Err(
             GroupError::InvalidCommit(CommitRule::PathCredentialNotSuccessor),
@@ -125,4 +129,9 @@ pub(crate) fn check_resync_removal(
             CommitRule::ExternalCommitRemovesOther,
         ))
     }
+}
+
+/// The (wire) cipher suite of the group whose tree this is.
+fn tree_suite(tree: &RatchetTree) -> crate::codec::CipherSuite {
+    crate::codec::CipherSuite(tree.provider().cipher_suite().0)
 }

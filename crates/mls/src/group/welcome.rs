@@ -2,7 +2,7 @@
 //! members' init keys, encrypting and signing the GroupInfo, and the
 //! joiner's side of both.
 
-use hsmls_crypto::{CipherSuiteProvider, HpkeRecipient, Secret};
+use hsmls_crypto::{CipherSuiteProvider, HpkeRecipient, PreparedEncryptContext, Secret};
 use zeroize::Zeroizing;
 
 use super::{GroupError, WelcomePart, WelcomeRule};
@@ -77,22 +77,19 @@ pub fn decrypt_group_info(
 }
 
 /// `EncryptWithLabel(init_key, "Welcome", encrypted_group_info,
-/// group_secrets)` for one new member.
+/// group_secrets)` for one new member; `context` is
+/// `cs.prepare_encrypt_context(WELCOME_LABEL, encrypted_group_info)`,
+/// prepared once for all the new members of a Welcome.
 pub fn encrypt_group_secrets(
     cs: &dyn CipherSuiteProvider,
     new_member: KeyPackageRef,
     init_key: &[u8],
-    encrypted_group_info: &[u8],
+    context: &PreparedEncryptContext,
     group_secrets: &GroupSecrets,
 ) -> Result<EncryptedGroupSecrets, GroupError> {
     let plaintext = Zeroizing::new(group_secrets.encode()?);
-    let (kem_output, ciphertext) = cs.encrypt_with_label(
-        init_key,
-        WELCOME_LABEL,
-        encrypted_group_info,
-        &plaintext,
-        None,
-    )?;
+    let (kem_output, ciphertext) =
+        cs.encrypt_with_prepared_context(init_key, context, &plaintext, None)?;
     Ok(EncryptedGroupSecrets {
         new_member,
         encrypted_group_secrets: HpkeCiphertext {

@@ -1,5 +1,6 @@
 //! The public ratchet tree (RFC 9420 §4, §7.7, §7.8, Appendix C).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -211,11 +212,14 @@ impl RatchetTree {
     /// The leftmost blank leaf, or the first leaf of the extension if there
     /// is none: where [`RatchetTree::add_leaf`] will place the next member.
     pub fn free_leaf(&self) -> LeafIndex {
-        self.nodes
-            .iter()
-            .step_by(2)
-            .position(|n| n.is_none())
-            .map_or(LeafIndex(self.n_leaves), |i| LeafIndex(i as u32))
+        self.free_leaf_from(LeafIndex(0))
+    }
+
+    /// The leftmost blank leaf at or right of `from`, or `n_leaves`.
+    fn free_leaf_from(&self, from: LeafIndex) -> LeafIndex {
+        (from.0..self.n_leaves)
+            .find(|i| !self.nodes.is_present(*i as usize * 2))
+            .map_or(LeafIndex(self.n_leaves), LeafIndex)
     }
 
     fn check_leaf(&self, i: LeafIndex) -> Result<NodeIndex, TreeError> {
@@ -278,15 +282,16 @@ impl RatchetTree {
             }
             .into());
         }
+        let excluded = Excluded::new(excluded);
         let mut out = Vec::new();
-        self.resolution_into(x, excluded, &mut out)?;
+        self.resolution_into(x, &excluded, &mut out)?;
         Ok(out)
     }
 
     fn resolution_into(
         &self,
         x: NodeIndex,
-        excluded: &[LeafIndex],
+        excluded: &Excluded<'_>,
         out: &mut Vec<NodeIndex>,
     ) -> Result<(), TreeError> {
         match self.node(x) {
@@ -318,6 +323,10 @@ impl RatchetTree {
     /// The size of the resolution of `x` without the leaves in `excluded`,
     /// computed without building it.
     pub fn resolution_len(&self, x: NodeIndex, excluded: &[LeafIndex]) -> usize {
+        self.resolution_len_in(x, &Excluded::new(excluded))
+    }
+
+    fn resolution_len_in(&self, x: NodeIndex, excluded: &Excluded<'_>) -> usize {
         let i = x.0 as usize;
         if x.is_leaf() {
             let present = self.nodes.is_present(i);
@@ -334,7 +343,9 @@ impl RatchetTree {
             return 0;
         }
         match (tree_math::left(x), tree_math::right(x)) {
-            (Ok(l), Ok(r)) => self.resolution_len(l, excluded) + self.resolution_len(r, excluded),
+            (Ok(l), Ok(r)) => {
+                self.resolution_len_in(l, excluded) + self.resolution_len_in(r, excluded)
+            }
             _ => 0,
         }
     }
@@ -346,6 +357,15 @@ impl RatchetTree {
         &self,
         x: NodeIndex,
         excluded: &[LeafIndex],
+        target: NodeIndex,
+    ) -> Option<usize> {
+        self.resolution_position_in(x, &Excluded::new(excluded), target)
+    }
+
+    fn resolution_position_in(
+        &self,
+        x: NodeIndex,
+        excluded: &Excluded<'_>,
         target: NodeIndex,
     ) -> Option<usize> {
         if x.0 as usize >= self.nodes.len() || !in_subtree(x, target) {
@@ -376,10 +396,10 @@ impl RatchetTree {
         }
         let (l, r) = (tree_math::left(x).ok()?, tree_math::right(x).ok()?);
         if target < x {
-            self.resolution_position(l, excluded, target)
+            self.resolution_position_in(l, excluded, target)
         } else {
-            self.resolution_position(r, excluded, target)
-                .map(|k| k + self.resolution_len(l, excluded))
+            self.resolution_position_in(r, excluded, target)
+                .map(|k| k + self.resolution_len_in(l, excluded))
         }
     }
 
@@ -483,7 +503,31 @@ impl RatchetTree {
     /// validated (see [`super::validate_leaf_node`] and
     /// [`RatchetTree::check_leaves_fit`]).
     pub fn add_leaf(&mut self, leaf: LeafNode) -> Result<LeafIndex, TreeError> {
-        let i = self.free_leaf();
+        self.add_leaf_from(leaf, LeafIndex(0))
+    }
+
+    /// Adds members in order (§12.1.1, §12.3), each as
+    /// [`RatchetTree::add_leaf`] would: the search for the leftmost blank
+    /// leaf resumes where the previous one stopped (every leaf left of a
+    /// placed leaf is taken), so adding k members costs O(k + N), not
+    /// O(k·N).
+    pub fn add_leaves(
+        &mut self,
+        leaves: impl IntoIterator<Item = LeafNode>,
+    ) -> Result<Vec<LeafIndex>, TreeError> {
+        let mut from = LeafIndex(0);
+        let mut out = Vec::new();
+        for leaf in leaves {
+            let i = self.add_leaf_from(leaf, from)?;
+            from = LeafIndex(i.0.saturating_add(1));
+            out.push(i);
+        }
+        Ok(out)
+    }
+
+    /// [`RatchetTree::add_leaf`] with no blank leaf left of `from`.
+    fn add_leaf_from(&mut self, leaf: LeafNode, from: LeafIndex) -> Result<LeafIndex, TreeError> {
+        let i = self.free_leaf_from(from);
         if i.0 >= self.n_leaves {
             self.extend()?;
         }
@@ -578,11 +622,18 @@ impl RatchetTree {
         x: NodeIndex,
         excluded: &[LeafIndex],
     ) -> Result<Digest, TreeError> {
+        self.tree_hash_excluding_in(x, &Excluded::new(excluded))
+    }
+
+    fn tree_hash_excluding_in(
+        &self,
+        x: NodeIndex,
+        excluded: &Excluded<'_>,
+    ) -> Result<Digest, TreeError> {
         let s = half_span(x);
         let (lo, hi) = (x.0.saturating_sub(s), x.0.saturating_add(s));
-        let touched = excluded
-            .iter()
-            .any(|l| l.node_index().is_ok_and(|n| n.0 >= lo && n.0 <= hi));
+        // Leaf i is node 2i: the leaves of the subtree are lo/2 ..= hi/2.
+        let touched = excluded.any_in(LeafIndex(lo / 2), LeafIndex(hi / 2));
         if !touched && let Some(h) = self.cached_hash(x) {
             return Ok(h);
         }
@@ -590,8 +641,8 @@ impl RatchetTree {
             let leaf = if touched { None } else { self.leaf_at(x) };
             return hashes::leaf_tree_hash(self.provider, x, leaf);
         }
-        let l = self.tree_hash_excluding(tree_math::left(x)?, excluded)?;
-        let r = self.tree_hash_excluding(tree_math::right(x)?, excluded)?;
+        let l = self.tree_hash_excluding_in(tree_math::left(x)?, excluded)?;
+        let r = self.tree_hash_excluding_in(tree_math::right(x)?, excluded)?;
         match self.parent_node(x) {
             Some(p) if touched => {
                 let mut p = p.clone();
@@ -636,44 +687,85 @@ impl RatchetTree {
         leaves: &[(Option<LeafIndex>, &LeafNode)],
     ) -> Result<(), TreeError> {
         let dup = |kind, node| TreeError::DuplicateKey { kind, node };
-        let replaced_by = |x: usize| {
-            leaves
-                .iter()
-                .position(|(r, _)| r.is_some_and(|r| r.0 as usize * 2 == x))
-        };
+        // Node index of a replaced leaf -> position of its replacement.
+        let replacing: HashMap<usize, usize> = leaves
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (r, _))| r.map(|r| (r.0 as usize * 2, k)))
+            .collect();
+        let replaced_by = |x: usize| replacing.get(&x).copied();
+        // Against the tree, in one pass over the fingerprints: for each new
+        // leaf, the first node holding its encryption key and the first
+        // other member holding its signature key.
+        let mut by_enc_fp: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut by_sig_fp: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (k, (_, leaf)) in leaves.iter().enumerate() {
+            by_enc_fp
+                .entry(fingerprint(leaf.encryption_key.as_slice()))
+                .or_default()
+                .push(k);
+            by_sig_fp
+                .entry(fingerprint(leaf.signature_key.as_slice()))
+                .or_default()
+                .push(k);
+        }
+        let mut enc_fps: Vec<u64> = by_enc_fp.keys().copied().collect();
+        enc_fps.sort_unstable();
+        let mut sig_fps: Vec<u64> = by_sig_fp.keys().copied().collect();
+        sig_fps.sort_unstable();
+        let mut tree_enc: HashMap<usize, NodeIndex> = HashMap::new();
+        for x in self.nodes.with_any_encryption_fp(&enc_fps) {
+            let Some(key) = self.encryption_key(NodeIndex(x as u32)) else {
+                continue;
+            };
+            for &k in by_enc_fp
+                .get(&fingerprint(key.as_slice()))
+                .into_iter()
+                .flatten()
+            {
+                if leaves[k].1.encryption_key == *key {
+                    tree_enc.entry(k).or_insert(NodeIndex(x as u32));
+                }
+            }
+        }
+        let mut tree_sig: HashMap<usize, NodeIndex> = HashMap::new();
+        for x in self.nodes.with_any_signature_fp(&sig_fps) {
+            let Some(Node::Leaf(member)) = self.nodes.get(x) else {
+                continue;
+            };
+            let key = &member.signature_key;
+            for &k in by_sig_fp
+                .get(&fingerprint(key.as_slice()))
+                .into_iter()
+                .flatten()
+            {
+                if leaves[k].1.signature_key == *key && replaced_by(x) != Some(k) {
+                    tree_sig.entry(k).or_insert(NodeIndex(x as u32));
+                }
+            }
+        }
+        // Among the new leaves, then against the tree, leaf by leaf.
+        let mut new_enc: HashSet<&[u8]> = HashSet::with_capacity(leaves.len());
+        let mut new_sig: HashSet<&[u8]> = HashSet::with_capacity(leaves.len());
         for (k, (rep, leaf)) in leaves.iter().enumerate() {
             let at = rep
                 .and_then(|r| r.node_index().ok())
                 .unwrap_or(NodeIndex(u32::MAX));
-            // Among the new leaves.
-            for (_, other) in &leaves[..k] {
-                if other.encryption_key == leaf.encryption_key {
-                    return Err(dup(KeyKind::EncryptionKey, at));
-                }
-                if other.signature_key == leaf.signature_key {
-                    return Err(dup(KeyKind::SignatureKey, at));
-                }
-            }
-            // Against the tree (fingerprint index, confirmed on the keys).
             let enc = leaf.encryption_key.as_slice();
-            for x in self.nodes.with_encryption_fp(fingerprint(enc)) {
-                if self
-                    .encryption_key(NodeIndex(x as u32))
-                    .map(|e| e.as_slice())
-                    == Some(enc)
-                {
-                    return Err(dup(KeyKind::EncryptionKey, NodeIndex(x as u32)));
-                }
-            }
             let sig = leaf.signature_key.as_slice();
-            for x in self.nodes.with_signature_fp(fingerprint(sig)) {
-                let same = match self.nodes.get(x) {
-                    Some(Node::Leaf(l)) => l.signature_key.as_slice() == sig,
-                    _ => false,
-                };
-                if same && replaced_by(x) != Some(k) {
-                    return Err(dup(KeyKind::SignatureKey, NodeIndex(x as u32)));
-                }
+            if new_enc.contains(enc) {
+                return Err(dup(KeyKind::EncryptionKey, at));
+            }
+            if new_sig.contains(sig) {
+                return Err(dup(KeyKind::SignatureKey, at));
+            }
+            new_enc.insert(enc);
+            new_sig.insert(sig);
+            if let Some(x) = tree_enc.get(&k) {
+                return Err(dup(KeyKind::EncryptionKey, *x));
+            }
+            if let Some(x) = tree_sig.get(&k) {
+                return Err(dup(KeyKind::SignatureKey, *x));
             }
         }
 
@@ -721,5 +813,34 @@ impl RatchetTree {
             }
         }
         Ok(())
+    }
+}
+
+/// A set of leaves left out of a resolution or tree hash (the leaves a
+/// Commit adds, a parent's unmerged leaves): sorted once, so that each
+/// membership test costs O(log k), not O(k) (a commit adding N members to
+/// a fresh group tests each of the N leaves of a resolution).
+struct Excluded<'a>(std::borrow::Cow<'a, [LeafIndex]>);
+
+impl<'a> Excluded<'a> {
+    fn new(leaves: &'a [LeafIndex]) -> Self {
+        if leaves.windows(2).all(|w| w[0] < w[1]) {
+            Excluded(std::borrow::Cow::Borrowed(leaves))
+        } else {
+            let mut v = leaves.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            Excluded(std::borrow::Cow::Owned(v))
+        }
+    }
+
+    fn contains(&self, l: &LeafIndex) -> bool {
+        self.0.binary_search(l).is_ok()
+    }
+
+    /// Whether a leaf in `lo ..= hi` is excluded.
+    fn any_in(&self, lo: LeafIndex, hi: LeafIndex) -> bool {
+        let from = self.0.partition_point(|l| *l < lo);
+        self.0.get(from).is_some_and(|l| *l <= hi)
     }
 }

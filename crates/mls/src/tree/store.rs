@@ -248,13 +248,6 @@ impl NodeStore {
             .enumerate()
     }
 
-    /// The non-blank nodes whose `encryption_key` has fingerprint `fp`.
-    pub(super) fn with_encryption_fp(&self, fp: u64) -> impl Iterator<Item = usize> + '_ {
-        self.metas()
-            .filter(move |(_, m)| m.kind != 0 && m.enc_fp == fp)
-            .map(|(i, _)| i)
-    }
-
     /// The non-blank nodes whose `encryption_key` fingerprint is in
     /// `sorted_fps`.
     pub(super) fn with_any_encryption_fp<'a>(
@@ -266,10 +259,13 @@ impl NodeStore {
             .map(|(i, _)| i)
     }
 
-    /// The leaves whose `signature_key` has fingerprint `fp`.
-    pub(super) fn with_signature_fp(&self, fp: u64) -> impl Iterator<Item = usize> + '_ {
+    /// The leaves whose `signature_key` fingerprint is in `sorted_fps`.
+    pub(super) fn with_any_signature_fp<'a>(
+        &'a self,
+        sorted_fps: &'a [u64],
+    ) -> impl Iterator<Item = usize> + 'a {
         self.metas()
-            .filter(move |(_, m)| m.kind == 1 && m.sig_fp == fp)
+            .filter(move |(_, m)| m.kind == 1 && sorted_fps.binary_search(&m.sig_fp).is_ok())
             .map(|(i, _)| i)
     }
 

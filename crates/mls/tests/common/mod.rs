@@ -153,3 +153,24 @@ pub fn external_join<C>(
         g.merge_staged_commit(staged).unwrap();
     }
 }
+
+/// The environment variable naming the split configuration of
+/// `scripts/setup-tpm.sh`: signature keys in the TPM 2.0 test token (swtpm
+/// through tpm2-pkcs11), HPKE keys and the state-sealing key in the SoftHSM
+/// test token.
+#[allow(dead_code)] // used by group_tpm.rs only
+pub const SPLIT_CONFIG_ENV: &str = "HSMLS_TPM_SPLIT_PKCS11_CONFIG";
+
+/// The split configuration. Fails (never skips) when the TPM was not
+/// started.
+#[allow(dead_code)] // used by group_tpm.rs only
+pub fn split_config() -> Pkcs11Config {
+    let path = std::env::var_os(SPLIT_CONFIG_ENV).unwrap_or_else(|| {
+        panic!(
+            "{SPLIT_CONFIG_ENV} is not set: this test needs the TPM 2.0 test token. \
+             Run `bash scripts/test.sh` (it runs scripts/setup-tpm.sh)."
+        )
+    });
+    Pkcs11Config::from_file(std::path::Path::new(&path))
+        .unwrap_or_else(|e| panic!("bad {SPLIT_CONFIG_ENV}: {e}"))
+}
