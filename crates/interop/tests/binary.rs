@@ -189,10 +189,16 @@ fn token_config() -> std::path::PathBuf {
         .into()
 }
 
+/// One test process at a time opens the SoftHSM token: SoftHSM keeps it
+/// in files that several processes writing at once can make unreadable to
+/// a process opening it meanwhile ("no token with label").
+static TOKEN_USERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Suites 0x0002, 0x0005 and 0x0007: every key in the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_pkcs11_custody() {
     token_config();
+    let _token = TOKEN_USERS.lock().await;
     let (_a, mut a) = spawn(Keys::Token).await;
     let (_b, mut b) = spawn(Keys::Software).await;
     for suite in [2, 5, 7] {
@@ -209,6 +215,7 @@ async fn binary_with_pkcs11_custody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_with_pkcs11_custody_x25519() {
     let original = token_config();
+    let _token = TOKEN_USERS.lock().await;
     let (_a, mut a) = spawn(Keys::Token).await;
     for suite in [1, 3] {
         let e = a
