@@ -11,7 +11,7 @@ function t(ms) {
     return sprintf("%.0f µs", ms * 1000)
 }
 function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "" : sprintf("%.2f", a / b) }
-function num(x) {
+function num(x,    s, out) {
     s = sprintf("%d", x); out = ""
     while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
     return s out
