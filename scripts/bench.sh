@@ -13,6 +13,9 @@
 #                                                     # messages with one member's keys in
 #                                                     # software, SoftHSM, and the swtpm TPM
 #                                                     # (signature key) + SoftHSM (HPKE)
+#   bash scripts/bench.sh --scale                     # groups of 2 to 100,000: hsmls,
+#                                                     # openmls, mls-rs, hsmls on SoftHSM
+#                                                     # (scripts/scale.sh: CSV, tables, plots)
 #   bash scripts/bench.sh --ds-load                   # the DS end to end: hsmls-ds serve
 #                                                     # + the open-loop load generator
 #                                                     # (scripts/ds-load.sh)
@@ -44,6 +47,11 @@ if [[ "${1:-}" == "--tpm" ]]; then
     shift
     eval "$(bash scripts/setup-tpm.sh --env --quiet)"
     exec cargo bench -p hsmls --bench custody_commit "$@"
+fi
+if [[ "${1:-}" == "--scale" ]]; then
+    shift
+    export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
+    exec bash scripts/scale.sh "$@"
 fi
 if [[ "${1:-}" == "--ds-load" ]]; then
     shift
