@@ -13,9 +13,20 @@
 #                                                     # messages with one member's keys in
 #                                                     # software, SoftHSM, and the swtpm TPM
 #                                                     # (signature key) + SoftHSM (HPKE)
+#   bash scripts/bench.sh --scale                     # groups of 2 to 100,000: hsmls,
+#                                                     # openmls, mls-rs, hsmls on SoftHSM
+#                                                     # (scripts/scale.sh: CSV, tables, plots)
 #   bash scripts/bench.sh --ds-load                   # the DS end to end: hsmls-ds serve
 #                                                     # + the open-loop load generator
 #                                                     # (scripts/ds-load.sh)
+#   bash scripts/bench.sh --suites [crypto|custody|commit] [-- criterion args]
+#                                                     # per cipher suite: hsmls-crypto's
+#                                                     # operations, sign/DH per curve in
+#                                                     # software and SoftHSM, and the commit
+#                                                     # benchmark with the peers on
+#                                                     # HSMLS_BENCH_SUITES (default
+#                                                     # 0x0001,0x0003,0x0007); all three
+#                                                     # without a part name
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -37,6 +48,11 @@ if [[ "${1:-}" == "--tpm" ]]; then
     eval "$(bash scripts/setup-tpm.sh --env --quiet)"
     exec cargo bench -p hsmls --bench custody_commit "$@"
 fi
+if [[ "${1:-}" == "--scale" ]]; then
+    shift
+    export SOFTHSM2_CONF HSMLS_PKCS11_CONFIG
+    exec bash scripts/scale.sh "$@"
+fi
 if [[ "${1:-}" == "--ds-load" ]]; then
     shift
     cargo build --release -p hsmls-ds --bin hsmls-ds
@@ -44,6 +60,32 @@ if [[ "${1:-}" == "--ds-load" ]]; then
     target="$(cargo metadata --format-version 1 --no-deps |
         sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
     exec bash scripts/ds-load.sh "$target/release/hsmls-ds" "$@"
+fi
+if [[ "${1:-}" == "--suites" ]]; then
+    shift
+    part=all
+    if [[ $# -gt 0 && "$1" != "--" ]]; then
+        part="$1"
+        shift
+    fi
+    case "$part" in
+        all | crypto | custody | commit) ;;
+        *)
+            echo "bench.sh --suites: unknown part '$part' (crypto, custody or commit)" >&2
+            exit 2
+            ;;
+    esac
+    if [[ "$part" == all || "$part" == crypto ]]; then
+        cargo bench -p hsmls-crypto --bench suite "$@"
+    fi
+    if [[ "$part" == all || "$part" == custody ]]; then
+        cargo bench -p hsmls-custody --bench custody "$@"
+    fi
+    if [[ "$part" == all || "$part" == commit ]]; then
+        HSMLS_BENCH_SUITES="${HSMLS_BENCH_SUITES:-0x0001,0x0003,0x0007}" \
+            cargo bench -p hsmls-peers --bench commit "$@"
+    fi
+    exit 0
 fi
 if [[ $# -eq 0 || "$1" == "--" ]]; then
     set -- -p hsmls-custody "$@"

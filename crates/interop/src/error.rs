@@ -21,9 +21,9 @@ pub enum InteropError {
         /// What the RPC needed.
         expected: &'static str,
     },
-    /// Only suite 0x0002 is implemented.
+    /// The suite is not one of [`crate::SUPPORTED_SUITES`].
     #[error(
-        "cipher suite {0:#06x} is not supported (hsmls supports 0x0002, MLS_128_DHKEMP256_AES128GCM_SHA256_P256)"
+        "cipher suite {0:#06x} is not supported (hsmls supports 0x0001, 0x0002, 0x0003, 0x0005 and 0x0007)"
     )]
     UnsupportedCipherSuite(u32),
     /// Only basic credentials are used by this client.
@@ -63,8 +63,20 @@ pub enum InteropError {
 
 impl InteropError {
     /// The gRPC status code of this error.
+    ///
+    /// A key of a suite this client's custody is configured not to hold
+    /// ([`CustodyError::KeyHomeRefused`]: X25519 HPKE keys with the token
+    /// and `hpke_keys = "token"`) answers `FAILED_PRECONDITION`: the
+    /// request is valid, the configuration refuses it.
     pub fn code(&self) -> Code {
         match self {
+            InteropError::Custody(CustodyError::KeyHomeRefused { .. })
+            | InteropError::KeyPackage(KeyPackageError::Custody(CustodyError::KeyHomeRefused {
+                ..
+            }))
+            | InteropError::Group(GroupError::Custody(CustodyError::KeyHomeRefused { .. })) => {
+                Code::FailedPrecondition
+            }
             InteropError::UnknownId(_) => Code::NotFound,
             InteropError::WrongKind { .. }
             | InteropError::UnsupportedCipherSuite(_)

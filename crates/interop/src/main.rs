@@ -7,13 +7,19 @@
 //!
 //! `--port` defaults to 50051. Keys live in memory (zeroized on drop)
 //! unless `--pkcs11` is given or `HSMLS_INTEROP_PKCS11=1` is set: then
-//! they live in the PKCS#11 token that `HSMLS_PKCS11_CONFIG` describes.
+//! they live in the PKCS#11 token(s) that `HSMLS_PKCS11_CONFIG` describes
+//! ([`ConfiguredCustody`]: a router over the signature token and, if the
+//! file names one with `hpke_token`, an HPKE token): the HPKE keys of a
+//! suite the token cannot hold (X25519 on SoftHSM: suites 0x0001 and
+//! 0x0003) live in process memory only when that file says
+//! `hpke_keys = "token-else-software"` (or `"software"`), and are refused
+//! otherwise; signature keys always live in the token.
 #![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use hsmls_custody::{KeyCustody, Pkcs11Custody, SoftwareCustody};
+use hsmls_custody::{ConfiguredCustody, KeyCustody, SoftwareCustody};
 use hsmls_interop::InteropClient;
 
 const USAGE: &str = "usage: hsmls-interop-client [--port N] [--pkcs11]
@@ -64,8 +70,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let custody: Arc<dyn KeyCustody> = if args.pkcs11 {
-        match Pkcs11Custody::open_from_env() {
-            Ok(c) => Arc::new(c),
+        match ConfiguredCustody::open_from_env() {
+            Ok(c) => c.custody(),
             Err(e) => {
                 eprintln!("cannot open the PKCS#11 token: {e}");
                 return std::process::ExitCode::FAILURE;

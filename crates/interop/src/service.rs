@@ -51,8 +51,10 @@ use crate::error::InteropError;
 use crate::proto::mls_client_server::MlsClient;
 use crate::proto::*;
 
-/// The one cipher suite hsmls implements.
-pub const SUPPORTED_SUITE: u16 = 0x0002;
+/// The cipher suites this client offers (RFC 9420 §17.1), in code-point
+/// order: every suite the engine implements. Each RPC runs in the suite of
+/// its request (or of the GroupInfo, KeyPackage or group it names).
+pub const SUPPORTED_SUITES: [u16; 5] = [0x0001, 0x0002, 0x0003, 0x0005, 0x0007];
 
 /// How long generated KeyPackages are valid (90 days).
 const KEY_PACKAGE_VALIDITY: u64 = 90 * 24 * 3600;
@@ -291,20 +293,23 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The suite of a request, if this client offers it.
 fn check_suite(suite: u32) -> Result<codec::CipherSuite, InteropError> {
-    if suite == u32::from(SUPPORTED_SUITE) {
-        Ok(codec::CipherSuite(SUPPORTED_SUITE))
-    } else {
-        Err(InteropError::UnsupportedCipherSuite(suite))
-    }
+    SUPPORTED_SUITES
+        .into_iter()
+        .find(|&s| u32::from(s) == suite)
+        .map(codec::CipherSuite)
+        .ok_or(InteropError::UnsupportedCipherSuite(suite))
 }
 
-fn provider() -> Result<&'static dyn CipherSuiteProvider, InteropError> {
-    Ok(SuiteId(SUPPORTED_SUITE).provider()?)
+fn provider(suite: codec::CipherSuite) -> Result<&'static dyn CipherSuiteProvider, InteropError> {
+    Ok(SuiteId(suite.0).provider()?)
 }
 
-fn group_config(encrypt_handshake: bool) -> GroupConfig {
+/// A group configuration of `suite` with the handshake framing asked for.
+fn group_config(suite: codec::CipherSuite, encrypt_handshake: bool) -> GroupConfig {
     let mut config = GroupConfig::default();
+    config.cipher_suite = suite;
     config.handshake_framing = if encrypt_handshake {
         HandshakeFraming::Private
     } else {
@@ -392,6 +397,14 @@ fn member_with_identity(group: &Group, identity: &[u8]) -> Result<LeafIndex, Int
         .ok_or_else(|| InteropError::NoSuchMember(String::from_utf8_lossy(identity).into_owned()))
 }
 
+/// Destroys the signature key of a signer that was not kept (its RPC
+/// failed after generating it), so that no key is left in custody.
+fn discard_signer(signer: &Signer) {
+    if let Err(e) = signer.custody.destroy(&signer.signature_key) {
+        tracing::warn!(error = %e, "could not destroy an unused signature key");
+    }
+}
+
 fn random_nonce(cs: &dyn CipherSuiteProvider) -> Vec<u8> {
     let mut nonce = vec![0; cs.hash_len()];
     OsRng.fill_bytes(&mut nonce);
@@ -474,14 +487,30 @@ impl InteropClient {
         answer(|| f(self.registry()?.group(state_id)?))
     }
 
-    fn signer(&self, identity: &[u8]) -> Result<Signer, InteropError> {
+    /// A fresh signer for `identity` whose signature key is of `suite`'s
+    /// scheme (RFC 9420 §5.1.2), in this client's custody.
+    fn signer(&self, identity: &[u8], suite: codec::CipherSuite) -> Result<Signer, InteropError> {
         if identity.is_empty() {
             return Err(InteropError::InvalidArgument("empty identity".into()));
         }
-        Ok(Signer::generate(
+        Ok(Signer::generate_for(
             self.custody.clone(),
             Credential::Basic(identity.to_vec()),
+            provider(suite)?.signature_scheme(),
         )?)
+    }
+
+    /// A fresh KeyPackage of `suite` for `signer`.
+    fn key_package(
+        &self,
+        signer: &Signer,
+        suite: codec::CipherSuite,
+    ) -> Result<KeyPackageBundle, InteropError> {
+        let mut config = KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY);
+        config.cipher_suite = suite;
+        Ok(self
+            .client(signer.clone(), group_config(suite, true))
+            .generate_key_package(&config)?)
     }
 
     /// The client of `signer` with this service's validator and `config`.
@@ -499,11 +528,16 @@ impl InteropClient {
         )?)
     }
 
-    /// A fresh signer with the same credential as `like`.
-    fn signer_like(&self, like: &Signer) -> Result<Signer, InteropError> {
-        Ok(Signer::generate(
+    /// A fresh signer of `suite` with the same credential as `like`.
+    fn signer_like(
+        &self,
+        like: &Signer,
+        suite: codec::CipherSuite,
+    ) -> Result<Signer, InteropError> {
+        Ok(Signer::generate_for(
             self.custody.clone(),
             like.credential.clone(),
+            provider(suite)?.signature_scheme(),
         )?)
     }
 
@@ -522,13 +556,17 @@ impl InteropClient {
                 "the commit holds no ReInit",
             ));
         };
-        let suite = reinit.cipher_suite;
-        let signer = self.signer_like(g.group.signer())?;
-        let mut config = KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY);
-        config.cipher_suite = suite;
-        let bundle = self
-            .client(signer.clone(), GroupConfig::default())
-            .generate_key_package(&config)?;
+        // The new group's suite may differ from the old one's: the new
+        // signature key and KeyPackage are of the new suite.
+        let suite = check_suite(u32::from(reinit.cipher_suite.0))?;
+        let signer = self.signer_like(g.group.signer(), suite)?;
+        let bundle = match self.key_package(&signer, suite) {
+            Ok(b) => b,
+            Err(e) => {
+                discard_signer(&signer);
+                return Err(e);
+            }
+        };
         let key_package = bundle.to_bytes()?;
         let Some(Entry::Group(old)) = reg.entries.remove(&state_id) else {
             return Err(InteropError::UnknownId(state_id));
@@ -687,12 +725,16 @@ impl InteropClient {
         req: NewMemberAddProposalRequest,
     ) -> Result<NewMemberAddProposalResponse, InteropError> {
         let gi = decode_group_info(&req.group_info)?;
-        check_suite(u32::from(gi.group_context.cipher_suite.0))?;
-        let cs = provider()?;
-        let signer = self.signer(&req.identity)?;
-        let bundle = self
-            .client(signer.clone(), GroupConfig::default())
-            .generate_key_package(&KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY))?;
+        let suite = check_suite(u32::from(gi.group_context.cipher_suite.0))?;
+        let cs = provider(suite)?;
+        let signer = self.signer(&req.identity, suite)?;
+        let bundle = match self.key_package(&signer, suite) {
+            Ok(b) => b,
+            Err(e) => {
+                discard_signer(&signer);
+                return Err(e);
+            }
+        };
         let content = FramedContent {
             group_id: gi.group_context.group_id.clone(),
             epoch: gi.group_context.epoch,
@@ -737,8 +779,8 @@ impl InteropClient {
     ) -> Result<ProposalResponse, InteropError> {
         let signer = self.registry()?.external_signer(req.signer_id)?.clone();
         let gi = decode_group_info(&req.group_info)?;
-        check_suite(u32::from(gi.group_context.cipher_suite.0))?;
-        let cs = provider()?;
+        let suite = check_suite(u32::from(gi.group_context.cipher_suite.0))?;
+        let cs = provider(suite)?;
         let description = req
             .description
             .as_ref()
@@ -846,7 +888,7 @@ impl MlsClient for InteropClient {
         _: Request<SupportedCiphersuitesRequest>,
     ) -> RpcResult<SupportedCiphersuitesResponse> {
         Ok(Response::new(SupportedCiphersuitesResponse {
-            ciphersuites: vec![u32::from(SUPPORTED_SUITE)],
+            ciphersuites: SUPPORTED_SUITES.into_iter().map(u32::from).collect(),
         }))
     }
 
@@ -856,11 +898,12 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<CreateGroupResponse> {
         let req = req.into_inner();
         answer(|| {
-            check_suite(req.cipher_suite)?;
-            let signer = self.signer(&req.identity)?;
+            let suite = check_suite(req.cipher_suite)?;
+            let signer = self.signer(&req.identity, suite)?;
             let group = self
-                .client(signer.clone(), group_config(req.encrypt_handshake))
-                .create_group(req.group_id, Vec::new(), now())?;
+                .client(signer.clone(), group_config(suite, req.encrypt_handshake))
+                .create_group(req.group_id, Vec::new(), now())
+                .inspect_err(|_| discard_signer(&signer))?;
             let state_id = self.registry()?.insert_group(group);
             Ok(CreateGroupResponse { state_id })
         })
@@ -872,11 +915,11 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<CreateKeyPackageResponse> {
         let req = req.into_inner();
         answer(|| {
-            check_suite(req.cipher_suite)?;
-            let signer = self.signer(&req.identity)?;
+            let suite = check_suite(req.cipher_suite)?;
+            let signer = self.signer(&req.identity, suite)?;
             let bundle = self
-                .client(signer.clone(), GroupConfig::default())
-                .generate_key_package(&KeyPackageConfig::new(now(), KEY_PACKAGE_VALIDITY))?;
+                .key_package(&signer, suite)
+                .inspect_err(|_| discard_signer(&signer))?;
             let key_package = bundle.to_bytes()?;
             let transaction_id =
                 self.registry()?
@@ -902,8 +945,13 @@ impl MlsClient for InteropClient {
             let ratchet_tree = decode_tree(&req.ratchet_tree)?;
             let mut reg = self.registry()?;
             let tx = reg.take_transaction(req.transaction_id)?;
+            // The Welcome is joined in the suite of its KeyPackage.
+            let suite = tx.bundle.key_package.cipher_suite();
             let joined = self
-                .client(tx.signer.clone(), group_config(req.encrypt_handshake))
+                .client(
+                    tx.signer.clone(),
+                    group_config(suite, req.encrypt_handshake),
+                )
                 .join_from_welcome(&tx.bundle, &req.welcome, tx.join_options(ratchet_tree));
             let (state_id, epoch_authenticator) =
                 reg.store_joined(joined, req.transaction_id, Entry::Transaction(Box::new(tx)))?;
@@ -933,10 +981,10 @@ impl MlsClient for InteropClient {
                 external_commit_psks.push(codec::Psk::External(psk.psk_id.clone()));
             }
             let gi = decode_group_info(&req.group_info)?;
-            check_suite(u32::from(gi.group_context.cipher_suite.0))?;
+            let suite = check_suite(u32::from(gi.group_context.cipher_suite.0))?;
             let ratchet_tree = decode_tree(&req.ratchet_tree)?;
-            let signer = self.signer(&req.identity)?;
-            let config = group_config(req.encrypt_handshake);
+            let signer = self.signer(&req.identity, suite)?;
+            let config = group_config(suite, req.encrypt_handshake);
             let prior = if req.remove_prior {
                 let tree = match &ratchet_tree {
                     Some(t) => t.clone(),
@@ -964,9 +1012,7 @@ impl MlsClient for InteropClient {
             let (group, commit) = match result {
                 Ok(x) => x,
                 Err(e) => {
-                    if let Err(d) = signer.custody.destroy(&signer.signature_key) {
-                        tracing::warn!(error = %d, "could not destroy an unused signature key");
-                    }
+                    discard_signer(&signer);
                     return Err(e.into());
                 }
             };
@@ -1321,7 +1367,7 @@ impl MlsClient for InteropClient {
             }
             let mut reg = self.registry()?;
             let g = reg.group(req.state_id)?;
-            let signer = self.signer_like(g.group.signer())?;
+            let signer = self.signer_like(g.group.signer(), g.group.config().cipher_suite)?;
             // The branch takes this group's configuration, with the
             // Welcome's tree policy of the request.
             let saved = g.group.config().clone();
@@ -1341,9 +1387,7 @@ impl MlsClient for InteropClient {
             let (mut group, out) = match created {
                 Ok(x) => x,
                 Err(e) => {
-                    if let Err(d) = signer.custody.destroy(&signer.signature_key) {
-                        tracing::warn!(error = %d, "could not destroy an unused signature key");
-                    }
+                    discard_signer(&signer);
                     return Err(e.into());
                 }
             };
@@ -1396,8 +1440,8 @@ impl MlsClient for InteropClient {
     ) -> RpcResult<CreateExternalSignerResponse> {
         let req = req.into_inner();
         answer(|| {
-            check_suite(req.cipher_suite)?;
-            let signer = self.signer(&req.identity)?;
+            let suite = check_suite(req.cipher_suite)?;
+            let signer = self.signer(&req.identity, suite)?;
             let external_sender = ExternalSender {
                 signature_key: signer.signature_public_key(),
                 credential: signer.credential.clone(),

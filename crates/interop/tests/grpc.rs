@@ -293,7 +293,7 @@ async fn every_rpc_through_grpc() {
             .unwrap()
             .into_inner()
             .ciphersuites;
-        assert_eq!(suites, vec![2]);
+        assert_eq!(suites, vec![1, 2, 3, 5, 7]);
     }
 
     // alice creates the group (encrypted handshakes).
@@ -852,23 +852,23 @@ async fn every_rpc_through_grpc() {
         a.client
             .create_group(CreateGroupRequest {
                 group_id: b"g".to_vec(),
-                cipher_suite: 1,
+                cipher_suite: 4,
                 encrypt_handshake: false,
                 identity: b"x".to_vec(),
             })
             .await,
         Code::InvalidArgument,
-        "cipher suite 0x0001 is not supported",
+        "cipher suite 0x0004 is not supported",
     );
     expect_status(
         a.client
             .create_key_package(CreateKeyPackageRequest {
-                cipher_suite: 3,
+                cipher_suite: 6,
                 identity: b"x".to_vec(),
             })
             .await,
         Code::InvalidArgument,
-        "cipher suite 0x0003",
+        "cipher suite 0x0006",
     );
     expect_status(
         a.client
@@ -1091,11 +1091,12 @@ async fn public_handshakes() {
     assert_ne!(auths[0], auth2);
     assert_agree(&mut [&mut alice, &mut bob], &auths[0]).await;
 
-    // ReInit by value (public framing), alice welcomes bob into the new
+    // ReInit by value (public framing) into suite 0x0001 (RFC 9420 §11.2:
+    // a ReInit may change the suite), alice welcomes bob into the new
     // group with the tree inside the Welcome.
     let mut reinit = by_value("reinit");
     reinit.group_id = b"public++".to_vec();
-    reinit.cipher_suite = 2;
+    reinit.cipher_suite = 1;
     let out = alice
         .client
         .re_init_commit(CommitRequest {
@@ -1127,6 +1128,13 @@ async fn public_handshakes() {
         .unwrap()
         .into_inner();
     assert_eq!(ra.epoch_authenticator, rb.epoch_authenticator);
+    // The KeyPackages for the new group are of its suite, and so are
+    // their signature keys (Ed25519: 32 bytes).
+    for kp in [&ra.key_package, &rb.key_package] {
+        let kp = hsmls::KeyPackageIn::from_bytes(kp).unwrap();
+        assert_eq!(kp.0.cipher_suite.0, 1);
+        assert_eq!(kp.0.leaf_node.signature_key.0.len(), 32);
+    }
     let w = alice
         .client
         .re_init_welcome(ReInitWelcomeRequest {

@@ -3,19 +3,33 @@
 //!
 //! A group scenario (create, three joins by Welcome, a self-update commit,
 //! an Update proposal, a remove, application messages, an external join)
-//! runs with every member's keys in the SoftHSM test token through
-//! [`Pkcs11Custody`] (`HSMLS_PKCS11_CONFIG`, set by `scripts/test.sh`),
-//! each wrapped in an [`Audit`] custody that records every call. The test
-//! asserts:
+//! runs with every member's keys in the SoftHSM test token
+//! (`HSMLS_PKCS11_CONFIG`, set by `scripts/test.sh`) through a
+//! [`CustodyRouter`] over [`Pkcs11Custody`], each wrapped in an [`Audit`]
+//! custody that records every call. It runs once per suite, with the
+//! custody split the suite allows on SoftHSM:
 //!
-//! - `import` is never called: no private key enters the token from
+//! - 0x0002 (P-256) and 0x0007 (P-384): every key in the token
+//!   (`hpke_keys = "token"`, so no key could go elsewhere);
+//! - 0x0001 (Ed25519 / X25519): signature keys in the token, HPKE keys in
+//!   software custody, by explicit configuration
+//!   (`hpke_keys = "token-else-software"`): SoftHSM has no X25519.
+//!
+//! The test asserts:
+//!
+//! - `import` is never called: no private key enters custody from
 //!   software;
 //! - every `KeyRef` given to `sign`, `sign_prehash`, `dh` or `destroy` was
 //!   produced by `generate` of that same custody;
-//! - every generated key object has `CKA_SENSITIVE` true,
+//! - every key lives where the split says ([`CustodyRouter::home`] and the
+//!   key's URI): signature keys in the token, HPKE keys in the token or,
+//!   for 0x0001, in software;
+//! - every key object generated in the token has `CKA_SENSITIVE` true,
 //!   `CKA_EXTRACTABLE` false and an unreadable `CKA_VALUE`
 //!   (`KeyCustody::key_attributes`, read from the token), checked right
-//!   after generation and again at the end for keys still alive;
+//!   after generation and again at the end for keys still alive, and
+//!   signature keys are token objects (`CKA_TOKEN`); a software HPKE key
+//!   reports itself as process memory (not a token object);
 //! - every signature key, every KeyPackage init and leaf key, and the leaf
 //!   key of every member after every commit (including the committer's
 //!   fresh UpdatePath leaf key and the external joiner's) is the public
@@ -35,14 +49,15 @@ use hsmls::{
     Client, CommitOptions, Group, GroupConfig, JoinOptions, KeyPackageBundle, KeyPackageConfig,
     ProcessedMessage,
 };
+use hsmls_crypto::CipherSuite;
 use hsmls_custody::pkcs11::Pkcs11Config;
 use hsmls_custody::{
-    Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyPurpose, KeyRef, KeySpec,
-    Pkcs11Custody, SharedSecret,
+    Capabilities, CustodyError, CustodyRouter, HpkeKeyHome, KeyAttributes, KeyCustody, KeyHome,
+    KeyPurpose, KeyRef, KeySpec, Pkcs11Custody, SharedSecret,
 };
 
 use common::{
-    Member, NOW, all_send, deliver_commit, external_join, member, pkcs11_config, validator,
+    Member, NOW, all_send, deliver_commit, external_join, member_of_suite, pkcs11_config, validator,
 };
 
 /// One recorded custody call.
@@ -57,34 +72,78 @@ enum Call {
     Find(String),
 }
 
-/// A custody on the token that records every call and checks each
-/// generated key's attributes in the token as soon as it exists.
+/// A suite and the custody split the audit expects for it on SoftHSM.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    suite: CipherSuite,
+    /// The `hpke_keys` configuration of the router.
+    hpke_keys: HpkeKeyHome,
+    /// Where the suite's HPKE keys must live.
+    hpke_home: KeyHome,
+}
+
+/// A custody on the token (through a [`CustodyRouter`]) that records every
+/// call and checks each generated key's home and, for token keys, its
+/// attributes in the token as soon as it exists.
 #[derive(Debug)]
 struct Audit {
-    inner: Pkcs11Custody,
+    inner: CustodyRouter,
+    split: Split,
     calls: Mutex<Vec<Call>>,
 }
 
-/// The key's private object, as the token reports it: sensitive, not
-/// extractable, its value unreadable.
-fn assert_protected(c: &Pkcs11Custody, key: &KeyRef, when: &str) {
-    let a: KeyAttributes = c.key_attributes(key).expect("key object in the token");
+/// Where `key` must live, by its purpose and the split.
+fn expected_home(split: Split, key: &KeyRef) -> KeyHome {
+    match key.purpose() {
+        KeyPurpose::Signature => KeyHome::Token,
+        KeyPurpose::Hpke => split.hpke_home,
+    }
+}
+
+/// The key lives where the split says; a token key's private object is
+/// sensitive, not extractable, its value unreadable (and a signature key
+/// is a token object); a software key says it is in process memory.
+fn assert_protected(c: &CustodyRouter, split: Split, key: &KeyRef, when: &str) {
     let spec = key.spec();
-    assert!(a.sensitive, "{when}: {spec} key is not CKA_SENSITIVE");
-    assert!(!a.extractable, "{when}: {spec} key is CKA_EXTRACTABLE");
-    assert!(
-        !a.value_readable,
-        "{when}: {spec} key's CKA_VALUE is readable"
-    );
+    let home = expected_home(split, key);
+    assert_eq!(c.home(spec).unwrap(), home, "{when}: {spec} key's home");
+    let a: KeyAttributes = c.key_attributes(key).expect("a live key");
+    match home {
+        KeyHome::Token => {
+            assert!(
+                key.uri().starts_with("pkcs11:"),
+                "{when}: {spec} key {} is not a token key",
+                key.uri()
+            );
+            assert!(a.sensitive, "{when}: {spec} key is not CKA_SENSITIVE");
+            assert!(!a.extractable, "{when}: {spec} key is CKA_EXTRACTABLE");
+            assert!(
+                !a.value_readable,
+                "{when}: {spec} key's CKA_VALUE is readable"
+            );
+            if key.purpose() == KeyPurpose::Signature {
+                assert!(a.token_object, "{when}: {spec} key is not CKA_TOKEN");
+            }
+        }
+        _ => {
+            assert!(
+                key.uri().starts_with("software:"),
+                "{when}: {spec} key {} is not in software custody",
+                key.uri()
+            );
+            assert!(!a.token_object, "{when}: {spec} software key");
+        }
+    }
 }
 
 impl Audit {
-    fn open(config: &Pkcs11Config) -> Arc<Self> {
-        let inner = Pkcs11Custody::open(config).unwrap_or_else(|e| {
+    fn open(config: &Pkcs11Config, split: Split) -> Arc<Self> {
+        let token = Pkcs11Custody::open(config).unwrap_or_else(|e| {
             panic!("cannot open the SoftHSM test token: {e} (run `bash scripts/test.sh`)")
         });
         Arc::new(Audit {
-            inner,
+            inner: CustodyRouter::new(Arc::new(token), split.hpke_keys),
+            split,
             calls: Mutex::new(Vec::new()),
         })
     }
@@ -132,7 +191,7 @@ impl KeyCustody for Audit {
     }
     fn generate(&self, spec: KeySpec) -> Result<KeyRef, CustodyError> {
         let key = self.inner.generate(spec)?;
-        assert_protected(&self.inner, &key, "just generated");
+        assert_protected(&self.inner, self.split, &key, "just generated");
         self.record(Call::Generate(spec, key.clone()));
         Ok(key)
     }
@@ -211,13 +270,47 @@ fn check(members: &[Member<Audit>], step: &str) {
     }
 }
 
+/// Suite 0x0002: every key in the token.
 #[test]
 fn no_private_key_of_hsmls_exists_outside_the_token() {
+    audit(Split {
+        suite: CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+        hpke_keys: HpkeKeyHome::Token,
+        hpke_home: KeyHome::Token,
+    });
+}
+
+/// Suite 0x0007 (P-384 ECDSA and ECDH): every key in the token.
+#[test]
+fn no_private_key_of_hsmls_exists_outside_the_token_0x0007() {
+    audit(Split {
+        suite: CipherSuite::MLS_256_DHKEMP384_AES256GCM_SHA384_P384,
+        hpke_keys: HpkeKeyHome::Token,
+        hpke_home: KeyHome::Token,
+    });
+}
+
+/// Suite 0x0001: Ed25519 signature keys in the token; the X25519 HPKE keys
+/// in software custody, because the configuration says so explicitly.
+#[test]
+fn signature_keys_in_the_token_x25519_hpke_keys_in_software_0x0001() {
+    audit(Split {
+        suite: CipherSuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_ED25519,
+        hpke_keys: HpkeKeyHome::TokenElseSoftware,
+        hpke_home: KeyHome::Software,
+    });
+}
+
+/// The audited scenario in `split.suite`.
+fn audit(split: Split) {
     let config = pkcs11_config();
-    let gconfig = GroupConfig::default();
+    let mut gconfig = GroupConfig::default();
+    gconfig.cipher_suite = hsmls::wire::CipherSuite(split.suite.0);
+    let mut kp_config = KeyPackageConfig::new(NOW - 10, 3600);
+    kp_config.cipher_suite = gconfig.cipher_suite;
     let mut members: Vec<Member<Audit>> = ["alice", "bob", "carol", "dave"]
         .into_iter()
-        .map(|n| member(Audit::open(&config), n))
+        .map(|n| member_of_suite(Audit::open(&config, split), n, split.suite))
         .collect();
 
     members[0].group = Some(
@@ -231,10 +324,7 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
     // Three joins by Welcome.
     let bundles: Vec<KeyPackageBundle> = members[1..]
         .iter()
-        .map(|m| {
-            Client::new(m.signer.clone(), validator())
-                .generate_key_package(&KeyPackageConfig::new(NOW - 10, 3600))
-        })
+        .map(|m| Client::new(m.signer.clone(), validator()).generate_key_package(&kp_config))
         .collect::<Result<_, _>>()
         .unwrap();
     for (m, b) in members[1..].iter().zip(&bundles) {
@@ -314,7 +404,7 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
     check(&members, "remove");
 
     // Erin joins by external commit.
-    let mut erin = member(Audit::open(&config), "erin");
+    let mut erin = member_of_suite(Audit::open(&config, split), "erin", split.suite);
     external_join(&mut members, &mut erin, 1, &gconfig);
     members.push(erin);
     check(&members, "external join");
@@ -361,8 +451,30 @@ fn no_private_key_of_hsmls_exists_outside_the_token() {
         // Keys still alive keep their protection to the end.
         let destroyed = m.custody.destroyed();
         for k in generated.iter().filter(|k| !destroyed.contains(k)) {
-            assert_protected(&m.custody.inner, k, &m.name);
+            assert_protected(&m.custody.inner, split, k, &m.name);
         }
+        // The split, over every key: the signature key in the token, the
+        // HPKE keys all in the home of the split.
+        for k in &generated {
+            assert_eq!(
+                m.custody.inner.home(k.spec()).unwrap(),
+                expected_home(split, k),
+                "{}: {k:?}",
+                m.name
+            );
+            assert!(
+                k.spec().cipher_suites().contains(&split.suite.0),
+                "{}: a key of another suite: {k:?}",
+                m.name
+            );
+        }
+        assert!(
+            generated
+                .iter()
+                .any(|k| k.purpose() == KeyPurpose::Signature),
+            "{}: no signature key",
+            m.name
+        );
     }
 
     // The test's keys leave the token with it (a wrapped HPKE key whose

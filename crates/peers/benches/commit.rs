@@ -1,7 +1,8 @@
 //! Comparative benchmark: a self-update Commit (an empty commit with an
 //! UpdatePath, RFC 9420 §12.4) created by one member and processed by
 //! others, in groups of N members, for every implementation behind
-//! [`Peer`] (hsmls, openmls, mls-rs), all with suite 0x0002.
+//! [`Peer`] (hsmls, openmls, mls-rs), all with suite 0x0002 unless
+//! `HSMLS_BENCH_SUITES` names others (below).
 //!
 //! Group shape: the committer creates the group and adds the other N−1
 //! members with one Add commit (no path), so most parent nodes are blank and
@@ -21,7 +22,12 @@
 //!
 //! Sizes come from `PEERS_BENCH_SIZES` (default `2,100,1000`), e.g.
 //! `PEERS_BENCH_SIZES=10000 cargo bench -p hsmls-peers --bench commit`;
-//! `PEERS_BENCH_IMPLS=hsmls,mls-rs` selects implementations. hsmls spreads
+//! `PEERS_BENCH_IMPLS=hsmls,mls-rs` selects implementations;
+//! `HSMLS_BENCH_SUITES=0x0001,0x0003,0x0007` the cipher suites (default
+//! `0x0002`; an implementation whose crypto provider lacks a suite is
+//! skipped with a note: openmls_rust_crypto has no 0x0007). Suites other
+//! than 0x0002 add the suite to the benchmark names
+//! (`self_update_process/100/0x0001`). hsmls spreads
 //! UpdatePath encryption and tree validation over the cores; mls-rs does so
 //! with `--features mls-rs-rayon`; openmls runs on one thread.
 //! To add an implementation, implement `Peer` for it and add one
@@ -44,14 +50,14 @@ struct BenchGroup<P> {
     round: Option<(Vec<u8>, usize)>,
 }
 
-fn build_group<P: Peer>(n: usize) -> Result<BenchGroup<P>, PeerError> {
-    let mut committer = P::new(b"committer")?;
+fn build_group<P: Peer>(n: usize, suite: u16) -> Result<BenchGroup<P>, PeerError> {
+    let mut committer = P::with_suite(b"committer", suite)?;
     committer.create_group(b"benchmark group")?;
     let mut receivers = Vec::new();
     let mut key_packages = Vec::with_capacity(n.saturating_sub(1));
     for i in 1..n {
         // One client per member: signature keys must be unique (RFC 9420 §7.9).
-        let mut member = P::new(format!("member {i}").as_bytes())?;
+        let mut member = P::with_suite(format!("member {i}").as_bytes(), suite)?;
         key_packages.push(member.key_package()?);
         if receivers.len() < RECEIVERS {
             receivers.push(member);
@@ -127,14 +133,25 @@ impl<P: Peer> BenchGroup<P> {
     }
 }
 
-fn bench_peer<P: Peer>(c: &mut Criterion, n: usize) {
+fn bench_peer<P: Peer>(c: &mut Criterion, n: usize, suite: u16) {
+    // A provider may refuse the suite only when a group is made (openmls).
+    let probe = P::with_suite(b"probe", suite).and_then(|mut p| p.create_group(b"probe"));
+    if let Err(e) = probe {
+        eprintln!("{} skipped on suite 0x{suite:04x}: {e}", P::NAME);
+        return;
+    }
+    // The default suite keeps its historical names.
+    let tag = match suite {
+        hsmls_peers::CIPHER_SUITE => String::new(),
+        other => format!("/0x{other:04x}"),
+    };
     let started = Instant::now();
-    let mut group = match build_group::<P>(n) {
+    let mut group = match build_group::<P>(n, suite) {
         Ok(g) => g,
         Err(e) => panic!("{} setup at N = {n}: {e}", P::NAME),
     };
     eprintln!(
-        "{} N = {n}: group with {} receivers set up in {:.1?}",
+        "{} N = {n}{tag}: group with {} receivers set up in {:.1?}",
         P::NAME,
         group.receivers.len(),
         started.elapsed()
@@ -148,7 +165,7 @@ fn bench_peer<P: Peer>(c: &mut Criterion, n: usize) {
     };
 
     if !group.receivers.is_empty() {
-        c.benchmark_group(format!("self_update_process/{n}"))
+        c.benchmark_group(format!("self_update_process/{n}{tag}"))
             .sampling_mode(mode)
             .bench_function(P::NAME, |b| {
                 b.iter_custom(|iters| {
@@ -165,7 +182,7 @@ fn bench_peer<P: Peer>(c: &mut Criterion, n: usize) {
         }
     }
 
-    c.benchmark_group(format!("self_update_create/{n}"))
+    c.benchmark_group(format!("self_update_create/{n}{tag}"))
         .sampling_mode(mode)
         .bench_function(P::NAME, |b| {
             b.iter_custom(|iters| {
@@ -198,16 +215,37 @@ fn selected<P: Peer>() -> bool {
         .unwrap_or(true)
 }
 
+/// `HSMLS_BENCH_SUITES`: comma-separated suites in hex (`0x0001`) or
+/// decimal; default 0x0002.
+fn suites() -> Vec<u16> {
+    std::env::var("HSMLS_BENCH_SUITES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|v| {
+                    let v = v.trim();
+                    match v.strip_prefix("0x") {
+                        Some(hex) => u16::from_str_radix(hex, 16).ok(),
+                        None => v.parse().ok(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![hsmls_peers::CIPHER_SUITE])
+}
+
 fn commit_benches(c: &mut Criterion) {
-    for n in sizes() {
-        if selected::<HsmlsPeer>() {
-            bench_peer::<HsmlsPeer>(c, n);
-        }
-        if selected::<OpenMlsPeer>() {
-            bench_peer::<OpenMlsPeer>(c, n);
-        }
-        if selected::<MlsRsPeer>() {
-            bench_peer::<MlsRsPeer>(c, n);
+    for suite in suites() {
+        for n in sizes() {
+            if selected::<HsmlsPeer>() {
+                bench_peer::<HsmlsPeer>(c, n, suite);
+            }
+            if selected::<OpenMlsPeer>() {
+                bench_peer::<OpenMlsPeer>(c, n, suite);
+            }
+            if selected::<MlsRsPeer>() {
+                bench_peer::<MlsRsPeer>(c, n, suite);
+            }
         }
     }
 }

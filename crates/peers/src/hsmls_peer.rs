@@ -2,9 +2,11 @@
 //!
 //! Settings: cipher suite 0x0002 (or the one given to
 //! [`Peer::with_suite`]), basic credentials, [`GroupConfig`]'s
-//! defaults (handshakes sent as PrivateMessage, both forms accepted, the
+//! defaults (handshakes sent as PrivateMessage unless
+//! [`PeerOptions::public_handshakes`], both forms accepted, the
 //! ratchet_tree extension in Welcome). Self-updates are commits with
-//! `force_path` and without a GroupInfo, as the peers make them.
+//! `force_path` and without a GroupInfo, as the peers make them. Saved
+//! state is [`Group::save`], sealed by the client's custody.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,12 +16,16 @@ use hsmls::UnixTime;
 use hsmls::wire::LeafIndex;
 use hsmls::wire::{Credential, Decode as _, Encode as _, RatchetTree};
 use hsmls::{
-    BasicCredentialValidator, Client, CommitOptions, CommitOutput, Group, GroupConfig, JoinOptions,
-    KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    BasicCredentialValidator, Client, CommitOptions, CommitOutput, EpochRecord, Group, GroupConfig,
+    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
 };
 use hsmls_custody::SoftwareCustody;
 
-use crate::{CommitMessages, Event, Peer, PeerError};
+use crate::{CommitMessages, Event, Peer, PeerError, PeerOptions, SavedState};
+
+/// The record key of the sealed group state in a [`SavedState`]; epoch
+/// records are keyed by their epoch (8 bytes, big-endian).
+const STATE_KEY: &[u8] = b"state";
 
 const NAME: &str = "hsmls";
 /// KeyPackage validity (RFC 9420 §10: lifetime).
@@ -57,6 +63,8 @@ fn commit_messages(output: CommitOutput) -> CommitMessages {
 /// [`SoftwareCustody`].
 pub struct HsmlsPeer {
     suite: u16,
+    always_path: bool,
+    custody: Arc<SoftwareCustody>,
     client: Client,
     key_packages: Vec<KeyPackageBundle>,
     group: Option<Group>,
@@ -83,21 +91,28 @@ impl HsmlsPeer {
 impl Peer for HsmlsPeer {
     const NAME: &'static str = NAME;
 
-    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+    fn with_options(identity: &[u8], options: PeerOptions) -> Result<Self, PeerError> {
+        let suite = options.suite;
         let scheme = hsmls_crypto::CipherSuite(suite)
             .provider()
             .map_err(lib("cipher suite"))?
             .signature_scheme();
+        let custody = Arc::new(SoftwareCustody::new());
         let signer = Signer::generate_for(
-            Arc::new(SoftwareCustody::new()),
+            custody.clone(),
             Credential::Basic(identity.to_vec()),
             scheme,
         )
         .map_err(lib("signature key"))?;
         let mut config = GroupConfig::default();
         config.cipher_suite = hsmls::wire::CipherSuite(suite);
+        if options.public_handshakes {
+            config.handshake_framing = HandshakeFraming::Public;
+        }
         Ok(Self {
             suite,
+            always_path: options.always_path,
+            custody,
             client: Client::new(signer, Arc::new(BasicCredentialValidator::default()))
                 .with_group_config(config),
             key_packages: Vec::new(),
@@ -129,14 +144,15 @@ impl Peer for HsmlsPeer {
     }
 
     fn add_members(&mut self, key_packages: &[Vec<u8>]) -> Result<CommitMessages, PeerError> {
-        let kps = key_packages
-            .iter()
-            .map(|kp| self.client.validate_key_package(kp, now()))
-            .collect::<Result<Vec<_>, _>>()
+        let mut options = CommitOptions::new();
+        options.add_key_packages = self
+            .client
+            .validate_key_packages(key_packages, now())
             .map_err(lib("validate key package"))?;
+        options.force_path = self.always_path;
         let output = self
             .group_mut()?
-            .add_members(&kps, now())
+            .commit(options, now())
             .map_err(lib("add members"))?;
         Ok(commit_messages(output))
     }
@@ -269,6 +285,53 @@ impl Peer for HsmlsPeer {
         let group_info = group.group_info();
         group.set_config(config);
         group_info.map_err(lib("group info"))
+    }
+
+    fn save_state(&mut self) -> Result<SavedState, PeerError> {
+        let saved = self
+            .group()?
+            .save(self.custody.state_sealer())
+            .map_err(lib("save"))?;
+        let mut records = vec![(STATE_KEY.to_vec(), saved.state)];
+        records.extend(
+            saved
+                .epoch_records
+                .into_iter()
+                .map(|r| (r.epoch.to_be_bytes().to_vec(), r.data)),
+        );
+        Ok(SavedState {
+            group_id: saved.group_id,
+            records,
+        })
+    }
+
+    fn load_state(&mut self, saved: &SavedState) -> Result<(), PeerError> {
+        let mut state = None;
+        let mut epoch_records = Vec::new();
+        for (key, value) in &saved.records {
+            if key.as_slice() == STATE_KEY {
+                state = Some(value.as_slice());
+            } else {
+                let epoch = <[u8; 8]>::try_from(key.as_slice())
+                    .map_err(|_| lib("load")("a record key is neither \"state\" nor an epoch"))?;
+                epoch_records.push(EpochRecord {
+                    epoch: u64::from_be_bytes(epoch),
+                    data: value.clone(),
+                });
+            }
+        }
+        let state = state.ok_or_else(|| lib("load")("no state record"))?;
+        let group = self
+            .client
+            .load_group(
+                self.custody.state_sealer(),
+                &saved.group_id,
+                state,
+                &epoch_records,
+            )
+            .map_err(lib("load"))?;
+        self.group = Some(group);
+        Ok(())
     }
 
     fn join_external(

@@ -18,10 +18,13 @@
 pub mod hsmls_peer;
 pub mod mls_rs_peer;
 pub mod openmls_peer;
+pub mod scenario;
 
 pub use hsmls_peer::HsmlsPeer;
 pub use mls_rs_peer::MlsRsPeer;
 pub use openmls_peer::OpenMlsPeer;
+
+use std::fmt;
 
 /// The cipher suite of [`Peer::new`]: MLS_128_DHKEMP256_AES128GCM_SHA256_P256.
 pub const CIPHER_SUITE: u16 = 0x0002;
@@ -53,6 +56,69 @@ pub enum PeerError {
         /// What the operation expected, e.g. "a Welcome".
         expected: &'static str,
     },
+}
+
+/// How a peer client is set up beyond its identity ([`Peer::with_options`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerOptions {
+    /// The cipher suite (RFC 9420 §17.1).
+    pub suite: u16,
+    /// Handshake messages (proposals, commits) are sent as PublicMessage
+    /// (RFC 9420 §6.2) instead of PrivateMessage (§6.3). Application
+    /// messages are always PrivateMessage.
+    pub public_handshakes: bool,
+    /// Every commit carries an UpdatePath (RFC 9420 §12.4), Add-only
+    /// commits included. When `false`, each implementation's default:
+    /// hsmls and mls-rs add a path only when required, openmls's
+    /// `add_members` always adds one.
+    pub always_path: bool,
+}
+
+impl PeerOptions {
+    /// The defaults of [`Peer::with_suite`]: `suite`, handshakes as
+    /// PrivateMessage, a path only when required.
+    pub fn new(suite: u16) -> Self {
+        Self {
+            suite,
+            public_handshakes: false,
+            always_path: false,
+        }
+    }
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        Self::new(CIPHER_SUITE)
+    }
+}
+
+/// A member's group state as key–value records, as a store would hold them
+/// ([`Peer::save_state`]); each implementation chooses its own records.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SavedState {
+    /// The group's group_id.
+    pub group_id: Vec<u8>,
+    /// The records (key, value): hsmls's sealed state and epoch records,
+    /// mls-rs's state and epoch records, or openmls's storage entries.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SavedState {
+    /// The bytes a store would hold: every key and value.
+    pub fn size(&self) -> usize {
+        self.records.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
+impl fmt::Debug for SavedState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Sizes only: the records hold the group's secrets.
+        f.debug_struct("SavedState")
+            .field("records", &self.records.len())
+            .field("size", &self.size())
+            .finish()
+    }
 }
 
 /// What processing an incoming message produced.
@@ -99,7 +165,11 @@ pub trait Peer: Sized {
     /// signature key of the suite's scheme, KeyPackages and groups of the
     /// suite; [`PeerError::Library`] if the peer's crypto provider lacks
     /// it.
-    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError>;
+    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+        Self::with_options(identity, PeerOptions::new(suite))
+    }
+    /// A new client set up by `options` (suite, handshake framing, paths).
+    fn with_options(identity: &[u8], options: PeerOptions) -> Result<Self, PeerError>;
     /// A fresh KeyPackage (RFC 9420 §10) as an MLSMessage; the client keeps
     /// its private init and leaf keys.
     fn key_package(&mut self) -> Result<Vec<u8>, PeerError>;
@@ -143,6 +213,12 @@ pub trait Peer: Sized {
     /// A signed GroupInfo (MLSMessage) with the external_pub extension
     /// (RFC 9420 §12.4.3.2), optionally with the ratchet_tree extension.
     fn group_info(&mut self, with_ratchet_tree: bool) -> Result<Vec<u8>, PeerError>;
+    /// Saves the group's state (RFC 9420 leaves the format to each
+    /// implementation) as the records a store would hold.
+    fn save_state(&mut self) -> Result<SavedState, PeerError>;
+    /// Replaces the group by the one in `saved` (as after a restart);
+    /// [`PeerError::Library`] if the records do not hold a group.
+    fn load_state(&mut self, saved: &SavedState) -> Result<(), PeerError>;
     /// Joins by an external commit against `group_info` (an MLSMessage);
     /// returns the Commit to send. The joiner is in the new epoch at once.
     fn join_external(

@@ -3,8 +3,12 @@
 //! Settings: cipher suite 0x0002 (`CipherSuite::P256_AES128`, or the one
 //! given to `Peer::with_suite`), basic
 //! credentials, `DefaultMlsRules` with `encrypt_control_messages = true`
-//! (handshakes sent as PrivateMessage; mls-rs's default sends them as
-//! PublicMessage) and no padding (as openmls's default). mls-rs always
+//! (handshakes sent as PrivateMessage, unless
+//! `PeerOptions::public_handshakes`; mls-rs's default sends them as
+//! PublicMessage) and no padding (as openmls's default); with
+//! `PeerOptions::always_path`, `CommitOptions::with_path_required`. Saved
+//! state: `Group::write_to_storage` into the client's in-memory
+//! `GroupStateStorage`, whose state and epoch records are the records. mls-rs always
 //! accepts both forms. Default commit options: the ratchet_tree extension in
 //! Welcome, one Welcome for all new members, a path only when required
 //! (RFC 9420 §12.4). Built without mls-rs's default `rayon` feature (one
@@ -18,11 +22,20 @@ use mls_rs::client_builder::{
 use mls_rs::group::{ExportedTree, ReceivedMessage};
 use mls_rs::identity::SigningIdentity;
 use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
-use mls_rs::mls_rules::{DefaultMlsRules, EncryptionOptions};
-use mls_rs::{CipherSuite, CipherSuiteProvider, Client, CryptoProvider, Group, MlsMessage};
+use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules, EncryptionOptions};
+use mls_rs::{
+    CipherSuite, CipherSuiteProvider, Client, CryptoProvider, Group, GroupStateStorage as _,
+    MlsMessage,
+};
+use mls_rs_core::group::{EpochRecord, GroupState};
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
+use zeroize::Zeroizing;
 
-use crate::{CommitMessages, Event, Peer, PeerError};
+use crate::{CommitMessages, Event, Peer, PeerError, PeerOptions, SavedState};
+
+/// The record key of the group state in a [`SavedState`]; epoch records
+/// are keyed by their id (8 bytes, big-endian).
+const STATE_KEY: &[u8] = b"state";
 
 const NAME: &str = "mls-rs";
 
@@ -90,7 +103,8 @@ impl MlsRsPeer {
 impl Peer for MlsRsPeer {
     const NAME: &'static str = NAME;
 
-    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+    fn with_options(identity: &[u8], options: PeerOptions) -> Result<Self, PeerError> {
+        let suite = options.suite;
         let cipher_suite = CipherSuite::from(suite);
         let crypto = RustCryptoProvider::default();
         let provider = crypto
@@ -101,7 +115,11 @@ impl Peer for MlsRsPeer {
             .map_err(lib("signature key"))?;
         let credential = BasicCredential::new(identity.to_vec()).into_credential();
         let rules = DefaultMlsRules::new()
-            .with_encryption_options(EncryptionOptions::new(true, PaddingMode::None));
+            .with_encryption_options(EncryptionOptions::new(
+                !options.public_handshakes,
+                PaddingMode::None,
+            ))
+            .with_commit_options(CommitOptions::new().with_path_required(options.always_path));
         let client = Client::builder()
             .crypto_provider(crypto)
             .identity_provider(BasicIdentityProvider::new())
@@ -271,6 +289,67 @@ impl Peer for MlsRsPeer {
             .map_err(lib("group info"))?
             .to_bytes()
             .map_err(lib("encode group info"))
+    }
+
+    fn save_state(&mut self) -> Result<SavedState, PeerError> {
+        let group = self.group_mut()?;
+        group.write_to_storage().map_err(lib("save"))?;
+        let group_id = group.group_id().to_vec();
+        let storage = self.client.group_state_storage();
+        let state = storage
+            .state(&group_id)
+            .map_err(lib("save"))?
+            .ok_or_else(|| lib("save")("no state written"))?;
+        let mut records = vec![(STATE_KEY.to_vec(), state.to_vec())];
+        if let Some(max) = storage.max_epoch_id(&group_id).map_err(lib("save"))? {
+            let mut id = max;
+            while let Some(data) = storage.epoch(&group_id, id).map_err(lib("save"))? {
+                records.push((id.to_be_bytes().to_vec(), data.to_vec()));
+                match id.checked_sub(1) {
+                    Some(prev) => id = prev,
+                    None => break,
+                }
+            }
+        }
+        Ok(SavedState { group_id, records })
+    }
+
+    fn load_state(&mut self, saved: &SavedState) -> Result<(), PeerError> {
+        let mut state = None;
+        let mut epochs = Vec::new();
+        for (key, value) in &saved.records {
+            if key.as_slice() == STATE_KEY {
+                state = Some(Zeroizing::new(value.clone()));
+            } else {
+                let id = <[u8; 8]>::try_from(key.as_slice())
+                    .map_err(|_| lib("load")("a record key is neither \"state\" nor an epoch"))?;
+                epochs.push(EpochRecord::new(
+                    u64::from_be_bytes(id),
+                    Zeroizing::new(value.clone()),
+                ));
+            }
+        }
+        let data = state.ok_or_else(|| lib("load")("no state record"))?;
+        epochs.sort_by_key(|e| e.id);
+        // As after a restart: the store holds only what was saved.
+        let mut storage = self.client.group_state_storage();
+        storage.delete_group(&saved.group_id);
+        storage
+            .write(
+                GroupState {
+                    id: saved.group_id.clone(),
+                    data,
+                },
+                epochs,
+                Vec::new(),
+            )
+            .map_err(lib("load"))?;
+        let group = self
+            .client
+            .load_group(&saved.group_id)
+            .map_err(lib("load"))?;
+        self.group = Some(group);
+        Ok(())
     }
 
     fn join_external(

@@ -7,7 +7,13 @@
 //! PrivateMessage, and both PrivateMessage and PublicMessage handshakes are
 //! accepted. openmls's default (`PURE_CIPHERTEXT_WIRE_FORMAT_POLICY`)
 //! rejects incoming PublicMessage handshakes, which are mls-rs's default
-//! and the only form of an external commit (RFC 9420 §12.4.3.2).
+//! and the only form of an external commit (RFC 9420 §12.4.3.2). With
+//! `PeerOptions::public_handshakes`, `MIXED_PLAINTEXT_WIRE_FORMAT_POLICY`
+//! (handshakes sent as PublicMessage). openmls's `add_members` always
+//! carries an UpdatePath, so `PeerOptions::always_path` changes nothing.
+//! Saved state: openmls writes its state to its storage provider as it
+//! goes; the records are the entries of the in-memory storage, and a load
+//! puts them into a fresh provider and calls `MlsGroup::load`.
 
 use std::fmt;
 
@@ -16,7 +22,7 @@ use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 
-use crate::{CommitMessages, Event, Peer, PeerError};
+use crate::{CommitMessages, Event, Peer, PeerError, PeerOptions, SavedState};
 
 const NAME: &str = "openmls";
 
@@ -35,18 +41,26 @@ fn unexpected(expected: &'static str) -> PeerError {
     }
 }
 
-fn create_config(suite: Ciphersuite) -> MlsGroupCreateConfig {
+fn wire_format_policy(public_handshakes: bool) -> WireFormatPolicy {
+    if public_handshakes {
+        MIXED_PLAINTEXT_WIRE_FORMAT_POLICY
+    } else {
+        MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY
+    }
+}
+
+fn create_config(suite: Ciphersuite, public_handshakes: bool) -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(suite)
         .use_ratchet_tree_extension(true)
-        .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(wire_format_policy(public_handshakes))
         .build()
 }
 
-fn join_config() -> MlsGroupJoinConfig {
+fn join_config(public_handshakes: bool) -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
-        .wire_format_policy(MIXED_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .wire_format_policy(wire_format_policy(public_handshakes))
         .build()
 }
 
@@ -65,6 +79,7 @@ fn parse_ratchet_tree(bytes: Option<&[u8]>) -> Result<Option<RatchetTreeIn>, Pee
 /// lives in the provider's in-memory storage.
 pub struct OpenMlsPeer {
     suite: Ciphersuite,
+    public_handshakes: bool,
     provider: OpenMlsRustCrypto,
     signer: SignatureKeyPair,
     credential: CredentialWithKey,
@@ -109,8 +124,8 @@ fn commit_messages(
 impl Peer for OpenMlsPeer {
     const NAME: &'static str = NAME;
 
-    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
-        let suite = Ciphersuite::try_from(suite).map_err(lib("cipher suite"))?;
+    fn with_options(identity: &[u8], options: PeerOptions) -> Result<Self, PeerError> {
+        let suite = Ciphersuite::try_from(options.suite).map_err(lib("cipher suite"))?;
         let provider = OpenMlsRustCrypto::default();
         let signer =
             SignatureKeyPair::new(suite.signature_algorithm()).map_err(lib("signature key"))?;
@@ -120,6 +135,7 @@ impl Peer for OpenMlsPeer {
         };
         Ok(Self {
             suite,
+            public_handshakes: options.public_handshakes,
             provider,
             signer,
             credential,
@@ -145,7 +161,7 @@ impl Peer for OpenMlsPeer {
         let group = MlsGroup::new_with_group_id(
             &self.provider,
             &self.signer,
-            &create_config(self.suite),
+            &create_config(self.suite, self.public_handshakes),
             GroupId::from_slice(group_id),
             self.credential.clone(),
         )
@@ -216,10 +232,15 @@ impl Peer for OpenMlsPeer {
             return Err(unexpected("a Welcome"));
         };
         let tree = parse_ratchet_tree(ratchet_tree)?;
-        let group = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, tree)
-            .map_err(lib("stage welcome"))?
-            .into_group(&self.provider)
-            .map_err(lib("join from welcome"))?;
+        let group = StagedWelcome::new_from_welcome(
+            &self.provider,
+            &join_config(self.public_handshakes),
+            welcome,
+            tree,
+        )
+        .map_err(lib("stage welcome"))?
+        .into_group(&self.provider)
+        .map_err(lib("join from welcome"))?;
         self.group = Some(group);
         Ok(())
     }
@@ -317,6 +338,36 @@ impl Peer for OpenMlsPeer {
             .map_err(lib("encode group info"))
     }
 
+    fn save_state(&mut self) -> Result<SavedState, PeerError> {
+        let group_id = self.group()?.group_id().as_slice().to_vec();
+        let values = self
+            .provider
+            .storage()
+            .values
+            .read()
+            .map_err(|_| lib("save")("storage lock poisoned"))?;
+        let records = values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Ok(SavedState { group_id, records })
+    }
+
+    fn load_state(&mut self, saved: &SavedState) -> Result<(), PeerError> {
+        // As after a restart: a fresh provider whose storage holds only
+        // what was saved.
+        let provider = OpenMlsRustCrypto::default();
+        provider
+            .storage()
+            .values
+            .write()
+            .map_err(|_| lib("load")("storage lock poisoned"))?
+            .extend(saved.records.iter().cloned());
+        let group = MlsGroup::load(provider.storage(), &GroupId::from_slice(&saved.group_id))
+            .map_err(lib("load"))?
+            .ok_or_else(|| lib("load")("no group in the saved records"))?;
+        self.provider = provider;
+        self.group = Some(group);
+        Ok(())
+    }
+
     fn join_external(
         &mut self,
         group_info: &[u8],
@@ -325,7 +376,8 @@ impl Peer for OpenMlsPeer {
         let MlsMessageBodyIn::GroupInfo(group_info) = parse("group info", group_info)? else {
             return Err(unexpected("a GroupInfo"));
         };
-        let mut builder = ExternalCommitBuilder::new().with_config(join_config());
+        let mut builder =
+            ExternalCommitBuilder::new().with_config(join_config(self.public_handshakes));
         if let Some(tree) = parse_ratchet_tree(ratchet_tree)? {
             builder = builder.with_ratchet_tree(tree);
         }

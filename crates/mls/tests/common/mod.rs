@@ -10,6 +10,7 @@ use hsmls::{
     BasicCredentialValidator, Client, CommitOutput, CredentialValidator, Group, GroupConfig,
     JoinOptions, ProcessedMessage, Signer,
 };
+use hsmls_crypto::CipherSuite;
 use hsmls_custody::KeyCustody;
 use hsmls_custody::pkcs11::{CONFIG_ENV, Pkcs11Config};
 
@@ -40,11 +41,32 @@ pub fn validator() -> Arc<dyn CredentialValidator> {
     Arc::new(BasicCredentialValidator::default())
 }
 
-/// A member named `name` with a signature key generated in `custody`.
+/// A member named `name` with a signature key of suite 0x0002 generated
+/// in `custody`.
+#[allow(dead_code)] // custody_audit.rs names the suite (member_of_suite)
 pub fn member<C: KeyCustody + 'static>(custody: Arc<C>, name: &str) -> Member<C> {
-    let signer = Signer::generate(
+    member_of_suite(
+        custody,
+        name,
+        CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256,
+    )
+}
+
+/// A member named `name` with a signature key of `suite`'s scheme
+/// generated in `custody`.
+pub fn member_of_suite<C: KeyCustody + 'static>(
+    custody: Arc<C>,
+    name: &str,
+    suite: CipherSuite,
+) -> Member<C> {
+    let scheme = suite
+        .provider()
+        .expect("an implemented suite")
+        .signature_scheme();
+    let signer = Signer::generate_for(
         custody.clone() as Arc<dyn KeyCustody>,
         Credential::Basic(name.as_bytes().to_vec()),
+        scheme,
     )
     .unwrap_or_else(|e| panic!("signature key for {name} in the token: {e}"));
     Member {
