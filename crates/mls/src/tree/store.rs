@@ -209,6 +209,36 @@ impl NodeStore {
         false
     }
 
+    /// Over the nodes `lo ..= hi`: how many are non-blank leaves, or `None`
+    /// as soon as one is a non-blank parent. Reads the compact node
+    /// metadata, not the nodes.
+    pub(super) fn leaf_count_if_no_parent(&self, lo: usize, hi: usize) -> Option<usize> {
+        if self.len == 0 {
+            return Some(0);
+        }
+        let hi = hi.min(self.len - 1);
+        let mut count = 0;
+        let mut i = lo;
+        while i <= hi {
+            let Some(chunk) = self.chunks.get(i / CHUNK) else {
+                break;
+            };
+            let start = i % CHUNK;
+            let end = (hi - (i - start)).min(CHUNK - 1);
+            if chunk.non_blank > 0 {
+                for m in chunk.meta.get(start..=end).unwrap_or_default() {
+                    match m.kind {
+                        1 => count += 1,
+                        2 => return None,
+                        _ => {}
+                    }
+                }
+            }
+            i += end - start + 1;
+        }
+        Some(count)
+    }
+
     /// Grows (with blank nodes) or shrinks to `len` nodes.
     pub(super) fn resize(&mut self, len: usize) {
         if len < self.len {
