@@ -34,6 +34,7 @@ fn digest() -> [u8; 32] {
 /// `CKA_VALUE` unreadable; `key_attributes` reports the same.
 #[test]
 fn tpm_key_attributes_read_back_sensitive_and_never_extractable() {
+    let _serial = common::tpm_serial();
     let c = common::tpm_custody();
     let key = c.generate(SIG).unwrap();
     let (sensitive, extractable, always_sensitive, never_extractable, value_readable, token) =
@@ -69,6 +70,7 @@ fn tpm_key_attributes_read_back_sensitive_and_never_extractable() {
 /// (no `CKM_AES_GCM`: TPM2_EncryptDecrypt has no GCM mode).
 #[test]
 fn tpm_holds_p256_signature_keys_only_and_cannot_seal() {
+    let _serial = common::tpm_serial();
     let c = common::tpm_custody();
     let caps = c.capabilities();
     assert!(caps.supports(SIG), "{}", caps.summary);
@@ -103,6 +105,7 @@ fn tpm_holds_p256_signature_keys_only_and_cannot_seal() {
 /// (its maximum); this test fails if that limit is lost.
 #[test]
 fn forty_keys_in_one_process_fit_under_the_raised_transient_limit() {
+    let _serial = common::tpm_serial();
     let c = common::tpm_custody();
     for i in 0..40 {
         let key = c.generate(SIG).unwrap_or_else(|e| panic!("key {i}: {e}"));
@@ -117,6 +120,7 @@ fn forty_keys_in_one_process_fit_under_the_raised_transient_limit() {
 /// key blob lives in tpm2-pkcs11's store, the key in the TPM).
 #[test]
 fn tpm_key_found_again_after_a_restart() {
+    let _serial = common::tpm_serial();
     let uri;
     let public;
     {
@@ -142,6 +146,7 @@ fn tpm_key_found_again_after_a_restart() {
 /// SoftHSM because the TPM cannot seal.
 #[test]
 fn split_config_routes_each_key_kind_to_its_token() {
+    let _serial = common::tpm_serial();
     let split = common::split_custody();
     let tpm_label = split.token().token_label().to_owned();
     let hsm_label = split
@@ -254,6 +259,7 @@ fn split_config_routes_each_key_kind_to_its_token() {
 /// way (never process memory).
 #[test]
 fn tpm_alone_refuses_hpke_keys_and_has_no_sealing_home() {
+    let _serial = common::tpm_serial();
     let config = config_of(TPM_CONFIG_ENV);
     assert_eq!(config.hpke_keys, HpkeKeyHome::Token);
     let alone = ConfiguredCustody::open(&config).unwrap();
@@ -294,6 +300,7 @@ fn tpm_alone_refuses_hpke_keys_and_has_no_sealing_home() {
 /// "software" excludes an HPKE token.
 #[test]
 fn split_rules_are_refused_each_by_name() {
+    let _serial = common::tpm_serial();
     let dir = tempfile::tempdir().unwrap();
     let tpm_path = std::env::var_os(TPM_CONFIG_ENV).unwrap();
     let tpm_text = std::fs::read_to_string(&tpm_path).unwrap();
@@ -373,6 +380,7 @@ fn split_rules_are_refused_each_by_name() {
 /// configuration's.
 #[test]
 fn tpm_token_is_found_by_its_label() {
+    let _serial = common::tpm_serial();
     let c: Pkcs11Custody = common::tpm_custody();
     assert_eq!(c.token_label(), config_of(TPM_CONFIG_ENV).token_label);
 }

@@ -71,9 +71,15 @@ fn hpke_key(c: &dyn KeyCustody, holds: bool) -> Option<KeyRef> {
 /// imports signature keys (a TPM token does neither: the tests then check
 /// the refusals instead).
 macro_rules! custody_suite {
-    ($backend:ident, $make:expr, $protected:expr, $hpke:expr, $imports:expr) => {
+    ($backend:ident, $make:expr, $protected:expr, $hpke:expr, $imports:expr, $serial:expr) => {
         mod $backend {
             use super::*;
+
+            /// The TPM for the test's duration, when the backend uses it
+            /// (see `common::tpm_serial`).
+            fn serial() -> Option<std::sync::MutexGuard<'static, ()>> {
+                $serial.then(common::tpm_serial)
+            }
 
             fn custody() -> impl KeyCustody + 'static {
                 $make
@@ -90,6 +96,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn capabilities_list_the_suite_0x0002_keys() {
+                let _serial = serial();
                 let c = custody();
                 assert!(c.capabilities().supports(SIG), "{}", c.capabilities().summary);
                 assert_eq!(
@@ -102,6 +109,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn keys_carry_their_spec() {
+                let _serial = serial();
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
                 assert_eq!(sig.spec(), SIG);
@@ -120,6 +128,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn signature_verifies_with_p256_and_is_low_s_der() {
+                let _serial = serial();
                 let c = custody();
                 let key = c.generate(SIG).unwrap();
                 // 24 signatures: a token's raw signatures are high-S half the
@@ -134,6 +143,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn whole_message_signature_is_ecdsa_over_its_sha256() {
+                let _serial = serial();
                 use p256::ecdsa::signature::Verifier;
                 let c = custody();
                 let key = c.generate(SIG).unwrap();
@@ -157,6 +167,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn prehash_of_the_wrong_length_is_refused() {
+                let _serial = serial();
                 let c = custody();
                 let key = c.generate(SIG).unwrap();
                 for len in [0, 20, 31, 33, 48, 64] {
@@ -178,6 +189,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn signature_does_not_verify_for_another_digest() {
+                let _serial = serial();
                 use p256::ecdsa::signature::hazmat::PrehashVerifier;
                 let c = custody();
                 let key = c.generate(SIG).unwrap();
@@ -191,6 +203,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn ecdh_equals_software_dh() {
+                let _serial = serial();
                 let c = custody();
                 let Some(key) = hpke_key(&c, HOLDS_HPKE) else {
                     return;
@@ -209,6 +222,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn shared_secret_debug_shows_no_bytes() {
+                let _serial = serial();
                 let c = custody();
                 let Some(key) = hpke_key(&c, HOLDS_HPKE) else {
                     return;
@@ -222,6 +236,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn attributes_say_how_the_key_is_kept() {
+                let _serial = serial();
                 let c = custody();
                 for spec in specs() {
                     let key = c.generate(spec).unwrap();
@@ -241,6 +256,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn imported_keys_sign_and_agree_like_software() {
+                let _serial = serial();
                 let c = custody();
                 let secret = p256::SecretKey::random(&mut OsRng);
                 let scalar = secret.to_bytes();
@@ -277,6 +293,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn import_rejects_invalid_scalars() {
+                let _serial = serial();
                 let c = custody();
                 let order =
                     hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
@@ -297,6 +314,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn destroyed_key_is_gone() {
+                let _serial = serial();
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
                 let Some(hpke) = hpke_key(&c, HOLDS_HPKE) else {
@@ -343,6 +361,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn find_by_uri_returns_a_working_key() {
+                let _serial = serial();
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
                 let found_sig = c.find(sig.uri()).unwrap();
@@ -368,6 +387,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn wrong_purpose_is_refused() {
+                let _serial = serial();
                 let c = custody();
                 let sig = c.generate(SIG).unwrap();
                 let peer = uncompressed(&p256::SecretKey::random(&mut OsRng));
@@ -404,6 +424,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn off_curve_and_malformed_peer_points_are_refused() {
+                let _serial = serial();
                 let c = custody();
                 let Some(hpke) = hpke_key(&c, HOLDS_HPKE) else {
                     return;
@@ -438,6 +459,7 @@ macro_rules! custody_suite {
 
             #[test]
             fn concurrent_signing_and_ecdh_from_several_threads() {
+                let _serial = serial();
                 let c = Arc::new(custody());
                 let sig = c.generate(SIG).unwrap();
                 let hpke = hpke_key(&*c, HOLDS_HPKE);
@@ -476,10 +498,10 @@ macro_rules! custody_suite {
     };
 }
 
-custody_suite!(software, SoftwareCustody::new(), false, true, true);
-custody_suite!(pkcs11, common::pkcs11_custody(), true, true, true);
-custody_suite!(tpm, common::tpm_custody(), true, false, false);
-custody_suite!(split, common::split_router(), true, true, false);
+custody_suite!(software, SoftwareCustody::new(), false, true, true, false);
+custody_suite!(pkcs11, common::pkcs11_custody(), true, true, true, false);
+custody_suite!(tpm, common::tpm_custody(), true, false, false, true);
+custody_suite!(split, common::split_router(), true, true, false, true);
 
 /// The PKCS#11 backend holds every key spec but X25519's (SoftHSM 2.6.1
 /// has no Montgomery key agreement): it answers `Unsupported` with the

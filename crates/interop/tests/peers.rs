@@ -33,7 +33,9 @@ use hsmls_interop::InteropClient;
 use hsmls_interop::proto::mls_client_client::MlsClientClient;
 use hsmls_interop::proto::*;
 use hsmls_peers::scenario::{self, cross, lifecycle};
-use hsmls_peers::{CommitMessages, Event, MlsRsPeer, OpenMlsPeer, Peer, PeerError};
+use hsmls_peers::{
+    CommitMessages, Event, MlsRsPeer, OpenMlsPeer, Peer, PeerError, PeerOptions, SavedState,
+};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 
@@ -214,6 +216,10 @@ fn with_token(
 /// One hsmls member driven only through the interop RPCs.
 struct GrpcPeer<B: Backend> {
     suite: u16,
+    /// Handshakes as PublicMessage (the RPCs' `encrypt_handshake` false).
+    public_handshakes: bool,
+    /// A path on every commit (the RPCs' `force_path`).
+    always_path: bool,
     identity: Vec<u8>,
     client: Client,
     /// Transactions (KeyPackages awaiting a Welcome), oldest first.
@@ -322,9 +328,11 @@ fn content_type(message: &[u8]) -> Result<ContentType, PeerError> {
 impl<B: Backend> Peer for GrpcPeer<B> {
     const NAME: &'static str = B::NAME;
 
-    fn with_suite(identity: &[u8], suite: u16) -> Result<Self, PeerError> {
+    fn with_options(identity: &[u8], options: PeerOptions) -> Result<Self, PeerError> {
         Ok(GrpcPeer {
-            suite,
+            suite: options.suite,
+            public_handshakes: options.public_handshakes,
+            always_path: options.always_path,
             identity: identity.to_vec(),
             client: B::service().client.clone(),
             transactions: Vec::new(),
@@ -351,7 +359,7 @@ impl<B: Backend> Peer for GrpcPeer<B> {
         let r = Self::block_on(c.create_group(CreateGroupRequest {
             group_id: group_id.to_vec(),
             cipher_suite: u32::from(self.suite),
-            encrypt_handshake: true,
+            encrypt_handshake: !self.public_handshakes,
             identity: self.identity.clone(),
         }))
         .map_err(rpc_err("create_group"))?
@@ -369,7 +377,7 @@ impl<B: Backend> Peer for GrpcPeer<B> {
                 ..Default::default()
             })
             .collect();
-        self.commit(adds, false)
+        self.commit(adds, self.always_path)
     }
 
     fn remove_member(&mut self, leaf_index: u32) -> Result<CommitMessages, PeerError> {
@@ -395,7 +403,7 @@ impl<B: Backend> Peer for GrpcPeer<B> {
             removed_id: identity.clone(),
             ..Default::default()
         };
-        self.commit(vec![remove], false)
+        self.commit(vec![remove], self.always_path)
     }
 
     fn self_update(&mut self) -> Result<CommitMessages, PeerError> {
@@ -432,7 +440,7 @@ impl<B: Backend> Peer for GrpcPeer<B> {
             let r = Self::block_on(c.join_group(JoinGroupRequest {
                 transaction_id: self.transactions[i],
                 welcome: welcome.to_vec(),
-                encrypt_handshake: true,
+                encrypt_handshake: !self.public_handshakes,
                 identity: self.identity.clone(),
                 ratchet_tree: ratchet_tree.unwrap_or_default().to_vec(),
             }));
@@ -553,6 +561,25 @@ impl<B: Backend> Peer for GrpcPeer<B> {
         .ratchet_tree)
     }
 
+    /// The interop harness's RPCs have no save or load of a group's
+    /// state: refused, by name.
+    fn save_state(&mut self) -> Result<SavedState, PeerError> {
+        Err(PeerError::Library {
+            implementation: B::NAME,
+            operation: "save_state",
+            detail: "the MLS interop harness has no RPC that saves a group's state".into(),
+        })
+    }
+
+    /// See [`Peer::save_state`]: refused, by name.
+    fn load_state(&mut self, _saved: &SavedState) -> Result<(), PeerError> {
+        Err(PeerError::Library {
+            implementation: B::NAME,
+            operation: "load_state",
+            detail: "the MLS interop harness has no RPC that loads a group's state".into(),
+        })
+    }
+
     fn group_info(&mut self, with_ratchet_tree: bool) -> Result<Vec<u8>, PeerError> {
         let state_id = self.state()?;
         let mut c = self.client.clone();
@@ -574,7 +601,7 @@ impl<B: Backend> Peer for GrpcPeer<B> {
         let r = Self::block_on(c.external_join(ExternalJoinRequest {
             group_info: group_info.to_vec(),
             ratchet_tree: ratchet_tree.unwrap_or_default().to_vec(),
-            encrypt_handshake: true,
+            encrypt_handshake: !self.public_handshakes,
             identity: self.identity.clone(),
             remove_prior: false,
             psks: Vec::new(),

@@ -62,6 +62,20 @@ pub fn config_of(var: &str) -> Pkcs11Config {
         .unwrap_or_else(|e| panic!("bad {var}: {e}"))
 }
 
+/// Holds the TPM for one test: the TPM tests of a process run one at a
+/// time. Three times in full test runs on a busy machine (load 5-8)
+/// swtpm entered failure mode during a C_Sign while several tests used the
+/// token at once ("Entering failure mode ... EntityGetAuthValue": the
+/// command named an object loaded public-only, so a handle was mapped to
+/// the wrong object somewhere between tpm2-pkcs11 and tpm2-abrmd), and
+/// every later TPM call failed. One TPM user at a time is also what a
+/// client process does.
+pub fn tpm_serial() -> std::sync::MutexGuard<'static, ()> {
+    static TPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TPM.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A custody on the TPM test token (tpm2-pkcs11 on swtpm).
 pub fn tpm_custody() -> Pkcs11Custody {
     Pkcs11Custody::open(&config_of(TPM_CONFIG_ENV)).unwrap_or_else(|e| {
