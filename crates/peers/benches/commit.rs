@@ -5,9 +5,11 @@
 //! `HSMLS_BENCH_SUITES` names others (below).
 //!
 //! Group shape: the committer creates the group and adds the other N−1
-//! members with one Add commit (no path), so most parent nodes are blank and
-//! the committer's UpdatePath is encrypted to about N−1 leaves — the same
-//! tree for every implementation. `RECEIVERS` of the added members join
+//! members with one Add commit, so most parent nodes are blank and the
+//! committer's UpdatePath is encrypted to about N−1 leaves. hsmls and
+//! mls-rs add without a path; openmls's `add_members` always adds one
+//! (its committer's own path is then set), so its tree differs by the
+//! committer's direct path. `RECEIVERS` of the added members join
 //! from the Welcome; the others only contribute KeyPackages.
 //!
 //! * process: one receiver's `process()` of the committer's self-update
