@@ -299,7 +299,9 @@ write_if_changed "$P11_CONFIG" <<TOML
 module = "$MODULE"
 token_label = "$HSMLS_TPM_TOKEN_LABEL"
 pin_file = "$PIN_FILE"
-pool_size = 2
+# One session: signing from several threads at once has put swtpm into
+# failure mode (docs/custody.md, "Several threads signing at once").
+pool_size = 1
 TOML
 write_if_changed "$SPLIT_CONFIG" <<TOML
 # Written by scripts/setup-tpm.sh: signature keys in the TPM token, HPKE keys
@@ -309,7 +311,7 @@ write_if_changed "$SPLIT_CONFIG" <<TOML
 module = "$MODULE"
 token_label = "$HSMLS_TPM_TOKEN_LABEL"
 pin_file = "$PIN_FILE"
-pool_size = 2
+pool_size = 1
 hpke_token = "$HPKE_TOKEN"
 TOML
 write_if_changed "$ENV_FILE" <<ENV
