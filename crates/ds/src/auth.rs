@@ -103,6 +103,14 @@ impl ValidatorAuthenticator {
             basic_identity,
         )
     }
+
+    /// The identity of a credential the validator has accepted.
+    fn identity_of_valid(&self, credential: &Credential) -> Result<Vec<u8>, CredentialError> {
+        match (self.identity_of)(credential) {
+            Some(id) if !id.is_empty() => Ok(id),
+            _ => Err(CredentialError::Empty),
+        }
+    }
 }
 
 impl ClientAuthenticator for ValidatorAuthenticator {
@@ -112,10 +120,7 @@ impl ClientAuthenticator for ValidatorAuthenticator {
         signature_key: &SignaturePublicKey,
     ) -> Result<Vec<u8>, CredentialError> {
         self.validator.validate(credential, signature_key)?;
-        match (self.identity_of)(credential) {
-            Some(id) if !id.is_empty() => Ok(id),
-            _ => Err(CredentialError::Empty),
-        }
+        self.identity_of_valid(credential)
     }
 
     fn identity_in_suite(
@@ -124,9 +129,10 @@ impl ClientAuthenticator for ValidatorAuthenticator {
         credential: &Credential,
         signature_key: &SignaturePublicKey,
     ) -> Result<Vec<u8>, CredentialError> {
+        // Validated once, in the suite: `identity` would validate again.
         self.validator
             .validate_in_suite(suite, credential, signature_key)?;
-        self.identity(credential, signature_key)
+        self.identity_of_valid(credential)
     }
 }
 

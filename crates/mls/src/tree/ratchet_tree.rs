@@ -647,26 +647,17 @@ impl RatchetTree {
         Ok(h)
     }
 
-    /// The tree hash of node `x` (§7.8).
+    /// The tree hash of node `x` (§7.8), caching it and every stale
+    /// descendant's.
     pub fn node_tree_hash(&mut self, x: NodeIndex) -> Result<Digest, TreeError> {
         if let Some(h) = self.nodes.hash(x.0 as usize) {
             return Ok(h);
         }
-        if x.0 as usize >= self.nodes.len() {
-            return Err(tree_math::TreeMathError::OutOfTree {
-                node: x.0,
-                n_leaves: self.n_leaves,
-            }
-            .into());
+        let mut stale = Vec::new();
+        let h = self.stale_subtree_hashes_in(x, &mut stale)?;
+        for (i, h) in stale {
+            self.nodes.set_hash(i, Some(h));
         }
-        let h = if x.is_leaf() {
-            hashes::leaf_tree_hash(self.provider, x, self.leaf_at(x))?
-        } else {
-            let l = self.node_tree_hash(tree_math::left(x)?)?;
-            let r = self.node_tree_hash(tree_math::right(x)?)?;
-            hashes::parent_tree_hash(self.provider, self.parent_node(x), &l, &r)?
-        };
-        self.nodes.set_hash(x.0 as usize, Some(h));
         Ok(h)
     }
 
