@@ -135,7 +135,13 @@ fn bench(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(format!("load/{name}"), n), |b| {
                 b.iter(|| {
                     client
-                        .load_group(sealer, group.group_id(), &saved.state, &saved.epoch_records)
+                        .load_group(
+                            sealer,
+                            group.group_id(),
+                            &saved.state,
+                            &saved.tree_records,
+                            &saved.epoch_records,
+                        )
                         .expect("load")
                 })
             });

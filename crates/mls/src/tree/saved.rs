@@ -5,7 +5,18 @@
 //! struct {
 //!     uint32 n_leaves;
 //!     optional<Node> nodes<V>;   // the ratchet_tree extension's form (§12.4.3.3)
-//! } RatchetTreeState;
+//! } RatchetTreeState;           // (tests; a saved group uses TreeChunk records)
+//!
+//! // One tree record (RecordKind 4): the 256 node slots of the array of
+//! // Appendix C from chunk * 256 to chunk * 256 + 255, trailing slots that
+//! // are blank with no cached hash left out.
+//! struct {
+//!     uint32 chunk;
+//!     struct {
+//!         optional<Node> node;
+//!         optional<opaque tree_hash<V>>;  // the node's cached tree hash (§7.8)
+//!     } slots<V>;                // at most 256
+//! } TreeChunk;
 //!
 //! // A tree of another epoch, as the nodes where it differs from the
 //! // current tree (most of a 10,000-member tree is the same in every
@@ -37,16 +48,26 @@
 //! ```
 //!
 //! A loaded tree is trusted without validation (it is this client's own,
-//! authenticated by the seal), but its tree hash is recomputed and must
-//! equal the GroupContext's (the caller checks).
+//! authenticated by the seal), and its tree hash must equal the
+//! GroupContext's (the caller checks). A tree loaded from TreeChunk records
+//! keeps the cached tree hashes the records carry instead of recomputing
+//! them: each record was sealed by this client's key (the AEAD
+//! authenticates it) and is bound to its state by the SHA-256 of its
+//! plaintext listed there, and the hashes in it were computed by this
+//! engine from the very nodes beside them, so recomputing them would only
+//! check this engine's own arithmetic (about a third of a load's time).
+//! What is not stored (a hash stale when saved, or one whose children's
+//! hashes are not all there, as chunks come from different saves) is
+//! recomputed.
 
 use std::sync::Arc;
 
-use hsmls_crypto::{CipherSuiteProvider, HpkePrivateKey, Secret};
+use hsmls_crypto::{CipherSuiteProvider, Digest, HpkePrivateKey, Secret};
 use hsmls_custody::{KeyCustody, KeyRef, KeySpec, PublicKey};
 
 use super::private::TreeKemPrivate;
 use super::ratchet_tree::RatchetTree;
+use super::store::{CHUNK, ChunkRef, NodeStore};
 use crate::codec::Node;
 use crate::state::{Reader, StateError, Writer, lookup_error};
 use crate::tree_math::{self, LeafIndex, NodeIndex};
@@ -73,6 +94,7 @@ fn node_fits(x: usize, node: Option<&Node>) -> bool {
     }
 }
 
+#[cfg(test)]
 impl RatchetTree {
     /// Writes the whole tree (see the module documentation).
     pub(crate) fn write_state(&self, w: &mut Writer) -> Result<(), StateError> {
@@ -103,7 +125,9 @@ impl RatchetTree {
         }
         Ok(tree)
     }
+}
 
+impl RatchetTree {
     /// Writes this tree as its differences from `base` (see the module
     /// documentation).
     pub(crate) fn write_diff(&self, base: &RatchetTree, w: &mut Writer) -> Result<(), StateError> {
@@ -176,6 +200,113 @@ impl RatchetTree {
         }
         Ok(tree)
     }
+}
+
+impl RatchetTree {
+    /// How many TreeChunk records hold the tree.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.nodes.chunk_count()
+    }
+
+    /// Chunk `c` of the tree's nodes.
+    pub(crate) fn chunk_ref(&self, c: usize) -> Option<ChunkRef> {
+        self.nodes.chunk_ref(c)
+    }
+
+    /// The tree of `n_leaves` leaves made of its chunks, read by
+    /// [`read_chunk`] (one per chunk, in order). Checks that the chunks
+    /// cover exactly the tree's width (slots past it blank, with no hash)
+    /// and that the tree has a member; drops every cached hash whose
+    /// children's hashes are not both cached (the invariant of
+    /// [`RatchetTree::invalidate`]), so those are recomputed.
+    pub(crate) fn from_chunks(
+        provider: &'static dyn CipherSuiteProvider,
+        n_leaves: u32,
+        chunks: Vec<ChunkRef>,
+    ) -> Result<RatchetTree, StateError> {
+        let width = check_n_leaves(n_leaves)?;
+        if chunks.len() != width.div_ceil(CHUNK) {
+            return Err(malformed("tree chunks"));
+        }
+        if let Some(last) = chunks.last()
+            && last
+                .slots()
+                .skip(width - (chunks.len() - 1) * CHUNK)
+                .any(|(node, hash)| node.is_some() || hash.is_some())
+        {
+            return Err(malformed("tree chunks"));
+        }
+        let mut tree = RatchetTree {
+            provider,
+            n_leaves,
+            nodes: NodeStore::from_chunk_refs(chunks, width),
+        };
+        if tree.member_count() == 0 {
+            return Err(malformed("tree chunks"));
+        }
+        // Bottom-up: a parent keeps its cached hash only if both children
+        // have theirs.
+        let root_level = tree.root().level();
+        for level in 1..=root_level {
+            let (half, step) = (1usize << (level - 1), 1usize << (level + 1));
+            let mut x = (1usize << level) - 1;
+            while x < width {
+                if tree.nodes.hash(x).is_some()
+                    && (tree.nodes.hash(x - half).is_none() || tree.nodes.hash(x + half).is_none())
+                {
+                    tree.nodes.set_hash(x, None);
+                }
+                x += step;
+            }
+        }
+        Ok(tree)
+    }
+}
+
+/// Writes chunk `index` of a tree as a TreeChunk (see the module
+/// documentation).
+pub(crate) fn write_chunk(chunk: &ChunkRef, index: u32, w: &mut Writer) -> Result<(), StateError> {
+    w.u32(index);
+    let slots: Vec<(Option<&Node>, Option<Digest>)> = chunk.slots().collect();
+    let end = slots
+        .iter()
+        .rposition(|(node, hash)| node.is_some() || hash.is_some())
+        .map_or(0, |i| i + 1);
+    w.list(&slots[..end], |w, (node, hash)| {
+        w.optional(*node, |w, n| w.item(n))?;
+        w.optional(hash.as_ref(), |w, h| w.bytes(h.as_bytes()))
+    })
+}
+
+/// Reads a TreeChunk written by [`write_chunk`] for chunk `index` of a tree
+/// whose hashes are `hash_len` bytes long; checks that each node is of
+/// the kind its position holds.
+pub(crate) fn read_chunk(
+    r: &mut Reader<'_>,
+    index: u32,
+    hash_len: usize,
+) -> Result<ChunkRef, StateError> {
+    if r.u32("tree chunk")? != index {
+        return Err(malformed("tree chunk"));
+    }
+    let base = usize::try_from(index).map_err(|_| malformed("tree chunk"))? * CHUNK;
+    let mut i = 0usize;
+    let slots = r.list("tree chunk slots", |r| {
+        let node = r.optional("tree chunk node", |r| r.item::<Node>("tree chunk node"))?;
+        let hash = r.optional("tree chunk hash", |r| {
+            let h = r.bytes("tree chunk hash")?;
+            if h.len() != hash_len {
+                return Err(malformed("tree chunk hash"));
+            }
+            Digest::from_stored(h).ok_or(malformed("tree chunk hash"))
+        })?;
+        if i >= CHUNK || !node_fits(base + i, node.as_ref()) {
+            return Err(malformed("tree chunk node"));
+        }
+        i += 1;
+        Ok((node, hash))
+    })?;
+    Ok(ChunkRef::from_slots(slots))
 }
 
 /// Writes a custody key reference.

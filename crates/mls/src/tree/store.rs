@@ -57,8 +57,8 @@ impl Meta {
     }
 }
 
-/// Slots per chunk.
-const CHUNK: usize = 256;
+/// Slots per chunk (a saved tree record holds one chunk, `tree/saved.rs`).
+pub(crate) const CHUNK: usize = 256;
 
 #[derive(Clone, Default)]
 struct Slot {
@@ -318,5 +318,65 @@ impl NodeStore {
             }
         }
         out
+    }
+}
+
+/// A shared reference to one chunk of a [`NodeStore`], kept by a saved
+/// group to tell later whether the chunk changed: a chunk is copied before
+/// any change while another reference to it exists (`Arc::make_mut`), so
+/// the same pointer means the same nodes and hashes.
+#[derive(Clone)]
+pub(crate) struct ChunkRef(Arc<Chunk>);
+
+impl ChunkRef {
+    /// Whether both refer to the same (so unchanged) chunk.
+    pub(crate) fn same(&self, other: &ChunkRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Builds a chunk from its [`CHUNK`] slots (node, cached tree hash);
+    /// missing trailing slots are blank.
+    pub(super) fn from_slots(slots: Vec<(Option<Node>, Option<Digest>)>) -> ChunkRef {
+        let mut chunk = Chunk {
+            slots: vec![Slot::default(); CHUNK],
+            meta: vec![Meta::default(); CHUNK],
+            non_blank: 0,
+        };
+        for (i, (node, hash)) in slots.into_iter().take(CHUNK).enumerate() {
+            chunk.meta[i] = Meta::of(node.as_ref());
+            chunk.non_blank += usize::from(node.is_some());
+            chunk.slots[i] = Slot {
+                node: node.map(Arc::new),
+                hash,
+            };
+        }
+        ChunkRef(Arc::new(chunk))
+    }
+
+    /// The chunk's slots in order: (node, cached tree hash).
+    pub(super) fn slots(&self) -> impl Iterator<Item = (Option<&Node>, Option<Digest>)> + '_ {
+        self.0.slots.iter().map(|s| (s.node.as_deref(), s.hash))
+    }
+}
+
+impl NodeStore {
+    /// How many chunks hold the nodes.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// A reference to chunk `c`.
+    pub(crate) fn chunk_ref(&self, c: usize) -> Option<ChunkRef> {
+        self.chunks.get(c).cloned().map(ChunkRef)
+    }
+
+    /// A store of `len` nodes made of `chunks` (`len.div_ceil(CHUNK)` of
+    /// them, whose slots at `len` and beyond are blank with no hash: the
+    /// caller checks).
+    pub(super) fn from_chunk_refs(chunks: Vec<ChunkRef>, len: usize) -> NodeStore {
+        NodeStore {
+            chunks: chunks.into_iter().map(|c| c.0).collect(),
+            len,
+        }
     }
 }
