@@ -538,6 +538,123 @@ mod tests {
         }
     }
 
+    /// Encodes and decodes every chunk of `t`, dropping the cached hashes
+    /// of the chunks in `without_hashes`.
+    fn chunk_round_trip(t: &RatchetTree, without_hashes: &[usize]) -> RatchetTree {
+        let chunks = (0..t.chunk_count())
+            .map(|c| {
+                let mut chunk = t.chunk_ref(c).unwrap();
+                if without_hashes.contains(&c) {
+                    chunk = ChunkRef::from_slots(
+                        chunk.slots().map(|(n, _)| (n.cloned(), None)).collect(),
+                    );
+                }
+                let mut w = Writer::with_capacity(0);
+                write_chunk(&chunk, c as u32, &mut w).unwrap();
+                let bytes = w.finish();
+                let mut r = Reader::new(&bytes);
+                let back = read_chunk(&mut r, c as u32, 32).unwrap();
+                r.finish("end").unwrap();
+                back
+            })
+            .collect();
+        RatchetTree::from_chunks(provider(), t.leaf_count(), chunks).unwrap()
+    }
+
+    #[test]
+    fn chunks_round_trip_and_hashes_missing_below_a_cached_one_are_recomputed() {
+        let mut t = tree(300);
+        let fresh = t.tree_hash().unwrap();
+        assert_eq!(t.chunk_count(), 4);
+        // Every hash kept: the root's comes from the records.
+        let mut back = chunk_round_trip(&t, &[]);
+        assert!(back == t);
+        assert_eq!(back.cached_hash(back.root()), Some(fresh));
+        // Chunk 0's hashes lost (a record of a save made while they were
+        // stale) while its ancestors' in chunks 1 and 3 are cached: those
+        // are dropped too, so that a change in chunk 0 reaches the root.
+        let mut mixed = chunk_round_trip(&t, &[0]);
+        assert_eq!(mixed.cached_hash(mixed.root()), None);
+        assert_eq!(mixed.tree_hash().unwrap(), fresh);
+        for tree in [&mut back, &mut mixed, &mut t] {
+            tree.update_leaf(LeafIndex(3), leaf(1000)).unwrap();
+        }
+        let changed = t.tree_hash().unwrap();
+        assert_ne!(changed, fresh);
+        assert_eq!(back.tree_hash().unwrap(), changed);
+        assert_eq!(mixed.tree_hash().unwrap(), changed);
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        let mut t = tree(300);
+        t.tree_hash().unwrap();
+        let encode = |index: u32, slots: Vec<(Option<Node>, Option<Digest>)>| {
+            let mut w = Writer::with_capacity(0);
+            write_chunk(&ChunkRef::from_slots(slots), index, &mut w).unwrap();
+            w.finish()
+        };
+        let read = |bytes: &[u8], index: u32| read_chunk(&mut Reader::new(bytes), index, 32);
+        // Another chunk's index, a leaf at a parent's slot, a short hash.
+        let chunk0: Vec<_> = t
+            .chunk_ref(0)
+            .unwrap()
+            .slots()
+            .map(|(n, h)| (n.cloned(), h))
+            .collect();
+        let bytes = encode(0, chunk0.clone());
+        assert!(read(&bytes, 0).is_ok());
+        assert!(matches!(
+            read(&bytes, 1),
+            Err(StateError::MalformedPlaintext {
+                field: "tree chunk"
+            })
+        ));
+        let mut misplaced = chunk0.clone();
+        misplaced[1] = (Some(Node::Leaf(leaf(9))), None);
+        assert!(matches!(
+            read(&encode(0, misplaced), 0),
+            Err(StateError::MalformedPlaintext {
+                field: "tree chunk node"
+            })
+        ));
+        assert!(matches!(
+            read(&bytes, 0).and_then(|_| read_chunk(&mut Reader::new(&bytes), 0, 48)),
+            Err(StateError::MalformedPlaintext {
+                field: "tree chunk hash"
+            })
+        ));
+        // Chunks that do not make the tree: too few, a node past the
+        // width, no member.
+        let chunks = |n: usize| (0..n).map(|c| t.chunk_ref(c).unwrap()).collect::<Vec<_>>();
+        assert!(matches!(
+            RatchetTree::from_chunks(provider(), t.leaf_count(), chunks(3)),
+            Err(StateError::MalformedPlaintext {
+                field: "tree chunks"
+            })
+        ));
+        let small = tree(2);
+        let mut past_width: Vec<_> = small
+            .chunk_ref(0)
+            .unwrap()
+            .slots()
+            .map(|(n, h)| (n.cloned(), h))
+            .collect();
+        past_width[4] = (Some(Node::Leaf(leaf(7))), None);
+        assert!(matches!(
+            RatchetTree::from_chunks(provider(), 2, vec![ChunkRef::from_slots(past_width)]),
+            Err(StateError::MalformedPlaintext {
+                field: "tree chunks"
+            })
+        ));
+        assert!(matches!(
+            RatchetTree::from_chunks(provider(), 2, vec![ChunkRef::from_slots(Vec::new())]),
+            Err(StateError::MalformedPlaintext {
+                field: "tree chunks"
+            })
+        ));
+    }
+
     #[test]
     fn whole_trees_round_trip() {
         for n in [1, 2, 5, 40] {
