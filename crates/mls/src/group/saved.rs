@@ -36,7 +36,13 @@
 //! struct {
 //!     uint32 n_leaves;
 //!     opaque chunk_digests[32]<V>;        // SHA-256 of each TreeChunk record's
-//! } TreeChunksState;                      // plaintext, chunk 0 first
+//!                                         // plaintext, chunk 0 first
+//!     struct {                            // node slots that changed since their
+//!         uint32 node;                    // chunk's record was written (an
+//!         optional<Node> value;           // incremental save writes a few here
+//!         optional<opaque tree_hash<V>>;  // rather than seal the chunk again)
+//!     } changed<V>;                       // ascending
+//! } TreeChunksState;
 //!
 //! struct {
 //!     opaque group_context<V>;            // GroupContext (§8.1)
@@ -145,7 +151,10 @@ use crate::secret_tree::{SecretTree, SecretTreeConfig};
 use crate::state::{
     EpochRecord, Reader, RecordKind, SavedGroup, StateError, TreeRecord, Writer, open, seal,
 };
-use crate::tree::saved::{read_chunk, read_key, write_chunk, write_key};
+use crate::tree::saved::{
+    apply_changed_slots, read_changed_slots, read_chunk, read_key, write_changed_slots,
+    write_chunk, write_key,
+};
 use crate::tree::{ChunkRef, RatchetTree, TreeKemPrivate};
 use crate::tree_math::LeafIndex;
 
@@ -158,6 +167,14 @@ type ChunkDigest = [u8; 32];
 /// From this many tree records on, a save seals and a load opens them on
 /// every core (`crate::parallel::map`).
 const PARALLEL_CHUNKS: usize = 4;
+
+/// An incremental save writes the changed slots of a chunk in the state
+/// (instead of sealing the chunk's record again) up to this many per
+/// chunk...
+const MAX_CHANGED_SLOTS_PER_CHUNK: usize = 16;
+/// ... and this many in all (about 300 bytes each); beyond, the chunks
+/// with the most changed slots are rewritten.
+const MAX_CHANGED_SLOTS: usize = 128;
 
 /// What the last confirmed save wrote of the tree (see
 /// [`Group::save_changes`]).
@@ -364,10 +381,22 @@ fn read_secrets(
     })
 }
 
+/// The current tree as a save writes it in the state.
+#[derive(Clone, Copy)]
+pub(crate) struct TreeSave<'a> {
+    /// The digest of each chunk's record in the store after the save.
+    digests: &'a [ChunkDigest],
+    /// The tree's chunks.
+    chunks: &'a [ChunkRef],
+    /// The `(chunk, slot)`s that differ from the stored records, ascending.
+    changed: &'a [(usize, usize)],
+}
+
 /// How an epoch state's tree is written.
 enum TreeOut<'a> {
-    /// The current epoch: the digests of its TreeChunk records.
-    Chunks(&'a [ChunkDigest]),
+    /// The current epoch: the digests of its TreeChunk records and the
+    /// slots that changed since.
+    Chunks(TreeSave<'a>),
     /// Another epoch: its differences from the current tree.
     Diff(&'a RatchetTree),
 }
@@ -389,12 +418,13 @@ fn write_epoch_state(
     } = state;
     w.wire(context)?;
     match tree_out {
-        TreeOut::Chunks(digests) => {
+        TreeOut::Chunks(save) => {
             w.u32(tree.leaf_count());
-            w.list(digests, |w, d| {
+            w.list(save.digests, |w, d| {
                 w.raw(d);
                 Ok(())
             })?;
+            write_changed_slots(save.chunks, save.changed, w)?;
         }
         TreeOut::Diff(base) => tree.write_diff(base, w)?,
     }
@@ -430,16 +460,19 @@ impl Expect<'_> {
         Ok(context)
     }
 
-    /// Reads the current tree: the digests the state lists, then the
-    /// records, opened and decoded on every core. Returns the tree and the
-    /// digests.
+    /// Reads the current tree: the digests the state lists and the slots
+    /// changed since, then the records, opened and decoded on every core,
+    /// and the changed slots applied. Returns the tree and, per chunk, the
+    /// chunk of its record (before the changed slots) and the digest.
     fn tree_from_records(
         &self,
         r: &mut Reader<'_>,
         records: &[TreeRecord],
-    ) -> Result<(RatchetTree, Vec<ChunkDigest>), StateError> {
+    ) -> Result<(RatchetTree, Vec<(ChunkRef, ChunkDigest)>), StateError> {
         let n_leaves = r.u32("tree leaves")?;
         let digests = r.list("tree chunk digests", |r| r.fixed::<32>("tree chunk digest"))?;
+        let hash_len = self.cs.hash_len();
+        let changed = read_changed_slots(r, hash_len)?;
         // Bounded by the state's length (32 bytes per chunk).
         let mut by_chunk: Vec<Option<&TreeRecord>> = vec![None; digests.len()];
         for record in records {
@@ -457,25 +490,26 @@ impl Expect<'_> {
             let record = record.ok_or(StateError::MissingTreeRecord(index))?;
             work.push((index, record, digest));
         }
-        let hash_len = self.cs.hash_len();
-        let chunks = crate::parallel::map(&work, PARALLEL_CHUNKS, |(index, record, digest)| {
+        let bases = crate::parallel::map(&work, PARALLEL_CHUNKS, |(index, record, digest)| {
             open_chunk(self.sealer, self.group_id, *index, record, digest, hash_len)
         })
         .map_err(|_| StateError::WorkerPanicked)?
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+        let mut chunks = bases.clone();
+        apply_changed_slots(&mut chunks, changed)?;
         let tree = RatchetTree::from_chunks(self.cs, n_leaves, chunks)?;
-        Ok((tree, digests))
+        Ok((tree, bases.into_iter().zip(digests).collect()))
     }
 
     /// Reads an epoch state and its tree from `tree_in`; returns the
-    /// digests of the tree records (empty for a diff).
+    /// chunks and digests of the tree records (empty for a diff).
     fn epoch_state(
         &self,
         r: &mut Reader<'_>,
         tree_in: TreeIn<'_>,
         custody: Option<&Arc<dyn KeyCustody>>,
-    ) -> Result<(EpochState, Vec<ChunkDigest>), StateError> {
+    ) -> Result<(EpochState, Vec<(ChunkRef, ChunkDigest)>), StateError> {
         let context = self.context(r)?;
         let (mut tree, digests) = match tree_in {
             TreeIn::Records(records) => self.tree_from_records(r, records)?,
@@ -583,23 +617,72 @@ impl Group {
             Some(c) if incremental => c.chunks.as_slice(),
             _ => &[],
         };
-        let unchanged = |c: usize| confirmed.get(c).is_some_and(|(r, _)| r.same(&chunks[c]));
-        let todo: Vec<usize> = (0..chunks.len()).filter(|&c| !unchanged(c)).collect();
-        let sealed = crate::parallel::map(&todo, PARALLEL_CHUNKS, |&c| {
+        // Per chunk: unchanged since the confirmed save, a few slots
+        // changed (written in the state), or rewritten.
+        let mut rewrite = Vec::new();
+        let mut changed: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (c, chunk) in chunks.iter().enumerate() {
+            match confirmed.get(c) {
+                Some((base, _)) if base.same(chunk) => {}
+                Some((base, _)) => {
+                    let slots = chunk.changed_slots(base);
+                    if slots.len() > MAX_CHANGED_SLOTS_PER_CHUNK {
+                        rewrite.push(c);
+                    } else if !slots.is_empty() {
+                        changed.push((c, slots));
+                    }
+                }
+                None => rewrite.push(c),
+            }
+        }
+        // Over the budget: rewrite the chunks with the most changed slots.
+        let mut total: usize = changed.iter().map(|(_, s)| s.len()).sum();
+        if total > MAX_CHANGED_SLOTS {
+            changed.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
+            while total > MAX_CHANGED_SLOTS {
+                let (c, s) = changed.remove(0);
+                total -= s.len();
+                rewrite.push(c);
+            }
+            changed.sort_by_key(|(c, _)| *c);
+            rewrite.sort_unstable();
+        }
+        let sealed = crate::parallel::map(&rewrite, PARALLEL_CHUNKS, |&c| {
             seal_chunk(sealer, &group_id, &chunks[c], c)
         })
         .map_err(|_| StateError::WorkerPanicked)?;
-        let mut digests: Vec<ChunkDigest> = (0..chunks.len())
-            .map(|c| confirmed.get(c).map_or([0; 32], |(_, d)| *d))
+        // What the store holds after this save: the records it keeps and
+        // the ones written now.
+        let mut bases: Vec<(ChunkRef, ChunkDigest)> = chunks
+            .iter()
+            .enumerate()
+            .map(|(c, chunk)| {
+                confirmed
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| (chunk.clone(), [0; 32]))
+            })
             .collect();
         let mut tree_records = Vec::with_capacity(sealed.len());
-        for (&c, result) in todo.iter().zip(sealed) {
+        for (&c, result) in rewrite.iter().zip(sealed) {
             let (digest, record) = result?;
-            digests[c] = digest;
+            bases[c] = (chunks[c].clone(), digest);
             tree_records.push(record);
         }
+        let digests: Vec<ChunkDigest> = bases.iter().map(|(_, d)| *d).collect();
+        let changed: Vec<(usize, usize)> = changed
+            .into_iter()
+            .flat_map(|(c, slots)| slots.into_iter().map(move |i| (c, i)))
+            .collect();
         let tree_chunks = u32::try_from(chunks.len()).map_err(|_| malformed("tree chunks"))?;
-        let plaintext = self.encode_state(&save_id, &digests)?;
+        let plaintext = self.encode_state(
+            &save_id,
+            TreeSave {
+                digests: &digests,
+                chunks: &chunks,
+                changed: &changed,
+            },
+        )?;
         let state = seal(sealer, RecordKind::GroupState, &group_id, epoch, &plaintext)?;
         drop(plaintext);
         let mut epoch_records = Vec::with_capacity(self.past.len());
@@ -619,7 +702,7 @@ impl Group {
         let ticket = SaveTicket {
             group_id: group_id.clone(),
             seq,
-            chunks: chunks.into_iter().zip(digests).collect(),
+            chunks: bases,
         };
         Ok((
             SavedGroup {
@@ -638,7 +721,7 @@ impl Group {
     pub(crate) fn encode_state(
         &self,
         save_id: &[u8; SAVE_ID_LEN],
-        tree_digests: &[ChunkDigest],
+        tree_save: TreeSave<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, StateError> {
         let Group {
             cs: _,
@@ -657,13 +740,15 @@ impl Group {
             sent,
             saved_tree: _,
         } = self;
-        let mut w = Writer::with_capacity(4096 + 32 * tree_digests.len());
+        let mut w = Writer::with_capacity(
+            4096 + 32 * tree_save.digests.len() + 320 * tree_save.changed.len(),
+        );
         w.raw(save_id);
         w.bool(*removed);
         write_config(&mut w, config);
         write_key(&mut w, &signer.signature_key)?;
         w.wire(&signer.credential)?;
-        write_epoch_state(&mut w, state, TreeOut::Chunks(tree_digests))?;
+        write_epoch_state(&mut w, state, TreeOut::Chunks(tree_save))?;
         w.list(past, |w, p| {
             w.u64(p.context.epoch);
             Ok(())
@@ -767,7 +852,7 @@ impl Group {
             group_id,
             sealer,
         };
-        let (current, digests) =
+        let (current, stored_chunks) =
             expect.epoch_state(&mut r, TreeIn::Records(tree_records), key_custody)?;
         if current.context.epoch != header.epoch {
             return Err(malformed("group_context"));
@@ -845,10 +930,7 @@ impl Group {
         let saved_tree = SavedTree {
             confirmed: Some(ConfirmedSave {
                 seq: 0,
-                chunks: (0..current.tree.chunk_count())
-                    .filter_map(|c| current.tree.chunk_ref(c))
-                    .zip(digests)
-                    .collect(),
+                chunks: stored_chunks,
             }),
             last_seq: AtomicU64::new(0),
         };
@@ -1140,10 +1222,12 @@ mod tests {
         assert!(!a.own_updates.is_empty() && a.proposals.len() >= 2);
         let loaded = reload(&a, &sealer, &custody);
         let id = [3u8; SAVE_ID_LEN];
-        let digests = [[7u8; 32]];
-        assert!(
-            a.encode_state(&id, &digests).unwrap() == loaded.encode_state(&id, &digests).unwrap()
-        );
+        let save = TreeSave {
+            digests: &[[7u8; 32]],
+            chunks: &[],
+            changed: &[],
+        };
+        assert!(a.encode_state(&id, save).unwrap() == loaded.encode_state(&id, save).unwrap());
         for (p, q) in a.past.iter().zip(&loaded.past) {
             assert!(
                 encode_past_epoch(p, &a.state.tree, &id).unwrap()
@@ -1169,7 +1253,12 @@ mod tests {
         let saved = a.save(&sealer).unwrap();
         let (_, ticket) = a.save_changes(&sealer).unwrap();
         let digests: Vec<ChunkDigest> = ticket.chunks.iter().map(|(_, d)| *d).collect();
-        let good = a.encode_state(&[1; SAVE_ID_LEN], &digests).unwrap();
+        let save = TreeSave {
+            digests: &digests,
+            chunks: &[],
+            changed: &[],
+        };
+        let good = a.encode_state(&[1; SAVE_ID_LEN], save).unwrap();
         let load = |plaintext: &[u8]| {
             let blob = seal(
                 &sealer,

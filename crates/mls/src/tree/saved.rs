@@ -309,6 +309,70 @@ pub(crate) fn read_chunk(
     Ok(ChunkRef::from_slots(slots))
 }
 
+/// A node slot written in the state beside an older TreeChunk record:
+/// (node index, node, cached tree hash).
+pub(crate) type ChangedSlot = (usize, Option<Node>, Option<Digest>);
+
+/// Writes the slots `changed` (ascending `(chunk, slot)` pairs) of
+/// `chunks` as the state's `changed` list (see `group/saved.rs`).
+pub(crate) fn write_changed_slots(
+    chunks: &[ChunkRef],
+    changed: &[(usize, usize)],
+    w: &mut Writer,
+) -> Result<(), StateError> {
+    w.list(changed, |w, &(c, i)| {
+        let (node, hash) = chunks.get(c).map_or((None, None), |chunk| chunk.slot(i));
+        w.u32(u32::try_from(c * CHUNK + i).map_err(|_| malformed("changed slot"))?);
+        w.optional(node, |w, n| w.item(n))?;
+        w.optional(hash.as_ref(), |w, h| w.bytes(h.as_bytes()))
+    })
+}
+
+/// Reads the list written by [`write_changed_slots`]: ascending node
+/// indices, each node of the kind its position holds, hashes of
+/// `hash_len` bytes.
+pub(crate) fn read_changed_slots(
+    r: &mut Reader<'_>,
+    hash_len: usize,
+) -> Result<Vec<ChangedSlot>, StateError> {
+    let mut last: Option<usize> = None;
+    r.list("changed slots", |r| {
+        let x = usize::try_from(r.u32("changed slot")?).map_err(|_| malformed("changed slot"))?;
+        let node = r.optional("changed slot", |r| r.item::<Node>("changed slot"))?;
+        let hash = r.optional("changed slot hash", |r| {
+            let h = r.bytes("changed slot hash")?;
+            if h.len() != hash_len {
+                return Err(malformed("changed slot hash"));
+            }
+            Digest::from_stored(h).ok_or(malformed("changed slot hash"))
+        })?;
+        if last.is_some_and(|l| l >= x) || !node_fits(x, node.as_ref()) {
+            return Err(malformed("changed slot"));
+        }
+        last = Some(x);
+        Ok((x, node, hash))
+    })
+}
+
+/// Applies changed slots (from [`read_changed_slots`]) to the chunks read
+/// from their records; a slot outside the chunks is malformed.
+pub(crate) fn apply_changed_slots(
+    chunks: &mut [ChunkRef],
+    changed: Vec<ChangedSlot>,
+) -> Result<(), StateError> {
+    let mut changed = changed.into_iter().peekable();
+    while let Some(&(x, _, _)) = changed.peek() {
+        let c = x / CHUNK;
+        let chunk = chunks.get_mut(c).ok_or(malformed("changed slot"))?;
+        let mut here = Vec::new();
+        while let Some((x, node, hash)) = changed.next_if(|(x, _, _)| x / CHUNK == c) {
+            here.push((x % CHUNK, node, hash));
+        }
+        *chunk = chunk.with_changes(here);
+    }
+    Ok(())
+}
+
 /// Writes a custody key reference.
 pub(crate) fn write_key(w: &mut Writer, key: &KeyRef) -> Result<(), StateError> {
     w.bytes(key.uri().as_bytes())?;
@@ -651,6 +715,80 @@ mod tests {
             RatchetTree::from_chunks(provider(), 2, vec![ChunkRef::from_slots(Vec::new())]),
             Err(StateError::MalformedPlaintext {
                 field: "tree chunks"
+            })
+        ));
+    }
+
+    #[test]
+    fn changed_slots_apply_over_older_chunks_and_malformed_lists_are_refused() {
+        let mut base = tree(300);
+        base.tree_hash().unwrap();
+        let mut t = base.clone();
+        t.update_leaf(LeafIndex(3), leaf(1000)).unwrap();
+        t.remove_leaf(LeafIndex(299)).unwrap();
+        t.tree_hash().unwrap();
+        let chunks: Vec<ChunkRef> = (0..t.chunk_count())
+            .map(|c| t.chunk_ref(c).unwrap())
+            .collect();
+        let changed: Vec<(usize, usize)> = (0..t.chunk_count())
+            .flat_map(|c| {
+                chunks[c]
+                    .changed_slots(&base.chunk_ref(c).unwrap())
+                    .into_iter()
+                    .map(move |i| (c, i))
+            })
+            .collect();
+        assert!(
+            !changed.is_empty() && changed.len() < 40,
+            "{}",
+            changed.len()
+        );
+        let mut w = Writer::with_capacity(0);
+        write_changed_slots(&chunks, &changed, &mut w).unwrap();
+        let bytes = w.finish();
+        let mut r = Reader::new(&bytes);
+        let slots = read_changed_slots(&mut r, 32).unwrap();
+        r.finish("end").unwrap();
+        let mut rebuilt: Vec<ChunkRef> = (0..base.chunk_count())
+            .map(|c| base.chunk_ref(c).unwrap())
+            .collect();
+        apply_changed_slots(&mut rebuilt, slots).unwrap();
+        let mut back = RatchetTree::from_chunks(provider(), t.leaf_count(), rebuilt).unwrap();
+        assert!(back == t);
+        assert_eq!(back.cached_hash(back.root()), t.cached_hash(t.root()));
+        assert_eq!(back.tree_hash().unwrap(), t.tree_hash().unwrap());
+
+        let list = |entries: &[(u32, Option<Node>)]| {
+            let mut w = Writer::with_capacity(0);
+            w.list(entries, |w, (x, node)| {
+                w.u32(*x);
+                w.optional(node.as_ref(), |w, n| w.item(n))?;
+                w.optional(None::<()>, |_, _| Ok(()))
+            })
+            .unwrap();
+            w.finish()
+        };
+        let read = |bytes: &[u8]| read_changed_slots(&mut Reader::new(bytes), 32);
+        // Not ascending, a leaf at a parent's position.
+        for bad in [
+            list(&[(4, None), (2, None)]),
+            list(&[(4, None), (4, None)]),
+            list(&[(5, Some(Node::Leaf(leaf(1))))]),
+        ] {
+            assert!(matches!(
+                read(&bad),
+                Err(StateError::MalformedPlaintext {
+                    field: "changed slot"
+                })
+            ));
+        }
+        // A slot past the chunks.
+        let outside = read(&list(&[(4 * CHUNK as u32, None)])).unwrap();
+        let mut chunks = chunks;
+        assert!(matches!(
+            apply_changed_slots(&mut chunks, outside),
+            Err(StateError::MalformedPlaintext {
+                field: "changed slot"
             })
         ));
     }

@@ -357,6 +357,58 @@ impl ChunkRef {
     pub(super) fn slots(&self) -> impl Iterator<Item = (Option<&Node>, Option<Digest>)> + '_ {
         self.0.slots.iter().map(|s| (s.node.as_deref(), s.hash))
     }
+
+    /// Slot `i`: (node, cached tree hash); blank for a slot outside.
+    pub(super) fn slot(&self, i: usize) -> (Option<&Node>, Option<Digest>) {
+        self.0
+            .slots
+            .get(i)
+            .map_or((None, None), |s| (s.node.as_deref(), s.hash))
+    }
+
+    /// The slots whose node (another `Arc`: `base` keeps its nodes alive,
+    /// so the same pointer is the same node) or cached hash differ from
+    /// those of `base`.
+    pub(crate) fn changed_slots(&self, base: &ChunkRef) -> Vec<usize> {
+        let same_node = |a: &Option<Arc<Node>>, b: &Option<Arc<Node>>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.0
+            .slots
+            .iter()
+            .zip(&base.0.slots)
+            .enumerate()
+            .filter(|(_, (a, b))| !same_node(&a.node, &b.node) || a.hash != b.hash)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// This chunk with `changes` (slot, node, cached hash) applied, as a
+    /// new chunk.
+    pub(super) fn with_changes(
+        &self,
+        changes: impl IntoIterator<Item = (usize, Option<Node>, Option<Digest>)>,
+    ) -> ChunkRef {
+        let mut chunk = (*self.0).clone();
+        for (i, node, hash) in changes {
+            let (Some(slot), Some(meta)) = (chunk.slots.get_mut(i), chunk.meta.get_mut(i)) else {
+                continue;
+            };
+            match (slot.node.is_some(), node.is_some()) {
+                (false, true) => chunk.non_blank += 1,
+                (true, false) => chunk.non_blank -= 1,
+                _ => {}
+            }
+            *meta = Meta::of(node.as_ref());
+            *slot = Slot {
+                node: node.map(Arc::new),
+                hash,
+            };
+        }
+        ChunkRef(Arc::new(chunk))
+    }
 }
 
 impl NodeStore {
