@@ -354,7 +354,7 @@ impl Client {
     /// opens the state blob with `sealer` (it must be a state of
     /// `group_id`, sealed by this sealer's key), builds the ratchet tree
     /// from `tree_records` (every chunk the state lists, each the record
-    /// whose SHA-256 it lists: [`StateError::MissingTreeRecord`],
+    /// written by the save it lists: [`StateError::MissingTreeRecord`],
     /// [`StateError::ExtraTreeRecord`], [`StateError::TreeRecordMismatch`]
     /// otherwise), finds the member's keys in this client's custody by
     /// their URIs, and attaches the records of the retained past epochs

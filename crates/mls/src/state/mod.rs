@@ -23,10 +23,11 @@
 //! of epoch records in one transaction. The epoch records carry the random
 //! `save_id` of their state, and
 //! [`Client::load_group`](crate::Client::load_group) refuses records of
-//! another save. The state lists the SHA-256 of every tree record's
-//! plaintext, so a tree record of another content (another save, another
-//! chunk) is refused too, while an unchanged chunk's record of an earlier
-//! save is the same record.
+//! another save. The state lists, per chunk, the `save_id` of the save
+//! that wrote the chunk's tree record (the record carries it, under the
+//! AEAD), so a tree record of another save or another chunk is refused
+//! too, while an unchanged chunk's record written by an earlier save is
+//! still the one the state lists.
 //!
 //! That is what makes saving incremental:
 //! [`Group::save_changes`](crate::Group::save_changes) seals only the tree
@@ -174,9 +175,9 @@ pub enum StateError {
     /// Two tree records were given for the same chunk.
     #[error("two tree records for chunk {0}")]
     DuplicateTreeRecord(u32),
-    /// A tree record is not the one the state lists for its chunk (its
-    /// plaintext's SHA-256 differs, or it is another chunk's record): a
-    /// record of another save.
+    /// A tree record is not the one the state lists for its chunk: written
+    /// by another save than the one the state lists, or another chunk's
+    /// record.
     #[error("the tree record of chunk {0} is not the one of this state")]
     TreeRecordMismatch(u32),
     /// A worker thread of a parallel save or load panicked (a bug).

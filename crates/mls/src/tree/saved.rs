@@ -12,6 +12,7 @@
 //! // are blank with no cached hash left out.
 //! struct {
 //!     uint32 chunk;
+//!     opaque save_id[16];        // the save that wrote this record
 //!     struct {
 //!         optional<Node> node;
 //!         optional<opaque tree_hash<V>>;  // the node's cached tree hash (§7.8)
@@ -52,8 +53,8 @@
 //! GroupContext's (the caller checks). A tree loaded from TreeChunk records
 //! keeps the cached tree hashes the records carry instead of recomputing
 //! them: each record was sealed by this client's key (the AEAD
-//! authenticates it) and is bound to its state by the SHA-256 of its
-//! plaintext listed there, and the hashes in it were computed by this
+//! authenticates it) and is bound to its state by the `save_id` and chunk
+//! index listed there, and the hashes in it were computed by this
 //! engine from the very nodes beside them, so recomputing them would only
 //! check this engine's own arithmetic (about a third of a load's time).
 //! What is not stored (a hash stale when saved, or one whose children's
@@ -133,15 +134,32 @@ impl RatchetTree {
     pub(crate) fn write_diff(&self, base: &RatchetTree, w: &mut Writer) -> Result<(), StateError> {
         w.u32(self.n_leaves);
         let shared = self.nodes.len().min(base.nodes.len());
-        let changed = (0..shared).filter_map(|i| {
-            let mine = self.nodes.get(i);
-            let same = match (mine, base.nodes.get(i)) {
-                (None, None) => true,
-                (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
-                _ => false,
+        // Chunks both trees share (most of them) hold the same nodes; the
+        // others are compared slot by slot (same node: same pointer, or
+        // equal).
+        let mut changed: Vec<(usize, Option<&Node>)> = Vec::new();
+        for c in 0..shared.div_ceil(CHUNK) {
+            let (Some(mine), Some(theirs)) = (self.nodes.chunk_ref(c), base.nodes.chunk_ref(c))
+            else {
+                continue;
             };
-            (!same).then_some((i, mine))
-        });
+            if mine.same(&theirs) {
+                continue;
+            }
+            let end = ((c + 1) * CHUNK).min(shared) - c * CHUNK;
+            for (j, ((a, _), (b, _))) in mine.slots().zip(theirs.slots()).take(end).enumerate() {
+                let same = match (a, b) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+                    _ => false,
+                };
+                if !same {
+                    // The node as `self` holds it (the chunk's `Arc` is
+                    // dropped at the end of this iteration).
+                    changed.push((c * CHUNK + j, self.nodes.get(c * CHUNK + j)));
+                }
+            }
+        }
         w.list(changed, |w, (i, node)| {
             w.u32(u32::try_from(i).map_err(|_| malformed("changed node"))?);
             w.optional(node, |w, n| w.item(n))
@@ -265,8 +283,14 @@ impl RatchetTree {
 
 /// Writes chunk `index` of a tree as a TreeChunk (see the module
 /// documentation).
-pub(crate) fn write_chunk(chunk: &ChunkRef, index: u32, w: &mut Writer) -> Result<(), StateError> {
+pub(crate) fn write_chunk(
+    chunk: &ChunkRef,
+    index: u32,
+    save_id: &[u8; 16],
+    w: &mut Writer,
+) -> Result<(), StateError> {
     w.u32(index);
+    w.raw(save_id);
     let slots: Vec<(Option<&Node>, Option<Digest>)> = chunk.slots().collect();
     let end = slots
         .iter()
@@ -280,15 +304,17 @@ pub(crate) fn write_chunk(chunk: &ChunkRef, index: u32, w: &mut Writer) -> Resul
 
 /// Reads a TreeChunk written by [`write_chunk`] for chunk `index` of a tree
 /// whose hashes are `hash_len` bytes long; checks that each node is of
-/// the kind its position holds.
+/// the kind its position holds. Returns the chunk and the `save_id` of
+/// the save that wrote it.
 pub(crate) fn read_chunk(
     r: &mut Reader<'_>,
     index: u32,
     hash_len: usize,
-) -> Result<ChunkRef, StateError> {
+) -> Result<(ChunkRef, [u8; 16]), StateError> {
     if r.u32("tree chunk")? != index {
         return Err(malformed("tree chunk"));
     }
+    let save_id: [u8; 16] = r.fixed("tree chunk save")?;
     let base = usize::try_from(index).map_err(|_| malformed("tree chunk"))? * CHUNK;
     let mut i = 0usize;
     let slots = r.list("tree chunk slots", |r| {
@@ -306,7 +332,7 @@ pub(crate) fn read_chunk(
         i += 1;
         Ok((node, hash))
     })?;
-    Ok(ChunkRef::from_slots(slots))
+    Ok((ChunkRef::from_slots(slots), save_id))
 }
 
 /// A node slot written in the state beside an older TreeChunk record:
@@ -614,11 +640,12 @@ mod tests {
                     );
                 }
                 let mut w = Writer::with_capacity(0);
-                write_chunk(&chunk, c as u32, &mut w).unwrap();
+                write_chunk(&chunk, c as u32, &[c as u8; 16], &mut w).unwrap();
                 let bytes = w.finish();
                 let mut r = Reader::new(&bytes);
-                let back = read_chunk(&mut r, c as u32, 32).unwrap();
+                let (back, save_id) = read_chunk(&mut r, c as u32, 32).unwrap();
                 r.finish("end").unwrap();
+                assert_eq!(save_id, [c as u8; 16]);
                 back
             })
             .collect();
@@ -655,7 +682,7 @@ mod tests {
         t.tree_hash().unwrap();
         let encode = |index: u32, slots: Vec<(Option<Node>, Option<Digest>)>| {
             let mut w = Writer::with_capacity(0);
-            write_chunk(&ChunkRef::from_slots(slots), index, &mut w).unwrap();
+            write_chunk(&ChunkRef::from_slots(slots), index, &[0; 16], &mut w).unwrap();
             w.finish()
         };
         let read = |bytes: &[u8], index: u32| read_chunk(&mut Reader::new(bytes), index, 32);
