@@ -316,23 +316,28 @@ pub(crate) fn read_chunk(
     }
     let save_id: [u8; 16] = r.fixed("tree chunk save")?;
     let base = usize::try_from(index).map_err(|_| malformed("tree chunk"))? * CHUNK;
-    let mut i = 0usize;
-    let slots = r.list("tree chunk slots", |r| {
-        let node = r.optional("tree chunk node", |r| r.item::<Node>("tree chunk node"))?;
-        let hash = r.optional("tree chunk hash", |r| {
+    // Each node goes behind its `Arc` as it is decoded, into slots sized
+    // once: a node is a few hundred bytes, not worth moving again.
+    let mut slots: Vec<(Option<Arc<Node>>, Option<Digest>)> = Vec::with_capacity(CHUNK);
+    let mut rest = Reader::new(r.bytes("tree chunk slots")?);
+    while !rest.is_empty() {
+        if slots.len() >= CHUNK {
+            return Err(malformed("tree chunk node"));
+        }
+        let node = rest.optional("tree chunk node", |r| r.item::<Node>("tree chunk node"))?;
+        let hash = rest.optional("tree chunk hash", |r| {
             let h = r.bytes("tree chunk hash")?;
             if h.len() != hash_len {
                 return Err(malformed("tree chunk hash"));
             }
             Digest::from_stored(h).ok_or(malformed("tree chunk hash"))
         })?;
-        if i >= CHUNK || !node_fits(base + i, node.as_ref()) {
+        if !node_fits(base + slots.len(), node.as_ref()) {
             return Err(malformed("tree chunk node"));
         }
-        i += 1;
-        Ok((node, hash))
-    })?;
-    Ok((ChunkRef::from_slots(slots), save_id))
+        slots.push((node.map(Arc::new), hash));
+    }
+    Ok((ChunkRef::from_shared_slots(slots), save_id))
 }
 
 /// A node slot written in the state beside an older TreeChunk record:

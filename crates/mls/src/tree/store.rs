@@ -336,19 +336,27 @@ impl ChunkRef {
 
     /// Builds a chunk from its [`CHUNK`] slots (node, cached tree hash);
     /// missing trailing slots are blank.
+    #[cfg(test)]
     pub(super) fn from_slots(slots: Vec<(Option<Node>, Option<Digest>)>) -> ChunkRef {
+        Self::from_shared_slots(
+            slots
+                .into_iter()
+                .map(|(node, hash)| (node.map(Arc::new), hash))
+                .collect(),
+        )
+    }
+
+    /// [`ChunkRef::from_slots`] of nodes already behind their `Arc`.
+    pub(super) fn from_shared_slots(slots: Vec<(Option<Arc<Node>>, Option<Digest>)>) -> ChunkRef {
         let mut chunk = Chunk {
             slots: vec![Slot::default(); CHUNK],
             meta: vec![Meta::default(); CHUNK],
             non_blank: 0,
         };
         for (i, (node, hash)) in slots.into_iter().take(CHUNK).enumerate() {
-            chunk.meta[i] = Meta::of(node.as_ref());
+            chunk.meta[i] = Meta::of(node.as_deref());
             chunk.non_blank += usize::from(node.is_some());
-            chunk.slots[i] = Slot {
-                node: node.map(Arc::new),
-                hash,
-            };
+            chunk.slots[i] = Slot { node, hash };
         }
         ChunkRef(Arc::new(chunk))
     }
