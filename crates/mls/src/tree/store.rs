@@ -120,7 +120,15 @@ struct Chunk {
     sig_filter: KeyFilter<SIG_FILTER_WORDS>,
     /// How many of this chunk's leaves use each credential type.
     credential_types: Vec<(u16, u32)>,
+    /// Nodes that left the chunk since the filters were last rebuilt: their
+    /// keys still answer "maybe" until then.
+    left_since_reindex: usize,
 }
+
+/// A chunk's filters are rebuilt when this many nodes left it (a commit
+/// replaces O(log N) nodes; rebuilding on each would cost a walk of the
+/// chunk per replaced node).
+const REINDEX_AFTER: usize = CHUNK / 8;
 
 impl Chunk {
     fn blank() -> Self {
@@ -131,6 +139,7 @@ impl Chunk {
             enc_filter: KeyFilter::EMPTY,
             sig_filter: KeyFilter::EMPTY,
             credential_types: Vec::new(),
+            left_since_reindex: 0,
         }
     }
 
@@ -152,12 +161,34 @@ impl Chunk {
         }
     }
 
-    /// Rebuilds the filters and counts from the metadata (after a node
-    /// left the chunk: a Bloom filter cannot forget one key).
+    /// Takes a node that left the chunk out of the counts; its keys stay
+    /// in the filters (a Bloom filter cannot forget one key) until
+    /// [`REINDEX_AFTER`] nodes have left. Returns whether the filters and
+    /// counts were rebuilt (from the metadata as it is now).
+    fn unindex(&mut self, m: &Meta) -> bool {
+        if m.kind == 1
+            && let Some((_, n)) = self
+                .credential_types
+                .iter_mut()
+                .find(|(t, _)| *t == m.credential_type)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.credential_types.retain(|(_, n)| *n > 0);
+        self.left_since_reindex += 1;
+        if self.left_since_reindex >= REINDEX_AFTER {
+            self.reindex();
+            return true;
+        }
+        false
+    }
+
+    /// Rebuilds the filters and counts from the metadata.
     fn reindex(&mut self) {
         self.enc_filter = KeyFilter::EMPTY;
         self.sig_filter = KeyFilter::EMPTY;
         self.credential_types.clear();
+        self.left_since_reindex = 0;
         let metas = std::mem::take(&mut self.meta);
         for m in &metas {
             self.index(m);
@@ -237,15 +268,15 @@ impl NodeStore {
             (true, false) => chunk.non_blank -= 1,
             _ => {}
         }
-        let had_node = slot.node.is_some();
         let meta = Meta::of(node.as_deref());
         slot.node = node;
-        if let Some(m) = chunk.meta.get_mut(i % CHUNK) {
-            *m = meta;
-        }
-        if had_node {
-            chunk.reindex();
-        } else {
+        let old = chunk
+            .meta
+            .get_mut(i % CHUNK)
+            .map(|m| std::mem::replace(m, meta))
+            .unwrap_or_default();
+        // A rebuild reads the new metadata already.
+        if old.kind == 0 || !chunk.unindex(&old) {
             chunk.index(&meta);
         }
     }
