@@ -735,35 +735,48 @@ impl InteropClient {
                 return Err(e);
             }
         };
-        let content = FramedContent {
-            group_id: gi.group_context.group_id.clone(),
-            epoch: gi.group_context.epoch,
-            sender: Sender::NewMemberProposal,
-            authenticated_data: Vec::new(),
-            body: FramedContentBody::Proposal(Proposal::Add(codec::Add {
-                key_package: bundle.key_package.as_wire().clone(),
-            })),
+        // From here on a failure destroys the keys made for this request
+        // (the signature key and the KeyPackage's HPKE keys): nothing of a
+        // refused request stays in the token.
+        let signed = (|| -> Result<Vec<u8>, InteropError> {
+            let content = FramedContent {
+                group_id: gi.group_context.group_id.clone(),
+                epoch: gi.group_context.epoch,
+                sender: Sender::NewMemberProposal,
+                authenticated_data: Vec::new(),
+                body: FramedContentBody::Proposal(Proposal::Add(codec::Add {
+                    key_package: bundle.key_package.as_wire().clone(),
+                })),
+            };
+            let signed = sign_content(
+                cs,
+                signer.custody.as_ref(),
+                &signer.signature_key,
+                WireFormat::PUBLIC_MESSAGE,
+                content,
+                Some(&gi.group_context),
+            )?;
+            let message = protect_public(cs, signed, None)?;
+            Ok(MlsMessage {
+                body: MlsMessageBody::PublicMessage(message),
+            }
+            .encode()?)
+        })();
+        let (proposal, mut registry) = match signed.and_then(|p| Ok((p, self.registry()?))) {
+            Ok(ok) => ok,
+            Err(e) => {
+                if let Err(d) = bundle.destroy(&signer) {
+                    tracing::warn!(error = %d, "could not destroy an unused KeyPackage's keys");
+                }
+                discard_signer(&signer);
+                return Err(e);
+            }
         };
-        let signed = sign_content(
-            cs,
-            signer.custody.as_ref(),
-            &signer.signature_key,
-            WireFormat::PUBLIC_MESSAGE,
-            content,
-            Some(&gi.group_context),
-        )?;
-        let message = protect_public(cs, signed, None)?;
-        let proposal = MlsMessage {
-            body: MlsMessageBody::PublicMessage(message),
-        }
-        .encode()?;
-        let transaction_id = self
-            .registry()?
-            .insert(Entry::Transaction(Box::new(Transaction {
-                signer,
-                bundle,
-                psks: PskStore::default(),
-            })));
+        let transaction_id = registry.insert(Entry::Transaction(Box::new(Transaction {
+            signer,
+            bundle,
+            psks: PskStore::default(),
+        })));
         Ok(NewMemberAddProposalResponse {
             transaction_id,
             proposal,

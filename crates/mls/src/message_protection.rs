@@ -518,11 +518,9 @@ fn unprotect_public_checked(
     // contiguous buffer without copying the content.
     let label_len = MLS_LABEL_PREFIX.len() + FRAMED_CONTENT_TBS.len();
     let room = vl_header_len(label_len) + label_len + 4;
-    let mut buffer = Vec::with_capacity(
-        room + message.content.tls_serialized_len() + context.tls_serialized_len(),
-    );
-    buffer.resize(room, 0);
     let ctx = needs_context(&message.content.sender).then_some(context);
+    let mut buffer = Vec::with_capacity(room + message.content.to_be_signed_len(ctx));
+    buffer.resize(room, 0);
     let framed =
         message
             .content

@@ -998,6 +998,17 @@ fn large_public_message_checks() {
         protect_public(f.cs, ac, Some(f.membership())).unwrap()
     };
     let genuine = large(&f.signer);
+    // The buffer of FramedContentTBS is sized once, exactly (a commit at
+    // 100,000 members is 11 MB: growing it copies all of it).
+    let tbs = genuine
+        .content
+        .to_be_signed(WireFormat::PUBLIC_MESSAGE, Some(&f.context))
+        .unwrap();
+    assert_eq!(
+        tbs.len(),
+        genuine.content.to_be_signed_len(Some(&f.context))
+    );
+    assert_eq!(tbs.capacity(), tbs.len());
     let content = unprotect_pub(&f, genuine.clone()).unwrap();
     assert_eq!(content.content, genuine.content);
 

@@ -58,6 +58,17 @@
 //! draws no randomness of its own (fixed group id and identities); the
 //! engine's keys are random, which moves instruction counts by a few parts
 //! in 10,000.
+//!
+//! `SCALE_PERF_CTL=CTL,ACK[,K]` (two FIFOs) samples only the timed
+//! operations with `perf record`: [`measured`] writes `enable` before and
+//! `disable` after each one (or only the `K`-th, counted from 0 in the
+//! order above: create 0, join 1, update-create 2, update-process 3, …)
+//! to `CTL` and waits for perf's answer on `ACK`:
+//!
+//! ```sh
+//! mkfifo ctl ack
+//! SCALE_PERF_CTL=ctl,ack,3 perf record -D -1 --control=fifo:ctl,ack -F 10000 --call-graph dwarf -- $BENCH 100000 update-process
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,11 +117,61 @@ const OPS: [&str; 14] = [
 /// [`measurement_ended`] (callgrind's `--dump-after` does not fire on it).
 #[inline(never)]
 fn measured<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    perf_control("enable");
     let started = Instant::now();
     let out = std::hint::black_box(f());
     let elapsed = started.elapsed();
+    perf_control("disable");
     measurement_ended();
     (out, elapsed)
+}
+
+/// The FIFOs of `perf record --control` named by `SCALE_PERF_CTL`, and
+/// which measured operation to sample (all when `None`).
+struct PerfControl {
+    ctl: std::fs::File,
+    ack: std::io::BufReader<std::fs::File>,
+    only: Option<usize>,
+    seen: usize,
+}
+
+/// Sends `command` to perf (when `SCALE_PERF_CTL` is set) and waits for
+/// its acknowledgement, so that sampling starts before the operation does.
+fn perf_control(command: &str) {
+    use std::io::{BufRead, Write};
+    static CONTROL: std::sync::OnceLock<Option<Mutex<PerfControl>>> = std::sync::OnceLock::new();
+    let control = CONTROL.get_or_init(|| {
+        let spec = std::env::var("SCALE_PERF_CTL").ok()?;
+        let mut parts = spec.split(',');
+        let (Some(ctl), Some(ack)) = (parts.next(), parts.next()) else {
+            panic!("SCALE_PERF_CTL=CTL,ACK[,K]");
+        };
+        let only = parts.next().map(|k| k.parse().expect("SCALE_PERF_CTL: K"));
+        let ctl = std::fs::OpenOptions::new()
+            .write(true)
+            .open(ctl)
+            .expect("perf control FIFO");
+        let ack = std::fs::File::open(ack).expect("perf ack FIFO");
+        Some(Mutex::new(PerfControl {
+            ctl,
+            ack: std::io::BufReader::new(ack),
+            only,
+            seen: 0,
+        }))
+    });
+    if let Some(control) = control {
+        let mut c = control.lock().expect("perf control lock");
+        let index = c.seen;
+        if command == "disable" {
+            c.seen += 1;
+        }
+        if c.only.is_some_and(|k| k != index) {
+            return;
+        }
+        writeln!(c.ctl, "{command}").expect("write to perf control FIFO");
+        let mut line = String::new();
+        c.ack.read_line(&mut line).expect("read perf ack FIFO");
+    }
 }
 
 /// Called when a measured operation has returned; a marker for callgrind.

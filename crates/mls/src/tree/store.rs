@@ -60,6 +60,48 @@ impl Meta {
 /// Slots per chunk (a saved tree record holds one chunk, `tree/saved.rs`).
 pub(crate) const CHUNK: usize = 256;
 
+/// Bits of a chunk's encryption-key filter (up to [`CHUNK`] keys) and of
+/// its signature-key filter (up to `CHUNK / 2` leaves): 8 bits per key.
+const ENC_FILTER_WORDS: usize = CHUNK * 8 / 64;
+const SIG_FILTER_WORDS: usize = CHUNK / 2 * 8 / 64;
+
+/// Lookups of more fingerprints than this scan every chunk's metadata
+/// instead of asking the filters (the filters cost one probe per
+/// fingerprint per chunk; a batch of thousands of new leaves meets most
+/// chunks anyway).
+const FILTERED_LOOKUP_MAX: usize = 64;
+
+/// A Bloom filter of key fingerprints (two probes per key, taken from
+/// the low and high halves of the fingerprint): a chunk whose filter says
+/// "absent" for every fingerprint sought is skipped, so that checking the
+/// few keys of a commit against a 100,000-member tree reads about one
+/// word per chunk instead of every node's metadata (issue 13). A false
+/// "present" (about 5 % per key and chunk at 8 bits per key) only costs
+/// the scan of that chunk; keys are confirmed on the nodes in any case.
+#[derive(Clone, Copy)]
+struct KeyFilter<const W: usize>([u64; W]);
+
+impl<const W: usize> KeyFilter<W> {
+    const EMPTY: Self = KeyFilter([0; W]);
+
+    fn probes(fp: u64) -> [usize; 2] {
+        let bits = W * 64;
+        [(fp as usize) % bits, ((fp >> 32) as usize) % bits]
+    }
+
+    fn insert(&mut self, fp: u64) {
+        for b in Self::probes(fp) {
+            self.0[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    fn may_contain(&self, fp: u64) -> bool {
+        Self::probes(fp)
+            .iter()
+            .all(|&b| self.0[b / 64] & (1 << (b % 64)) != 0)
+    }
+}
+
 #[derive(Clone, Default)]
 struct Slot {
     node: Option<Arc<Node>>,
@@ -72,6 +114,87 @@ struct Chunk {
     meta: Vec<Meta>,
     /// Non-blank nodes in this chunk.
     non_blank: usize,
+    /// The `enc_fp` of this chunk's non-blank nodes.
+    enc_filter: KeyFilter<ENC_FILTER_WORDS>,
+    /// The `sig_fp` of this chunk's leaves.
+    sig_filter: KeyFilter<SIG_FILTER_WORDS>,
+    /// How many of this chunk's leaves use each credential type.
+    credential_types: Vec<(u16, u32)>,
+    /// Nodes that left the chunk since the filters were last rebuilt: their
+    /// keys still answer "maybe" until then.
+    left_since_reindex: usize,
+}
+
+/// A chunk's filters are rebuilt when this many nodes left it (a commit
+/// replaces O(log N) nodes; rebuilding on each would cost a walk of the
+/// chunk per replaced node).
+const REINDEX_AFTER: usize = CHUNK / 8;
+
+impl Chunk {
+    fn blank() -> Self {
+        Chunk {
+            slots: vec![Slot::default(); CHUNK],
+            meta: vec![Meta::default(); CHUNK],
+            non_blank: 0,
+            enc_filter: KeyFilter::EMPTY,
+            sig_filter: KeyFilter::EMPTY,
+            credential_types: Vec::new(),
+            left_since_reindex: 0,
+        }
+    }
+
+    /// Enters a node's metadata into the filters and counts.
+    fn index(&mut self, m: &Meta) {
+        if m.kind != 0 {
+            self.enc_filter.insert(m.enc_fp);
+        }
+        if m.kind == 1 {
+            self.sig_filter.insert(m.sig_fp);
+            match self
+                .credential_types
+                .iter_mut()
+                .find(|(t, _)| *t == m.credential_type)
+            {
+                Some((_, n)) => *n += 1,
+                None => self.credential_types.push((m.credential_type, 1)),
+            }
+        }
+    }
+
+    /// Takes a node that left the chunk out of the counts; its keys stay
+    /// in the filters (a Bloom filter cannot forget one key) until
+    /// [`REINDEX_AFTER`] nodes have left. Returns whether the filters and
+    /// counts were rebuilt (from the metadata as it is now).
+    fn unindex(&mut self, m: &Meta) -> bool {
+        if m.kind == 1
+            && let Some((_, n)) = self
+                .credential_types
+                .iter_mut()
+                .find(|(t, _)| *t == m.credential_type)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.credential_types.retain(|(_, n)| *n > 0);
+        self.left_since_reindex += 1;
+        if self.left_since_reindex >= REINDEX_AFTER {
+            self.reindex();
+            return true;
+        }
+        false
+    }
+
+    /// Rebuilds the filters and counts from the metadata.
+    fn reindex(&mut self) {
+        self.enc_filter = KeyFilter::EMPTY;
+        self.sig_filter = KeyFilter::EMPTY;
+        self.credential_types.clear();
+        self.left_since_reindex = 0;
+        let metas = std::mem::take(&mut self.meta);
+        for m in &metas {
+            self.index(m);
+        }
+        self.meta = metas;
+    }
 }
 
 /// The nodes of a ratchet tree in array order, blank = `None`, with a tree
@@ -145,10 +268,17 @@ impl NodeStore {
             (true, false) => chunk.non_blank -= 1,
             _ => {}
         }
-        if let Some(m) = chunk.meta.get_mut(i % CHUNK) {
-            *m = Meta::of(node.as_deref());
-        }
+        let meta = Meta::of(node.as_deref());
         slot.node = node;
+        let old = chunk
+            .meta
+            .get_mut(i % CHUNK)
+            .map(|m| std::mem::replace(m, meta))
+            .unwrap_or_default();
+        // A rebuild reads the new metadata already.
+        if old.kind == 0 || !chunk.unindex(&old) {
+            chunk.index(&meta);
+        }
     }
 
     /// The cached hash of node `i`.
@@ -249,11 +379,7 @@ impl NodeStore {
         let n_chunks = len.div_ceil(CHUNK);
         self.chunks.truncate(n_chunks);
         while self.chunks.len() < n_chunks {
-            self.chunks.push(Arc::new(Chunk {
-                slots: vec![Slot::default(); CHUNK],
-                meta: vec![Meta::default(); CHUNK],
-                non_blank: 0,
-            }));
+            self.chunks.push(Arc::new(Chunk::blank()));
         }
         // Slots past `len` in the last chunk are blank with no hash.
         if len < self.len
@@ -278,25 +404,61 @@ impl NodeStore {
             .enumerate()
     }
 
+    /// The metadata of the chunks for which `keep` holds, with node
+    /// indices.
+    fn metas_of_chunks<'a>(
+        &'a self,
+        keep: impl Fn(&Chunk) -> bool + 'a,
+    ) -> impl Iterator<Item = (usize, &'a Meta)> + 'a {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| keep(c))
+            .flat_map(|(k, c)| {
+                c.meta
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, m)| (k * CHUNK + j, m))
+            })
+            .filter(|(i, _)| *i < self.len)
+    }
+
     /// The non-blank nodes whose `encryption_key` fingerprint is in
-    /// `sorted_fps`.
+    /// `sorted_fps`, in array order.
     pub(super) fn with_any_encryption_fp<'a>(
         &'a self,
         sorted_fps: &'a [u64],
-    ) -> impl Iterator<Item = usize> + 'a {
-        self.metas()
-            .filter(move |(_, m)| m.kind != 0 && sorted_fps.binary_search(&m.enc_fp).is_ok())
-            .map(|(i, _)| i)
+    ) -> Box<dyn Iterator<Item = usize> + 'a> {
+        let found = |m: &Meta| m.kind != 0 && sorted_fps.binary_search(&m.enc_fp).is_ok();
+        if sorted_fps.len() > FILTERED_LOOKUP_MAX {
+            return Box::new(self.metas().filter(move |(_, m)| found(m)).map(|(i, _)| i));
+        }
+        Box::new(
+            self.metas_of_chunks(move |c| {
+                c.non_blank > 0 && sorted_fps.iter().any(|&fp| c.enc_filter.may_contain(fp))
+            })
+            .filter(move |(_, m)| found(m))
+            .map(|(i, _)| i),
+        )
     }
 
-    /// The leaves whose `signature_key` fingerprint is in `sorted_fps`.
+    /// The leaves whose `signature_key` fingerprint is in `sorted_fps`, in
+    /// array order.
     pub(super) fn with_any_signature_fp<'a>(
         &'a self,
         sorted_fps: &'a [u64],
-    ) -> impl Iterator<Item = usize> + 'a {
-        self.metas()
-            .filter(move |(_, m)| m.kind == 1 && sorted_fps.binary_search(&m.sig_fp).is_ok())
-            .map(|(i, _)| i)
+    ) -> Box<dyn Iterator<Item = usize> + 'a> {
+        let found = |m: &Meta| m.kind == 1 && sorted_fps.binary_search(&m.sig_fp).is_ok();
+        if sorted_fps.len() > FILTERED_LOOKUP_MAX {
+            return Box::new(self.metas().filter(move |(_, m)| found(m)).map(|(i, _)| i));
+        }
+        Box::new(
+            self.metas_of_chunks(move |c| {
+                c.non_blank > 0 && sorted_fps.iter().any(|&fp| c.sig_filter.may_contain(fp))
+            })
+            .filter(move |(_, m)| found(m))
+            .map(|(i, _)| i),
+        )
     }
 
     /// The credential type of the leaf at `i`, if non-blank.
@@ -308,13 +470,16 @@ impl NodeStore {
         (m.kind == 1).then_some(m.credential_type)
     }
 
-    /// How many leaves use each credential type.
+    /// How many leaves use each credential type (summed over the chunks'
+    /// counts: no node is read).
     pub(super) fn credential_type_counts(&self) -> Vec<(u16, usize)> {
         let mut out: Vec<(u16, usize)> = Vec::new();
-        for (_, m) in self.metas().filter(|(_, m)| m.kind == 1) {
-            match out.iter_mut().find(|(t, _)| *t == m.credential_type) {
-                Some((_, n)) => *n += 1,
-                None => out.push((m.credential_type, 1)),
+        for c in &self.chunks {
+            for &(t, n) in &c.credential_types {
+                match out.iter_mut().find(|(u, _)| *u == t) {
+                    Some((_, total)) => *total += n as usize,
+                    None => out.push((t, n as usize)),
+                }
             }
         }
         out

@@ -61,14 +61,88 @@ fn dummy_leaf(i: u32) -> LeafNode {
 #[derive(Debug, Clone)]
 enum StoreOp {
     Set(usize, Option<u8>),
+    /// A leaf with keys from `k` (few values, so keys repeat), with an
+    /// X.509 credential when the flag is set.
+    SetLeaf(usize, u8, bool),
     Resize(usize),
 }
 
 fn store_op() -> impl Strategy<Value = StoreOp> {
     prop_oneof![
         4 => (0usize..1200, proptest::option::of(any::<u8>())).prop_map(|(i, k)| StoreOp::Set(i, k)),
+        3 => (0usize..1200, 0u8..40, any::<bool>()).prop_map(|(i, k, x)| StoreOp::SetLeaf(i, k, x)),
         1 => (0usize..1200).prop_map(StoreOp::Resize),
     ]
+}
+
+/// `dummy_leaf(k)`, with an (empty) X.509 credential if `x509`.
+fn indexed_leaf(k: u8, x509: bool) -> Node {
+    let mut leaf = dummy_leaf(u32::from(k));
+    if x509 {
+        leaf.credential = Credential::X509(vec![]);
+    }
+    Node::Leaf(leaf)
+}
+
+/// The store's key lookups and credential counts (answered from per-chunk
+/// filters and counts) agree with a scan of `model`.
+fn check_key_index(store: &NodeStore, model: &[Option<Node>]) -> Result<(), TestCaseError> {
+    use super::store::fingerprint;
+    let enc_of = |n: &Node| match n {
+        Node::Leaf(l) => l.encryption_key.as_slice().to_vec(),
+        Node::Parent(p) => p.encryption_key.as_slice().to_vec(),
+    };
+    // A few keys in the tree, one absent, and a batch past the filters'
+    // limit (every key of the tree plus absent ones).
+    let mut enc_keys: Vec<Vec<u8>> = model.iter().flatten().map(enc_of).take(3).collect();
+    enc_keys.push(b"absent".to_vec());
+    let sig_keys: Vec<Vec<u8>> = (0u8..5)
+        .map(|k| [b"sig".as_slice(), &u32::from(k).to_be_bytes()].concat())
+        .collect();
+    let mut big: Vec<Vec<u8>> = model.iter().flatten().map(enc_of).collect();
+    big.extend((0u32..70).map(|k| k.to_be_bytes().to_vec()));
+    for keys in [enc_keys, big] {
+        let mut fps: Vec<u64> = keys.iter().map(|k| fingerprint(k)).collect();
+        fps.sort_unstable();
+        fps.dedup();
+        let expected: Vec<usize> = model
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.as_ref()
+                    .is_some_and(|n| fps.binary_search(&fingerprint(&enc_of(n))).is_ok())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let got: Vec<usize> = store.with_any_encryption_fp(&fps).collect();
+        prop_assert_eq!(got, expected);
+    }
+    let mut fps: Vec<u64> = sig_keys.iter().map(|k| fingerprint(k)).collect();
+    fps.sort_unstable();
+    let expected: Vec<usize> = model
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n, Some(Node::Leaf(l)) if fps.binary_search(&fingerprint(l.signature_key.as_slice())).is_ok()))
+        .map(|(i, _)| i)
+        .collect();
+    let got: Vec<usize> = store.with_any_signature_fp(&fps).collect();
+    prop_assert_eq!(got, expected);
+    let mut counts = store.credential_type_counts();
+    counts.retain(|(_, n)| *n > 0);
+    counts.sort_unstable();
+    let mut expected: Vec<(u16, usize)> = Vec::new();
+    for n in model.iter().flatten() {
+        if let Node::Leaf(l) = n {
+            let t = l.credential.credential_type().0;
+            match expected.iter_mut().find(|(u, _)| *u == t) {
+                Some((_, c)) => *c += 1,
+                None => expected.push((t, 1)),
+            }
+        }
+    }
+    expected.sort_unstable();
+    prop_assert_eq!(counts, expected);
+    Ok(())
 }
 
 proptest! {
@@ -91,12 +165,20 @@ proptest! {
                         *slot = node;
                     }
                 }
+                StoreOp::SetLeaf(i, k, x509) => {
+                    let node = indexed_leaf(k, x509);
+                    store.set(i, Some(std::sync::Arc::new(node.clone())));
+                    if let Some(slot) = model.get_mut(i) {
+                        *slot = Some(node);
+                    }
+                }
                 StoreOp::Resize(n) => {
                     store.resize(n);
                     model.resize(n, None);
                 }
             }
             prop_assert_eq!(store.len(), model.len());
+            check_key_index(&store, &model)?;
             for (a, b) in store.iter().zip(&model) {
                 prop_assert_eq!(a, b.as_ref());
             }
@@ -112,11 +194,49 @@ proptest! {
         }
         for (store, model) in snapshots {
             prop_assert_eq!(store.len(), model.len());
+            check_key_index(&store, &model)?;
             for (a, b) in store.iter().zip(&model) {
                 prop_assert_eq!(a, b.as_ref());
             }
         }
     }
+}
+
+/// Many replacements in one chunk (past the point where its filters are
+/// rebuilt), leaves and parents, changing credential types: the lookups
+/// and counts still agree with a scan.
+#[test]
+fn key_index_survives_many_replacements_in_one_chunk() {
+    let mut store = NodeStore::blank(600);
+    let mut model: Vec<Option<Node>> = vec![None; 600];
+    let mut put = |store: &mut NodeStore, i: usize, node: Option<Node>| {
+        store.set(i, node.clone().map(std::sync::Arc::new));
+        model[i] = node;
+        check_key_index(store, &model).unwrap();
+    };
+    for round in 0u8..4 {
+        for i in (0..200).step_by(2) {
+            let k = (i as u8 / 2).wrapping_add(round * 7) % 40;
+            put(
+                &mut store,
+                i,
+                Some(indexed_leaf(k, (i / 2 + round as usize).is_multiple_of(3))),
+            );
+        }
+        for i in (1..200).step_by(4) {
+            put(
+                &mut store,
+                i,
+                Some(parent(round.wrapping_mul(31).wrapping_add(i as u8))),
+            );
+        }
+        for i in (0..200).step_by(6) {
+            put(&mut store, i, None);
+        }
+    }
+    store.resize(100);
+    model.truncate(100);
+    check_key_index(&store, &model).unwrap();
 }
 
 fn fresh_hash(tree: &RatchetTree) -> hsmls_crypto::Digest {
