@@ -679,6 +679,14 @@ mod tests {
         assert_ne!(changed, fresh);
         assert_eq!(back.tree_hash().unwrap(), changed);
         assert_eq!(mixed.tree_hash().unwrap(), changed);
+        // The chunks' key filters were built: membership checks find keys.
+        let key = |i: u32| [b"enc".as_slice(), &i.to_be_bytes()].concat();
+        for tree in [&back, &mixed] {
+            assert_eq!(
+                tree.nodes_with_any_encryption_key(&[&key(5), &key(1000), &key(290)]),
+                [NodeIndex(6), NodeIndex(10), NodeIndex(580)]
+            );
+        }
     }
 
     #[test]
@@ -787,6 +795,13 @@ mod tests {
         apply_changed_slots(&mut rebuilt, slots).unwrap();
         let mut back = RatchetTree::from_chunks(provider(), t.leaf_count(), rebuilt).unwrap();
         assert!(back == t);
+        // The changed chunk's key filter knows the new key, and no longer
+        // finds the replaced one on a node.
+        let key = |i: u32| [b"enc".as_slice(), &i.to_be_bytes()].concat();
+        assert_eq!(
+            back.nodes_with_any_encryption_key(&[&key(1000), &key(3)]),
+            [NodeIndex(6)]
+        );
         assert_eq!(back.cached_hash(back.root()), t.cached_hash(t.root()));
         assert_eq!(back.tree_hash().unwrap(), t.tree_hash().unwrap());
 

@@ -513,16 +513,13 @@ impl ChunkRef {
 
     /// [`ChunkRef::from_slots`] of nodes already behind their `Arc`.
     pub(super) fn from_shared_slots(slots: Vec<(Option<Arc<Node>>, Option<Digest>)>) -> ChunkRef {
-        let mut chunk = Chunk {
-            slots: vec![Slot::default(); CHUNK],
-            meta: vec![Meta::default(); CHUNK],
-            non_blank: 0,
-        };
+        let mut chunk = Chunk::blank();
         for (i, (node, hash)) in slots.into_iter().take(CHUNK).enumerate() {
             chunk.meta[i] = Meta::of(node.as_deref());
             chunk.non_blank += usize::from(node.is_some());
             chunk.slots[i] = Slot { node, hash };
         }
+        chunk.reindex();
         ChunkRef(Arc::new(chunk))
     }
 
@@ -586,6 +583,9 @@ impl ChunkRef {
                 hash,
             };
         }
+        // The key filters and credential counts, from the metadata as it
+        // is now.
+        chunk.reindex();
         ChunkRef(Arc::new(chunk))
     }
 }
