@@ -36,8 +36,8 @@
 //! store committed it), so persisting a commit costs about what the commit
 //! changed (a path: O(log N) nodes, in a few chunks), not the whole tree.
 //! A save that is not confirmed leaves the next one covering the same
-//! chunks again, so a failed write never loses a chunk. [`Group::save`]
-//! (crate::Group::save) is a full save: every chunk.
+//! chunks again, so a failed write never loses a chunk.
+//! [`Group::save`](crate::Group::save) is a full save: every chunk.
 //!
 //! # Format (version 2)
 //!
