@@ -29,9 +29,9 @@ NR == 1 { next }
 END {
     # sizes in increasing order
     for (i = 1; i <= nn; i++) for (j = i + 1; j <= nn; j++) if (ns[j] < ns[i]) { x = ns[i]; ns[i] = ns[j]; ns[j] = x }
-    split("keypackage create join update-create update-process remove-create remove-process protect-100 unprotect-100 protect-10k unprotect-10k save load", op, " ")
+    split("keypackage create join update-create update-process remove-create remove-process protect-100 unprotect-100 protect-10k unprotect-10k save-full save load", op, " ")
     split("hsmls openmls mls-rs", im, " ")
-    for (o = 1; o <= 13; o++) {
+    for (o = 1; o <= 14; o++) {
         printf "\n#### %s\n\n", op[o]
         print "| N | hsmls | openmls | mls-rs | openmls / hsmls | mls-rs / hsmls |"
         print "| ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -43,13 +43,14 @@ END {
             printf "| %s | %s | %s | %s | %s | %s |\n", num(n), t(h), t(a), t(b), ratio(a, h), ratio(b, h)
         }
     }
-    print "\n#### Memory: peak resident size (VmHWM of the run) and saved state\n"
-    print "| N | peak RSS hsmls | openmls | mls-rs | state hsmls | openmls | mls-rs |"
-    print "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    print "\n#### Memory: peak resident size (VmHWM of the run), saved state, bytes written by save\n"
+    print "| N | peak RSS hsmls | openmls | mls-rs | state hsmls | openmls | mls-rs | save wrote hsmls | openmls | mls-rs |"
+    print "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for (i = 1; i <= nn; i++) {
         n = ns[i]; line = "| " num(n)
         for (k = 1; k <= 3; k++) line = line " | " mb(v[im[k] SUBSEP "software" SUBSEP n SUBSEP "peak_rss_kb"])
         for (k = 1; k <= 3; k++) { s = v[im[k] SUBSEP "software" SUBSEP n SUBSEP "state_bytes"]; line = line " | " (s == "" ? "" : num(s) " B") }
+        for (k = 1; k <= 3; k++) { s = v[im[k] SUBSEP "software" SUBSEP n SUBSEP "written_bytes"]; line = line " | " (s == "" ? "" : num(s) " B") }
         print line " |"
     }
     print "\n#### hsmls: SoftHSM custody beside software custody\n"
@@ -58,7 +59,7 @@ END {
     print "| ---: | --- | ---: | ---: | ---: | --- |"
     for (i = 1; i <= nn; i++) {
         n = ns[i]
-        for (o = 1; o <= 13; o++) {
+        for (o = 1; o <= 14; o++) {
             k2 = "hsmls" SUBSEP "softhsm" SUBSEP n SUBSEP op[o]
             if (!(k2 in v)) continue
             s = v["hsmls" SUBSEP "software" SUBSEP n SUBSEP op[o]]

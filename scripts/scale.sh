@@ -19,7 +19,8 @@
 #
 # Outputs: $SCALE_OUT/scale.csv (impl,custody,n,metric,value,sign,dh,
 # generate,import,destroy: metric is an operation with value in ms, or
-# state_bytes, peak_rss_kb, stopped), $SCALE_OUT/tables.md, and
+# state_bytes (the whole saved state), written_bytes (what the save after a
+# processed commit wrote), peak_rss_kb, stopped), $SCALE_OUT/tables.md, and
 # $SCALE_PLOTS/scale-{create,join,process}.png (gnuplot; Debian's
 # gnuplot-nox is installed when missing and apt-get is usable).
 set -euo pipefail
@@ -117,6 +118,7 @@ one_run() {
             if ("op" in f)
                 print key, f["op"], f["time_ms"], f["sign"], f["dh"], f["generate"], f["import"], f["destroy"]
             if ("state_bytes" in f) print key, "state_bytes", f["state_bytes"] + f["epoch_record_bytes"]
+            if ("written_bytes" in f) print key, "written_bytes", f["written_bytes"]
             if ("peak_rss" in f) { sub(/kB/, "", f["peak_rss"]); print key, "peak_rss_kb", f["peak_rss"] }
         }' "$log" >>"$csv"
     cat "$log" >&2

@@ -1169,6 +1169,7 @@ impl Inner {
                                 sealer.as_ref(),
                                 &id,
                                 &saved.state,
+                                &saved.tree_records,
                                 &saved.epoch_records,
                             )
                         })
@@ -1228,13 +1229,19 @@ impl Inner {
         Ok(r)
     }
 
-    /// Saves the group (sealed) and its bookkeeping.
+    /// Saves the group (sealed) and its bookkeeping. The save is
+    /// incremental (the tree records changed since the last confirmed
+    /// save) and confirmed only once the store committed it, so a failed
+    /// write leaves the next save covering the same records again.
     async fn save(&self, st: &mut State, gid: &[u8]) -> Result<(), ClientError> {
         let sealer = self.sealer.clone();
-        let saved = self
-            .on_group(st, gid, move |g| g.save(sealer.as_ref()))
+        let (saved, ticket) = self
+            .on_group(st, gid, move |g| g.save_changes(sealer.as_ref()))
             .await??;
         self.storage.write_group(&saved).await?;
+        if let Some(g) = st.groups.get_mut(gid).and_then(|e| e.group.as_mut()) {
+            g.confirm_saved(ticket);
+        }
         if let Some(e) = st.groups.get(gid) {
             self.meta.set_group(gid, &e.meta).await?;
         }

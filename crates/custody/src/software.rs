@@ -161,9 +161,17 @@ impl Secret {
     }
 }
 
+/// A stored key and its public key, computed once at generation or import
+/// (a P-256 KEM key's public key is a scalar multiplication, most of a
+/// small group's load when `find` recomputed it).
+struct Stored {
+    secret: Secret,
+    public: PublicKey,
+}
+
 /// Keys in process memory, zeroized when destroyed or dropped.
 pub struct SoftwareCustody {
-    keys: RwLock<HashMap<u64, Secret>>,
+    keys: RwLock<HashMap<u64, Stored>>,
     next: AtomicU64,
     capabilities: Capabilities,
     sealer: SoftwareSealer,
@@ -207,10 +215,13 @@ impl SoftwareCustody {
     fn insert(&self, secret: Secret) -> KeyRef {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let public = secret.public_key();
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, secret);
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(
+            id,
+            Stored {
+                secret,
+                public: public.clone(),
+            },
+        );
         KeyRef::new(public, format!("software:{id}"))
     }
 
@@ -231,9 +242,10 @@ impl SoftwareCustody {
     ) -> Result<T, CustodyError> {
         let id = Self::id_of(key.uri())?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let secret = keys
+        let secret = &keys
             .get(&id)
-            .ok_or_else(|| CustodyError::KeyNotFound(key.uri().to_owned()))?;
+            .ok_or_else(|| CustodyError::KeyNotFound(key.uri().to_owned()))?
+            .secret;
         if secret.spec().purpose() != key.purpose() {
             return Err(CustodyError::WrongPurpose {
                 operation,
@@ -390,10 +402,10 @@ impl KeyCustody for SoftwareCustody {
     fn find(&self, uri: &str) -> Result<KeyRef, CustodyError> {
         let id = Self::id_of(uri)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let secret = keys
+        let stored = keys
             .get(&id)
             .ok_or_else(|| CustodyError::KeyNotFound(uri.to_owned()))?;
-        Ok(KeyRef::new(secret.public_key(), uri.to_owned()))
+        Ok(KeyRef::new(stored.public.clone(), uri.to_owned()))
     }
 
     /// A key in process memory has none of a token's protections.

@@ -1,7 +1,10 @@
 //! Saving and loading group state (`hsmls::state`) at N = 2, 1,000 and
-//! 10,000 members: **save** is `Group::save` (encode the state and the two
-//! past-epoch records, seal each), **load** is `Client::load_group` (open, decode,
-//! recompute the tree hash, find the member's keys in custody), with the
+//! 10,000 members: **save** is `Group::save` (encode the state, every tree
+//! record and the two past-epoch records, seal each), **save_changes** the
+//! incremental save after one self-update commit since the last confirmed
+//! save (`Group::save_changes`), **load** is `Client::load_group` (open,
+//! decode the tree records on both cores, find the member's keys in
+//! custody), with the
 //! state-sealing key in `SoftwareCustody` and in SoftHSM (AES-256-GCM in
 //! the token). The member's own keys are in `SoftwareCustody` in both, so
 //! only the sealing differs. Blob sizes are printed.
@@ -89,6 +92,15 @@ fn build(n: usize) -> (Group, Client, Arc<SoftwareCustody>) {
     (group, creator, custody)
 }
 
+/// `group` confirmed-saved with `sealer`, then one more self-update: what
+/// a client holds when it saves after a commit.
+fn after_one_commit(group: &mut Group, sealer: &dyn StateSealer) {
+    let (_, ticket) = group.save_changes(sealer).expect("save");
+    assert!(group.confirm_saved(ticket));
+    let _ = group.self_update(NOW).expect("update");
+    group.merge_pending_commit().expect("merge");
+}
+
 fn bench(c: &mut Criterion) {
     let token = match Pkcs11Custody::open_from_env() {
         Ok(custody) => Some(
@@ -105,7 +117,7 @@ fn bench(c: &mut Criterion) {
     };
     for n in SIZES {
         let started = std::time::Instant::now();
-        let (group, client, custody) = build(n);
+        let (mut group, client, custody) = build(n);
         eprintln!(
             "state bench: built the {n}-member group in {:.1?}",
             started.elapsed()
@@ -135,9 +147,25 @@ fn bench(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(format!("load/{name}"), n), |b| {
                 b.iter(|| {
                     client
-                        .load_group(sealer, group.group_id(), &saved.state, &saved.epoch_records)
+                        .load_group(
+                            sealer,
+                            group.group_id(),
+                            &saved.state,
+                            &saved.tree_records,
+                            &saved.epoch_records,
+                        )
                         .expect("load")
                 })
+            });
+            after_one_commit(&mut group, sealer);
+            let (changes, _) = group.save_changes(sealer).expect("save");
+            eprintln!(
+                "state bench: N = {n}, {name}: save after a commit writes {} bytes ({} tree records)",
+                changes.written_bytes(),
+                changes.tree_records.len()
+            );
+            g.bench_function(BenchmarkId::new(format!("save_changes/{name}"), n), |b| {
+                b.iter(|| group.save_changes(sealer).expect("save"))
             });
         }
         g.finish();

@@ -15,7 +15,7 @@ use crate::group::{CommitOutput, Group, GroupConfig, GroupError, JoinOptions, Un
 use crate::key_package::{
     KeyPackage, KeyPackageBundle, KeyPackageConfig, KeyPackageError, KeyPackageIn,
 };
-use crate::state::{EpochRecord, SavedKeyPackage, StateError};
+use crate::state::{EpochRecord, SavedGroup, SavedKeyPackage, StateError, TreeRecord};
 use crate::tree_math::LeafIndex;
 
 /// From this many KeyPackages on, [`Client::validate_key_packages`] uses
@@ -350,19 +350,25 @@ impl Client {
         )
     }
 
-    /// Loads a group saved by [`Group::save`]: opens the state blob with
-    /// `sealer` (it must be a state of `group_id`, sealed by this sealer's
-    /// key), finds the member's keys in this client's custody by their
-    /// URIs, and attaches the records of the retained past epochs from
-    /// `epoch_records` (records of other epochs are ignored). The group
-    /// keeps the signature key and credential it was saved with, and
+    /// Loads a group saved by [`Group::save`] or [`Group::save_changes`]:
+    /// opens the state blob with `sealer` (it must be a state of
+    /// `group_id`, sealed by this sealer's key), builds the ratchet tree
+    /// from `tree_records` (every chunk the state lists, each the record
+    /// written by the save it lists: [`StateError::MissingTreeRecord`],
+    /// [`StateError::ExtraTreeRecord`], [`StateError::TreeRecordMismatch`]
+    /// otherwise), finds the member's keys in this client's custody by
+    /// their URIs, and attaches the records of the retained past epochs
+    /// from `epoch_records` (records of other epochs are ignored). The
+    /// group keeps the signature key and credential it was saved with, and
     /// validates the credentials it meets from now on with this client's
-    /// validator. Nothing changes on failure.
+    /// validator; the loaded records count as its last confirmed save
+    /// ([`Group::save_changes`]). Nothing changes on failure.
     pub fn load_group(
         &self,
         sealer: &dyn StateSealer,
         group_id: &[u8],
         state: &[u8],
+        tree_records: &[TreeRecord],
         epoch_records: &[EpochRecord],
     ) -> Result<Group, StateError> {
         Group::load(
@@ -371,7 +377,23 @@ impl Client {
             self.validator.clone(),
             group_id,
             state,
+            tree_records,
             epoch_records,
+        )
+    }
+
+    /// [`Client::load_group`] of everything a store read back.
+    pub fn load_saved_group(
+        &self,
+        sealer: &dyn StateSealer,
+        saved: &SavedGroup,
+    ) -> Result<Group, StateError> {
+        self.load_group(
+            sealer,
+            &saved.group_id,
+            &saved.state,
+            &saved.tree_records,
+            &saved.epoch_records,
         )
     }
 

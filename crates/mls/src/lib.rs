@@ -154,8 +154,8 @@ pub use group::{
     AddedMember, CachedProposal, CommitOptions, CommitOutput, CommitRule, Group, GroupConfig,
     GroupError, HandshakeFraming, JoinOptions, LostCommit, MAX_OBSERVED_PROPOSALS, Member,
     MessageRule, ObservedCommit, ObservedMessage, OwnCommit, ProcessedMessage, ProposalMessage,
-    ProposalRule, PskStore, PublicGroup, ReInitRule, SENT_MESSAGES_KEPT, StagedCommit, UnixTime,
-    WelcomePart, WelcomeRule, random_group_id,
+    ProposalRule, PskStore, PublicGroup, ReInitRule, SENT_MESSAGES_KEPT, SaveTicket, StagedCommit,
+    UnixTime, WelcomePart, WelcomeRule, random_group_id,
 };
 pub use hsmls_crypto::Secret;
 pub use key_package::{
@@ -163,7 +163,7 @@ pub use key_package::{
 };
 pub use message_protection::PaddingPolicy;
 pub use secret_tree::SecretTreeConfig;
-pub use state::{EpochRecord, SavedGroup, SavedKeyPackage, StateError};
+pub use state::{EpochRecord, SavedGroup, SavedKeyPackage, StateError, TreeRecord};
 
 /// The engine's insides, public only with the `test-utils` feature, for
 /// hsmls's own tests, benches and fuzz targets and for the interop and

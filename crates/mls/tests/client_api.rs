@@ -359,6 +359,7 @@ fn a_loaded_group_keeps_the_signer_it_was_saved_with() {
             custody.state_sealer(),
             &saved.group_id,
             &saved.state,
+            &saved.tree_records,
             &saved.epoch_records,
         )
         .unwrap();

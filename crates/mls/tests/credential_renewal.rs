@@ -183,7 +183,13 @@ fn a_renewed_credential_reaches_the_group_and_is_kept() {
     let saved = alice.save(&sealer).unwrap();
     let mut loaded = a
         .client
-        .load_group(&sealer, b"renewal", &saved.state, &saved.epoch_records)
+        .load_group(
+            &sealer,
+            b"renewal",
+            &saved.state,
+            &saved.tree_records,
+            &saved.epoch_records,
+        )
         .unwrap();
     assert_eq!(loaded.signer().credential, basic("alice#2"));
     assert_eq!(loaded.signer().signature_key, key);
@@ -211,7 +217,13 @@ fn a_renewed_credential_reaches_the_group_and_is_kept() {
     let saved = bob.save(&sealer).unwrap();
     let mut bob_loaded = b
         .client
-        .load_group(&sealer, b"renewal", &saved.state, &saved.epoch_records)
+        .load_group(
+            &sealer,
+            b"renewal",
+            &saved.state,
+            &saved.tree_records,
+            &saved.epoch_records,
+        )
         .unwrap();
     assert!(bob_loaded.has_pending_commit());
     assert_eq!(bob_loaded.signer().signature_key, old_key);
@@ -251,7 +263,13 @@ fn a_renewed_credential_reaches_the_group_and_is_kept() {
     let saved = bob_loaded.save(&sealer).unwrap();
     let reloaded = b
         .client
-        .load_group(&sealer, b"renewal", &saved.state, &saved.epoch_records)
+        .load_group(
+            &sealer,
+            b"renewal",
+            &saved.state,
+            &saved.tree_records,
+            &saved.epoch_records,
+        )
         .unwrap();
     assert_eq!(reloaded.signer().signature_key, rotated.signature_key);
     bob_custody.destroy(&old_key).unwrap();

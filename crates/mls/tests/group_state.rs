@@ -71,18 +71,19 @@ impl Member {
             self.custody.state_sealer(),
             &saved.group_id,
             &saved.state,
+            &saved.tree_records,
             &saved.epoch_records,
         )
     }
 
-    /// Loads a state blob (no epoch records) with `sealer`.
+    /// Loads a state blob (no tree or epoch records) with `sealer`.
     fn load_blob(
         &self,
         sealer: &dyn StateSealer,
         group_id: &[u8],
         state: &[u8],
     ) -> Result<Group, StateError> {
-        self.client.load_group(sealer, group_id, state, &[])
+        self.client.load_group(sealer, group_id, state, &[], &[])
     }
 
     fn key_package(&self) -> KeyPackageBundle {
@@ -449,8 +450,8 @@ fn every_flipped_byte_of_a_small_blob_gives_its_typed_error() {
             .unwrap_err();
         let ok = match i {
             0..8 => matches!(e, StateError::BadMagic),
-            8 => matches!(e, StateError::UnknownVersion(0x0101)),
-            9 => matches!(e, StateError::UnknownVersion(0)),
+            8 => matches!(e, StateError::UnknownVersion(0x0102)),
+            9 => matches!(e, StateError::UnknownVersion(3)),
             10 => matches!(e, StateError::UnknownRecordKind(0)),
             // Length headers: the fields after them shift.
             11 | 28 => matches!(
@@ -497,7 +498,7 @@ fn every_truncation_is_truncated_and_a_longer_blob_trailing() {
 fn an_unknown_version_is_refused() {
     let a = create(GroupConfig::default(), b"version");
     let saved = a.save();
-    for v in [0u16, 2, 0xffff] {
+    for v in [0u16, 1, 3, 0xffff] {
         let mut blob = saved.state.clone();
         blob[8..10].copy_from_slice(&v.to_be_bytes());
         assert!(
@@ -541,7 +542,13 @@ fn a_blob_of_another_token_or_group_is_refused() {
         validator(),
     );
     let e = empty
-        .load_group(a.custody.state_sealer(), b"group A", &saved.state, &[])
+        .load_group(
+            a.custody.state_sealer(),
+            b"group A",
+            &saved.state,
+            &saved.tree_records,
+            &[],
+        )
         .unwrap_err();
     assert!(matches!(e, StateError::KeyNotFound { .. }), "{e:?}");
     // ... or holds other keys under the same references.
@@ -554,7 +561,13 @@ fn a_blob_of_another_token_or_group_is_refused() {
         validator(),
     );
     let e = stranger
-        .load_group(a.custody.state_sealer(), b"group A", &saved.state, &[])
+        .load_group(
+            a.custody.state_sealer(),
+            b"group A",
+            &saved.state,
+            &saved.tree_records,
+            &[],
+        )
         .unwrap_err();
     assert!(matches!(e, StateError::KeyMismatch { .. }), "{e:?}");
     assert!(a.load(&saved).is_ok());

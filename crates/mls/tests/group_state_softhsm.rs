@@ -28,7 +28,13 @@ fn a_token_sealed_state_loads_and_other_keys_or_alterations_are_refused() {
         .unwrap();
     let saved = group.save(&sealer).unwrap();
     let load = |sealer: &dyn StateSealer, state: &[u8]| {
-        client.load_group(sealer, b"sealed in the token", state, &[])
+        client.load_group(
+            sealer,
+            b"sealed in the token",
+            state,
+            &saved.tree_records,
+            &[],
+        )
     };
     let loaded = load(&sealer, &saved.state).unwrap();
     assert!(loaded.state_snapshot() == group.state_snapshot());

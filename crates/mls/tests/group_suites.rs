@@ -74,6 +74,7 @@ impl Member {
                     self.custody.state_sealer(),
                     &saved.group_id,
                     &saved.state,
+                    &saved.tree_records,
                     &saved.epoch_records,
                 )
                 .unwrap(),

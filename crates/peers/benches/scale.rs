@@ -29,8 +29,19 @@
 //! - `protect-100`, `unprotect-100`, `protect-10k`, `unprotect-10k`: the
 //!   creator protects 20 application messages of 100 B (10 KiB), member 1
 //!   unprotects them; the line gives the median per message.
-//! - `save`, `load`: member 1's group state (hsmls: sealed by its
-//!   custody).
+//! - `save-full`: member 1's first save, right after it joined: the whole
+//!   state (hsmls: `Group::save_changes` with nothing confirmed yet, so
+//!   every tree record; sealed by its custody), written to an in-memory
+//!   store that keeps records the way the SQLite store does, and
+//!   confirmed.
+//! - `save`: member 1's save right after `update-process`: what a client
+//!   pays to persist a processed commit (hsmls: `Group::save_changes`, the
+//!   state and the tree records of the chunks the commit changed).
+//! - `load`: member 1's group loaded from the store's records (after an
+//!   untimed save of its last changes). openmls and mls-rs keep their own
+//!   save for both `save-full` and `save`: mls-rs `write_to_storage`
+//!   writes its whole state each time, openmls's save is a copy of every
+//!   entry of its storage provider (it writes them as it goes).
 //!
 //! Run: `cargo bench -p hsmls-peers --bench scale -- N [OP,OP…|all]
 //! [--impl=hsmls|openmls|mls-rs] [--custody=software|softhsm]` (or
@@ -59,6 +70,7 @@
 //! SCALE_PERF_CTL=ctl,ack,3 perf record -D -1 --control=fifo:ctl,ack -F 10000 --call-graph dwarf -- $BENCH 100000 update-process
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +79,8 @@ use std::time::{Duration, Instant};
 use hsmls::wire::{Credential, LeafIndex};
 use hsmls::{
     BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupConfig,
-    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage,
+    SavedGroup, Signer, TreeRecord,
 };
 use hsmls_custody::{
     Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyRef, KeySpec, Pkcs11Custody,
@@ -82,7 +95,7 @@ const KEY_PACKAGES_TIMED: usize = 100;
 /// Application messages per size in `protect-*` / `unprotect-*`.
 const MESSAGES: usize = 20;
 
-const OPS: [&str; 13] = [
+const OPS: [&str; 14] = [
     "keypackage",
     "create",
     "join",
@@ -94,6 +107,7 @@ const OPS: [&str; 13] = [
     "unprotect-100",
     "protect-10k",
     "unprotect-10k",
+    "save-full",
     "save",
     "load",
 ];
@@ -470,11 +484,14 @@ impl Run {
         println!("{line}");
     }
 
-    fn finish(&self, state_bytes: Option<(usize, usize)>) {
-        if let Some((state, records)) = state_bytes {
+    fn finish(&self, sizes: Option<StateSizes>) {
+        if let Some(s) = sizes {
             println!(
-                "{} state_bytes={state} epoch_record_bytes={records}",
-                self.prefix()
+                "{} state_bytes={} epoch_record_bytes={} written_bytes={}",
+                self.prefix(),
+                s.full - s.epoch_records,
+                s.epoch_records,
+                s.written
             );
         }
         println!("{} peak_rss={}", self.prefix(), vm_hwm());
@@ -639,6 +656,20 @@ fn run_hsmls(run: &Run) {
     run.report("join", d, Some(counts().since(before)));
     assert_eq!(member.epoch_authenticator(), creator.epoch_authenticator());
 
+    // save-full: the first save, confirmed once "written"
+    let sealer = measured_custody.sealer();
+    let mut store = MemStore::default();
+    let mut sizes = StateSizes::default();
+    if run.runs("save-full") {
+        let before = counts();
+        let ((saved, ticket), d) = measured(|| member.save_changes(sealer).expect("save"));
+        run.report("save-full", d, Some(counts().since(before)));
+        sizes.full = saved.written_bytes();
+        sizes.epoch_records = saved.epoch_records.iter().map(|r| r.data.len()).sum();
+        store.write(saved);
+        assert!(member.confirm_saved(ticket));
+    }
+
     // update-create, update-process
     if run.runs("update-create") {
         let before = counts();
@@ -654,6 +685,15 @@ fn run_hsmls(run: &Run) {
             let ((), d) = measured(|| merge_incoming(&mut member, &out.commit));
             run.report("update-process", d, Some(counts().since(before)));
             assert_eq!(member.epoch_authenticator(), creator.epoch_authenticator());
+        }
+        // save: persisting the processed commit
+        if run.runs("save") {
+            let before = counts();
+            let ((saved, ticket), d) = measured(|| member.save_changes(sealer).expect("save"));
+            run.report("save", d, Some(counts().since(before)));
+            sizes.written = saved.written_bytes();
+            store.write(saved);
+            assert!(member.confirm_saved(ticket));
         }
     }
 
@@ -712,28 +752,63 @@ fn run_hsmls(run: &Run) {
         run.report(unprotect, median(times), Some(per_message(ops)));
     }
 
-    // save, load
-    let mut state_bytes = None;
-    if run.runs("save") {
-        let sealer = measured_custody.sealer();
+    // load
+    if run.runs("load") {
+        let (saved, ticket) = member.save_changes(sealer).expect("save");
+        store.write(saved);
+        assert!(member.confirm_saved(ticket));
+        let saved = store.read();
         let before = counts();
-        let (saved, d) = measured(|| member.save(sealer).expect("save"));
-        run.report("save", d, Some(counts().since(before)));
-        let records: usize = saved.epoch_records.iter().map(|r| r.data.len()).sum();
-        state_bytes = Some((saved.state.len(), records));
-        if run.runs("load") {
-            let before = counts();
-            let (loaded, d) = measured(|| {
-                first_client
-                    .load_group(sealer, GROUP_ID, &saved.state, &saved.epoch_records)
-                    .expect("load")
-            });
-            run.report("load", d, Some(counts().since(before)));
-            assert_eq!(loaded.epoch_authenticator(), member.epoch_authenticator());
-        }
+        let (loaded, d) = measured(|| first_client.load_saved_group(sealer, &saved).expect("load"));
+        run.report("load", d, Some(counts().since(before)));
+        assert_eq!(loaded.epoch_authenticator(), member.epoch_authenticator());
     }
     measured_custody.counting.destroy_left();
-    run.finish(state_bytes);
+    run.finish(run.runs("save-full").then_some(sizes));
+}
+
+/// Bytes of member 1's saves.
+#[derive(Default, Clone, Copy)]
+struct StateSizes {
+    /// The whole state (`save-full`): state, tree records and epoch records.
+    full: usize,
+    /// The epoch records in it.
+    epoch_records: usize,
+    /// What `save` wrote (hsmls: the state, the changed tree records and
+    /// the epoch records).
+    written: usize,
+}
+
+/// What a store holds of member 1's group, kept by the rules of the SQLite
+/// store (`hsmls-storage`): the state and epoch records replaced, tree
+/// records inserted or replaced and cut at the tree's chunk count.
+#[derive(Default)]
+struct MemStore {
+    saved: Option<SavedGroup>,
+    tree: BTreeMap<u32, Vec<u8>>,
+}
+
+impl MemStore {
+    fn write(&mut self, mut saved: SavedGroup) {
+        for r in saved.tree_records.drain(..) {
+            self.tree.insert(r.index, r.data);
+        }
+        self.tree.retain(|i, _| *i < saved.tree_chunks);
+        self.saved = Some(saved);
+    }
+
+    fn read(&self) -> SavedGroup {
+        let mut saved = self.saved.clone().expect("a saved state");
+        saved.tree_records = self
+            .tree
+            .iter()
+            .map(|(&index, data)| TreeRecord {
+                index,
+                data: data.clone(),
+            })
+            .collect();
+        saved
+    }
 }
 
 fn per_message(ops: Ops) -> Ops {
@@ -827,6 +902,13 @@ fn run_peer<P: Peer>(run: &Run) {
     };
     same_epoch(&creator, &member);
 
+    let mut sizes = StateSizes::default();
+    if run.runs("save-full") {
+        let (saved, d) = measured(|| member.save_state().expect("save"));
+        run.report("save-full", d, None);
+        sizes.full = saved.size();
+    }
+
     if run.runs("update-create") {
         let (out, d) = measured(|| creator.self_update().expect("self-update"));
         run.report("update-create", d, None);
@@ -835,6 +917,11 @@ fn run_peer<P: Peer>(run: &Run) {
             let (_, d) = measured(|| member.process(&out.commit).expect("process"));
             run.report("update-process", d, None);
             same_epoch(&creator, &member);
+        }
+        if run.runs("save") {
+            let (saved, d) = measured(|| member.save_state().expect("save"));
+            run.report("save", d, None);
+            sizes.written = saved.size();
         }
     }
 
@@ -878,17 +965,12 @@ fn run_peer<P: Peer>(run: &Run) {
         run.report(unprotect, median(times), None);
     }
 
-    let mut state_bytes = None;
-    if run.runs("save") {
-        let (saved, d) = measured(|| member.save_state().expect("save"));
-        run.report("save", d, None);
-        state_bytes = Some((saved.size(), 0));
-        if run.runs("load") {
-            let before = member.epoch_authenticator().expect("epoch");
-            let ((), d) = measured(|| member.load_state(&saved).expect("load"));
-            run.report("load", d, None);
-            assert_eq!(member.epoch_authenticator().expect("epoch"), before);
-        }
+    if run.runs("load") {
+        let saved = member.save_state().expect("save");
+        let before = member.epoch_authenticator().expect("epoch");
+        let ((), d) = measured(|| member.load_state(&saved).expect("load"));
+        run.report("load", d, None);
+        assert_eq!(member.epoch_authenticator().expect("epoch"), before);
     }
-    run.finish(state_bytes);
+    run.finish(run.runs("save-full").then_some(sizes));
 }

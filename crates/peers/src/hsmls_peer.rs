@@ -18,14 +18,18 @@ use hsmls::wire::{Credential, Decode as _, Encode as _, RatchetTree};
 use hsmls::{
     BasicCredentialValidator, Client, CommitOptions, CommitOutput, EpochRecord, Group, GroupConfig,
     HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage, Signer,
+    TreeRecord,
 };
 use hsmls_custody::SoftwareCustody;
 
 use crate::{CommitMessages, Event, Peer, PeerError, PeerOptions, SavedState};
 
 /// The record key of the sealed group state in a [`SavedState`]; epoch
-/// records are keyed by their epoch (8 bytes, big-endian).
+/// records are keyed by their epoch (8 bytes, big-endian), tree records by
+/// [`TREE_KEY_PREFIX`] and their chunk index (4 bytes, big-endian).
 const STATE_KEY: &[u8] = b"state";
+/// The start of a tree record's key in a [`SavedState`].
+const TREE_KEY_PREFIX: &[u8] = b"chunk:";
 
 const NAME: &str = "hsmls";
 /// KeyPackage validity (RFC 9420 §10: lifetime).
@@ -293,6 +297,11 @@ impl Peer for HsmlsPeer {
             .save(self.custody.state_sealer())
             .map_err(lib("save"))?;
         let mut records = vec![(STATE_KEY.to_vec(), saved.state)];
+        records.extend(saved.tree_records.into_iter().map(|r| {
+            let mut key = TREE_KEY_PREFIX.to_vec();
+            key.extend_from_slice(&r.index.to_be_bytes());
+            (key, r.data)
+        }));
         records.extend(
             saved
                 .epoch_records
@@ -308,9 +317,17 @@ impl Peer for HsmlsPeer {
     fn load_state(&mut self, saved: &SavedState) -> Result<(), PeerError> {
         let mut state = None;
         let mut epoch_records = Vec::new();
+        let mut tree_records = Vec::new();
         for (key, value) in &saved.records {
             if key.as_slice() == STATE_KEY {
                 state = Some(value.as_slice());
+            } else if let Some(index) = key.strip_prefix(TREE_KEY_PREFIX) {
+                let index = <[u8; 4]>::try_from(index)
+                    .map_err(|_| lib("load")("a tree record key without a chunk index"))?;
+                tree_records.push(TreeRecord {
+                    index: u32::from_be_bytes(index),
+                    data: value.clone(),
+                });
             } else {
                 let epoch = <[u8; 8]>::try_from(key.as_slice())
                     .map_err(|_| lib("load")("a record key is neither \"state\" nor an epoch"))?;
@@ -327,6 +344,7 @@ impl Peer for HsmlsPeer {
                 self.custody.state_sealer(),
                 &saved.group_id,
                 state,
+                &tree_records,
                 &epoch_records,
             )
             .map_err(lib("load"))?;

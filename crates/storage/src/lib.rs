@@ -9,10 +9,13 @@
 //! needs to index them (group id, epoch, KeyPackageRef, last-resort flag,
 //! expiry). Nothing in it is readable without the token.
 //!
-//! The shape follows mls-rs's `GroupStateStorage`: a group is its state plus
-//! one record per retained past epoch, and a write replaces the state and
-//! the set of records in one transaction — new records inserted, changed
-//! ones replaced, those that left the window deleted. Deleted records are
+//! The shape follows mls-rs's `GroupStateStorage`: a group is its state,
+//! its tree records (one per chunk of the ratchet tree) and one record per
+//! retained past epoch, and a write replaces the state and the set of
+//! epoch records in one transaction — new records inserted, changed ones
+//! replaced, those that left the window deleted — together with the tree
+//! records it carries (an incremental save carries only the changed
+//! chunks, [`hsmls::Group::save_changes`]). Deleted records are
 //! really gone (RFC 9420 §9.2): the SQLite store overwrites them in the file
 //! (see [`SqliteStorage`] for how, and what was measured).
 //!
@@ -48,6 +51,17 @@ pub enum StorageError {
     /// A write lists two records for the same epoch.
     #[error("two epoch records for epoch {0}")]
     DuplicateEpochRecord(u64),
+    /// A write lists two tree records for the same chunk.
+    #[error("two tree records for chunk {0}")]
+    DuplicateTreeRecord(u32),
+    /// A write lists a tree record of a chunk the tree does not have.
+    #[error("a tree record for chunk {index} of a tree of {count} chunks")]
+    TreeRecordBeyondCount {
+        /// The record's chunk.
+        index: u32,
+        /// [`SavedGroup::tree_chunks`].
+        count: u32,
+    },
     /// A value does not fit the database's signed 64-bit integers.
     #[error("{field} {value} does not fit a 64-bit signed integer")]
     OutOfRange {
@@ -76,8 +90,9 @@ impl From<sqlx::Error> for StorageError {
 /// Every method is one transaction: a crash (even `kill -9`) leaves either
 /// the state before or the state after it.
 pub trait GroupStateStorage: Send + Sync {
-    /// The stored state and epoch records of a group (records oldest
-    /// first), or `None` if the group is not stored.
+    /// The stored state, tree records (every stored chunk, ascending;
+    /// [`SavedGroup::tree_chunks`] is their number) and epoch records
+    /// (oldest first) of a group, or `None` if the group is not stored.
     fn read_group(
         &self,
         group_id: &[u8],
@@ -85,8 +100,12 @@ pub trait GroupStateStorage: Send + Sync {
 
     /// Writes a group's state and replaces its set of epoch records with
     /// `saved.epoch_records`, atomically: records of epochs not in the set
-    /// are deleted (and overwritten), the others inserted or replaced.
-    /// Refuses to move the group to an older epoch than the stored one.
+    /// are deleted (and overwritten), the others inserted or replaced. In
+    /// the same transaction, inserts or replaces the tree records of
+    /// `saved.tree_records` and deletes those of chunks at or beyond
+    /// `saved.tree_chunks`; the other stored tree records stay (an
+    /// incremental save relies on them). Refuses to move the group to an
+    /// older epoch than the stored one.
     fn write_group(
         &self,
         saved: &SavedGroup,

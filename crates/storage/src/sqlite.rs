@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use hsmls::{EpochRecord, SavedGroup, SavedKeyPackage};
+use hsmls::{EpochRecord, SavedGroup, SavedKeyPackage, TreeRecord};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -91,7 +91,7 @@ pub struct ConnectionSettings {
     pub foreign_keys: i64,
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS groups (
         group_id BLOB PRIMARY KEY NOT NULL,
         epoch INTEGER NOT NULL CHECK (epoch >= 0),
@@ -102,6 +102,12 @@ const SCHEMA: [&str; 3] = [
         epoch INTEGER NOT NULL CHECK (epoch >= 0),
         record BLOB NOT NULL,
         PRIMARY KEY (group_id, epoch)
+    )",
+    "CREATE TABLE IF NOT EXISTS tree_records (
+        group_id BLOB NOT NULL REFERENCES groups (group_id) ON DELETE CASCADE,
+        chunk INTEGER NOT NULL CHECK (chunk >= 0),
+        record BLOB NOT NULL,
+        PRIMARY KEY (group_id, chunk)
     )",
     "CREATE TABLE IF NOT EXISTS key_packages (
         reference BLOB PRIMARY KEY NOT NULL,
@@ -303,7 +309,21 @@ impl GroupStateStorage for SqliteStorage {
         .bind(group_id)
         .fetch_all(&mut *tx)
         .await?;
+        let chunks = sqlx::query(
+            "SELECT chunk, record FROM tree_records WHERE group_id = ?1 ORDER BY chunk",
+        )
+        .bind(group_id)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
+        let mut tree_records = Vec::with_capacity(chunks.len());
+        for row in chunks {
+            let index: i64 = row.try_get(0)?;
+            tree_records.push(TreeRecord {
+                index: u32::try_from(index).map_err(|_| StorageError::CorruptRow("chunk"))?,
+                data: row.try_get(1)?,
+            });
+        }
         let mut epoch_records = Vec::with_capacity(rows.len());
         for row in rows {
             epoch_records.push(EpochRecord {
@@ -315,6 +335,11 @@ impl GroupStateStorage for SqliteStorage {
             group_id: group_id.to_vec(),
             epoch,
             state,
+            // What the last write left: chunks 0 .. count (the loader
+            // checks them against the state).
+            tree_chunks: u32::try_from(tree_records.len())
+                .map_err(|_| StorageError::CorruptRow("chunk"))?,
+            tree_records,
             epoch_records,
         }))
     }
@@ -328,6 +353,19 @@ impl GroupStateStorage for SqliteStorage {
                 return Err(StorageError::DuplicateEpochRecord(r.epoch));
             }
             epochs.push(e);
+        }
+        let mut chunks: Vec<u32> = Vec::with_capacity(saved.tree_records.len());
+        for r in &saved.tree_records {
+            if r.index >= saved.tree_chunks {
+                return Err(StorageError::TreeRecordBeyondCount {
+                    index: r.index,
+                    count: saved.tree_chunks,
+                });
+            }
+            if chunks.contains(&r.index) {
+                return Err(StorageError::DuplicateTreeRecord(r.index));
+            }
+            chunks.push(r.index);
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let stored: Option<i64> =
@@ -365,6 +403,23 @@ impl GroupStateStorage for SqliteStorage {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Chunks the tree no longer has (it shrank), then the changed ones.
+        sqlx::query("DELETE FROM tree_records WHERE group_id = ?1 AND chunk >= ?2")
+            .bind(&saved.group_id)
+            .bind(i64::from(saved.tree_chunks))
+            .execute(&mut *tx)
+            .await?;
+        for r in &saved.tree_records {
+            sqlx::query(
+                "INSERT INTO tree_records (group_id, chunk, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id, chunk) DO UPDATE SET record = excluded.record",
+            )
+            .bind(&saved.group_id)
+            .bind(i64::from(r.index))
+            .bind(&r.data)
+            .execute(&mut *tx)
+            .await?;
+        }
         for (r, e) in saved.epoch_records.iter().zip(&epochs) {
             sqlx::query(
                 "INSERT INTO epoch_records (group_id, epoch, record) VALUES (?1, ?2, ?3)
@@ -384,6 +439,10 @@ impl GroupStateStorage for SqliteStorage {
     async fn delete_group(&self, group_id: &[u8]) -> Result<bool, StorageError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM epoch_records WHERE group_id = ?1")
+            .bind(group_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tree_records WHERE group_id = ?1")
             .bind(group_id)
             .execute(&mut *tx)
             .await?;

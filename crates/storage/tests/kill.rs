@@ -38,6 +38,7 @@ async fn load(custody: &Arc<Pkcs11Custody>, dir: &Path, store: &SqliteStorage) -
                 &custody.state_sealer().unwrap(),
                 id,
                 &saved.state,
+                &saved.tree_records,
                 &saved.epoch_records,
             )
             .unwrap_or_else(|e| panic!("the stored state does not load: {e}")),

@@ -58,7 +58,13 @@ async fn alice_process(role: &str, dir: &Path) {
         assert_eq!(groups.len(), 1, "one stored group");
         let saved = store.read_group(&groups[0]).await.unwrap().unwrap();
         alice
-            .load_group(&sealer, &groups[0], &saved.state, &saved.epoch_records)
+            .load_group(
+                &sealer,
+                &groups[0],
+                &saved.state,
+                &saved.tree_records,
+                &saved.epoch_records,
+            )
             .unwrap()
     };
     match role {

@@ -54,6 +54,11 @@ async fn the_file_is_private_and_survives_reopening() {
         group_id: b"kept".to_vec(),
         epoch: 9,
         state: b"sealed state".to_vec(),
+        tree_chunks: 1,
+        tree_records: vec![hsmls::TreeRecord {
+            index: 0,
+            data: b"sealed tree record".to_vec(),
+        }],
         epoch_records: vec![hsmls::EpochRecord {
             epoch: 8,
             data: b"sealed record".to_vec(),

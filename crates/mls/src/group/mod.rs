@@ -55,6 +55,7 @@ pub use psk_store::PskStore;
 pub use public::{
     AddedMember, MAX_OBSERVED_PROPOSALS, ObservedCommit, ObservedMessage, PublicGroup,
 };
+pub use saved::SaveTicket;
 
 use crate::codec::{
     AuthenticatedContent, ContentType, Credential, Decode, Encode, ExternalPub, FramedContent,
@@ -297,6 +298,8 @@ pub struct Group {
     /// The last messages this member sent (at most
     /// [`SENT_MESSAGES_KEPT`]), oldest first.
     sent: VecDeque<SentMessage>,
+    /// What the last confirmed save wrote of the tree (incremental saves).
+    saved_tree: saved::SavedTree,
 }
 
 impl fmt::Debug for Group {
@@ -476,6 +479,7 @@ impl Group {
             reinit: None,
             linked_psk: None,
             sent: VecDeque::new(),
+            saved_tree: saved::SavedTree::default(),
         };
         g.record_resumption_psk();
         g

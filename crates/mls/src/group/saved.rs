@@ -1,9 +1,9 @@
 //! Saving a [`Group`] to sealed blobs and loading it back (see
 //! [`crate::state`] for the header, the sealing and the record split).
 //!
-//! The plaintext of the state record (format version 1), in the TLS
-//! presentation language; `CustodyKey`, `RatchetTreeState`, `TreeDiff`
-//! and `TreeKemPrivateState` are in `tree/saved.rs`, `SecretTreeState` in
+//! The plaintext of the state record (format version 2), in the TLS
+//! presentation language; `CustodyKey`, `TreeChunk`, `TreeDiff` and
+//! `TreeKemPrivateState` are in `tree/saved.rs`, `SecretTreeState` in
 //! `secret_tree/saved.rs`, `PskStoreState` in `group/psk_store/saved.rs`:
 //!
 //! ```text
@@ -34,11 +34,22 @@
 //! } EpochSecretsState;
 //!
 //! struct {
+//!     uint32 n_leaves;
+//!     opaque chunk_saves[16]<V>;          // per chunk, chunk 0 first: the save_id
+//!                                         // of the save that wrote its TreeChunk
+//!     struct {                            // node slots that changed since their
+//!         uint32 node;                    // chunk's record was written (an
+//!         optional<Node> value;           // incremental save writes a few here
+//!         optional<opaque tree_hash<V>>;  // rather than seal the chunk again)
+//!     } changed<V>;                       // ascending
+//! } TreeChunksState;
+//!
+//! struct {
 //!     opaque group_context<V>;            // GroupContext (§8.1)
-//!     select (is_current) {               // the current epoch: the whole tree;
-//!         case true:  RatchetTreeState;   // a pending commit's epoch: its
-//!         case false: TreeDiff;           // differences from the current one
-//!     } tree;
+//!     select (is_current) {               // the current epoch: its TreeChunk
+//!         case true:  TreeChunksState;    // records; a pending commit's epoch:
+//!         case false: TreeDiff;           // its differences from the current
+//!     } tree;                             // tree
 //!     TreeKemPrivateState private;
 //!     EpochSecretsState secrets;
 //!     SecretTreeState secret_tree;
@@ -118,6 +129,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hsmls_crypto::{CipherSuiteProvider, Digest, Secret};
 use hsmls_custody::{KeyCustody, KeySpec, StateSealer};
@@ -135,13 +147,120 @@ use crate::credential::{CredentialValidator, Signer};
 use crate::key_schedule::EpochSecrets;
 use crate::message_protection::PaddingPolicy;
 use crate::secret_tree::{SecretTree, SecretTreeConfig};
-use crate::state::{EpochRecord, Reader, RecordKind, SavedGroup, StateError, Writer, open, seal};
-use crate::tree::saved::{read_key, write_key};
-use crate::tree::{RatchetTree, TreeKemPrivate};
+use crate::state::{
+    EpochRecord, Reader, RecordKind, SavedGroup, StateError, TreeRecord, Writer, open, seal,
+};
+use crate::tree::saved::{
+    apply_changed_slots, read_changed_slots, read_chunk, read_key, write_changed_slots,
+    write_chunk, write_key,
+};
+use crate::tree::{ChunkRef, RatchetTree, TreeKemPrivate};
 use crate::tree_math::LeafIndex;
 
 /// Length of the random id that binds epoch records to their state.
 const SAVE_ID_LEN: usize = 16;
+
+/// Which save wrote a TreeChunk record: its `save_id`, in the record's
+/// plaintext and listed in the state per chunk. The AEAD authenticates the
+/// record, so a record whose `save_id` (and chunk index) is the one the
+/// state lists is the record that save wrote: binding records to the state
+/// this way costs nothing, where a SHA-256 of every record's plaintext
+/// cost about a sixth of a load (measured: BENCHMARKS.md).
+type RecordId = [u8; SAVE_ID_LEN];
+
+/// From this many tree records on, a save seals and a load opens them on
+/// every core (`crate::parallel::map`).
+const PARALLEL_CHUNKS: usize = 4;
+
+/// An incremental save writes the changed slots of a chunk in the state
+/// (instead of sealing the chunk's record again) up to this many per
+/// chunk...
+const MAX_CHANGED_SLOTS_PER_CHUNK: usize = 16;
+/// ... and this many in all (about 300 bytes each); beyond, the chunks
+/// with the most changed slots are rewritten.
+const MAX_CHANGED_SLOTS: usize = 128;
+
+/// What the last confirmed save wrote of the tree (see
+/// [`Group::save_changes`]).
+#[derive(Default)]
+pub(super) struct SavedTree {
+    confirmed: Option<ConfirmedSave>,
+    /// The sequence number of the last save made.
+    last_seq: AtomicU64,
+}
+
+/// Per chunk, the chunk a confirmed save encoded and the digest of its
+/// record. Keeping the chunk keeps it from being changed in place: the tree
+/// copies a chunk before changing it while another reference exists, so
+/// the same chunk ([`ChunkRef::same`]) means the same nodes.
+struct ConfirmedSave {
+    seq: u64,
+    chunks: Vec<(ChunkRef, RecordId)>,
+}
+
+/// The receipt of a save by [`Group::save_changes`]: give it back to
+/// [`Group::confirm_saved`] once the store has committed that save, so
+/// that the next save writes only what changed after it.
+#[must_use = "an unconfirmed save makes the next save write the same tree records again"]
+pub struct SaveTicket {
+    group_id: Vec<u8>,
+    seq: u64,
+    chunks: Vec<(ChunkRef, RecordId)>,
+}
+
+impl std::fmt::Debug for SaveTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaveTicket")
+            .field("seq", &self.seq)
+            .field("tree_chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+/// Encodes chunk `c` of a tree as written by save `save_id` and seals it.
+fn seal_chunk(
+    sealer: &dyn StateSealer,
+    group_id: &[u8],
+    save_id: &RecordId,
+    chunk: &ChunkRef,
+    c: usize,
+) -> Result<TreeRecord, StateError> {
+    let index = u32::try_from(c).map_err(|_| malformed("tree chunk"))?;
+    let mut w = Writer::with_capacity(48 * 1024);
+    write_chunk(chunk, index, save_id, &mut w)?;
+    let plaintext = w.finish();
+    let data = seal(
+        sealer,
+        RecordKind::TreeChunk,
+        group_id,
+        u64::from(index),
+        &plaintext,
+    )?;
+    Ok(TreeRecord { index, data })
+}
+
+/// Opens the tree record of chunk `index`, checks it is the one the save
+/// `expected` wrote, and decodes it.
+fn open_chunk(
+    sealer: &dyn StateSealer,
+    group_id: &[u8],
+    index: u32,
+    record: &TreeRecord,
+    expected: &RecordId,
+    hash_len: usize,
+) -> Result<ChunkRef, StateError> {
+    let (header, plaintext) = open(sealer, &record.data, RecordKind::TreeChunk, group_id)?;
+    if header.epoch != u64::from(index) {
+        return Err(StateError::TreeRecordMismatch(index));
+    }
+    let mut r = Reader::new(&plaintext);
+    let (chunk, written_by) = read_chunk(&mut r, index, hash_len)?;
+    if &written_by != expected {
+        return Err(StateError::TreeRecordMismatch(index));
+    }
+    r.finish("tree chunk")?;
+    Ok(chunk)
+}
 
 fn malformed(field: &'static str) -> StateError {
     StateError::MalformedPlaintext { field }
@@ -265,12 +384,32 @@ fn read_secrets(
     })
 }
 
-/// Writes an epoch state; `base` is the current tree the state's tree is
-/// written against (None: write the whole tree).
+/// The current tree as a save writes it in the state.
+#[derive(Clone, Copy)]
+pub(crate) struct TreeSave<'a> {
+    /// The save that wrote each chunk's record in the store after the
+    /// save.
+    saves: &'a [RecordId],
+    /// The tree's chunks.
+    chunks: &'a [ChunkRef],
+    /// The `(chunk, slot)`s that differ from the stored records, ascending.
+    changed: &'a [(usize, usize)],
+}
+
+/// How an epoch state's tree is written.
+enum TreeOut<'a> {
+    /// The current epoch: which saves wrote its TreeChunk records, and
+    /// the slots that changed since.
+    Chunks(TreeSave<'a>),
+    /// Another epoch: its differences from the current tree.
+    Diff(&'a RatchetTree),
+}
+
+/// Writes an epoch state with its tree as `tree` says.
 fn write_epoch_state(
     w: &mut Writer,
     state: &EpochState,
-    base: Option<&RatchetTree>,
+    tree_out: TreeOut<'_>,
 ) -> Result<(), StateError> {
     let EpochState {
         context,
@@ -282,9 +421,16 @@ fn write_epoch_state(
         confirmation_tag,
     } = state;
     w.wire(context)?;
-    match base {
-        None => tree.write_state(w)?,
-        Some(base) => tree.write_diff(base, w)?,
+    match tree_out {
+        TreeOut::Chunks(save) => {
+            w.u32(tree.leaf_count());
+            w.list(save.saves, |w, d| {
+                w.raw(d);
+                Ok(())
+            })?;
+            write_changed_slots(save.chunks, save.changed, w)?;
+        }
+        TreeOut::Diff(base) => tree.write_diff(base, w)?,
     }
     private.write_state(w)?;
     write_secrets(w, secrets)?;
@@ -298,6 +444,15 @@ struct Expect<'a> {
     cs: &'static dyn CipherSuiteProvider,
     config: &'a GroupConfig,
     group_id: &'a [u8],
+    sealer: &'a dyn StateSealer,
+}
+
+/// Where an epoch state's tree comes from.
+enum TreeIn<'a> {
+    /// The current epoch: the TreeChunk records the state lists.
+    Records(&'a [TreeRecord]),
+    /// Another epoch: differences from the current tree.
+    Diff(&'a RatchetTree),
 }
 
 impl Expect<'_> {
@@ -309,18 +464,62 @@ impl Expect<'_> {
         Ok(context)
     }
 
-    /// Reads an epoch state; `base`: the current tree its tree is a diff
-    /// against (None: a whole tree).
+    /// Reads the current tree: the digests the state lists and the slots
+    /// changed since, then the records, opened and decoded on every core,
+    /// and the changed slots applied. Returns the tree and, per chunk, the
+    /// chunk of its record (before the changed slots) and the digest.
+    fn tree_from_records(
+        &self,
+        r: &mut Reader<'_>,
+        records: &[TreeRecord],
+    ) -> Result<(RatchetTree, Vec<(ChunkRef, RecordId)>), StateError> {
+        let n_leaves = r.u32("tree leaves")?;
+        let digests = r.list("tree chunk saves", |r| {
+            r.fixed::<SAVE_ID_LEN>("tree chunk save")
+        })?;
+        let hash_len = self.cs.hash_len();
+        let changed = read_changed_slots(r, hash_len)?;
+        // Bounded by the state's length (32 bytes per chunk).
+        let mut by_chunk: Vec<Option<&TreeRecord>> = vec![None; digests.len()];
+        for record in records {
+            let slot = usize::try_from(record.index)
+                .ok()
+                .and_then(|i| by_chunk.get_mut(i))
+                .ok_or(StateError::ExtraTreeRecord(record.index))?;
+            if slot.replace(record).is_some() {
+                return Err(StateError::DuplicateTreeRecord(record.index));
+            }
+        }
+        let mut work = Vec::with_capacity(digests.len());
+        for (c, (record, digest)) in by_chunk.into_iter().zip(&digests).enumerate() {
+            let index = u32::try_from(c).map_err(|_| malformed("tree chunk saves"))?;
+            let record = record.ok_or(StateError::MissingTreeRecord(index))?;
+            work.push((index, record, digest));
+        }
+        let bases = crate::parallel::map(&work, PARALLEL_CHUNKS, |(index, record, digest)| {
+            open_chunk(self.sealer, self.group_id, *index, record, digest, hash_len)
+        })
+        .map_err(|_| StateError::WorkerPanicked)?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        let mut chunks = bases.clone();
+        apply_changed_slots(&mut chunks, changed)?;
+        let tree = RatchetTree::from_chunks(self.cs, n_leaves, chunks)?;
+        Ok((tree, bases.into_iter().zip(digests).collect()))
+    }
+
+    /// Reads an epoch state and its tree from `tree_in`; returns the
+    /// chunks and digests of the tree records (empty for a diff).
     fn epoch_state(
         &self,
         r: &mut Reader<'_>,
-        base: Option<&RatchetTree>,
+        tree_in: TreeIn<'_>,
         custody: Option<&Arc<dyn KeyCustody>>,
-    ) -> Result<EpochState, StateError> {
+    ) -> Result<(EpochState, Vec<(ChunkRef, RecordId)>), StateError> {
         let context = self.context(r)?;
-        let mut tree = match base {
-            None => RatchetTree::read_state(r, self.cs)?,
-            Some(base) => RatchetTree::read_diff(r, base)?,
+        let (mut tree, digests) = match tree_in {
+            TreeIn::Records(records) => self.tree_from_records(r, records)?,
+            TreeIn::Diff(base) => (RatchetTree::read_diff(r, base)?, Vec::new()),
         };
         let hash = tree.tree_hash().map_err(|_| malformed("tree"))?;
         if hash.as_bytes() != context.tree_hash {
@@ -334,7 +533,7 @@ impl Expect<'_> {
         }
         let interim_transcript_hash = r.bytes("interim_transcript_hash")?.to_vec();
         let confirmation_tag: Mac = r.wire("confirmation_tag")?;
-        Ok(EpochState {
+        let state = EpochState {
             context,
             tree,
             private,
@@ -342,23 +541,153 @@ impl Expect<'_> {
             secret_tree,
             interim_transcript_hash,
             confirmation_tag,
-        })
+        };
+        Ok((state, digests))
     }
 }
 
 impl Group {
-    /// Saves the group: encodes everything this member needs to continue
-    /// (configuration, its signature key and HPKE keys as custody URIs,
-    /// the current epoch, the retained past epochs, cached proposals, own
-    /// pending Updates and commit, the PSK store) and seals it with
-    /// `sealer` (see [`crate::state`]). Store the result's state and epoch
-    /// records together, in one transaction; nothing in the group changes.
+    /// Saves the whole group: encodes everything this member needs to
+    /// continue (configuration, its signature key and HPKE keys as custody
+    /// URIs, the current epoch with every tree record, the retained past
+    /// epochs, cached proposals, own pending Updates and commit, the PSK
+    /// store) and seals it with `sealer` (see [`crate::state`]). Store the
+    /// result's state and records together, in one transaction; nothing in
+    /// the group changes. For the first save, an export, or a store that
+    /// lost rows; after every change, [`Group::save_changes`] writes less.
     pub fn save(&self, sealer: &dyn StateSealer) -> Result<SavedGroup, StateError> {
+        Ok(self.save_tree(sealer, false)?.0)
+    }
+
+    /// Saves the group like [`Group::save`], but with only the tree
+    /// records of the chunks that changed since the last save confirmed
+    /// with [`Group::confirm_saved`] (every chunk if none was): persisting
+    /// a commit then costs about what the commit changed. The state lists
+    /// which save wrote every chunk's record, so the store must still hold the records of
+    /// the confirmed save for the others. Write the result to the store,
+    /// then confirm it with the ticket; a save that is not confirmed (the
+    /// write failed) leaves the next one covering the same chunks again.
+    pub fn save_changes(
+        &self,
+        sealer: &dyn StateSealer,
+    ) -> Result<(SavedGroup, SaveTicket), StateError> {
+        self.save_tree(sealer, true)
+    }
+
+    /// Confirms that the store committed the save of `ticket` (and holds
+    /// its state and tree records): later [`Group::save_changes`] write
+    /// only what changed since. Returns false, and changes nothing, for a
+    /// ticket of another group or older than the last confirmed one.
+    pub fn confirm_saved(&mut self, ticket: SaveTicket) -> bool {
+        let SaveTicket {
+            group_id,
+            seq,
+            chunks,
+        } = ticket;
+        if group_id != self.state.context.group_id
+            || self
+                .saved_tree
+                .confirmed
+                .as_ref()
+                .is_some_and(|c| c.seq >= seq)
+        {
+            return false;
+        }
+        self.saved_tree.confirmed = Some(ConfirmedSave { seq, chunks });
+        true
+    }
+
+    /// Forgets the last confirmed save: the next [`Group::save_changes`]
+    /// writes every tree record (for a store that lost rows).
+    pub fn forget_saved(&mut self) {
+        self.saved_tree.confirmed = None;
+    }
+
+    /// A save with every tree record, or (`incremental`) with the records
+    /// of the chunks changed since the confirmed save.
+    fn save_tree(
+        &self,
+        sealer: &dyn StateSealer,
+        incremental: bool,
+    ) -> Result<(SavedGroup, SaveTicket), StateError> {
         let mut save_id = [0u8; SAVE_ID_LEN];
         OsRng.fill_bytes(&mut save_id);
         let group_id = self.state.context.group_id.clone();
         let epoch = self.state.context.epoch;
-        let plaintext = self.encode_state(&save_id)?;
+        let seq = self.saved_tree.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let tree = &self.state.tree;
+        let chunks: Vec<ChunkRef> = (0..tree.chunk_count())
+            .filter_map(|c| tree.chunk_ref(c))
+            .collect();
+        let confirmed = match &self.saved_tree.confirmed {
+            Some(c) if incremental => c.chunks.as_slice(),
+            _ => &[],
+        };
+        // Per chunk: unchanged since the confirmed save, a few slots
+        // changed (written in the state), or rewritten.
+        let mut rewrite = Vec::new();
+        let mut changed: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (c, chunk) in chunks.iter().enumerate() {
+            match confirmed.get(c) {
+                Some((base, _)) if base.same(chunk) => {}
+                Some((base, _)) => {
+                    let slots = chunk.changed_slots(base);
+                    if slots.len() > MAX_CHANGED_SLOTS_PER_CHUNK {
+                        rewrite.push(c);
+                    } else if !slots.is_empty() {
+                        changed.push((c, slots));
+                    }
+                }
+                None => rewrite.push(c),
+            }
+        }
+        // Over the budget: rewrite the chunks with the most changed slots.
+        let mut total: usize = changed.iter().map(|(_, s)| s.len()).sum();
+        if total > MAX_CHANGED_SLOTS {
+            changed.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
+            while total > MAX_CHANGED_SLOTS {
+                let (c, s) = changed.remove(0);
+                total -= s.len();
+                rewrite.push(c);
+            }
+            changed.sort_by_key(|(c, _)| *c);
+            rewrite.sort_unstable();
+        }
+        let sealed = crate::parallel::map(&rewrite, PARALLEL_CHUNKS, |&c| {
+            seal_chunk(sealer, &group_id, &save_id, &chunks[c], c)
+        })
+        .map_err(|_| StateError::WorkerPanicked)?;
+        // What the store holds after this save: the records it keeps and
+        // the ones written now.
+        let mut bases: Vec<(ChunkRef, RecordId)> = chunks
+            .iter()
+            .enumerate()
+            .map(|(c, chunk)| {
+                confirmed
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| (chunk.clone(), [0; SAVE_ID_LEN]))
+            })
+            .collect();
+        let mut tree_records = Vec::with_capacity(sealed.len());
+        for (&c, result) in rewrite.iter().zip(sealed) {
+            tree_records.push(result?);
+            bases[c] = (chunks[c].clone(), save_id);
+        }
+        let digests: Vec<RecordId> = bases.iter().map(|(_, d)| *d).collect();
+        let changed: Vec<(usize, usize)> = changed
+            .into_iter()
+            .flat_map(|(c, slots)| slots.into_iter().map(move |i| (c, i)))
+            .collect();
+        let tree_chunks = u32::try_from(chunks.len()).map_err(|_| malformed("tree chunks"))?;
+        let plaintext = self.encode_state(
+            &save_id,
+            TreeSave {
+                saves: &digests,
+                chunks: &chunks,
+                changed: &changed,
+            },
+        )?;
         let state = seal(sealer, RecordKind::GroupState, &group_id, epoch, &plaintext)?;
         drop(plaintext);
         let mut epoch_records = Vec::with_capacity(self.past.len());
@@ -375,18 +704,29 @@ impl Group {
                 )?,
             });
         }
-        Ok(SavedGroup {
-            group_id,
-            epoch,
-            state,
-            epoch_records,
-        })
+        let ticket = SaveTicket {
+            group_id: group_id.clone(),
+            seq,
+            chunks: bases,
+        };
+        Ok((
+            SavedGroup {
+                group_id,
+                epoch,
+                state,
+                tree_chunks,
+                tree_records,
+                epoch_records,
+            },
+            ticket,
+        ))
     }
 
     /// The state plaintext (see the module documentation).
     pub(crate) fn encode_state(
         &self,
         save_id: &[u8; SAVE_ID_LEN],
+        tree_save: TreeSave<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, StateError> {
         let Group {
             cs: _,
@@ -403,15 +743,17 @@ impl Group {
             reinit,
             linked_psk,
             sent,
+            saved_tree: _,
         } = self;
-        // The tree dominates the size: about 300 bytes per member.
-        let mut w = Writer::with_capacity(4096 + 320 * state.tree.member_count());
+        let mut w = Writer::with_capacity(
+            4096 + SAVE_ID_LEN * tree_save.saves.len() + 320 * tree_save.changed.len(),
+        );
         w.raw(save_id);
         w.bool(*removed);
         write_config(&mut w, config);
         write_key(&mut w, &signer.signature_key)?;
         w.wire(&signer.credential)?;
-        write_epoch_state(&mut w, state, None)?;
+        write_epoch_state(&mut w, state, TreeOut::Chunks(tree_save))?;
         w.list(past, |w, p| {
             w.u64(p.context.epoch);
             Ok(())
@@ -457,7 +799,7 @@ impl Group {
                 lost,
                 new_signer,
             } = p;
-            write_epoch_state(w, pending, Some(&state.tree))?;
+            write_epoch_state(w, pending, TreeOut::Diff(&state.tree))?;
             w.optional(reinit.as_ref(), |w, r| w.wire(r))?;
             w.u64(*from_epoch);
             w.bytes(digest.as_bytes())?;
@@ -474,19 +816,23 @@ impl Group {
         Ok(w.finish())
     }
 
-    /// Loads a group saved by [`Group::save`]: opens the state blob with
-    /// `sealer` (it must be a state of `group_id`, sealed by this sealer's
-    /// key), finds the member's keys in `custody` by their URIs, and
-    /// attaches the records of the retained past epochs from
-    /// `epoch_records` (records of other epochs are ignored). The group
-    /// continues with `validator` for the credentials it meets from now
-    /// on. Nothing is changed on failure.
+    /// Loads a group saved by [`Group::save`] or [`Group::save_changes`]:
+    /// opens the state blob with `sealer` (it must be a state of
+    /// `group_id`, sealed by this sealer's key), builds the tree from
+    /// `tree_records` (exactly the chunks the state lists, each the record
+    /// of the save it lists), finds the member's keys in `custody` by
+    /// their URIs, and attaches the records of the retained past epochs
+    /// from `epoch_records` (records of other epochs are ignored). The
+    /// group continues with `validator` for the credentials it meets from
+    /// now on, and takes the loaded records as its confirmed save. Nothing
+    /// is changed on failure.
     pub(crate) fn load(
         sealer: &dyn StateSealer,
         custody: Arc<dyn KeyCustody>,
         validator: Arc<dyn CredentialValidator>,
         group_id: &[u8],
         state: &[u8],
+        tree_records: &[TreeRecord],
         epoch_records: &[EpochRecord],
     ) -> Result<Group, StateError> {
         let (header, plaintext) = open(sealer, state, RecordKind::GroupState, group_id)?;
@@ -509,8 +855,10 @@ impl Group {
             cs,
             config: &config,
             group_id,
+            sealer,
         };
-        let current = expect.epoch_state(&mut r, None, key_custody)?;
+        let (current, stored_chunks) =
+            expect.epoch_state(&mut r, TreeIn::Records(tree_records), key_custody)?;
         if current.context.epoch != header.epoch {
             return Err(malformed("group_context"));
         }
@@ -552,7 +900,7 @@ impl Group {
             return Err(malformed("sent"));
         }
         let pending_commit = r.optional("pending_commit", |r| {
-            let state = expect.epoch_state(r, Some(&current.tree), key_custody)?;
+            let (state, _) = expect.epoch_state(r, TreeIn::Diff(&current.tree), key_custody)?;
             let reinit = r.optional("pending reinit", |r| r.wire::<ReInit>("pending reinit"))?;
             let from_epoch = r.u64("pending from_epoch")?;
             let digest = read_digest(r, "pending digest")?;
@@ -584,6 +932,13 @@ impl Group {
         r.finish("group state")?;
         drop(plaintext);
 
+        let saved_tree = SavedTree {
+            confirmed: Some(ConfirmedSave {
+                seq: 0,
+                chunks: stored_chunks,
+            }),
+            last_seq: AtomicU64::new(0),
+        };
         let past = load_past_epochs(
             sealer,
             &expect,
@@ -607,6 +962,7 @@ impl Group {
             reinit,
             linked_psk,
             sent: VecDeque::from(sent),
+            saved_tree,
         })
     }
 }
@@ -855,6 +1211,7 @@ mod tests {
             validator(),
             g.group_id(),
             &saved.state,
+            &saved.tree_records,
             &saved.epoch_records,
         )
         .unwrap()
@@ -870,7 +1227,12 @@ mod tests {
         assert!(!a.own_updates.is_empty() && a.proposals.len() >= 2);
         let loaded = reload(&a, &sealer, &custody);
         let id = [3u8; SAVE_ID_LEN];
-        assert!(a.encode_state(&id).unwrap() == loaded.encode_state(&id).unwrap());
+        let save = TreeSave {
+            saves: &[[7u8; SAVE_ID_LEN]],
+            chunks: &[],
+            changed: &[],
+        };
+        assert!(a.encode_state(&id, save).unwrap() == loaded.encode_state(&id, save).unwrap());
         for (p, q) in a.past.iter().zip(&loaded.past) {
             assert!(
                 encode_past_epoch(p, &a.state.tree, &id).unwrap()
@@ -893,7 +1255,14 @@ mod tests {
         let custody = Arc::new(SoftwareCustody::new());
         let sealer = SoftwareSealer::generate();
         let (a, _) = busy_pair(&custody);
-        let good = a.encode_state(&[1; SAVE_ID_LEN]).unwrap();
+        let (saved, ticket) = a.save_changes(&sealer).unwrap();
+        let digests: Vec<RecordId> = ticket.chunks.iter().map(|(_, d)| *d).collect();
+        let save = TreeSave {
+            saves: &digests,
+            chunks: &[],
+            changed: &[],
+        };
+        let good = a.encode_state(&[1; SAVE_ID_LEN], save).unwrap();
         let load = |plaintext: &[u8]| {
             let blob = seal(
                 &sealer,
@@ -909,6 +1278,7 @@ mod tests {
                 validator(),
                 a.group_id(),
                 &blob,
+                &saved.tree_records,
                 &[],
             )
         };

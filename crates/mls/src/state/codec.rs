@@ -192,6 +192,11 @@ impl<'a> Reader<'a> {
         Reader { rest: bytes }
     }
 
+    /// Whether everything was read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], StateError> {
         if self.rest.len() < n {
             return Err(malformed(field));

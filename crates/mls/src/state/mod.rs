@@ -13,16 +13,33 @@
 //! # Records
 //!
 //! [`Group::save`](crate::Group::save) gives a [`SavedGroup`]: one *state*
-//! blob (everything of the current epoch and the pending operations) and
-//! one [`EpochRecord`] per retained past epoch (what decrypts late
-//! application messages of that epoch). Each is sealed separately, so a
-//! store can delete a past epoch's record on its own when the window
-//! moves on (§9.2), and must write the state and the set of records in one
-//! transaction (the records carry the random `save_id` of their state, and
+//! blob (everything of the current epoch and the pending operations, but
+//! the ratchet tree's nodes), the *tree records* ([`TreeRecord`]: the
+//! tree's node array cut into chunks of 256 slots, one sealed record per
+//! chunk) and one [`EpochRecord`] per retained past epoch (what decrypts
+//! late application messages of that epoch). Each is sealed separately, so
+//! a store can delete a past epoch's record on its own when the window
+//! moves on (§9.2), and must write the state, the tree records and the set
+//! of epoch records in one transaction. The epoch records carry the random
+//! `save_id` of their state, and
 //! [`Client::load_group`](crate::Client::load_group) refuses records of
-//! another save).
+//! another save. The state lists, per chunk, the `save_id` of the save
+//! that wrote the chunk's tree record (the record carries it, under the
+//! AEAD), so a tree record of another save or another chunk is refused
+//! too, while an unchanged chunk's record written by an earlier save is
+//! still the one the state lists.
 //!
-//! # Format (version 1)
+//! That is what makes saving incremental:
+//! [`Group::save_changes`](crate::Group::save_changes) seals only the tree
+//! chunks that changed since the last save the application confirmed
+//! ([`Group::confirm_saved`](crate::Group::confirm_saved), after the
+//! store committed it), so persisting a commit costs about what the commit
+//! changed (a path: O(log N) nodes, in a few chunks), not the whole tree.
+//! A save that is not confirmed leaves the next one covering the same
+//! chunks again, so a failed write never loses a chunk.
+//! [`Group::save`](crate::Group::save) is a full save: every chunk.
+//!
+//! # Format (version 2)
 //!
 //! In the TLS presentation language of RFC 9420 §2.1 (`<V>`: the
 //! variable-length vectors of §2.1.2). Each blob is a clear header followed
@@ -32,20 +49,24 @@
 //! ```text
 //! struct {
 //!     opaque magic[8] = "HSMLS\0ST";
-//!     uint16 format_version = 1;
-//!     uint8 record_kind;          // 1 group state, 2 epoch record, 3 KeyPackage bundle
+//!     uint16 format_version = 2;
+//!     uint8 record_kind;          // 1 group state, 2 epoch record, 3 KeyPackage bundle,
+//!                                 // 4 tree chunk
 //!     opaque sealing_key_id<V>;   // StateSealer::key_id: which token's key
 //!     opaque group_id<V>;         // the KeyPackageRef for a KeyPackage bundle
-//!     uint64 epoch;               // 0 for a KeyPackage bundle
+//!     uint64 epoch;               // 0 for a KeyPackage bundle, the chunk
+//!                                 // index for a tree chunk
 //!     uint32 sealed_length;       // length of what follows
 //! } SealedHeader;
 //!
 //! nonce[12] ‖ AES-256-GCM(plaintext, aad = SealedHeader) ‖ tag[16]
 //! ```
 //!
-//! The plaintexts (`GroupState`, `EpochRecord`, `KeyPackageBundle`) are
-//! described next to their encoders (`group/saved.rs`,
-//! `key_package/saved.rs`). Wire structures of RFC 9420 (GroupContext,
+//! The plaintexts (`GroupState`, `EpochRecord`, `KeyPackageBundle`,
+//! `TreeChunk`) are described next to their encoders (`group/saved.rs`,
+//! `key_package/saved.rs`, `tree/saved.rs`). Version 1 (the whole tree in
+//! the state blob) is not read: its blobs give
+//! [`StateError::UnknownVersion`]. Wire structures of RFC 9420 (GroupContext,
 //! LeafNode, Node, Proposal, ...) appear as `opaque x<V>` holding their RFC
 //! encoding. The plaintext lives only in zeroizing buffers; decoding uses
 //! the project's bounded decoders of variable-length vectors, so a
@@ -144,6 +165,24 @@ pub enum StateError {
     /// not write state and records together).
     #[error("the epoch record of epoch {0} belongs to another save of the state")]
     EpochRecordMismatch(u64),
+    /// The state lists a tree record that was not given.
+    #[error("the tree record of chunk {0} is missing")]
+    MissingTreeRecord(u32),
+    /// A tree record was given for a chunk the state does not list (the
+    /// tree has fewer chunks).
+    #[error("a tree record for chunk {0}, which the state does not list")]
+    ExtraTreeRecord(u32),
+    /// Two tree records were given for the same chunk.
+    #[error("two tree records for chunk {0}")]
+    DuplicateTreeRecord(u32),
+    /// A tree record is not the one the state lists for its chunk: written
+    /// by another save than the one the state lists, or another chunk's
+    /// record.
+    #[error("the tree record of chunk {0} is not the one of this state")]
+    TreeRecordMismatch(u32),
+    /// A worker thread of a parallel save or load panicked (a bug).
+    #[error("a worker thread panicked")]
+    WorkerPanicked,
     /// The cipher suite of the saved state is not implemented.
     #[error("unsupported cipher suite 0x{0:04x}")]
     UnsupportedCipherSuite(u16),
@@ -169,10 +208,13 @@ pub enum StateError {
     Encoding(#[source] CodecError),
 }
 
-/// A saved group: the sealed state and one sealed record per retained past
-/// epoch. Write them to storage together, in one transaction, replacing
-/// the group's previous state and record set. A plain record (not
-/// `#[non_exhaustive]`): a store builds it again from what it read; new
+/// A saved group: the sealed state, the sealed tree records this save
+/// wrote and one sealed record per retained past epoch. Write them to
+/// storage together, in one transaction: replace the state, insert or
+/// replace the given tree records, delete the group's tree records of
+/// chunks at or beyond [`SavedGroup::tree_chunks`], and replace the set
+/// of epoch records. A plain record (not `#[non_exhaustive]`): a store
+/// builds it again from what it read (then with every tree record); new
 /// data goes inside the sealed, versioned blobs.
 #[must_use = "a saved group is lost unless written to storage"]
 #[derive(Clone, PartialEq, Eq)]
@@ -183,8 +225,34 @@ pub struct SavedGroup {
     pub epoch: u64,
     /// The sealed state blob.
     pub state: Vec<u8>,
+    /// How many tree records (chunks) the state lists: records `0 ..
+    /// tree_chunks` make the tree.
+    pub tree_chunks: u32,
+    /// Sealed tree records, by ascending chunk: every chunk for a full
+    /// save ([`Group::save`](crate::Group::save)) or one read back from
+    /// storage, the chunks changed since the last confirmed save for
+    /// [`Group::save_changes`](crate::Group::save_changes).
+    pub tree_records: Vec<TreeRecord>,
     /// The sealed records of the retained past epochs, oldest first.
     pub epoch_records: Vec<EpochRecord>,
+}
+
+impl SavedGroup {
+    /// The bytes a store writes for this save: state, tree records and
+    /// epoch records.
+    pub fn written_bytes(&self) -> usize {
+        self.state.len()
+            + self
+                .tree_records
+                .iter()
+                .map(|r| r.data.len())
+                .sum::<usize>()
+            + self
+                .epoch_records
+                .iter()
+                .map(|r| r.data.len())
+                .sum::<usize>()
+    }
 }
 
 impl std::fmt::Debug for SavedGroup {
@@ -193,7 +261,29 @@ impl std::fmt::Debug for SavedGroup {
             .field("group_id", &hex(&self.group_id))
             .field("epoch", &self.epoch)
             .field("state_len", &self.state.len())
+            .field("tree_chunks", &self.tree_chunks)
+            .field("tree_records", &self.tree_records)
             .field("epoch_records", &self.epoch_records)
+            .finish()
+    }
+}
+
+/// The sealed record of one chunk of the ratchet tree: node slots
+/// `256 * index ..= 256 * index + 255` of the array of RFC 9420 Appendix C
+/// and their cached tree hashes (§7.8).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TreeRecord {
+    /// The chunk index (in clear in the header too).
+    pub index: u32,
+    /// The sealed record.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for TreeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeRecord")
+            .field("index", &self.index)
+            .field("len", &self.data.len())
             .finish()
     }
 }

@@ -9,7 +9,7 @@ use crate::codec::vl::{read_vl_header, write_vl_header};
 /// The first eight bytes of every sealed hsmls state blob.
 pub const MAGIC: [u8; 8] = *b"HSMLS\0ST";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// What a sealed blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +21,9 @@ pub enum RecordKind {
     EpochRecord,
     /// A KeyPackage and the custody URIs of its keys.
     KeyPackageBundle,
+    /// One chunk of a group's ratchet tree: 256 node slots and their
+    /// cached tree hashes.
+    TreeChunk,
 }
 
 impl RecordKind {
@@ -29,6 +32,7 @@ impl RecordKind {
             RecordKind::GroupState => 1,
             RecordKind::EpochRecord => 2,
             RecordKind::KeyPackageBundle => 3,
+            RecordKind::TreeChunk => 4,
         }
     }
 
@@ -37,6 +41,7 @@ impl RecordKind {
             1 => Ok(RecordKind::GroupState),
             2 => Ok(RecordKind::EpochRecord),
             3 => Ok(RecordKind::KeyPackageBundle),
+            4 => Ok(RecordKind::TreeChunk),
             other => Err(StateError::UnknownRecordKind(other)),
         }
     }
@@ -55,7 +60,8 @@ pub struct SealedHeader {
     pub sealing_key_id: Vec<u8>,
     /// The group id (a KeyPackageRef for a KeyPackage bundle).
     pub group_id: Vec<u8>,
-    /// The epoch (0 for a KeyPackage bundle).
+    /// The epoch (0 for a KeyPackage bundle, the chunk index for a tree
+    /// chunk).
     pub epoch: u64,
 }
 
@@ -275,8 +281,8 @@ mod tests {
         assert!(matches!(parse(b"HSMLS"), Err(StateError::Truncated)));
         assert!(matches!(parse(b"NOTHSMLS"), Err(StateError::BadMagic)));
         let mut v2 = blob.clone();
-        v2[9] = 2;
-        assert!(matches!(parse(&v2), Err(StateError::UnknownVersion(2))));
+        v2[9] = 1;
+        assert!(matches!(parse(&v2), Err(StateError::UnknownVersion(1))));
         let mut longer = blob.clone();
         longer.extend_from_slice(&[0, 0]);
         assert!(matches!(parse(&longer), Err(StateError::TrailingData(2))));

@@ -46,6 +46,7 @@ mod private;
 mod ratchet_tree;
 pub(crate) mod saved;
 mod store;
+pub(crate) use store::ChunkRef;
 #[cfg(test)]
 mod tests;
 mod treekem;

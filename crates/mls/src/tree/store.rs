@@ -57,8 +57,8 @@ impl Meta {
     }
 }
 
-/// Slots per chunk.
-const CHUNK: usize = 256;
+/// Slots per chunk (a saved tree record holds one chunk, `tree/saved.rs`).
+pub(crate) const CHUNK: usize = 256;
 
 /// Bits of a chunk's encryption-key filter (up to [`CHUNK`] keys) and of
 /// its signature-key filter (up to `CHUNK / 2` leaves): 8 bits per key.
@@ -483,5 +483,131 @@ impl NodeStore {
             }
         }
         out
+    }
+}
+
+/// A shared reference to one chunk of a [`NodeStore`], kept by a saved
+/// group to tell later whether the chunk changed: a chunk is copied before
+/// any change while another reference to it exists (`Arc::make_mut`), so
+/// the same pointer means the same nodes and hashes.
+#[derive(Clone)]
+pub(crate) struct ChunkRef(Arc<Chunk>);
+
+impl ChunkRef {
+    /// Whether both refer to the same (so unchanged) chunk.
+    pub(crate) fn same(&self, other: &ChunkRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Builds a chunk from its [`CHUNK`] slots (node, cached tree hash);
+    /// missing trailing slots are blank.
+    #[cfg(test)]
+    pub(super) fn from_slots(slots: Vec<(Option<Node>, Option<Digest>)>) -> ChunkRef {
+        Self::from_shared_slots(
+            slots
+                .into_iter()
+                .map(|(node, hash)| (node.map(Arc::new), hash))
+                .collect(),
+        )
+    }
+
+    /// [`ChunkRef::from_slots`] of nodes already behind their `Arc`.
+    pub(super) fn from_shared_slots(slots: Vec<(Option<Arc<Node>>, Option<Digest>)>) -> ChunkRef {
+        let mut chunk = Chunk::blank();
+        for (i, (node, hash)) in slots.into_iter().take(CHUNK).enumerate() {
+            chunk.meta[i] = Meta::of(node.as_deref());
+            chunk.non_blank += usize::from(node.is_some());
+            chunk.slots[i] = Slot { node, hash };
+        }
+        chunk.reindex();
+        ChunkRef(Arc::new(chunk))
+    }
+
+    /// The chunk's slots in order: (node, cached tree hash).
+    pub(super) fn slots(&self) -> impl Iterator<Item = (Option<&Node>, Option<Digest>)> + '_ {
+        self.0.slots.iter().map(|s| (s.node.as_deref(), s.hash))
+    }
+
+    /// Slot `i`: (node, cached tree hash); blank for a slot outside.
+    pub(super) fn slot(&self, i: usize) -> (Option<&Node>, Option<Digest>) {
+        self.0
+            .slots
+            .get(i)
+            .map_or((None, None), |s| (s.node.as_deref(), s.hash))
+    }
+
+    /// The slots whose node (another `Arc`: `base` keeps its nodes alive,
+    /// so the same pointer is the same node) or cached hash differ from
+    /// those of `base`.
+    pub(crate) fn changed_slots(&self, base: &ChunkRef) -> Vec<usize> {
+        let same_node = |a: &Option<Arc<Node>>, b: &Option<Arc<Node>>| match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.0
+            .slots
+            .iter()
+            .zip(&base.0.slots)
+            .enumerate()
+            // Tree hashes are public: compared as bytes, not in constant
+            // time (`Digest`'s `==`), which costs ten times more.
+            .filter(|(_, (a, b))| {
+                !same_node(&a.node, &b.node)
+                    || a.hash.as_ref().map(Digest::as_bytes)
+                        != b.hash.as_ref().map(Digest::as_bytes)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// This chunk with `changes` (slot, node, cached hash) applied, as a
+    /// new chunk.
+    pub(super) fn with_changes(
+        &self,
+        changes: impl IntoIterator<Item = (usize, Option<Node>, Option<Digest>)>,
+    ) -> ChunkRef {
+        let mut chunk = (*self.0).clone();
+        for (i, node, hash) in changes {
+            let (Some(slot), Some(meta)) = (chunk.slots.get_mut(i), chunk.meta.get_mut(i)) else {
+                continue;
+            };
+            match (slot.node.is_some(), node.is_some()) {
+                (false, true) => chunk.non_blank += 1,
+                (true, false) => chunk.non_blank -= 1,
+                _ => {}
+            }
+            *meta = Meta::of(node.as_ref());
+            *slot = Slot {
+                node: node.map(Arc::new),
+                hash,
+            };
+        }
+        // The key filters and credential counts, from the metadata as it
+        // is now.
+        chunk.reindex();
+        ChunkRef(Arc::new(chunk))
+    }
+}
+
+impl NodeStore {
+    /// How many chunks hold the nodes.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// A reference to chunk `c`.
+    pub(crate) fn chunk_ref(&self, c: usize) -> Option<ChunkRef> {
+        self.chunks.get(c).cloned().map(ChunkRef)
+    }
+
+    /// A store of `len` nodes made of `chunks` (`len.div_ceil(CHUNK)` of
+    /// them, whose slots at `len` and beyond are blank with no hash: the
+    /// caller checks).
+    pub(super) fn from_chunk_refs(chunks: Vec<ChunkRef>, len: usize) -> NodeStore {
+        NodeStore {
+            chunks: chunks.into_iter().map(|c| c.0).collect(),
+            len,
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! PostgreSQL later): each function takes a fresh, empty store.
 #![allow(dead_code)]
 
-use hsmls::{EpochRecord, SavedGroup, SavedKeyPackage};
+use hsmls::{EpochRecord, SavedGroup, SavedKeyPackage, TreeRecord};
 use hsmls_storage::{GroupStateStorage, StorageError};
 
 fn group(id: &[u8], epoch: u64, records: &[u64]) -> SavedGroup {
@@ -10,6 +10,8 @@ fn group(id: &[u8], epoch: u64, records: &[u64]) -> SavedGroup {
         group_id: id.to_vec(),
         epoch,
         state: format!("state {epoch} of {}", String::from_utf8_lossy(id)).into_bytes(),
+        tree_chunks: 2,
+        tree_records: (0..2).map(|c| chunk(c, epoch)).collect(),
         epoch_records: records
             .iter()
             .map(|&e| EpochRecord {
@@ -17,6 +19,13 @@ fn group(id: &[u8], epoch: u64, records: &[u64]) -> SavedGroup {
                 data: format!("record {e} at {epoch}").into_bytes(),
             })
             .collect(),
+    }
+}
+
+fn chunk(index: u32, epoch: u64) -> TreeRecord {
+    TreeRecord {
+        index,
+        data: format!("chunk {index} at {epoch}").into_bytes(),
     }
 }
 
@@ -87,6 +96,59 @@ pub async fn stale_and_duplicate_writes_are_refused<S: GroupStateStorage>(s: &S)
         s.write_group(&dup).await,
         Err(StorageError::DuplicateEpochRecord(5))
     ));
+    assert_eq!(s.read_group(b"g").await.unwrap(), Some(again));
+}
+
+/// Tree records: a write inserts or replaces the records it carries and
+/// keeps the others (an incremental save), deletes those at or beyond its
+/// chunk count (the tree shrank), and a write with two records of one
+/// chunk or a record beyond the count is refused and changes nothing.
+pub async fn tree_records_are_upserted_and_cut_at_the_count<S: GroupStateStorage>(s: &S) {
+    let mut full = group(b"g", 1, &[0]);
+    full.tree_chunks = 4;
+    full.tree_records = (0..4).map(|c| chunk(c, 1)).collect();
+    s.write_group(&full).await.unwrap();
+    assert_eq!(s.read_group(b"g").await.unwrap(), Some(full.clone()));
+    // Incremental: chunks 1 and 3 changed.
+    let mut next = group(b"g", 2, &[1]);
+    next.tree_chunks = 4;
+    next.tree_records = vec![chunk(3, 2), chunk(1, 2)];
+    s.write_group(&next).await.unwrap();
+    let read = s.read_group(b"g").await.unwrap().unwrap();
+    assert_eq!(read.tree_chunks, 4);
+    assert_eq!(read.state, next.state);
+    assert_eq!(
+        read.tree_records,
+        [chunk(0, 1), chunk(1, 2), chunk(2, 1), chunk(3, 2)]
+    );
+    // The tree shrank to two chunks, chunk 0 changed.
+    let mut shrunk = group(b"g", 3, &[2]);
+    shrunk.tree_chunks = 2;
+    shrunk.tree_records = vec![chunk(0, 3)];
+    s.write_group(&shrunk).await.unwrap();
+    let read = s.read_group(b"g").await.unwrap().unwrap();
+    assert_eq!(read.tree_chunks, 2);
+    assert_eq!(read.tree_records, [chunk(0, 3), chunk(1, 2)]);
+    // Refused writes change nothing.
+    let mut dup = group(b"g", 4, &[3]);
+    dup.tree_records = vec![chunk(1, 4), chunk(1, 4)];
+    assert!(matches!(
+        s.write_group(&dup).await,
+        Err(StorageError::DuplicateTreeRecord(1))
+    ));
+    let mut beyond = group(b"g", 4, &[3]);
+    beyond.tree_records = vec![chunk(2, 4)];
+    assert!(matches!(
+        s.write_group(&beyond).await,
+        Err(StorageError::TreeRecordBeyondCount { index: 2, count: 2 })
+    ));
+    assert_eq!(s.read_group(b"g").await.unwrap(), Some(read));
+    // Deleting the group deletes its tree records.
+    assert!(s.delete_group(b"g").await.unwrap());
+    let mut again = group(b"g", 0, &[]);
+    again.tree_chunks = 1;
+    again.tree_records = vec![chunk(0, 0)];
+    s.write_group(&again).await.unwrap();
     assert_eq!(s.read_group(b"g").await.unwrap(), Some(again));
 }
 
@@ -185,6 +247,7 @@ macro_rules! storage_suite {
             case!(write_then_read);
             case!(records_follow_the_window);
             case!(stale_and_duplicate_writes_are_refused);
+            case!(tree_records_are_upserted_and_cut_at_the_count);
             case!(list_and_delete_groups);
             case!(key_packages_are_taken_once_unless_last_resort);
             case!(expired_key_packages_are_deleted);
