@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hsmls::KeyPackageIn;
 use hsmls::PskStore;
 use hsmls::internal::codec::{
-    self, FramedContent, FramedContentBody, GroupInfo, MlsMessage, MlsMessageBody,
+    self, FramedContent, FramedContentBody, GroupContext, GroupInfo, MlsMessage, MlsMessageBody,
 };
 use hsmls::internal::message_protection::{protect_public, sign_content};
 use hsmls::wire::LeafIndex;
@@ -738,30 +738,16 @@ impl InteropClient {
         // From here on a failure destroys the keys made for this request
         // (the signature key and the KeyPackage's HPKE keys): nothing of a
         // refused request stays in the token.
-        let signed = (|| -> Result<Vec<u8>, InteropError> {
-            let content = FramedContent {
-                group_id: gi.group_context.group_id.clone(),
-                epoch: gi.group_context.epoch,
-                sender: Sender::NewMemberProposal,
-                authenticated_data: Vec::new(),
-                body: FramedContentBody::Proposal(Proposal::Add(codec::Add {
-                    key_package: bundle.key_package.as_wire().clone(),
-                })),
-            };
-            let signed = sign_content(
-                cs,
-                signer.custody.as_ref(),
-                &signer.signature_key,
-                WireFormat::PUBLIC_MESSAGE,
-                content,
-                Some(&gi.group_context),
-            )?;
-            let message = protect_public(cs, signed, None)?;
-            Ok(MlsMessage {
-                body: MlsMessageBody::PublicMessage(message),
-            }
-            .encode()?)
-        })();
+        let content = FramedContent {
+            group_id: gi.group_context.group_id.clone(),
+            epoch: gi.group_context.epoch,
+            sender: Sender::NewMemberProposal,
+            authenticated_data: Vec::new(),
+            body: FramedContentBody::Proposal(Proposal::Add(codec::Add {
+                key_package: bundle.key_package.as_wire().clone(),
+            })),
+        };
+        let signed = signed_public_message(cs, &signer, content, &gi.group_context);
         let (proposal, mut registry) = match signed.and_then(|p| Ok((p, self.registry()?))) {
             Ok(ok) => ok,
             Err(e) => {
@@ -865,22 +851,33 @@ impl InteropClient {
             authenticated_data: Vec::new(),
             body: FramedContentBody::Proposal(proposal),
         };
-        let signed = sign_content(
-            cs,
-            signer.custody.as_ref(),
-            &signer.signature_key,
-            WireFormat::PUBLIC_MESSAGE,
-            content,
-            Some(&gi.group_context),
-        )?;
-        let message = protect_public(cs, signed, None)?;
         Ok(ProposalResponse {
-            proposal: MlsMessage {
-                body: MlsMessageBody::PublicMessage(message),
-            }
-            .encode()?,
+            proposal: signed_public_message(cs, &signer, content, &gi.group_context)?,
         })
     }
+}
+
+/// `content` of a non-member sender signed by `signer` and framed as an
+/// encoded PublicMessage (no membership tag, RFC 9420 §6.2).
+fn signed_public_message(
+    cs: &dyn CipherSuiteProvider,
+    signer: &Signer,
+    content: FramedContent,
+    context: &GroupContext,
+) -> Result<Vec<u8>, InteropError> {
+    let signed = sign_content(
+        cs,
+        signer.custody.as_ref(),
+        &signer.signature_key,
+        WireFormat::PUBLIC_MESSAGE,
+        content,
+        Some(context),
+    )?;
+    let message = protect_public(cs, signed, None)?;
+    Ok(MlsMessage {
+        body: MlsMessageBody::PublicMessage(message),
+    }
+    .encode()?)
 }
 
 /// Runs `f` and converts its error to a gRPC status.

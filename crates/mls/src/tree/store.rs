@@ -429,16 +429,10 @@ impl NodeStore {
         &'a self,
         sorted_fps: &'a [u64],
     ) -> Box<dyn Iterator<Item = usize> + 'a> {
-        let found = |m: &Meta| m.kind != 0 && sorted_fps.binary_search(&m.enc_fp).is_ok();
-        if sorted_fps.len() > FILTERED_LOOKUP_MAX {
-            return Box::new(self.metas().filter(move |(_, m)| found(m)).map(|(i, _)| i));
-        }
-        Box::new(
-            self.metas_of_chunks(move |c| {
-                c.non_blank > 0 && sorted_fps.iter().any(|&fp| c.enc_filter.may_contain(fp))
-            })
-            .filter(move |(_, m)| found(m))
-            .map(|(i, _)| i),
+        self.with_any_fp(
+            sorted_fps,
+            |m| (m.kind != 0).then_some(m.enc_fp),
+            |c, fp| c.enc_filter.may_contain(fp),
         )
     }
 
@@ -448,13 +442,31 @@ impl NodeStore {
         &'a self,
         sorted_fps: &'a [u64],
     ) -> Box<dyn Iterator<Item = usize> + 'a> {
-        let found = |m: &Meta| m.kind == 1 && sorted_fps.binary_search(&m.sig_fp).is_ok();
+        self.with_any_fp(
+            sorted_fps,
+            |m| (m.kind == 1).then_some(m.sig_fp),
+            |c, fp| c.sig_filter.may_contain(fp),
+        )
+    }
+
+    /// The nodes whose fingerprint (`fp_of`, `None` for nodes that have
+    /// none) is in `sorted_fps`: only the chunks whose filter may hold one
+    /// of them are read, unless there are more than
+    /// [`FILTERED_LOOKUP_MAX`] to find.
+    fn with_any_fp<'a>(
+        &'a self,
+        sorted_fps: &'a [u64],
+        fp_of: impl Fn(&Meta) -> Option<u64> + Copy + 'a,
+        may_hold: impl Fn(&Chunk, u64) -> bool + 'a,
+    ) -> Box<dyn Iterator<Item = usize> + 'a> {
+        let found =
+            move |m: &Meta| fp_of(m).is_some_and(|fp| sorted_fps.binary_search(&fp).is_ok());
         if sorted_fps.len() > FILTERED_LOOKUP_MAX {
             return Box::new(self.metas().filter(move |(_, m)| found(m)).map(|(i, _)| i));
         }
         Box::new(
             self.metas_of_chunks(move |c| {
-                c.non_blank > 0 && sorted_fps.iter().any(|&fp| c.sig_filter.may_contain(fp))
+                c.non_blank > 0 && sorted_fps.iter().any(|&fp| may_hold(c, fp))
             })
             .filter(move |(_, m)| found(m))
             .map(|(i, _)| i),
