@@ -28,14 +28,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hsmls::KeyPackageIn;
 use hsmls::PskStore;
-use hsmls::internal::codec::{
-    self, FramedContent, FramedContentBody, GroupContext, GroupInfo, MlsMessage, MlsMessageBody,
-};
-use hsmls::internal::message_protection::{protect_public, sign_content};
+use hsmls::internal::codec::{self, GroupInfo, MlsMessage, MlsMessageBody};
+use hsmls::internal::group::{external_proposal, new_member_add_proposal};
 use hsmls::wire::LeafIndex;
 use hsmls::wire::{
     Credential, CredentialType, Decode, Encode, ExtensionType, ExternalSender, ExternalSenders,
-    Proposal, Sender, WireFormat,
+    Proposal,
 };
 use hsmls::{
     BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupConfig,
@@ -726,7 +724,6 @@ impl InteropClient {
     ) -> Result<NewMemberAddProposalResponse, InteropError> {
         let gi = decode_group_info(&req.group_info)?;
         let suite = check_suite(u32::from(gi.group_context.cipher_suite.0))?;
-        let cs = provider(suite)?;
         let signer = self.signer(&req.identity, suite)?;
         let bundle = match self.key_package(&signer, suite) {
             Ok(b) => b,
@@ -738,16 +735,14 @@ impl InteropClient {
         // From here on a failure destroys the keys made for this request
         // (the signature key and the KeyPackage's HPKE keys): nothing of a
         // refused request stays in the token.
-        let content = FramedContent {
-            group_id: gi.group_context.group_id.clone(),
-            epoch: gi.group_context.epoch,
-            sender: Sender::NewMemberProposal,
-            authenticated_data: Vec::new(),
-            body: FramedContentBody::Proposal(Proposal::Add(codec::Add {
-                key_package: bundle.key_package.as_wire().clone(),
-            })),
-        };
-        let signed = signed_public_message(cs, &signer, content, &gi.group_context);
+        let signed = new_member_add_proposal(
+            &signer,
+            &bundle.key_package,
+            &gi.group_context.group_id,
+            gi.group_context.epoch,
+        )
+        .map(|p| p.message)
+        .map_err(InteropError::from);
         let (proposal, mut registry) = match signed.and_then(|p| Ok((p, self.registry()?))) {
             Ok(ok) => ok,
             Err(e) => {
@@ -844,40 +839,18 @@ impl InteropClient {
             None => None,
         };
         let signer_index = listed.unwrap_or(req.signer_index);
-        let content = FramedContent {
-            group_id: gi.group_context.group_id.clone(),
-            epoch: gi.group_context.epoch,
-            sender: Sender::External(signer_index),
-            authenticated_data: Vec::new(),
-            body: FramedContentBody::Proposal(proposal),
-        };
+        let message = external_proposal(
+            &signer,
+            gi.group_context.cipher_suite,
+            &gi.group_context.group_id,
+            gi.group_context.epoch,
+            signer_index,
+            proposal,
+        )?;
         Ok(ProposalResponse {
-            proposal: signed_public_message(cs, &signer, content, &gi.group_context)?,
+            proposal: message.message,
         })
     }
-}
-
-/// `content` of a non-member sender signed by `signer` and framed as an
-/// encoded PublicMessage (no membership tag, RFC 9420 §6.2).
-fn signed_public_message(
-    cs: &dyn CipherSuiteProvider,
-    signer: &Signer,
-    content: FramedContent,
-    context: &GroupContext,
-) -> Result<Vec<u8>, InteropError> {
-    let signed = sign_content(
-        cs,
-        signer.custody.as_ref(),
-        &signer.signature_key,
-        WireFormat::PUBLIC_MESSAGE,
-        content,
-        Some(context),
-    )?;
-    let message = protect_public(cs, signed, None)?;
-    Ok(MlsMessage {
-        body: MlsMessageBody::PublicMessage(message),
-    }
-    .encode()?)
 }
 
 /// Runs `f` and converts its error to a gRPC status.
