@@ -325,27 +325,7 @@ impl PreparedUpdatePath {
                 ciphertext,
             })
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let sealed: Vec<Result<HpkeCiphertext, TreeError>> = if threads > 1
-            && jobs.len() >= PARALLEL_SEALS
-        {
-            let per = jobs.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = jobs
-                    .chunks(per)
-                    .map(|chunk| scope.spawn(move || chunk.iter().map(seal).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| vec![Err(TreeError::WorkerPanicked)])
-                    })
-                    .collect()
-            })
-        } else {
-            jobs.iter().map(seal).collect()
-        };
+        let sealed = crate::parallel::map(&jobs, PARALLEL_SEALS, seal)?;
         let mut nodes: Vec<UpdatePathNode> = self
             .path
             .iter()
@@ -354,9 +334,6 @@ impl PreparedUpdatePath {
                 encrypted_path_secret: HpkeCiphertexts::new(),
             })
             .collect();
-        if sealed.len() != jobs.len() {
-            return Err(TreeError::WorkerPanicked);
-        }
         for ((k, _), ct) in jobs.iter().zip(sealed) {
             if let Some(n) = nodes.get_mut(*k) {
                 n.encrypted_path_secret.push(&ct?)?;

@@ -303,26 +303,11 @@ const PARALLEL_LEAVES: usize = 64;
 /// spread over the available cores for large trees.
 fn validate_leaves(tree: &RatchetTree, params: &GroupParams<'_>) -> Result<(), TreeError> {
     let leaves: Vec<(LeafIndex, &LeafNode)> = tree.leaves().collect();
-    let check = |chunk: &[(LeafIndex, &LeafNode)]| -> Result<(), TreeError> {
-        for (i, leaf) in chunk {
-            validate_leaf_node(tree.provider, leaf, LeafNodeUsage::InTree(*i), params)?;
-        }
-        Ok(())
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || leaves.len() < PARALLEL_LEAVES {
-        return check(&leaves);
-    }
-    let per = leaves.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = leaves
-            .chunks(per)
-            .map(|chunk| scope.spawn(move || check(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or(Err(TreeError::WorkerPanicked)))
-    })
+    crate::parallel::map(&leaves, PARALLEL_LEAVES, |(i, leaf)| {
+        validate_leaf_node(tree.provider, leaf, LeafNodeUsage::InTree(*i), params)
+    })?
+    .into_iter()
+    .collect()
 }
 
 /// §12.4.3.1: `unmerged_leaves` sorted, non-blank descendants, present in
