@@ -189,8 +189,8 @@ pub(super) struct SavedTree {
     last_seq: AtomicU64,
 }
 
-/// Per chunk, the chunk a confirmed save encoded and the digest of its
-/// record. Keeping the chunk keeps it from being changed in place: the tree
+/// Per chunk, the chunk a confirmed save encoded and the `save_id` of the
+/// save that wrote its record. Keeping the chunk keeps it from being changed in place: the tree
 /// copies a chunk before changing it while another reference exists, so
 /// the same chunk ([`ChunkRef::same`]) means the same nodes.
 struct ConfirmedSave {
@@ -464,23 +464,23 @@ impl Expect<'_> {
         Ok(context)
     }
 
-    /// Reads the current tree: the digests the state lists and the slots
+    /// Reads the current tree: the writers the state lists and the slots
     /// changed since, then the records, opened and decoded on every core,
     /// and the changed slots applied. Returns the tree and, per chunk, the
-    /// chunk of its record (before the changed slots) and the digest.
+    /// chunk of its record (before the changed slots) and the writer.
     fn tree_from_records(
         &self,
         r: &mut Reader<'_>,
         records: &[TreeRecord],
     ) -> Result<(RatchetTree, Vec<(ChunkRef, RecordId)>), StateError> {
         let n_leaves = r.u32("tree leaves")?;
-        let digests = r.list("tree chunk saves", |r| {
+        let writers = r.list("tree chunk saves", |r| {
             r.fixed::<SAVE_ID_LEN>("tree chunk save")
         })?;
         let hash_len = self.cs.hash_len();
         let changed = read_changed_slots(r, hash_len)?;
         // Bounded by the state's length (32 bytes per chunk).
-        let mut by_chunk: Vec<Option<&TreeRecord>> = vec![None; digests.len()];
+        let mut by_chunk: Vec<Option<&TreeRecord>> = vec![None; writers.len()];
         for record in records {
             let slot = usize::try_from(record.index)
                 .ok()
@@ -490,14 +490,14 @@ impl Expect<'_> {
                 return Err(StateError::DuplicateTreeRecord(record.index));
             }
         }
-        let mut work = Vec::with_capacity(digests.len());
-        for (c, (record, digest)) in by_chunk.into_iter().zip(&digests).enumerate() {
+        let mut work = Vec::with_capacity(writers.len());
+        for (c, (record, writer)) in by_chunk.into_iter().zip(&writers).enumerate() {
             let index = u32::try_from(c).map_err(|_| malformed("tree chunk saves"))?;
             let record = record.ok_or(StateError::MissingTreeRecord(index))?;
-            work.push((index, record, digest));
+            work.push((index, record, writer));
         }
-        let bases = crate::parallel::map(&work, PARALLEL_CHUNKS, |(index, record, digest)| {
-            open_chunk(self.sealer, self.group_id, *index, record, digest, hash_len)
+        let bases = crate::parallel::map(&work, PARALLEL_CHUNKS, |(index, record, writer)| {
+            open_chunk(self.sealer, self.group_id, *index, record, writer, hash_len)
         })
         .map_err(|_| StateError::WorkerPanicked)?
         .into_iter()
@@ -505,11 +505,11 @@ impl Expect<'_> {
         let mut chunks = bases.clone();
         apply_changed_slots(&mut chunks, changed)?;
         let tree = RatchetTree::from_chunks(self.cs, n_leaves, chunks)?;
-        Ok((tree, bases.into_iter().zip(digests).collect()))
+        Ok((tree, bases.into_iter().zip(writers).collect()))
     }
 
     /// Reads an epoch state and its tree from `tree_in`; returns the
-    /// chunks and digests of the tree records (empty for a diff).
+    /// chunks and writers of the tree records (empty for a diff).
     fn epoch_state(
         &self,
         r: &mut Reader<'_>,
@@ -517,7 +517,7 @@ impl Expect<'_> {
         custody: Option<&Arc<dyn KeyCustody>>,
     ) -> Result<(EpochState, Vec<(ChunkRef, RecordId)>), StateError> {
         let context = self.context(r)?;
-        let (mut tree, digests) = match tree_in {
+        let (mut tree, writers) = match tree_in {
             TreeIn::Records(records) => self.tree_from_records(r, records)?,
             TreeIn::Diff(base) => (RatchetTree::read_diff(r, base)?, Vec::new()),
         };
@@ -542,7 +542,7 @@ impl Expect<'_> {
             interim_transcript_hash,
             confirmation_tag,
         };
-        Ok((state, digests))
+        Ok((state, writers))
     }
 }
 
@@ -674,7 +674,7 @@ impl Group {
             tree_records.push(result?);
             bases[c] = (chunks[c].clone(), save_id);
         }
-        let digests: Vec<RecordId> = bases.iter().map(|(_, d)| *d).collect();
+        let writers: Vec<RecordId> = bases.iter().map(|(_, d)| *d).collect();
         let changed: Vec<(usize, usize)> = changed
             .into_iter()
             .flat_map(|(c, slots)| slots.into_iter().map(move |i| (c, i)))
@@ -683,7 +683,7 @@ impl Group {
         let plaintext = self.encode_state(
             &save_id,
             TreeSave {
-                saves: &digests,
+                saves: &writers,
                 chunks: &chunks,
                 changed: &changed,
             },
@@ -1256,9 +1256,9 @@ mod tests {
         let sealer = SoftwareSealer::generate();
         let (a, _) = busy_pair(&custody);
         let (saved, ticket) = a.save_changes(&sealer).unwrap();
-        let digests: Vec<RecordId> = ticket.chunks.iter().map(|(_, d)| *d).collect();
+        let writers: Vec<RecordId> = ticket.chunks.iter().map(|(_, d)| *d).collect();
         let save = TreeSave {
-            saves: &digests,
+            saves: &writers,
             chunks: &[],
             changed: &[],
         };
