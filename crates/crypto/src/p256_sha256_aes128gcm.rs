@@ -7,6 +7,7 @@ use aes_gcm::{Aes128Gcm, Nonce};
 use hkdf::{Hkdf, HkdfExtract};
 use hmac::{Hmac, Mac};
 use hsmls_custody::{KemAlgorithm, KeyCustody, KeyRef, SignatureScheme};
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::elliptic_curve::subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -31,6 +32,11 @@ const NN: usize = 12;
 const NPK: usize = 65;
 /// P-256 scalar length (`Nsk`).
 const NSK: usize = 32;
+/// From this total length on, a signed message given in several pieces is
+/// verified from its SHA-256 (p256's prehash verification, about 0.2 ms
+/// more than ring's) rather than joined for ring: joining copies it, about
+/// 0.1 ms per MB, and a commit to 100,000 members is 11 MB.
+const PREHASH_VERIFY_FROM: usize = 2 * 1024 * 1024;
 
 /// The suite's single instance, handed out by [`CipherSuite::provider`].
 pub(crate) static SUITE: P256Sha256Aes128Gcm = P256Sha256Aes128Gcm;
@@ -352,12 +358,25 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         // itself is ring's (assembly, about 5x faster than p256 0.13's
         // generic ladder: a group of N verifies 2N signatures to be
         // created and N to be joined). ring gets the canonical r ‖ s.
-        VerifyingKey::from_sec1_bytes(public_key)
+        let key = VerifyingKey::from_sec1_bytes(public_key)
             .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))?;
         let sig = Signature::from_der(signature).map_err(|_| CryptoError::MalformedSignature)?;
         let joined;
         let message: &[u8] = match message {
             [one] => one,
+            parts if parts.iter().map(|p| p.len()).sum::<usize>() >= PREHASH_VERIFY_FROM => {
+                // A message in pieces (a received commit's
+                // FramedContentTBS is the received bytes and the encoded
+                // GroupContext) that ring would need in one buffer:
+                // hashed where it lies instead of copied.
+                let mut h = Sha256::new();
+                for p in parts {
+                    h.update(p);
+                }
+                return key
+                    .verify_prehash(&h.finalize(), &sig)
+                    .map_err(|_| CryptoError::InvalidSignature);
+            }
             parts => {
                 joined = parts.concat();
                 &joined

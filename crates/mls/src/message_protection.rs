@@ -32,8 +32,8 @@ use crate::codec::vl::{vl_bytes, vl_header_len, write_vl_header};
 use crate::codec::{
     AuthenticatedContent, CodecError, ContentType, Decode, Encode, FramedContent,
     FramedContentAuthData, FramedContentBody, GroupContext, PrivateContentAad, PrivateMessage,
-    PrivateMessageContent, Proposal, PublicMessage, Sender, SenderData, SenderDataAad,
-    SignaturePublicKey, WireFormat,
+    PrivateMessageContent, Proposal, ProtocolVersion, PublicMessage, Sender, SenderData,
+    SenderDataAad, SignaturePublicKey, WireFormat,
 };
 use crate::secret_tree::{RatchetType, SecretTree, SecretTreeError, sender_data_key_nonce};
 use crate::tree_math::LeafIndex;
@@ -430,40 +430,82 @@ pub fn unprotect_public(
     membership_key: &Secret,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
+    let framed = framed_encoding(&message)?;
     unprotect_public_checked(
         cs,
         message,
+        &framed,
         context,
         Some(membership_key),
         signature_key,
         None,
+        |content, _| Ok::<_, ProtectionError>(content),
     )
-    .map(|(content, _)| content)
     .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
 }
 
-/// [`unprotect_public`] for a member about to process the content: a
-/// commit's `confirmed_transcript_hash` (RFC 9420 §8.2, over
-/// `interim_transcript_hash_before`) comes back with it, hashed from the
-/// same encoding of the content as the membership tag and the signature.
-/// `None` for other content types.
-pub(crate) fn unprotect_public_with_transcript(
+/// A commit's `confirmed_transcript_hash` (RFC 9420 §8.2) as the
+/// processing of a received PublicMessage hands it on: computed from the
+/// received bytes, possibly still on its own thread, and waited for when
+/// the key schedule needs it.
+pub(crate) struct ConfirmedHash<'a>(Box<dyn FnOnce() -> Option<Digest> + 'a>);
+
+impl ConfirmedHash<'_> {
+    /// The hash (waiting for its thread): `None` if the content is not a
+    /// commit.
+    pub(crate) fn get(self) -> Option<Digest> {
+        (self.0)()
+    }
+}
+
+/// [`unprotect_public`] for a member about to process the content, from
+/// the `MLSMessage` as received (`received`, which `message` was decoded
+/// from). The membership tag, the signature and a commit's
+/// `confirmed_transcript_hash` (over `interim_transcript_hash_before`)
+/// are computed over the received bytes of the content instead of an
+/// encoding of it, and `process` gets the content with that hash.
+///
+/// The received bytes are the encoding the checks need: the decoder
+/// accepts only canonical encodings (minimal vector headers, optional
+/// flags 0 or 1, version mls10), so `version ‖ wire_format ‖
+/// FramedContent` is the prefix of `received` of that encoding's length,
+/// which is checked.
+///
+/// A large message from a member (a commit to thousands of members) is
+/// processed while its signature and transcript hash are still being
+/// computed on their own threads, once its membership tag verified on
+/// this one: the sender holds this epoch's membership key. Its result
+/// counts only if the signature verifies (an invalid signature is the
+/// error reported, before any of `process`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unprotect_received_public<R, E: From<ProtectionError>>(
     cs: &dyn CipherSuiteProvider,
     message: PublicMessage,
+    received: &[u8],
     context: &GroupContext,
     membership_key: &Secret,
     signature_key: &[u8],
     interim_transcript_hash_before: &[u8],
-) -> Result<(AuthenticatedContent, Option<Digest>), ProtectionError> {
+    process: impl FnOnce(AuthenticatedContent, ConfirmedHash<'_>) -> Result<R, E>,
+) -> Result<R, E> {
+    // version, wire_format: two uint16
+    if received.len() != 4 + message.tls_serialized_len() {
+        return Err(ProtectionError::from(CodecError::Malformed(
+            "a PublicMessage not in its canonical encoding".into(),
+        ))
+        .into());
+    }
+    let framed_len = framed_len(&message);
     unprotect_public_checked(
         cs,
         message,
+        &received[..framed_len],
         context,
         Some(membership_key),
         signature_key,
         Some(interim_transcript_hash_before),
+        process,
     )
-    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
 }
 
 /// Checks a PublicMessage as an observer without the epoch's secrets
@@ -477,9 +519,35 @@ pub fn verify_public_without_membership(
     context: &GroupContext,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
-    unprotect_public_checked(cs, message, context, None, signature_key, None)
-        .map(|(content, _)| content)
-        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
+    let framed = framed_encoding(&message)?;
+    unprotect_public_checked(
+        cs,
+        message,
+        &framed,
+        context,
+        None,
+        signature_key,
+        None,
+        |content, _| Ok::<_, ProtectionError>(content),
+    )
+    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
+}
+
+/// The length of `version ‖ wire_format ‖ FramedContent`, the start of an
+/// `MLSMessage` carrying `message`, of its FramedContentTBS and (from
+/// `wire_format` on) of its ConfirmedTranscriptHashInput.
+fn framed_len(message: &PublicMessage) -> usize {
+    4 + message.content.tls_serialized_len()
+}
+
+/// `version ‖ wire_format ‖ FramedContent` for a PublicMessage that was
+/// not received as bytes.
+fn framed_encoding(message: &PublicMessage) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(framed_len(message));
+    ProtocolVersion::MLS10.tls_serialize(&mut out)?;
+    WireFormat::PUBLIC_MESSAGE.tls_serialize(&mut out)?;
+    message.content.tls_serialize(&mut out)?;
+    Ok(out)
 }
 
 /// From this size of `FramedContentTBS` on (a commit whose UpdatePath is
@@ -489,96 +557,104 @@ pub fn verify_public_without_membership(
 /// more than it saves.
 const PARALLEL_CHECKS_FROM: usize = 256 * 1024;
 
-fn unprotect_public_checked(
+/// The checks of a PublicMessage, hashed from `framed` (`version ‖
+/// wire_format ‖ FramedContent` as received or encoded): each of the three
+/// inputs is `framed` between short pieces, so the content is never
+/// copied. `process` gets the checked content and a commit's confirmed
+/// transcript hash (see [`unprotect_received_public`] for when it runs
+/// before the signature is known to verify).
+#[allow(clippy::too_many_arguments)]
+fn unprotect_public_checked<R, E: From<ProtectionError>>(
     cs: &dyn CipherSuiteProvider,
     message: PublicMessage,
+    framed: &[u8],
     context: &GroupContext,
     membership_key: Option<&Secret>,
     signature_key: &[u8],
     interim_transcript_hash_before: Option<&[u8]>,
-) -> Result<(AuthenticatedContent, Option<Digest>), ProtectionError> {
+    process: impl FnOnce(AuthenticatedContent, ConfirmedHash<'_>) -> Result<R, E>,
+) -> Result<R, E> {
     check_group_epoch(&message.content.group_id, message.content.epoch, context)?;
     let content_type = message.content.content_type();
     if content_type == ContentType::Application {
-        return Err(ProtectionError::ApplicationInPublicMessage);
+        return Err(ProtectionError::ApplicationInPublicMessage.into());
     }
     check_sender_content(&message.content)?;
     check_confirmation_tag(content_type, &message.auth)?;
     let membership = match (&message.content.sender, &message.membership_tag) {
         (Sender::Member(_), Some(tag)) => membership_key.map(|key| (key, tag.as_slice())),
-        (Sender::Member(_), None) => return Err(ProtectionError::MissingMembershipTag),
-        (_, Some(_)) => return Err(ProtectionError::UnexpectedMembershipTag),
+        (Sender::Member(_), None) => return Err(ProtectionError::MissingMembershipTag.into()),
+        (_, Some(_)) => return Err(ProtectionError::UnexpectedMembershipTag.into()),
         (_, None) => None,
     };
 
-    // One encoding of FramedContentTBS serves all three checks. It is
-    // written behind room for the SignContent header (RFC 9420 §5.1.2:
-    // `opaque label<V>; opaque content<V>;`), which is filled in once its
-    // length is known, so that the signature is checked over one
-    // contiguous buffer without copying the content.
+    // FramedContentTBS = version ‖ wire_format ‖ FramedContent ‖ [GroupContext]
+    let context = match needs_context(&message.content.sender) {
+        true => context.encode().map_err(ProtectionError::from)?,
+        false => Vec::new(),
+    };
+    // SignContent = label<V> ‖ content<V> (RFC 9420 §5.1.2)
     let label_len = MLS_LABEL_PREFIX.len() + FRAMED_CONTENT_TBS.len();
-    let room = vl_header_len(label_len) + label_len + 4;
-    let ctx = needs_context(&message.content.sender).then_some(context);
-    let mut buffer = Vec::with_capacity(room + message.content.to_be_signed_len(ctx));
-    buffer.resize(room, 0);
-    let framed =
-        message
-            .content
-            .write_to_be_signed(WireFormat::PUBLIC_MESSAGE, ctx, &mut buffer)?;
-    let mut header = Vec::with_capacity(room);
-    write_vl_header(label_len, &mut header).map_err(CodecError::from)?;
-    header.extend_from_slice(MLS_LABEL_PREFIX);
-    header.extend_from_slice(FRAMED_CONTENT_TBS);
-    write_vl_header(buffer.len() - room, &mut header).map_err(CodecError::from)?;
-    let sign_start = room - header.len();
-    buffer[sign_start..room].copy_from_slice(&header);
-    let sign_content = &buffer[sign_start..];
-    let tbs = &buffer[room..];
-    let auth = message.auth.encode()?;
+    let mut sign_header = Vec::with_capacity(vl_header_len(label_len) + label_len + 4);
+    write_vl_header(label_len, &mut sign_header).map_err(ProtectionError::from)?;
+    sign_header.extend_from_slice(MLS_LABEL_PREFIX);
+    sign_header.extend_from_slice(FRAMED_CONTENT_TBS);
+    write_vl_header(framed.len() + context.len(), &mut sign_header)
+        .map_err(ProtectionError::from)?;
+    let auth = message.auth.encode().map_err(ProtectionError::from)?;
     let mut signature = Vec::with_capacity(message.auth.signature.len() + 4);
-    vl_bytes::tls_serialize(&message.auth.signature, &mut signature).map_err(CodecError::from)?;
+    vl_bytes::tls_serialize(&message.auth.signature, &mut signature)
+        .map_err(ProtectionError::from)?;
 
     // AuthenticatedContentTBM = FramedContentTBS ‖ FramedContentAuthData
     let check_tag = || match membership {
         Some((key, tag)) => cs
-            .verify_mac(key.as_bytes(), &[tbs, &auth], tag)
+            .verify_mac(key.as_bytes(), &[framed, &context, &auth], tag)
             .map_err(|_| ProtectionError::InvalidMembershipTag),
         None => Ok(()),
     };
     let check_signature = || {
-        cs.verify(signature_key, &[sign_content], &message.auth.signature)
-            .map_err(ProtectionError::InvalidSignature)
+        cs.verify(
+            signature_key,
+            &[&sign_header, framed, &context],
+            &message.auth.signature,
+        )
+        .map_err(ProtectionError::InvalidSignature)
     };
     // ConfirmedTranscriptHashInput = wire_format ‖ content ‖ signature<V>
     let transcript = || match (content_type, interim_transcript_hash_before) {
-        (ContentType::Commit, Some(interim)) => {
-            Some(cs.hash(&[interim, &buffer[framed.clone()], &signature]))
-        }
+        (ContentType::Commit, Some(interim)) => Some(cs.hash(&[interim, &framed[2..], &signature])),
         _ => None,
     };
-    let confirmed = if tbs.len() >= PARALLEL_CHECKS_FROM {
-        let (tag, signature, confirmed) = std::thread::scope(|scope| {
-            let signature = on_thread(scope, check_signature);
-            let confirmed = on_thread(scope, transcript);
-            let tag = check_tag();
-            (tag, signature.join(), confirmed.join())
-        });
-        tag?;
-        signature?;
-        confirmed
-    } else {
+    let checked = |auth: FramedContentAuthData| AuthenticatedContent {
+        wire_format: WireFormat::PUBLIC_MESSAGE,
+        content: message.content,
+        auth,
+    };
+    if framed.len() < PARALLEL_CHECKS_FROM {
         check_tag()?;
         check_signature()?;
-        transcript()
-    };
-    Ok((
-        AuthenticatedContent {
-            wire_format: WireFormat::PUBLIC_MESSAGE,
-            content: message.content,
-            auth: message.auth,
-        },
-        confirmed,
-    ))
+        let confirmed = transcript();
+        return process(
+            checked(message.auth.clone()),
+            ConfirmedHash(Box::new(move || confirmed)),
+        );
+    }
+    std::thread::scope(|scope| {
+        let signature = on_thread(scope, check_signature);
+        let confirmed = on_thread(scope, transcript);
+        check_tag()?;
+        let content = checked(message.auth.clone());
+        if membership.is_some() {
+            // A member sent it: processed while the other two finish.
+            let processed = process(content, ConfirmedHash(Box::new(move || confirmed.join())));
+            signature.join()?;
+            processed
+        } else {
+            signature.join()?;
+            process(content, ConfirmedHash(Box::new(move || confirmed.join())))
+        }
+    })
 }
 
 /// Work started on a scoped thread, or run on this one if no thread

@@ -576,3 +576,61 @@ fn encrypted_path_secrets_are_framed_like_a_vector() {
         Err(CodecError::Truncated)
     );
 }
+
+/// A member hashes a received PublicMessage as it came (the membership
+/// tag, the signature and the confirmed transcript hash are computed over
+/// the received `version ‖ wire_format ‖ FramedContent`, not over an
+/// encoding of what was decoded: `message_protection`), which is the
+/// encoding everyone else hashes only if the decoder accepts nothing but
+/// canonical encodings. Every byte of real messages changed (five ways),
+/// removed, doubled, or preceded by 0x40 (a one-byte vector header made a
+/// non-minimal two-byte one): whatever still decodes encodes back to
+/// exactly the bytes it was decoded from.
+#[test]
+fn whatever_decodes_encodes_back_to_the_same_bytes() {
+    let mut accepted = 0usize;
+    let mut tried = 0usize;
+    for c in cases().iter().take(6) {
+        for hex in [
+            &c.mls_welcome,
+            &c.mls_group_info,
+            &c.mls_key_package,
+            &c.public_message_application,
+            &c.public_message_proposal,
+            &c.public_message_commit,
+            &c.private_message,
+        ] {
+            let b = unhex(hex);
+            let mut check = |m: Vec<u8>| {
+                tried += 1;
+                if let Ok(decoded) = MlsMessage::decode(&m) {
+                    accepted += 1;
+                    assert_eq!(
+                        decoded.encode().unwrap(),
+                        m,
+                        "a non-canonical encoding was accepted"
+                    );
+                }
+            };
+            for at in 0..b.len() {
+                for flip in [0x01u8, 0x02, 0x40, 0x80, 0xff] {
+                    let mut m = b.clone();
+                    m[at] ^= flip;
+                    check(m);
+                }
+                let mut m = b.clone();
+                m.remove(at);
+                check(m);
+                let mut m = b.clone();
+                m.insert(at, b[at]);
+                check(m);
+                let mut m = b.clone();
+                m.insert(at, 0x40);
+                check(m);
+            }
+        }
+    }
+    // Most changes to content bytes keep the message decodable: the check
+    // above ran on them.
+    assert!(accepted > tried / 10, "{accepted} of {tried} decoded");
+}

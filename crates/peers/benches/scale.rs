@@ -48,6 +48,9 @@
 //! `SCALE_N`, `SCALE_OPS`, `SCALE_IMPL`, `SCALE_CUSTODY`). It prints one
 //! line per timed operation, then the state size and the peak resident
 //! size (`VmHWM`). `bash scripts/bench.sh --scale` runs the matrix.
+//! `SCALE_REPEAT=K` (hsmls only) repeats `update-create`,
+//! `update-process` and `save` K times in the one group, a line each: K
+//! samples for the price of one group.
 //!
 //! Each timed operation runs inside [`measured`], a function that is never
 //! inlined, so that `valgrind --tool=callgrind --dump-before='scale::measure*'`
@@ -415,6 +418,15 @@ fn key_packages(
     (out, first, first_bundle)
 }
 
+/// `SCALE_REPEAT`: how many self-updates hsmls creates and processes (1
+/// if unset).
+fn update_repeats() -> usize {
+    std::env::var("SCALE_REPEAT")
+        .ok()
+        .map(|v| v.parse().expect("SCALE_REPEAT: a count"))
+        .unwrap_or(1)
+}
+
 fn merge_incoming(group: &mut Group, commit: &[u8]) {
     match group.process_incoming(commit, NOW).expect("process") {
         ProcessedMessage::StagedCommit(staged) => group.merge_staged_commit(staged).expect("merge"),
@@ -670,8 +682,13 @@ fn run_hsmls(run: &Run) {
         assert!(member.confirm_saved(ticket));
     }
 
-    // update-create, update-process
-    if run.runs("update-create") {
+    // update-create, update-process; `SCALE_REPEAT=K` runs the pair (and
+    // `save`) K times, the creator's self-updates all the same shape, so
+    // that one group gives K samples of each.
+    for _ in 0..update_repeats() {
+        if !run.runs("update-create") {
+            break;
+        }
         let before = counts();
         let (out, d) = measured(|| {
             let mut options = CommitOptions::new();

@@ -21,7 +21,7 @@ use crate::codec::{
 use crate::credential::Signer;
 use crate::key_package::KeyPackage;
 use crate::key_schedule::{EpochSecrets, KeySchedule};
-use crate::message_protection::sign_content;
+use crate::message_protection::{ConfirmedHash, sign_content};
 use crate::psk::{PskInput, psk_secret};
 use crate::secret_tree::SecretTree;
 use crate::transcript::{
@@ -741,11 +741,13 @@ impl Group {
     /// Validates a commit from another member (RFC 9420 §12.4.2) and
     /// computes the next epoch without changing the group.
     /// `precomputed_confirmed`: the commit's confirmed transcript hash, if
-    /// already computed over the current interim transcript hash.
+    /// computed elsewhere over the current interim transcript hash (from
+    /// the received bytes, maybe on another thread: asked for only when
+    /// the key schedule needs it).
     pub(crate) fn stage_commit(
         &self,
         content: &AuthenticatedContent,
-        precomputed_confirmed: Option<Digest>,
+        precomputed_confirmed: Option<ConfirmedHash<'_>>,
         now: UnixTime,
     ) -> Result<StagedCommit, GroupError> {
         let FramedContentBody::Commit(commit) = &content.content.body else {
@@ -889,7 +891,7 @@ impl Group {
                 .map_err(|_| GroupError::InvalidCommit(CommitRule::ExternalInitKemOutput))?,
             None => self.state.secrets.init_secret.clone(),
         };
-        let confirmed = match precomputed_confirmed {
+        let confirmed = match precomputed_confirmed.and_then(ConfirmedHash::get) {
             Some(confirmed) => confirmed,
             None => confirmed_transcript_hash(
                 self.cs,

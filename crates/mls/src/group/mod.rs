@@ -68,7 +68,7 @@ use crate::key_package::KeyPackage;
 use crate::key_schedule::EpochSecrets;
 use crate::message_protection::{
     MemberSignatureKeys, Membership, protect_private, protect_public, sign_content,
-    unprotect_private, unprotect_public_with_transcript,
+    unprotect_private, unprotect_received_public,
 };
 use crate::secret_tree::SecretTree;
 use crate::tree::{RatchetTree, TreeKemPrivate};
@@ -1061,7 +1061,7 @@ impl Group {
         self.check_active()?;
         let message = message.map_err(GroupError::Malformed)?;
         match message.body {
-            MlsMessageBody::PublicMessage(m) => self.process_public(m, now),
+            MlsMessageBody::PublicMessage(m) => self.process_public(m, bytes, now),
             MlsMessageBody::PrivateMessage(m) => self.process_private(m, now),
             MlsMessageBody::Welcome(_) => Err(GroupError::UnexpectedMessage(MessageRule::Welcome)),
             MlsMessageBody::GroupInfo(_) => {
@@ -1111,9 +1111,11 @@ impl Group {
         });
     }
 
+    /// `received`: the MLSMessage `message` was decoded from.
     fn process_public(
         &mut self,
         message: PublicMessage,
+        received: &[u8],
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
         if message.content.group_id != self.state.context.group_id {
@@ -1133,15 +1135,27 @@ impl Group {
             &self.state.context.extensions,
             &message.content,
         )?;
-        let (content, confirmed_transcript_hash) = unprotect_public_with_transcript(
+        unprotect_received_public(
             self.cs,
             message,
+            received,
             &self.state.context,
             &self.state.secrets.membership_key,
             signature_key.as_slice(),
             &self.state.interim_transcript_hash,
-        )?;
-        self.process_content(content, None, confirmed_transcript_hash, now)
+            |content, confirmed| match content.content.body {
+                FramedContentBody::Commit(_) => {
+                    // Staging changes nothing: it may run before the
+                    // signature is known to verify (see
+                    // `unprotect_received_public`).
+                    self.check_sender_credential(&content)?;
+                    let staged = self.stage_commit(&content, Some(confirmed), now)?;
+                    Ok::<_, GroupError>(Ok(ProcessedMessage::StagedCommit(staged)))
+                }
+                _ => Ok(Err(content)),
+            },
+        )?
+        .or_else(|content| self.process_content(content, None, now))
     }
 
     fn process_private(
@@ -1172,7 +1186,7 @@ impl Group {
                 &self.state.context,
                 &TreeKeys(&self.state.tree),
             )?;
-            return self.process_content(unprotected.content, None, None, now);
+            return self.process_content(unprotected.content, None, now);
         }
         // Handshakes are validated after decryption: stage the secret tree
         // and keep it only if the whole message is accepted.
@@ -1185,7 +1199,7 @@ impl Group {
             &self.state.context,
             &TreeKeys(&self.state.tree),
         )?;
-        self.process_content(unprotected.content, Some(secret_tree), None, now)
+        self.process_content(unprotected.content, Some(secret_tree), now)
     }
 
     /// A late application message of a retained past epoch.
@@ -1236,7 +1250,6 @@ impl Group {
         &mut self,
         content: AuthenticatedContent,
         secret_tree: Option<SecretTree>,
-        confirmed_transcript_hash: Option<Digest>,
         now: UnixTime,
     ) -> Result<ProcessedMessage, GroupError> {
         self.check_sender_credential(&content)?;
@@ -1281,7 +1294,7 @@ impl Group {
                 event
             }
             FramedContentBody::Commit(_) => {
-                let staged = self.stage_commit(&content, confirmed_transcript_hash, now)?;
+                let staged = self.stage_commit(&content, None, now)?;
                 ProcessedMessage::StagedCommit(staged)
             }
         };
