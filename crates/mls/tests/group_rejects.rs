@@ -756,3 +756,75 @@ fn out_of_order_bounds() {
         ));
     }
 }
+
+/// A member's commit of more than 256 KiB (here through its
+/// authenticated data; in a large group through its UpdatePath) is staged
+/// while its signature and transcript hash are computed on other threads,
+/// once its membership tag verified (`message_protection::
+/// unprotect_received_public`). Signed with another key and tagged by a
+/// member, it is refused for its signature (staging found the
+/// confirmation tag wrong too: the signature is part of the confirmed
+/// transcript hash); signed with the committer's own key but with a
+/// changed confirmation tag, for the confirmation tag. The state is
+/// unchanged each time, and the genuine commit then merges.
+#[test]
+fn large_commit_staged_beside_its_checks_counts_only_if_signed() {
+    use hsmls::internal::message_protection::{protect_public, sign_content};
+    use hsmls::wire::WireFormat;
+    use hsmls_custody::{KeyCustody, KeyRef};
+
+    let public = config(HandshakeFraming::Public);
+    let mut g = group_of(3, &public, b"large commit");
+    let mut options = CommitOptions::new();
+    options.force_path = true;
+    options.authenticated_data = vec![0x5a; 300 * 1024];
+    let out = g[0].commit(options, NOW).unwrap();
+    let MlsMessageBody::PublicMessage(pm) = MlsMessage::decode(&out.commit).unwrap().body else {
+        panic!("a public commit");
+    };
+    let cs = hsmls_crypto::CipherSuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256
+        .provider()
+        .unwrap();
+    // The commit signed by `key` in `custody`, its confirmation tag's
+    // first byte XORed with `flip`, and tagged with the epoch's
+    // membership key, as its sender could.
+    let resign = |custody: &dyn KeyCustody, key: &KeyRef, flip: u8| {
+        let m = g[0].membership();
+        let mut ac = sign_content(
+            cs,
+            custody,
+            key,
+            WireFormat::PUBLIC_MESSAGE,
+            pm.content.clone(),
+            Some(m.group_context),
+        )
+        .unwrap();
+        let mut tag = pm.auth.confirmation_tag.clone().unwrap();
+        tag.0[0] ^= flip;
+        ac.auth.confirmation_tag = Some(tag);
+        reencode(MlsMessageBody::PublicMessage(
+            protect_public(cs, ac, Some(m)).unwrap(),
+        ))
+    };
+    let custody = SoftwareCustody::new();
+    let other_key = custody.generate(cs.signature_key_spec()).unwrap();
+    let wrong_signature = resign(&custody, &other_key, 0);
+    let own = g[0].signer().clone();
+    let wrong_confirmation = resign(own.custody.as_ref(), &own.signature_key, 1);
+    custody.destroy(&other_key).unwrap();
+
+    let err = rejected(&mut g[1], &wrong_signature);
+    assert!(
+        matches!(
+            err,
+            GroupError::Protection(ProtectionError::InvalidSignature(_))
+        ),
+        "{err:?}"
+    );
+    let err = rejected(&mut g[1], &wrong_confirmation);
+    assert!(matches!(err, GroupError::InvalidConfirmationTag), "{err:?}");
+
+    deliver(&mut g, 0, &out, &[1, 2]);
+    assert_eq!(g[1].epoch_authenticator(), g[0].epoch_authenticator());
+    assert_eq!(g[2].epoch_authenticator(), g[0].epoch_authenticator());
+}

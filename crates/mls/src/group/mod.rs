@@ -648,6 +648,17 @@ impl Group {
         &self.signer
     }
 
+    /// The current GroupContext and membership key, for tests that tag
+    /// forged PublicMessages as a member could.
+    #[cfg(feature = "test-utils")]
+    #[doc(hidden)]
+    pub fn membership(&self) -> Membership<'_> {
+        Membership {
+            group_context: &self.state.context,
+            membership_key: &self.state.secrets.membership_key,
+        }
+    }
+
     /// A snapshot of the whole state, for equality checks in tests.
     #[cfg(feature = "test-utils")]
     #[doc(hidden)]
