@@ -18,6 +18,10 @@
 //!
 //! Receiving: [`unprotect_public`] and [`unprotect_private`] check group
 //! id and epoch, the membership tag or the AEAD, and the signature. A
+//! group member checks a PublicMessage from the bytes it received
+//! (`unprotect_received_public`): the membership tag, the signature and a
+//! commit's confirmed transcript hash are hashed from them, never from a
+//! re-encoding, and a large commit is staged beside the last two. A
 //! rejected message leaves the state unchanged: [`unprotect_private`]
 //! deletes the used key from the [`SecretTree`] (RFC 9420 §9.2) only after
 //! decryption, parsing and signature verification all succeeded.
@@ -553,8 +557,9 @@ fn framed_encoding(message: &PublicMessage) -> Result<Vec<u8>, CodecError> {
 /// From this size of `FramedContentTBS` on (a commit whose UpdatePath is
 /// encrypted to thousands of leaves), the membership tag, the signature
 /// and the confirmed transcript hash, three independent SHA-256 passes
-/// over the content, run on their own threads. Below it a thread costs
-/// more than it saves.
+/// over the content, run side by side: the tag on the caller's thread,
+/// the other two on their own, where they go on while a member's commit
+/// is staged. Below it a thread costs more than it saves.
 const PARALLEL_CHECKS_FROM: usize = 256 * 1024;
 
 /// The checks of a PublicMessage, hashed from `framed` (`version ‖

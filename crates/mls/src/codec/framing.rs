@@ -136,42 +136,8 @@ impl FramedContent {
         wire_format: WireFormat,
         context: Option<&GroupContext>,
     ) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::with_capacity(self.to_be_signed_len(context));
-        self.write_to_be_signed(wire_format, context, &mut out)?;
-        Ok(out)
-    }
-
-    /// The length of the `FramedContentTBS` encoding with `context`, so
-    /// that a buffer for it is allocated once: at 100,000 members a
-    /// commit is 11 MB, and growing its buffer by the GroupContext at the
-    /// end copies all of it again.
-    pub fn to_be_signed_len(&self, context: Option<&GroupContext>) -> usize {
-        // version, wire_format: two uint16
-        4 + self.tls_serialized_len() + context.map_or(0, |c| c.tls_serialized_len())
-    }
-
-    /// Appends the encoding of `FramedContentTBS` (see
-    /// [`FramedContent::to_be_signed`]) to `out`, so that a caller can
-    /// put it behind a prefix without copying it. Returns where
-    /// `wire_format ‖ content` lies in `out` (the start of the
-    /// `ConfirmedTranscriptHashInput` of a commit, RFC 9420 §8.2).
-    pub fn write_to_be_signed(
-        &self,
-        wire_format: WireFormat,
-        context: Option<&GroupContext>,
-        out: &mut Vec<u8>,
-    ) -> Result<std::ops::Range<usize>, CodecError> {
-        ProtocolVersion::MLS10.tls_serialize(out)?;
-        let start = out.len();
-        wire_format.tls_serialize(out)?;
-        self.tls_serialize(out)?;
-        let framed = start..out.len();
         let needs_context = matches!(self.sender, Sender::Member(_) | Sender::NewMemberCommit);
         match (needs_context, context) {
-            (true, Some(ctx)) => {
-                ctx.tls_serialize(out)?;
-            }
-            (false, None) => {}
             (true, None) => {
                 return Err(CodecError::Encoding(
                     "FramedContentTBS of a member or new_member_commit sender needs the GroupContext".into(),
@@ -182,8 +148,25 @@ impl FramedContent {
                     "FramedContentTBS of an external or new_member_proposal sender has no GroupContext".into(),
                 ));
             }
+            _ => {}
         }
-        Ok(framed)
+        let mut out = Vec::with_capacity(self.to_be_signed_len(context));
+        ProtocolVersion::MLS10.tls_serialize(&mut out)?;
+        wire_format.tls_serialize(&mut out)?;
+        self.tls_serialize(&mut out)?;
+        if let Some(ctx) = context {
+            ctx.tls_serialize(&mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The length of the `FramedContentTBS` encoding with `context`, so
+    /// that a buffer for it is allocated once: at 100,000 members a
+    /// commit is 11 MB, and growing its buffer by the GroupContext at the
+    /// end copies all of it again.
+    pub fn to_be_signed_len(&self, context: Option<&GroupContext>) -> usize {
+        // version, wire_format: two uint16
+        4 + self.tls_serialized_len() + context.map_or(0, |c| c.tls_serialized_len())
     }
 }
 
