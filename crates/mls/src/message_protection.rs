@@ -434,18 +434,8 @@ pub fn unprotect_public(
     membership_key: &Secret,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
-    let framed = framed_encoding(&message)?;
-    unprotect_public_checked(
-        cs,
-        message,
-        &framed,
-        context,
-        Some(membership_key),
-        signature_key,
-        None,
-        |content, _| Ok::<_, ProtectionError>(content),
-    )
-    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
+    unprotect_decoded_public(cs, message, context, Some(membership_key), signature_key)
+        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
 }
 
 /// A commit's `confirmed_transcript_hash` (RFC 9420 §8.2) as the
@@ -482,7 +472,7 @@ impl ConfirmedHash<'_> {
 /// counts only if the signature verifies (an invalid signature is the
 /// error reported, before any of `process`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn unprotect_received_public<R, E: From<ProtectionError>>(
+pub(crate) fn unprotect_received_public<R, E: From<ProtectionError> + std::fmt::Display>(
     cs: &dyn CipherSuiteProvider,
     message: PublicMessage,
     received: &[u8],
@@ -510,6 +500,7 @@ pub(crate) fn unprotect_received_public<R, E: From<ProtectionError>>(
         Some(interim_transcript_hash_before),
         process,
     )
+    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
 }
 
 /// Checks a PublicMessage as an observer without the epoch's secrets
@@ -523,18 +514,30 @@ pub fn verify_public_without_membership(
     context: &GroupContext,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
+    unprotect_decoded_public(cs, message, context, None, signature_key)
+        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
+}
+
+/// The checks of a PublicMessage that was not received as bytes: over an
+/// encoding of its content.
+fn unprotect_decoded_public(
+    cs: &dyn CipherSuiteProvider,
+    message: PublicMessage,
+    context: &GroupContext,
+    membership_key: Option<&Secret>,
+    signature_key: &[u8],
+) -> Result<AuthenticatedContent, ProtectionError> {
     let framed = framed_encoding(&message)?;
     unprotect_public_checked(
         cs,
         message,
         &framed,
         context,
-        None,
+        membership_key,
         signature_key,
         None,
         |content, _| Ok::<_, ProtectionError>(content),
     )
-    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
 }
 
 /// The length of `version ‖ wire_format ‖ FramedContent`, the start of an

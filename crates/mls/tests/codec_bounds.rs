@@ -37,6 +37,22 @@ fn cases() -> Vec<Case> {
     load("messages.json")
 }
 
+/// A case's seven `MLSMessage`s, decoded from hex.
+fn mls_messages(c: &Case) -> Vec<Vec<u8>> {
+    [
+        &c.mls_welcome,
+        &c.mls_group_info,
+        &c.mls_key_package,
+        &c.public_message_application,
+        &c.public_message_proposal,
+        &c.public_message_commit,
+        &c.private_message,
+    ]
+    .into_iter()
+    .map(|hex| unhex(hex))
+    .collect()
+}
+
 fn key_package_message() -> Vec<u8> {
     unhex(&cases()[0].mls_key_package)
 }
@@ -278,16 +294,7 @@ fn every_truncation_is_an_error() {
     // Every proper prefix of real messages must fail to decode (and never
     // panic); the full message decodes.
     for c in cases().iter().take(10) {
-        for hex in [
-            &c.mls_welcome,
-            &c.mls_group_info,
-            &c.mls_key_package,
-            &c.public_message_application,
-            &c.public_message_proposal,
-            &c.public_message_commit,
-            &c.private_message,
-        ] {
-            let b = unhex(hex);
+        for b in mls_messages(c) {
             assert!(MlsMessage::decode(&b).is_ok());
             for n in 0..b.len() {
                 let r = MlsMessage::decode(&b[..n]);
@@ -591,16 +598,7 @@ fn whatever_decodes_encodes_back_to_the_same_bytes() {
     let mut accepted = 0usize;
     let mut tried = 0usize;
     for c in cases().iter().take(6) {
-        for hex in [
-            &c.mls_welcome,
-            &c.mls_group_info,
-            &c.mls_key_package,
-            &c.public_message_application,
-            &c.public_message_proposal,
-            &c.public_message_commit,
-            &c.private_message,
-        ] {
-            let b = unhex(hex);
+        for b in mls_messages(c) {
             let mut check = |m: Vec<u8>| {
                 tried += 1;
                 if let Ok(decoded) = MlsMessage::decode(&m) {
