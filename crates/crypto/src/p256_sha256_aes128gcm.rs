@@ -358,6 +358,7 @@ impl CipherSuiteProvider for P256Sha256Aes128Gcm {
         // itself is ring's (assembly, about 5x faster than p256 0.13's
         // generic ladder: a group of N verifies 2N signatures to be
         // created and N to be joined). ring gets the canonical r ‖ s.
+        // A large message in pieces is checked by p256 from its digest.
         let key = VerifyingKey::from_sec1_bytes(public_key)
             .map_err(|_| CryptoError::InvalidPublicKey(PublicKeyFault::NotOnCurve))?;
         let sig = Signature::from_der(signature).map_err(|_| CryptoError::MalformedSignature)?;
