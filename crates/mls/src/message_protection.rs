@@ -434,8 +434,18 @@ pub fn unprotect_public(
     membership_key: &Secret,
     signature_key: &[u8],
 ) -> Result<AuthenticatedContent, ProtectionError> {
-    unprotect_decoded_public(cs, message, context, Some(membership_key), signature_key)
-        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
+    let framed = framed_encoding(&message)?;
+    unprotect_public_checked(
+        cs,
+        message,
+        &framed,
+        context,
+        Some(membership_key),
+        signature_key,
+        None,
+        |content, _| Ok::<_, ProtectionError>(content),
+    )
+    .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
 }
 
 /// A commit's `confirmed_transcript_hash` (RFC 9420 §8.2) as the
@@ -465,19 +475,23 @@ impl ConfirmedHash<'_> {
 /// FramedContent` is the prefix of `received` of that encoding's length,
 /// which is checked.
 ///
+/// Without `membership_key` (an observer without the epoch's secrets: a
+/// Delivery Service following the public group state) the membership tag
+/// of a member sender must be there but its value is not checked.
+///
 /// A large message from a member (a commit to thousands of members) is
 /// processed while its signature and transcript hash are still being
 /// computed on their own threads, once its membership tag verified on
-/// this one: the sender holds this epoch's membership key. Its result
-/// counts only if the signature verifies (an invalid signature is the
-/// error reported, before any of `process`).
+/// this one (so not for an observer): the sender holds this epoch's
+/// membership key. Its result counts only if the signature verifies (an
+/// invalid signature is the error reported, before any of `process`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn unprotect_received_public<R, E: From<ProtectionError> + std::fmt::Display>(
     cs: &dyn CipherSuiteProvider,
     message: PublicMessage,
     received: &[u8],
     context: &GroupContext,
-    membership_key: &Secret,
+    membership_key: Option<&Secret>,
     signature_key: &[u8],
     interim_transcript_hash_before: &[u8],
     process: impl FnOnce(AuthenticatedContent, ConfirmedHash<'_>) -> Result<R, E>,
@@ -495,49 +509,12 @@ pub(crate) fn unprotect_received_public<R, E: From<ProtectionError> + std::fmt::
         message,
         &received[..framed_len],
         context,
-        Some(membership_key),
+        membership_key,
         signature_key,
         Some(interim_transcript_hash_before),
         process,
     )
     .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected"))
-}
-
-/// Checks a PublicMessage as an observer without the epoch's secrets
-/// does (a Delivery Service following the public group state): the same
-/// checks as [`unprotect_public`] except the membership tag, which needs
-/// the `membership_key`. A member sender's message must still carry one
-/// (and other senders' must not); its value is not checked.
-pub fn verify_public_without_membership(
-    cs: &dyn CipherSuiteProvider,
-    message: PublicMessage,
-    context: &GroupContext,
-    signature_key: &[u8],
-) -> Result<AuthenticatedContent, ProtectionError> {
-    unprotect_decoded_public(cs, message, context, None, signature_key)
-        .inspect_err(|e| tracing::debug!(error = %e, "PublicMessage rejected by an observer"))
-}
-
-/// The checks of a PublicMessage that was not received as bytes: over an
-/// encoding of its content.
-fn unprotect_decoded_public(
-    cs: &dyn CipherSuiteProvider,
-    message: PublicMessage,
-    context: &GroupContext,
-    membership_key: Option<&Secret>,
-    signature_key: &[u8],
-) -> Result<AuthenticatedContent, ProtectionError> {
-    let framed = framed_encoding(&message)?;
-    unprotect_public_checked(
-        cs,
-        message,
-        &framed,
-        context,
-        membership_key,
-        signature_key,
-        None,
-        |content, _| Ok::<_, ProtectionError>(content),
-    )
 }
 
 /// The length of `version ‖ wire_format ‖ FramedContent`, the start of an

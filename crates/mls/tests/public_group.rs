@@ -510,3 +510,36 @@ fn a_revoked_senders_proposals_and_pathless_commits_are_refused_as_members_refus
     deliver_commit(&mut ms, 0, &out);
     agree(&obs, &mut ms[..2]);
 }
+
+/// A commit of more than 256 KiB (its authenticated data; in a large group
+/// its UpdatePath) is checked from the received bytes with its signature
+/// and transcript hash on their own threads: the observer refuses it
+/// signed with another member's key (for the signature, state unchanged)
+/// and follows the genuine one, agreeing with every member.
+#[test]
+fn follows_a_large_commit_and_refuses_it_forged() {
+    let (mut ms, mut obs) = setup();
+    let before = obs.to_bytes().unwrap();
+    let ctx = ms[0].group().group_context().clone();
+    let mut options = CommitOptions::new();
+    options.force_path = true;
+    options.authenticated_data = vec![0xa5; 300 * 1024];
+    let out = ms[0].group().commit(options, NOW).unwrap();
+    assert!(out.commit.len() > 300 * 1024);
+    let forged = resign(&ms[2], public(&out.commit), |_| {}, &ctx);
+    let e = obs.process(&forged, NOW).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GroupError::Protection(ProtectionError::InvalidSignature(_))
+        ),
+        "{e:?}"
+    );
+    assert_eq!(obs.to_bytes().unwrap(), before);
+    match obs.process(&out.commit, NOW).unwrap() {
+        ObservedMessage::Commit(c) => assert_eq!(c.epoch, ctx.epoch + 1),
+        other => panic!("{other:?}"),
+    }
+    deliver_commit(&mut ms, 0, &out);
+    agree(&obs, &mut ms);
+}

@@ -1151,7 +1151,7 @@ impl Group {
             message,
             received,
             &self.state.context,
-            &self.state.secrets.membership_key,
+            Some(&self.state.secrets.membership_key),
             signature_key.as_slice(),
             &self.state.interim_transcript_hash,
             |content, confirmed| match content.content.body {

@@ -40,11 +40,11 @@ use super::proposals::{
 use super::{CommitRule, GroupError, Member, MessageRule, ProposalRule, PskStore, WelcomeRule};
 use crate::codec::{
     self, AuthenticatedContent, Decode, Encode, FramedContentBody, GroupContext, GroupInfo,
-    KeyPackageRef, Mac, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef, ProposalRef,
-    PublicMessage, Sender, find_extension, vl::split_vl,
+    KeyPackageRef, Mac, MlsMessage, MlsMessageBody, Proposal, ProposalOrRef, ProposalRef, Sender,
+    find_extension, vl::split_vl,
 };
 use crate::credential::CredentialValidator;
-use crate::message_protection::verify_public_without_membership;
+use crate::message_protection::{ConfirmedHash, unprotect_received_public};
 use crate::transcript::{
     ConfirmedTranscriptHashInput, InterimTranscriptHashInput, TranscriptHashes,
     confirmed_transcript_hash, interim_transcript_hash,
@@ -84,6 +84,15 @@ pub struct ObservedCommit {
     pub external: bool,
     /// The epoch it moved to.
     pub epoch: u64,
+}
+
+/// An observed commit, validated, and the epoch it moves to.
+struct StagedObservedCommit {
+    observed: ObservedCommit,
+    context: GroupContext,
+    tree: RatchetTree,
+    interim_transcript_hash: Vec<u8>,
+    confirmation_tag: codec::Mac,
 }
 
 /// What [`PublicGroup::process`] made of a message.
@@ -287,12 +296,47 @@ impl PublicGroup {
         let MlsMessageBody::PublicMessage(m) = message.body else {
             return Err(GroupError::UnexpectedMessage(MessageRule::NotPublicMessage));
         };
-        let content = self.verify(m)?;
-        super::sender::check_sender_credential(
-            &self.tree,
-            self.validator.as_ref(),
-            &content.content,
+        if m.content.group_id != self.context.group_id {
+            return Err(GroupError::WrongGroupId);
+        }
+        if m.content.epoch != self.context.epoch {
+            return Err(GroupError::WrongEpoch {
+                message: m.content.epoch,
+                current: self.context.epoch,
+            });
+        }
+        let signature_key =
+            super::sender::sender_signature_key(&self.tree, &self.context.extensions, &m.content)?;
+        // Every public check of §6.2 but the membership tag's value (the
+        // observer has no membership key), hashed from the received
+        // bytes; a commit is staged (its transcript hash taken when
+        // needed), then installed.
+        let checked = unprotect_received_public(
+            self.cs,
+            m,
+            bytes,
+            &self.context,
+            None,
+            signature_key.as_slice(),
+            &self.interim_transcript_hash,
+            |content, confirmed| {
+                super::sender::check_sender_credential(
+                    &self.tree,
+                    self.validator.as_ref(),
+                    &content.content,
+                )?;
+                match &content.content.body {
+                    FramedContentBody::Commit(_) => {
+                        Ok::<_, GroupError>(Err(self.stage_commit(&content, confirmed, now)?))
+                    }
+                    _ => Ok(Ok(content)),
+                }
+            },
         )?;
+        let content = match checked {
+            Ok(content) => content,
+            Err(staged) => return Ok(ObservedMessage::Commit(self.install(staged))),
+        };
         match &content.content.body {
             FramedContentBody::Proposal(proposal) => {
                 if self.proposals.len() >= MAX_OBSERVED_PROPOSALS {
@@ -316,42 +360,20 @@ impl PublicGroup {
                 self.proposals.push(cached);
                 Ok(event)
             }
-            FramedContentBody::Commit(_) => {
-                Ok(ObservedMessage::Commit(self.commit(&content, now)?))
-            }
-            FramedContentBody::Application(_) => Err(GroupError::UnexpectedMessage(
+            _ => Err(GroupError::UnexpectedMessage(
                 MessageRule::SenderCannotSendContent,
             )),
         }
     }
 
-    /// The sender's key, then every public check of §6.2 but the
-    /// membership tag's value.
-    fn verify(&self, m: PublicMessage) -> Result<AuthenticatedContent, GroupError> {
-        if m.content.group_id != self.context.group_id {
-            return Err(GroupError::WrongGroupId);
-        }
-        if m.content.epoch != self.context.epoch {
-            return Err(GroupError::WrongEpoch {
-                message: m.content.epoch,
-                current: self.context.epoch,
-            });
-        }
-        let signature_key =
-            super::sender::sender_signature_key(&self.tree, &self.context.extensions, &m.content)?;
-        Ok(verify_public_without_membership(
-            self.cs,
-            m,
-            &self.context,
-            signature_key.as_slice(),
-        )?)
-    }
-
-    fn commit(
-        &mut self,
+    /// Validates a commit and computes the observer's next epoch without
+    /// changing it.
+    fn stage_commit(
+        &self,
         content: &AuthenticatedContent,
+        confirmed: ConfirmedHash<'_>,
         now: u64,
-    ) -> Result<ObservedCommit, GroupError> {
+    ) -> Result<StagedObservedCommit, GroupError> {
         let FramedContentBody::Commit(commit) = &content.content.body else {
             return Err(GroupError::UnexpectedMessage(MessageRule::NotACommit));
         };
@@ -442,11 +464,14 @@ impl PublicGroup {
             }
         }
         context.tree_hash = tree.tree_hash()?.to_vec();
-        let confirmed = confirmed_transcript_hash(
-            self.cs,
-            &self.interim_transcript_hash,
-            &ConfirmedTranscriptHashInput::new(content)?,
-        )?;
+        let confirmed = match confirmed.get() {
+            Some(confirmed) => confirmed,
+            None => confirmed_transcript_hash(
+                self.cs,
+                &self.interim_transcript_hash,
+                &ConfirmedTranscriptHashInput::new(content)?,
+            )?,
+        };
         let interim = interim_transcript_hash(
             self.cs,
             &confirmed,
@@ -460,19 +485,29 @@ impl PublicGroup {
             .iter()
             .map(|(i, l)| Member::from_leaf(*i, l))
             .collect();
-        // Install (nothing can fail from here on).
-        self.context = context;
-        self.tree = tree;
-        self.interim_transcript_hash = interim.to_vec();
-        self.confirmation_tag = tag.clone();
-        self.proposals.clear();
-        Ok(ObservedCommit {
-            sender: committer,
-            added,
-            removed,
-            external,
-            epoch: self.context.epoch,
+        Ok(StagedObservedCommit {
+            observed: ObservedCommit {
+                sender: committer,
+                added,
+                removed,
+                external,
+                epoch: context.epoch,
+            },
+            context,
+            tree,
+            interim_transcript_hash: interim.to_vec(),
+            confirmation_tag: tag.clone(),
         })
+    }
+
+    /// Moves to a staged commit's epoch (nothing can fail).
+    fn install(&mut self, staged: StagedObservedCommit) -> ObservedCommit {
+        self.context = staged.context;
+        self.tree = staged.tree;
+        self.interim_transcript_hash = staged.interim_transcript_hash;
+        self.confirmation_tag = staged.confirmation_tag;
+        self.proposals.clear();
+        staged.observed
     }
 
     /// The observer's state as bytes, to store (holds no secret: public
