@@ -1163,18 +1163,10 @@ impl Inner {
             let loaded = match self.storage.read_group(&gid).await {
                 Ok(Some(saved)) => match self.mls_client(GroupMode::Blind) {
                     Ok(client) => {
-                        let (sealer, id) = (self.sealer.clone(), gid.clone());
-                        blocking(move || {
-                            client.load_group(
-                                sealer.as_ref(),
-                                &id,
-                                &saved.state,
-                                &saved.tree_records,
-                                &saved.epoch_records,
-                            )
-                        })
-                        .await?
-                        .map_err(|e| e.to_string())
+                        let sealer = self.sealer.clone();
+                        blocking(move || client.load_saved_group(sealer.as_ref(), &saved))
+                            .await?
+                            .map_err(|e| e.to_string())
                     }
                     Err(e) => Err(e.to_string()),
                 },

@@ -145,17 +145,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| group.save(sealer).expect("save"))
             });
             g.bench_function(BenchmarkId::new(format!("load/{name}"), n), |b| {
-                b.iter(|| {
-                    client
-                        .load_group(
-                            sealer,
-                            group.group_id(),
-                            &saved.state,
-                            &saved.tree_records,
-                            &saved.epoch_records,
-                        )
-                        .expect("load")
-                })
+                b.iter(|| client.load_saved_group(sealer, &saved).expect("load"))
             });
             after_one_commit(&mut group, sealer);
             let (changes, _) = group.save_changes(sealer).expect("save");

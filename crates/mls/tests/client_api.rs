@@ -355,13 +355,7 @@ fn a_loaded_group_keeps_the_signer_it_was_saved_with() {
         validator(),
     );
     let loaded = rotated
-        .load_group(
-            custody.state_sealer(),
-            &saved.group_id,
-            &saved.state,
-            &saved.tree_records,
-            &saved.epoch_records,
-        )
+        .load_saved_group(custody.state_sealer(), &saved)
         .unwrap();
     assert_eq!(loaded.signer().signature_key, old.signature_key);
     assert_ne!(

@@ -181,16 +181,7 @@ fn a_renewed_credential_reaches_the_group_and_is_kept() {
     // carries alice#2 and its messages verify for the others.
     let sealer = SoftwareSealer::generate();
     let saved = alice.save(&sealer).unwrap();
-    let mut loaded = a
-        .client
-        .load_group(
-            &sealer,
-            b"renewal",
-            &saved.state,
-            &saved.tree_records,
-            &saved.epoch_records,
-        )
-        .unwrap();
+    let mut loaded = a.client.load_saved_group(&sealer, &saved).unwrap();
     assert_eq!(loaded.signer().credential, basic("alice#2"));
     assert_eq!(loaded.signer().signature_key, key);
     let out = loaded.self_update(NOW).unwrap();
@@ -215,16 +206,7 @@ fn a_renewed_credential_reaches_the_group_and_is_kept() {
     let old_key = b.client.signer().signature_key.clone();
     let out = bob.commit(renew(rotated.clone()), NOW).unwrap();
     let saved = bob.save(&sealer).unwrap();
-    let mut bob_loaded = b
-        .client
-        .load_group(
-            &sealer,
-            b"renewal",
-            &saved.state,
-            &saved.tree_records,
-            &saved.epoch_records,
-        )
-        .unwrap();
+    let mut bob_loaded = b.client.load_saved_group(&sealer, &saved).unwrap();
     assert!(bob_loaded.has_pending_commit());
     assert_eq!(bob_loaded.signer().signature_key, old_key);
     assert!(matches!(
@@ -261,16 +243,7 @@ fn a_renewed_credential_reaches_the_group_and_is_kept() {
         .join_by_external_commit(&gi, JoinOptions::default())
         .unwrap();
     let saved = bob_loaded.save(&sealer).unwrap();
-    let reloaded = b
-        .client
-        .load_group(
-            &sealer,
-            b"renewal",
-            &saved.state,
-            &saved.tree_records,
-            &saved.epoch_records,
-        )
-        .unwrap();
+    let reloaded = b.client.load_saved_group(&sealer, &saved).unwrap();
     assert_eq!(reloaded.signer().signature_key, rotated.signature_key);
     bob_custody.destroy(&old_key).unwrap();
 }

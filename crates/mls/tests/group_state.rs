@@ -67,13 +67,8 @@ impl Member {
     }
 
     fn load(&self, saved: &SavedGroup) -> Result<Group, StateError> {
-        self.client.load_group(
-            self.custody.state_sealer(),
-            &saved.group_id,
-            &saved.state,
-            &saved.tree_records,
-            &saved.epoch_records,
-        )
+        self.client
+            .load_saved_group(self.custody.state_sealer(), saved)
     }
 
     /// Loads a state blob (no tree or epoch records) with `sealer`.

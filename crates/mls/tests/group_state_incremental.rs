@@ -9,7 +9,6 @@
 //! another chunk, another group, altered, another kind) gives its own
 //! typed error and changes nothing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hsmls::state::RecordKind;
@@ -59,35 +58,24 @@ fn big_group(group_id: &[u8]) -> (Group, Client, Arc<SoftwareCustody>) {
     (group, alice, custody)
 }
 
-/// What a store keeps, by the SQLite store's rules: the state and epoch
-/// records replaced, tree records inserted or replaced and cut at the
-/// count.
+/// What a store keeps, by the SQLite store's rules
+/// ([`SavedGroup::apply`]): the state and epoch records replaced, tree
+/// records inserted or replaced and cut at the count.
 #[derive(Default)]
 struct Store {
     saved: Option<SavedGroup>,
-    tree: BTreeMap<u32, Vec<u8>>,
 }
 
 impl Store {
     fn write(&mut self, saved: &SavedGroup) {
-        for r in &saved.tree_records {
-            self.tree.insert(r.index, r.data.clone());
+        match &mut self.saved {
+            Some(kept) => kept.apply(saved.clone()),
+            None => self.saved = Some(saved.clone()),
         }
-        self.tree.retain(|i, _| *i < saved.tree_chunks);
-        self.saved = Some(saved.clone());
     }
 
     fn read(&self) -> SavedGroup {
-        let mut saved = self.saved.clone().unwrap();
-        saved.tree_records = self
-            .tree
-            .iter()
-            .map(|(&index, data)| TreeRecord {
-                index,
-                data: data.clone(),
-            })
-            .collect();
-        saved
+        self.saved.clone().unwrap()
     }
 }
 

@@ -70,13 +70,7 @@ impl Member {
         self.group = None;
         self.group = Some(
             self.client
-                .load_group(
-                    self.custody.state_sealer(),
-                    &saved.group_id,
-                    &saved.state,
-                    &saved.tree_records,
-                    &saved.epoch_records,
-                )
+                .load_saved_group(self.custody.state_sealer(), &saved)
                 .unwrap(),
         );
     }

@@ -73,7 +73,6 @@
 //! SCALE_PERF_CTL=ctl,ack,3 perf record -D -1 --control=fifo:ctl,ack -F 10000 --call-graph dwarf -- $BENCH 100000 update-process
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,7 +82,7 @@ use hsmls::wire::{Credential, LeafIndex};
 use hsmls::{
     BasicCredentialValidator, Client, CommitOptions, CredentialValidator, Group, GroupConfig,
     HandshakeFraming, JoinOptions, KeyPackageBundle, KeyPackageConfig, ProcessedMessage,
-    SavedGroup, Signer, TreeRecord,
+    SavedGroup, Signer,
 };
 use hsmls_custody::{
     Capabilities, CustodyError, KeyAttributes, KeyCustody, KeyRef, KeySpec, Pkcs11Custody,
@@ -802,29 +801,18 @@ struct StateSizes {
 #[derive(Default)]
 struct MemStore {
     saved: Option<SavedGroup>,
-    tree: BTreeMap<u32, Vec<u8>>,
 }
 
 impl MemStore {
-    fn write(&mut self, mut saved: SavedGroup) {
-        for r in saved.tree_records.drain(..) {
-            self.tree.insert(r.index, r.data);
+    fn write(&mut self, saved: SavedGroup) {
+        match &mut self.saved {
+            Some(kept) => kept.apply(saved),
+            None => self.saved = Some(saved),
         }
-        self.tree.retain(|i, _| *i < saved.tree_chunks);
-        self.saved = Some(saved);
     }
 
     fn read(&self) -> SavedGroup {
-        let mut saved = self.saved.clone().expect("a saved state");
-        saved.tree_records = self
-            .tree
-            .iter()
-            .map(|(&index, data)| TreeRecord {
-                index,
-                data: data.clone(),
-            })
-            .collect();
-        saved
+        self.saved.clone().expect("a saved state")
     }
 }
 

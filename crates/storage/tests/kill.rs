@@ -34,13 +34,7 @@ async fn load(custody: &Arc<Pkcs11Custody>, dir: &Path, store: &SqliteStorage) -
     let alice = client_in(custody.clone(), dir, "alice");
     Some(
         alice
-            .load_group(
-                &custody.state_sealer().unwrap(),
-                id,
-                &saved.state,
-                &saved.tree_records,
-                &saved.epoch_records,
-            )
+            .load_saved_group(&custody.state_sealer().unwrap(), &saved)
             .unwrap_or_else(|e| panic!("the stored state does not load: {e}")),
     )
 }

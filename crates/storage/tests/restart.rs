@@ -57,15 +57,7 @@ async fn alice_process(role: &str, dir: &Path) {
         let groups = store.list_groups().await.unwrap();
         assert_eq!(groups.len(), 1, "one stored group");
         let saved = store.read_group(&groups[0]).await.unwrap().unwrap();
-        alice
-            .load_group(
-                &sealer,
-                &groups[0],
-                &saved.state,
-                &saved.tree_records,
-                &saved.epoch_records,
-            )
-            .unwrap()
+        alice.load_saved_group(&sealer, &saved).unwrap()
     };
     match role {
         "create" => {}

@@ -238,6 +238,26 @@ pub struct SavedGroup {
 }
 
 impl SavedGroup {
+    /// Writes a later save of the group over this one, as a store does
+    /// (see [`SavedGroup`]): the state, epoch records and chunk count
+    /// replaced, `later`'s tree records inserted or replacing those of
+    /// their chunks, records at or beyond its `tree_chunks` dropped. For
+    /// stores that keep the group as one `SavedGroup` (in memory, one
+    /// key-value entry); the result holds every tree record.
+    pub fn apply(&mut self, later: SavedGroup) {
+        let mut tree: std::collections::BTreeMap<u32, TreeRecord> =
+            std::mem::take(&mut self.tree_records)
+                .into_iter()
+                .chain(later.tree_records)
+                .map(|r| (r.index, r))
+                .collect();
+        tree.retain(|&index, _| index < later.tree_chunks);
+        *self = SavedGroup {
+            tree_records: tree.into_values().collect(),
+            ..later
+        };
+    }
+
     /// The bytes a store writes for this save: state, tree records and
     /// epoch records.
     pub fn written_bytes(&self) -> usize {
