@@ -21,11 +21,8 @@ where
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    if items.len() < min_parallel.max(2) {
-        return Ok(items.iter().map(f).collect());
-    }
     let threads = cores();
-    if threads < 2 {
+    if items.len() < min_parallel.max(2) || threads < 2 {
         return Ok(items.iter().map(f).collect());
     }
     let per = items.len().div_ceil(threads);
